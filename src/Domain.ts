@@ -1,0 +1,75 @@
+/**
+ * Values shared by every service: module keys, cache entries, outcomes and the hashes
+ * that name them across a fleet.
+ *
+ * @since 0.1.0
+ */
+import { createHash } from "node:crypto"
+
+/** A module of a realm: its realm URL and its canonical path (with the real extension, no leading slash). */
+export interface ModuleKey {
+  readonly realmUrl: string
+  readonly path: string
+}
+
+/** Builds a {@link ModuleKey}. */
+export const moduleKey = (realmUrl: string, path: string): ModuleKey => ({ realmUrl, path })
+
+/** The in-process map key of a module: `<realmUrl>|<path>`. */
+export const keyString = (key: ModuleKey): string => `${key.realmUrl}|${key.path}`
+
+/** The fleet-wide coalesce key of a module: `transpile|<realmUrl>|<path>`. */
+export const coalesceKey = (key: ModuleKey): string => `transpile|${key.realmUrl}|${key.path}`
+
+/**
+ * The signed 64-bit hash of a string (the first 8 bytes of its SHA-256). It is both the
+ * advisory-lock key and the NOTIFY payload of a module.
+ */
+export const hash64 = (value: string): bigint =>
+  createHash("sha256").update(value).digest().readBigInt64BE(0)
+
+/** The hash of a module's coalesce key. */
+export const lockKey = (key: ModuleKey): bigint => hash64(coalesceKey(key))
+
+/** The hash of a realm URL, used as the payload of a realm-wide invalidation. */
+export const realmHash = (realmUrl: string): bigint => hash64(`realm|${realmUrl}`)
+
+/** The hex SHA-256 of a module's source text: the `sourceHash` of rows and transpile results. */
+export const hashSource = (source: string | Uint8Array): string =>
+  createHash("sha256").update(source).digest("hex")
+
+/** The source of a module as it is now, as {@link ModuleSources} reads it. */
+export interface ModuleSource {
+  readonly key: ModuleKey
+  readonly content: string
+  readonly hash: string
+}
+
+/** What the transpiler makes of one module. */
+export interface TranspiledModule {
+  readonly body: string
+  readonly headers: Readonly<Record<string, string>>
+  readonly dependencyKeys: ReadonlyArray<string>
+  readonly sourceHash: string
+}
+
+/** A module ready to serve, with the pipeline fingerprint it was made under. */
+export interface CachedModule extends TranspiledModule {
+  readonly key: ModuleKey
+  readonly fingerprint: string
+}
+
+/** How a `get` was answered. `error` is reported in spans and metrics for failed gets. */
+export type Outcome = "l1" | "l2" | "transpiled" | "coalesced" | "fallback"
+
+/** The outcomes as reported in spans and metrics, failures included. */
+export type ReportedOutcome = Outcome | "error"
+
+/** The answer of `ModuleCache.get`. */
+export interface GetResult {
+  readonly module: CachedModule
+  readonly outcome: Outcome
+}
+
+/** The content type of every transpiled module. */
+export const javascriptContentType = "text/javascript; charset=utf-8"

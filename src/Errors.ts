@@ -1,0 +1,63 @@
+/**
+ * The typed errors of the library. Every one is a `Schema.TaggedError`, so it can cross a
+ * process boundary (an L2 row, an HTTP body) and come back as the same value.
+ *
+ * @since 0.1.0
+ */
+import { Schema } from "effect"
+
+/** A module failed to transpile: a syntax error, or an error of a Babel plugin. */
+export class TranspileError extends Schema.TaggedError<TranspileError>()("TranspileError", {
+  path: Schema.String,
+  message: Schema.String,
+  line: Schema.optional(Schema.Number),
+  column: Schema.optional(Schema.Number)
+}) {}
+
+/** A module's source is larger than the configured limit. */
+export class SourceTooLargeError extends Schema.TaggedError<SourceTooLargeError>()("SourceTooLargeError", {
+  path: Schema.String,
+  size: Schema.Number,
+  limit: Schema.Number
+}) {
+  override get message() {
+    return `${this.path} is ${this.size} bytes, over the limit of ${this.limit}`
+  }
+}
+
+/** No module exists at the path. */
+export class ModuleNotFoundError extends Schema.TaggedError<ModuleNotFoundError>()("ModuleNotFoundError", {
+  path: Schema.String
+}) {
+  override get message() {
+    return `module not found: ${this.path}`
+  }
+}
+
+/** The path is not a module of the realm: it escapes the realm, names a dotfile or is malformed. */
+export class InvalidPathError extends Schema.TaggedError<InvalidPathError>()("InvalidPathError", {
+  path: Schema.String,
+  reason: Schema.String
+}) {
+  override get message() {
+    return `invalid module path ${JSON.stringify(this.path)}: ${this.reason}`
+  }
+}
+
+/** Reading a module's source failed for a reason other than its absence. */
+export class SourceReadError extends Schema.TaggedError<SourceReadError>()("SourceReadError", {
+  path: Schema.String,
+  message: Schema.String
+}) {}
+
+/** An L2 store operation failed (the database is unreachable, a query failed). */
+export class StoreError extends Schema.TaggedError<StoreError>()("StoreError", {
+  operation: Schema.String,
+  message: Schema.String
+}) {}
+
+/** The failures a module's transpile can end in, recorded in L2 and shared with every waiter. */
+export type ModuleBuildError = TranspileError | SourceTooLargeError
+
+/** Every error `ModuleCache.get` can fail with. */
+export type GetError = ModuleBuildError | ModuleNotFoundError | InvalidPathError | SourceReadError

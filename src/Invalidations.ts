@@ -1,0 +1,38 @@
+/**
+ * The Invalidations service: tells peers to drop L1 entries, and hears theirs.
+ *
+ * Payloads are hashes, never paths: a peer matches them against its own L1.
+ *
+ * @since 0.1.0
+ */
+import { Context, Effect, Layer, Stream } from "effect"
+import type { ModuleKey } from "./Domain.ts"
+
+/** An invalidation heard from a peer. */
+export type InvalidationEvent =
+  /** Drop the module whose lock key is `hash`. */
+  | { readonly _tag: "Key"; readonly hash: bigint }
+  /** Drop every module of the realm whose realm hash is `hash`. */
+  | { readonly _tag: "Realm"; readonly hash: bigint }
+  /** Invalidations may have been missed (a reconnect): drop all of L1. */
+  | { readonly _tag: "Flush" }
+
+/** Peer invalidation. */
+export class Invalidations extends Context.Service<Invalidations, {
+  readonly kind: "postgres" | "memory" | "none"
+  readonly publishKey: (key: ModuleKey) => Effect.Effect<void>
+  readonly publishRealm: (realmUrl: string) => Effect.Effect<void>
+  /** Events from peers (never this instance's own), for the life of the layer. */
+  readonly events: Stream.Stream<InvalidationEvent>
+}>()("module-transpile-cache/Invalidations") {}
+
+/** No peers. */
+export const none: Invalidations["Service"] = Invalidations.of({
+  kind: "none",
+  publishKey: () => Effect.void,
+  publishRealm: () => Effect.void,
+  events: Stream.never
+})
+
+/** The layer of {@link none}. */
+export const layerNone: Layer.Layer<Invalidations> = Layer.succeed(Invalidations, none)

@@ -1,0 +1,50 @@
+/**
+ * The ModuleSources service: where module source text comes from. Users implement it; the
+ * realm server ships a file-system one.
+ *
+ * @since 0.1.0
+ */
+import { Context, Effect, Layer } from "effect"
+import { hashSource, type ModuleKey, type ModuleSource } from "./Domain.ts"
+import { ModuleNotFoundError, type InvalidPathError, type SourceReadError, type SourceTooLargeError } from "./Errors.ts"
+
+/** Reads the current source of a module, with its hash. */
+export class ModuleSources extends Context.Service<ModuleSources, {
+  readonly read: (
+    key: ModuleKey
+  ) => Effect.Effect<ModuleSource, ModuleNotFoundError | InvalidPathError | SourceReadError | SourceTooLargeError>
+}>()("module-transpile-cache/ModuleSources") {}
+
+/** A mutable in-memory set of module sources, for tests: `set` and `remove` edit it. */
+export interface MemorySources {
+  readonly set: (key: ModuleKey, content: string) => void
+  readonly remove: (key: ModuleKey) => void
+  readonly service: ModuleSources["Service"]
+}
+
+/** Makes a {@link MemorySources} holding the given modules. */
+export const makeMemory = (initial: Iterable<readonly [ModuleKey, string]> = []): MemorySources => {
+  const files = new Map<string, ModuleSource>()
+  const id = (key: ModuleKey) => `${key.realmUrl}|${key.path}`
+  const set = (key: ModuleKey, content: string) => {
+    files.set(id(key), { key, content, hash: hashSource(content) })
+  }
+  for (const [key, content] of initial) set(key, content)
+  return {
+    set,
+    remove: (key) => {
+      files.delete(id(key))
+    },
+    service: ModuleSources.of({
+      read: (key) =>
+        Effect.suspend(() => {
+          const file = files.get(id(key))
+          return file ? Effect.succeed(file) : Effect.fail(new ModuleNotFoundError({ path: key.path }))
+        })
+    })
+  }
+}
+
+/** A layer serving the given {@link MemorySources}. */
+export const layerMemory = (sources: MemorySources): Layer.Layer<ModuleSources> =>
+  Layer.succeed(ModuleSources, sources.service)

@@ -1,0 +1,25 @@
+/**
+ * The Transpiler service: source text to the JavaScript a browser imports.
+ *
+ * @since 0.1.0
+ */
+import { Context, Effect } from "effect"
+import type { TranspiledModule } from "./Domain.ts"
+import type { ModuleBuildError } from "./Errors.ts"
+
+/** The input of one transpile. */
+export interface TranspileInput {
+  /** The canonical path, whose extension picks the pipeline (`.ts`, `.gts`, ...). */
+  readonly path: string
+  readonly source: string
+}
+
+/** Turns module source into JavaScript. */
+export class Transpiler extends Context.Service<Transpiler, {
+  /**
+   * A hash of the pipeline: Babel and plugin versions plus configuration. Rows written
+   * under another fingerprint count as misses.
+   */
+  readonly fingerprint: string
+  readonly transpile: (input: TranspileInput) => Effect.Effect<TranspiledModule, ModuleBuildError>
+}>()("module-transpile-cache/Transpiler") {}
