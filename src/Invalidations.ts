@@ -5,7 +5,7 @@
  *
  * @since 0.1.0
  */
-import { Context, Effect, Layer, Stream } from "effect"
+import { Context, Effect, Layer, type Scope } from "effect"
 import type { ModuleKey } from "./Domain.ts"
 
 /** An invalidation heard from a peer. */
@@ -22,8 +22,13 @@ export class Invalidations extends Context.Service<Invalidations, {
   readonly kind: "postgres" | "memory" | "none"
   readonly publishKey: (key: ModuleKey) => Effect.Effect<void>
   readonly publishRealm: (realmUrl: string) => Effect.Effect<void>
-  /** Events from peers (never this instance's own), for the life of the layer. */
-  readonly events: Stream.Stream<InvalidationEvent>
+  /**
+   * Calls `handler` with every event from peers (never this instance's own) for the life of
+   * the scope. The handler is registered before this effect returns.
+   */
+  readonly subscribe: (
+    handler: (event: InvalidationEvent) => Effect.Effect<void>
+  ) => Effect.Effect<void, never, Scope.Scope>
 }>()("module-transpile-cache/Invalidations") {}
 
 /** No peers. */
@@ -31,7 +36,7 @@ export const none: Invalidations["Service"] = Invalidations.of({
   kind: "none",
   publishKey: () => Effect.void,
   publishRealm: () => Effect.void,
-  events: Stream.never
+  subscribe: () => Effect.void
 })
 
 /** The layer of {@link none}. */

@@ -3,9 +3,25 @@
  *
  * @since 0.1.0
  */
-import { Context, Effect } from "effect"
-import type { GetResult, ModuleKey } from "./Domain.ts"
-import type { GetError } from "./Errors.ts"
+import { Cause, Clock, Config, Context, Deferred, Duration, Effect, Layer, Metric, Schedule } from "effect"
+import { Coordinator, type Waiter } from "./Coordinator.ts"
+import {
+  type CachedModule,
+  type GetResult,
+  keyString,
+  lockKey,
+  type ModuleKey,
+  type ModuleSource,
+  type Outcome,
+  type ReportedOutcome,
+  type TranspiledModule
+} from "./Domain.ts"
+import type { GetError, ModuleBuildError, StoreError } from "./Errors.ts"
+import { Invalidations } from "./Invalidations.ts"
+import { defaultMaxBytes, L1Cache } from "./L1Cache.ts"
+import { ModuleSources } from "./ModuleSources.ts"
+import { Transpiler } from "./Transpiler.ts"
+import { type Captured, isUsable, type StoredRow, TranspileStore, type WriteRequest } from "./TranspileStore.ts"
 
 /** Counters of one ModuleCache instance. */
 export interface CacheStats {
@@ -34,3 +50,386 @@ export class ModuleCache extends Context.Service<ModuleCache, {
   readonly invalidateRealm: (realmUrl: string) => Effect.Effect<void>
   readonly stats: Effect.Effect<CacheStats>
 }>()("module-transpile-cache/ModuleCache") {}
+
+/** Tuning of a ModuleCache. Every field has a default; see the README for the environment names. */
+export interface ModuleCacheOptions {
+  /** Bound on L1's total body bytes (default 64 MiB; 0 disables L1). */
+  readonly l1MaxBytes?: number
+  /** First delay between a waiter's re-reads of L2 (default 20 ms). */
+  readonly pollInitial?: Duration.Input
+  /** Largest delay between re-reads: what a lost NOTIFY costs at most (default 200 ms). */
+  readonly pollMax?: Duration.Input
+  /** How long a waiter waits for a winner before it transpiles itself (default 10 s). */
+  readonly deadline?: Duration.Input
+  /** Retries of an L2 write or tombstone before it is given up and counted (default 3). */
+  readonly persistRetries?: number
+  /** First delay of the persist retry schedule, which doubles (default 50 ms). */
+  readonly persistRetryBase?: Duration.Input
+}
+
+/** The defaults of {@link ModuleCacheOptions}. */
+export const defaults = {
+  l1MaxBytes: defaultMaxBytes,
+  pollInitial: Duration.millis(20),
+  pollMax: Duration.millis(200),
+  deadline: Duration.seconds(10),
+  persistRetries: 3,
+  persistRetryBase: Duration.millis(50)
+} as const
+
+const getCounter = Metric.counter("module_cache_gets", { description: "ModuleCache.get calls by outcome" })
+const outcomeCounters: Record<ReportedOutcome, Metric.Counter<number>> = {
+  l1: Metric.withAttributes(getCounter, { outcome: "l1" }),
+  l2: Metric.withAttributes(getCounter, { outcome: "l2" }),
+  transpiled: Metric.withAttributes(getCounter, { outcome: "transpiled" }),
+  coalesced: Metric.withAttributes(getCounter, { outcome: "coalesced" }),
+  fallback: Metric.withAttributes(getCounter, { outcome: "fallback" }),
+  error: Metric.withAttributes(getCounter, { outcome: "error" })
+}
+/** Babel runs. */
+export const transpileCounter = Metric.counter("module_cache_transpiles", { description: "Transpiles run" })
+/** L2 writes and tombstones given up after their retries. */
+export const persistFailureCounter = Metric.counter("module_cache_persist_failures", {
+  description: "L2 writes given up after retries"
+})
+const fallbackCounter = Metric.counter("module_cache_fallbacks", { description: "Local transpiles by reason" })
+/** How long losers waited for a winner, in milliseconds. */
+export const waitHistogram = Metric.histogram("module_cache_wait_ms", {
+  description: "Time a loser waited for the winner",
+  boundaries: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 30000]
+})
+
+/** Why a loser, or a caller with no usable coordinator or store, transpiled locally. */
+type FallbackReason = "deadline" | "coordinator" | "store"
+
+type Loaded = { readonly result: GetResult; readonly error?: never } | {
+  readonly result?: never
+  readonly error: ModuleBuildError
+}
+
+interface Slot {
+  readonly deferred: Deferred.Deferred<GetResult, GetError>
+}
+
+/** Builds a ModuleCache over the services in context. */
+export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}) {
+  const transpiler = yield* Transpiler
+  const sources = yield* ModuleSources
+  const store = yield* TranspileStore
+  const coordinator = yield* Coordinator
+  const invalidations = yield* Invalidations
+  const scope = yield* Effect.scope
+
+  const l1MaxBytes = options.l1MaxBytes ?? defaults.l1MaxBytes
+  const pollInitial = Duration.toMillis(Duration.fromInputUnsafe(options.pollInitial ?? defaults.pollInitial))
+  const pollMax = Duration.toMillis(Duration.fromInputUnsafe(options.pollMax ?? defaults.pollMax))
+  const deadline = Duration.toMillis(Duration.fromInputUnsafe(options.deadline ?? defaults.deadline))
+  const persistSchedule = Schedule.exponential(options.persistRetryBase ?? defaults.persistRetryBase)
+  const persistRetries = options.persistRetries ?? defaults.persistRetries
+  const fingerprint = transpiler.fingerprint
+
+  const l1 = new L1Cache(l1MaxBytes)
+  const slots = new Map<string, Slot>()
+  /** Keys (by id) and realms whose tombstone or wipe is not committed yet: their reads bypass L2. */
+  const pendingKeys = new Map<string, number>()
+  const pendingRealms = new Map<string, number>()
+  const counters = {
+    transpiles: 0,
+    l1Hits: 0,
+    l2Hits: 0,
+    coalesced: 0,
+    fallbacks: 0,
+    errors: 0,
+    persistFailures: 0
+  }
+
+  const bump = (map: Map<string, number>, id: string, by: number) => {
+    const next = (map.get(id) ?? 0) + by
+    if (next === 0) map.delete(id)
+    else map.set(id, next)
+  }
+  const whilePending = <A, E, R>(map: Map<string, number>, id: string, effect: Effect.Effect<A, E, R>) =>
+    Effect.acquireUseRelease(
+      Effect.sync(() => bump(map, id, 1)),
+      () => effect,
+      () => Effect.sync(() => bump(map, id, -1))
+    )
+
+  const dropSlots = (predicate: (id: string) => boolean) => {
+    for (const id of [...slots.keys()]) if (predicate(id)) slots.delete(id)
+  }
+
+  const toCached = (key: ModuleKey, module: TranspiledModule): CachedModule => ({ ...module, key, fingerprint })
+
+  const transpile = (source: ModuleSource) =>
+    transpiler.transpile({ path: source.key.path, source: source.content }).pipe(
+      Effect.tap(() => Effect.sync(() => counters.transpiles++)),
+      Effect.tapError(() => Effect.sync(() => counters.transpiles++)),
+      Effect.ensuring(Metric.update(transpileCounter, 1))
+    )
+
+  /** Best-effort L2 write: retried on a schedule, then logged and counted. Never fails. */
+  const persist = (request: WriteRequest) =>
+    store.write(request).pipe(
+      Effect.retry({ schedule: persistSchedule, times: persistRetries }),
+      Effect.catch((error) =>
+        Effect.as(
+          Effect.all([
+            Effect.logWarning("module-transpile-cache: L2 write given up", error.message),
+            Effect.sync(() => counters.persistFailures++),
+            Metric.update(persistFailureCounter, 1)
+          ]),
+          false
+        )
+      ),
+      Effect.withSpan("ModuleCache.persist", { attributes: { path: request.key.path } })
+    )
+
+  /** Transpiles and, when a captured state is known, persists the module or its failure. */
+  const transpileAndPersist = Effect.fnUntraced(function*(source: ModuleSource, captured: Captured | undefined) {
+    const exit = yield* Effect.exit(transpile(source))
+    if (exit._tag === "Success") {
+      if (captured !== undefined) {
+        yield* persist({
+          key: source.key,
+          captured,
+          fingerprint,
+          sourceHash: source.hash,
+          content: { _tag: "Module", module: exit.value }
+        })
+      }
+      return { result: { module: toCached(source.key, exit.value), outcome: "transpiled" } } satisfies Loaded
+    }
+    const error = Cause.findErrorOption(exit.cause)
+    if (error._tag === "None") return yield* Effect.failCause(exit.cause)
+    if (captured !== undefined) {
+      yield* persist({
+        key: source.key,
+        captured,
+        fingerprint,
+        sourceHash: source.hash,
+        content: { _tag: "Failure", error: error.value }
+      })
+    }
+    return { error: error.value } satisfies Loaded
+  })
+
+  /** What a usable L2 row gives, or undefined. */
+  const fromRow = (row: StoredRow, source: ModuleSource, outcome: Outcome): Loaded | undefined => {
+    if (!isUsable(row, fingerprint, source.hash)) return undefined
+    if (row._tag === "Module") return { result: { module: toCached(source.key, row.module), outcome } }
+    if (row._tag === "Failure") return { error: row.error }
+    return undefined
+  }
+
+  const fallback = (source: ModuleSource, captured: Captured | undefined, reason: FallbackReason) =>
+    transpileAndPersist(source, captured).pipe(
+      Effect.map((loaded): Loaded => loaded.result ? { result: { ...loaded.result, outcome: "fallback" } } : loaded),
+      Effect.tap(() =>
+        Effect.all([
+          Effect.sync(() => counters.fallbacks++),
+          Metric.update(Metric.withAttributes(fallbackCounter, { reason }), 1),
+          Effect.annotateCurrentSpan("fallback.reason", reason)
+        ])
+      )
+    )
+
+  /** Holds the lock: re-reads L2, then transpiles and persists on a miss, then notifies. */
+  const asWinner = Effect.fnUntraced(function*(source: ModuleSource, captured: Captured) {
+    const row = yield* Effect.option(store.read(source.key))
+    if (row._tag === "Some") {
+      const hit = fromRow(row.value, source, "l2")
+      if (hit !== undefined) return hit
+    }
+    const loaded = yield* transpileAndPersist(source, row._tag === "Some" ? row.value.captured : captured)
+    yield* coordinator.notifyPopulated(source.key)
+    return loaded
+  }, (effect, source) => Effect.ensuring(effect, coordinator.unlock(source.key)))
+
+  /** Waits for the winner: wake-up, poll, lock coming free, or the deadline. */
+  const asLoser = Effect.fnUntraced(function*(source: ModuleSource, captured: Captured, waiter: Waiter) {
+    const started = yield* Clock.currentTimeMillis
+    let delay = pollInitial
+    while (true) {
+      const now = yield* Clock.currentTimeMillis
+      const left = started + deadline - now
+      if (left <= 0) return yield* fallback(source, captured, "deadline")
+      yield* Effect.raceFirst(waiter.wake, Effect.sleep(Math.min(delay, left)))
+      delay = Math.min(delay * 1.5, pollMax)
+      const row = yield* Effect.option(store.read(source.key))
+      if (row._tag === "None") return yield* fallback(source, undefined, "store")
+      const hit = fromRow(row.value, source, "coalesced")
+      if (hit !== undefined) {
+        const waited = (yield* Clock.currentTimeMillis) - started
+        yield* Metric.update(waitHistogram, waited)
+        return hit
+      }
+      const won = yield* Effect.option(coordinator.tryLock(source.key))
+      if (won._tag === "None") return yield* fallback(source, row.value.captured, "coordinator")
+      if (won.value) return yield* asWinner(source, row.value.captured)
+    }
+  })
+
+  const coalesce = (source: ModuleSource, captured: Captured) =>
+    Effect.scoped(Effect.gen(function*() {
+      const waiter = yield* coordinator.register(source.key)
+      const won = yield* Effect.option(coordinator.tryLock(source.key))
+      if (won._tag === "None") return yield* fallback(source, captured, "coordinator")
+      return won.value ? yield* asWinner(source, captured) : yield* asLoser(source, captured, waiter)
+    })).pipe(Effect.withSpan("ModuleCache.coalesce", { attributes: { coordinator: coordinator.kind } }))
+
+  /** Steps 3 to 6 of the read path, run once per key by single-flight. */
+  const load = Effect.fnUntraced(function*(key: ModuleKey, hash: bigint) {
+    const id = keyString(key)
+    const l1Captured = l1.capture(key, hash)
+    const source = yield* sources.read(key)
+    let loaded: Loaded
+    if (pendingKeys.has(id) || pendingRealms.has(key.realmUrl)) {
+      // A tombstone is on its way: L2 may still hold the old row, so skip it (and do not write).
+      loaded = yield* transpileAndPersist(source, undefined)
+    } else {
+      const row = yield* Effect.option(store.read(key).pipe(Effect.withSpan("ModuleCache.readL2")))
+      if (row._tag === "None") {
+        loaded = yield* fallback(source, undefined, "store")
+      } else {
+        loaded = fromRow(row.value, source, "l2") ?? (yield* coalesce(source, row.value.captured))
+      }
+    }
+    if (loaded.error !== undefined) return yield* Effect.fail(loaded.error)
+    l1.fill(loaded.result.module, hash, l1Captured)
+    return loaded.result
+  })
+
+  /** Single-flight: the first caller starts the load in the cache's scope; the others join it. */
+  const loadShared = (key: ModuleKey): Effect.Effect<GetResult, GetError> =>
+    Effect.suspend(() => {
+      const id = keyString(key)
+      const existing = slots.get(id)
+      if (existing !== undefined) {
+        return Effect.map(Deferred.await(existing.deferred), (result): GetResult => ({ ...result, outcome: "coalesced" }))
+      }
+      const slot: Slot = { deferred: Deferred.makeUnsafe<GetResult, GetError>() }
+      slots.set(id, slot)
+      const work = load(key, lockKey(key)).pipe(
+        Effect.onExit((exit) => {
+          if (slots.get(id) === slot) slots.delete(id)
+          return Deferred.done(slot.deferred, exit)
+        })
+      )
+      return Effect.andThen(Effect.forkIn(work, scope), Deferred.await(slot.deferred))
+    })
+
+  const report = (outcome: ReportedOutcome) =>
+    Effect.andThen(Effect.annotateCurrentSpan("outcome", outcome), Metric.update(outcomeCounters[outcome], 1))
+
+  const get = (key: ModuleKey): Effect.Effect<GetResult, GetError> =>
+    Effect.suspend(() => {
+      const module = l1.get(keyString(key))
+      if (module !== undefined) {
+        counters.l1Hits++
+        return Effect.as(report("l1"), { module, outcome: "l1" as const })
+      }
+      return loadShared(key).pipe(
+        Effect.tap((result) => {
+          if (result.outcome === "l2") counters.l2Hits++
+          else if (result.outcome === "coalesced") counters.coalesced++
+          return report(result.outcome)
+        }),
+        Effect.tapError(() => Effect.andThen(Effect.sync(() => counters.errors++), report("error")))
+      )
+    }).pipe(Effect.withSpan("ModuleCache.get", { attributes: { realm: key.realmUrl, path: key.path } }))
+
+  const retryStore = <A>(operation: string, effect: Effect.Effect<A, StoreError>) =>
+    effect.pipe(
+      Effect.retry({ schedule: persistSchedule, times: persistRetries }),
+      Effect.catch((error) =>
+        Effect.all([
+          Effect.logWarning(`module-transpile-cache: L2 ${operation} given up`, error.message),
+          Effect.sync(() => counters.persistFailures++),
+          Metric.update(persistFailureCounter, 1)
+        ])
+      ),
+      Effect.asVoid
+    )
+
+  const invalidate = (key: ModuleKey): Effect.Effect<void> =>
+    Effect.gen(function*() {
+      const id = keyString(key)
+      l1.invalidateKey(key)
+      slots.delete(id)
+      yield* whilePending(pendingKeys, id, retryStore("tombstone", store.tombstone(key)))
+      yield* invalidations.publishKey(key)
+    }).pipe(Effect.withSpan("ModuleCache.invalidate", { attributes: { realm: key.realmUrl, path: key.path } }))
+
+  const invalidateRealm = (realmUrl: string): Effect.Effect<void> =>
+    Effect.gen(function*() {
+      l1.invalidateRealm(realmUrl)
+      dropSlots((id) => id.startsWith(`${realmUrl}|`))
+      yield* whilePending(pendingRealms, realmUrl, retryStore("realm wipe", store.wipeRealm(realmUrl)))
+      yield* invalidations.publishRealm(realmUrl)
+    }).pipe(Effect.withSpan("ModuleCache.invalidateRealm", { attributes: { realm: realmUrl } }))
+
+  yield* invalidations.subscribe((event) =>
+    Effect.sync(() => {
+      switch (event._tag) {
+        case "Key": {
+          l1.invalidateHash(event.hash)
+          dropSlots((id) => {
+            const [realmUrl = "", ...rest] = id.split("|")
+            return lockKey({ realmUrl, path: rest.join("|") }) === event.hash
+          })
+          return
+        }
+        case "Realm": {
+          const realmUrl = l1.realmOfHash(event.hash)
+          if (realmUrl !== undefined) {
+            l1.invalidateRealm(realmUrl)
+            dropSlots((id) => id.startsWith(`${realmUrl}|`))
+          }
+          return
+        }
+        case "Flush": {
+          l1.flush()
+          slots.clear()
+          return
+        }
+      }
+    })
+  )
+
+  return ModuleCache.of({
+    get,
+    invalidate,
+    invalidateRealm,
+    stats: Effect.sync(() => ({
+      ...counters,
+      l1Bytes: l1.bytes,
+      l1Entries: l1.size,
+      inFlight: slots.size,
+      store: store.kind,
+      coordinator: coordinator.kind
+    }))
+  })
+})
+
+/** A ModuleCache layer over the services it needs. */
+export const layer = (options?: ModuleCacheOptions): Layer.Layer<
+  ModuleCache,
+  never,
+  Transpiler | ModuleSources | TranspileStore | Coordinator | Invalidations
+> => Layer.effect(ModuleCache, make(options))
+
+/** Reads {@link ModuleCacheOptions} from the environment (see the README for the names). */
+export const optionsConfig: Config.Config<ModuleCacheOptions> = Config.all({
+  l1MaxBytes: Config.withDefault(Config.Int("MTC_L1_MAX_BYTES"), defaults.l1MaxBytes),
+  pollInitial: Config.withDefault(Config.Duration("MTC_POLL_INITIAL"), defaults.pollInitial),
+  pollMax: Config.withDefault(Config.Duration("MTC_POLL_MAX"), defaults.pollMax),
+  deadline: Config.withDefault(Config.Duration("MTC_COALESCE_DEADLINE"), defaults.deadline),
+  persistRetries: Config.withDefault(Config.Int("MTC_PERSIST_RETRIES"), defaults.persistRetries),
+  persistRetryBase: Config.withDefault(Config.Duration("MTC_PERSIST_RETRY_BASE"), defaults.persistRetryBase)
+})
+
+/** {@link layer} with options read by {@link optionsConfig}. */
+export const layerConfig = Layer.unwrap(Effect.gen(function*() {
+  return layer(yield* optionsConfig)
+}))

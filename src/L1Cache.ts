@@ -1,0 +1,137 @@
+/**
+ * L1: the in-process map of transpiled modules, bounded by bytes with least-recently-used
+ * eviction, and guarded by per-key and per-realm generations so that a fill that raced an
+ * invalidation is dropped.
+ *
+ * @since 0.1.0
+ */
+import { type CachedModule, keyString, lockKey, type ModuleKey, realmHash } from "./Domain.ts"
+
+/** The default bound on L1's total bytes: 64 MiB. */
+export const defaultMaxBytes = 64 * 1024 * 1024
+
+/** The generations a loader captured before it started; its fill counts only if they did not move. */
+export interface L1Capture {
+  readonly key: number
+  readonly realm: number
+  readonly flush: number
+}
+
+interface Entry {
+  readonly module: CachedModule
+  readonly bytes: number
+  readonly hash: bigint
+}
+
+/** The L1 store. Synchronous: every method is a few map operations. */
+export class L1Cache {
+  private readonly entries = new Map<string, Entry>()
+  /** Lock-key hash to the ids of the entries with that hash (peers invalidate by hash). */
+  private readonly byHash = new Map<bigint, Set<string>>()
+  private readonly keyGenerations = new Map<bigint, number>()
+  private readonly realmGenerations = new Map<string, number>()
+  private readonly realmsByHash = new Map<bigint, string>()
+  private flushGeneration = 0
+  private counter = 0
+  private totalBytes = 0
+
+  readonly maxBytes: number
+
+  constructor(maxBytes: number = defaultMaxBytes) {
+    this.maxBytes = maxBytes
+  }
+
+  /** The live entry of a key, made most recently used. */
+  get(id: string): CachedModule | undefined {
+    const entry = this.entries.get(id)
+    if (entry === undefined) return undefined
+    this.entries.delete(id)
+    this.entries.set(id, entry)
+    return entry.module
+  }
+
+  capture(key: ModuleKey, hash: bigint): L1Capture {
+    this.realmsByHash.set(realmHash(key.realmUrl), key.realmUrl)
+    return {
+      key: this.keyGenerations.get(hash) ?? 0,
+      realm: this.realmGenerations.get(key.realmUrl) ?? 0,
+      flush: this.flushGeneration
+    }
+  }
+
+  /** Whether nothing invalidated the key since `capture`. */
+  isCurrent(key: ModuleKey, hash: bigint, captured: L1Capture): boolean {
+    return captured.key === (this.keyGenerations.get(hash) ?? 0) &&
+      captured.realm === (this.realmGenerations.get(key.realmUrl) ?? 0) &&
+      captured.flush === this.flushGeneration
+  }
+
+  /** Stores a module if nothing invalidated it since `captured`. Returns whether it was stored. */
+  fill(module: CachedModule, hash: bigint, captured: L1Capture): boolean {
+    if (!this.isCurrent(module.key, hash, captured)) return false
+    const bytes = Buffer.byteLength(module.body, "utf8")
+    if (this.maxBytes <= 0 || bytes > this.maxBytes) return false
+    const id = keyString(module.key)
+    this.remove(id)
+    this.entries.set(id, { module, bytes, hash })
+    let ids = this.byHash.get(hash)
+    if (ids === undefined) this.byHash.set(hash, ids = new Set())
+    ids.add(id)
+    this.totalBytes += bytes
+    for (const oldest of this.entries.keys()) {
+      if (this.totalBytes <= this.maxBytes) break
+      this.remove(oldest)
+    }
+    return true
+  }
+
+  /** Bumps the key's generation and drops its entries (every key sharing its hash). */
+  invalidateHash(hash: bigint): void {
+    this.keyGenerations.set(hash, ++this.counter)
+    const ids = this.byHash.get(hash)
+    if (ids !== undefined) for (const id of [...ids]) this.remove(id)
+  }
+
+  invalidateKey(key: ModuleKey): void {
+    this.invalidateHash(lockKey(key))
+  }
+
+  /** Bumps the realm's generation and drops its entries. */
+  invalidateRealm(realmUrl: string): void {
+    this.realmGenerations.set(realmUrl, ++this.counter)
+    for (const [id, entry] of this.entries) {
+      if (entry.module.key.realmUrl === realmUrl) this.remove(id)
+    }
+  }
+
+  /** The realm URL whose realm hash is `hash`, if this process ever loaded one of its modules. */
+  realmOfHash(hash: bigint): string | undefined {
+    return this.realmsByHash.get(hash)
+  }
+
+  /** Drops everything; fills captured before this are refused. */
+  flush(): void {
+    this.flushGeneration++
+    this.entries.clear()
+    this.byHash.clear()
+    this.totalBytes = 0
+  }
+
+  get bytes(): number {
+    return this.totalBytes
+  }
+
+  get size(): number {
+    return this.entries.size
+  }
+
+  private remove(id: string): void {
+    const entry = this.entries.get(id)
+    if (entry === undefined) return
+    this.entries.delete(id)
+    this.totalBytes -= entry.bytes
+    const ids = this.byHash.get(entry.hash)
+    ids?.delete(id)
+    if (ids?.size === 0) this.byHash.delete(entry.hash)
+  }
+}

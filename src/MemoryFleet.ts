@@ -1,0 +1,98 @@
+/**
+ * A fleet in one process: Coordinator and Invalidations layers over a shared in-memory hub,
+ * so that several ModuleCache instances behave like processes sharing one Postgres.
+ *
+ * @since 0.1.0
+ */
+import { Effect, Layer } from "effect"
+import { lockKey, realmHash } from "./Domain.ts"
+import { Coordinator } from "./Coordinator.ts"
+import { type InvalidationEvent, Invalidations } from "./Invalidations.ts"
+import { makeSignal, WaiterRegistry } from "./internal/signal.ts"
+
+/** The shared state of a memory fleet. */
+export interface MemoryFleet {
+  /** Lock key to the id of the member holding it. */
+  readonly locks: Map<bigint, number>
+  readonly waiters: WaiterRegistry
+  readonly subscribers: Set<{ readonly member: number; readonly deliver: (event: InvalidationEvent) => void }>
+  /** When true, "populated" notices are dropped, as a lost NOTIFY would be. For tests. */
+  dropNotifications: boolean
+  nextMember: number
+}
+
+/** Makes an empty fleet hub. */
+export const makeFleet = (): MemoryFleet => ({
+  locks: new Map(),
+  waiters: new WaiterRegistry(),
+  subscribers: new Set(),
+  dropNotifications: false,
+  nextMember: 0
+})
+
+/** A member's coordinator: locks are fleet-wide, waiters are woken by any member's notice. */
+export const makeCoordinator = (fleet: MemoryFleet): Effect.Effect<Coordinator["Service"]> =>
+  Effect.sync(() => {
+    const member = fleet.nextMember++
+    return Coordinator.of({
+      kind: "memory",
+      register: (key) =>
+        Effect.acquireRelease(
+          Effect.sync(() => {
+            const signal = makeSignal()
+            fleet.waiters.add(lockKey(key), signal)
+            return signal
+          }),
+          (signal) => Effect.sync(() => fleet.waiters.remove(lockKey(key), signal))
+        ).pipe(Effect.map((signal) => ({ wake: signal.wait }))),
+      tryLock: (key) =>
+        Effect.sync(() => {
+          const id = lockKey(key)
+          if (fleet.locks.has(id)) return false
+          fleet.locks.set(id, member)
+          return true
+        }),
+      unlock: (key) =>
+        Effect.sync(() => {
+          const id = lockKey(key)
+          if (fleet.locks.get(id) === member) fleet.locks.delete(id)
+        }),
+      notifyPopulated: (key) =>
+        Effect.sync(() => {
+          if (!fleet.dropNotifications) fleet.waiters.wake(lockKey(key))
+        })
+    })
+  })
+
+/** A member's invalidations: published events reach every other member. */
+export const makeInvalidations = (fleet: MemoryFleet): Effect.Effect<Invalidations["Service"]> =>
+  Effect.sync(() => {
+    const member = fleet.nextMember++
+    const publish = (event: InvalidationEvent) =>
+      Effect.sync(() => {
+        for (const subscriber of fleet.subscribers) {
+          if (subscriber.member !== member) subscriber.deliver(event)
+        }
+      })
+    return Invalidations.of({
+      kind: "memory",
+      publishKey: (key) => publish({ _tag: "Key", hash: lockKey(key) }),
+      publishRealm: (realmUrl) => publish({ _tag: "Realm", hash: realmHash(realmUrl) }),
+      subscribe: (handler) =>
+        Effect.gen(function*() {
+          // Delivered synchronously, so that a peer's L1 is clean when `publish` returns.
+          const subscriber = { member, deliver: (event: InvalidationEvent) => Effect.runSync(handler(event)) }
+          yield* Effect.acquireRelease(
+            Effect.sync(() => fleet.subscribers.add(subscriber)),
+            () => Effect.sync(() => fleet.subscribers.delete(subscriber))
+          )
+        })
+    })
+  })
+
+/** Coordinator and Invalidations of one member of the fleet. */
+export const layer = (fleet: MemoryFleet): Layer.Layer<Coordinator | Invalidations> =>
+  Layer.merge(
+    Layer.effect(Coordinator, makeCoordinator(fleet)),
+    Layer.effect(Invalidations, makeInvalidations(fleet))
+  )

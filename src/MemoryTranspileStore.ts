@@ -1,0 +1,99 @@
+/**
+ * An in-memory TranspileStore with the same OCC semantics as the SQL stores. Several
+ * ModuleCache instances sharing one of these behave like processes sharing a database.
+ *
+ * @since 0.1.0
+ */
+import { Clock, Effect, Layer } from "effect"
+import { keyString, type ModuleKey } from "./Domain.ts"
+import { absent, type StoredRow, TranspileStore, type WriteContent } from "./TranspileStore.ts"
+
+interface Row {
+  readonly key: ModuleKey
+  readonly generation: number
+  readonly content: WriteContent | undefined
+  readonly fingerprint: string
+  readonly sourceHash: string
+  readonly updatedAt: number
+  readonly accessedAt: number
+}
+
+/** Makes an empty in-memory store. */
+export const make: Effect.Effect<TranspileStore["Service"]> = Effect.sync(() => {
+  const rows = new Map<string, Row>()
+  const epochs = new Map<string, number>()
+  const epochOf = (realmUrl: string) => epochs.get(realmUrl) ?? 0
+
+  const tombstoneRow = (key: ModuleKey, now: number): Row => ({
+    key,
+    generation: (rows.get(keyString(key))?.generation ?? 0) + 1,
+    content: undefined,
+    fingerprint: "",
+    sourceHash: "",
+    updatedAt: now,
+    accessedAt: now
+  })
+
+  return TranspileStore.of({
+    kind: "memory",
+    read: (key) =>
+      Effect.map(Clock.currentTimeMillis, (now): StoredRow => {
+        const row = rows.get(keyString(key))
+        const captured = { generation: row?.generation ?? 0, realmEpoch: epochOf(key.realmUrl) }
+        if (row === undefined || row.content === undefined) return absent(captured)
+        rows.set(keyString(key), { ...row, accessedAt: now })
+        const common = { captured, fingerprint: row.fingerprint, sourceHash: row.sourceHash }
+        return row.content._tag === "Module"
+          ? { _tag: "Module", ...common, module: row.content.module }
+          : { _tag: "Failure", ...common, error: row.content.error }
+      }),
+    write: (request) =>
+      Effect.map(Clock.currentTimeMillis, (now) => {
+        const id = keyString(request.key)
+        const existing = rows.get(id)
+        if (epochOf(request.key.realmUrl) !== request.captured.realmEpoch) return false
+        if (existing !== undefined && existing.generation > request.captured.generation) return false
+        rows.set(id, {
+          key: request.key,
+          generation: request.captured.generation,
+          content: request.content,
+          fingerprint: request.fingerprint,
+          sourceHash: request.sourceHash,
+          updatedAt: now,
+          accessedAt: now
+        })
+        return true
+      }),
+    tombstone: (key) =>
+      Effect.map(Clock.currentTimeMillis, (now) => {
+        const row = tombstoneRow(key, now)
+        rows.set(keyString(key), row)
+        return row.generation
+      }),
+    wipeRealm: (realmUrl) =>
+      Effect.map(Clock.currentTimeMillis, (now) => {
+        epochs.set(realmUrl, epochOf(realmUrl) + 1)
+        for (const row of rows.values()) {
+          if (row.key.realmUrl === realmUrl) rows.set(keyString(row.key), tombstoneRow(row.key, now))
+        }
+      }),
+    prune: (options) =>
+      Effect.map(Clock.currentTimeMillis, (now) => {
+        let removed = 0
+        for (const [id, row] of rows) {
+          const isTombstone = row.content === undefined || row.content._tag === "Failure"
+          if (
+            (isTombstone && now - row.updatedAt > options.tombstonesOlderThanMillis) ||
+            now - row.accessedAt > options.unreadForMillis
+          ) {
+            rows.delete(id)
+            removed++
+          }
+        }
+        return removed
+      })
+  })
+})
+
+/** A layer with a fresh in-memory store. */
+export const layer: Layer.Layer<TranspileStore> = Layer.effect(TranspileStore, make)

@@ -1,0 +1,288 @@
+/**
+ * Deterministic race tests of the read path, with gates (Deferreds) around the transpiler
+ * and the store, on memory layers.
+ */
+import { assert, describe, expect, it } from "@effect/vitest"
+import { Deferred, Effect, Exit, Fiber } from "effect"
+import { TestClock } from "effect/testing"
+import { TranspileError } from "../src/Errors.ts"
+import { syntaxErrorMarker } from "../src/TestTranspiler.ts"
+import { keyOf, makeCache, makeWorld, realm, settle } from "./support/world.ts"
+
+const a = keyOf("a.ts")
+const b = keyOf("b.ts")
+
+describe("ModuleCache", () => {
+  it.effect("N concurrent gets give one transpile and the same bytes", () =>
+    Effect.gen(function*() {
+      const world = yield* makeWorld({ "a.ts": "export const a = 1" })
+      const cache = yield* makeCache(world)
+      const gate = yield* world.transpiler.gate
+      const fibers = yield* Effect.forEach(Array.from({ length: 20 }), () => Effect.forkChild(cache.get(a)))
+      yield* Deferred.await(gate.started)
+      yield* Deferred.succeed(gate.release, undefined)
+      const results = yield* Fiber.joinAll(fibers)
+      expect(world.transpiler.calls()).toBe(1)
+      expect(new Set(results.map((r) => r.module.body)).size).toBe(1)
+      expect(results.filter((r) => r.outcome === "transpiled")).toHaveLength(1)
+      expect(results.filter((r) => r.outcome === "coalesced")).toHaveLength(19)
+      const again = yield* cache.get(a)
+      expect(again.outcome).toBe("l1")
+      expect((yield* cache.stats).inFlight).toBe(0)
+    }))
+
+  it.effect("an invalidate during a transpile leaves no stale L1 fill and no stale L2 row", () =>
+    Effect.gen(function*() {
+      const world = yield* makeWorld({ "a.ts": "export const v = 'old'" })
+      const cache = yield* makeCache(world)
+      const gate = yield* world.transpiler.gate
+      const first = yield* Effect.forkChild(cache.get(a))
+      yield* Deferred.await(gate.started)
+      world.sources.set(a, "export const v = 'new'")
+      yield* cache.invalidate(a)
+      world.transpiler.ungate()
+      yield* Deferred.succeed(gate.release, undefined)
+      const stale = yield* Fiber.join(first)
+      expect(stale.module.body).toContain("'old'")
+      const fresh = yield* cache.get(a)
+      expect(fresh.outcome).toBe("transpiled")
+      expect(fresh.module.body).toContain("'new'")
+      expect(world.transpiler.calls()).toBe(2)
+      const row = yield* world.store.read(a)
+      assert(row._tag === "Module")
+      expect(row.module.body).toContain("'new'")
+      expect((yield* cache.get(a)).outcome).toBe("l1")
+    }))
+
+  it.effect("an invalidate of an unrelated key has no effect", () =>
+    Effect.gen(function*() {
+      const world = yield* makeWorld({ "a.ts": "export const a = 1", "b.ts": "export const b = 1" })
+      const cache = yield* makeCache(world)
+      const gate = yield* world.transpiler.gate
+      const first = yield* Effect.forkChild(cache.get(a))
+      yield* Deferred.await(gate.started)
+      yield* cache.invalidate(b)
+      yield* Deferred.succeed(gate.release, undefined)
+      expect((yield* Fiber.join(first)).outcome).toBe("transpiled")
+      expect((yield* cache.get(a)).outcome).toBe("l1")
+      expect(world.transpiler.calls()).toBe(1)
+    }))
+
+  it.effect("an interrupted caller does not cancel the shared work", () =>
+    Effect.gen(function*() {
+      const world = yield* makeWorld({ "a.ts": "export const a = 1" })
+      const cache = yield* makeCache(world)
+      const gate = yield* world.transpiler.gate
+      const leader = yield* Effect.forkChild(cache.get(a))
+      yield* Deferred.await(gate.started)
+      const joiner = yield* Effect.forkChild(cache.get(a))
+      const quitter = yield* Effect.forkChild(cache.get(a))
+      yield* settle
+      yield* Fiber.interrupt(leader)
+      yield* Fiber.interrupt(quitter)
+      yield* Deferred.succeed(gate.release, undefined)
+      const joined = yield* Fiber.join(joiner)
+      expect(joined.module.body).toContain("export const a = 1")
+      expect(world.transpiler.calls()).toBe(1)
+      expect((yield* cache.get(a)).outcome).toBe("l1")
+      expect(Exit.hasInterrupts(yield* Fiber.await(quitter))).toBe(true)
+    }))
+
+  it.effect("a failure reaches every joiner once and frees the slot", () =>
+    Effect.gen(function*() {
+      const world = yield* makeWorld({ "a.ts": `export const ${syntaxErrorMarker}` })
+      const cache = yield* makeCache(world)
+      const gate = yield* world.transpiler.gate
+      const fibers = yield* Effect.forEach(Array.from({ length: 10 }), () => Effect.forkChild(Effect.flip(cache.get(a))))
+      yield* Deferred.await(gate.started)
+      yield* Deferred.succeed(gate.release, undefined)
+      const errors = yield* Fiber.joinAll(fibers)
+      expect(world.transpiler.calls()).toBe(1)
+      for (const error of errors) {
+        expect(error).toBeInstanceOf(TranspileError)
+        expect(error).toMatchObject({ path: "a.ts", line: 1, column: 0 })
+      }
+      expect((yield* cache.stats).inFlight).toBe(0)
+      // The failure is recorded for this generation: served again without a transpile...
+      expect(yield* Effect.flip(cache.get(a))).toBeInstanceOf(TranspileError)
+      expect(world.transpiler.calls()).toBe(1)
+      // ...until the module is fixed and invalidated.
+      world.transpiler.ungate()
+      world.sources.set(a, "export const fixed = 1")
+      yield* cache.invalidate(a)
+      expect((yield* cache.get(a)).outcome).toBe("transpiled")
+    }))
+
+  it.effect("a realm invalidation during a transpile defeats its L1 fill and L2 write", () =>
+    Effect.gen(function*() {
+      const world = yield* makeWorld({ "a.ts": "export const v = 'old'" })
+      const cache = yield* makeCache(world)
+      const gate = yield* world.transpiler.gate
+      const first = yield* Effect.forkChild(cache.get(a))
+      yield* Deferred.await(gate.started)
+      world.sources.set(a, "export const v = 'new'")
+      yield* cache.invalidateRealm(realm)
+      world.transpiler.ungate()
+      yield* Deferred.succeed(gate.release, undefined)
+      yield* Fiber.join(first)
+      expect((yield* world.store.read(a))._tag).toBe("Absent")
+      const fresh = yield* cache.get(a)
+      expect(fresh.outcome).toBe("transpiled")
+      expect(fresh.module.body).toContain("'new'")
+      expect(world.transpiler.calls()).toBe(2)
+    }))
+
+  it.effect("reads bypass L2 while a tombstone is not committed", () =>
+    Effect.gen(function*() {
+      const world = yield* makeWorld({ "a.ts": "export const v = 'old'" })
+      const cache = yield* makeCache(world)
+      yield* cache.get(a)
+      const gate = yield* world.gateStore("tombstone")
+      // The edit keeps the same source hash check honest: revert to the old text, so only
+      // the pending tombstone keeps the old L2 row from being served.
+      const invalidating = yield* Effect.forkChild(cache.invalidate(a))
+      yield* Deferred.await(gate.entered)
+      const during = yield* cache.get(a)
+      expect(during.outcome).toBe("transpiled")
+      expect(world.transpiler.calls()).toBe(2)
+      yield* Deferred.succeed(gate.release, undefined)
+      yield* Fiber.join(invalidating)
+      expect((yield* world.store.read(a))._tag).toBe("Absent")
+    }))
+
+  it.effect("an L2 row for another source hash is a miss", () =>
+    Effect.gen(function*() {
+      const world = yield* makeWorld({ "a.ts": "export const v = 'old'" })
+      const first = yield* makeCache(world, { fleet: false })
+      yield* first.get(a)
+      // Edited while every server was down: a fresh cache must not serve the old row.
+      world.sources.set(a, "export const v = 'new'")
+      const second = yield* makeCache(world, { fleet: false })
+      const result = yield* second.get(a)
+      expect(result.outcome).toBe("transpiled")
+      expect(result.module.body).toContain("'new'")
+      const third = yield* makeCache(world, { fleet: false })
+      expect((yield* third.get(a)).outcome).toBe("l2")
+    }))
+
+  it.live("three caches on one memory fleet: K concurrent gets each give exactly one transpile", () =>
+    Effect.gen(function*() {
+      const modules = Array.from({ length: 5 }, (_, i) => `m${i}.ts`)
+      const world = yield* makeWorld(Object.fromEntries(modules.map((m) => [m, `export const ${m[0]} = "${m}"`])))
+      const caches = yield* Effect.all([makeCache(world), makeCache(world), makeCache(world)])
+      const gets = caches.flatMap((cache) =>
+        modules.flatMap((m) => Array.from({ length: 10 }, () => cache.get(keyOf(m))))
+      )
+      const results = yield* Effect.all(gets, { concurrency: "unbounded" })
+      expect(world.transpiler.calls()).toBe(modules.length)
+      for (const m of modules) {
+        const bodies = new Set(results.filter((r) => r.module.key.path === m).map((r) => r.module.body))
+        expect(bodies.size).toBe(1)
+      }
+      const outcomes = new Set(results.map((r) => r.outcome))
+      expect([...outcomes].every((o) => o === "transpiled" || o === "coalesced" || o === "l2")).toBe(true)
+    }))
+
+  it.effect("a loser whose wake-up is lost finishes within one poll interval", () =>
+    Effect.gen(function*() {
+      const world = yield* makeWorld({ "a.ts": "export const a = 1" })
+      const winner = yield* makeCache(world)
+      const loser = yield* makeCache(world)
+      world.fleet.dropNotifications = true
+      const gate = yield* world.transpiler.gate
+      const winning = yield* Effect.forkChild(winner.get(a))
+      yield* Deferred.await(gate.started)
+      const losing = yield* Effect.forkChild(loser.get(a))
+      yield* settle
+      expect(world.fleet.waiters.size).toBe(2) // the winner registers before its try-lock too
+      yield* Deferred.succeed(gate.release, undefined)
+      expect((yield* Fiber.join(winning)).outcome).toBe("transpiled")
+      yield* settle
+      expect(losing.pollUnsafe()).toBeUndefined()
+      yield* TestClock.adjust("200 millis")
+      yield* settle
+      const result = yield* Fiber.join(losing)
+      expect(result.outcome).toBe("coalesced")
+      expect(world.transpiler.calls()).toBe(1)
+    }))
+
+  it.effect("a loser is woken by the winner's notice without any clock movement", () =>
+    Effect.gen(function*() {
+      const world = yield* makeWorld({ "a.ts": "export const a = 1" })
+      const winner = yield* makeCache(world)
+      const loser = yield* makeCache(world)
+      const gate = yield* world.transpiler.gate
+      const winning = yield* Effect.forkChild(winner.get(a))
+      yield* Deferred.await(gate.started)
+      const losing = yield* Effect.forkChild(loser.get(a))
+      yield* settle
+      yield* Deferred.succeed(gate.release, undefined)
+      yield* Fiber.join(winning)
+      expect((yield* Fiber.join(losing)).outcome).toBe("coalesced")
+    }))
+
+  it.effect("a winner's failure reaches every loser without waiting out the deadline", () =>
+    Effect.gen(function*() {
+      const world = yield* makeWorld({ "a.ts": `export const ${syntaxErrorMarker}` })
+      const caches = yield* Effect.all([makeCache(world), makeCache(world), makeCache(world)])
+      const gate = yield* world.transpiler.gate
+      const winning = yield* Effect.forkChild(Effect.flip(caches[0].get(a)))
+      yield* Deferred.await(gate.started)
+      const losing = yield* Effect.forEach(caches.slice(1), (cache) => Effect.forkChild(Effect.flip(cache.get(a))))
+      yield* settle
+      yield* Deferred.succeed(gate.release, undefined)
+      const errors = yield* Fiber.joinAll([winning, ...losing])
+      for (const error of errors) expect(error).toMatchObject({ _tag: "TranspileError", path: "a.ts", line: 1 })
+      expect(world.transpiler.calls()).toBe(1)
+    }))
+
+  it.effect("a loser takes over when the winner gives up its lock", () =>
+    Effect.gen(function*() {
+      const world = yield* makeWorld({ "a.ts": "export const a = 1" })
+      const winner = yield* makeCache(world)
+      const loser = yield* makeCache(world)
+      const gate = yield* world.transpiler.gate
+      const winning = yield* Effect.forkChild(winner.get(a))
+      yield* Deferred.await(gate.started)
+      world.transpiler.ungate()
+      const losing = yield* Effect.forkChild(loser.get(a))
+      yield* settle
+      // The winner's process dies: its work is interrupted and its lock released.
+      yield* Fiber.interrupt(winning)
+      world.fleet.locks.clear()
+      yield* TestClock.adjust("200 millis")
+      yield* settle
+      const result = yield* Fiber.join(losing)
+      expect(result.outcome).toBe("transpiled")
+      expect(world.transpiler.calls()).toBe(2)
+    }))
+
+  it.effect("L1 evicts the least recently used entries past its byte bound", () =>
+    Effect.gen(function*() {
+      const body = (n: string) => `export const x = "${n.repeat(100)}"`
+      const world = yield* makeWorld({ "a.ts": body("a"), "b.ts": body("b"), "c.ts": body("c"), "d.ts": body("d") })
+      const cache = yield* makeCache(world, { l1MaxBytes: 3 * 160 })
+      for (const path of ["a.ts", "b.ts", "c.ts"]) yield* cache.get(keyOf(path))
+      expect((yield* cache.get(keyOf("a.ts"))).outcome).toBe("l1")
+      yield* cache.get(keyOf("d.ts"))
+      const stats = yield* cache.stats
+      expect(stats.l1Entries).toBe(3)
+      expect(stats.l1Bytes).toBeLessThanOrEqual(3 * 160)
+      expect((yield* cache.get(keyOf("a.ts"))).outcome).toBe("l1")
+      expect((yield* cache.get(keyOf("b.ts"))).outcome).toBe("l2")
+    }))
+
+  it.effect("peers drop their L1 entry when another cache invalidates", () =>
+    Effect.gen(function*() {
+      const world = yield* makeWorld({ "a.ts": "export const v = 'old'" })
+      const [one, two] = yield* Effect.all([makeCache(world), makeCache(world)])
+      yield* one.get(a)
+      expect((yield* two.get(a)).outcome).toBe("l2")
+      expect((yield* two.get(a)).outcome).toBe("l1")
+      world.sources.set(a, "export const v = 'new'")
+      yield* one.invalidate(a)
+      const fresh = yield* two.get(a)
+      expect(fresh.outcome).toBe("transpiled")
+      expect(fresh.module.body).toContain("'new'")
+    }))
+})
