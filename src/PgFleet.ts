@@ -1,0 +1,229 @@
+/**
+ * The Postgres fleet: the Coordinator (advisory locks on one dedicated session per process)
+ * and Invalidations (NOTIFY), both fed by one LISTEN connection per process that reconnects
+ * with backoff, sends a heartbeat, and on every reconnect flushes L1 and wakes all waiters.
+ *
+ * @since 0.1.0
+ */
+import { PgClient, PgConnection } from "@effect/sql-pg"
+import { randomBytes } from "node:crypto"
+import { Cause, Context, Duration, Effect, Exit, Layer, Metric, Queue, Schedule, Scope, Semaphore } from "effect"
+import { Coordinator, CoordinatorError } from "./Coordinator.ts"
+import { lockKey, realmHash } from "./Domain.ts"
+import { type InvalidationEvent, Invalidations } from "./Invalidations.ts"
+import { makeSignal, WaiterRegistry } from "./internal/signal.ts"
+
+/** The channel of "a row (or failure) for this lock key is committed". Payload: the lock key. */
+export const populatedChannel = "module_transpile_cache_populated"
+/** The channel of invalidations. Payload: `k|r:<hash>:<origin>`. */
+export const invalidatedChannel = "module_transpile_cache_invalidated"
+
+/** Tuning of the fleet connections. */
+export interface PgFleetOptions {
+  /** Interval of the LISTEN connection's heartbeat (default 5 s). */
+  readonly heartbeat?: Duration.Input
+  /** Time a heartbeat, a lock query or a connect may take before the session counts as lost (default 2 s). */
+  readonly sessionTimeout?: Duration.Input
+}
+
+/** The defaults of {@link PgFleetOptions}. */
+export const defaults = {
+  heartbeat: Duration.seconds(5),
+  sessionTimeout: Duration.seconds(2)
+} as const
+
+/** LISTEN reconnects, by this process. */
+export const reconnectCounter = Metric.counter("module_cache_listen_reconnects", {
+  description: "Reconnects of the LISTEN connection"
+})
+
+/** Builds the Coordinator and Invalidations of one process over the PgClient in context. */
+export const make = Effect.fnUntraced(function*(options: PgFleetOptions = {}) {
+  const pg = yield* PgClient.PgClient
+  const scope = yield* Effect.scope
+  const heartbeat = options.heartbeat ?? defaults.heartbeat
+  const sessionTimeout = options.sessionTimeout ?? defaults.sessionTimeout
+  const origin = randomBytes(6).toString("hex")
+  const waiters = new WaiterRegistry()
+  const subscribers = new Set<(event: InvalidationEvent) => void>()
+  const connectionConfig = (role: "listen" | "locks"): PgConnection.Config => ({
+    ...pg.config,
+    connectTimeout: sessionTimeout,
+    applicationName: `module-transpile-cache:${role}`
+  })
+  const deliver = (event: InvalidationEvent) => {
+    for (const subscriber of subscribers) subscriber(event)
+  }
+
+  // --- the LISTEN connection -------------------------------------------------------------
+  let connections = 0
+  const onNotification = (notification: PgConnection.Notification) => {
+    if (notification.channel === populatedChannel) {
+      const hash = parseHash(notification.payload)
+      if (hash !== undefined) waiters.wake(hash)
+      return
+    }
+    const [kind, hashText, from] = notification.payload.split(":")
+    const hash = hashText === undefined ? undefined : parseHash(hashText)
+    if (hash === undefined || from === origin) return
+    if (kind === "k") deliver({ _tag: "Key", hash })
+    else if (kind === "r") deliver({ _tag: "Realm", hash })
+  }
+
+  const listenSession = Effect.scoped(Effect.gen(function*() {
+    const connection = yield* PgConnection.make(connectionConfig("listen"))
+    const pinned = yield* connection.pin
+    const populated = yield* pinned.listen(populatedChannel)
+    const invalidated = yield* pinned.listen(invalidatedChannel)
+    // Invalidations may have been missed while no connection listened.
+    if (connections++ > 0) yield* Metric.update(reconnectCounter, 1)
+    deliver({ _tag: "Flush" })
+    waiters.wakeAll()
+    const consume = (queue: Queue.Dequeue<PgConnection.Notification, unknown>) =>
+      Effect.forever(Effect.map(Queue.take(queue), onNotification))
+    const beat = Effect.forever(
+      Effect.andThen(
+        Effect.sleep(heartbeat),
+        pinned.query("SELECT 1", [], false).pipe(Effect.timeout(sessionTimeout))
+      )
+    )
+    return yield* Effect.raceAll([consume(populated), consume(invalidated), beat])
+  }))
+
+  const listenLoop = listenSession.pipe(
+    Effect.retry(Schedule.min([Schedule.exponential("100 millis"), Schedule.spaced("5 seconds")])),
+    Effect.catchCause((cause) =>
+      Effect.andThen(
+        Effect.sync(() => waiters.wakeAll()),
+        Effect.logWarning("module-transpile-cache: LISTEN connection lost; reconnecting", Cause.pretty(cause))
+      )
+    ),
+    Effect.forever
+  )
+  // Wait for the first LISTEN so that no notice sent after start-up is missed; go on
+  // regardless after the session timeout (the database may be down; waiters poll).
+  yield* Effect.forkIn(listenLoop, scope)
+  yield* Effect.sync(() => connections).pipe(
+    Effect.repeat({ until: (n) => n > 0, schedule: Schedule.spaced("10 millis") }),
+    Effect.timeoutOption(sessionTimeout)
+  )
+
+  // --- the lock session ------------------------------------------------------------------
+  interface LockSession {
+    readonly connection: PgConnection.PgConnection
+    readonly scope: Scope.Closeable
+    readonly held: Set<bigint>
+  }
+  let session: LockSession | undefined
+  const lockSemaphore = yield* Semaphore.make(1)
+
+  const dropSession = (broken: LockSession) =>
+    Effect.suspend(() => {
+      if (session === broken) session = undefined
+      return Scope.close(broken.scope, Exit.void)
+    })
+
+  const currentSession = lockSemaphore.withPermits(1)(Effect.suspend(() => {
+    if (session !== undefined) return Effect.succeed(session)
+    return Effect.gen(function*() {
+      const sessionScope = yield* Scope.make()
+      const connection = yield* PgConnection.make(connectionConfig("locks")).pipe(
+        Scope.provide(sessionScope),
+        Effect.onError(() => Scope.close(sessionScope, Exit.void))
+      )
+      const fresh: LockSession = { connection, scope: sessionScope, held: new Set() }
+      session = fresh
+      return fresh
+    })
+  }))
+
+  const lockQuery = (sql: string, hash: bigint) =>
+    Effect.gen(function*() {
+      const current = yield* currentSession
+      const result = yield* current.connection.query(sql, [hash.toString()]).pipe(
+        Effect.timeout(sessionTimeout),
+        Effect.tapError(() => dropSession(current))
+      )
+      return { session: current, value: result.rows[0]?.["value"] }
+    }).pipe(Effect.mapError((error) => new CoordinatorError({ message: String(error) })))
+
+  yield* Effect.addFinalizer(() =>
+    Effect.suspend(() => (session === undefined ? Effect.void : dropSession(session)))
+  )
+
+  const coordinator = Coordinator.of({
+    kind: "postgres",
+    register: (key) =>
+      Effect.acquireRelease(
+        Effect.sync(() => {
+          const signal = makeSignal()
+          waiters.add(lockKey(key), signal)
+          return signal
+        }),
+        (signal) => Effect.sync(() => waiters.remove(lockKey(key), signal))
+      ).pipe(Effect.map((signal) => ({ wake: signal.wait }))),
+    tryLock: (key) => {
+      const hash = lockKey(key)
+      return lockQuery("SELECT pg_try_advisory_lock($1::int8) AS value", hash).pipe(
+        Effect.map(({ session, value }) => {
+          if (value === true) session.held.add(hash)
+          return value === true
+        }),
+        Effect.withSpan("Coordinator.tryLock")
+      )
+    },
+    unlock: (key) => {
+      const hash = lockKey(key)
+      return Effect.suspend(() => {
+        // Locks of a dropped session are gone already.
+        if (session === undefined || !session.held.delete(hash)) return Effect.void
+        return lockQuery("SELECT pg_advisory_unlock($1::int8) AS value", hash)
+      }).pipe(Effect.ignore, Effect.withSpan("Coordinator.unlock"))
+    },
+    notifyPopulated: (key) =>
+      pg.notify(populatedChannel, lockKey(key).toString()).pipe(
+        Effect.timeout(sessionTimeout),
+        Effect.ignore,
+        Effect.withSpan("Coordinator.notifyPopulated")
+      )
+  })
+
+  const publish = (kind: "k" | "r", hash: bigint) =>
+    pg.notify(invalidatedChannel, `${kind}:${hash}:${origin}`).pipe(
+      Effect.timeout(sessionTimeout),
+      Effect.tapError((error) => Effect.logWarning("module-transpile-cache: invalidation NOTIFY failed", String(error))),
+      Effect.ignore
+    )
+
+  const invalidations = Invalidations.of({
+    kind: "postgres",
+    publishKey: (key) => publish("k", lockKey(key)),
+    publishRealm: (realmUrl) => publish("r", realmHash(realmUrl)),
+    subscribe: (handler) =>
+      Effect.acquireRelease(
+        Effect.sync(() => {
+          const subscriber = (event: InvalidationEvent) => Effect.runSync(handler(event))
+          subscribers.add(subscriber)
+          return subscriber
+        }),
+        (subscriber) => Effect.sync(() => subscribers.delete(subscriber))
+      ).pipe(Effect.asVoid)
+  })
+
+  return { coordinator, invalidations, waiters }
+})
+
+const parseHash = (text: string): bigint | undefined => {
+  try {
+    return BigInt(text)
+  } catch {
+    return undefined
+  }
+}
+
+/** Coordinator and Invalidations over the PgClient in context. */
+export const layer = (options?: PgFleetOptions): Layer.Layer<Coordinator | Invalidations, never, PgClient.PgClient> =>
+  Layer.effectContext(
+    Effect.map(make(options), ({ coordinator, invalidations }) =>
+      Context.make(Coordinator, coordinator).pipe(Context.add(Invalidations, invalidations)))
+  )

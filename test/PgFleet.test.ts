@@ -1,0 +1,99 @@
+/**
+ * The Postgres coordinator and invalidations against the real server: locks, wake-ups,
+ * peer invalidations, LISTEN reconnects, and no lock or connection left behind.
+ */
+import { PgClient } from "@effect/sql-pg"
+import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
+import { Effect, Exit, Fiber, Layer, Redacted, Scope } from "effect"
+import { moduleKey } from "../src/Domain.ts"
+import type { InvalidationEvent } from "../src/Invalidations.ts"
+import * as PgFleet from "../src/PgFleet.ts"
+import { dropDatabase, freshDatabase, psql } from "./support/database.ts"
+
+let url: string
+let database: string
+beforeAll(() => {
+  url = freshDatabase("pgfleet")
+  database = new URL(url).pathname.slice(1)
+})
+afterAll(() => dropDatabase(url))
+
+const key = moduleKey("https://realm.test/", "a.ts")
+
+const member = (scope: Scope.Scope) =>
+  Effect.gen(function*() {
+    const context = yield* Layer.build(PgClient.layer({ url: Redacted.make(url), maxConnections: 2 }))
+    return yield* PgFleet.make({ heartbeat: "200 millis", sessionTimeout: "1 second" }).pipe(
+      Effect.provideContext(context)
+    )
+  }).pipe(Scope.provide(scope))
+
+const advisoryLocks = () => Number(psql(`SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database WHERE l.locktype = 'advisory' AND d.datname = '${database}'`))
+const sessions = () => Number(psql(`SELECT count(*) FROM pg_stat_activity WHERE datname = '${database}'`))
+
+describe("PgFleet", () => {
+  it.live("locks are exclusive across processes' sessions and released on unlock and on close", () =>
+    Effect.gen(function*() {
+      const scopeA = yield* Scope.make()
+      const scopeB = yield* Scope.make()
+      const a = yield* member(scopeA)
+      const b = yield* member(scopeB)
+      expect(yield* a.coordinator.tryLock(key)).toBe(true)
+      expect(yield* b.coordinator.tryLock(key)).toBe(false)
+      expect(advisoryLocks()).toBe(1)
+      yield* a.coordinator.unlock(key)
+      expect(yield* b.coordinator.tryLock(key)).toBe(true)
+      // A crashed holder's lock goes with its session.
+      yield* Scope.close(scopeB, Exit.void)
+      expect(yield* a.coordinator.tryLock(key)).toBe(true)
+      yield* Scope.close(scopeA, Exit.void)
+      expect(advisoryLocks()).toBe(0)
+      expect(sessions()).toBe(0)
+    }))
+
+  it.live("a populated notice wakes a peer's waiter, and invalidations reach peers only", () =>
+    Effect.gen(function*() {
+      const scope = yield* Scope.make()
+      const a = yield* member(scope)
+      const b = yield* member(scope)
+      const heardA: Array<InvalidationEvent> = []
+      const heardB: Array<InvalidationEvent> = []
+      yield* a.invalidations.subscribe((e) => Effect.sync(() => heardA.push(e))).pipe(Scope.provide(scope))
+      yield* b.invalidations.subscribe((e) => Effect.sync(() => heardB.push(e))).pipe(Scope.provide(scope))
+      const waiter = yield* b.coordinator.register(key).pipe(Scope.provide(scope))
+      const waiting = yield* Effect.forkChild(waiter.wake)
+      yield* a.coordinator.notifyPopulated(key)
+      yield* Fiber.join(waiting).pipe(Effect.timeout("2 seconds"))
+      yield* a.invalidations.publishKey(key)
+      yield* Effect.sleep("100 millis").pipe(Effect.repeat({ until: () => heardB.some((e) => e._tag === "Key") }))
+        .pipe(Effect.timeout("2 seconds"))
+      expect(heardA.filter((e) => e._tag === "Key")).toHaveLength(0)
+      yield* Scope.close(scope, Exit.void)
+      expect(sessions()).toBe(0)
+    }))
+
+  it.live("a terminated LISTEN backend reconnects, flushes L1 and wakes every waiter", () =>
+    Effect.gen(function*() {
+      const scope = yield* Scope.make()
+      const a = yield* member(scope)
+      const heard: Array<InvalidationEvent> = []
+      yield* a.invalidations.subscribe((e) => Effect.sync(() => heard.push(e))).pipe(Scope.provide(scope))
+      const waiter = yield* a.coordinator.register(key).pipe(Scope.provide(scope))
+      const waiting = yield* Effect.forkChild(waiter.wake)
+      const killed = psql(
+        `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '${database}' AND application_name = 'module-transpile-cache:listen'`
+      )
+      expect(killed).toBe("1")
+      yield* Fiber.join(waiting).pipe(Effect.timeout("3 seconds"))
+      yield* Effect.sleep("50 millis").pipe(Effect.repeat({ until: () => heard.some((e) => e._tag === "Flush") }))
+        .pipe(Effect.timeout("3 seconds"))
+      // And it listens again: a peer's notice still arrives.
+      const b = yield* member(scope)
+      const before = heard.length
+      yield* b.invalidations.publishKey(key)
+      yield* Effect.sleep("50 millis").pipe(Effect.repeat({ until: () => heard.length > before }))
+        .pipe(Effect.timeout("3 seconds"))
+      yield* Scope.close(scope, Exit.void)
+      expect(sessions()).toBe(0)
+    }))
+})
