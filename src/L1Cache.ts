@@ -3,6 +3,10 @@
  * eviction, and guarded by per-key and per-realm generations so that a fill that raced an
  * invalidation is dropped.
  *
+ * Recency is kept the CLOCK (second-chance) way: a hit only sets the entry's `used` bit, and
+ * eviction walks from the oldest insertion, giving used entries another round. A hit is
+ * then a single map lookup, where an exact LRU list would re-insert on every hit.
+ *
  * @since 0.1.0
  */
 import { type CachedModule, keyString, lockKey, type ModuleKey, realmHash } from "./Domain.ts"
@@ -21,6 +25,7 @@ interface Entry {
   readonly module: CachedModule
   readonly bytes: number
   readonly hash: bigint
+  used: boolean
 }
 
 /** The L1 store. Synchronous: every method is a few map operations. */
@@ -41,12 +46,11 @@ export class L1Cache {
     this.maxBytes = maxBytes
   }
 
-  /** The live entry of a key, made most recently used. */
+  /** The live entry of a key, marked as used. */
   get(id: string): CachedModule | undefined {
     const entry = this.entries.get(id)
     if (entry === undefined) return undefined
-    this.entries.delete(id)
-    this.entries.set(id, entry)
+    entry.used = true
     return entry.module
   }
 
@@ -73,15 +77,12 @@ export class L1Cache {
     if (this.maxBytes <= 0 || bytes > this.maxBytes) return false
     const id = keyString(module.key)
     this.remove(id)
-    this.entries.set(id, { module, bytes, hash })
+    this.entries.set(id, { module, bytes, hash, used: false })
     let ids = this.byHash.get(hash)
     if (ids === undefined) this.byHash.set(hash, ids = new Set())
     ids.add(id)
     this.totalBytes += bytes
-    for (const oldest of this.entries.keys()) {
-      if (this.totalBytes <= this.maxBytes) break
-      this.remove(oldest)
-    }
+    this.evict(id)
     return true
   }
 
@@ -123,6 +124,23 @@ export class L1Cache {
 
   get size(): number {
     return this.entries.size
+  }
+
+  /** Evicts until the bound holds: the oldest unused entry goes; a used one gets a second chance. */
+  private evict(keep: string): void {
+    while (this.totalBytes > this.maxBytes) {
+      for (const [id, entry] of this.entries) {
+        if (this.totalBytes <= this.maxBytes) return
+        if (id === keep) continue
+        if (entry.used) {
+          entry.used = false
+          this.entries.delete(id)
+          this.entries.set(id, entry)
+        } else {
+          this.remove(id)
+        }
+      }
+    }
   }
 
   private remove(id: string): void {

@@ -49,7 +49,7 @@ export const make = Effect.fnUntraced(function*(options: PgFleetOptions = {}) {
   const connectionConfig = (role: "listen" | "locks"): PgConnection.Config => ({
     ...pg.config,
     connectTimeout: sessionTimeout,
-    applicationName: `module-transpile-cache:${role}`
+    applicationName: `module-transpile-cache:${role}:${process.pid}`
   })
   const deliver = (event: InvalidationEvent) => {
     for (const subscriber of subscribers) subscriber(event)

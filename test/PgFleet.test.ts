@@ -81,7 +81,7 @@ describe("PgFleet", () => {
       const waiter = yield* a.coordinator.register(key).pipe(Scope.provide(scope))
       const waiting = yield* Effect.forkChild(waiter.wake)
       const killed = psql(
-        `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '${database}' AND application_name = 'module-transpile-cache:listen'`
+        `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '${database}' AND application_name LIKE 'module-transpile-cache:listen:%'`
       )
       expect(killed).toBe("1")
       yield* Fiber.join(waiting).pipe(Effect.timeout("3 seconds"))

@@ -1,0 +1,171 @@
+/**
+ * Fleet coalescing with real OS processes on the real Postgres: one transpile per module
+ * version across processes, no waits that hang, and nothing left behind.
+ */
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
+import { dropDatabase, freshDatabase, psql } from "./support/database.ts"
+import { type FleetProcess, percentile, startProcess } from "./support/fleet.ts"
+
+let url: string
+let database: string
+let realmDir: string
+const running: Array<FleetProcess> = []
+
+beforeAll(() => {
+  url = freshDatabase("fleet")
+  database = new URL(url).pathname.slice(1)
+  realmDir = mkdtempSync(join(tmpdir(), "mtc-fleet-"))
+})
+afterAll(() => {
+  dropDatabase(url)
+  rmSync(realmDir, { recursive: true, force: true })
+})
+
+const advisoryLocks = () =>
+  Number(psql(`SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database
+    WHERE l.locktype = 'advisory' AND d.datname = '${database}'`))
+const sessions = () => Number(psql(`SELECT count(*) FROM pg_stat_activity WHERE datname = '${database}'`))
+
+// Advisory-lock hygiene after every test: once the fleet exits, nothing of it remains.
+afterEach(async () => {
+  await Promise.all(running.splice(0).map((p) => p.stop()))
+  for (let i = 0; i < 50 && sessions() > 0; i++) await new Promise((r) => setTimeout(r, 100))
+  expect(advisoryLocks()).toBe(0)
+  expect(sessions()).toBe(0)
+})
+
+let realmCounter = 0
+/** A fresh realm URL (so tests never share rows) with modules written to the realm dir. */
+const writeModules = (prefix: string, count: number): Array<string> =>
+  Array.from({ length: count }, (_, i) => {
+    const path = `${prefix}-${i}.ts`
+    writeFileSync(
+      join(realmDir, path),
+      `import { helper } from "./helper-${i}.ts"\nexport const value: number = ${i}\nexport class C${i}<T> { declare x: T }\n`
+    )
+    return path
+  })
+
+const fleet = async (count: number, env: Record<string, string> = {}): Promise<Array<FleetProcess>> => {
+  const realmUrl = `https://fleet-${realmCounter++}.test/`
+  const processes = await Promise.all(
+    Array.from({ length: count }, () =>
+      startProcess({ DATABASE_URL: url, REALM_DIR: realmDir, REALM_URL: realmUrl, ...env }))
+  )
+  running.push(...processes)
+  return processes
+}
+
+const totalTranspiles = async (processes: ReadonlyArray<FleetProcess>) =>
+  (await Promise.all(processes.map((p) => p.stats()))).reduce((sum, s) => sum + s.transpiles, 0)
+
+describe("fleet on Postgres", () => {
+  it("a herd of P=4 processes x K=25 gets x M=20 cold modules gives exactly M transpiles", async () => {
+    const modules = writeModules("herd", 20)
+    const processes = await fleet(4, { TRANSPILE_DELAY_MS: "50" })
+    const reports = (await Promise.all(processes.map((p) => p.herd(modules, 25)))).flat()
+    expect(reports).toHaveLength(4 * 25 * 20)
+    expect(reports.every((r) => r.ok)).toBe(true)
+    expect(await totalTranspiles(processes)).toBe(20)
+    for (const path of modules) {
+      expect(new Set(reports.filter((r) => r.path === path).map((r) => r.hash)).size).toBe(1)
+    }
+    const ms = reports.map((r) => r.ms)
+    console.log(
+      `herd P=4 K=25 M=20: transpiles=20 p50=${percentile(ms, 50).toFixed(1)}ms p99=${percentile(ms, 99).toFixed(1)}ms`
+    )
+  })
+
+  it("a SIGKILLed winner is taken over by a loser within one transpile plus a small bound", async () => {
+    const [path] = writeModules("killed", 1)
+    const transpileMs = 1500
+    const [winner, loser] = await fleet(2, { TRANSPILE_DELAY_MS: String(transpileMs), DEADLINE: "30000 millis" })
+    const winning = winner!.get(path!).catch(() => undefined)
+    for (let i = 0; i < 100 && advisoryLocks() === 0; i++) await new Promise((r) => setTimeout(r, 20))
+    expect(advisoryLocks()).toBe(1)
+    const losing = loser!.get(path!)
+    await new Promise((r) => setTimeout(r, 200))
+    const killedAt = performance.now()
+    winner!.child.kill("SIGKILL")
+    const report = await losing
+    const elapsed = performance.now() - killedAt
+    await winning
+    expect(report.ok).toBe(true)
+    expect(report.outcome).toBe("transpiled")
+    // One transpile (1.5 s) plus a bound of 1 s, far below the 30 s deadline.
+    expect(elapsed).toBeLessThan(transpileMs + 1000)
+    expect((await loser!.stats()).transpiles).toBe(1)
+  })
+
+  it("a loser whose LISTEN backend is terminated while it waits finishes within about one poll interval", async () => {
+    const [warm, path] = writeModules("lost", 2)
+    const [winner, loser] = await fleet(2, { TRANSPILE_DELAY_MS: "1000", DEADLINE: "30000 millis" })
+    await loser!.get(warm!)
+    expect((await loser!.stats()).l1Entries).toBe(1)
+    const winning = winner!.get(path!)
+    for (let i = 0; i < 100 && advisoryLocks() === 0; i++) await new Promise((r) => setTimeout(r, 20))
+    const losing = loser!.get(path!)
+    await new Promise((r) => setTimeout(r, 100))
+    const killed = psql(`SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+      WHERE datname = '${database}' AND application_name = 'module-transpile-cache:listen:${loser!.pid}'`)
+    expect(killed).toBe("1")
+    const won = await winning
+    const doneAt = performance.now()
+    const report = await losing
+    const lag = performance.now() - doneAt
+    expect(won.outcome).toBe("transpiled")
+    expect(report.ok).toBe(true)
+    expect(report.hash).toBe(won.hash)
+    // Poll interval is at most 200 ms; allow scheduling noise.
+    expect(lag).toBeLessThan(700)
+    // It reconnected and flushed L1.
+    for (let i = 0; i < 50; i++) {
+      if ((await loser!.stats()).l1Entries <= 1) break
+      await new Promise((r) => setTimeout(r, 100))
+    }
+    const again = await loser!.get(warm!)
+    expect(again.outcome).toBe("l2")
+    expect(await totalTranspiles([winner!, loser!])).toBe(2)
+  })
+
+  it("a winner's syntax error reaches every loser in every process quickly, from one transpile", async () => {
+    writeFileSync(join(realmDir, "broken.ts"), "export const x = ;\n")
+    const processes = await fleet(4, { TRANSPILE_DELAY_MS: "200" })
+    const started = performance.now()
+    const reports = (await Promise.all(processes.map((p) => p.herd(["broken.ts"], 10)))).flat()
+    const elapsed = performance.now() - started
+    expect(reports.every((r) => !r.ok && r.error === "TranspileError")).toBe(true)
+    expect(new Set(reports.map((r) => r.message)).size).toBe(1)
+    expect(await totalTranspiles(processes)).toBe(1)
+    expect(elapsed).toBeLessThan(5000)
+  })
+
+  it("an invalidate on A drops B's L1 entry and B's next get returns the new bytes", async () => {
+    const [path] = writeModules("inval", 1)
+    const [a, b] = await fleet(2)
+    const first = await a!.get(path!)
+    expect((await b!.get(path!)).outcome).toBe("l2")
+    expect((await b!.get(path!)).outcome).toBe("l1")
+    writeFileSync(join(realmDir, path!), "export const value = 'edited'\n")
+    await a!.invalidate(path!)
+    let report = await b!.get(path!)
+    for (let i = 0; i < 20 && report.outcome === "l1"; i++) {
+      await new Promise((r) => setTimeout(r, 50))
+      report = await b!.get(path!)
+    }
+    expect(report.outcome).not.toBe("l1")
+    expect(report.hash).not.toBe(first.hash)
+    expect((await a!.get(path!)).hash).toBe(report.hash)
+  })
+
+  it("a pool of 2 connections and 30 distinct cold modules completes with no deadlock", async () => {
+    const modules = writeModules("pool", 30)
+    const processes = await fleet(2, { POOL_SIZE: "2", TRANSPILE_DELAY_MS: "20" })
+    const reports = (await Promise.all(processes.map((p) => p.herd(modules, 3)))).flat()
+    expect(reports.every((r) => r.ok)).toBe(true)
+    expect(await totalTranspiles(processes)).toBe(30)
+  })
+})
