@@ -289,15 +289,119 @@ export const toTranspileError = (path: string, cause: unknown): TranspileError =
   if (position) {
     return new TranspileError({ path, message, line: Number(position[1]), column: Number(position[2]) })
   }
+  // Errors of plugins and scope checks (`path.buildCodeFrameError`) carry only a code frame.
+  const frame = codeFrameLocation(raw)
+  if (frame) return new TranspileError({ path, message: `${message} (${frame.line}:${frame.column})`, ...frame })
   return new TranspileError({ path, message: message === "" ? "transpile failed" : message })
+}
+
+/**
+ * Moves a {@link TranspileError}'s position (and the `(line:column)` at the end of its
+ * message) through a source map. Without a mapping the position is dropped rather than
+ * left pointing at generated code.
+ */
+const remapTranspileError = (error: TranspileError, map: string): TranspileError => {
+  if (error.line === undefined || error.column === undefined) return error
+  let original: { readonly line: number; readonly column: number } | undefined
+  try {
+    original = originalPosition(map, error.line, error.column)
+  } catch {
+    original = undefined
+  }
+  const bare = error.message.replace(/ \(\d+:\d+\)$/, "")
+  return original
+    ? new TranspileError({ path: error.path, message: `${bare} (${original.line}:${original.column})`, ...original })
+    : new TranspileError({ path: error.path, message: bare })
+}
+
+/**
+ * The position a Babel code frame points at: the line after `>`, the column of the first
+ * `^` under it (frames are printed without colours, `highlightCode: false`).
+ */
+const codeFrameLocation = (text: string): { readonly line: number; readonly column: number } | undefined => {
+  const lines = text.split("\n")
+  for (let i = 0; i < lines.length - 1; i++) {
+    const marked = /^>\s*(\d+) \|/.exec(lines[i] ?? "")
+    if (!marked) continue
+    const carets = /^(\s*\| )(\s*)\^/.exec(lines[i + 1] ?? "")
+    if (!carets) return undefined
+    return { line: Number(marked[1]), column: carets[2]?.length ?? 0 }
+  }
+  return undefined
+}
+
+// -----------------------------------------------------------------------------
+// Source maps (content-tag output back to the module's own lines)
+// -----------------------------------------------------------------------------
+
+const base64Digits = new Map(
+  Array.from("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/", (char, i) => [char, i] as const)
+)
+
+/** Decodes one line of VLQ segments, each the list of its (relative) fields. */
+const decodeSegments = (line: string): Array<Array<number>> => {
+  const segments: Array<Array<number>> = []
+  for (const text of line.split(",")) {
+    if (text === "") continue
+    const fields: Array<number> = []
+    let value = 0
+    let shift = 0
+    for (const char of text) {
+      const digit = base64Digits.get(char)
+      if (digit === undefined) return segments
+      value += (digit & 31) << shift
+      if (digit & 32) {
+        shift += 5
+      } else {
+        fields.push(value & 1 ? -(value >>> 1) : value >>> 1)
+        value = 0
+        shift = 0
+      }
+    }
+    segments.push(fields)
+  }
+  return segments
+}
+
+/**
+ * Maps a position of generated code (line 1-based, column 0-based) back through a v3
+ * source map to the position in its source: the last mapping at or before the column,
+ * else the first on the line. `undefined` when the line has no mapping.
+ */
+export const originalPosition = (
+  map: string,
+  line: number,
+  column: number
+): { readonly line: number; readonly column: number } | undefined => {
+  const parsed: unknown = JSON.parse(map)
+  if (!isRecord(parsed) || typeof parsed.mappings !== "string") return undefined
+  const lines = parsed.mappings.split(";")
+  if (line < 1 || line > lines.length) return undefined
+  // source line and column are relative to the previous segment across the whole map
+  let sourceLine = 0
+  let sourceColumn = 0
+  for (let i = 0; i < line; i++) {
+    let generatedColumn = 0
+    let best: { readonly line: number; readonly column: number } | undefined
+    let first: { readonly line: number; readonly column: number } | undefined
+    for (const fields of decodeSegments(lines[i] ?? "")) {
+      generatedColumn += fields[0] ?? 0
+      if (fields.length < 4) continue
+      sourceLine += fields[2] ?? 0
+      sourceColumn += fields[3] ?? 0
+      if (i !== line - 1) continue
+      const position = { line: sourceLine + 1, column: sourceColumn }
+      first ??= position
+      if (generatedColumn <= column) best = position
+    }
+    if (i === line - 1) return best ?? first
+  }
+  return undefined
 }
 
 // -----------------------------------------------------------------------------
 // Constructors
 // -----------------------------------------------------------------------------
-
-const isBabelError = (cause: unknown): boolean =>
-  isRecord(cause) && typeof cause.code === "string" && cause.code.startsWith("BABEL_")
 
 const emptyModule = (source: string): TranspiledModule => ({
   body: "",
@@ -313,11 +417,19 @@ export const make = (options: BabelTranspilerOptions = {}): Effect.Effect<Transp
     const fingerprint = pipelineFingerprint()
     let preprocessor: Preprocessor | undefined
 
-    const runContentTag = (source: string, filename: string): string => {
+    const runContentTag = (source: string, filename: string): { readonly code: string; readonly map: string } => {
       preprocessor ??= new Preprocessor()
-      const result = preprocessor.process(source, { filename })
+      let result: { code: string; map: string }
       try {
-        return result.code
+        result = preprocessor.process(source, { filename })
+      } catch (cause) {
+        // Anything but a parse error may have left the WASM instance in a bad state:
+        // start a fresh preprocessor next time.
+        if (!contentTagError.test(messageOf(cause))) preprocessor = undefined
+        throw cause
+      }
+      try {
+        return { code: result.code, map: result.map }
       } finally {
         // a wasm-bindgen object: free its memory now rather than at finalization
         if ("free" in result && typeof result.free === "function") result.free()
@@ -325,12 +437,19 @@ export const make = (options: BabelTranspilerOptions = {}): Effect.Effect<Transp
     }
 
     const run = (path: string, source: string, kind: ModuleKind): TranspiledModule => {
-      const code = kind === "gts" || kind === "gjs" ? runContentTag(source, path) : source
-      const result = transformSync(code, {
-        ...babelOptions,
-        filename: path,
-        plugins: pluginsByKind[kind]
-      })
+      const preprocessed = kind === "gts" || kind === "gjs" ? runContentTag(source, path) : undefined
+      let result: ReturnType<typeof transformSync>
+      try {
+        result = transformSync(preprocessed?.code ?? source, {
+          ...babelOptions,
+          filename: path,
+          plugins: pluginsByKind[kind]
+        })
+      } catch (cause) {
+        const error = toTranspileError(path, cause)
+        // Babel saw content-tag's output: point at the module's own source instead.
+        throw preprocessed ? remapTranspileError(error, preprocessed.map) : error
+      }
       if (!result || typeof result.code !== "string" || !result.ast) {
         throw new Error("Babel produced no output")
       }
@@ -342,8 +461,10 @@ export const make = (options: BabelTranspilerOptions = {}): Effect.Effect<Transp
       }
     }
 
+    // Data-first withSpan, as elsewhere in the library: the pipeable form captures a stack
+    // trace on every call.
     const transpile = ({ path, source }: TranspileInput): Effect.Effect<TranspiledModule, TranspileError | SourceTooLargeError> =>
-      Effect.suspend((): Effect.Effect<TranspiledModule, TranspileError | SourceTooLargeError> => {
+      Effect.withSpan(Effect.suspend((): Effect.Effect<TranspiledModule, TranspileError | SourceTooLargeError> => {
         const size = Buffer.byteLength(source, "utf8")
         if (size > limit) return Effect.fail(new SourceTooLargeError({ path, size, limit }))
         const kind = moduleKindOf(path)
@@ -358,16 +479,9 @@ export const make = (options: BabelTranspilerOptions = {}): Effect.Effect<Transp
         if (source.trim() === "") return Effect.succeed(emptyModule(source))
         return Effect.try({
           try: () => run(path, source, kind),
-          catch: (cause) => {
-            // A failure that is not a content-tag parse error may have left the WASM instance
-            // in a bad state: start a fresh preprocessor next time.
-            if ((kind === "gts" || kind === "gjs") && !contentTagError.test(messageOf(cause)) && !isBabelError(cause)) {
-              preprocessor = undefined
-            }
-            return toTranspileError(path, cause)
-          }
+          catch: (cause) => (cause instanceof TranspileError ? cause : toTranspileError(path, cause))
         })
-      }).pipe(Effect.withSpan("Transpiler.transpile", { attributes: { path, transpiler: "babel" } }))
+      }), "Transpiler.transpile", { attributes: { path, transpiler: "babel" }, captureStackTrace: false })
 
     return Transpiler.of({ fingerprint, transpile })
   })
