@@ -1,34 +1,90 @@
 /**
  * The ModuleCache of a deployment, by store: Postgres brings its coordinator and peer
- * invalidations with it; PGlite and memory run with none.
+ * invalidations (sharing one pool with the store); PGlite and memory run with none.
  *
  * @since 0.1.0
  */
-import { Layer, type Redacted } from "effect"
+import { PgClient } from "@effect/sql-pg"
+import { Config, Duration, Layer, Option, type Redacted } from "effect"
 import * as Coordinator from "./Coordinator.ts"
 import * as Invalidations from "./Invalidations.ts"
 import * as MemoryTranspileStore from "./MemoryTranspileStore.ts"
 import * as ModuleCache from "./ModuleCache.ts"
 import type { ModuleSources } from "./ModuleSources.ts"
+import * as PgFleet from "./PgFleet.ts"
+import * as SqlTranspileStore from "./SqlTranspileStore.ts"
 import type { Transpiler } from "./Transpiler.ts"
+import type { TranspileStore } from "./TranspileStore.ts"
 
 /** Which L2 a deployment uses. */
 export type StoreChoice =
-  | { readonly _tag: "postgres"; readonly url: Redacted.Redacted<string>; readonly poolSize?: number }
+  | {
+    readonly _tag: "postgres"
+    readonly url: Redacted.Redacted<string>
+    /** Pool size (default 8). The LISTEN and lock sessions are outside the pool. */
+    readonly poolSize?: number
+    /** How long a new pool connection may take before the store counts as down (default 1 s). */
+    readonly connectTimeout?: Duration.Input
+    readonly fleet?: PgFleet.PgFleetOptions
+  }
   | { readonly _tag: "pglite"; readonly dataDir: string | undefined }
   | { readonly _tag: "memory" }
+
+/** Defaults of the Postgres choice. */
+export const defaults = { poolSize: 8, connectTimeout: Duration.seconds(1) } as const
+
+/** The store, coordinator and invalidations of a choice. */
+export const services = (
+  store: StoreChoice
+): Layer.Layer<
+  TranspileStore | Coordinator.Coordinator | Invalidations.Invalidations,
+  unknown
+> => {
+  switch (store._tag) {
+    case "postgres":
+      return Layer.mergeAll(
+        SqlTranspileStore.layer({ kind: "postgres" }),
+        PgFleet.layer(store.fleet)
+      ).pipe(Layer.provide(PgClient.layer({
+        url: store.url,
+        maxConnections: store.poolSize ?? defaults.poolSize,
+        connectTimeout: store.connectTimeout ?? defaults.connectTimeout,
+        applicationName: `module-transpile-cache:pool:${process.pid}`
+      })))
+    case "pglite":
+      return Layer.mergeAll(
+        SqlTranspileStore.layerPglite({ dataDir: store.dataDir }),
+        Coordinator.layerNone,
+        Invalidations.layerNone
+      )
+    case "memory":
+      return Layer.mergeAll(MemoryTranspileStore.layer, Coordinator.layerNone, Invalidations.layerNone)
+  }
+}
 
 /** A ModuleCache over the chosen store, with the coordinator and invalidations that fit it. */
 export const layer = (
   store: StoreChoice,
   options: ModuleCache.ModuleCacheOptions = {}
-): Layer.Layer<ModuleCache.ModuleCache, unknown, Transpiler | ModuleSources> => {
-  switch (store._tag) {
-    case "memory":
-      return ModuleCache.layer(options).pipe(
-        Layer.provide(Layer.mergeAll(MemoryTranspileStore.layer, Coordinator.layerNone, Invalidations.layerNone))
-      )
-    default:
-      throw new Error(`store ${store._tag} is not wired yet`)
-  }
-}
+): Layer.Layer<ModuleCache.ModuleCache, unknown, Transpiler | ModuleSources> =>
+  ModuleCache.layer(options).pipe(Layer.provide(services(store)))
+
+/**
+ * The Postgres choice from the environment when `DATABASE_URL` is set: `MTC_PG_POOL_SIZE`,
+ * `MTC_PG_CONNECT_TIMEOUT`, `MTC_HEARTBEAT`, `MTC_SESSION_TIMEOUT`. `None` otherwise.
+ */
+export const postgresFromEnv: Config.Config<Option.Option<StoreChoice>> = Config.all({
+  url: Config.Redacted("DATABASE_URL").pipe(Config.option),
+  poolSize: Config.withDefault(Config.Int("MTC_PG_POOL_SIZE"), defaults.poolSize),
+  connectTimeout: Config.withDefault(Config.Duration("MTC_PG_CONNECT_TIMEOUT"), defaults.connectTimeout),
+  heartbeat: Config.withDefault(Config.Duration("MTC_HEARTBEAT"), PgFleet.defaults.heartbeat),
+  sessionTimeout: Config.withDefault(Config.Duration("MTC_SESSION_TIMEOUT"), PgFleet.defaults.sessionTimeout)
+}).pipe(Config.map((c) =>
+  Option.map(c.url, (url): StoreChoice => ({
+    _tag: "postgres",
+    url,
+    poolSize: c.poolSize,
+    connectTimeout: c.connectTimeout,
+    fleet: { heartbeat: c.heartbeat, sessionTimeout: c.sessionTimeout }
+  }))
+))

@@ -1,0 +1,236 @@
+/**
+ * An exclusive, cross-process lock on a PGlite data directory. Two processes that open one
+ * PGlite directory corrupt it, so the embedded store takes this lock before opening it.
+ *
+ * The lock is the file `<dataDir>.lock` next to the directory (PGlite owns the directory's
+ * contents). It is created atomically with its whole content (a temporary file hard-linked
+ * into place), holding the owner's pid, host and a random token:
+ * - free: taken;
+ * - held by a live process (this one included: one process must not open a directory
+ *   twice either): fails with {@link DataDirLockedError};
+ * - held by a dead process on this host (a crash): taken over, under a short-lived
+ *   `<dataDir>.lock.takeover` guard, so that two processes taking over one stale lock do not
+ *   both win.
+ *
+ * The lock is released (its file removed) when the scope closes.
+ *
+ * @since 0.1.0
+ */
+import { randomBytes } from "node:crypto"
+import * as fs from "node:fs"
+import { hostname } from "node:os"
+import * as path from "node:path"
+import { Effect, Schedule, Schema, type Scope } from "effect"
+
+/** Another live process (or this one) holds the data directory. */
+export class DataDirLockedError extends Schema.TaggedError<DataDirLockedError>()("DataDirLockedError", {
+  dataDir: Schema.String,
+  lockFile: Schema.String,
+  pid: Schema.Number,
+  host: Schema.String
+}) {
+  override get message() {
+    return `the data directory ${this.dataDir} is in use by process ${this.pid} on ${this.host}: ` +
+      `only one process may open it at a time. Stop that process, or use another data directory. ` +
+      `If no such process is running, delete ${this.lockFile}.`
+  }
+}
+
+/** The lock could not be read or written (permissions, a full disk...). */
+export class DataDirLockError extends Schema.TaggedError<DataDirLockError>()("DataDirLockError", {
+  dataDir: Schema.String,
+  message: Schema.String
+}) {}
+
+/** What a lock file holds. */
+interface LockInfo {
+  readonly pid: number
+  readonly host: string
+  readonly token: string
+}
+
+/** A held lock. */
+export interface DataDirLock {
+  readonly dataDir: string
+  readonly lockFile: string
+  readonly token: string
+}
+
+/** The lock file of a data directory. */
+export const lockFileOf = (dataDir: string): string => `${path.resolve(dataDir)}.lock`
+
+const errnoOf = (error: unknown): string | undefined =>
+  typeof error === "object" && error !== null && "code" in error && typeof error.code === "string"
+    ? error.code
+    : undefined
+
+const parseInfo = (text: string): LockInfo | undefined => {
+  try {
+    const value: unknown = JSON.parse(text)
+    if (
+      typeof value === "object" && value !== null &&
+      "pid" in value && typeof value.pid === "number" &&
+      "host" in value && typeof value.host === "string" &&
+      "token" in value && typeof value.token === "string"
+    ) {
+      return { pid: value.pid, host: value.host, token: value.token }
+    }
+  } catch {
+    // unreadable: treated as stale below
+  }
+  return undefined
+}
+
+const readInfo = (file: string): LockInfo | undefined | "missing" => {
+  try {
+    return parseInfo(fs.readFileSync(file, "utf8"))
+  } catch (error) {
+    if (errnoOf(error) === "ENOENT") return "missing"
+    throw error
+  }
+}
+
+/** Whether a pid is a live process (EPERM: alive, owned by someone else). */
+const isAlive = (pid: number): boolean => {
+  if (!Number.isInteger(pid) || pid <= 0) return false
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (error) {
+    return errnoOf(error) === "EPERM"
+  }
+}
+
+const thisHost = hostname()
+
+/** Whether a lock's owner is known to be gone. A lock of another host is never stale. */
+const isStale = (info: LockInfo | undefined): boolean =>
+  info === undefined || (info.host === thisHost && !isAlive(info.pid))
+
+/** A takeover guard older than this belongs to a process that died while taking over. */
+const takeoverGuardMaxAgeMillis = 10_000
+
+/** Retried: the lock changed hands while we looked at it. */
+class Contended {
+  readonly _tag = "Contended"
+}
+
+/** Links a file holding `info` into place at `file`; false if `file` exists. */
+const createExclusive = (file: string, info: LockInfo): boolean => {
+  const temp = `${file}.${info.token}.tmp`
+  fs.writeFileSync(temp, JSON.stringify(info))
+  try {
+    fs.linkSync(temp, file)
+    return true
+  } catch (error) {
+    if (errnoOf(error) === "EEXIST") return false
+    throw error
+  } finally {
+    fs.rmSync(temp, { force: true })
+  }
+}
+
+type Attempt = { readonly _tag: "Acquired" } | { readonly _tag: "Locked"; readonly info: LockInfo } | Contended
+
+const attempt = (lockFile: string, info: LockInfo): Attempt => {
+  if (createExclusive(lockFile, info)) return { _tag: "Acquired" }
+  const current = readInfo(lockFile)
+  if (current === "missing") return new Contended()
+  if (!isStale(current)) {
+    return { _tag: "Locked", info: current ?? { pid: -1, host: "unknown", token: "" } }
+  }
+  // Stale: only the holder of the takeover guard may remove it.
+  const guard = `${lockFile}.takeover`
+  if (!createExclusive(guard, info)) {
+    clearStaleGuard(guard)
+    return new Contended()
+  }
+  try {
+    // Still the same stale lock? Another process may have taken over before we got the guard.
+    const again = readInfo(lockFile)
+    if (again !== "missing") {
+      if (!sameLock(again, current)) return new Contended()
+      fs.rmSync(lockFile, { force: true })
+    }
+    return createExclusive(lockFile, info) ? { _tag: "Acquired" } : new Contended()
+  } finally {
+    fs.rmSync(guard, { force: true })
+  }
+}
+
+const sameLock = (a: LockInfo | undefined, b: LockInfo | undefined): boolean =>
+  a === undefined || b === undefined ? a === b : a.token === b.token
+
+/** Removes a takeover guard left by a process that died while taking over. */
+const clearStaleGuard = (guard: string): void => {
+  try {
+    const owner = readInfo(guard)
+    if (owner === "missing") return
+    const age = Date.now() - fs.statSync(guard).mtimeMs
+    if (age > takeoverGuardMaxAgeMillis || (owner !== undefined && isStale(owner))) {
+      fs.rmSync(guard, { force: true })
+    }
+  } catch (error) {
+    if (errnoOf(error) !== "ENOENT") throw error
+  }
+}
+
+/**
+ * Takes the lock of `dataDir` (creating the directory if needed) for the life of the scope.
+ */
+export const acquire = (
+  dataDir: string
+): Effect.Effect<DataDirLock, DataDirLockedError | DataDirLockError, Scope.Scope> => {
+  const resolved = path.resolve(dataDir)
+  const lockFile = lockFileOf(resolved)
+  const info: LockInfo = { pid: process.pid, host: thisHost, token: randomBytes(12).toString("hex") }
+  const lockError = (error: unknown) =>
+    new DataDirLockError({
+      dataDir: resolved,
+      message: `cannot lock ${lockFile}: ${error instanceof Error ? error.message : String(error)}`
+    })
+  const once = Effect.suspend((): Effect.Effect<DataDirLock, DataDirLockedError | DataDirLockError | Contended> => {
+    let result: Attempt
+    try {
+      fs.mkdirSync(resolved, { recursive: true })
+      result = attempt(lockFile, info)
+    } catch (error) {
+      return Effect.fail(lockError(error))
+    }
+    switch (result._tag) {
+      case "Acquired":
+        return Effect.succeed<DataDirLock>({ dataDir: resolved, lockFile, token: info.token })
+      case "Locked":
+        return Effect.fail(
+          new DataDirLockedError({ dataDir: resolved, lockFile, pid: result.info.pid, host: result.info.host })
+        )
+      case "Contended":
+        return Effect.fail(result)
+    }
+  })
+  const release = (lock: DataDirLock) =>
+    Effect.sync(() => {
+      try {
+        const current = readInfo(lock.lockFile)
+        if (current !== "missing" && current !== undefined && current.token === lock.token) {
+          fs.rmSync(lock.lockFile, { force: true })
+        }
+      } catch {
+        // Best effort: a lock left behind is stale once this process exits.
+      }
+    })
+  return Effect.acquireRelease(
+    once.pipe(
+      Effect.retry({
+        while: (error) => error instanceof Contended,
+        schedule: Schedule.spaced("20 millis"),
+        times: 100
+      }),
+      Effect.catchIf(
+        (error): error is Contended => error instanceof Contended,
+        () => Effect.fail(lockError(new Error("the lock kept changing hands")))
+      )
+    ),
+    release
+  )
+}

@@ -1,0 +1,59 @@
+/**
+ * The schema of L2, shared by Postgres and PGlite: the migrations in `migrations/`, run
+ * through Effect's `Migrator` at start-up.
+ *
+ * Safe when several processes start at once: the whole run is one transaction that first
+ * takes a transaction-level advisory lock, so concurrent runs queue and the later ones find
+ * every migration applied (the Migrator's own table lock cannot cover the first CREATE of
+ * its migrations table). Every statement is also idempotent (`IF NOT EXISTS`).
+ *
+ * The one dialect difference is {@link MigrationOptions.unlogged}: pass `true` on Postgres
+ * and `false` on PGlite (see {@link optionsFor}).
+ *
+ * @since 0.1.0
+ */
+import { Effect } from "effect"
+import { Migrator, SqlClient } from "effect/sql"
+import type { SqlError } from "effect/sql/SqlError"
+import { migration as createCache } from "../migrations/0001_create_module_transpile_cache.ts"
+import { migration as createRealm } from "../migrations/0002_create_module_transpile_cache_realm.ts"
+import { hash64 } from "./Domain.ts"
+
+/** What the migrations need to know about the database. */
+export interface MigrationOptions {
+  /**
+   * Create `module_transpile_cache` UNLOGGED. `true` on Postgres (a crash costs only a cold
+   * start); `false` on PGlite, where an UNLOGGED table would be empty after every unclean exit.
+   */
+  readonly unlogged: boolean
+}
+
+/** The options for a store kind: UNLOGGED on Postgres, logged on PGlite. */
+export const optionsFor = (kind: "postgres" | "pglite"): MigrationOptions => ({ unlogged: kind === "postgres" })
+
+/** The table in which the Migrator records applied migrations. */
+export const migrationsTable = "module_transpile_cache_migrations"
+
+/** The advisory-lock key that serialises concurrent runs. */
+export const migrationLockKey: bigint = hash64(`migrations|${migrationsTable}`)
+
+/** The migrations, by `<id>_<name>`. */
+export const loader = (options: MigrationOptions): Migrator.Loader =>
+  Migrator.fromRecord({
+    "1_create_module_transpile_cache": createCache(options),
+    "2_create_module_transpile_cache_realm": createRealm(options)
+  })
+
+/** Runs the pending migrations; returns the ones this call applied. */
+export const run = (
+  options: MigrationOptions
+): Effect.Effect<ReadonlyArray<readonly [id: number, name: string]>, Migrator.MigrationError | SqlError, SqlClient.SqlClient> =>
+  Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    return yield* sql.withTransaction(
+      Effect.andThen(
+        sql`SELECT pg_advisory_xact_lock(${migrationLockKey})`,
+        Migrator.make({})({ loader: loader(options), table: migrationsTable })
+      )
+    )
+  }).pipe(Effect.withSpan("Migrations.run", { attributes: { unlogged: options.unlogged } }))

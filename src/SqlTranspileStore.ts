@@ -1,0 +1,372 @@
+/**
+ * The SQL TranspileStore: L2 in the `module_transpile_cache` table, on Postgres
+ * (`@effect/sql-pg`) or on embedded PGlite, through the same `SqlClient` and the same
+ * migrations.
+ *
+ * - **read**: one statement. It reads the row and the realm epoch, and refreshes
+ *   `accessed_at` only when it is older than `touchAfterMillis` (a minute by default), so a
+ *   hit costs no extra write.
+ * - **write** (OCC): in one transaction, takes the realm's lock in shared mode, then upserts
+ *   in one statement that applies only if the realm epoch is still the captured one and the
+ *   row's generation is still `<=` the captured one (an `INSERT ... SELECT ... WHERE epoch`
+ *   with `ON CONFLICT ... DO UPDATE ... WHERE generation`). The writer stores the generation it
+ *   captured. A wipe takes the same lock in exclusive mode, so a write and a wipe of one realm
+ *   never overlap: a write either commits before the wipe (which then tombstones it) or sees
+ *   the wipe's epoch and is rejected, including for keys that had no row.
+ *   The realm lock is a transaction-level advisory lock in the two-int4 key space
+ *   `(realmLockSpace, realmLockId(realmUrl))`, apart from the coordinator's bigint keys.
+ *   Advisory locks queue fairly, so writers arriving after a waiting wipe wait for it
+ *   (a row lock `FOR SHARE` on the realm row would let a stream of writers starve the wipe).
+ * - **tombstone**: `body NULL, generation + 1` (a row of generation 1 when there was none);
+ *   never a DELETE, which would let a slow writer resurrect stale bytes.
+ * - **wipeRealm**: in one transaction, bumps the realm epoch, then tombstones the realm's rows.
+ * - **prune**: deletes tombstones and recorded failures made more than
+ *   `tombstonesOlderThanMillis` ago, and rows not read for `unreadForMillis`. Choose both far
+ *   longer than any transpile: a slow writer whose tombstone was pruned could write again.
+ *
+ * `created_at` is when a row's current content (module, failure or tombstone) was made.
+ *
+ * @since 0.1.0
+ */
+import { PgClient } from "@effect/sql-pg"
+import { Config, Effect, Layer, Option, Schema, SchemaGetter, type Scope } from "effect"
+import * as Reactivity from "effect/reactivity/Reactivity"
+import { SqlClient } from "effect/sql"
+import type { SqlError } from "effect/sql/SqlError"
+import * as DataDirLock from "./DataDirLock.ts"
+import { hash64, type ModuleKey } from "./Domain.ts"
+import { type ModuleBuildError, SourceTooLargeError, StoreError, TranspileError } from "./Errors.ts"
+import * as Migrations from "./Migrations.ts"
+import * as PgliteClient from "./PgliteClient.ts"
+import { type StoredRow, TranspileStore, type WriteRequest } from "./TranspileStore.ts"
+
+/** Which database the store runs on. */
+export type SqlStoreKind = "postgres" | "pglite"
+
+/** Options of {@link make}. */
+export interface SqlStoreOptions {
+  readonly kind: SqlStoreKind
+  /** A read refreshes `accessed_at` only when it is older than this. Default: one minute. */
+  readonly touchAfterMillis?: number | undefined
+}
+
+/** int8 arrives as a bigint (sql-pg, and PGlite with our parsers); the store speaks numbers. */
+const Int8 = Schema.Union([Schema.BigInt, Schema.Number]).pipe(
+  Schema.decodeTo(Schema.Number, {
+    decode: SchemaGetter.transform((value: bigint | number) => Number(value)),
+    encode: SchemaGetter.transform((value: number) => value)
+  })
+)
+
+/** The row `read` selects: always one, with nulls for a missing row. */
+const ReadRow = Schema.Struct({
+  body: Schema.NullOr(Schema.String),
+  headers: Schema.NullOr(Schema.Record(Schema.String, Schema.String)),
+  dependency_keys: Schema.NullOr(Schema.Array(Schema.String)),
+  failure: Schema.NullOr(Schema.Unknown),
+  fingerprint: Schema.NullOr(Schema.String),
+  source_hash: Schema.NullOr(Schema.String),
+  generation: Int8,
+  realm_epoch: Int8
+})
+const decodeReadRows = Schema.decodeUnknownEffect(Schema.Array(ReadRow))
+
+const EpochRow = Schema.Struct({ epoch: Int8 })
+const decodeEpochRows = Schema.decodeUnknownEffect(Schema.Array(EpochRow))
+
+const GenerationRow = Schema.Struct({ generation: Int8 })
+const decodeGenerationRows = Schema.decodeUnknownEffect(Schema.Array(GenerationRow))
+
+const CountRow = Schema.Struct({ removed: Int8 })
+const decodeCountRows = Schema.decodeUnknownEffect(Schema.Array(CountRow))
+
+/** A recorded failure, as stored in the `failure` column. */
+export const RecordedFailure = Schema.Union([TranspileError, SourceTooLargeError])
+const decodeFailure = Schema.decodeUnknownOption(RecordedFailure)
+const encodeFailure = Schema.encodeSync(RecordedFailure)
+
+/** The first key of the realm advisory locks: "mtc" in ASCII. */
+export const realmLockSpace = 0x6d7463
+
+/** The second key of a realm's advisory lock: a signed 32-bit hash of its URL. */
+export const realmLockId = (realmUrl: string): number =>
+  Number(BigInt.asIntN(32, hash64(`realm-lock|${realmUrl}`)))
+
+const toStoreError = (operation: string) => (error: SqlError | Schema.SchemaError): StoreError =>
+  new StoreError({ operation, message: error.message })
+
+const jsonText = (value: unknown): string => JSON.stringify(value)
+
+/**
+ * Makes the store over the `SqlClient` in context. The schema must exist: run
+ * {@link Migrations.run} first, or use one of the layers, which do.
+ */
+export const make = (
+  options: SqlStoreOptions
+): Effect.Effect<TranspileStore["Service"], never, SqlClient.SqlClient> =>
+  Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    const kind = options.kind
+    const touchAfterMillis = options.touchAfterMillis ?? 60_000
+
+    const annotate = (operation: string, attributes: Record<string, unknown>) =>
+      Effect.annotateCurrentSpan({ "mtc.store.kind": kind, "mtc.store.operation": operation, ...attributes })
+
+    const read = Effect.fn("TranspileStore.read")(
+      function*(key: ModuleKey) {
+        yield* annotate("read", { "mtc.realm": key.realmUrl, "mtc.path": key.path })
+        const rows = yield* sql`
+          WITH touched AS (
+            UPDATE module_transpile_cache SET accessed_at = now()
+            WHERE realm_url = ${key.realmUrl} AND canonical_path = ${key.path}
+              AND (body IS NOT NULL OR failure IS NOT NULL)
+              AND accessed_at < now() - ${touchAfterMillis}::float8 * interval '1 millisecond'
+            RETURNING 1
+          )
+          SELECT c.body, c.headers, c.dependency_keys, c.failure, c.fingerprint, c.source_hash,
+                 COALESCE(c.generation, 0) AS generation, COALESCE(r.epoch, 0) AS realm_epoch
+          FROM (SELECT ${key.realmUrl}::text AS realm_url, ${key.path}::text AS canonical_path) AS k
+          LEFT JOIN module_transpile_cache AS c
+            ON c.realm_url = k.realm_url AND c.canonical_path = k.canonical_path
+          LEFT JOIN module_transpile_cache_realm AS r ON r.realm_url = k.realm_url
+        `.pipe(Effect.flatMap(decodeReadRows))
+        const row = rows[0]
+        if (row === undefined) return { _tag: "Absent", captured: { generation: 0, realmEpoch: 0 } } satisfies StoredRow
+        const captured = { generation: row.generation, realmEpoch: row.realm_epoch }
+        const fingerprint = row.fingerprint ?? ""
+        const sourceHash = row.source_hash ?? ""
+        let result: StoredRow
+        if (row.body !== null) {
+          result = {
+            _tag: "Module",
+            captured,
+            fingerprint,
+            sourceHash,
+            module: {
+              body: row.body,
+              headers: row.headers ?? {},
+              dependencyKeys: row.dependency_keys ?? [],
+              sourceHash
+            }
+          }
+        } else if (row.failure !== null) {
+          // A failure this version cannot decode (another version's error) is a miss.
+          result = Option.match(decodeFailure(row.failure), {
+            onNone: (): StoredRow => ({ _tag: "Absent", captured }),
+            onSome: (error): StoredRow => ({ _tag: "Failure", captured, fingerprint, sourceHash, error })
+          })
+        } else {
+          result = { _tag: "Absent", captured }
+        }
+        yield* Effect.annotateCurrentSpan({
+          "mtc.store.row": result._tag,
+          "mtc.generation": captured.generation,
+          "mtc.realm_epoch": captured.realmEpoch
+        })
+        return result
+      },
+      Effect.mapError(toStoreError("read"))
+    )
+
+    /** Takes the realm's lock for the rest of the transaction: shared for writes, exclusive for wipes. */
+    const lockRealm = (realmUrl: string, mode: "shared" | "exclusive") => {
+      const id = realmLockId(realmUrl)
+      return mode === "shared"
+        ? sql`SELECT pg_advisory_xact_lock_shared(${realmLockSpace}, ${id})`
+        : sql`SELECT pg_advisory_xact_lock(${realmLockSpace}, ${id})`
+    }
+
+    const write = Effect.fn("TranspileStore.write")(
+      function*(request: WriteRequest) {
+        const { captured, key } = request
+        yield* annotate("write", {
+          "mtc.realm": key.realmUrl,
+          "mtc.path": key.path,
+          "mtc.content": request.content._tag,
+          "mtc.generation": captured.generation,
+          "mtc.realm_epoch": captured.realmEpoch
+        })
+        const content = request.content
+        const body = content._tag === "Module" ? content.module.body : null
+        const headers = content._tag === "Module" ? jsonText(content.module.headers) : null
+        const dependencyKeys = content._tag === "Module" ? jsonText(content.module.dependencyKeys) : null
+        const failure = content._tag === "Failure" ? jsonText(encodeFailure(content.error)) : null
+        const written = yield* sql.withTransaction(Effect.gen(function*() {
+          // The lock comes first, in a statement of its own: the upsert's snapshot is taken
+          // after it, so it sees the epoch of any wipe that committed before.
+          // MUTATION
+          const rows = yield* sql`
+            INSERT INTO module_transpile_cache AS c
+              (realm_url, canonical_path, body, headers, dependency_keys, failure,
+               fingerprint, source_hash, generation, created_at, accessed_at)
+            SELECT ${key.realmUrl}, ${key.path}, ${body}, ${headers}::jsonb, ${dependencyKeys}::jsonb,
+                   ${failure}::jsonb, ${request.fingerprint}, ${request.sourceHash}, ${captured.generation},
+                   now(), now()
+            WHERE COALESCE(
+              (SELECT epoch FROM module_transpile_cache_realm WHERE realm_url = ${key.realmUrl}), 0
+            ) = ${captured.realmEpoch}
+            ON CONFLICT (realm_url, canonical_path) DO UPDATE SET
+              body = EXCLUDED.body, headers = EXCLUDED.headers, dependency_keys = EXCLUDED.dependency_keys,
+              failure = EXCLUDED.failure, fingerprint = EXCLUDED.fingerprint, source_hash = EXCLUDED.source_hash,
+              generation = EXCLUDED.generation, created_at = now(), accessed_at = now()
+            WHERE c.generation <= EXCLUDED.generation
+            RETURNING 1 AS written
+          `
+          return rows.length > 0
+        }))
+        yield* Effect.annotateCurrentSpan("mtc.store.written", written)
+        return written
+      },
+      Effect.mapError(toStoreError("write"))
+    )
+
+    const tombstone = Effect.fn("TranspileStore.tombstone")(
+      function*(key: ModuleKey) {
+        yield* annotate("tombstone", { "mtc.realm": key.realmUrl, "mtc.path": key.path })
+        const rows = yield* sql`
+          INSERT INTO module_transpile_cache AS c (realm_url, canonical_path, generation)
+          VALUES (${key.realmUrl}, ${key.path}, 1)
+          ON CONFLICT (realm_url, canonical_path) DO UPDATE SET
+            body = NULL, headers = NULL, dependency_keys = NULL, failure = NULL,
+            fingerprint = NULL, source_hash = NULL,
+            generation = c.generation + 1, created_at = now(), accessed_at = now()
+          RETURNING c.generation
+        `.pipe(Effect.flatMap(decodeGenerationRows))
+        const generation = rows[0]?.generation ?? 0
+        yield* Effect.annotateCurrentSpan("mtc.generation", generation)
+        return generation
+      },
+      Effect.mapError(toStoreError("tombstone"))
+    )
+
+    const wipeRealm = Effect.fn("TranspileStore.wipeRealm")(
+      function*(realmUrl: string) {
+        yield* annotate("wipeRealm", { "mtc.realm": realmUrl })
+        yield* sql.withTransaction(Effect.gen(function*() {
+          // Exclusive: waits for the writes in flight, and holds off new ones until the wipe commits.
+          yield* lockRealm(realmUrl, "exclusive")
+          yield* sql`
+            INSERT INTO module_transpile_cache_realm AS r (realm_url, epoch) VALUES (${realmUrl}, 1)
+            ON CONFLICT (realm_url) DO UPDATE SET epoch = r.epoch + 1
+          `
+          yield* sql`
+            UPDATE module_transpile_cache SET
+              body = NULL, headers = NULL, dependency_keys = NULL, failure = NULL,
+              fingerprint = NULL, source_hash = NULL,
+              generation = generation + 1, created_at = now(), accessed_at = now()
+            WHERE realm_url = ${realmUrl}
+          `
+        }))
+      },
+      Effect.mapError(toStoreError("wipeRealm"))
+    )
+
+    const prune = Effect.fn("TranspileStore.prune")(
+      function*(pruneOptions: { readonly tombstonesOlderThanMillis: number; readonly unreadForMillis: number }) {
+        yield* annotate("prune", {
+          "mtc.prune.tombstones_older_than_ms": pruneOptions.tombstonesOlderThanMillis,
+          "mtc.prune.unread_for_ms": pruneOptions.unreadForMillis
+        })
+        const rows = yield* sql`
+          WITH removed AS (
+            DELETE FROM module_transpile_cache
+            WHERE (body IS NULL
+                   AND created_at < now() - ${pruneOptions.tombstonesOlderThanMillis}::float8 * interval '1 millisecond')
+               OR accessed_at < now() - ${pruneOptions.unreadForMillis}::float8 * interval '1 millisecond'
+            RETURNING 1
+          )
+          SELECT count(*) AS removed FROM removed
+        `.pipe(Effect.flatMap(decodeCountRows))
+        const removed = rows[0]?.removed ?? 0
+        yield* Effect.annotateCurrentSpan("mtc.prune.removed", removed)
+        return removed
+      },
+      Effect.mapError(toStoreError("prune"))
+    )
+
+    return TranspileStore.of({ kind, read, write, tombstone, wipeRealm, prune })
+  })
+
+/** Runs the migrations for `kind`, then makes the store. */
+const migrateAndMake = (
+  options: SqlStoreOptions
+): Effect.Effect<TranspileStore["Service"], StoreError, SqlClient.SqlClient> =>
+  Migrations.run(Migrations.optionsFor(options.kind)).pipe(
+    Effect.mapError((error) => new StoreError({ operation: "migrate", message: error.message })),
+    Effect.andThen(make(options))
+  )
+
+/**
+ * The store over the `SqlClient` in context, migrated at layer build. Use it to share one
+ * client (one Postgres pool) with other services.
+ */
+export const layer = (options: SqlStoreOptions): Layer.Layer<TranspileStore, StoreError, SqlClient.SqlClient> =>
+  Layer.effect(TranspileStore, migrateAndMake(options))
+
+/** The Postgres store on a pool of its own (closed with the scope), migrated first. */
+export const makePg = (
+  config: PgClient.PgPoolConfig,
+  options?: Omit<SqlStoreOptions, "kind">
+): Effect.Effect<TranspileStore["Service"], StoreError, Scope.Scope> =>
+  Effect.gen(function*() {
+    const client = yield* PgClient.make(config).pipe(
+      Effect.mapError((error) => new StoreError({ operation: "connect", message: error.message })),
+      Effect.provideServiceEffect(Reactivity.Reactivity, Reactivity.make)
+    )
+    return yield* migrateAndMake({ ...options, kind: "postgres" }).pipe(
+      Effect.provideService(SqlClient.SqlClient, client)
+    )
+  })
+
+/** The Postgres store on a pool of its own, migrated at layer build. */
+export const layerPg = (
+  config: PgClient.PgPoolConfig,
+  options?: Omit<SqlStoreOptions, "kind">
+): Layer.Layer<TranspileStore, StoreError> => Layer.effect(TranspileStore, makePg(config, options))
+
+/**
+ * {@link layerPg} configured from the environment: `DATABASE_URL`, and `MTC_PG_POOL_SIZE`
+ * (the pool's maximum connections, default 8).
+ */
+export const layerPgConfig: Layer.Layer<TranspileStore, StoreError | Config.ConfigError> = Layer.unwrap(
+  Effect.gen(function*() {
+    const url = yield* Config.Redacted("DATABASE_URL")
+    const maxConnections = yield* Config.Int("MTC_PG_POOL_SIZE").pipe(Config.withDefault(8))
+    return layerPg({ url, maxConnections })
+  })
+)
+
+/** Options of {@link layerPglite}. */
+export interface PgliteStoreOptions extends Omit<SqlStoreOptions, "kind"> {
+  /** The data directory; `undefined` keeps the store in memory (nothing survives a restart). */
+  readonly dataDir: string | undefined
+}
+
+/**
+ * The embedded store: PGlite at `dataDir`, migrated first. The data directory is locked
+ * until the scope closes (after PGlite is closed); a second process (or a second store in
+ * this one) on the same directory fails with `DataDirLockedError`.
+ */
+export const makePglite = (
+  options: PgliteStoreOptions
+): Effect.Effect<
+  TranspileStore["Service"],
+  StoreError | DataDirLock.DataDirLockedError | DataDirLock.DataDirLockError,
+  Scope.Scope
+> =>
+  Effect.gen(function*() {
+    if (options.dataDir !== undefined) yield* DataDirLock.acquire(options.dataDir)
+    const client = yield* PgliteClient.make({ dataDir: options.dataDir }).pipe(
+      Effect.mapError((error) => new StoreError({ operation: "connect", message: error.message })),
+      Effect.provideServiceEffect(Reactivity.Reactivity, Reactivity.make)
+    )
+    return yield* migrateAndMake({ ...options, kind: "pglite" }).pipe(
+      Effect.provideService(SqlClient.SqlClient, client)
+    )
+  })
+
+/** {@link makePglite} as a layer. */
+export const layerPglite = (
+  options: PgliteStoreOptions
+): Layer.Layer<TranspileStore, StoreError | DataDirLock.DataDirLockedError | DataDirLock.DataDirLockError> =>
+  Layer.effect(TranspileStore, makePglite(options))
