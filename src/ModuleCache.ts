@@ -21,7 +21,14 @@ import { Invalidations } from "./Invalidations.ts"
 import { defaultMaxBytes, L1Cache } from "./L1Cache.ts"
 import { ModuleSources } from "./ModuleSources.ts"
 import { Transpiler } from "./Transpiler.ts"
-import { type Captured, isUsable, type StoredRow, TranspileStore, type WriteRequest } from "./TranspileStore.ts"
+import {
+  type Captured,
+  isUsable,
+  type StoredRow,
+  TranspileStore,
+  type WriteContent,
+  type WriteRequest
+} from "./TranspileStore.ts"
 
 /** Counters of one ModuleCache instance. */
 export interface CacheStats {
@@ -107,6 +114,9 @@ type Loaded = { readonly result: GetResult; readonly error?: never } | {
   readonly error: ModuleBuildError
 }
 
+/** The state a write is conditioned on when the store could not be read. */
+const emptyCapture: Captured = { generation: 0, realmEpoch: 0 }
+
 interface Slot {
   readonly deferred: Deferred.Deferred<GetResult, GetError>
 }
@@ -185,33 +195,46 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
       Effect.withSpan("ModuleCache.persist", { attributes: { path: request.key.path } })
     )
 
-  /** Transpiles and, when a captured state is known, persists the module or its failure. */
-  const transpileAndPersist = Effect.fnUntraced(function*(source: ModuleSource, captured: Captured | undefined) {
+  /**
+   * One load of a key. `deliver` hands the result to the callers (and L1) as soon as it is
+   * known, so that nobody waits for the L2 write and the NOTIFY that follow it.
+   */
+  interface Job {
+    readonly source: ModuleSource
+    readonly deliver: (loaded: Loaded) => Effect.Effect<void>
+  }
+
+  /**
+   * Transpiles, delivers, then persists the module or its failure under `captured` (when the
+   * store could not be read, under the empty state: OCC rejects it if anything happened since).
+   */
+  const transpileAndPersist = Effect.fnUntraced(function*(
+    job: Job,
+    captured: Captured | undefined,
+    outcome: "transpiled" | "fallback"
+  ) {
+    const { source } = job
     const exit = yield* Effect.exit(transpile(source))
+    let loaded: Loaded
+    let content: WriteContent
     if (exit._tag === "Success") {
-      if (captured !== undefined) {
-        yield* persist({
-          key: source.key,
-          captured,
-          fingerprint,
-          sourceHash: source.hash,
-          content: { _tag: "Module", module: exit.value }
-        })
-      }
-      return { result: { module: toCached(source.key, exit.value), outcome: "transpiled" } } satisfies Loaded
+      loaded = { result: { module: toCached(source.key, exit.value), outcome } }
+      content = { _tag: "Module", module: exit.value }
+    } else {
+      const error = Cause.findErrorOption(exit.cause)
+      if (error._tag === "None") return yield* Effect.failCause(exit.cause)
+      loaded = { error: error.value }
+      content = { _tag: "Failure", error: error.value }
     }
-    const error = Cause.findErrorOption(exit.cause)
-    if (error._tag === "None") return yield* Effect.failCause(exit.cause)
-    if (captured !== undefined) {
-      yield* persist({
-        key: source.key,
-        captured,
-        fingerprint,
-        sourceHash: source.hash,
-        content: { _tag: "Failure", error: error.value }
-      })
-    }
-    return { error: error.value } satisfies Loaded
+    yield* job.deliver(loaded)
+    yield* persist({
+      key: source.key,
+      captured: captured ?? emptyCapture,
+      fingerprint,
+      sourceHash: source.hash,
+      content
+    })
+    return loaded
   })
 
   /** What a usable L2 row gives, or undefined. */
@@ -222,82 +245,86 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
     return undefined
   }
 
-  const fallback = (source: ModuleSource, captured: Captured | undefined, reason: FallbackReason) =>
-    transpileAndPersist(source, captured).pipe(
-      Effect.map((loaded): Loaded => loaded.result ? { result: { ...loaded.result, outcome: "fallback" } } : loaded),
-      Effect.tap(() =>
-        Effect.all([
-          Effect.sync(() => counters.fallbacks++),
-          Metric.update(Metric.withAttributes(fallbackCounter, { reason }), 1),
-          Effect.annotateCurrentSpan("fallback.reason", reason)
-        ])
-      )
+  const fallback = (job: Job, captured: Captured | undefined, reason: FallbackReason) =>
+    Effect.andThen(
+      Effect.all([
+        Effect.sync(() => counters.fallbacks++),
+        Metric.update(Metric.withAttributes(fallbackCounter, { reason }), 1),
+        Effect.annotateCurrentSpan("fallback.reason", reason)
+      ]),
+      transpileAndPersist(job, captured, "fallback")
     )
 
   /** Holds the lock: re-reads L2, then transpiles and persists on a miss, then notifies. */
-  const asWinner = Effect.fnUntraced(function*(source: ModuleSource, captured: Captured) {
-    const row = yield* Effect.option(store.read(source.key))
+  const asWinner = Effect.fnUntraced(function*(job: Job, captured: Captured) {
+    const row = yield* Effect.option(store.read(job.source.key))
     if (row._tag === "Some") {
-      const hit = fromRow(row.value, source, "l2")
+      const hit = fromRow(row.value, job.source, "l2")
       if (hit !== undefined) return hit
     }
-    const loaded = yield* transpileAndPersist(source, row._tag === "Some" ? row.value.captured : captured)
-    yield* coordinator.notifyPopulated(source.key)
+    const loaded = yield* transpileAndPersist(job, row._tag === "Some" ? row.value.captured : captured, "transpiled")
+    yield* coordinator.notifyPopulated(job.source.key)
     return loaded
-  }, (effect, source) => Effect.ensuring(effect, coordinator.unlock(source.key)))
+  }, (effect, job) => Effect.ensuring(effect, coordinator.unlock(job.source.key)))
 
   /** Waits for the winner: wake-up, poll, lock coming free, or the deadline. */
-  const asLoser = Effect.fnUntraced(function*(source: ModuleSource, captured: Captured, waiter: Waiter) {
+  const asLoser = Effect.fnUntraced(function*(job: Job, captured: Captured, waiter: Waiter) {
     const started = yield* Clock.currentTimeMillis
     let delay = pollInitial
     while (true) {
       const now = yield* Clock.currentTimeMillis
       const left = started + deadline - now
-      if (left <= 0) return yield* fallback(source, captured, "deadline")
+      if (left <= 0) return yield* fallback(job, captured, "deadline")
       yield* Effect.raceFirst(waiter.wake, Effect.sleep(Math.min(delay, left)))
       delay = Math.min(delay * 1.5, pollMax)
-      const row = yield* Effect.option(store.read(source.key))
-      if (row._tag === "None") return yield* fallback(source, undefined, "store")
-      const hit = fromRow(row.value, source, "coalesced")
+      const row = yield* Effect.option(store.read(job.source.key))
+      if (row._tag === "None") return yield* fallback(job, undefined, "store")
+      const hit = fromRow(row.value, job.source, "coalesced")
       if (hit !== undefined) {
-        const waited = (yield* Clock.currentTimeMillis) - started
-        yield* Metric.update(waitHistogram, waited)
+        yield* Metric.update(waitHistogram, (yield* Clock.currentTimeMillis) - started)
         return hit
       }
-      const won = yield* Effect.option(coordinator.tryLock(source.key))
-      if (won._tag === "None") return yield* fallback(source, row.value.captured, "coordinator")
-      if (won.value) return yield* asWinner(source, row.value.captured)
+      const won = yield* Effect.option(coordinator.tryLock(job.source.key))
+      if (won._tag === "None") return yield* fallback(job, row.value.captured, "coordinator")
+      if (won.value) return yield* asWinner(job, row.value.captured)
     }
   })
 
-  const coalesce = (source: ModuleSource, captured: Captured) =>
+  const coalesce = (job: Job, captured: Captured) =>
     Effect.scoped(Effect.gen(function*() {
-      const waiter = yield* coordinator.register(source.key)
-      const won = yield* Effect.option(coordinator.tryLock(source.key))
-      if (won._tag === "None") return yield* fallback(source, captured, "coordinator")
-      return won.value ? yield* asWinner(source, captured) : yield* asLoser(source, captured, waiter)
+      const waiter = yield* coordinator.register(job.source.key)
+      const won = yield* Effect.option(coordinator.tryLock(job.source.key))
+      if (won._tag === "None") return yield* fallback(job, captured, "coordinator")
+      return won.value ? yield* asWinner(job, captured) : yield* asLoser(job, captured, waiter)
     })).pipe(Effect.withSpan("ModuleCache.coalesce", { attributes: { coordinator: coordinator.kind } }))
 
   /** Steps 3 to 6 of the read path, run once per key by single-flight. */
-  const load = Effect.fnUntraced(function*(key: ModuleKey, hash: bigint) {
+  const load = Effect.fnUntraced(function*(key: ModuleKey, hash: bigint, slot: Slot) {
     const id = keyString(key)
     const l1Captured = l1.capture(key, hash)
     const source = yield* sources.read(key)
-    let loaded: Loaded
-    if (pendingKeys.has(id) || pendingRealms.has(key.realmUrl)) {
-      // A tombstone is on its way: L2 may still hold the old row, so skip it (and do not write).
-      loaded = yield* transpileAndPersist(source, undefined)
-    } else {
-      const row = yield* Effect.option(store.read(key).pipe(Effect.withSpan("ModuleCache.readL2")))
-      if (row._tag === "None") {
-        loaded = yield* fallback(source, undefined, "store")
-      } else {
-        loaded = fromRow(row.value, source, "l2") ?? (yield* coalesce(source, row.value.captured))
-      }
+    let delivered = false
+    const job: Job = {
+      source,
+      deliver: (loaded) =>
+        Effect.suspend(() => {
+          if (delivered) return Effect.void
+          delivered = true
+          if (loaded.error !== undefined) return Deferred.fail(slot.deferred, loaded.error)
+          l1.fill(loaded.result.module, hash, l1Captured)
+          return Deferred.succeed(slot.deferred, loaded.result)
+        })
     }
-    if (loaded.error !== undefined) return yield* Effect.fail(loaded.error)
-    l1.fill(loaded.result.module, hash, l1Captured)
-    return loaded.result
+    if (pendingKeys.has(id) || pendingRealms.has(key.realmUrl)) {
+      // A tombstone is on its way: L2 may still hold the old row, so skip it. The write that
+      // follows is conditioned on the empty state and loses against the tombstone.
+      return yield* Effect.andThen(transpileAndPersist(job, undefined, "transpiled"), job.deliver)
+    }
+    const row = yield* Effect.option(store.read(key).pipe(Effect.withSpan("ModuleCache.readL2")))
+    const loaded = row._tag === "None"
+      ? yield* fallback(job, undefined, "store")
+      : fromRow(row.value, source, "l2") ?? (yield* coalesce(job, row.value.captured))
+    yield* job.deliver(loaded)
   })
 
   /** Single-flight: the first caller starts the load in the cache's scope; the others join it. */
@@ -310,10 +337,11 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
       }
       const slot: Slot = { deferred: Deferred.makeUnsafe<GetResult, GetError>() }
       slots.set(id, slot)
-      const work = load(key, lockKey(key)).pipe(
+      const work = load(key, lockKey(key), slot).pipe(
         Effect.onExit((exit) => {
           if (slots.get(id) === slot) slots.delete(id)
-          return Deferred.done(slot.deferred, exit)
+          // Completes the callers if the load ended before delivering (a read error, an interrupt).
+          return exit._tag === "Failure" ? Deferred.failCause(slot.deferred, exit.cause) : Effect.void
         })
       )
       return Effect.andThen(Effect.forkIn(work, scope), Deferred.await(slot.deferred))

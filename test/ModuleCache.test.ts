@@ -7,7 +7,7 @@ import { Deferred, Effect, Exit, Fiber } from "effect"
 import { TestClock } from "effect/testing"
 import { TranspileError } from "../src/Errors.ts"
 import { syntaxErrorMarker } from "../src/TestTranspiler.ts"
-import { keyOf, makeCache, makeWorld, realm, settle } from "./support/world.ts"
+import { idle, keyOf, makeCache, makeWorld, realm, settle } from "./support/world.ts"
 
 const a = keyOf("a.ts")
 const b = keyOf("b.ts")
@@ -28,7 +28,7 @@ describe("ModuleCache", () => {
       expect(results.filter((r) => r.outcome === "coalesced")).toHaveLength(19)
       const again = yield* cache.get(a)
       expect(again.outcome).toBe("l1")
-      expect((yield* cache.stats).inFlight).toBe(0)
+      expect((yield* idle(cache)).inFlight).toBe(0)
     }))
 
   it.effect("an invalidate during a transpile leaves no stale L1 fill and no stale L2 row", () =>
@@ -48,6 +48,7 @@ describe("ModuleCache", () => {
       expect(fresh.outcome).toBe("transpiled")
       expect(fresh.module.body).toContain("'new'")
       expect(world.transpiler.calls()).toBe(2)
+      yield* idle(cache)
       const row = yield* world.store.read(a)
       assert(row._tag === "Module")
       expect(row.module.body).toContain("'new'")
@@ -102,7 +103,7 @@ describe("ModuleCache", () => {
         expect(error).toBeInstanceOf(TranspileError)
         expect(error).toMatchObject({ path: "a.ts", line: 1, column: 0 })
       }
-      expect((yield* cache.stats).inFlight).toBe(0)
+      expect((yield* idle(cache)).inFlight).toBe(0)
       // The failure is recorded for this generation: served again without a transpile...
       expect(yield* Effect.flip(cache.get(a))).toBeInstanceOf(TranspileError)
       expect(world.transpiler.calls()).toBe(1)

@@ -85,3 +85,9 @@ export const makeCache = (
 
 /** Lets forked fibers run until they block. */
 export const settle = Effect.forEach(Array.from({ length: 50 }), () => Effect.yieldNow, { discard: true })
+
+/** Waits until a cache has no load in flight (its L2 writes and notices are done). */
+export const idle = (cache: ModuleCache.ModuleCache["Service"]) =>
+  Effect.andThen(settle, cache.stats).pipe(
+    Effect.repeat({ until: (stats) => stats.inFlight === 0, times: 100 })
+  )
