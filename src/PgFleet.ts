@@ -112,9 +112,15 @@ export const make = Effect.fnUntraced(function*(options: PgFleetOptions = {}) {
   interface LockSession {
     readonly connection: PgConnection.PgConnection
     readonly scope: Scope.Closeable
-    readonly held: Set<bigint>
   }
   let session: LockSession | undefined
+  /**
+   * Lock keys this process holds (or is trying to take), with the session that holds them.
+   * Advisory locks are re-entrant per session, so a second load of a key in this process
+   * (after an invalidation dropped the first one's slot) must not take it again: it waits
+   * like any loser.
+   */
+  const claims = new Map<bigint, LockSession | "pending">()
   const lockSemaphore = yield* Semaphore.make(1)
 
   const dropSession = (broken: LockSession) =>
@@ -131,15 +137,15 @@ export const make = Effect.fnUntraced(function*(options: PgFleetOptions = {}) {
         Scope.provide(sessionScope),
         Effect.onError(() => Scope.close(sessionScope, Exit.void))
       )
-      const fresh: LockSession = { connection, scope: sessionScope, held: new Set() }
+      const fresh: LockSession = { connection, scope: sessionScope }
       session = fresh
       return fresh
     })
   }))
 
-  const lockQuery = (sql: string, hash: bigint) =>
+  const lockQuery = (sql: string, hash: bigint, owner?: LockSession) =>
     Effect.gen(function*() {
-      const current = yield* currentSession
+      const current = owner ?? (yield* currentSession)
       const result = yield* current.connection.query(sql, [hash.toString()]).pipe(
         Effect.timeout(sessionTimeout),
         Effect.tapError(() => dropSession(current))
@@ -164,20 +170,30 @@ export const make = Effect.fnUntraced(function*(options: PgFleetOptions = {}) {
       ).pipe(Effect.map((signal) => ({ wake: signal.wait }))),
     tryLock: (key) => {
       const hash = lockKey(key)
-      return lockQuery("SELECT pg_try_advisory_lock($1::int8) AS value", hash).pipe(
-        Effect.map(({ session, value }) => {
-          if (value === true) session.held.add(hash)
-          return value === true
-        }),
-        Effect.withSpan("Coordinator.tryLock")
-      )
+      return Effect.suspend(() => {
+        if (claims.has(hash)) return Effect.succeed(false)
+        claims.set(hash, "pending")
+        return lockQuery("SELECT pg_try_advisory_lock($1::int8) AS value", hash).pipe(
+          Effect.onExit((exit) =>
+            Effect.sync(() => {
+              if (exit._tag === "Success" && exit.value.value === true) claims.set(hash, exit.value.session)
+              else claims.delete(hash)
+            })
+          ),
+          Effect.map(({ value }) => value === true)
+        )
+      }).pipe(Effect.withSpan("Coordinator.tryLock"))
     },
     unlock: (key) => {
       const hash = lockKey(key)
       return Effect.suspend(() => {
-        // Locks of a dropped session are gone already.
-        if (session === undefined || !session.held.delete(hash)) return Effect.void
-        return lockQuery("SELECT pg_advisory_unlock($1::int8) AS value", hash)
+        const owner = claims.get(hash)
+        if (owner === undefined || owner === "pending") return Effect.void
+        // The locks of a dropped session are gone already.
+        if (owner !== session) return Effect.sync(() => claims.delete(hash))
+        return lockQuery("SELECT pg_advisory_unlock($1::int8) AS value", hash, owner).pipe(
+          Effect.ensuring(Effect.sync(() => claims.delete(hash)))
+        )
       }).pipe(Effect.ignore, Effect.withSpan("Coordinator.unlock"))
     },
     notifyPopulated: (key) =>

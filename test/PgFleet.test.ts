@@ -40,6 +40,9 @@ describe("PgFleet", () => {
       const b = yield* member(scopeB)
       expect(yield* a.coordinator.tryLock(key)).toBe(true)
       expect(yield* b.coordinator.tryLock(key)).toBe(false)
+      // Advisory locks are re-entrant per session: a second load in the same process must
+      // not take it again (one unlock would then leave it held for good).
+      expect(yield* a.coordinator.tryLock(key)).toBe(false)
       expect(advisoryLocks()).toBe(1)
       yield* a.coordinator.unlock(key)
       expect(yield* b.coordinator.tryLock(key)).toBe(true)
