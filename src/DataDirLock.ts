@@ -6,11 +6,13 @@
  * contents). It is created atomically with its whole content (a temporary file hard-linked
  * into place), holding the owner's pid, host and a random token:
  * - free: taken;
- * - held by a live process (this one included: one process must not open a directory
+ * - held by a live process, or already by this one (one process must not open a directory
  *   twice either): fails with {@link DataDirLockedError};
- * - held by a dead process on this host (a crash): taken over, under a short-lived
- *   `<dataDir>.lock.takeover` guard, so that two processes taking over one stale lock do not
- *   both win.
+ * - held by a dead process on this host (a crash), or by an earlier process that had this
+ *   process's pid: taken over, under a short-lived `<dataDir>.lock.takeover` guard, so that
+ *   two processes taking over one stale lock do not both win;
+ * - held by a process of another host (a shared filesystem): refused, since its owner cannot
+ *   be checked. The error says which file to delete if that process is gone.
  *
  * The lock is released (its file removed) when the scope closes.
  *
@@ -56,8 +58,18 @@ export interface DataDirLock {
   readonly token: string
 }
 
-/** The lock file of a data directory. */
-export const lockFileOf = (dataDir: string): string => `${path.resolve(dataDir)}.lock`
+/** The real path of a directory (symlinks resolved, so two names of one directory share a lock). */
+const realDir = (dataDir: string): string => {
+  const resolved = path.resolve(dataDir)
+  try {
+    return fs.realpathSync(resolved)
+  } catch {
+    return resolved
+  }
+}
+
+/** The lock file of a data directory: `<dataDir>.lock`, next to it. */
+export const lockFileOf = (dataDir: string): string => `${realDir(dataDir)}.lock`
 
 const errnoOf = (error: unknown): string | undefined =>
   typeof error === "object" && error !== null && "code" in error && typeof error.code === "string"
@@ -103,9 +115,17 @@ const isAlive = (pid: number): boolean => {
 
 const thisHost = hostname()
 
-/** Whether a lock's owner is known to be gone. A lock of another host is never stale. */
+/** The tokens of the locks this process holds. */
+const heldTokens = new Set<string>()
+
+/**
+ * Whether a lock's owner is known to be gone. A lock of another host is never stale (its
+ * owner cannot be checked). A lock with this process's pid that this process does not hold
+ * was left by an earlier process that had the same pid (common in containers).
+ */
 const isStale = (info: LockInfo | undefined): boolean =>
-  info === undefined || (info.host === thisHost && !isAlive(info.pid))
+  info === undefined ||
+  (info.host === thisHost && (info.pid === process.pid ? !heldTokens.has(info.token) : !isAlive(info.pid)))
 
 /** A takeover guard older than this belongs to a process that died while taking over. */
 const takeoverGuardMaxAgeMillis = 10_000
@@ -181,24 +201,28 @@ const clearStaleGuard = (guard: string): void => {
 export const acquire = (
   dataDir: string
 ): Effect.Effect<DataDirLock, DataDirLockedError | DataDirLockError, Scope.Scope> => {
-  const resolved = path.resolve(dataDir)
-  const lockFile = lockFileOf(resolved)
+  const requested = path.resolve(dataDir)
   const info: LockInfo = { pid: process.pid, host: thisHost, token: randomBytes(12).toString("hex") }
   const lockError = (error: unknown) =>
     new DataDirLockError({
-      dataDir: resolved,
-      message: `cannot lock ${lockFile}: ${error instanceof Error ? error.message : String(error)}`
+      dataDir: requested,
+      message: `cannot lock ${requested}: ${error instanceof Error ? error.message : String(error)}`
     })
   const once = Effect.suspend((): Effect.Effect<DataDirLock, DataDirLockedError | DataDirLockError | Contended> => {
     let result: Attempt
+    let resolved: string
+    let lockFile: string
     try {
-      fs.mkdirSync(resolved, { recursive: true })
+      fs.mkdirSync(requested, { recursive: true })
+      resolved = realDir(requested)
+      lockFile = `${resolved}.lock`
       result = attempt(lockFile, info)
     } catch (error) {
       return Effect.fail(lockError(error))
     }
     switch (result._tag) {
       case "Acquired":
+        heldTokens.add(info.token)
         return Effect.succeed<DataDirLock>({ dataDir: resolved, lockFile, token: info.token })
       case "Locked":
         return Effect.fail(
@@ -210,6 +234,7 @@ export const acquire = (
   })
   const release = (lock: DataDirLock) =>
     Effect.sync(() => {
+      heldTokens.delete(lock.token)
       try {
         const current = readInfo(lock.lockFile)
         if (current !== "missing" && current !== undefined && current.token === lock.token) {

@@ -4,8 +4,10 @@
  *
  * Safe when several processes start at once: the whole run is one transaction that first
  * takes a transaction-level advisory lock, so concurrent runs queue and the later ones find
- * every migration applied (the Migrator's own table lock cannot cover the first CREATE of
- * its migrations table). Every statement is also idempotent (`IF NOT EXISTS`).
+ * every migration applied. (Effect's Migrator also copes on its own, by re-checking after a
+ * failed CREATE of its migrations table and by locking that table; the advisory lock makes
+ * the queueing explicit instead of relying on that recovery.) Every statement is also
+ * idempotent (`IF NOT EXISTS`). test/Migrations.fleet.test.ts starts four processes at once.
  *
  * The one dialect difference is {@link MigrationOptions.unlogged}: pass `true` on Postgres
  * and `false` on PGlite (see {@link optionsFor}).

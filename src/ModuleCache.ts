@@ -42,6 +42,7 @@ export interface CacheStats {
   readonly persistFailures: number
   readonly l1Bytes: number
   readonly l1Entries: number
+  /** Loads running, including those that answered and are still writing L2. */
   readonly inFlight: number
   readonly store: string
   readonly coordinator: string
@@ -140,6 +141,8 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
 
   const l1 = new L1Cache(l1MaxBytes)
   const slots = new Map<string, Slot>()
+  /** Loads running, including those that answered and are still writing L2. */
+  let running = 0
   /** Keys (by id) and realms whose tombstone or wipe is not committed yet: their reads bypass L2. */
   const pendingKeys = new Map<string, number>()
   const pendingRealms = new Map<string, number>()
@@ -310,6 +313,8 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
         Effect.suspend(() => {
           if (delivered) return Effect.void
           delivered = true
+          // Later gets start afresh (from L1, or L2 once written) instead of joining a finished load.
+          if (slots.get(id) === slot) slots.delete(id)
           if (loaded.error !== undefined) return Deferred.fail(slot.deferred, loaded.error)
           l1.fill(loaded.result.module, hash, l1Captured)
           return Deferred.succeed(slot.deferred, loaded.result)
@@ -337,8 +342,10 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
       }
       const slot: Slot = { deferred: Deferred.makeUnsafe<GetResult, GetError>() }
       slots.set(id, slot)
+      running++
       const work = load(key, lockKey(key), slot).pipe(
         Effect.onExit((exit) => {
+          running--
           if (slots.get(id) === slot) slots.delete(id)
           // Completes the callers if the load ended before delivering (a read error, an interrupt).
           return exit._tag === "Failure" ? Deferred.failCause(slot.deferred, exit.cause) : Effect.void
@@ -435,7 +442,7 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
       ...counters,
       l1Bytes: l1.bytes,
       l1Entries: l1.size,
-      inFlight: slots.size,
+      inFlight: running,
       store: store.kind,
       coordinator: coordinator.kind
     }))

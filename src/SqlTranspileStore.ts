@@ -35,7 +35,7 @@ import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import * as DataDirLock from "./DataDirLock.ts"
 import { hash64, type ModuleKey } from "./Domain.ts"
-import { type ModuleBuildError, SourceTooLargeError, StoreError, TranspileError } from "./Errors.ts"
+import { SourceTooLargeError, StoreError, TranspileError } from "./Errors.ts"
 import * as Migrations from "./Migrations.ts"
 import * as PgliteClient from "./PgliteClient.ts"
 import { type StoredRow, TranspileStore, type WriteRequest } from "./TranspileStore.ts"
@@ -70,9 +70,6 @@ const ReadRow = Schema.Struct({
   realm_epoch: Int8
 })
 const decodeReadRows = Schema.decodeUnknownEffect(Schema.Array(ReadRow))
-
-const EpochRow = Schema.Struct({ epoch: Int8 })
-const decodeEpochRows = Schema.decodeUnknownEffect(Schema.Array(EpochRow))
 
 const GenerationRow = Schema.Struct({ generation: Int8 })
 const decodeGenerationRows = Schema.decodeUnknownEffect(Schema.Array(GenerationRow))
@@ -194,7 +191,7 @@ export const make = (
         const written = yield* sql.withTransaction(Effect.gen(function*() {
           // The lock comes first, in a statement of its own: the upsert's snapshot is taken
           // after it, so it sees the epoch of any wipe that committed before.
-          // MUTATION
+          yield* lockRealm(key.realmUrl, "shared")
           const rows = yield* sql`
             INSERT INTO module_transpile_cache AS c
               (realm_url, canonical_path, body, headers, dependency_keys, failure,

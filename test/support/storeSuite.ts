@@ -1,0 +1,309 @@
+/**
+ * The TranspileStore conformance suite: one set of cases that every store (Postgres,
+ * PGlite, memory) must pass with the same results.
+ */
+import { randomUUID } from "node:crypto"
+import { assert, expect, type Vitest } from "@effect/vitest"
+import { Deferred, Effect, type Scope } from "effect"
+import { moduleKey, type ModuleKey, type TranspiledModule } from "../../src/Domain.ts"
+import { SourceTooLargeError, TranspileError } from "../../src/Errors.ts"
+import {
+  type Captured,
+  isUsable,
+  type StoredRow,
+  TranspileStore,
+  type WriteContent
+} from "../../src/TranspileStore.ts"
+
+/** How the suite drives one store. */
+export interface StoreBackend<R> {
+  readonly name: string
+  /** A store to test. Stores made for one backend may share their data; each case uses its own realm. */
+  readonly makeStore: Effect.Effect<TranspileStore["Service"], never, R | Scope.Scope>
+  /**
+   * Moves every row of the realm `millis` into the past: its content's age and its last
+   * read. (The memory store moves its clock instead, which ages every row of that store.)
+   */
+  readonly age: (realmUrl: string, millis: number) => Effect.Effect<void, unknown, R>
+  /**
+   * A second store on the same data through its own connections, as another process of the
+   * fleet would have. The concurrency case wipes through it, so that the wipe does not queue
+   * for a connection behind the writes it races. Default: the store itself.
+   */
+  readonly makePeerStore?: Effect.Effect<TranspileStore["Service"], unknown, R | Scope.Scope>
+  /** Writers racing one realm wipe in the concurrency case. */
+  readonly racingWriters?: number
+}
+
+const fingerprint = "fp-1"
+const hour = 60 * 60 * 1000
+
+const freshRealm = (backend: string): string => `https://realm.test/${backend}/${randomUUID()}/`
+
+const moduleOf = (body: string, sourceHash: string): TranspiledModule => ({
+  body,
+  headers: { "content-type": "text/javascript; charset=utf-8", "x-test": body.slice(0, 8) },
+  dependencyKeys: ["https://realm.test/dep.gts", "https://cdn.test/lib.js"],
+  sourceHash
+})
+
+const moduleContent = (body: string, sourceHash = "hash-1"): WriteContent => ({
+  _tag: "Module",
+  module: moduleOf(body, sourceHash)
+})
+
+const write = (
+  store: TranspileStore["Service"],
+  key: ModuleKey,
+  captured: Captured,
+  content: WriteContent,
+  options: { readonly fingerprint?: string; readonly sourceHash?: string } = {}
+) =>
+  store.write({
+    key,
+    captured,
+    fingerprint: options.fingerprint ?? fingerprint,
+    sourceHash: options.sourceHash ?? (content._tag === "Module" ? content.module.sourceHash : "hash-1"),
+    content
+  })
+
+const expectModule = (row: StoredRow, body: string): Extract<StoredRow, { _tag: "Module" }> => {
+  assert(row._tag === "Module", `expected a Module, got ${row._tag}`)
+  expect(row.module.body).toBe(body)
+  return row
+}
+
+/** Registers the conformance cases for one backend. */
+export const storeSuite = <R>(it: Vitest.MethodsNonLive<R>, backend: StoreBackend<R>): void => {
+  const realmOf = () => freshRealm(backend.name)
+
+  it.effect("a missing key reads Absent at generation 0 and realm epoch 0", () =>
+    Effect.gen(function*() {
+      const store = yield* backend.makeStore
+      const row = yield* store.read(moduleKey(realmOf(), "missing.gts"))
+      expect(row).toEqual({ _tag: "Absent", captured: { generation: 0, realmEpoch: 0 } })
+    }))
+
+  it.effect("a written module reads back whole, with the captured state it was written under", () =>
+    Effect.gen(function*() {
+      const store = yield* backend.makeStore
+      const key = moduleKey(realmOf(), "dir/a.gts")
+      const before = yield* store.read(key)
+      expect(yield* write(store, key, before.captured, moduleContent("export const a = 1"))).toBe(true)
+      const row = expectModule(yield* store.read(key), "export const a = 1")
+      expect(row).toEqual({
+        _tag: "Module",
+        captured: { generation: 0, realmEpoch: 0 },
+        fingerprint,
+        sourceHash: "hash-1",
+        module: moduleOf("export const a = 1", "hash-1")
+      })
+    }))
+
+  it.effect("a write whose capture predates a tombstone is rejected", () =>
+    Effect.gen(function*() {
+      const store = yield* backend.makeStore
+      const key = moduleKey(realmOf(), "stale.ts")
+      yield* write(store, key, { generation: 0, realmEpoch: 0 }, moduleContent("v1"))
+      const captured = (yield* store.read(key)).captured
+      expect(captured).toEqual({ generation: 0, realmEpoch: 0 })
+      // An invalidation lands while the writer transpiles.
+      expect(yield* store.tombstone(key)).toBe(1)
+      expect(yield* write(store, key, captured, moduleContent("stale v2"))).toBe(false)
+      expect(yield* store.read(key)).toEqual({ _tag: "Absent", captured: { generation: 1, realmEpoch: 0 } })
+      // A writer that captured the tombstone's generation succeeds, and stores that generation.
+      expect(yield* write(store, key, { generation: 1, realmEpoch: 0 }, moduleContent("fresh v2"))).toBe(true)
+      const row = expectModule(yield* store.read(key), "fresh v2")
+      expect(row.captured).toEqual({ generation: 1, realmEpoch: 0 })
+    }))
+
+  it.effect("a write of an equal generation overwrites; a lower one does not", () =>
+    Effect.gen(function*() {
+      const store = yield* backend.makeStore
+      const key = moduleKey(realmOf(), "equal.ts")
+      const captured = { generation: 0, realmEpoch: 0 }
+      expect(yield* write(store, key, captured, moduleContent("first"))).toBe(true)
+      expect(yield* write(store, key, captured, moduleContent("second", "hash-2"))).toBe(true)
+      const row = expectModule(yield* store.read(key), "second")
+      expect(row.sourceHash).toBe("hash-2")
+      expect(row.captured.generation).toBe(0)
+      yield* store.tombstone(key)
+      yield* store.tombstone(key)
+      expect(yield* write(store, key, { generation: 3, realmEpoch: 0 }, moduleContent("third"))).toBe(true)
+      expect(yield* write(store, key, { generation: 2, realmEpoch: 0 }, moduleContent("older"))).toBe(false)
+      expect(expectModule(yield* store.read(key), "third").captured.generation).toBe(3)
+    }))
+
+  it.effect("a tombstone bumps the generation; one of a missing key makes generation 1", () =>
+    Effect.gen(function*() {
+      const store = yield* backend.makeStore
+      const key = moduleKey(realmOf(), "tomb.gts")
+      expect(yield* store.tombstone(key)).toBe(1)
+      expect(yield* store.read(key)).toEqual({ _tag: "Absent", captured: { generation: 1, realmEpoch: 0 } })
+      expect(yield* store.tombstone(key)).toBe(2)
+      expect(yield* write(store, key, { generation: 2, realmEpoch: 0 }, moduleContent("live"))).toBe(true)
+      expect(expectModule(yield* store.read(key), "live").captured.generation).toBe(2)
+      expect(yield* store.tombstone(key)).toBe(3)
+      expect(yield* store.read(key)).toEqual({ _tag: "Absent", captured: { generation: 3, realmEpoch: 0 } })
+    }))
+
+  it.effect("a realm wipe defeats earlier captures, including one of a key that had no row", () =>
+    Effect.gen(function*() {
+      const store = yield* backend.makeStore
+      const realm = realmOf()
+      const other = realmOf()
+      const noRow = moduleKey(realm, "never-written.gts")
+      const live = moduleKey(realm, "live.gts")
+      const elsewhere = moduleKey(other, "live.gts")
+      yield* write(store, live, { generation: 0, realmEpoch: 0 }, moduleContent("live"))
+      yield* write(store, elsewhere, { generation: 0, realmEpoch: 0 }, moduleContent("elsewhere"))
+      const noRowCapture = (yield* store.read(noRow)).captured
+      const liveCapture = (yield* store.read(live)).captured
+      expect(noRowCapture).toEqual({ generation: 0, realmEpoch: 0 })
+
+      yield* store.wipeRealm(realm)
+
+      expect(yield* write(store, noRow, noRowCapture, moduleContent("stale"))).toBe(false)
+      expect(yield* write(store, live, liveCapture, moduleContent("stale"))).toBe(false)
+      expect(yield* store.read(noRow)).toEqual({ _tag: "Absent", captured: { generation: 0, realmEpoch: 1 } })
+      expect(yield* store.read(live)).toEqual({ _tag: "Absent", captured: { generation: 1, realmEpoch: 1 } })
+      // Another realm is untouched.
+      expect(expectModule(yield* store.read(elsewhere), "elsewhere").captured).toEqual({
+        generation: 0,
+        realmEpoch: 0
+      })
+      // Captures made after the wipe write.
+      expect(yield* write(store, noRow, { generation: 0, realmEpoch: 1 }, moduleContent("new"))).toBe(true)
+      expect(expectModule(yield* store.read(noRow), "new").captured).toEqual({ generation: 0, realmEpoch: 1 })
+      // A second wipe moves the epoch again.
+      yield* store.wipeRealm(realm)
+      expect(yield* store.read(noRow)).toEqual({ _tag: "Absent", captured: { generation: 1, realmEpoch: 2 } })
+    }))
+
+  it.effect("another fingerprint or another source hash counts as a miss", () =>
+    Effect.gen(function*() {
+      const store = yield* backend.makeStore
+      const key = moduleKey(realmOf(), "fp.gts")
+      yield* write(store, key, { generation: 0, realmEpoch: 0 }, moduleContent("body", "hash-1"))
+      const row = yield* store.read(key)
+      expect(row._tag).toBe("Module")
+      expect(isUsable(row, fingerprint, "hash-1")).toBe(true)
+      expect(isUsable(row, "fp-2", "hash-1")).toBe(false)
+      expect(isUsable(row, fingerprint, "hash-2")).toBe(false)
+      // The miss still captures the row's state, so the rewrite under the new pipeline applies.
+      expect(
+        yield* write(store, key, row.captured, moduleContent("body 2", "hash-2"), { fingerprint: "fp-2" })
+      ).toBe(true)
+      const rewritten = yield* store.read(key)
+      expect(isUsable(rewritten, "fp-2", "hash-2")).toBe(true)
+      expect(isUsable(rewritten, fingerprint, "hash-2")).toBe(false)
+    }))
+
+  it.effect("a recorded failure is served to readers of its generation only", () =>
+    Effect.gen(function*() {
+      const store = yield* backend.makeStore
+      const realm = realmOf()
+      const key = moduleKey(realm, "broken.gts")
+      const error = new TranspileError({ path: "broken.gts", message: "Unexpected token", line: 3, column: 7 })
+      expect(yield* write(store, key, { generation: 0, realmEpoch: 0 }, { _tag: "Failure", error })).toBe(true)
+      const row = yield* store.read(key)
+      assert(row._tag === "Failure", `expected a Failure, got ${row._tag}`)
+      expect(row.captured).toEqual({ generation: 0, realmEpoch: 0 })
+      expect(row.fingerprint).toBe(fingerprint)
+      expect(row.sourceHash).toBe("hash-1")
+      expect(row.error).toBeInstanceOf(TranspileError)
+      expect(row.error).toEqual(error)
+      expect(isUsable(row, fingerprint, "hash-1")).toBe(true)
+
+      const big = moduleKey(realm, "big.gts")
+      const tooLarge = new SourceTooLargeError({ path: "big.gts", size: 3_000_000, limit: 1_000_000 })
+      yield* write(store, big, { generation: 0, realmEpoch: 0 }, { _tag: "Failure", error: tooLarge })
+      const bigRow = yield* store.read(big)
+      assert(bigRow._tag === "Failure")
+      expect(bigRow.error).toBeInstanceOf(SourceTooLargeError)
+      expect(bigRow.error.message).toBe(tooLarge.message)
+
+      // The next invalidation clears it.
+      expect(yield* store.tombstone(key)).toBe(1)
+      expect(yield* store.read(key)).toEqual({ _tag: "Absent", captured: { generation: 1, realmEpoch: 0 } })
+      // A failure's capture is as good as any: a stale one is rejected, a current one replaces it.
+      expect(yield* write(store, big, bigRow.captured, moduleContent("now small"))).toBe(true)
+      expectModule(yield* store.read(big), "now small")
+    }))
+
+  it.effect("prune removes old tombstones and failures, and rows not read for a while", () =>
+    Effect.gen(function*() {
+      const store = yield* backend.makeStore
+      const realm = realmOf()
+      const key = (name: string) => moduleKey(realm, name)
+      const zero = { generation: 0, realmEpoch: 0 }
+      yield* write(store, key("unread.ts"), zero, moduleContent("unread"))
+      yield* store.tombstone(key("old-tombstone.ts"))
+      yield* write(store, key("old-failure.ts"), zero, {
+        _tag: "Failure",
+        error: new TranspileError({ path: "old-failure.ts", message: "boom" })
+      })
+      yield* write(store, key("read.ts"), zero, moduleContent("read"))
+
+      yield* backend.age(realm, 2 * hour)
+
+      expectModule(yield* store.read(key("read.ts")), "read")
+      yield* store.tombstone(key("new-tombstone.ts"))
+      yield* write(store, key("new.ts"), zero, moduleContent("new"))
+
+      expect(yield* store.prune({ tombstonesOlderThanMillis: hour, unreadForMillis: 24 * hour })).toBe(2)
+      expect(yield* store.prune({ tombstonesOlderThanMillis: 24 * hour, unreadForMillis: hour })).toBe(1)
+      expect(yield* store.prune({ tombstonesOlderThanMillis: hour, unreadForMillis: hour })).toBe(0)
+
+      const absent0 = { _tag: "Absent", captured: zero }
+      expect(yield* store.read(key("unread.ts"))).toEqual(absent0)
+      expect(yield* store.read(key("old-tombstone.ts"))).toEqual(absent0)
+      expect(yield* store.read(key("old-failure.ts"))).toEqual(absent0)
+      expect(yield* store.read(key("new-tombstone.ts"))).toEqual({ _tag: "Absent", captured: { ...zero, generation: 1 } })
+      expectModule(yield* store.read(key("read.ts")), "read")
+      expectModule(yield* store.read(key("new.ts")), "new")
+    }))
+
+  it.effect("a realm wipe racing writers of fresh keys leaves no module written under the old epoch", () =>
+    Effect.gen(function*() {
+      const store = yield* backend.makeStore
+      const peer = backend.makePeerStore === undefined ? store : yield* backend.makePeerStore
+      const writers = backend.racingWriters ?? 48
+      let applied = 0
+      let rejected = 0
+      for (let round = 0; round < 4; round++) {
+        const realm = realmOf()
+        const keys = Array.from({ length: writers }, (_, i) => moduleKey(realm, `fresh/${i}.gts`))
+        const captures = yield* Effect.forEach(keys, (key) => store.read(key), { concurrency: 8 })
+        // The wipe starts once a quarter of the writes are done, so it lands among writes in flight.
+        const quarterDone = yield* Deferred.make<void>()
+        let done = 0
+        const writes = keys.map((key, i) =>
+          Effect.andThen(
+            Effect.yieldNow,
+            write(store, key, captures[i]!.captured, moduleContent(`old epoch ${i}`))
+          ).pipe(
+            Effect.ensuring(Effect.suspend(() =>
+              ++done === Math.floor(writers / 4) ? Deferred.succeed(quarterDone, undefined) : Effect.void
+            ))
+          )
+        )
+        const wipe = Deferred.await(quarterDone).pipe(Effect.andThen(peer.wipeRealm(realm)), Effect.as("wipe" as const))
+        const outcomes = yield* Effect.all([wipe, ...writes], { concurrency: "unbounded" })
+        const results = outcomes.filter((outcome): outcome is boolean => outcome !== "wipe")
+        applied += results.filter((r) => r).length
+        rejected += results.filter((r) => !r).length
+        const rows = yield* Effect.forEach(keys, (key) => store.read(key), { concurrency: 8 })
+        rows.forEach((row, i) => {
+          // A write that applied came before the wipe, which tombstoned it; one after was rejected.
+          expect(row).toEqual({
+            _tag: "Absent",
+            captured: { generation: results[i] ? 1 : 0, realmEpoch: 1 }
+          })
+        })
+      }
+      // The wipe really landed among the writes: some came before it, some after.
+      expect(applied).toBeGreaterThan(0)
+      expect(rejected).toBeGreaterThan(0)
+    }))
+}
