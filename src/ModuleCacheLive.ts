@@ -14,7 +14,7 @@ import type { ModuleSources } from "./ModuleSources.ts"
 import * as PgFleet from "./PgFleet.ts"
 import * as SqlTranspileStore from "./SqlTranspileStore.ts"
 import type { Transpiler } from "./Transpiler.ts"
-import type { TranspileStore } from "./TranspileStore.ts"
+import { none as noStore, TranspileStore } from "./TranspileStore.ts"
 
 /** Which L2 a deployment uses. */
 export type StoreChoice =
@@ -26,9 +26,16 @@ export type StoreChoice =
     /** How long a new pool connection may take before the store counts as down (default 1 s). */
     readonly connectTimeout?: Duration.Input
     readonly fleet?: PgFleet.PgFleetOptions
+    /**
+     * Whether processes coalesce transpiles through advisory locks and NOTIFY (default true).
+     * Off, they share L2 rows and peer invalidations but each transpiles its own misses.
+     */
+    readonly coordinate?: boolean
   }
   | { readonly _tag: "pglite"; readonly dataDir: string | undefined }
   | { readonly _tag: "memory" }
+  /** No L2 at all: L1 only. */
+  | { readonly _tag: "none" }
 
 /** Defaults of the Postgres choice. */
 export const defaults = { poolSize: 8, connectTimeout: Duration.seconds(1) } as const
@@ -44,7 +51,9 @@ export const services = (
     case "postgres":
       return Layer.mergeAll(
         SqlTranspileStore.layer({ kind: "postgres" }),
-        PgFleet.layer(store.fleet)
+        store.coordinate === false
+          ? Layer.merge(Coordinator.layerNone, PgFleet.layerInvalidations(store.fleet))
+          : PgFleet.layer(store.fleet)
       ).pipe(Layer.provide(PgClient.layer({
         url: store.url,
         maxConnections: store.poolSize ?? defaults.poolSize,
@@ -59,6 +68,12 @@ export const services = (
       )
     case "memory":
       return Layer.mergeAll(MemoryTranspileStore.layer, Coordinator.layerNone, Invalidations.layerNone)
+    case "none":
+      return Layer.mergeAll(
+        Layer.succeed(TranspileStore, noStore),
+        Coordinator.layerNone,
+        Invalidations.layerNone
+      )
   }
 }
 

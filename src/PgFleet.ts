@@ -237,6 +237,10 @@ const parseHash = (text: string): bigint | undefined => {
   }
 }
 
+/** Only the peer invalidations of {@link make}, for a fleet that does not coalesce. */
+export const layerInvalidations = (options?: PgFleetOptions): Layer.Layer<Invalidations, never, PgClient.PgClient> =>
+  Layer.effect(Invalidations, Effect.map(make(options), ({ invalidations }) => invalidations))
+
 /** Coordinator and Invalidations over the PgClient in context. */
 export const layer = (options?: PgFleetOptions): Layer.Layer<Coordinator | Invalidations, never, PgClient.PgClient> =>
   Layer.effectContext(

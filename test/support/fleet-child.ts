@@ -20,9 +20,14 @@ const env = process.env
 const realmDir = env["REALM_DIR"] ?? "."
 const realmUrl = env["REALM_URL"] ?? "https://fleet.test/"
 const delay = Number(env["TRANSPILE_DELAY_MS"] ?? "0")
-const store: ModuleCacheLive.StoreChoice = env["STORE"] === "memory"
-  ? { _tag: "memory" }
-  : { _tag: "postgres", url: Redacted.make(env["DATABASE_URL"] ?? ""), poolSize: Number(env["POOL_SIZE"] ?? "4") }
+const store: ModuleCacheLive.StoreChoice = env["STORE"] === "none"
+  ? { _tag: "none" }
+  : {
+    _tag: "postgres",
+    url: Redacted.make(env["DATABASE_URL"] ?? ""),
+    poolSize: Number(env["POOL_SIZE"] ?? "4"),
+    coordinate: env["COORDINATE"] !== "false"
+  }
 
 const sources = Layer.succeed(ModuleSources, ModuleSources.of({
   read: (key) =>
