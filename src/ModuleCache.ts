@@ -3,7 +3,7 @@
  *
  * @since 0.1.0
  */
-import { Cause, Clock, Config, Context, Deferred, Duration, Effect, Layer, Metric, Schedule } from "effect"
+import { Cause, Clock, Config, Context, Deferred, Duration, Effect, Layer, Metric, Schedule, Scope } from "effect"
 import { Coordinator, type Waiter } from "./Coordinator.ts"
 import {
   type CachedModule,
@@ -73,6 +73,11 @@ export interface ModuleCacheOptions {
   readonly persistRetries?: number
   /** First delay of the persist retry schedule, which doubles (default 50 ms). */
   readonly persistRetryBase?: Duration.Input
+  /**
+   * On close, how long to wait for loads still running (a load answers before it writes L2),
+   * so that their writes commit (default 5 s). Loads still running after that are interrupted.
+   */
+  readonly drainTimeout?: Duration.Input
 }
 
 /** The defaults of {@link ModuleCacheOptions}. */
@@ -82,7 +87,8 @@ export const defaults = {
   pollMax: Duration.millis(200),
   deadline: Duration.seconds(10),
   persistRetries: 3,
-  persistRetryBase: Duration.millis(50)
+  persistRetryBase: Duration.millis(50),
+  drainTimeout: Duration.seconds(5)
 } as const
 
 const getCounter = Metric.counter("module_cache_gets", { description: "ModuleCache.get calls by outcome" })
@@ -129,7 +135,8 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
   const store = yield* TranspileStore
   const coordinator = yield* Coordinator
   const invalidations = yield* Invalidations
-  const scope = yield* Effect.scope
+  // Loads run in a scope of their own, closed after the drain below (finalizers run in reverse).
+  const scope = yield* Scope.fork(yield* Effect.scope)
 
   const l1MaxBytes = options.l1MaxBytes ?? defaults.l1MaxBytes
   const pollInitial = Duration.toMillis(Duration.fromInputUnsafe(options.pollInitial ?? defaults.pollInitial))
@@ -406,6 +413,13 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
       yield* invalidations.publishRealm(realmUrl)
     }).pipe(Effect.withSpan("ModuleCache.invalidateRealm", { attributes: { realm: realmUrl } }))
 
+  yield* Effect.addFinalizer(() =>
+    Effect.sync(() => running).pipe(
+      Effect.repeat({ until: (n) => n === 0, schedule: Schedule.spaced("10 millis") }),
+      Effect.timeoutOption(options.drainTimeout ?? defaults.drainTimeout)
+    )
+  )
+
   yield* invalidations.subscribe((event) =>
     Effect.sync(() => {
       switch (event._tag) {
@@ -463,7 +477,8 @@ export const optionsConfig: Config.Config<ModuleCacheOptions> = Config.all({
   pollMax: Config.withDefault(Config.Duration("MTC_POLL_MAX"), defaults.pollMax),
   deadline: Config.withDefault(Config.Duration("MTC_COALESCE_DEADLINE"), defaults.deadline),
   persistRetries: Config.withDefault(Config.Int("MTC_PERSIST_RETRIES"), defaults.persistRetries),
-  persistRetryBase: Config.withDefault(Config.Duration("MTC_PERSIST_RETRY_BASE"), defaults.persistRetryBase)
+  persistRetryBase: Config.withDefault(Config.Duration("MTC_PERSIST_RETRY_BASE"), defaults.persistRetryBase),
+  drainTimeout: Config.withDefault(Config.Duration("MTC_DRAIN_TIMEOUT"), defaults.drainTimeout)
 })
 
 /** {@link layer} with options read by {@link optionsConfig}. */

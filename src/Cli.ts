@@ -1,0 +1,370 @@
+/**
+ * The `transpile-cache` command line:
+ *
+ * - `serve <realmDir> [--port 4201] [--host 127.0.0.1] [--realm-url URL] [--data-dir DIR] [--store pg|pglite|memory]`
+ *   serves a realm (see {@link RealmServer}) until SIGINT or SIGTERM, then shuts down
+ *   gracefully. It logs one line `... listening on http://HOST:PORT/ ...` once it accepts
+ *   requests.
+ * - `warm <realmDir> [same store flags] [--concurrency 4]` transpiles every executable
+ *   module into L2. Progress goes to stderr (one `\r` line on a terminal, a line per tenth
+ *   otherwise), the summary to stdout. **Exits 1 when any module failed**, 0 otherwise.
+ * - `stats [--url http://127.0.0.1:4201]` and `invalidate [path] [--url ...]` call a running
+ *   server's admin routes and print their JSON.
+ *
+ * Store selection: `--store` wins; without it, Postgres when `DATABASE_URL` is set, else the
+ * embedded PGlite store in the data directory (default `<realmDir>/.transpile-cache`). The
+ * realm URL defaults to the `file://` URL of the realm directory with a trailing slash, so
+ * processes serving the same directory share rows. `MTC_MAX_SOURCE_BYTES` bounds both the
+ * transpiler and the files served; the `MTC_*` cache tuning variables are read as in
+ * `ModuleCache.optionsConfig`.
+ *
+ * @since 0.1.0
+ */
+import { Clock, Config, Console, Effect, Exit, Layer, Option, Schema } from "effect"
+import { Argument, CliError, Command, Flag } from "effect/cli"
+import { FetchHttpClient, HttpClient, type HttpClientResponse } from "effect/http"
+import * as path from "node:path"
+import * as BabelTranspiler from "./BabelTranspiler.ts"
+import { moduleKey, type Outcome } from "./Domain.ts"
+import type { GetError } from "./Errors.ts"
+import * as FileSystemSources from "./FileSystemSources.ts"
+import { RealmFiles } from "./FileSystemSources.ts"
+import { ModuleCache, optionsConfig } from "./ModuleCache.ts"
+import * as ModuleCacheLive from "./ModuleCacheLive.ts"
+import * as RealmServer from "./RealmServer.ts"
+import * as Tracing from "./Tracing.ts"
+
+/** The version printed by `--version`. */
+export const version = "0.1.0"
+
+/** A failure shown to the user as its message alone (exit code 1). */
+export class CliFailure extends Schema.TaggedError<CliFailure>()("CliFailure", {
+  message: Schema.String
+}) {
+  override get [CliError.userMessage]() {
+    return this.message
+  }
+}
+
+// -----------------------------------------------------------------------------
+// Store selection
+// -----------------------------------------------------------------------------
+
+/** The values of `--store`: `pg` and `postgres` are the same. */
+export const storeFlagValues = ["pg", "postgres", "pglite", "memory"] as const
+export type StoreFlag = (typeof storeFlagValues)[number]
+
+/** Where a realm's cache lives, as chosen by the flags and the environment. */
+export interface StoreSelection {
+  readonly store: ModuleCacheLive.StoreChoice
+  /** Directories the server must not serve (the data directory). */
+  readonly excluded: ReadonlyArray<string>
+}
+
+/**
+ * Picks the store: `--store` wins; otherwise Postgres when `DATABASE_URL` is set, else
+ * PGlite in the data directory (default `<realmDir>/.transpile-cache`).
+ */
+export const selectStore = (options: {
+  readonly realmDir: string
+  readonly store: StoreFlag | undefined
+  readonly dataDir: string | undefined
+  /** The Postgres choice from the environment (`DATABASE_URL` and its tuning), if any. */
+  readonly postgres: ModuleCacheLive.StoreChoice | undefined
+}): Effect.Effect<StoreSelection, CliFailure> => {
+  const dataDir = path.resolve(options.dataDir ?? path.join(options.realmDir, FileSystemSources.dataDirName))
+  const kind = options.store ?? (options.postgres !== undefined ? "pg" : "pglite")
+  switch (kind) {
+    case "pg":
+    case "postgres":
+      return options.postgres === undefined
+        ? Effect.fail(new CliFailure({ message: "--store pg needs DATABASE_URL" }))
+        : Effect.succeed({ store: options.postgres, excluded: [] })
+    case "pglite":
+      return Effect.succeed({ store: { _tag: "pglite", dataDir }, excluded: [dataDir] })
+    case "memory":
+      return Effect.succeed({ store: { _tag: "memory" }, excluded: [] })
+  }
+}
+
+// -----------------------------------------------------------------------------
+// Shared flags
+// -----------------------------------------------------------------------------
+
+const realmDirArgument = Argument.Directory("realmDir", { mustExist: true }).pipe(
+  Argument.withDescription("The realm directory")
+)
+
+const storeFlags = {
+  realmUrl: Flag.String("realm-url").pipe(
+    Flag.withDescription("The realm URL (default: the file:// URL of the realm directory)"),
+    Flag.optional
+  ),
+  dataDir: Flag.String("data-dir").pipe(
+    Flag.withDescription("Data directory of the embedded store (default: <realmDir>/.transpile-cache)"),
+    Flag.optional
+  ),
+  store: Flag.Literals("store", storeFlagValues).pipe(
+    Flag.withDescription("L2 store (default: pg when DATABASE_URL is set, else pglite)"),
+    Flag.optional
+  )
+}
+
+interface RealmInput {
+  readonly realmDir: string
+  readonly realmUrl: Option.Option<string>
+  readonly dataDir: Option.Option<string>
+  readonly store: Option.Option<StoreFlag>
+}
+
+/** The realm options of `serve` and `warm`, from flags and environment. */
+const realmOptions = Effect.fnUntraced(function*(input: RealmInput) {
+  const realmDir = path.resolve(input.realmDir)
+  const postgres = yield* ModuleCacheLive.postgresFromEnv.pipe(
+    Effect.mapError((error) => new CliFailure({ message: `configuration: ${error.message}` }))
+  )
+  const selection = yield* selectStore({
+    realmDir,
+    store: Option.getOrUndefined(input.store),
+    dataDir: Option.getOrUndefined(input.dataDir),
+    postgres: Option.getOrUndefined(postgres)
+  })
+  const config = yield* Config.all({ maxSourceBytes: BabelTranspiler.maxSourceBytesConfig, cache: optionsConfig }).pipe(
+    Effect.mapError((error) => new CliFailure({ message: `configuration: ${error.message}` }))
+  )
+  return {
+    realmDir,
+    realmUrl: Option.getOrUndefined(input.realmUrl),
+    store: selection.store,
+    excluded: selection.excluded,
+    maxSourceBytes: config.maxSourceBytes,
+    cache: config.cache
+  } satisfies RealmServer.RealmOptions
+})
+
+const transpilerLayer = Layer.unwrap(Effect.gen(function*() {
+  const maxSourceBytes = yield* BabelTranspiler.maxSourceBytesConfig.pipe(Effect.orDie)
+  return BabelTranspiler.layer({ maxSourceBytes })
+}))
+
+/** The first non-empty message of an error or of its causes. */
+const messageOf = (cause: unknown, depth = 0): string => {
+  if (typeof cause === "string") return cause
+  if (typeof cause !== "object" || cause === null || depth > 5) return String(cause)
+  if ("message" in cause && typeof cause.message === "string" && cause.message !== "") return cause.message
+  if ("cause" in cause && cause.cause !== undefined) return messageOf(cause.cause, depth + 1)
+  return "_tag" in cause && typeof cause._tag === "string" ? cause._tag : String(cause)
+}
+
+/** Turns any failure to build a layer into a one-line message. */
+const explain = (what: string) => (cause: unknown) => new CliFailure({ message: `${what}: ${messageOf(cause)}` })
+
+// -----------------------------------------------------------------------------
+// serve
+// -----------------------------------------------------------------------------
+
+/** `serve <realmDir>`: serves the realm until interrupted. */
+export const serve = Command.make(
+  "serve",
+  {
+    realmDir: realmDirArgument,
+    port: Flag.Int("port").pipe(Flag.withDescription("Port (0 picks a free one)"), Flag.withDefault(4201)),
+    host: Flag.String("host").pipe(Flag.withDescription("Host to listen on"), Flag.withDefault("127.0.0.1")),
+    ...storeFlags
+  },
+  Effect.fnUntraced(function*(input) {
+    const options = yield* realmOptions(input)
+    const server = RealmServer.layer({ ...options, port: input.port, host: input.host }).pipe(
+      Layer.provide(transpilerLayer),
+      Layer.provide(Tracing.layer)
+    )
+    return yield* Layer.launch(server).pipe(Effect.mapError(explain("serve")))
+  })
+).pipe(Command.withDescription("Serve a realm directory, transpiled and cached"))
+
+// -----------------------------------------------------------------------------
+// warm
+// -----------------------------------------------------------------------------
+
+/** One module's result in a warm run. */
+export interface WarmEntry {
+  readonly path: string
+  readonly outcome: Outcome | undefined
+  readonly error: GetError | undefined
+}
+
+/** The summary of a warm run, as printed. */
+export const formatSummary = (entries: ReadonlyArray<WarmEntry>, elapsedMillis: number): string => {
+  const ok = entries.filter((entry) => entry.error === undefined)
+  const failed = entries.filter((entry) => entry.error !== undefined)
+  const byOutcome = new Map<string, number>()
+  for (const entry of ok) {
+    const key = entry.outcome ?? "unknown"
+    byOutcome.set(key, (byOutcome.get(key) ?? 0) + 1)
+  }
+  const outcomes = Array.from(byOutcome, ([outcome, count]) => `${outcome} ${count}`).join(", ")
+  const lines = [
+    `warmed ${entries.length} module${entries.length === 1 ? "" : "s"} in ${(elapsedMillis / 1000).toFixed(2)} s`,
+    `  ok: ${ok.length}${outcomes === "" ? "" : ` (${outcomes})`}`,
+    `  errors: ${failed.length}`
+  ]
+  for (const entry of failed) {
+    const error = entry.error
+    if (error === undefined) continue
+    const where = error._tag === "TranspileError" && error.line !== undefined
+      ? `${entry.path}:${error.line}${error.column !== undefined ? `:${error.column}` : ""}`
+      : entry.path
+    lines.push(`    ${where} ${error._tag}: ${error.message}`)
+  }
+  return lines.join("\n")
+}
+
+const progress = (total: number) => {
+  const tty = process.stderr.isTTY === true
+  let lastTenth = -1
+  return (done: number, current: string) =>
+    Effect.sync(() => {
+      if (tty) {
+        const width = 24
+        const filled = total === 0 ? width : Math.round((done / total) * width)
+        const line = `[${"#".repeat(filled)}${"-".repeat(width - filled)}] ${done}/${total} ${current}`
+        const columns = process.stderr.columns ?? 100
+        process.stderr.write(`\r${line.slice(0, columns - 1).padEnd(columns - 1)}`)
+        if (done === total) process.stderr.write("\n")
+        return
+      }
+      const tenth = total === 0 ? 10 : Math.floor((done / total) * 10)
+      if (tenth !== lastTenth || done === total) {
+        lastTenth = tenth
+        process.stderr.write(`warm: ${done}/${total}\n`)
+      }
+    })
+}
+
+/** `warm <realmDir>`: transpiles every executable module into L2. */
+export const warm = Command.make(
+  "warm",
+  {
+    realmDir: realmDirArgument,
+    concurrency: Flag.Int("concurrency").pipe(Flag.withDescription("Modules in flight"), Flag.withDefault(4)),
+    ...storeFlags
+  },
+  Effect.fnUntraced(function*(input) {
+    const options = yield* realmOptions(input)
+    const run = Effect.gen(function*() {
+      const files = yield* RealmFiles
+      const cache = yield* ModuleCache
+      const started = yield* Clock.currentTimeMillis
+      const paths = yield* files.walk
+      const report = progress(paths.length)
+      let done = 0
+      const entries = yield* Effect.forEach(paths, (modulePath) =>
+        Effect.gen(function*() {
+          const exit = yield* Effect.exit(cache.get(moduleKey(files.realmUrl, modulePath)))
+          done++
+          yield* report(done, modulePath)
+          return Exit.isSuccess(exit)
+            ? { path: modulePath, outcome: exit.value.outcome, error: undefined }
+            : {
+              path: modulePath,
+              outcome: undefined,
+              error: Option.getOrUndefined(Exit.findErrorOption(exit))
+            }
+        }), { concurrency: Math.max(1, input.concurrency) })
+      if (paths.length === 0) yield* report(0, "")
+      const elapsed = (yield* Clock.currentTimeMillis) - started
+      yield* Console.log(formatSummary(entries, elapsed))
+      if (entries.some((entry) => entry.error !== undefined)) process.exitCode = 1
+    })
+    return yield* run.pipe(
+      Effect.provide(RealmServer.layerServices(options).pipe(Layer.provide(transpilerLayer))),
+      Effect.provide(Tracing.layer),
+      Effect.mapError(explain("warm"))
+    )
+  })
+).pipe(Command.withDescription("Transpile every module of a realm into the cache (exit 1 if any fails)"))
+
+// -----------------------------------------------------------------------------
+// stats / invalidate
+// -----------------------------------------------------------------------------
+
+const urlFlag = Flag.String("url").pipe(
+  Flag.withDescription("Base URL of a running server"),
+  Flag.withDefault("http://127.0.0.1:4201")
+)
+
+const adminUrl = (base: string, route: string) => `${base.endsWith("/") ? base.slice(0, -1) : base}${route}`
+
+/** Reads a JSON response, checks it against a schema and returns it pretty-printed. */
+const printJson = <S extends Schema.Top & { readonly DecodingServices: never }>(
+  schema: S,
+  response: HttpClientResponse.HttpClientResponse
+) =>
+  Effect.gen(function*() {
+    const body = yield* response.json
+    if (response.status >= 400) {
+      return yield* new CliFailure({ message: `${response.status}: ${JSON.stringify(body)}` })
+    }
+    yield* Schema.decodeUnknownEffect(schema)(body)
+    yield* Console.log(JSON.stringify(body, null, 2))
+  })
+
+const callServer = <A, E>(url: string, effect: Effect.Effect<A, E, HttpClient.HttpClient>) =>
+  effect.pipe(
+    Effect.provide(FetchHttpClient.layer),
+    Effect.mapError((error) =>
+      error instanceof CliFailure ? error : explain(`cannot reach ${url}`)(error)
+    )
+  )
+
+/** `stats`: prints a running server's cache counters. */
+export const stats = Command.make(
+  "stats",
+  { url: urlFlag },
+  Effect.fnUntraced(function*({ url }) {
+    const target = adminUrl(url, "/_cache/stats")
+    return yield* callServer(
+      target,
+      Effect.gen(function*() {
+        const client = yield* HttpClient.HttpClient
+        yield* printJson(RealmServer.StatsBody, yield* client.get(target))
+      })
+    )
+  })
+).pipe(Command.withDescription("Print a running server's cache statistics"))
+
+/** `invalidate [path]`: drops one module (by its request path), or the whole realm. */
+export const invalidate = Command.make(
+  "invalidate",
+  {
+    path: Argument.String("path").pipe(
+      Argument.withDescription("Module path, e.g. components/card.gts (default: the whole realm)"),
+      Argument.optional
+    ),
+    url: urlFlag
+  },
+  Effect.fnUntraced(function*(input) {
+    const query = Option.match(input.path, { onNone: () => "", onSome: (p) => `?path=${encodeURIComponent(p)}` })
+    const target = adminUrl(input.url, `/_cache/invalidate${query}`)
+    return yield* callServer(
+      target,
+      Effect.gen(function*() {
+        const client = yield* HttpClient.HttpClient
+        yield* printJson(RealmServer.InvalidateBody, yield* client.post(target))
+      })
+    )
+  })
+).pipe(Command.withDescription("Invalidate a module, or the whole realm, on a running server"))
+
+// -----------------------------------------------------------------------------
+// Root
+// -----------------------------------------------------------------------------
+
+/** The root command with every subcommand. */
+export const command = Command.make("transpile-cache").pipe(
+  Command.withDescription("Fleet-wide transpile cache for realm modules"),
+  Command.withSubcommands([serve, warm, stats, invalidate])
+)
+
+/** Runs the command line on the process arguments (needs the Node services). */
+export const run = Command.run(command, { version })

@@ -1,0 +1,99 @@
+/**
+ * The command line as a real process: `warm`, and `stats` / `invalidate` against a
+ * running server.
+ */
+import { writeFileSync } from "node:fs"
+import * as path from "node:path"
+import { afterAll, describe, expect, it } from "vitest"
+import { jsonOf, makeRealm, removeRealms, request, runCli, startServer, stopAll } from "./support/server.ts"
+
+afterAll(async () => {
+  await stopAll()
+  removeRealms()
+})
+
+describe("warm", () => {
+  it("transpiles every module into L2 and prints a summary with counts and file:line of errors", async () => {
+    const realm = makeRealm({
+      "a.ts": "export const a: number = 1\n",
+      "sub/b.gts": "export const B = <template>hi</template>\n",
+      "sub/c.js": "export const c = 3\n",
+      "broken.ts": "export const ok = 1\nexport const broken = ;\n",
+      "page.html": "<p>not a module</p>\n",
+      ".hidden/skip.ts": "export const skipped = ;\n"
+    })
+    const first = await runCli(["warm", realm, "--store", "pglite"])
+    expect(first.code, first.stderr).toBe(1)
+    expect(first.stdout).toMatch(/warmed 4 modules in \d+\.\d+ s/)
+    expect(first.stdout).toContain("ok: 3 (transpiled 3)")
+    expect(first.stdout).toContain("errors: 1")
+    expect(first.stdout).toMatch(/broken\.ts:2:\d+ TranspileError: /)
+    expect(first.stdout).not.toContain("skip.ts")
+    // progress on stderr (not a terminal here: plain lines)
+    expect(first.stderr).toContain("warm: 4/4")
+
+    // a second run finds everything in L2, the recorded failure included
+    writeFileSync(path.join(realm, "broken.ts"), "export const ok = 1\nexport const fixed = 2\n")
+    const second = await runCli(["warm", realm, "--store", "pglite"])
+    expect(second.code, second.stdout + second.stderr).toBe(0)
+    expect(second.stdout).toContain("ok: 4 (l2 3, transpiled 1)")
+    expect(second.stdout).toContain("errors: 0")
+
+    // and a server on the same data directory serves from L2 without transpiling
+    const server = await startServer({ realmDir: realm, store: "pglite" })
+    for (const p of ["/a.ts", "/sub/b", "/sub/c.js", "/broken"]) {
+      expect((await request(server.url, p)).headers["x-module-cache"], p).toBe("l2")
+    }
+    expect(jsonOf(await request(server.url, "/_cache/stats"))).toMatchObject({ transpiles: 0 })
+    await server.stop()
+  }, 180_000)
+
+  it("exits 0 on a realm without modules", async () => {
+    const realm = makeRealm({ "readme.md": "# nothing\n" })
+    const result = await runCli(["warm", realm, "--store", "memory"])
+    expect(result.code).toBe(0)
+    expect(result.stdout).toContain("warmed 0 modules")
+  })
+
+  it("fails clearly on a realm directory that does not exist", async () => {
+    const result = await runCli(["warm", "/nonexistent/realm", "--store", "memory"])
+    expect(result.code).not.toBe(0)
+    expect(result.stdout + result.stderr).toMatch(/nonexistent/)
+  })
+})
+
+describe("stats and invalidate", () => {
+  it("call a running server's admin routes and print their JSON", async () => {
+    const realm = makeRealm({ "a.ts": "export const a = 1\n", "lib/b.ts": "export const b = 2\n" })
+    const server = await startServer({ realmDir: realm, store: "memory" })
+    await request(server.url, "/a.ts")
+    await request(server.url, "/lib/b")
+
+    const stats = await runCli(["stats", "--url", server.url])
+    expect(stats.code, stats.stderr).toBe(0)
+    const counters: unknown = JSON.parse(stats.stdout)
+    expect(counters).toMatchObject({ transpiles: 2, store: "memory" })
+
+    const one = await runCli(["invalidate", "lib/b", "--url", server.url])
+    expect(one.code, one.stderr).toBe(0)
+    expect(JSON.parse(one.stdout)).toMatchObject({ invalidated: "module", paths: ["lib/b.ts"] })
+    expect((await request(server.url, "/lib/b")).headers["x-module-cache"]).toBe("transpiled")
+    expect((await request(server.url, "/a.ts")).headers["x-module-cache"]).toBe("l1")
+
+    const all = await runCli(["invalidate", "--url", `${server.url}/`])
+    expect(all.code, all.stderr).toBe(0)
+    expect(JSON.parse(all.stdout)).toMatchObject({ invalidated: "realm", paths: [] })
+    expect((await request(server.url, "/a.ts")).headers["x-module-cache"]).toBe("transpiled")
+
+    const bad = await runCli(["invalidate", "../outside", "--url", server.url])
+    expect(bad.code).toBe(1)
+    expect(bad.stdout + bad.stderr).toContain("400")
+    await server.stop()
+  })
+
+  it("exit 1 with a message when no server answers", async () => {
+    const result = await runCli(["stats", "--url", "http://127.0.0.1:1"])
+    expect(result.code).toBe(1)
+    expect(result.stdout + result.stderr).toContain("cannot reach http://127.0.0.1:1/_cache/stats")
+  })
+})
