@@ -288,7 +288,19 @@ export class RealmFiles extends Context.Service<RealmFiles, {
   readonly knownPaths: () => ReadonlyArray<string>
   /** Forgets a path of {@link knownPaths} (its file is gone and its key invalidated). */
   readonly forget: (canonicalPath: string) => void
+  /**
+   * Successful resolutions are remembered, so that a warm request does no file-system I/O:
+   * until `changed` is called while a watcher reports changes (`watched(true)`), and for
+   * {@link unwatchedResolutionMillis} otherwise.
+   */
+  readonly changed: () => void
+  /** Tells whether a file watcher is reporting changes (see `changed`). */
+  readonly watched: (watching: boolean) => void
 }>()("module-transpile-cache/RealmFiles") {}
+
+/** How long a resolution is reused when no watcher reports changes. */
+export const unwatchedResolutionMillis = 1000
+const maxRememberedResolutions = 10_000
 
 /** Makes the {@link RealmFiles} of a realm directory; fails when the directory does not exist. */
 export const make = Effect.fnUntraced(function*(options: FileSystemSourcesOptions) {
@@ -379,11 +391,30 @@ export const make = Effect.fnUntraced(function*(options: FileSystemSourcesOption
     })
   })
 
+  const resolutions = new Map<string, { readonly resolved: ResolvedPath; readonly at: number }>()
+  let watching = false
+
   return RealmFiles.of({
     realmDir,
     realmUrl,
     maxSourceBytes,
-    resolve: (urlPath) => resolveIn(realmDir, urlPath, { excluded: excludedInput }),
+    resolve: (urlPath) =>
+      Effect.suspend(() => {
+        const remembered = resolutions.get(urlPath)
+        if (remembered !== undefined && (watching || Date.now() - remembered.at < unwatchedResolutionMillis)) {
+          return Effect.succeed(remembered.resolved)
+        }
+        return Effect.tap(resolveIn(realmDir, urlPath, { excluded: excludedInput }), (resolved) =>
+          Effect.sync(() => {
+            if (resolutions.size >= maxRememberedResolutions) resolutions.clear()
+            resolutions.set(urlPath, { resolved, at: Date.now() })
+          }))
+      }),
+    changed: () => resolutions.clear(),
+    watched: (value) => {
+      watching = value
+      resolutions.clear()
+    },
     read,
     readRaw: readChecked,
     walk,

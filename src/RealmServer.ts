@@ -397,6 +397,7 @@ export const watcher: Layer.Layer<never, never, ModuleCache | RealmFiles> = Laye
     if (current === undefined) return
     const { watcher } = current
     current = undefined
+    files.watched(false)
     try {
       watcher.close()
     } catch {
@@ -416,10 +417,14 @@ export const watcher: Layer.Layer<never, never, ModuleCache | RealmFiles> = Laye
       // An event without a file name is about the realm directory itself (moved or deleted):
       // Node's recursive watcher delivers nothing more after it, so the watch is re-opened.
       if (typeof filename !== "string" || filename === "") giveUp()
-      else Queue.offerUnsafe(events, { _tag: "Changed", path: filename })
+      else {
+        files.changed()
+        Queue.offerUnsafe(events, { _tag: "Changed", path: filename })
+      }
     })
     handle.on("error", giveUp)
     current = { watcher: handle, ino: info.ino }
+    files.watched(true)
   })
 
   /** Re-opens a lost watch; notices a realm directory that vanished or was replaced. */
