@@ -3,7 +3,7 @@
  *
  * @since 0.1.0
  */
-import { Cause, Clock, Config, Context, Deferred, Duration, Effect, Layer, Metric, Schedule, Scope } from "effect"
+import { Cause, Clock, Config, Context, Deferred, Duration, Effect, Exit, Layer, Metric, Schedule, Scope } from "effect"
 import { Coordinator, type Waiter } from "./Coordinator.ts"
 import {
   type CachedModule,
@@ -124,8 +124,12 @@ type Loaded = { readonly result: GetResult; readonly error?: never } | {
 /** The state a write is conditioned on when the store could not be read. */
 const emptyCapture: Captured = { generation: 0, realmEpoch: 0 }
 
+/** A load in flight in this process, joined by every concurrent get of its key. */
 interface Slot {
   readonly deferred: Deferred.Deferred<GetResult, GetError>
+  readonly realmUrl: string
+  /** The key's lock key: peers name invalidated modules by it. */
+  readonly hash: bigint
 }
 
 /** Builds a ModuleCache over the services in context. */
@@ -150,6 +154,8 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
   const slots = new Map<string, Slot>()
   /** Loads running, including those that answered and are still writing L2. */
   let running = 0
+  /** Completed when `running` drops to 0 while the cache closes. */
+  let drained: Deferred.Deferred<void> | undefined
   /** Keys (by id) and realms whose tombstone or wipe is not committed yet: their reads bypass L2. */
   const pendingKeys = new Map<string, number>()
   const pendingRealms = new Map<string, number>()
@@ -175,8 +181,8 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
       () => Effect.sync(() => bump(map, id, -1))
     )
 
-  const dropSlots = (predicate: (id: string) => boolean) => {
-    for (const id of [...slots.keys()]) if (predicate(id)) slots.delete(id)
+  const dropSlots = (predicate: (slot: Slot) => boolean) => {
+    for (const [id, slot] of [...slots]) if (predicate(slot)) slots.delete(id)
   }
 
   const toCached = (key: ModuleKey, module: TranspiledModule): CachedModule => ({ ...module, key, fingerprint })
@@ -309,7 +315,8 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
     })).pipe(Effect.withSpan("ModuleCache.coalesce", { attributes: { coordinator: coordinator.kind } }))
 
   /** Steps 3 to 6 of the read path, run once per key by single-flight. */
-  const load = Effect.fnUntraced(function*(key: ModuleKey, hash: bigint, slot: Slot) {
+  const load = Effect.fnUntraced(function*(key: ModuleKey, slot: Slot) {
+    const hash = slot.hash
     const id = keyString(key)
     const l1Captured = l1.capture(key, hash)
     const source = yield* sources.read(key)
@@ -330,7 +337,7 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
     if (pendingKeys.has(id) || pendingRealms.has(key.realmUrl)) {
       // A tombstone is on its way: L2 may still hold the old row, so skip it. The write that
       // follows is conditioned on the empty state and loses against the tombstone.
-      return yield* Effect.andThen(transpileAndPersist(job, undefined, "transpiled"), job.deliver)
+      return yield* Effect.asVoid(transpileAndPersist(job, undefined, "transpiled"))
     }
     const row = yield* Effect.option(store.read(key).pipe(Effect.withSpan("ModuleCache.readL2")))
     const loaded = row._tag === "None"
@@ -347,12 +354,16 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
       if (existing !== undefined) {
         return Effect.map(Deferred.await(existing.deferred), (result): GetResult => ({ ...result, outcome: "coalesced" }))
       }
-      const slot: Slot = { deferred: Deferred.makeUnsafe<GetResult, GetError>() }
+      const slot: Slot = {
+        deferred: Deferred.makeUnsafe<GetResult, GetError>(),
+        realmUrl: key.realmUrl,
+        hash: lockKey(key)
+      }
       slots.set(id, slot)
       running++
-      const work = load(key, lockKey(key), slot).pipe(
+      const work = load(key, slot).pipe(
         Effect.onExit((exit) => {
-          running--
+          if (--running === 0 && drained !== undefined) Deferred.doneUnsafe(drained, Exit.void)
           if (slots.get(id) === slot) slots.delete(id)
           // Completes the callers if the load ended before delivering (a read error, an interrupt).
           return exit._tag === "Failure" ? Deferred.failCause(slot.deferred, exit.cause) : Effect.void
@@ -408,16 +419,17 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
   const invalidateRealm = (realmUrl: string): Effect.Effect<void> =>
     Effect.gen(function*() {
       l1.invalidateRealm(realmUrl)
-      dropSlots((id) => id.startsWith(`${realmUrl}|`))
+      dropSlots((slot) => slot.realmUrl === realmUrl)
       yield* whilePending(pendingRealms, realmUrl, retryStore("realm wipe", store.wipeRealm(realmUrl)))
       yield* invalidations.publishRealm(realmUrl)
     }).pipe(Effect.withSpan("ModuleCache.invalidateRealm", { attributes: { realm: realmUrl } }))
 
   yield* Effect.addFinalizer(() =>
-    Effect.sync(() => running).pipe(
-      Effect.repeat({ until: (n) => n === 0, schedule: Schedule.spaced("10 millis") }),
-      Effect.timeoutOption(options.drainTimeout ?? defaults.drainTimeout)
-    )
+    Effect.suspend(() => {
+      if (running === 0) return Effect.void
+      drained ??= Deferred.makeUnsafe<void>()
+      return Deferred.await(drained).pipe(Effect.timeoutOption(options.drainTimeout ?? defaults.drainTimeout))
+    })
   )
 
   yield* invalidations.subscribe((event) =>
@@ -425,17 +437,14 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
       switch (event._tag) {
         case "Key": {
           l1.invalidateHash(event.hash)
-          dropSlots((id) => {
-            const [realmUrl = "", ...rest] = id.split("|")
-            return lockKey({ realmUrl, path: rest.join("|") }) === event.hash
-          })
+          dropSlots((slot) => slot.hash === event.hash)
           return
         }
         case "Realm": {
           const realmUrl = l1.realmOfHash(event.hash)
           if (realmUrl !== undefined) {
             l1.invalidateRealm(realmUrl)
-            dropSlots((id) => id.startsWith(`${realmUrl}|`))
+            dropSlots((slot) => slot.realmUrl === realmUrl)
           }
           return
         }
