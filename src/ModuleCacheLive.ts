@@ -86,20 +86,21 @@ export const layer = (
 
 /**
  * The Postgres choice from the environment when `DATABASE_URL` is set: `MTC_PG_POOL_SIZE`,
- * `MTC_PG_CONNECT_TIMEOUT`, `MTC_HEARTBEAT`, `MTC_SESSION_TIMEOUT`. `None` otherwise.
+ * `MTC_PG_CONNECT_TIMEOUT`, `MTC_HEARTBEAT`, `MTC_SESSION_TIMEOUT`, `MTC_LOCK_TIMEOUT`. `None` otherwise.
  */
 export const postgresFromEnv: Config.Config<Option.Option<StoreChoice>> = Config.all({
   url: Config.Redacted("DATABASE_URL").pipe(Config.option),
   poolSize: Config.withDefault(Config.Int("MTC_PG_POOL_SIZE"), defaults.poolSize),
   connectTimeout: Config.withDefault(Config.Duration("MTC_PG_CONNECT_TIMEOUT"), defaults.connectTimeout),
   heartbeat: Config.withDefault(Config.Duration("MTC_HEARTBEAT"), PgFleet.defaults.heartbeat),
-  sessionTimeout: Config.withDefault(Config.Duration("MTC_SESSION_TIMEOUT"), PgFleet.defaults.sessionTimeout)
+  sessionTimeout: Config.withDefault(Config.Duration("MTC_SESSION_TIMEOUT"), PgFleet.defaults.sessionTimeout),
+  lockTimeout: Config.withDefault(Config.Duration("MTC_LOCK_TIMEOUT"), PgFleet.defaults.lockTimeout)
 }).pipe(Config.map((c) =>
   Option.map(c.url, (url): StoreChoice => ({
     _tag: "postgres",
     url,
     poolSize: c.poolSize,
     connectTimeout: c.connectTimeout,
-    fleet: { heartbeat: c.heartbeat, sessionTimeout: c.sessionTimeout }
+    fleet: { heartbeat: c.heartbeat, sessionTimeout: c.sessionTimeout, lockTimeout: c.lockTimeout }
   }))
 ))

@@ -22,14 +22,21 @@ export const invalidatedChannel = "module_transpile_cache_invalidated"
 export interface PgFleetOptions {
   /** Interval of the LISTEN connection's heartbeat (default 5 s). */
   readonly heartbeat?: Duration.Input
-  /** Time a heartbeat, a lock query or a connect may take before the session counts as lost (default 2 s). */
+  /** Time a heartbeat, a NOTIFY or a connect may take before the session counts as lost (default 2 s). */
   readonly sessionTimeout?: Duration.Input
+  /**
+   * Time a lock query may take (default 10 s). Generous, because lock queries queue on one
+   * session behind those of a process whose event loop Babel keeps busy; a database that
+   * is down fails them at once instead.
+   */
+  readonly lockTimeout?: Duration.Input
 }
 
 /** The defaults of {@link PgFleetOptions}. */
 export const defaults = {
   heartbeat: Duration.seconds(5),
-  sessionTimeout: Duration.seconds(2)
+  sessionTimeout: Duration.seconds(2),
+  lockTimeout: Duration.seconds(10)
 } as const
 
 /** LISTEN reconnects, by this process. */
@@ -43,6 +50,7 @@ export const make = Effect.fnUntraced(function*(options: PgFleetOptions = {}) {
   const scope = yield* Effect.scope
   const heartbeat = options.heartbeat ?? defaults.heartbeat
   const sessionTimeout = options.sessionTimeout ?? defaults.sessionTimeout
+  const lockTimeout = options.lockTimeout ?? defaults.lockTimeout
   const origin = randomBytes(6).toString("hex")
   const waiters = new WaiterRegistry()
   const subscribers = new Set<(event: InvalidationEvent) => void>()
@@ -143,15 +151,22 @@ export const make = Effect.fnUntraced(function*(options: PgFleetOptions = {}) {
     })
   }))
 
-  const lockQuery = (sql: string, hash: bigint, owner?: LockSession) =>
-    Effect.gen(function*() {
+  const lockQuery = (sql: string, hash: bigint, owner?: LockSession) => {
+    const attempt = Effect.gen(function*() {
       const current = owner ?? (yield* currentSession)
       const result = yield* current.connection.query(sql, [hash.toString()]).pipe(
-        Effect.timeout(sessionTimeout),
+        Effect.timeout(lockTimeout),
         Effect.tapError(() => dropSession(current))
       )
       return { session: current, value: result.rows[0]?.["value"] }
-    }).pipe(Effect.mapError((error) => new CoordinatorError({ message: String(error) })))
+    })
+    // A session that died while idle (a database restart) is found out by its next query:
+    // a try-lock tries once more on a fresh one. An unlock has no second chance: the locks
+    // of a dead session are gone already.
+    return (owner === undefined
+      ? attempt.pipe(Effect.catchIf((error) => !Cause.isTimeoutError(error), () => attempt))
+      : attempt).pipe(Effect.mapError((error) => new CoordinatorError({ message: String(error) })))
+  }
 
   yield* Effect.addFinalizer(() =>
     Effect.suspend(() => (session === undefined ? Effect.void : dropSession(session)))

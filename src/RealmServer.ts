@@ -553,7 +553,14 @@ export const layer = (options: ServeOptions): Layer.Layer<never, unknown, Transp
     )
   }))
   const server = listenLog.pipe(
-    Layer.provide(HttpRouter.serve(routes, { disableListenLog: true, disableLogger: true, middleware: notFoundMiddleware }).pipe(Layer.provideMerge(node)))
+    Layer.provide(
+      // A global router middleware sees RouteNotFound (the `middleware` option of `serve`
+      // wraps the server after the router has answered, so it never would).
+      HttpRouter.serve(Layer.merge(routes, HttpRouter.middleware(notFoundMiddleware, { global: true })), {
+        disableListenLog: true,
+        disableLogger: true
+      }).pipe(Layer.provideMerge(node))
+    )
   )
   // The drain is built first, so it is released last: after the server stopped taking requests.
   const app = (options.watch === false ? server : Layer.merge(server, watcher))

@@ -1,0 +1,157 @@
+/**
+ * Two real `serve --store pg` processes on one realm directory and one Postgres database
+ * behave as one fleet: a concurrent herd of GETs over cold modules costs exactly one
+ * transpile per module in total, and both servers answer the same bytes under the same ETag.
+ */
+import { writeFileSync } from "node:fs"
+import * as path from "node:path"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { dropDatabase, freshDatabase, psql } from "./support/database.ts"
+import { advisoryLockCount, databaseOf, describeSamples, herd, outcomes, type Sample, sessionCount, stats, totalTranspiles, until } from "./support/load.ts"
+import { jsonOf, makeRealm, removeRealms, request, type ServerProcess, sleep, startServer, stopAll } from "./support/server.ts"
+
+const moduleCount = 10
+const perModulePerServer = 40
+
+/**
+ * A module of `functions` typed functions: 60 make about 5 KiB (a transpile of a few
+ * milliseconds), 2000 about 150 KiB (hundreds of milliseconds of Babel on a busy machine).
+ */
+const moduleSource = (i: number, version = 1, functions = 60): string => {
+  const lines = [`export const version: number = ${version}`, `export const id: string = "m${i}"`]
+  for (let j = 0; j < functions; j++) {
+    lines.push(`export function f${j}(a: number, b: string): { n: number; s: string } { return { n: a + ${j}, s: b } }`)
+  }
+  return `${lines.join("\n")}\n`
+}
+
+const modulePaths = (prefix: string) => Array.from({ length: moduleCount }, (_, i) => `/${prefix}/m${i}.ts`)
+
+let dbUrl: string
+let database: string
+let realm: string
+let servers: Array<ServerProcess> = []
+
+beforeAll(async () => {
+  dbUrl = freshDatabase("serve_fleet")
+  database = databaseOf(dbUrl)
+  const files: Record<string, string> = {}
+  for (const prefix of ["herd", "edit"]) {
+    for (let i = 0; i < moduleCount; i++) files[`${prefix}/m${i}.ts`] = moduleSource(i)
+  }
+  for (let i = 0; i < moduleCount; i++) files[`large/m${i}.ts`] = moduleSource(i, 1, 2000)
+  realm = makeRealm(files, "mtc-serve-fleet-")
+  // Generous connect and session timeouts: these tests are about coalescing, and on a 2-core
+  // machine shared with other work the default 1 s / 2 s can trip spuriously (the bug shown by
+  // the last test, which runs its own servers with the defaults).
+  const env = { DATABASE_URL: dbUrl, MTC_PG_CONNECT_TIMEOUT: "5 seconds", MTC_SESSION_TIMEOUT: "10 seconds" }
+  // Migrations are safe when processes start at once: start both together.
+  servers = await Promise.all([startServer({ realmDir: realm, store: "pg", env }), startServer({ realmDir: realm, store: "pg", env })])
+}, 120_000)
+
+afterAll(async () => {
+  await stopAll()
+  try {
+    // Nothing of the fleet remains once it exited.
+    await until(() => sessionCount(database) === 0, 10_000, "the fleet's sessions closed")
+    expect(advisoryLockCount(database)).toBe(0)
+  } finally {
+    dropDatabase(dbUrl)
+    removeRealms()
+  }
+}, 60_000)
+
+const checkHerd = (samples: ReadonlyArray<Sample>, paths: ReadonlyArray<string>) => {
+  const failed = samples.filter((s) => s.status !== 200)
+  expect(failed, describeSamples(failed)).toHaveLength(0)
+  expect(samples).toHaveLength(paths.length * perModulePerServer * servers.length)
+  // Nobody fell back to a local transpile: every loser was served by the winner.
+  expect(samples.filter((s) => s.outcome === "fallback"), JSON.stringify(outcomes(samples))).toHaveLength(0)
+  for (const p of paths) {
+    const mine = samples.filter((s) => s.path === p)
+    const etags = new Set(mine.map((s) => s.etag))
+    expect(etags.size, `${p}: one ETag from both servers`).toBe(1)
+    expect(new Set(mine.map((s) => s.server)).size).toBe(servers.length)
+    expect(new Set(mine.map((s) => s.body)).size, `${p}: identical bodies`).toBe(1)
+    expect(mine.filter((s) => s.outcome === "transpiled").length, `${p}: transpiled once`).toBe(1)
+  }
+}
+
+describe("a fleet of two serve processes on Postgres", () => {
+  it("both serve the same realm URL over the Postgres store and coordinator", async () => {
+    const [a, b] = await Promise.all(servers.map(stats))
+    expect(a).toMatchObject({ store: "postgres", coordinator: "postgres", transpiles: 0 })
+    expect(b).toMatchObject({ store: "postgres", coordinator: "postgres", transpiles: 0 })
+    const realmUrls = await Promise.all(servers.map(async (s) => jsonOf(await request(s.url, "/_cache/stats")).realmUrl))
+    expect(realmUrls[0]).toBe(realmUrls[1])
+  })
+
+  it(`a herd of ${perModulePerServer} GETs per module per server over ${moduleCount} cold modules: one transpile per module`, async () => {
+    const paths = modulePaths("herd")
+    const before = await totalTranspiles(servers)
+    const started = performance.now()
+    const samples = await herd(servers, paths, perModulePerServer)
+    const elapsed = performance.now() - started
+    checkHerd(samples, paths)
+    expect((await totalTranspiles(servers)) - before).toBe(moduleCount)
+    // Every body is real transpiled output.
+    expect(samples[0]!.body).toContain("export function f0(a, b)")
+    const perServer = await Promise.all(servers.map(stats))
+    console.log(
+      `serve fleet herd: ${samples.length} GETs in ${elapsed.toFixed(0)} ms, transpiles ${perServer.map((s) => s.transpiles).join("+")}, outcomes ${JSON.stringify(outcomes(samples))}`
+    )
+  }, 120_000)
+
+  it("after edits, a new herd transpiles each new version once and both servers agree on the new ETag", async () => {
+    const paths = modulePaths("edit")
+    const first = await herd(servers, paths, 2)
+    expect(first.every((s) => s.status === 200 && s.body.includes("version = 1"))).toBe(true)
+    const oldEtags = new Map(first.map((s) => [s.path, s.etag]))
+    for (let i = 0; i < moduleCount; i++) writeFileSync(path.join(realm, "edit", `m${i}.ts`), moduleSource(i, 2))
+    // Both watchers invalidate every edited module (each tombstones its row): wait until every
+    // row is a tombstone and the generations stopped moving, so that the herd below is cold.
+    const rowState = () =>
+      psql(`SELECT count(*) FILTER (WHERE body IS NULL) || ':' || sum(generation) FROM module_transpile_cache
+        WHERE canonical_path LIKE 'edit/%'`, dbUrl)
+    await until(() => rowState().startsWith(`${moduleCount}:`), 10_000, "every edited row is tombstoned")
+    let state = rowState()
+    for (;;) {
+      await sleep(500)
+      const next = rowState()
+      if (next === state) break
+      state = next
+    }
+    const before = await totalTranspiles(servers)
+    const samples = await herd(servers, paths, perModulePerServer)
+    checkHerd(samples, paths)
+    expect(samples.every((s) => s.body.includes("version = 2"))).toBe(true)
+    for (const p of paths) expect(samples.find((s) => s.path === p)?.etag).not.toBe(oldEtags.get(p))
+    expect((await totalTranspiles(servers)) - before).toBe(moduleCount)
+  }, 120_000)
+
+  // BUG (src/PgFleet.ts lockQuery): a lock query's `sessionTimeout` (default 2 s) counts the
+  // time this process spends blocked in synchronous Babel transpiles (and waiting behind the
+  // other lock queries on the one lock session). In a herd over large modules one of them
+  // "times out", the session is dropped (releasing every lock this process holds) and every
+  // queued tryLock fails with "Connection is closed": each of those keys falls back to a
+  // local transpile, and peers whose winner lost its lock take over. Expected to fail until
+  // that is fixed: see the report that came with this test.
+  it("with the default timeouts, a herd over large (~150 KiB) cold modules costs one transpile per module, with no fallback", async () => {
+    const env = { DATABASE_URL: dbUrl }
+    const fleet = await Promise.all([startServer({ realmDir: realm, store: "pg", env }), startServer({ realmDir: realm, store: "pg", env })])
+    try {
+      const paths = modulePaths("large")
+      const before = await totalTranspiles(fleet)
+      const samples = await herd(fleet, paths, perModulePerServer)
+      const perServer = await Promise.all(fleet.map(stats))
+      console.log(
+        `serve fleet herd over large modules (default timeouts): transpiles ${perServer.map((s) => s.transpiles).join("+")} (before ${before}), fallbacks ${perServer.map((s) => s.fallbacks).join("+")}, outcomes ${JSON.stringify(outcomes(samples))}`
+      )
+      expect(perServer.map((s) => s.fallbacks)).toEqual([0, 0])
+      expect((await totalTranspiles(fleet)) - before).toBe(moduleCount)
+      expect(samples.every((s) => s.status === 200)).toBe(true)
+    } finally {
+      await Promise.all(fleet.map((s) => s.stop()))
+    }
+  }, 180_000)
+})
