@@ -16,6 +16,7 @@ import {
   removeRealms,
   request,
   type ServerProcess,
+  sleep,
   startServer,
   stopAll,
   writeEntry
@@ -390,9 +391,13 @@ describe("realm server (lifecycle)", () => {
   }, 180_000)
 
   it("shuts down gracefully: in-flight requests finish, then the process exits", async () => {
-    const realm = makeRealm({ "a.ts": "export const a = 1\n" })
+    // A module big enough that its transpile takes a while (about 0.5 MiB of TypeScript),
+    // so that the request is surely accepted and in flight when the signal arrives.
+    const big = Array.from({ length: 12_000 }, (_, i) => `export const v${i}: number = ${i}\n`).join("")
+    const realm = makeRealm({ "a.ts": big })
     const server = await startServer({ realmDir: realm, store: "memory" })
     const inFlight = request(server.url, "/a.ts")
+    await sleep(150)
     const code = await server.stop("SIGTERM")
     expect((await inFlight).status).toBe(200)
     expect(code).not.toBe("SIGKILL")
