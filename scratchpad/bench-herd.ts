@@ -1,7 +1,7 @@
 /**
  * The herd, side by side in one run: P processes x K concurrent gets x M cold modules, with the
  * coordinator on, off (shared L2 only), and with no L2 (L1 only per process).
- * Run: npx node scratchpad/bench-herd.ts   (DATABASE_URL as for the tests)
+ * Run: npx node scratchpad/bench-herd.ts   (DATABASE_URL as for the tests; HERD_P sets P, default 4)
  */
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
@@ -10,7 +10,7 @@ import { dropDatabase, freshDatabase } from "../test/support/database.ts"
 import { percentile, startProcess } from "../test/support/fleet.ts"
 import type { BenchRow } from "./bench-l1.ts"
 
-const P = 4
+const P = Number(process.env["HERD_P"] ?? 4)
 const K = 25
 const M = 20
 const TRANSPILE_DELAY_MS = 20
