@@ -189,25 +189,28 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
 
   const transpile = (source: ModuleSource) =>
     transpiler.transpile({ path: source.key.path, source: source.content }).pipe(
-      Effect.tap(() => Effect.sync(() => counters.transpiles++)),
-      Effect.tapError(() => Effect.sync(() => counters.transpiles++)),
-      Effect.ensuring(Metric.update(transpileCounter, 1))
+      Effect.ensuring(Effect.andThen(Effect.sync(() => counters.transpiles++), Metric.update(transpileCounter, 1)))
     )
 
-  /** Best-effort L2 write: retried on a schedule, then logged and counted. Never fails. */
-  const persist = (request: WriteRequest) =>
-    store.write(request).pipe(
+  /**
+   * Best effort for an L2 operation: retried on the persist schedule, then logged as a
+   * warning and counted. Never fails: the caller already holds its bytes.
+   */
+  const bestEffort = <A>(operation: string, effect: Effect.Effect<A, StoreError>): Effect.Effect<void> =>
+    effect.pipe(
       Effect.retry({ schedule: persistSchedule, times: persistRetries }),
+      Effect.asVoid,
       Effect.catch((error) =>
-        Effect.as(
-          Effect.all([
-            Effect.logWarning("module-transpile-cache: L2 write given up", error.message),
-            Effect.sync(() => counters.persistFailures++),
-            Metric.update(persistFailureCounter, 1)
-          ]),
-          false
-        )
-      ),
+        Effect.all([
+          Effect.logWarning(`module-transpile-cache: L2 ${operation} given up`, error.message),
+          Effect.sync(() => counters.persistFailures++),
+          Metric.update(persistFailureCounter, 1)
+        ], { discard: true })
+      )
+    )
+
+  const persist = (request: WriteRequest) =>
+    bestEffort("write", store.write(request)).pipe(
       Effect.withSpan("ModuleCache.persist", { attributes: { path: request.key.path } })
     )
 
@@ -394,25 +397,12 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
       )
     }), "ModuleCache.get", { attributes: { realm: key.realmUrl, path: key.path }, captureStackTrace: false })
 
-  const retryStore = <A>(operation: string, effect: Effect.Effect<A, StoreError>) =>
-    effect.pipe(
-      Effect.retry({ schedule: persistSchedule, times: persistRetries }),
-      Effect.catch((error) =>
-        Effect.all([
-          Effect.logWarning(`module-transpile-cache: L2 ${operation} given up`, error.message),
-          Effect.sync(() => counters.persistFailures++),
-          Metric.update(persistFailureCounter, 1)
-        ])
-      ),
-      Effect.asVoid
-    )
-
   const invalidate = (key: ModuleKey): Effect.Effect<void> =>
     Effect.gen(function*() {
       const id = keyString(key)
       l1.invalidateKey(key)
       slots.delete(id)
-      yield* whilePending(pendingKeys, id, retryStore("tombstone", store.tombstone(key)))
+      yield* whilePending(pendingKeys, id, bestEffort("tombstone", store.tombstone(key)))
       yield* invalidations.publishKey(key)
     }).pipe(Effect.withSpan("ModuleCache.invalidate", { attributes: { realm: key.realmUrl, path: key.path } }))
 
@@ -420,7 +410,7 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
     Effect.gen(function*() {
       l1.invalidateRealm(realmUrl)
       dropSlots((slot) => slot.realmUrl === realmUrl)
-      yield* whilePending(pendingRealms, realmUrl, retryStore("realm wipe", store.wipeRealm(realmUrl)))
+      yield* whilePending(pendingRealms, realmUrl, bestEffort("realm wipe", store.wipeRealm(realmUrl)))
       yield* invalidations.publishRealm(realmUrl)
     }).pipe(Effect.withSpan("ModuleCache.invalidateRealm", { attributes: { realm: realmUrl } }))
 

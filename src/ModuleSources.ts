@@ -5,7 +5,7 @@
  * @since 0.1.0
  */
 import { Context, Effect, Layer } from "effect"
-import { hashSource, type ModuleKey, type ModuleSource } from "./Domain.ts"
+import { hashSource, keyString, type ModuleKey, type ModuleSource } from "./Domain.ts"
 import { ModuleNotFoundError, type InvalidPathError, type SourceReadError, type SourceTooLargeError } from "./Errors.ts"
 
 /** Reads the current source of a module, with its hash. */
@@ -25,20 +25,19 @@ export interface MemorySources {
 /** Makes a {@link MemorySources} holding the given modules. */
 export const makeMemory = (initial: Iterable<readonly [ModuleKey, string]> = []): MemorySources => {
   const files = new Map<string, ModuleSource>()
-  const id = (key: ModuleKey) => `${key.realmUrl}|${key.path}`
   const set = (key: ModuleKey, content: string) => {
-    files.set(id(key), { key, content, hash: hashSource(content) })
+    files.set(keyString(key), { key, content, hash: hashSource(content) })
   }
   for (const [key, content] of initial) set(key, content)
   return {
     set,
     remove: (key) => {
-      files.delete(id(key))
+      files.delete(keyString(key))
     },
     service: ModuleSources.of({
       read: (key) =>
         Effect.suspend(() => {
-          const file = files.get(id(key))
+          const file = files.get(keyString(key))
           return file ? Effect.succeed(file) : Effect.fail(new ModuleNotFoundError({ path: key.path }))
         })
     })
