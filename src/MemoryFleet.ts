@@ -8,7 +8,7 @@ import { Effect, Layer } from "effect"
 import { lockKey, realmHash } from "./Domain.ts"
 import { Coordinator } from "./Coordinator.ts"
 import { type InvalidationEvent, Invalidations } from "./Invalidations.ts"
-import { makeSignal, WaiterRegistry } from "./internal/signal.ts"
+import { WaiterRegistry } from "./internal/signal.ts"
 
 /** The shared state of a memory fleet. */
 export interface MemoryFleet {
@@ -36,15 +36,7 @@ export const makeCoordinator = (fleet: MemoryFleet): Effect.Effect<Coordinator["
     const member = fleet.nextMember++
     return Coordinator.of({
       kind: "memory",
-      register: (key) =>
-        Effect.acquireRelease(
-          Effect.sync(() => {
-            const signal = makeSignal()
-            fleet.waiters.add(lockKey(key), signal)
-            return signal
-          }),
-          (signal) => Effect.sync(() => fleet.waiters.remove(lockKey(key), signal))
-        ).pipe(Effect.map((signal) => ({ wake: signal.wait }))),
+      register: (key) => fleet.waiters.register(lockKey(key)),
       tryLock: (key) =>
         Effect.sync(() => {
           const id = lockKey(key)

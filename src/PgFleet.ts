@@ -11,7 +11,7 @@ import { Cause, Context, Duration, Effect, Exit, Layer, Metric, Queue, Schedule,
 import { Coordinator, CoordinatorError } from "./Coordinator.ts"
 import { lockKey, realmHash } from "./Domain.ts"
 import { type InvalidationEvent, Invalidations } from "./Invalidations.ts"
-import { makeSignal, WaiterRegistry } from "./internal/signal.ts"
+import { WaiterRegistry } from "./internal/signal.ts"
 
 /** The channel of "a row (or failure) for this lock key is committed". Payload: the lock key. */
 export const populatedChannel = "module_transpile_cache_populated"
@@ -174,15 +174,7 @@ export const make = Effect.fnUntraced(function*(options: PgFleetOptions = {}) {
 
   const coordinator = Coordinator.of({
     kind: "postgres",
-    register: (key) =>
-      Effect.acquireRelease(
-        Effect.sync(() => {
-          const signal = makeSignal()
-          waiters.add(lockKey(key), signal)
-          return signal
-        }),
-        (signal) => Effect.sync(() => waiters.remove(lockKey(key), signal))
-      ).pipe(Effect.map((signal) => ({ wake: signal.wait }))),
+    register: (key) => waiters.register(lockKey(key)),
     tryLock: (key) => {
       const hash = lockKey(key)
       return Effect.suspend(() => {

@@ -2,7 +2,8 @@
  * A wake-up latch: `fire` wakes the current `wait`, or the next one if nobody waits yet.
  * Registered waiters of the coordinators are made of these.
  */
-import { Effect } from "effect"
+import { Effect, type Scope } from "effect"
+import type { Waiter } from "../Coordinator.ts"
 
 export interface Signal {
   readonly fire: () => void
@@ -39,6 +40,18 @@ export const makeSignal = (): Signal => {
 /** Waiters registered per lock key; shared by the coordinators. */
 export class WaiterRegistry {
   private readonly byKey = new Map<bigint, Set<Signal>>()
+
+  /** Registers a waiter of `key` for the life of the scope. */
+  register(key: bigint): Effect.Effect<Waiter, never, Scope.Scope> {
+    return Effect.acquireRelease(
+      Effect.sync(() => {
+        const signal = makeSignal()
+        this.add(key, signal)
+        return signal
+      }),
+      (signal) => Effect.sync(() => this.remove(key, signal))
+    ).pipe(Effect.map((signal) => ({ wake: signal.wait })))
+  }
 
   add(key: bigint, signal: Signal): void {
     let set = this.byKey.get(key)
