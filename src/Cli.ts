@@ -25,6 +25,7 @@ import { Argument, CliError, Command, Flag } from "effect/cli"
 import { FetchHttpClient, HttpClient, type HttpClientResponse } from "effect/http"
 import * as path from "node:path"
 import * as BabelTranspiler from "./BabelTranspiler.ts"
+import * as DataDirLock from "./DataDirLock.ts"
 import { moduleKey, type Outcome } from "./Domain.ts"
 import type { GetError } from "./Errors.ts"
 import * as FileSystemSources from "./FileSystemSources.ts"
@@ -81,7 +82,7 @@ export const selectStore = (options: {
         ? Effect.fail(new CliFailure({ message: "--store pg needs DATABASE_URL" }))
         : Effect.succeed({ store: options.postgres, excluded: [] })
     case "pglite":
-      return Effect.succeed({ store: { _tag: "pglite", dataDir }, excluded: [dataDir] })
+      return Effect.succeed({ store: { _tag: "pglite", dataDir }, excluded: [dataDir, DataDirLock.lockFileOf(dataDir)] })
     case "memory":
       return Effect.succeed({ store: { _tag: "memory" }, excluded: [] })
   }

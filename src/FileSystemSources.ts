@@ -393,6 +393,7 @@ export const make = Effect.fnUntraced(function*(options: FileSystemSourcesOption
 
   const resolutions = new Map<string, { readonly resolved: ResolvedPath; readonly at: number }>()
   let watching = false
+  let epoch = 0
 
   return RealmFiles.of({
     realmDir,
@@ -404,15 +405,22 @@ export const make = Effect.fnUntraced(function*(options: FileSystemSourcesOption
         if (remembered !== undefined && (watching || Date.now() - remembered.at < unwatchedResolutionMillis)) {
           return Effect.succeed(remembered.resolved)
         }
+        // A resolution that a change overtook is not remembered.
+        const started = epoch
         return Effect.tap(resolveIn(realmDir, urlPath, { excluded: excludedInput }), (resolved) =>
           Effect.sync(() => {
+            if (epoch !== started) return
             if (resolutions.size >= maxRememberedResolutions) resolutions.clear()
             resolutions.set(urlPath, { resolved, at: Date.now() })
           }))
       }),
-    changed: () => resolutions.clear(),
+    changed: () => {
+      epoch++
+      resolutions.clear()
+    },
     watched: (value) => {
       watching = value
+      epoch++
       resolutions.clear()
     },
     read,

@@ -23,6 +23,7 @@ import { ModuleSources } from "./ModuleSources.ts"
 import { Transpiler } from "./Transpiler.ts"
 import {
   type Captured,
+  emptyCapture,
   isUsable,
   type StoredRow,
   TranspileStore,
@@ -120,9 +121,6 @@ type Loaded = { readonly result: GetResult; readonly error?: never } | {
   readonly result?: never
   readonly error: ModuleBuildError
 }
-
-/** The state a write is conditioned on when the store could not be read. */
-const emptyCapture: Captured = { generation: 0, realmEpoch: 0 }
 
 /** A load in flight in this process, joined by every concurrent get of its key. */
 interface Slot {

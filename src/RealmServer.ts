@@ -417,7 +417,8 @@ export const watcher: Layer.Layer<never, never, ModuleCache | RealmFiles> = Laye
       // An event without a file name is about the realm directory itself (moved or deleted):
       // Node's recursive watcher delivers nothing more after it, so the watch is re-opened.
       if (typeof filename !== "string" || filename === "") giveUp()
-      else {
+      else if (!files.isIgnored(filename.split(path.sep).join("/"))) {
+        // (The embedded store's own writes land in the ignored data directory.)
         files.changed()
         Queue.offerUnsafe(events, { _tag: "Changed", path: filename })
       }

@@ -38,7 +38,7 @@ import { hash64, type ModuleKey } from "./Domain.ts"
 import { SourceTooLargeError, StoreError, TranspileError } from "./Errors.ts"
 import * as Migrations from "./Migrations.ts"
 import * as PgliteClient from "./PgliteClient.ts"
-import { type StoredRow, TranspileStore, type WriteRequest } from "./TranspileStore.ts"
+import { absent, emptyCapture, type StoredRow, TranspileStore, type WriteRequest } from "./TranspileStore.ts"
 
 /** Which database the store runs on. */
 export type SqlStoreKind = "postgres" | "pglite"
@@ -67,7 +67,8 @@ const ReadRow = Schema.Struct({
   fingerprint: Schema.NullOr(Schema.String),
   source_hash: Schema.NullOr(Schema.String),
   generation: Int8,
-  realm_epoch: Int8
+  realm_epoch: Int8,
+  stale: Schema.Boolean
 })
 const decodeReadRows = Schema.decodeUnknownEffect(Schema.Array(ReadRow))
 
@@ -113,22 +114,24 @@ export const make = (
       function*(key: ModuleKey) {
         yield* annotate("read", { "mtc.realm": key.realmUrl, "mtc.path": key.path })
         const rows = yield* sql`
-          WITH touched AS (
-            UPDATE module_transpile_cache SET accessed_at = now()
-            WHERE realm_url = ${key.realmUrl} AND canonical_path = ${key.path}
-              AND (body IS NOT NULL OR failure IS NOT NULL)
-              AND accessed_at < now() - ${touchAfterMillis}::float8 * interval '1 millisecond'
-            RETURNING 1
-          )
           SELECT c.body, c.headers, c.dependency_keys, c.failure, c.fingerprint, c.source_hash,
-                 COALESCE(c.generation, 0) AS generation, COALESCE(r.epoch, 0) AS realm_epoch
+                 COALESCE(c.generation, 0) AS generation, COALESCE(r.epoch, 0) AS realm_epoch,
+                 COALESCE(c.accessed_at < now() - ${touchAfterMillis}::float8 * interval '1 millisecond', false) AS stale
           FROM (SELECT ${key.realmUrl}::text AS realm_url, ${key.path}::text AS canonical_path) AS k
           LEFT JOIN module_transpile_cache AS c
             ON c.realm_url = k.realm_url AND c.canonical_path = k.canonical_path
           LEFT JOIN module_transpile_cache_realm AS r ON r.realm_url = k.realm_url
         `.pipe(Effect.flatMap(decodeReadRows))
         const row = rows[0]
-        if (row === undefined) return { _tag: "Absent", captured: { generation: 0, realmEpoch: 0 } } satisfies StoredRow
+        if (row === undefined) return absent(emptyCapture)
+        // accessed_at (what prune ages rows by) is refreshed at most once per touchAfterMillis,
+        // so a hit costs one SELECT, not a write.
+        if (row.stale && (row.body !== null || row.failure !== null)) {
+          yield* sql`
+            UPDATE module_transpile_cache SET accessed_at = now()
+            WHERE realm_url = ${key.realmUrl} AND canonical_path = ${key.path}
+          `
+        }
         const captured = { generation: row.generation, realmEpoch: row.realm_epoch }
         const fingerprint = row.fingerprint ?? ""
         const sourceHash = row.source_hash ?? ""
@@ -149,11 +152,11 @@ export const make = (
         } else if (row.failure !== null) {
           // A failure this version cannot decode (another version's error) is a miss.
           result = Option.match(decodeFailure(row.failure), {
-            onNone: (): StoredRow => ({ _tag: "Absent", captured }),
+            onNone: (): StoredRow => absent(captured),
             onSome: (error): StoredRow => ({ _tag: "Failure", captured, fingerprint, sourceHash, error })
           })
         } else {
-          result = { _tag: "Absent", captured }
+          result = absent(captured)
         }
         yield* Effect.annotateCurrentSpan({
           "mtc.store.row": result._tag,

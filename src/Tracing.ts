@@ -35,8 +35,10 @@ export const endpointConfig: Config.Config<Option.Option<string>> = Config.all({
 
 const optionsConfig = Config.all({
   endpoint: endpointConfig,
-  protocol: Config.option(Config.String("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")).pipe(
-    Config.orElse(() => Config.option(Config.String("OTEL_EXPORTER_OTLP_PROTOCOL")))
+  protocol: Config.option(
+    Config.String("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL").pipe(
+      Config.orElse(() => Config.String("OTEL_EXPORTER_OTLP_PROTOCOL"))
+    )
   ),
   delay: Config.option(Config.Int("OTEL_BSP_SCHEDULE_DELAY")),
   name: Config.option(Config.String("OTEL_SERVICE_NAME"))

@@ -85,10 +85,13 @@ export class TranspileStore extends Context.Service<TranspileStore, {
 export const isUsable = (row: StoredRow, fingerprint: string, sourceHash: string): boolean =>
   row._tag !== "Absent" && row.fingerprint === fingerprint && row.sourceHash === sourceHash
 
+/** The state of a key that has no row in a realm never wiped. */
+export const emptyCapture: Captured = { generation: 0, realmEpoch: 0 }
+
 /** A store that keeps nothing: every read is a miss and every write is dropped (L1 only). */
 export const none: TranspileStore["Service"] = TranspileStore.of({
   kind: "none",
-  read: () => Effect.succeed({ _tag: "Absent", captured: { generation: 0, realmEpoch: 0 } }),
+  read: () => Effect.succeed(absent(emptyCapture)),
   write: () => Effect.succeed(false),
   tombstone: () => Effect.succeed(0),
   wipeRealm: () => Effect.void,
