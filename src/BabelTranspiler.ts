@@ -15,7 +15,6 @@ import decoratorsPlugin from "@babel/plugin-proposal-decorators"
 import typescriptPlugin from "@babel/plugin-transform-typescript"
 import { Preprocessor } from "content-tag"
 import { Config, Effect, Layer } from "effect"
-import { createHash } from "node:crypto"
 import { readFileSync } from "node:fs"
 import { createRequire } from "node:module"
 import { dirname, join, posix } from "node:path"
@@ -143,9 +142,7 @@ const stableJson = (value: unknown): string => {
  * sorted keys, so the same parts always give the same fingerprint.
  */
 export const fingerprintOf = (parts: FingerprintParts): string =>
-  createHash("sha256")
-    .update(stableJson({ versions: parts.versions, config: parts.config }))
-    .digest("hex")
+  hashSource(stableJson({ versions: parts.versions, config: parts.config }))
 
 const readVersion = (packageJsonPath: string): string => {
   const parsed: unknown = JSON.parse(readFileSync(packageJsonPath, "utf8"))

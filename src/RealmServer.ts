@@ -56,12 +56,11 @@
 import { NodeHttpServer } from "@effect/platform-node"
 import { Duration, Effect, Exit, Layer, Queue, Schedule, Schema } from "effect"
 import { HttpRouter, HttpServer, HttpServerError, HttpServerRequest, HttpServerResponse } from "effect/http"
-import { createHash } from "node:crypto"
 import { type FSWatcher, watch } from "node:fs"
 import { stat } from "node:fs/promises"
 import { createServer } from "node:http"
 import * as path from "node:path"
-import { type CachedModule, javascriptContentType, moduleKey } from "./Domain.ts"
+import { type CachedModule, hashSource, javascriptContentType, moduleKey } from "./Domain.ts"
 import type { GetError } from "./Errors.ts"
 import * as FileSystemSources from "./FileSystemSources.ts"
 import { RealmFiles } from "./FileSystemSources.ts"
@@ -175,10 +174,10 @@ const quoted = (hex: string) => `"${hex.slice(0, 32)}"`
 
 /** The strong ETag of a transpiled module: the same in every process that has the same source and pipeline. */
 export const moduleEtag = (module: Pick<CachedModule, "sourceHash" | "fingerprint">): string =>
-  quoted(createHash("sha256").update(module.sourceHash + module.fingerprint).digest("hex"))
+  quoted(hashSource(module.sourceHash + module.fingerprint))
 
 /** The strong ETag of a raw file's bytes. */
-export const rawEtag = (bytes: Uint8Array): string => quoted(createHash("sha256").update(bytes).digest("hex"))
+export const rawEtag = (bytes: Uint8Array): string => quoted(hashSource(bytes))
 
 /**
  * Whether an `If-None-Match` header matches an ETag: `*`, or a comma-separated list of
@@ -259,6 +258,18 @@ export const routes: Layer.Layer<never, never, HttpRouter.HttpRouter | ModuleCac
     const cache = yield* ModuleCache
     const files = yield* RealmFiles
 
+    // An L1 hit returns the same module object each time: encode it and hash its ETag once.
+    const encodings = new WeakMap<CachedModule, { readonly bytes: Uint8Array; readonly etag: string }>()
+    const encoder = new TextEncoder()
+    const encoded = (module: CachedModule) => {
+      let encoding = encodings.get(module)
+      if (encoding === undefined) {
+        encoding = { bytes: encoder.encode(module.body), etag: moduleEtag(module) }
+        encodings.set(module, encoding)
+      }
+      return encoding
+    }
+
     const serveFile = (request: HttpServerRequest.HttpServerRequest) =>
       Effect.gen(function*() {
         const resolved = yield* files.resolve(pathOf(request.url))
@@ -271,10 +282,10 @@ export const routes: Layer.Layer<never, never, HttpRouter.HttpRouter | ModuleCac
           return HttpServerResponse.uint8Array(raw.bytes, { headers, contentType: contentTypeOf(resolved.path) })
         }
         const { module, outcome } = yield* cache.get(moduleKey(files.realmUrl, resolved.path))
-        const etag = moduleEtag(module)
+        const { bytes, etag } = encoded(module)
         const headers = { ...corsHeaders, etag, "cache-control": "no-cache", "x-module-cache": outcome }
         if (ifNoneMatches(ifNoneMatch, etag)) return HttpServerResponse.empty({ status: 304, headers })
-        return HttpServerResponse.text(module.body, { headers, contentType: javascriptContentType })
+        return HttpServerResponse.uint8Array(bytes, { headers, contentType: javascriptContentType })
       }).pipe(Effect.catch((error) => Effect.succeed(errorResponse(error))))
 
     const health = Effect.gen(function*() {
