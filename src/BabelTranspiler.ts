@@ -18,7 +18,7 @@ import { Config, Effect, Layer } from "effect"
 import { readFileSync } from "node:fs"
 import { createRequire } from "node:module"
 import { dirname, join, posix } from "node:path"
-import { hashSource, javascriptContentType, type TranspiledModule } from "./Domain.ts"
+import { defaultMaxSourceBytes, hashSource, javascriptContentType, type TranspiledModule } from "./Domain.ts"
 import { SourceTooLargeError, TranspileError } from "./Errors.ts"
 import { Transpiler, type TranspileInput } from "./Transpiler.ts"
 
@@ -33,7 +33,7 @@ export interface BabelTranspilerOptions {
 }
 
 /** The default source size limit: 8 MiB. */
-export const defaultMaxSourceBytes = 8 * 1024 * 1024
+export { defaultMaxSourceBytes }
 
 // -----------------------------------------------------------------------------
 // Pipeline configuration

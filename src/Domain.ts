@@ -71,5 +71,8 @@ export interface GetResult {
   readonly outcome: Outcome
 }
 
+/** The default bound on a module's source size: 8 MiB (`MTC_MAX_SOURCE_BYTES`). */
+export const defaultMaxSourceBytes = 8 * 1024 * 1024
+
 /** The content type of every transpiled module. */
 export const javascriptContentType = "text/javascript; charset=utf-8"

@@ -28,7 +28,7 @@ import { Context, Effect, Layer } from "effect"
 import * as fs from "node:fs/promises"
 import * as path from "node:path"
 import { pathToFileURL } from "node:url"
-import { hashSource, type ModuleKey, type ModuleSource } from "./Domain.ts"
+import { defaultMaxSourceBytes, hashSource, type ModuleKey, type ModuleSource } from "./Domain.ts"
 import { InvalidPathError, ModuleNotFoundError, SourceReadError, SourceTooLargeError } from "./Errors.ts"
 import { ModuleSources } from "./ModuleSources.ts"
 
@@ -50,7 +50,7 @@ export const dataDirName = ".transpile-cache"
 export const maxPathLength = 1024
 
 /** The default source size limit (8 MiB), the same as the Babel transpiler's. */
-export const defaultMaxSourceBytes = 8 * 1024 * 1024
+export { defaultMaxSourceBytes }
 
 /** Whether a path names an executable module (by its extension), which is served transpiled. */
 export const isExecutable = (modulePath: string): boolean =>

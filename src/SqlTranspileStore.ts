@@ -29,7 +29,7 @@
  * @since 0.1.0
  */
 import { PgClient } from "@effect/sql-pg"
-import { Config, Effect, Layer, Option, Schema, SchemaGetter, type Scope } from "effect"
+import { Effect, Layer, Option, Schema, SchemaGetter, type Scope } from "effect"
 import * as Reactivity from "effect/reactivity/Reactivity"
 import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
@@ -323,18 +323,6 @@ export const layerPg = (
   config: PgClient.PgPoolConfig,
   options?: Omit<SqlStoreOptions, "kind">
 ): Layer.Layer<TranspileStore, StoreError> => Layer.effect(TranspileStore, makePg(config, options))
-
-/**
- * {@link layerPg} configured from the environment: `DATABASE_URL`, and `MTC_PG_POOL_SIZE`
- * (the pool's maximum connections, default 8).
- */
-export const layerPgConfig: Layer.Layer<TranspileStore, StoreError | Config.ConfigError> = Layer.unwrap(
-  Effect.gen(function*() {
-    const url = yield* Config.Redacted("DATABASE_URL")
-    const maxConnections = yield* Config.Int("MTC_PG_POOL_SIZE").pipe(Config.withDefault(8))
-    return layerPg({ url, maxConnections })
-  })
-)
 
 /** Options of {@link layerPglite}. */
 export interface PgliteStoreOptions extends Omit<SqlStoreOptions, "kind"> {

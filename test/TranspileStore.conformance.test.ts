@@ -8,7 +8,7 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { PgClient } from "@effect/sql-pg"
 import { afterAll, expect, layer, type Vitest } from "@effect/vitest"
-import { ConfigProvider, Effect, Layer, Redacted } from "effect"
+import { Effect, Layer, Redacted } from "effect"
 import { SqlClient } from "effect/sql"
 import { TestClock } from "effect/testing"
 import { moduleKey } from "../src/Domain.ts"
@@ -107,19 +107,6 @@ layer(
     racingWriters: 96
   })
   sqlOnlySuite(it, "postgres")
-
-  it.effect("layerPgConfig reads DATABASE_URL and MTC_PG_POOL_SIZE, and migrates at build", () =>
-    Effect.gen(function*() {
-      const store = yield* TranspileStore
-      expect(store.kind).toBe("postgres")
-      const key = moduleKey(`https://realm.test/config/${randomUUID()}/`, "a.gts")
-      expect(yield* store.tombstone(key)).toBe(1)
-      expect(yield* store.read(key)).toEqual({ _tag: "Absent", captured: { generation: 1, realmEpoch: 0 } })
-    }).pipe(
-      Effect.provide(SqlTranspileStore.layerPgConfig.pipe(Layer.provide(ConfigProvider.layer(
-        ConfigProvider.fromEnvRecord({ DATABASE_URL: databaseUrl, MTC_PG_POOL_SIZE: "2" })
-      ))))
-    ))
 })
 
 layer(
