@@ -4,7 +4,8 @@
  * sessions and advisory locks a database holds, and raw-socket requests whose bytes are
  * sent exactly as given.
  */
-import type { CacheStats } from "../../src/ModuleCache.ts"
+import { Schema } from "effect"
+import { StatsBody } from "../../src/RealmServer.ts"
 import { readFileSync } from "node:fs"
 import { connect } from "node:net"
 import * as path from "node:path"
@@ -160,12 +161,12 @@ export const steadyLoad = (options: {
 // -----------------------------------------------------------------------------
 
 /** The body of `/_cache/stats`. */
-export type Stats = CacheStats
+export type Stats = StatsBody
 
 export const stats = async (server: { readonly url: string }): Promise<Stats> => {
   const response = await request(server.url, "/_cache/stats")
   if (response.status !== 200) throw new Error(`stats: ${response.status} ${response.body}`)
-  return jsonOf(response) as unknown as Stats
+  return Schema.decodeUnknownSync(StatsBody)(jsonOf(response))
 }
 
 /** The sum of `transpiles` over servers. */
