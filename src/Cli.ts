@@ -143,10 +143,9 @@ const realmOptions = Effect.fnUntraced(function*(input: RealmInput) {
   } satisfies RealmServer.RealmOptions
 })
 
-const transpilerLayer = Layer.unwrap(Effect.gen(function*() {
-  const maxSourceBytes = yield* BabelTranspiler.maxSourceBytesConfig.pipe(Effect.orDie)
-  return BabelTranspiler.layer({ maxSourceBytes })
-}))
+/** Babel under the same source size limit as the files served. */
+const transpilerLayer = (options: RealmServer.RealmOptions) =>
+  BabelTranspiler.layer(options.maxSourceBytes === undefined ? {} : { maxSourceBytes: options.maxSourceBytes })
 
 /** The first non-empty message of an error or of its causes. */
 const messageOf = (cause: unknown, depth = 0): string => {
@@ -176,7 +175,7 @@ export const serve = Command.make(
   Effect.fnUntraced(function*(input) {
     const options = yield* realmOptions(input)
     const server = RealmServer.layer({ ...options, port: input.port, host: input.host }).pipe(
-      Layer.provide(transpilerLayer),
+      Layer.provide(transpilerLayer(options)),
       Layer.provide(Tracing.layer)
     )
     return yield* Layer.launch(server).pipe(Effect.mapError(explain("serve")))
@@ -278,7 +277,7 @@ export const warm = Command.make(
       if (entries.some((entry) => entry.error !== undefined)) process.exitCode = 1
     })
     return yield* run.pipe(
-      Effect.provide(RealmServer.layerServices(options).pipe(Layer.provide(transpilerLayer))),
+      Effect.provide(RealmServer.layerServices(options).pipe(Layer.provide(transpilerLayer(options)))),
       Effect.provide(Tracing.layer),
       Effect.mapError(explain("warm"))
     )
