@@ -23,6 +23,7 @@ import * as fs from "node:fs"
 import { hostname } from "node:os"
 import * as path from "node:path"
 import { Effect, Schedule, Schema, type Scope } from "effect"
+import { errorCode } from "./internal/errors.ts"
 
 /** Another live process (or this one) holds the data directory. */
 export class DataDirLockedError extends Schema.TaggedError<DataDirLockedError>()("DataDirLockedError", {
@@ -71,11 +72,6 @@ const realDir = (dataDir: string): string => {
 /** The lock file of a data directory: `<dataDir>.lock`, next to it. */
 export const lockFileOf = (dataDir: string): string => `${realDir(dataDir)}.lock`
 
-const errnoOf = (error: unknown): string | undefined =>
-  typeof error === "object" && error !== null && "code" in error && typeof error.code === "string"
-    ? error.code
-    : undefined
-
 const parseInfo = (text: string): LockInfo | undefined => {
   try {
     const value: unknown = JSON.parse(text)
@@ -97,7 +93,7 @@ const readInfo = (file: string): LockInfo | undefined | "missing" => {
   try {
     return parseInfo(fs.readFileSync(file, "utf8"))
   } catch (error) {
-    if (errnoOf(error) === "ENOENT") return "missing"
+    if (errorCode(error) === "ENOENT") return "missing"
     throw error
   }
 }
@@ -109,7 +105,7 @@ const isAlive = (pid: number): boolean => {
     process.kill(pid, 0)
     return true
   } catch (error) {
-    return errnoOf(error) === "EPERM"
+    return errorCode(error) === "EPERM"
   }
 }
 
@@ -143,7 +139,7 @@ const createExclusive = (file: string, info: LockInfo): boolean => {
     fs.linkSync(temp, file)
     return true
   } catch (error) {
-    if (errnoOf(error) === "EEXIST") return false
+    if (errorCode(error) === "EEXIST") return false
     throw error
   } finally {
     fs.rmSync(temp, { force: true })
@@ -191,7 +187,7 @@ const clearStaleGuard = (guard: string): void => {
       fs.rmSync(guard, { force: true })
     }
   } catch (error) {
-    if (errnoOf(error) !== "ENOENT") throw error
+    if (errorCode(error) !== "ENOENT") throw error
   }
 }
 

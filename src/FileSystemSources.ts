@@ -31,6 +31,7 @@ import { pathToFileURL } from "node:url"
 import { defaultMaxSourceBytes, hashSource, type ModuleKey, type ModuleSource } from "./Domain.ts"
 import { InvalidPathError, ModuleNotFoundError, SourceReadError, SourceTooLargeError } from "./Errors.ts"
 import { ModuleSources } from "./ModuleSources.ts"
+import { errorCode } from "./internal/errors.ts"
 
 // -----------------------------------------------------------------------------
 // Constants
@@ -72,11 +73,6 @@ export interface ResolvedPath {
   /** Whether the file is an executable module (served transpiled) or a raw file. */
   readonly executable: boolean
 }
-
-const codeOf = (cause: unknown): string | undefined =>
-  typeof cause === "object" && cause !== null && "code" in cause && typeof cause.code === "string"
-    ? cause.code
-    : undefined
 
 const messageOf = (cause: unknown): string =>
   cause instanceof Error ? cause.message : typeof cause === "string" ? cause : "unknown error"
@@ -140,7 +136,7 @@ const realmRealPath = (realmDir: string): Effect.Effect<string, SourceReadError>
     catch: (cause) =>
       new SourceReadError({
         path: realmDir,
-        message: codeOf(cause) === "ENOENT"
+        message: errorCode(cause) === "ENOENT"
           ? `realm directory ${realmDir} is not available`
           : `realm directory ${realmDir}: ${messageOf(cause)}`
       })
@@ -168,7 +164,7 @@ const probe = async (file: string): Promise<Probe> => {
     if (!stat.isFile()) return { _tag: "Missing" }
     return { _tag: "File", real: await fs.realpath(file) }
   } catch (cause) {
-    const code = codeOf(cause)
+    const code = errorCode(cause)
     if (code === "ENOENT" || code === "ENOTDIR") return { _tag: "Missing" }
     return { _tag: "Failed", cause }
   }
@@ -209,7 +205,7 @@ const resolveIn = (
       const found = yield* Effect.promise(() => probe(path.join(realm, ...candidate.split("/"))))
       if (found._tag === "Missing") continue
       if (found._tag === "Failed") {
-        if (codeOf(found.cause) === "ENAMETOOLONG") return yield* invalid(urlPath, "name too long")
+        if (errorCode(found.cause) === "ENAMETOOLONG") return yield* invalid(urlPath, "name too long")
         return yield* new SourceReadError({ path: candidate, message: messageOf(found.cause) })
       }
       const canonical = canonicalOf(realm, excluded, found.real)
@@ -350,7 +346,7 @@ export const make = Effect.fnUntraced(function*(options: FileSystemSourcesOption
           }
         },
         catch: (cause) =>
-          codeOf(cause) === "ENOENT"
+          errorCode(cause) === "ENOENT"
             ? new ModuleNotFoundError({ path: relative })
             : new SourceReadError({ path: relative, message: messageOf(cause) })
       })
