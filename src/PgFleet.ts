@@ -22,7 +22,7 @@ export const invalidatedChannel = "module_transpile_cache_invalidated"
 export interface PgFleetOptions {
   /** Interval of the LISTEN connection's heartbeat (default 5 s). */
   readonly heartbeat?: Duration.Input
-  /** Time a heartbeat, a NOTIFY or a connect may take before the session counts as lost (default 2 s). */
+  /** Time a heartbeat, a NOTIFY or a connect may take before the session counts as lost (default 5 s). */
   readonly sessionTimeout?: Duration.Input
   /**
    * Time a lock query may take (default 10 s). Generous, because lock queries queue on one
@@ -35,7 +35,7 @@ export interface PgFleetOptions {
 /** The defaults of {@link PgFleetOptions}. */
 export const defaults = {
   heartbeat: Duration.seconds(5),
-  sessionTimeout: Duration.seconds(2),
+  sessionTimeout: Duration.seconds(5),
   lockTimeout: Duration.seconds(10)
 } as const
 

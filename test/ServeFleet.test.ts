@@ -129,13 +129,11 @@ describe("a fleet of two serve processes on Postgres", () => {
     expect((await totalTranspiles(servers)) - before).toBe(moduleCount)
   }, 120_000)
 
-  // BUG (src/PgFleet.ts lockQuery): a lock query's `sessionTimeout` (default 2 s) counts the
-  // time this process spends blocked in synchronous Babel transpiles (and waiting behind the
-  // other lock queries on the one lock session). In a herd over large modules one of them
-  // "times out", the session is dropped (releasing every lock this process holds) and every
-  // queued tryLock fails with "Connection is closed": each of those keys falls back to a
-  // local transpile, and peers whose winner lost its lock take over. Expected to fail until
-  // that is fixed: see the report that came with this test.
+  // Regression: with the default timeouts, the time a process spends blocked in synchronous
+  // Babel transpiles used to count against its lock queries and connects. One "timed out",
+  // the lock session was dropped (releasing every lock of the process) and the queued keys
+  // fell back to local transpiles. Lock queries now have their own generous bound
+  // (MTC_LOCK_TIMEOUT) and retry once on a fresh session.
   it("with the default timeouts, a herd over large (~150 KiB) cold modules costs one transpile per module, with no fallback", async () => {
     const env = { DATABASE_URL: dbUrl }
     const fleet = await Promise.all([startServer({ realmDir: realm, store: "pg", env }), startServer({ realmDir: realm, store: "pg", env })])
