@@ -233,7 +233,7 @@ export const make = Effect.fnUntraced(function*(options: PgFleetOptions = {}) {
       ).pipe(Effect.asVoid)
   })
 
-  return { coordinator, invalidations, waiters }
+  return { coordinator, invalidations }
 })
 
 const parseHash = (text: string): bigint | undefined => {
