@@ -5,7 +5,7 @@
  *   serves a realm (see {@link RealmServer}) until SIGINT or SIGTERM, then shuts down
  *   gracefully. It logs one line `... listening on http://HOST:PORT/ ...` once it accepts
  *   requests.
- * - `warm <realmDir> [same store flags] [--concurrency 4]` transpiles every executable
+ * - `warm <realmDir> [same store flags] [--concurrency N]` transpiles every executable
  *   module into L2. Progress goes to stderr (one `\r` line on a terminal, a line per tenth
  *   otherwise), the summary to stdout. **Exits 1 when any module failed**, 0 otherwise.
  * - `stats [--url http://127.0.0.1:4201]` and `invalidate [path] [--url ...]` call a running
@@ -17,6 +17,11 @@
  * processes serving the same directory share rows. `MTC_MAX_SOURCE_BYTES` bounds both the
  * transpiler and the files served; the `MTC_*` cache tuning variables are read as in
  * `ModuleCache.optionsConfig`.
+ *
+ * Transpiles run in a pool of worker threads (see {@link TranspilerPool}): `--transpile-workers N`
+ * (or `MTC_TRANSPILE_WORKERS`, default the available parallelism; 0 runs Babel in-process),
+ * `MTC_TRANSPILE_MAX_MEMORY` (MiB per worker) and `MTC_TRANSPILE_TIMEOUT` (default 30 s).
+ * `warm` keeps every worker busy: its default concurrency is twice the workers (at least 4).
  *
  * @since 0.1.0
  */
@@ -34,6 +39,7 @@ import { ModuleCache, optionsConfig } from "./ModuleCache.ts"
 import * as ModuleCacheLive from "./ModuleCacheLive.ts"
 import * as RealmServer from "./RealmServer.ts"
 import * as Tracing from "./Tracing.ts"
+import * as TranspilerPool from "./TranspilerPool.ts"
 
 /** The version printed by `--version`. */
 export const version = "0.1.0"
@@ -108,6 +114,10 @@ const storeFlags = {
   store: Flag.Literals("store", storeFlagValues).pipe(
     Flag.withDescription("L2 store (default: pg when DATABASE_URL is set, else pglite)"),
     Flag.optional
+  ),
+  transpileWorkers: Flag.Int("transpile-workers").pipe(
+    Flag.withDescription("Transpile worker threads (default: MTC_TRANSPILE_WORKERS, else the available parallelism; 0: in-process)"),
+    Flag.optional
   )
 }
 
@@ -116,6 +126,7 @@ interface RealmInput {
   readonly realmUrl: Option.Option<string>
   readonly dataDir: Option.Option<string>
   readonly store: Option.Option<StoreFlag>
+  readonly transpileWorkers: Option.Option<number>
 }
 
 /** The realm options of `serve` and `warm`, from flags and environment. */
@@ -130,10 +141,16 @@ const realmOptions = Effect.fnUntraced(function*(input: RealmInput) {
     dataDir: Option.getOrUndefined(input.dataDir),
     postgres: Option.getOrUndefined(postgres)
   })
-  const config = yield* Config.all({ maxSourceBytes: BabelTranspiler.maxSourceBytesConfig, cache: optionsConfig }).pipe(
+  const config = yield* Config.all({
+    maxSourceBytes: BabelTranspiler.maxSourceBytesConfig,
+    cache: optionsConfig,
+    pool: TranspilerPool.optionsConfig
+  }).pipe(
     Effect.mapError((error) => new CliFailure({ message: `configuration: ${error.message}` }))
   )
-  return {
+  const workers = Option.getOrElse(input.transpileWorkers, () => config.pool.workers ?? TranspilerPool.defaults.workers)
+  if (workers < 0) return yield* new CliFailure({ message: "--transpile-workers must be 0 or more" })
+  const realm = {
     realmDir,
     realmUrl: Option.getOrUndefined(input.realmUrl),
     store: selection.store,
@@ -141,11 +158,12 @@ const realmOptions = Effect.fnUntraced(function*(input: RealmInput) {
     maxSourceBytes: config.maxSourceBytes,
     cache: config.cache
   } satisfies RealmServer.RealmOptions
+  return { realm, pool: { ...config.pool, workers, transpiler: { maxSourceBytes: config.maxSourceBytes } } }
 })
 
-/** Babel under the same source size limit as the files served. */
-const transpilerLayer = (options: RealmServer.RealmOptions) =>
-  BabelTranspiler.layer(options.maxSourceBytes === undefined ? {} : { maxSourceBytes: options.maxSourceBytes })
+/** The transpiler: a worker pool (or in-process Babel), under the source size limit of the files served. */
+const transpilerLayer = (pool: TranspilerPool.TranspilerPoolOptions) =>
+  TranspilerPool.layer(pool)
 
 /** The first non-empty message of an error or of its causes. */
 const messageOf = (cause: unknown, depth = 0): string => {
@@ -173,9 +191,9 @@ export const serve = Command.make(
     ...storeFlags
   },
   Effect.fnUntraced(function*(input) {
-    const options = yield* realmOptions(input)
+    const { pool, realm: options } = yield* realmOptions(input)
     const server = RealmServer.layer({ ...options, port: input.port, host: input.host }).pipe(
-      Layer.provide(transpilerLayer(options)),
+      Layer.provide(transpilerLayer(pool)),
       Layer.provide(Tracing.layer)
     )
     return yield* Layer.launch(server).pipe(Effect.mapError(explain("serve")))
@@ -246,11 +264,15 @@ export const warm = Command.make(
   "warm",
   {
     realmDir: realmDirArgument,
-    concurrency: Flag.Int("concurrency").pipe(Flag.withDescription("Modules in flight"), Flag.withDefault(4)),
+    concurrency: Flag.Int("concurrency").pipe(
+      Flag.withDescription("Modules in flight (default: twice the transpile workers, at least 4)"),
+      Flag.optional
+    ),
     ...storeFlags
   },
   Effect.fnUntraced(function*(input) {
-    const options = yield* realmOptions(input)
+    const { pool, realm: options } = yield* realmOptions(input)
+    const concurrency = Math.max(1, Option.getOrElse(input.concurrency, () => Math.max(4, 2 * (pool.workers ?? 0))))
     const run = Effect.gen(function*() {
       const files = yield* RealmFiles
       const cache = yield* ModuleCache
@@ -270,14 +292,14 @@ export const warm = Command.make(
               outcome: undefined,
               error: Option.getOrUndefined(Exit.findErrorOption(exit))
             }
-        }), { concurrency: Math.max(1, input.concurrency) })
+        }), { concurrency })
       if (paths.length === 0) yield* report(0, "")
       const elapsed = (yield* Clock.currentTimeMillis) - started
       yield* Console.log(formatSummary(entries, elapsed))
       if (entries.some((entry) => entry.error !== undefined)) process.exitCode = 1
     })
     return yield* run.pipe(
-      Effect.provide(RealmServer.layerServices(options).pipe(Layer.provide(transpilerLayer(options)))),
+      Effect.provide(RealmServer.layerServices(options).pipe(Layer.provide(transpilerLayer(pool)))),
       Effect.provide(Tracing.layer),
       Effect.mapError(explain("warm"))
     )

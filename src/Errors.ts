@@ -59,5 +59,70 @@ export class StoreError extends Schema.TaggedError<StoreError>()("StoreError", {
 /** The failures a module's transpile can end in, recorded in L2 and shared with every waiter. */
 export type ModuleBuildError = TranspileError | SourceTooLargeError
 
+/** A transpile worker died (an uncaught error, an exit) while it ran this module. */
+export class TranspileWorkerCrashError extends Schema.TaggedError<TranspileWorkerCrashError>()("TranspileWorkerCrashError", {
+  path: Schema.String,
+  reason: Schema.String
+}) {
+  override get message() {
+    return `the transpile worker crashed on ${this.path}: ${this.reason}`
+  }
+}
+
+/** A transpile worker ran out of its heap limit (`MTC_TRANSPILE_MAX_MEMORY`) on this module. */
+export class TranspileMemoryLimitError extends Schema.TaggedError<TranspileMemoryLimitError>()("TranspileMemoryLimitError", {
+  path: Schema.String,
+  /** The worker's heap limit in MiB, when one was set. */
+  limitMb: Schema.optional(Schema.Number)
+}) {
+  override get message() {
+    return `the transpile worker ran out of memory on ${this.path}${this.limitMb === undefined ? "" : ` (limit ${this.limitMb} MiB)`}`
+  }
+}
+
+/** A transpile ran past its time limit (`MTC_TRANSPILE_TIMEOUT`); its worker was terminated. */
+export class TranspileTimeoutError extends Schema.TaggedError<TranspileTimeoutError>()("TranspileTimeoutError", {
+  path: Schema.String,
+  timeoutMillis: Schema.Number
+}) {
+  override get message() {
+    return `transpiling ${this.path} took longer than ${this.timeoutMillis} ms`
+  }
+}
+
+/** Every transpile worker was busy and the queue held its maximum of jobs. */
+export class TranspileQueueFullError extends Schema.TaggedError<TranspileQueueFullError>()("TranspileQueueFullError", {
+  path: Schema.String,
+  capacity: Schema.Number
+}) {
+  override get message() {
+    return `the transpile queue is full (${this.capacity} jobs waiting); ${this.path} was not queued`
+  }
+}
+
+/**
+ * The faults of the transpile worker pool. Each concerns one attempt, never the module:
+ * they are not recorded as its failure, and the next request tries again.
+ */
+export type TranspilePoolError =
+  | TranspileWorkerCrashError
+  | TranspileMemoryLimitError
+  | TranspileTimeoutError
+  | TranspileQueueFullError
+
+const poolErrorTags: ReadonlySet<string> = new Set([
+  "TranspileWorkerCrashError",
+  "TranspileMemoryLimitError",
+  "TranspileTimeoutError",
+  "TranspileQueueFullError"
+])
+
+/** Whether an error is a {@link TranspilePoolError} (a fault of one attempt, not of the module). */
+export const isTranspilePoolError = (error: { readonly _tag: string }): error is TranspilePoolError =>
+  poolErrorTags.has(error._tag)
+
+/** What a Transpiler can fail with: the module's own failure, or a fault of the attempt. */
+export type TranspilerError = ModuleBuildError | TranspilePoolError
+
 /** Every error `ModuleCache.get` can fail with. */
-export type GetError = ModuleBuildError | ModuleNotFoundError | InvalidPathError | SourceReadError
+export type GetError = TranspilerError | ModuleNotFoundError | InvalidPathError | SourceReadError

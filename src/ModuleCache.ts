@@ -16,7 +16,7 @@ import {
   type ReportedOutcome,
   type TranspiledModule
 } from "./Domain.ts"
-import type { GetError, ModuleBuildError, StoreError } from "./Errors.ts"
+import { type GetError, isTranspilePoolError, type ModuleBuildError, type StoreError } from "./Errors.ts"
 import { Invalidations } from "./Invalidations.ts"
 import { defaultMaxBytes, L1Cache } from "./L1Cache.ts"
 import { ModuleSources } from "./ModuleSources.ts"
@@ -240,6 +240,9 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
     } else {
       const error = Cause.findErrorOption(exit.cause)
       if (error._tag === "None") return yield* Effect.failCause(exit.cause)
+      // A fault of this attempt (a worker crash, a timeout, a full queue) is not the module's
+      // failure: nothing is recorded, the load fails for its joiners, and the next get retries.
+      if (isTranspilePoolError(error.value)) return yield* Effect.fail(error.value)
       loaded = { error: error.value }
       content = { _tag: "Failure", error: error.value }
     }

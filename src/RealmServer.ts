@@ -24,6 +24,9 @@
  * | source over the size limit | 413 |
  * | transpile error (`line`, `column` when known) | 422 |
  * | the realm directory is gone, or another I/O failure | 503 |
+ * | a transpile worker crashed or ran out of memory on the module (`reason`) | 500 |
+ * | every transpile worker busy and the queue full (`retry-after: 1`) | 503 |
+ * | the transpile ran past its time limit | 504 |
  *
  * Every response carries `access-control-allow-origin: *`; `OPTIONS` answers preflights.
  *
@@ -216,6 +219,13 @@ export const statusOf = (error: GetError): number => {
       return 422
     case "SourceReadError":
       return 503
+    case "TranspileWorkerCrashError":
+    case "TranspileMemoryLimitError":
+      return 500
+    case "TranspileQueueFullError":
+      return 503
+    case "TranspileTimeoutError":
+      return 504
   }
 }
 
@@ -231,7 +241,13 @@ export const errorResponse = (error: GetError): HttpServerResponse.HttpServerRes
       return json(statusOf(error), { ...base, size: error.size, limit: error.limit } satisfies ErrorBody)
     case "ModuleNotFoundError":
     case "SourceReadError":
+    case "TranspileMemoryLimitError":
+    case "TranspileTimeoutError":
       return json(statusOf(error), base satisfies ErrorBody)
+    case "TranspileWorkerCrashError":
+      return json(statusOf(error), { ...base, reason: error.reason } satisfies ErrorBody)
+    case "TranspileQueueFullError":
+      return json(statusOf(error), base satisfies ErrorBody, { "retry-after": "1" })
   }
 }
 

@@ -5,7 +5,7 @@
  */
 import { Context, Effect } from "effect"
 import type { TranspiledModule } from "./Domain.ts"
-import type { ModuleBuildError } from "./Errors.ts"
+import type { TranspilerError } from "./Errors.ts"
 
 /** The input of one transpile. */
 export interface TranspileInput {
@@ -21,5 +21,10 @@ export class Transpiler extends Context.Service<Transpiler, {
    * under another fingerprint count as misses.
    */
   readonly fingerprint: string
-  readonly transpile: (input: TranspileInput) => Effect.Effect<TranspiledModule, ModuleBuildError>
+  /**
+   * Fails with a `ModuleBuildError` when the module cannot be built, or with a
+   * `TranspilePoolError` when the attempt failed (a worker crashed, ran out of memory or of
+   * time, or the queue was full): those are not the module's fault, and a retry may succeed.
+   */
+  readonly transpile: (input: TranspileInput) => Effect.Effect<TranspiledModule, TranspilerError>
 }>()("module-transpile-cache/Transpiler") {}

@@ -1,0 +1,133 @@
+/**
+ * The entry of a transpile worker thread, and the messages it exchanges with the pool
+ * ({@link TranspilerPool}).
+ *
+ * A worker builds the in-process transpiler once, with the options the pool passed to it
+ * wholesale, reports `Ready` with its fingerprint, then runs one job at a time: each reply
+ * carries the module or its typed error (Schema-encoded, so it comes back as the same
+ * value) and the time the transpile ran.
+ *
+ * The module starts serving only in the thread it was spawned as (`workerData.entry` names
+ * the spawned URL), so importing it anywhere else has no effect; a test entry can import
+ * {@link serve} and wrap the handler.
+ *
+ * @since 0.2.0
+ */
+import { Cause, Effect, Exit, Schema } from "effect"
+import { performance } from "node:perf_hooks"
+import { isMainThread, type MessagePort, parentPort, workerData } from "node:worker_threads"
+import * as BabelTranspiler from "./BabelTranspiler.ts"
+import type { TranspiledModule } from "./Domain.ts"
+import { SourceTooLargeError, TranspileError } from "./Errors.ts"
+import type { TranspileInput } from "./Transpiler.ts"
+
+// -----------------------------------------------------------------------------
+// Protocol
+// -----------------------------------------------------------------------------
+
+/** What the pool passes as `workerData`. */
+export const WorkerInit = Schema.Struct({
+  /** The URL the worker was spawned from: only that module starts serving. */
+  entry: Schema.String,
+  /** The transpiler's options, handed to `BabelTranspiler.make` as they are (plain data). */
+  options: Schema.Record(Schema.String, Schema.Unknown)
+})
+export type WorkerInit = typeof WorkerInit.Type
+
+/** One job, pool to worker. */
+export const WorkerJob = Schema.Struct({
+  id: Schema.Number,
+  path: Schema.String,
+  source: Schema.String
+})
+export type WorkerJob = typeof WorkerJob.Type
+
+/** The failures of a module that cross the thread boundary, encoded. */
+export const BuildFailure = Schema.Union([TranspileError, SourceTooLargeError])
+
+const ModuleFields = Schema.Struct({
+  body: Schema.String,
+  headers: Schema.Record(Schema.String, Schema.String),
+  dependencyKeys: Schema.Array(Schema.String),
+  sourceHash: Schema.String
+})
+
+/** A worker's messages to the pool. */
+export const WorkerReply = Schema.Union([
+  /** The transpiler is built: jobs can come. */
+  Schema.TaggedStruct("Ready", { fingerprint: Schema.String }),
+  /** The transpiler could not be built. */
+  Schema.TaggedStruct("StartFailed", { message: Schema.String }),
+  Schema.TaggedStruct("Done", { id: Schema.Number, runMillis: Schema.Number, module: ModuleFields }),
+  /** The module failed: `error` is the encoded {@link BuildFailure}. */
+  Schema.TaggedStruct("Failed", { id: Schema.Number, runMillis: Schema.Number, error: Schema.Unknown }),
+  /** The transpiler died on the job (a defect, not a module failure). */
+  Schema.TaggedStruct("Defect", { id: Schema.Number, runMillis: Schema.Number, message: Schema.String })
+])
+export type WorkerReply = typeof WorkerReply.Type
+
+/** Whether a message from a worker is a {@link WorkerReply}. Extra module fields are kept. */
+export const isWorkerReply = Schema.is(WorkerReply)
+const isWorkerJob = Schema.is(WorkerJob)
+const isWorkerInit = Schema.is(WorkerInit)
+const encodeFailure = Schema.encodeSync(BuildFailure)
+
+// -----------------------------------------------------------------------------
+// Worker side
+// -----------------------------------------------------------------------------
+
+/** How a worker turns a job into a result; a test entry can wrap the default one. */
+export type Handler = (input: TranspileInput) => Promise<Exit.Exit<TranspiledModule, unknown>>
+
+const describe = (cause: unknown): string => (cause instanceof Error ? cause.message : String(cause))
+
+const reply = (port: MessagePort, id: number, started: number, exit: Exit.Exit<TranspiledModule, unknown>): void => {
+  const runMillis = performance.now() - started
+  if (Exit.isSuccess(exit)) {
+    port.postMessage({ _tag: "Done", id, runMillis, module: exit.value } satisfies WorkerReply)
+    return
+  }
+  const error = Cause.findErrorOption(exit.cause)
+  if (error._tag === "Some" && (error.value instanceof TranspileError || error.value instanceof SourceTooLargeError)) {
+    port.postMessage({ _tag: "Failed", id, runMillis, error: encodeFailure(error.value) } satisfies WorkerReply)
+    return
+  }
+  port.postMessage({ _tag: "Defect", id, runMillis, message: Cause.pretty(exit.cause) } satisfies WorkerReply)
+}
+
+/**
+ * Serves jobs on the parent port: builds the transpiler from `workerData.options`, reports
+ * `Ready`, then answers each job. `wrap` lets a test entry put a handler around the real one.
+ */
+export const serve = async (wrap: (handler: Handler) => Handler = (handler) => handler): Promise<void> => {
+  const port = parentPort
+  if (port === null) throw new Error("TranspileWorker.serve runs in a worker thread only")
+  const init: unknown = workerData
+  if (!isWorkerInit(init)) throw new Error("TranspileWorker: unexpected workerData")
+  let handler: Handler
+  try {
+    // The options are plain data of BabelTranspilerOptions, passed through without looking inside.
+    const transpiler = await Effect.runPromise(BabelTranspiler.make(init.options as BabelTranspiler.BabelTranspilerOptions))
+    handler = wrap((input) => Effect.runPromiseExit(transpiler.transpile(input)))
+    port.postMessage({ _tag: "Ready", fingerprint: transpiler.fingerprint } satisfies WorkerReply)
+  } catch (cause) {
+    port.postMessage({ _tag: "StartFailed", message: describe(cause) } satisfies WorkerReply)
+    return
+  }
+  port.on("message", (message: unknown) => {
+    if (!isWorkerJob(message)) return
+    const started = performance.now()
+    handler({ path: message.path, source: message.source }).then(
+      (exit) => reply(port, message.id, started, exit),
+      (cause: unknown) => reply(port, message.id, started, Exit.die(cause))
+    )
+  })
+}
+
+const isEntry = (): boolean => {
+  if (isMainThread) return false
+  const init: unknown = workerData
+  return isWorkerInit(init) && init.entry === import.meta.url
+}
+
+if (isEntry()) void serve()

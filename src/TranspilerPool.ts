@@ -1,0 +1,441 @@
+/**
+ * The {@link Transpiler} on a pool of worker threads, so that parsing and code generation
+ * never run on the event loop: a process busy transpiling still answers warm hits and
+ * health probes at once.
+ *
+ * - Workers start once, with the same transpiler options (passed wholesale to
+ *   `BabelTranspiler.make`), and are reused. Each reports its fingerprint, which must equal
+ *   the one computed here, so rows are never written under a pipeline the main thread does
+ *   not know.
+ * - One job per worker. When all are busy, jobs wait in FIFO order in a bounded queue; a job
+ *   whose caller is interrupted before it starts leaves the queue. A started job runs to the
+ *   end (its result is dropped when nobody waits for it): the cache's single-flight shares
+ *   it between callers, and one caller giving up never cancels it.
+ * - Faults fail that one job with a typed error, and the pool heals: a worker that crashes
+ *   or exceeds its heap limit is replaced; a job past its timeout terminates its worker,
+ *   which is replaced.
+ * - `Transpiler.transpile` spans carry `transpile.queue_wait_ms`, `transpile.run_ms` and
+ *   `transpile.worker`. Metrics: queue length, busy workers, worker restarts by reason.
+ *
+ * With `workers: 0` the transpiler runs in-process (the Babel layer), as before.
+ *
+ * @since 0.2.0
+ */
+import { Config, Duration, Effect, Layer, Metric, Schema, type Scope } from "effect"
+import { availableParallelism } from "node:os"
+import { extname } from "node:path"
+import { performance } from "node:perf_hooks"
+import { fileURLToPath } from "node:url"
+import { Worker } from "node:worker_threads"
+import * as BabelTranspiler from "./BabelTranspiler.ts"
+import type { TranspiledModule } from "./Domain.ts"
+import {
+  type TranspilerError,
+  TranspileMemoryLimitError,
+  TranspileQueueFullError,
+  TranspileTimeoutError,
+  TranspileWorkerCrashError
+} from "./Errors.ts"
+import { BuildFailure, isWorkerReply, type WorkerInit, type WorkerJob, type WorkerReply } from "./TranspileWorker.ts"
+import { type TranspileInput, Transpiler } from "./Transpiler.ts"
+
+// -----------------------------------------------------------------------------
+// Options
+// -----------------------------------------------------------------------------
+
+/** The options of {@link make}. */
+export interface TranspilerPoolOptions {
+  /** The transpiler's own options, the same in every worker and in the main thread. */
+  readonly transpiler?: BabelTranspiler.BabelTranspilerOptions
+  /** Worker threads (default: the machine's available parallelism; 0 runs in-process). */
+  readonly workers?: number
+  /** Each worker's heap limit in MiB (`resourceLimits.maxOldGenerationSizeMb`; default: V8's). */
+  readonly maxMemoryMb?: number
+  /** How long one transpile may run before its worker is terminated (default 30 s). */
+  readonly timeout?: Duration.Input
+  /** Jobs that may wait for a worker (default 4096); one more fails with `TranspileQueueFullError`. */
+  readonly maxQueue?: number
+  /** The worker entry module (default `TranspileWorker` next to this module). */
+  readonly workerUrl?: URL
+}
+
+/** The defaults of {@link TranspilerPoolOptions}. */
+export const defaults = {
+  workers: availableParallelism(),
+  timeout: Duration.seconds(30),
+  maxQueue: 4096
+} as const
+
+/** The worker entry next to this module: `.ts` when run from `src`, `.js` from a build. */
+export const defaultWorkerUrl: URL = new URL(
+  `./TranspileWorker${extname(fileURLToPath(import.meta.url))}`,
+  import.meta.url
+)
+
+/** A worker failed to start: its transpiler could not be built, or its fingerprint differs. */
+export class TranspileWorkerStartError extends Schema.TaggedError<TranspileWorkerStartError>()("TranspileWorkerStartError", {
+  message: Schema.String
+}) {}
+
+// -----------------------------------------------------------------------------
+// Metrics
+// -----------------------------------------------------------------------------
+
+/** Jobs waiting for a worker. */
+export const queueLengthGauge = Metric.gauge("transpile_pool_queue_length", { description: "Transpile jobs waiting for a worker" })
+/** Workers running a job. */
+export const busyWorkersGauge = Metric.gauge("transpile_pool_busy_workers", { description: "Transpile workers running a job" })
+/** Workers replaced, by reason (`crash`, `memory`, `timeout`, `start`). */
+export const restartCounter = Metric.counter("transpile_pool_worker_restarts", { description: "Transpile workers replaced, by reason" })
+
+type RestartReason = "crash" | "memory" | "timeout" | "start"
+
+// -----------------------------------------------------------------------------
+// Pool
+// -----------------------------------------------------------------------------
+
+interface Job {
+  readonly id: number
+  readonly input: TranspileInput
+  readonly enqueuedAt: number
+  state: "queued" | "running" | "settled"
+  readonly settle: (effect: Effect.Effect<TranspiledModule, TranspilerError>) => void
+}
+
+interface Member {
+  readonly index: number
+  readonly worker: Worker
+  ready: boolean
+  /** The job running, with when it started. */
+  job: { readonly job: Job; readonly startedAt: number; readonly timer: ReturnType<typeof setTimeout> } | undefined
+  /** Set once the worker is given up (replaced): later events of it are ignored. */
+  gone: boolean
+}
+
+/** A snapshot of the pool, for tests and stats. */
+export interface PoolState {
+  readonly workers: number
+  readonly busy: number
+  readonly queued: number
+  readonly restarts: number
+}
+
+/** The pool's Transpiler, with a view of its state. */
+export interface TranspilerPool {
+  readonly service: Transpiler["Service"]
+  readonly state: () => PoolState
+}
+
+const decodeFailure = Schema.decodeUnknownExit(BuildFailure)
+
+/**
+ * Starts the pool's workers (in the current scope, which terminates them) and waits until
+ * each has built its transpiler and reported the expected fingerprint.
+ */
+export const makePool = Effect.fnUntraced(function*(options: TranspilerPoolOptions = {}) {
+  const transpilerOptions = options.transpiler ?? {}
+  // Computed in-process: the same options give the same fingerprint everywhere.
+  const fingerprint = (yield* BabelTranspiler.make(transpilerOptions)).fingerprint
+  const size = Math.max(1, options.workers ?? defaults.workers)
+  const timeoutMillis = Duration.toMillis(Duration.fromInputUnsafe(options.timeout ?? defaults.timeout))
+  const maxQueue = Math.max(0, options.maxQueue ?? defaults.maxQueue)
+  const workerUrl = options.workerUrl ?? defaultWorkerUrl
+  const maxMemoryMb = options.maxMemoryMb
+  const context = yield* Effect.context<never>()
+  const runSync = Effect.runSyncWith(context)
+
+  const members: Array<Member | undefined> = Array.from({ length: size }, () => undefined)
+  /** FIFO of jobs; interrupted ones are marked settled and skipped. */
+  let queue: Array<Job> = []
+  let queueHead = 0
+  let queued = 0
+  let busy = 0
+  let restarts = 0
+  let nextId = 0
+  let closed = false
+
+  const publish = () =>
+    runSync(Effect.all([Metric.update(queueLengthGauge, queued), Metric.update(busyWorkersGauge, busy)], { discard: true }))
+
+  /** Starts a worker in a slot; `onReady` is told once whether it came up. */
+  const spawn = (index: number, onStart: (error: TranspileWorkerStartError | undefined) => void): void => {
+    const init: WorkerInit = { entry: workerUrl.href, options: { ...transpilerOptions } }
+    const worker = new Worker(workerUrl, {
+      workerData: init,
+      ...(maxMemoryMb === undefined ? {} : { resourceLimits: { maxOldGenerationSizeMb: maxMemoryMb } })
+    })
+    const member: Member = { index, worker, ready: false, job: undefined, gone: false }
+    members[index] = member
+    let started = false
+    const startFailed = (message: string) => {
+      if (started) return
+      started = true
+      member.gone = true
+      void worker.terminate()
+      onStart(new TranspileWorkerStartError({ message }))
+    }
+    worker.on("message", (message: unknown) => {
+      if (member.gone || !isWorkerReply(message)) return
+      switch (message._tag) {
+        case "Ready":
+          if (message.fingerprint !== fingerprint) {
+            return startFailed(`worker fingerprint ${message.fingerprint} differs from ${fingerprint}`)
+          }
+          started = true
+          member.ready = true
+          onStart(undefined)
+          return dispatch()
+        case "StartFailed":
+          return startFailed(message.message)
+        default:
+          return finish(member, message)
+      }
+    })
+    worker.on("error", (error: unknown) => {
+      if (member.gone) return
+      const outOfMemory = typeof error === "object" && error !== null && "code" in error &&
+        error.code === "ERR_WORKER_OUT_OF_MEMORY"
+      const reason = error instanceof Error ? error.message : String(error)
+      if (!started) return startFailed(reason)
+      fault(member, outOfMemory ? "memory" : "crash", reason)
+    })
+    worker.on("exit", (code) => {
+      if (member.gone || closed) return
+      if (!started) return startFailed(`worker exited with code ${code} before it was ready`)
+      fault(member, "crash", `worker exited with code ${code}`)
+    })
+  }
+
+  /** Replaces a worker after a fault; a replacement that cannot start is retried after a pause. */
+  const replace = (index: number): void => {
+    if (closed) return
+    spawn(index, (error) => {
+      if (error === undefined || closed) return
+      restarts++
+      runSync(Metric.update(Metric.withAttributes(restartCounter, { reason: "start" }), 1))
+      setTimeout(() => replace(index), 1000).unref()
+    })
+  }
+
+  const fault = (member: Member, reason: RestartReason, detail: string): void => {
+    member.gone = true
+    member.ready = false
+    void member.worker.terminate()
+    restarts++
+    runSync(Metric.update(Metric.withAttributes(restartCounter, { reason }), 1))
+    const running = member.job
+    member.job = undefined
+    if (running !== undefined) {
+      clearTimeout(running.timer)
+      busy--
+      publish()
+      const path = running.job.input.path
+      settle(
+        running.job,
+        Effect.fail(
+          reason === "timeout"
+            ? new TranspileTimeoutError({ path, timeoutMillis })
+            : reason === "memory"
+            ? new TranspileMemoryLimitError(maxMemoryMb === undefined ? { path } : { path, limitMb: maxMemoryMb })
+            : new TranspileWorkerCrashError({ path, reason: detail })
+        ),
+        running.startedAt
+      )
+    }
+    replace(member.index)
+    dispatch()
+  }
+
+  const settle = (
+    job: Job,
+    result: Effect.Effect<TranspiledModule, TranspilerError>,
+    startedAt: number,
+    runMillis = performance.now() - startedAt
+  ): void => {
+    if (job.state === "settled") return
+    job.state = "settled"
+    const attributes = {
+      "transpile.queue_wait_ms": startedAt - job.enqueuedAt,
+      "transpile.run_ms": runMillis
+    }
+    job.settle(Effect.andThen(Effect.annotateCurrentSpan(attributes), result))
+  }
+
+  const finish = (member: Member, reply: Exclude<WorkerReply, { readonly _tag: "Ready" | "StartFailed" }>): void => {
+    const running = member.job
+    if (running === undefined || running.job.id !== reply.id) return
+    clearTimeout(running.timer)
+    member.job = undefined
+    busy--
+    publish()
+    let result: Effect.Effect<TranspiledModule, TranspilerError>
+    switch (reply._tag) {
+      case "Done":
+        result = Effect.succeed(reply.module)
+        break
+      case "Failed": {
+        const decoded = decodeFailure(reply.error)
+        result = decoded._tag === "Success"
+          ? Effect.fail(decoded.value)
+          : Effect.die(new Error(`undecodable transpile failure from a worker: ${JSON.stringify(reply.error)}`))
+        break
+      }
+      case "Defect":
+        result = Effect.die(new Error(reply.message))
+        break
+    }
+    settle(running.job, result, running.startedAt, reply.runMillis)
+    dispatch()
+  }
+
+  const nextQueued = (): Job | undefined => {
+    while (queueHead < queue.length) {
+      const job = queue[queueHead++]
+      if (job !== undefined && job.state === "queued") {
+        queued--
+        if (queueHead > 1024 && queueHead * 2 > queue.length) {
+          queue = queue.slice(queueHead)
+          queueHead = 0
+        }
+        return job
+      }
+    }
+    return undefined
+  }
+
+  function dispatch(): void {
+    if (closed) return
+    for (const member of members) {
+      if (member === undefined || !member.ready || member.gone || member.job !== undefined) continue
+      const job = nextQueued()
+      if (job === undefined) break
+      job.state = "running"
+      const startedAt = performance.now()
+      const timer = setTimeout(() => {
+        if (member.job?.job === job) fault(member, "timeout", `past ${timeoutMillis} ms`)
+      }, timeoutMillis)
+      member.job = { job, startedAt, timer }
+      busy++
+      member.worker.postMessage({ id: job.id, path: job.input.path, source: job.input.source } satisfies WorkerJob)
+    }
+    publish()
+  }
+
+  const transpileRaw = (input: TranspileInput): Effect.Effect<TranspiledModule, TranspilerError> =>
+    Effect.callback<TranspiledModule, TranspilerError>((resume) => {
+      if (closed) {
+        resume(Effect.interrupt)
+        return
+      }
+      if (queued >= maxQueue && !members.some((m) => m !== undefined && m.ready && !m.gone && m.job === undefined)) {
+        resume(Effect.fail(new TranspileQueueFullError({ path: input.path, capacity: maxQueue })))
+        return
+      }
+      const job: Job = { id: nextId++, input, enqueuedAt: performance.now(), state: "queued", settle: resume }
+      queue.push(job)
+      queued++
+      dispatch()
+      return Effect.sync(() => {
+        // Interrupted: a queued job leaves the queue; a running one finishes unobserved.
+        if (job.state === "queued") {
+          job.state = "settled"
+          queued--
+          publish()
+        }
+      })
+    })
+
+  // Data-first withSpan, as in the Babel layer: the pipeable form captures a stack trace per call.
+  const transpile = (input: TranspileInput): Effect.Effect<TranspiledModule, TranspilerError> =>
+    Effect.withSpan(transpileRaw(input), "Transpiler.transpile", {
+      attributes: { path: input.path, transpiler: "pool" },
+      captureStackTrace: false
+    })
+
+  yield* Effect.addFinalizer(() =>
+    Effect.promise(() => {
+      closed = true
+      for (const job of queue.slice(queueHead)) {
+        if (job.state === "queued") {
+          job.state = "settled"
+          job.settle(Effect.interrupt)
+        }
+      }
+      queue = []
+      queueHead = 0
+      queued = 0
+      const running: Array<Promise<number>> = []
+      for (const member of members) {
+        if (member === undefined) continue
+        member.gone = true
+        if (member.job !== undefined) {
+          clearTimeout(member.job.timer)
+          const job = member.job.job
+          if (job.state !== "settled") {
+            job.state = "settled"
+            job.settle(Effect.interrupt)
+          }
+        }
+        running.push(member.worker.terminate())
+      }
+      return Promise.allSettled(running)
+    })
+  )
+
+  // Start every worker and wait until all are ready (or one fails).
+  yield* Effect.callback<void, TranspileWorkerStartError>((resume) => {
+    let pending = size
+    let failed = false
+    for (let index = 0; index < size; index++) {
+      spawn(index, (error) => {
+        if (failed) return
+        if (error !== undefined) {
+          failed = true
+          resume(Effect.fail(error))
+        } else if (--pending === 0) {
+          resume(Effect.void)
+        }
+      })
+    }
+  })
+
+  return {
+    service: Transpiler.of({ fingerprint, transpile }),
+    state: () => ({ workers: size, busy, queued, restarts })
+  } satisfies TranspilerPool
+})
+
+/**
+ * Makes the {@link Transpiler}: a worker pool, or the in-process transpiler when
+ * `workers` is 0. Workers are terminated when the scope closes.
+ */
+export const make = (
+  options: TranspilerPoolOptions = {}
+): Effect.Effect<Transpiler["Service"], TranspileWorkerStartError, Scope.Scope> =>
+  options.workers === 0
+    ? BabelTranspiler.make(options.transpiler ?? {})
+    : Effect.map(makePool(options), (pool) => pool.service)
+
+/** A layer of the {@link Transpiler} on a worker pool (in-process when `workers` is 0). */
+export const layer = (options: TranspilerPoolOptions = {}): Layer.Layer<Transpiler, TranspileWorkerStartError> =>
+  Layer.effect(Transpiler, make(options))
+
+/** The pool's settings from `MTC_TRANSPILE_WORKERS`, `MTC_TRANSPILE_MAX_MEMORY` (MiB) and `MTC_TRANSPILE_TIMEOUT`. */
+export const optionsConfig: Config.Config<Omit<TranspilerPoolOptions, "transpiler" | "workerUrl">> = Config.all({
+  workers: Config.withDefault(Config.Int("MTC_TRANSPILE_WORKERS"), defaults.workers),
+  maxMemoryMb: Config.option(Config.Int("MTC_TRANSPILE_MAX_MEMORY")),
+  timeout: Config.withDefault(Config.Duration("MTC_TRANSPILE_TIMEOUT"), defaults.timeout)
+}).pipe(Config.map(({ maxMemoryMb, timeout, workers }) => ({
+  workers,
+  timeout,
+  ...(maxMemoryMb._tag === "Some" ? { maxMemoryMb: maxMemoryMb.value } : {})
+})))
+
+/** {@link layer} with its settings from {@link optionsConfig} and the source limit from `MTC_MAX_SOURCE_BYTES`. */
+export const layerConfig: Layer.Layer<Transpiler, TranspileWorkerStartError | Config.ConfigError> = Layer.unwrap(
+  Effect.gen(function*() {
+    const pool = yield* optionsConfig
+    const maxSourceBytes = yield* BabelTranspiler.maxSourceBytesConfig
+    return layer({ ...pool, transpiler: { maxSourceBytes } })
+  })
+)

@@ -1,0 +1,274 @@
+import { describe, expect, it } from "@effect/vitest"
+import { Cause, Effect, Exit, Fiber, Metric, Option, Tracer } from "effect"
+import { readdirSync, readFileSync } from "node:fs"
+import { BroadcastChannel } from "node:worker_threads"
+import { fileURLToPath } from "node:url"
+import * as BabelTranspiler from "../src/BabelTranspiler.ts"
+import {
+  TranspileMemoryLimitError,
+  TranspileQueueFullError,
+  TranspileTimeoutError,
+  TranspileWorkerCrashError
+} from "../src/Errors.ts"
+import * as ModuleCache from "../src/ModuleCache.ts"
+import { Transpiler } from "../src/Transpiler.ts"
+import * as TranspilerPool from "../src/TranspilerPool.ts"
+import { keyOf, makeCache, makeWorld } from "./support/world.ts"
+
+const fixturesDir = fileURLToPath(new URL("./fixtures/transpiler/", import.meta.url))
+const faultWorkerUrl = new URL("./support/fault-worker.ts", import.meta.url)
+/** The fault worker's BroadcastChannel (see test/support/fault-worker.ts). */
+const channelName = "mtc-fault-worker"
+
+/** Every fixture as a module: TypeScript fixtures are stored as `<name>.ts.txt`. */
+const fixtures = readdirSync(fixturesDir)
+  .filter((name) => name !== "README.md")
+  .map((name) => ({ path: `cards/${name.replace(/\.txt$/, "")}`, source: readFileSync(`${fixturesDir}${name}`, "utf8") }))
+
+const small = (name: string) => ({ path: `${name}.ts`, source: `export const ${name}: number = 1\n` })
+
+/** Listens to the fault worker's channel: which jobs started, and a way to release held ones. */
+const faultChannel = Effect.acquireRelease(
+  Effect.sync(() => {
+    const channel = new BroadcastChannel(channelName)
+    const started: Array<string> = []
+    const waiters: Array<() => void> = []
+    channel.onmessage = (event: { readonly data: unknown }) => {
+      if (typeof event.data === "string" && event.data.startsWith("started:")) {
+        started.push(event.data.slice("started:".length))
+        for (const wake of waiters.splice(0)) wake()
+      }
+    }
+    /** Waits until a job of that path has started in a worker. */
+    const awaitStarted = (path: string): Effect.Effect<void> =>
+      Effect.callback<void>((resume) => {
+        const check = () => {
+          if (started.includes(path)) resume(Effect.void)
+          else waiters.push(check)
+        }
+        check()
+      })
+    return { channel, started, awaitStarted, release: () => channel.postMessage("release") }
+  }),
+  ({ channel }) => Effect.sync(() => channel.close())
+)
+
+const faultPool = (options: TranspilerPool.TranspilerPoolOptions = {}) =>
+  TranspilerPool.makePool({ workers: 1, workerUrl: faultWorkerUrl, ...options })
+
+/** Waits (by yielding, not by time) until the pool's state satisfies a predicate. */
+const until = (pool: TranspilerPool.TranspilerPool, predicate: (state: TranspilerPool.PoolState) => boolean) =>
+  Effect.gen(function*() {
+    while (!predicate(pool.state())) yield* Effect.sleep(5)
+  })
+
+const restarts = (reason: string) =>
+  Effect.map(Metric.value(Metric.withAttributes(TranspilerPool.restartCounter, { reason })), (state) => state.count)
+
+const gaugeValue = (gauge: Metric.Gauge<number>) => Effect.map(Metric.value(gauge), (state) => state.value)
+
+describe("TranspilerPool", () => {
+  it.live("gives the bytes and errors of the in-process transpiler on every fixture, with its fingerprint", () =>
+    Effect.scoped(Effect.gen(function*() {
+      const inProcess = yield* BabelTranspiler.make()
+      const pool = yield* TranspilerPool.makePool({ workers: 2 })
+      expect(pool.service.fingerprint).toBe(inProcess.fingerprint)
+      expect(fixtures.length).toBeGreaterThanOrEqual(9)
+      // All at once, so that jobs queue behind the two workers.
+      const fromPool = yield* Effect.forEach(fixtures, (input) => Effect.exit(pool.service.transpile(input)), {
+        concurrency: "unbounded"
+      })
+      for (const [i, input] of fixtures.entries()) {
+        const expected = yield* Effect.exit(inProcess.transpile(input))
+        const actual = fromPool[i]
+        if (actual === undefined) throw new Error("missing result")
+        if (Exit.isSuccess(expected)) {
+          expect(Exit.isSuccess(actual), input.path).toBe(true)
+          if (Exit.isSuccess(actual)) expect(actual.value, input.path).toStrictEqual(expected.value)
+        } else {
+          const want = Option.getOrThrow(Exit.findErrorOption(expected))
+          const got = Option.getOrThrow(Exit.findErrorOption(actual))
+          expect(got.constructor, input.path).toBe(want.constructor)
+          expect({ ...got, message: got.message }, input.path).toStrictEqual({ ...want, message: want.message })
+        }
+      }
+      // Both kinds of outcome are covered.
+      expect(fromPool.some(Exit.isSuccess)).toBe(true)
+      expect(fromPool.some(Exit.isFailure)).toBe(true)
+      expect(pool.state()).toMatchObject({ busy: 0, queued: 0, restarts: 0 })
+    })))
+
+  it.live("a crashing worker fails its job with TranspileWorkerCrashError, is replaced, and the next job succeeds", () =>
+    Effect.scoped(Effect.gen(function*() {
+      const pool = yield* faultPool()
+      const before = yield* restarts("crash")
+      const crash = yield* Effect.flip(pool.service.transpile({ path: "crash.ts", source: "// __CRASH__" }))
+      expect(crash).toBeInstanceOf(TranspileWorkerCrashError)
+      expect(crash).toMatchObject({ path: "crash.ts", reason: "injected crash" })
+      const exit = yield* Effect.flip(pool.service.transpile({ path: "exit.ts", source: "// __EXIT__" }))
+      expect(exit).toBeInstanceOf(TranspileWorkerCrashError)
+      expect(exit.message).toContain("code 3")
+      const next = yield* pool.service.transpile(small("after"))
+      expect(next.body).toBe("export const after = 1;")
+      expect(pool.state().restarts).toBe(2)
+      expect((yield* restarts("crash")) - before).toBe(2)
+    })))
+
+  it.live("a worker over its memory limit fails its job with TranspileMemoryLimitError and is replaced", () =>
+    Effect.scoped(Effect.gen(function*() {
+      const pool = yield* faultPool({ maxMemoryMb: 128 })
+      const before = yield* restarts("memory")
+      const error = yield* Effect.flip(pool.service.transpile({ path: "hog.ts", source: "// __HOG__" }))
+      expect(error).toBeInstanceOf(TranspileMemoryLimitError)
+      expect(error).toMatchObject({ path: "hog.ts", limitMb: 128 })
+      const next = yield* pool.service.transpile(small("afterHog"))
+      expect(next.body).toBe("export const afterHog = 1;")
+      expect((yield* restarts("memory")) - before).toBe(1)
+    })))
+
+  it.live("a transpile past its timeout terminates its worker and fails with TranspileTimeoutError", () =>
+    Effect.scoped(Effect.gen(function*() {
+      const pool = yield* faultPool({ timeout: "1500 millis" })
+      const before = yield* restarts("timeout")
+      const error = yield* Effect.flip(pool.service.transpile({ path: "hang.ts", source: "// __HANG__" }))
+      expect(error).toBeInstanceOf(TranspileTimeoutError)
+      expect(error).toMatchObject({ path: "hang.ts", timeoutMillis: 1500 })
+      const next = yield* pool.service.transpile(small("afterHang"))
+      expect(next.body).toBe("export const afterHang = 1;")
+      expect((yield* restarts("timeout")) - before).toBe(1)
+    })))
+
+  it.live("an interrupted queued job leaves the queue and never runs; a started one finishes", () =>
+    Effect.scoped(Effect.gen(function*() {
+      const faults = yield* faultChannel
+      const pool = yield* faultPool()
+      const held = yield* Effect.forkChild(pool.service.transpile({ path: "held.ts", source: "// __HOLD__\nexport {}" }))
+      yield* faults.awaitStarted("held.ts")
+      expect(yield* gaugeValue(TranspilerPool.busyWorkersGauge)).toBe(1)
+      const queued = yield* Effect.forkChild(pool.service.transpile(small("queued")))
+      yield* until(pool, (state) => state.queued === 1)
+      expect(yield* gaugeValue(TranspilerPool.queueLengthGauge)).toBe(1)
+      yield* Fiber.interrupt(queued)
+      expect(pool.state().queued).toBe(0)
+      expect(yield* gaugeValue(TranspilerPool.queueLengthGauge)).toBe(0)
+      faults.release()
+      const heldModule = yield* Fiber.join(held)
+      expect(heldModule.body).toContain("export {};")
+      const next = yield* pool.service.transpile(small("next"))
+      expect(next.body).toBe("export const next = 1;")
+      // The interrupted job never reached the worker.
+      expect(faults.started).toEqual(["held.ts", "next.ts"])
+      expect(pool.state()).toMatchObject({ busy: 0, queued: 0 })
+      expect(yield* gaugeValue(TranspilerPool.busyWorkersGauge)).toBe(0)
+    })))
+
+  it.live("a full queue fails the job with TranspileQueueFullError; queued jobs still run, and so does the next", () =>
+    Effect.scoped(Effect.gen(function*() {
+      const faults = yield* faultChannel
+      const pool = yield* faultPool({ maxQueue: 1 })
+      const held = yield* Effect.forkChild(pool.service.transpile({ path: "held.ts", source: "// __HOLD__\nexport {}" }))
+      yield* faults.awaitStarted("held.ts")
+      const queued = yield* Effect.forkChild(pool.service.transpile(small("queued")))
+      yield* until(pool, (state) => state.queued === 1)
+      const full = yield* Effect.flip(pool.service.transpile(small("rejected")))
+      expect(full).toBeInstanceOf(TranspileQueueFullError)
+      expect(full).toMatchObject({ path: "rejected.ts", capacity: 1 })
+      faults.release()
+      yield* Fiber.join(held)
+      expect((yield* Fiber.join(queued)).body).toBe("export const queued = 1;")
+      expect((yield* pool.service.transpile(small("later"))).body).toBe("export const later = 1;")
+      expect(faults.started).toEqual(["held.ts", "queued.ts", "later.ts"])
+    })))
+
+  it.live("Transpiler.transpile spans carry the queue wait and the run time", () =>
+    Effect.scoped(Effect.gen(function*() {
+      const spans: Array<Tracer.Span> = []
+      const tracer = Tracer.make({
+        span: (options) => {
+          const span = new Tracer.NativeSpan(options)
+          spans.push(span)
+          return span
+        }
+      })
+      const faults = yield* faultChannel
+      const pool = yield* faultPool()
+      const held = yield* Effect.forkChild(
+        Effect.withTracer(pool.service.transpile({ path: "held.ts", source: "// __HOLD__\nexport {}" }), tracer)
+      )
+      yield* faults.awaitStarted("held.ts")
+      const queued = yield* Effect.forkChild(Effect.withTracer(pool.service.transpile(small("queued")), tracer))
+      yield* until(pool, (state) => state.queued === 1)
+      faults.release()
+      yield* Fiber.join(held)
+      yield* Fiber.join(queued)
+      const transpileSpans = spans.filter((span) => span.name === "Transpiler.transpile")
+      expect(transpileSpans.map((span) => span.attributes.get("path"))).toEqual(["held.ts", "queued.ts"])
+      for (const span of transpileSpans) {
+        expect(span.attributes.get("transpiler")).toBe("pool")
+        const wait = span.attributes.get("transpile.queue_wait_ms")
+        const run = span.attributes.get("transpile.run_ms")
+        expect(typeof wait === "number" && wait >= 0).toBe(true)
+        expect(typeof run === "number" && run >= 0).toBe(true)
+      }
+      // The queued job waited at least as long as the held one ran (it could only start after it).
+      const [heldSpan, queuedSpan] = transpileSpans
+      expect(Number(queuedSpan?.attributes.get("transpile.queue_wait_ms"))).toBeGreaterThan(0)
+      expect(heldSpan?.status._tag).toBe("Ended")
+    })))
+
+  it.live("stops its workers when its scope closes: jobs still queued are interrupted", () =>
+    Effect.gen(function*() {
+      const outcome = yield* Effect.scoped(Effect.gen(function*() {
+        const pool = yield* faultPool()
+        const held = yield* Effect.forkDetach(pool.service.transpile({ path: "held.ts", source: "// __HOLD__" }))
+        const queued = yield* Effect.forkDetach(pool.service.transpile(small("queued")))
+        yield* until(pool, (state) => state.busy === 1 && state.queued === 1)
+        return { held, queued }
+      }))
+      const held = yield* Fiber.await(outcome.held)
+      const queued = yield* Fiber.await(outcome.queued)
+      expect(Exit.isFailure(held) && Cause.hasInterrupts(held.cause)).toBe(true)
+      expect(Exit.isFailure(queued) && Cause.hasInterrupts(queued.cause)).toBe(true)
+    }))
+})
+
+describe("TranspilerPool in a ModuleCache", () => {
+  /** A world whose caches transpile on the pool. */
+  const poolWorld = (pool: TranspilerPool.TranspilerPool, files: Record<string, string>) =>
+    Effect.map(makeWorld(files), (world) => ({ ...world, transpiler: { ...world.transpiler, service: pool.service } }))
+
+  it.live("a fault is not recorded as the module's failure: the lock is released and the next get transpiles again", () =>
+    Effect.scoped(Effect.gen(function*() {
+      const pool = yield* faultPool()
+      const world = yield* poolWorld(pool, { "crash.ts": "// __CRASH__", "ok.ts": "export const ok = 1" })
+      // A lock left held would make the second get wait for this deadline (past the test's timeout).
+      const cache = yield* makeCache(world, { deadline: "10 minutes" })
+      const first = yield* Effect.flip(cache.get(keyOf("crash.ts")))
+      expect(first).toBeInstanceOf(TranspileWorkerCrashError)
+      expect((yield* world.store.read(keyOf("crash.ts")))._tag).toBe("Absent")
+      const second = yield* Effect.flip(cache.get(keyOf("crash.ts")))
+      expect(second).toBeInstanceOf(TranspileWorkerCrashError)
+      // Each get ran the job again (a crashing thread may die before its "started" note is sent).
+      expect(pool.state().restarts).toBe(2)
+      const ok = yield* cache.get(keyOf("ok.ts"))
+      expect(ok.module.body).toBe("export const ok = 1;")
+    })))
+
+  it.live("a joiner's interruption never cancels the started transpile: the other caller gets it", () =>
+    Effect.scoped(Effect.gen(function*() {
+      const faults = yield* faultChannel
+      const pool = yield* faultPool()
+      const world = yield* poolWorld(pool, { "held.ts": "// __HOLD__\nexport const held = 1" })
+      const cache = yield* makeCache(world)
+      const first = yield* Effect.forkChild(cache.get(keyOf("held.ts")))
+      yield* faults.awaitStarted("held.ts")
+      const second = yield* Effect.forkChild(cache.get(keyOf("held.ts")))
+      yield* Effect.yieldNow
+      yield* Fiber.interrupt(first)
+      faults.release()
+      const result = yield* Fiber.join(second)
+      expect(result.module.body).toContain("export const held = 1;")
+      expect(result.outcome).toBe("coalesced")
+      expect(faults.started).toEqual(["held.ts"])
+    })))
+})
