@@ -24,8 +24,9 @@ export type StoreChoice =
     /** Pool size (default 8). The LISTEN and lock sessions are outside the pool. */
     readonly poolSize?: number
     /**
-     * How long a new pool connection may take before the store counts as down (default 5 s:
-     * a process busy in Babel answers its sockets late; a database that is down refuses at once).
+     * How long a new pool connection may take before the store counts as down (default 2 s:
+     * transpiles run in worker threads, so sockets are answered promptly; a database that is
+     * down refuses at once).
      */
     readonly connectTimeout?: Duration.Input
     readonly fleet?: PgFleet.PgFleetOptions
@@ -41,7 +42,7 @@ export type StoreChoice =
   | { readonly _tag: "none" }
 
 /** Defaults of the Postgres choice. */
-export const defaults = { poolSize: 8, connectTimeout: Duration.seconds(5) } as const
+export const defaults = { poolSize: 8, connectTimeout: Duration.seconds(2) } as const
 
 /** The store, coordinator and invalidations of a choice. */
 export const services = (

@@ -22,12 +22,12 @@ export const invalidatedChannel = "module_transpile_cache_invalidated"
 export interface PgFleetOptions {
   /** Interval of the LISTEN connection's heartbeat (default 5 s). */
   readonly heartbeat?: Duration.Input
-  /** Time a heartbeat, a NOTIFY or a connect may take before the session counts as lost (default 5 s). */
+  /** Time a heartbeat, a NOTIFY or a connect may take before the session counts as lost (default 2 s). */
   readonly sessionTimeout?: Duration.Input
   /**
-   * Time a lock query may take (default 10 s). Generous, because lock queries queue on one
-   * session behind those of a process whose event loop Babel keeps busy; a database that
-   * is down fails them at once instead.
+   * Time a lock query may take (default 2 s). Lock queries queue on one session; transpiles
+   * run in worker threads, so the event loop answers them promptly. A database that is down
+   * fails them at once instead.
    */
   readonly lockTimeout?: Duration.Input
 }
@@ -35,8 +35,8 @@ export interface PgFleetOptions {
 /** The defaults of {@link PgFleetOptions}. */
 export const defaults = {
   heartbeat: Duration.seconds(5),
-  sessionTimeout: Duration.seconds(5),
-  lockTimeout: Duration.seconds(10)
+  sessionTimeout: Duration.seconds(2),
+  lockTimeout: Duration.seconds(2)
 } as const
 
 /** LISTEN reconnects, by this process. */
