@@ -11,6 +11,7 @@ import { benchHttp } from "./bench-http.ts"
 import { type BenchRow, benchL1 } from "./bench-l1.ts"
 import { benchL2 } from "./bench-l2.ts"
 import { benchWake } from "./bench-wake.ts"
+import { benchWorkers } from "./bench-workers.ts"
 
 const sections: Array<[string, () => Promise<Array<BenchRow>>]> = [
   ["L1 hit vs Map", benchL1],
@@ -18,7 +19,8 @@ const sections: Array<[string, () => Promise<Array<BenchRow>>]> = [
   ["herd", benchHerd],
   ["waiter wake-up", benchWake],
   ["HTTP warm hits", benchHttp],
-  ["Babel", benchBabel]
+  ["Babel", benchBabel],
+  ["transpile workers", benchWorkers]
 ]
 
 const rows: Array<BenchRow & { section: string }> = []

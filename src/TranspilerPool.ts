@@ -239,6 +239,7 @@ export const makePool = Effect.fnUntraced(function*(options: TranspilerPoolOptio
             ? new TranspileMemoryLimitError(maxMemoryMb === undefined ? { path } : { path, limitMb: maxMemoryMb })
             : new TranspileWorkerCrashError({ path, reason: detail })
         ),
+        member.index,
         running.startedAt
       )
     }
@@ -249,6 +250,7 @@ export const makePool = Effect.fnUntraced(function*(options: TranspilerPoolOptio
   const settle = (
     job: Job,
     result: Effect.Effect<TranspiledModule, TranspilerError>,
+    worker: number,
     startedAt: number,
     runMillis = performance.now() - startedAt
   ): void => {
@@ -256,7 +258,8 @@ export const makePool = Effect.fnUntraced(function*(options: TranspilerPoolOptio
     job.state = "settled"
     const attributes = {
       "transpile.queue_wait_ms": startedAt - job.enqueuedAt,
-      "transpile.run_ms": runMillis
+      "transpile.run_ms": runMillis,
+      "transpile.worker": worker
     }
     job.settle(Effect.andThen(Effect.annotateCurrentSpan(attributes), result))
   }
@@ -284,7 +287,7 @@ export const makePool = Effect.fnUntraced(function*(options: TranspilerPoolOptio
         result = Effect.die(new Error(reply.message))
         break
     }
-    settle(running.job, result, running.startedAt, reply.runMillis)
+    settle(running.job, result, member.index, running.startedAt, reply.runMillis)
     dispatch()
   }
 
