@@ -36,6 +36,7 @@ import type { SqlError } from "effect/sql/SqlError"
 import * as DataDirLock from "./DataDirLock.ts"
 import { hash64, type ModuleKey } from "./Domain.ts"
 import { SourceTooLargeError, StoreError, TranspileError } from "./Errors.ts"
+import { isRefusal } from "./internal/refusal.ts"
 import * as Migrations from "./Migrations.ts"
 import * as PgliteClient from "./PgliteClient.ts"
 import { absent, emptyCapture, type StoredRow, TranspileStore, type WriteRequest } from "./TranspileStore.ts"
@@ -91,7 +92,9 @@ export const realmLockId = (realmUrl: string): number =>
   Number(BigInt.asIntN(32, hash64(`realm-lock|${realmUrl}`)))
 
 const toStoreError = (operation: string) => (error: SqlError | Schema.SchemaError): StoreError =>
-  new StoreError({ operation, message: error.message })
+  isRefusal(error)
+    ? new StoreError({ operation, message: error.message, refused: true })
+    : new StoreError({ operation, message: error.message })
 
 const jsonText = (value: unknown): string => JSON.stringify(value)
 
