@@ -88,7 +88,8 @@ const postgresServices = (store: Extract<StoreChoice, { readonly _tag: "postgres
       minConnections: 0,
       idleTimeout: store.poolIdleTimeout ?? budgetDefaults.poolIdleTimeout,
       connectTimeout: store.connectTimeout ?? defaults.connectTimeout,
-      applicationName: poolName
+      applicationName: poolName,
+      multiplex: true
     })
     : PgSession.layerSqlClient(store.connectTimeout ?? defaults.connectTimeout)
   const connections = Layer.effect(

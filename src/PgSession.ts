@@ -110,7 +110,12 @@ export const make = Effect.fnUntraced(function*(options: PgSessionOptions) {
 
   let current: Current | undefined
   let generation = 0
+  /** Completed by the next session that comes up. */
   let ready = Deferred.makeUnsafe<Current>()
+  /** Completed by the outcome of the next connect attempt (replaced when a session is lost). */
+  let outcome = Deferred.makeUnsafe<Current, SqlError>()
+  /** Completed by a caller that needs a session now: the next attempt starts without its backoff. */
+  let kick = Deferred.makeUnsafe<void>()
   /** The last connect failure while no session is up: a refusal is waited out, the rest is not. */
   let lastFailure: { readonly refused: boolean; readonly error: SqlError } | undefined
   let refusals = 0
@@ -121,6 +126,7 @@ export const make = Effect.fnUntraced(function*(options: PgSessionOptions) {
       if (current !== session) return
       current = undefined
       if (Deferred.isDoneUnsafe(ready)) ready = Deferred.makeUnsafe<Current>()
+      if (Deferred.isDoneUnsafe(outcome)) outcome = Deferred.makeUnsafe<Current, SqlError>()
       for (const hook of hooks) hook.onLost()
     })
 
@@ -139,6 +145,7 @@ export const make = Effect.fnUntraced(function*(options: PgSessionOptions) {
     lastFailure = undefined
     if (session.generation > 1) yield* Metric.update(reconnectCounter, 1)
     Deferred.doneUnsafe(ready, Exit.succeed(session))
+    Deferred.doneUnsafe(outcome, Exit.succeed(session))
     for (const hook of hooks) hook.onConnected(session.generation)
     const consume = (queue: Queue.Dequeue<PgConnection.Notification, SqlError>) =>
       Effect.forever(Effect.map(Queue.take(queue), (notification) => {
@@ -169,25 +176,51 @@ export const make = Effect.fnUntraced(function*(options: PgSessionOptions) {
     })
 
   // A connect that fails is retried on a jittered backoff (fresh after every session that
-  // was up): 50 ms growing by 1.5x to 1 s.
+  // was up): 50 ms growing by 1.5x to 1 s. A caller that needs the session cuts the wait
+  // short (to 20 ms), as a lock session opened on demand would.
   const reconnectSchedule = Schedule.min([Schedule.exponential("50 millis", 1.5), Schedule.spaced("1 second")]).pipe(
     Schedule.jittered
   )
-  yield* Effect.forkIn(
-    Effect.forever(connectOnce.pipe(Effect.tapError(recordFailure), Effect.retry(reconnectSchedule))),
-    scope
-  )
+  const supervise = Effect.gen(function*() {
+    let step = yield* Schedule.toStep(reconnectSchedule)
+    while (true) {
+      const attempt = outcome
+      const exit = yield* Effect.exit(connectOnce)
+      if (exit._tag === "Success") {
+        // A session was up and is lost: reconnect at once, on a fresh backoff.
+        step = yield* Schedule.toStep(reconnectSchedule)
+        continue
+      }
+      const found = Cause.findErrorOption(exit.cause)
+      const error = found._tag === "Some" ? found.value : unavailable("module-transpile-cache: fleet session failed", exit.cause)
+      yield* recordFailure(error)
+      outcome = Deferred.makeUnsafe<Current, SqlError>()
+      Deferred.doneUnsafe(attempt, Exit.fail(error))
+      const delay = yield* step(Date.now(), undefined).pipe(
+        Effect.map(([, duration]) => duration),
+        Effect.orElseSucceed(() => Duration.seconds(1))
+      )
+      yield* Effect.raceFirst(Effect.sleep(delay), Effect.andThen(Deferred.await(kick), Effect.sleep("20 millis")))
+      if (Deferred.isDoneUnsafe(kick)) kick = Deferred.makeUnsafe<void>()
+    }
+  })
+  yield* Effect.forkIn(supervise, scope)
   yield* Effect.addFinalizer(() => Effect.sync(() => hooks.clear()))
   // Wait for the first session, so that no notice sent after start-up is missed; go on
   // regardless after the session timeout (the database may be down; callers fall back).
   yield* Effect.timeoutOption(Deferred.await(ready), sessionTimeout)
 
+  /**
+   * The session up now; else the outcome of the next connect attempt (started at once). A
+   * refused attempt is waited out until a session is up; any other failure fails the caller.
+   */
   const acquireCurrent = (wait: Duration.Input): Effect.Effect<Current, SqlError> =>
     Effect.suspend(() => {
       if (current !== undefined) return Effect.succeed(current)
-      const failure = lastFailure
-      if (failure !== undefined && !failure.refused) return Effect.fail(failure.error)
-      return Deferred.await(ready).pipe(
+      const attempt = outcome
+      Deferred.doneUnsafe(kick, Exit.void)
+      return Deferred.await(attempt).pipe(
+        Effect.catch((error) => (isRefusal(error) ? Effect.suspend(() => Deferred.await(ready)) : Effect.fail(error))),
         Effect.timeoutOrElse({
           duration: wait,
           orElse: () =>

@@ -194,10 +194,11 @@ export const sampleConnections = async (adminUrl: string, database: string, ever
     Effect.sleep(`${everyMs} millis`)
   ))
   const fiber = Effect.runFork(loop)
+  let stopped: Promise<void> | undefined
   return {
     stop: async () => {
-      await Effect.runPromise(Fiber.interrupt(fiber))
-      await Effect.runPromise(Scope.close(scope, Exit.void))
+      stopped ??= Effect.runPromise(Effect.andThen(Fiber.interrupt(fiber), Scope.close(scope, Exit.void)))
+      await stopped
       return { peak, samples }
     }
   }
