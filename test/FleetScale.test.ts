@@ -9,7 +9,9 @@
  * - Refused connections (a role's connection limit stands in for "too many clients") are
  *   waited out: still one transpile per module, no fallback, and the refusals are counted.
  */
+import { Effect, Layer, Logger, Redacted } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import * as ModuleCacheLive from "../src/ModuleCacheLive.ts"
 import { dropDatabase, freshDatabase, psql } from "./support/database.ts"
 import { databaseOf, describeSamples, herd as httpHerd, outcomes, sessionCount, stats, totalTranspiles, until } from "./support/load.ts"
 import { makeRealm, removeRealms, startServer, stopAll } from "./support/server.ts"
@@ -48,7 +50,11 @@ describe("a fleet at scale on one Postgres", () => {
     const realm = makeRealm(files, "mtc-fleet-scale-")
     const env = { DATABASE_URL: url, MTC_FLEET_SIZE: "12", MTC_PG_CONNECT_TIMEOUT: "5 seconds", MTC_SESSION_TIMEOUT: "10 seconds" }
     const t0 = performance.now()
-    const servers = await Promise.all(Array.from({ length: 12 }, () => startServer({ realmDir: realm, store: "pg", env })))
+    // Twelve Node processes loading Effect and Babel at once on a small shared machine can
+    // take a minute to come up: the start-up bound is generous (it is not what is tested).
+    const servers = await Promise.all(
+      Array.from({ length: 12 }, () => startServer({ realmDir: realm, store: "pg", env, timeoutMs: 180_000 }))
+    )
     const t1 = performance.now()
     const sampler = await sampleConnections(adminUrl(url), database)
     const samples = await httpHerd(servers, paths.map((p) => `/${p}`), perModule)
@@ -70,11 +76,12 @@ describe("a fleet at scale on one Postgres", () => {
     const budget = perServer[0]!.connections!.budget
     expect(perServer.every((s) => s.connections?.serverMax === Number(psql("SHOW max_connections")))).toBe(true)
     expect(budget).toBe(2)
+    expect(perServer.every((s) => s.connections!.open <= budget)).toBe(true)
     expect(peak).toBeLessThanOrEqual(12 * budget)
     const t3 = performance.now()
     await Promise.all(servers.map((s) => s.stop()))
     console.log(`12-process stop: ${(performance.now() - t3).toFixed(0)} ms`)
-  }, 180_000)
+  }, 300_000)
 
   it("48 simulated members at a budget of 1: one transpile per module, invalidations reach peers within 1 s, connections below 90", async () => {
     const sampler = await sampleConnections(adminUrl(url), database)
@@ -83,10 +90,16 @@ describe("a fleet at scale on one Postgres", () => {
       members: 48,
       budget: 1,
       realmUrl: "https://sim-48.test/",
-      modules: paths.map((p, i) => [p, tinyModule(i)] as const)
+      modules: paths.map((p, i) => [p, tinyModule(i)] as const),
+      // 48 members share ONE event loop here (48 processes would have 48): on a loaded
+      // machine their herd can outlast the default 10 s deadline, after which waiters
+      // fall back by design. This test is about exactly-once and connections, not latency.
+      cache: { deadline: "60 seconds" }
     })
     try {
+      const herdAt = performance.now()
       const samples = await herd(fleet, paths, perModule)
+      console.log(`48 simulated members: herd of ${samples.length} gets in ${(performance.now() - herdAt).toFixed(0)} ms`)
       expect(samples.filter((s) => !s.ok)).toEqual([])
       expect(samples).toHaveLength(48 * moduleCount * perModule)
       expect(fleet.transpiles()).toBe(moduleCount)
@@ -109,6 +122,34 @@ describe("a fleet at scale on one Postgres", () => {
       expect(peak).toBeLessThan(90)
     }
   }, 120_000)
+})
+
+describe("the connection budget at start", () => {
+  let url: string
+  beforeAll(() => {
+    url = freshDatabase("fleet_budget")
+  })
+  afterAll(() => dropDatabase(url))
+
+  const warningsAtStart = (fleetSize: number, maxConnections: number) => {
+    const warnings: Array<string> = []
+    const collector = Logger.make((options) => {
+      if (options.logLevel === "Warn") warnings.push(String(options.message))
+    })
+    const services = ModuleCacheLive.services({ _tag: "postgres", url: Redacted.make(url), fleetSize, maxConnections })
+    return Effect.runPromise(
+      Effect.scoped(Layer.build(services)).pipe(Effect.provide(Logger.layer([collector])), Effect.as(warnings))
+    )
+  }
+
+  it("warns when the stated fleet size x budget does not fit max_connections minus the headroom", async () => {
+    const max = Number(psql("SHOW max_connections"))
+    const tooMany = await warningsAtStart(Math.floor(max / 2), 2)
+    expect(tooMany.filter((w) => w.includes("does not fit"))).toHaveLength(1)
+    expect(tooMany.find((w) => w.includes("does not fit"))).toContain(`max_connections ${max}`)
+    const fitting = await warningsAtStart(Math.floor(max / 2), 1)
+    expect(fitting.filter((w) => w.includes("does not fit"))).toHaveLength(0)
+  }, 60_000)
 })
 
 describe("refused connections are waited out", () => {

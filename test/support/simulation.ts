@@ -7,7 +7,7 @@
 import { PgConnection } from "@effect/sql-pg"
 import { Context, Effect, Exit, Fiber, Layer, Redacted, Scope } from "effect"
 import { type GetResult, moduleKey, type ModuleKey } from "../../src/Domain.ts"
-import { ModuleCache, type CacheStats } from "../../src/ModuleCache.ts"
+import { type CacheStats, ModuleCache, type ModuleCacheOptions } from "../../src/ModuleCache.ts"
 import * as ModuleCacheLive from "../../src/ModuleCacheLive.ts"
 import { layerMemory, makeMemory, type MemorySources } from "../../src/ModuleSources.ts"
 import * as TestTranspiler from "../../src/TestTranspiler.ts"
@@ -35,6 +35,8 @@ export interface SimulationOptions {
   readonly poolIdleTimeout?: string
   /** Start the members one after the other instead of all at once. */
   readonly sequential?: boolean
+  /** Options of every member's cache. */
+  readonly cache?: ModuleCacheOptions
 }
 
 /** A running simulated fleet. */
@@ -69,7 +71,7 @@ export const startFleet = async (options: SimulationOptions): Promise<SimulatedF
       fleetSize: options.members,
       ...(options.poolIdleTimeout === undefined ? {} : { poolIdleTimeout: options.poolIdleTimeout as `${number} millis` })
     }
-    const layer = ModuleCacheLive.layer(store).pipe(
+    const layer = ModuleCacheLive.layer(store, options.cache).pipe(
       Layer.provide(Layer.merge(layerMemory(sources), Layer.succeed(Transpiler, slow(transpiler, options.transpileMs ?? 20))))
     )
     const context = await Effect.runPromise(Layer.buildWithScope(layer, scope).pipe(
