@@ -3,7 +3,8 @@
  * its own fleet session and pool, as separate processes would have), a cold herd of
  * K=4 gets x M=24 modules on every member, a counting transpiler of 20 ms per module.
  * Each size gets the largest budget (at most the default 2) that fits
- * "members x budget <= max_connections - 10". Reports the peak connections of the
+ * "members x budget <= max_connections - 10"; 12 members also run at a budget of 9 (the
+ * pool of 8 plus one session) as a baseline. Reports the peak connections of the
  * database, the herd's latency and the time an invalidation takes to reach every peer.
  * Run: npx node scratchpad/bench-fleet-scale.ts   (DATABASE_URL as for the tests)
  */
@@ -13,7 +14,14 @@ import { percentile } from "../test/support/fleet.ts"
 import { herd, invalidationSpread, sampleConnections, startFleet, totals } from "../test/support/simulation.ts"
 import type { BenchRow } from "./bench-l1.ts"
 
-const SIZES = [3, 12, 48] as const
+/** Members, and the budget to run them at (undefined: the largest that fits, at most the default). */
+const RUNS: ReadonlyArray<readonly [number, number | undefined]> = [
+  [3, undefined],
+  [12, undefined],
+  // Baseline: the pool of 8 the library used to open, plus the fleet session.
+  [12, 9],
+  [48, undefined]
+]
 const K = 4
 const M = 24
 
@@ -21,8 +29,8 @@ export const benchFleetScale = async (): Promise<Array<BenchRow>> => {
   const serverMax = Number(psql("SHOW max_connections"))
   const paths = Array.from({ length: M }, (_, i) => `m${i}.ts`)
   const rows: Array<BenchRow> = []
-  for (const members of SIZES) {
-    const budget = Math.max(
+  for (const [members, fixed] of RUNS) {
+    const budget = fixed ?? Math.max(
       1,
       Math.min(budgetDefaults.maxConnections, Math.floor((serverMax - budgetDefaults.headroom) / members))
     )
