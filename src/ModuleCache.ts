@@ -18,7 +18,7 @@ import {
   type TranspiledModule
 } from "./Domain.ts"
 import type { GetError, ModuleBuildError, StoreError } from "./Errors.ts"
-import { refusalSchedule } from "./internal/refusal.ts"
+import { refusalCounter, refusalSchedule } from "./internal/refusal.ts"
 import { Invalidations } from "./Invalidations.ts"
 import { defaultMaxBytes, L1Cache } from "./L1Cache.ts"
 import { ModuleSources } from "./ModuleSources.ts"
@@ -208,10 +208,11 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
     effect.pipe(
       Effect.tapError((error) =>
         error.refused === true
-          ? Effect.andThen(
+          ? Effect.all([
             Effect.sync(() => counters.refusals++),
+            Metric.update(refusalCounter, 1),
             Effect.logWarning(`module-transpile-cache: L2 ${operation} refused a connection; waiting`, error.message)
-          )
+          ], { discard: true })
           : Effect.void
       ),
       Effect.retry({ schedule: refusalSchedule(Duration.millis(Math.max(0, bound))), while: (error) => error.refused === true })

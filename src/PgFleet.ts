@@ -12,6 +12,7 @@ import { Coordinator, CoordinatorError } from "./Coordinator.ts"
 import { lockKey, realmHash } from "./Domain.ts"
 import { type InvalidationEvent, Invalidations } from "./Invalidations.ts"
 import { WaiterRegistry } from "./internal/signal.ts"
+import { timeoutLenient } from "./internal/timeout.ts"
 import * as PgSession from "./PgSession.ts"
 
 /** The channel of "a row (or failure) for this lock key is committed". Payload: the lock key. */
@@ -96,8 +97,7 @@ export const make = Effect.fnUntraced(function*(options: PgFleetOptions = {}) {
   const lockQuery = (sql: string, hash: bigint) =>
     session.use(
       (connection, generation) =>
-        connection.query(sql, [hash.toString()]).pipe(
-          Effect.timeout(lockTimeout),
+        timeoutLenient(connection.query(sql, [hash.toString()]), lockTimeout).pipe(
           // A lock query that fails or hangs leaves the session in doubt: replace it (its
           // locks go with it; waiters are woken and retry).
           Effect.tapError(() => session.reset(generation)),

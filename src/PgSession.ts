@@ -29,7 +29,9 @@ import { Cause, Context, Deferred, Duration, Effect, Exit, Layer, Metric, Queue,
 import * as Reactivity from "effect/reactivity/Reactivity"
 import { SqlClient, type SqlConnection } from "effect/sql"
 import { ConnectionError, SqlError, UnknownError } from "effect/sql/SqlError"
+import * as refusal from "./internal/refusal.ts"
 import { isRefusal } from "./internal/refusal.ts"
+import { timeoutLenient } from "./internal/timeout.ts"
 
 /** Options of {@link make}. */
 export interface PgSessionOptions {
@@ -81,10 +83,8 @@ export class PgSession extends Context.Service<PgSession, {
   readonly acquire: (wait: Duration.Input) => Effect.Effect<PgConnection.PgConnection, SqlError>
 }>()("module-transpile-cache/PgSession") {}
 
-/** Connects refused by the server, by this process (fleet session and pool). */
-export const refusalCounter = Metric.counter("module_cache_pg_refusals", {
-  description: "Postgres connects refused by a server that is up (too many clients, ...)"
-})
+/** Connects refused by the server, by this process. */
+export const refusalCounter = refusal.refusalCounter
 /** Reconnects of the fleet session. */
 export const reconnectCounter = Metric.counter("module_cache_listen_reconnects", {
   description: "Reconnects of the LISTEN connection"
@@ -153,7 +153,7 @@ export const make = Effect.fnUntraced(function*(options: PgSessionOptions) {
       }))
     const beat = Effect.forever(Effect.andThen(
       Effect.sleep(options.heartbeat),
-      semaphore.withPermits(1)(pinned.query("SELECT 1", [], false).pipe(Effect.timeout(sessionTimeout)))
+      semaphore.withPermits(1)(timeoutLenient(pinned.query("SELECT 1", [], false), sessionTimeout))
     ))
     const exit = yield* Effect.exit(Effect.raceAllFirst([...queues.map(consume), beat, Deferred.await(session.kill)]))
     yield* lost(session)

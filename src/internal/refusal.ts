@@ -5,7 +5,12 @@
  * moment. So a refused caller waits for a connection on a bounded, jittered backoff
  * instead of falling back to a local transpile at once.
  */
-import { Duration, Schedule } from "effect"
+import { Duration, Metric, Schedule } from "effect"
+
+/** Connects refused by a database that is up, by this process (fleet session, pool, L2 operations). */
+export const refusalCounter = Metric.counter("module_cache_pg_refusals", {
+  description: "Postgres connects refused by a server that is up (too many clients, ...)"
+})
 
 /**
  * SQLSTATEs of a refusal by a database that is up: class 53 (insufficient resources: 53300
