@@ -74,11 +74,14 @@ export const budgetOf = (store: { readonly maxConnections?: number; readonly poo
   return { budget: poolSize + 1, poolSize }
 }
 
+/** How long stats wait for a fleet session that is down, and for their query. */
+const statsWait = Duration.millis(100)
+const statsTimeout = Duration.seconds(5)
+
 /** The Postgres services: fleet session, store on the pool (or on the session), fleet, connection stats. */
 const postgresServices = (store: Extract<StoreChoice, { readonly _tag: "postgres" }>) => {
   const { budget, poolSize } = budgetOf(store)
   const tag = store.applicationTag ?? String(process.pid)
-  const sessionTimeout = store.fleet?.sessionTimeout ?? PgFleet.defaults.sessionTimeout
   const session = PgSession.layer(PgFleet.sessionOptions({ url: store.url }, store.fleet, tag))
   const poolName = `module-transpile-cache:pool:${tag}`
   const sql = poolSize > 0
@@ -107,6 +110,8 @@ const postgresServices = (store: Extract<StoreChoice, { readonly _tag: "postgres
           )
         }
       }
+      // Stats never wait on an outage: with no session up (or a slow answer) they report no
+      // connections rather than hold up the caller.
       const stats = pg.use(
         (connection) =>
           connection.query(
@@ -116,8 +121,9 @@ const postgresServices = (store: Extract<StoreChoice, { readonly _tag: "postgres
             [pg.applicationName, poolName],
             false
           ),
-        sessionTimeout
+        statsWait
       ).pipe(
+        Effect.timeout(statsTimeout),
         Effect.map((result): DatabaseConnections.ConnectionStats | undefined => {
           const row = result.rows[0]
           const number = (value: unknown) => (typeof value === "number" ? value : 0)
