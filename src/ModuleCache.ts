@@ -228,7 +228,8 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
    */
   const bestEffort = <A>(operation: string, effect: Effect.Effect<A, StoreError>): Effect.Effect<void> =>
     waitOutRefusals(operation, effect, deadline).pipe(
-      Effect.retry({ schedule: persistSchedule, times: persistRetries }),
+      // A refusal already had its wait; the persist schedule is for other failures.
+      Effect.retry({ schedule: persistSchedule, times: persistRetries, while: (error) => error.refused !== true }),
       Effect.asVoid,
       Effect.catch((error) =>
         Effect.all([
