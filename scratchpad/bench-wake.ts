@@ -35,7 +35,7 @@ export const benchWake = async (): Promise<Array<BenchRow>> => {
     Effect.gen(function*() {
       const context = yield* Layer.build(
         Layer.mergeAll(SqlTranspileStore.layer({ kind: "postgres" }), PgFleet.layer()).pipe(
-          Layer.provide(PgClient.layer({ url: Redacted.make(url), maxConnections: 4 }))
+          Layer.provide(Layer.provideMerge(PgFleet.layerSession(), PgClient.layer({ url: Redacted.make(url), maxConnections: 4 })))
         )
       )
       const store = Context.get(context, TranspileStore)

@@ -6,6 +6,7 @@ import { execFileSync } from "node:child_process"
 import { writeFileSync } from "node:fs"
 import { cpus, totalmem } from "node:os"
 import { benchBabel } from "./bench-babel.ts"
+import { benchFleetScale } from "./bench-fleet-scale.ts"
 import { benchHerd } from "./bench-herd.ts"
 import { benchHttp } from "./bench-http.ts"
 import { type BenchRow, benchL1 } from "./bench-l1.ts"
@@ -20,7 +21,8 @@ const sections: Array<[string, () => Promise<Array<BenchRow>>]> = [
   ["waiter wake-up", benchWake],
   ["HTTP warm hits", benchHttp],
   ["Babel", benchBabel],
-  ["transpile workers", benchWorkers]
+  ["transpile workers", benchWorkers],
+  ["fleet at scale", benchFleetScale]
 ]
 
 const rows: Array<BenchRow & { section: string }> = []

@@ -53,7 +53,12 @@ export class SourceReadError extends Schema.TaggedError<SourceReadError>()("Sour
 /** An L2 store operation failed (the database is unreachable, a query failed). */
 export class StoreError extends Schema.TaggedError<StoreError>()("StoreError", {
   operation: Schema.String,
-  message: Schema.String
+  message: Schema.String,
+  /**
+   * The database is up but refused a connection ("too many clients", ...): worth waiting
+   * for, unlike an unreachable database.
+   */
+  refused: Schema.optional(Schema.Boolean)
 }) {}
 
 /** The failures a module's transpile can end in, recorded in L2 and shared with every waiter. */

@@ -5,6 +5,7 @@
  */
 import { Cause, Clock, Config, Context, Deferred, Duration, Effect, Exit, Layer, Metric, Schedule, Scope } from "effect"
 import { Coordinator, type Waiter } from "./Coordinator.ts"
+import { type ConnectionStats, DatabaseConnections } from "./DatabaseConnections.ts"
 import {
   type CachedModule,
   type GetResult,
@@ -17,6 +18,7 @@ import {
   type TranspiledModule
 } from "./Domain.ts"
 import { type GetError, isTranspilePoolError, type ModuleBuildError, type StoreError } from "./Errors.ts"
+import { refusalCounter, refusalSchedule } from "./internal/refusal.ts"
 import { Invalidations } from "./Invalidations.ts"
 import { defaultMaxBytes, L1Cache } from "./L1Cache.ts"
 import { ModuleSources } from "./ModuleSources.ts"
@@ -47,6 +49,10 @@ export interface CacheStats {
   readonly inFlight: number
   readonly store: string
   readonly coordinator: string
+  /** L2 operations the database refused a connection for ("too many clients"), each waited out. */
+  readonly refusals: number
+  /** This process's database connections, when it has a database. */
+  readonly connections?: ConnectionStats
 }
 
 /** The transpile cache. */
@@ -137,6 +143,7 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
   const store = yield* TranspileStore
   const coordinator = yield* Coordinator
   const invalidations = yield* Invalidations
+  const connections = yield* DatabaseConnections
   // Loads run in a scope of their own, closed after the drain below (finalizers run in reverse).
   const scope = yield* Scope.fork(yield* Effect.scope)
 
@@ -164,7 +171,8 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
     coalesced: 0,
     fallbacks: 0,
     errors: 0,
-    persistFailures: 0
+    persistFailures: 0,
+    refusals: 0
   }
 
   const bump = (map: Map<string, number>, id: string, by: number) => {
@@ -191,12 +199,37 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
     )
 
   /**
-   * Best effort for an L2 operation: retried on the persist schedule, then logged as a
-   * warning and counted. Never fails: the caller already holds its bytes.
+   * A connection the database refused while up ("too many clients") is waited for, on a
+   * bounded jittered backoff (at most `bound`), instead of counting as an outage: falling
+   * back at once would transpile again exactly when a fleet grows. Each refusal is counted
+   * and logged. Other errors, and a refusal that outlasts the bound, pass through.
+   */
+  const waitOutRefusals = <A>(operation: string, effect: Effect.Effect<A, StoreError>, bound: number) =>
+    effect.pipe(
+      Effect.tapError((error) =>
+        error.refused === true
+          ? Effect.all([
+            Effect.sync(() => counters.refusals++),
+            Metric.update(refusalCounter, 1),
+            Effect.logWarning(`module-transpile-cache: L2 ${operation} refused a connection; waiting`, error.message)
+          ], { discard: true })
+          : Effect.void
+      ),
+      Effect.retry({ schedule: refusalSchedule(Duration.millis(Math.max(0, bound))), while: (error) => error.refused === true })
+    )
+
+  /** An L2 read, waiting out refusals for at most `bound` (default the coalesce deadline). */
+  const readL2 = (key: ModuleKey, bound = deadline) => waitOutRefusals("read", store.read(key), bound)
+
+  /**
+   * Best effort for an L2 operation: refusals waited out, then retried on the persist
+   * schedule, then logged as a warning and counted. Never fails: the caller already holds
+   * its bytes.
    */
   const bestEffort = <A>(operation: string, effect: Effect.Effect<A, StoreError>): Effect.Effect<void> =>
-    effect.pipe(
-      Effect.retry({ schedule: persistSchedule, times: persistRetries }),
+    waitOutRefusals(operation, effect, deadline).pipe(
+      // A refusal already had its wait; the persist schedule is for other failures.
+      Effect.retry({ schedule: persistSchedule, times: persistRetries, while: (error) => error.refused !== true }),
       Effect.asVoid,
       Effect.catch((error) =>
         Effect.all([
@@ -277,7 +310,7 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
 
   /** Holds the lock: re-reads L2, then transpiles and persists on a miss, then notifies. */
   const asWinner = Effect.fnUntraced(function*(job: Job, captured: Captured) {
-    const row = yield* Effect.option(store.read(job.source.key))
+    const row = yield* Effect.option(readL2(job.source.key))
     if (row._tag === "Some") {
       const hit = fromRow(row.value, job.source, "l2")
       if (hit !== undefined) return hit
@@ -297,7 +330,7 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
       if (left <= 0) return yield* fallback(job, captured, "deadline")
       yield* Effect.raceFirst(waiter.wake, Effect.sleep(Math.min(delay, left)))
       delay = Math.min(delay * 1.5, pollMax)
-      const row = yield* Effect.option(store.read(job.source.key))
+      const row = yield* Effect.option(readL2(job.source.key, left))
       if (row._tag === "None") return yield* fallback(job, undefined, "store")
       const hit = fromRow(row.value, job.source, "coalesced")
       if (hit !== undefined) {
@@ -343,7 +376,7 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
       // follows is conditioned on the empty state and loses against the tombstone.
       return yield* Effect.asVoid(transpileAndPersist(job, undefined, "transpiled"))
     }
-    const row = yield* Effect.option(store.read(key).pipe(Effect.withSpan("ModuleCache.readL2")))
+    const row = yield* Effect.option(readL2(key).pipe(Effect.withSpan("ModuleCache.readL2")))
     const loaded = row._tag === "None"
       ? yield* fallback(job, undefined, "store")
       : fromRow(row.value, source, "l2") ?? (yield* coalesce(job, row.value.captured))
@@ -452,13 +485,14 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
     get,
     invalidate,
     invalidateRealm,
-    stats: Effect.sync(() => ({
+    stats: Effect.map(connections.stats, (connected) => ({
       ...counters,
       l1Bytes: l1.bytes,
       l1Entries: l1.size,
       inFlight: running,
       store: store.kind,
-      coordinator: coordinator.kind
+      coordinator: coordinator.kind,
+      ...(connected === undefined ? {} : { connections: connected })
     }))
   })
 })

@@ -1,17 +1,20 @@
 /**
  * The ModuleCache of a deployment, by store: Postgres brings its coordinator and peer
- * invalidations (sharing one pool with the store); PGlite and memory run with none.
+ * invalidations on one fleet session, and the store on a small pool (or on that session);
+ * PGlite and memory run with none.
  *
  * @since 0.1.0
  */
 import { PgClient } from "@effect/sql-pg"
-import { Config, Duration, Layer, Option, type Redacted } from "effect"
+import { Config, Duration, Effect, Layer, Option, type Redacted } from "effect"
 import * as Coordinator from "./Coordinator.ts"
+import * as DatabaseConnections from "./DatabaseConnections.ts"
 import * as Invalidations from "./Invalidations.ts"
 import * as MemoryTranspileStore from "./MemoryTranspileStore.ts"
 import * as ModuleCache from "./ModuleCache.ts"
 import type { ModuleSources } from "./ModuleSources.ts"
 import * as PgFleet from "./PgFleet.ts"
+import * as PgSession from "./PgSession.ts"
 import * as SqlTranspileStore from "./SqlTranspileStore.ts"
 import type { Transpiler } from "./Transpiler.ts"
 import { none as noStore, TranspileStore } from "./TranspileStore.ts"
@@ -21,8 +24,23 @@ export type StoreChoice =
   | {
     readonly _tag: "postgres"
     readonly url: Redacted.Redacted<string>
-    /** Pool size (default 8). The LISTEN and lock sessions are outside the pool. */
+    /**
+     * The connection budget of the process (default 2): the fleet session (LISTEN, advisory
+     * locks, NOTIFY) plus a pool of `budget - 1` connections for L2, opened on demand and
+     * closed when idle. A budget of 1 runs L2 on the fleet session too. Choose it so that
+     * "fleet size x budget <= max_connections - headroom".
+     */
+    readonly maxConnections?: number
+    /** The pool's part of the budget, overriding `maxConnections - 1` (the budget is then `poolSize + 1`). */
     readonly poolSize?: number
+    /** How long an idle pool connection stays open (default 10 s). */
+    readonly poolIdleTimeout?: Duration.Input
+    /** The number of processes of the fleet, if known: a budget that cannot fit is warned about at start. */
+    readonly fleetSize?: number
+    /** Connections left to other clients of the server in that check (default 10). */
+    readonly headroom?: number
+    /** Suffix of the connections' `application_name` (default the process id). */
+    readonly applicationTag?: string
     /**
      * How long a new pool connection may take before the store counts as down (default 2 s:
      * transpiles run in worker threads, so sockets are answered promptly; a database that is
@@ -42,7 +60,97 @@ export type StoreChoice =
   | { readonly _tag: "none" }
 
 /** Defaults of the Postgres choice. */
-export const defaults = { poolSize: 8, connectTimeout: Duration.seconds(2) } as const
+export const defaults = { connectTimeout: Duration.seconds(2) } as const
+
+/** Defaults of the Postgres connection budget. */
+export const budgetDefaults = {
+  maxConnections: 2,
+  poolIdleTimeout: Duration.seconds(10),
+  headroom: 10
+} as const
+
+/** The connections of a Postgres choice: the budget and the pool's part of it. */
+export const budgetOf = (store: { readonly maxConnections?: number; readonly poolSize?: number }) => {
+  const poolSize = Math.max(0, Math.floor(store.poolSize ?? (store.maxConnections ?? budgetDefaults.maxConnections) - 1))
+  return { budget: poolSize + 1, poolSize }
+}
+
+/** How long stats wait for a fleet session that is down, and for their query. */
+const statsWait = Duration.millis(100)
+const statsTimeout = Duration.seconds(5)
+
+/** The Postgres services: fleet session, store on the pool (or on the session), fleet, connection stats. */
+const postgresServices = (store: Extract<StoreChoice, { readonly _tag: "postgres" }>) => {
+  const { budget, poolSize } = budgetOf(store)
+  const tag = store.applicationTag ?? String(process.pid)
+  const session = PgSession.layer(PgFleet.sessionOptions({ url: store.url }, store.fleet, tag))
+  const poolName = `module-transpile-cache:pool:${tag}`
+  const sql = poolSize > 0
+    ? PgClient.layer({
+      url: store.url,
+      maxConnections: poolSize,
+      minConnections: 0,
+      idleTimeout: store.poolIdleTimeout ?? budgetDefaults.poolIdleTimeout,
+      connectTimeout: store.connectTimeout ?? defaults.connectTimeout,
+      applicationName: poolName,
+      multiplex: true
+    })
+    : PgSession.layerSqlClient(store.connectTimeout ?? defaults.connectTimeout)
+  const connections = Layer.effect(
+    DatabaseConnections.DatabaseConnections,
+    Effect.gen(function*() {
+      const pg = yield* PgSession.PgSession
+      const headroom = store.headroom ?? budgetDefaults.headroom
+      const serverMax = pg.serverMax()
+      if (store.fleetSize !== undefined && serverMax !== undefined) {
+        if (!DatabaseConnections.fits(store.fleetSize, budget, serverMax, headroom)) {
+          yield* Effect.logWarning(
+            `module-transpile-cache: a fleet of ${store.fleetSize} processes x ${budget} connections = ${
+              store.fleetSize * budget
+            } does not fit max_connections ${serverMax} minus a headroom of ${headroom}; lower MTC_PG_MAX_CONNECTIONS (1 is the least) or raise max_connections`
+          )
+        }
+      }
+      // Stats never wait on an outage: with no session up (or a slow answer) they report no
+      // connections rather than hold up the caller.
+      const stats = pg.use(
+        (connection) =>
+          connection.query(
+            `SELECT current_setting('max_connections')::int AS max,
+                    (SELECT count(*)::int FROM pg_stat_activity) AS total,
+                    (SELECT count(*)::int FROM pg_stat_activity WHERE application_name IN ($1, $2)) AS mine`,
+            [pg.applicationName, poolName],
+            false
+          ),
+        statsWait
+      ).pipe(
+        Effect.timeout(statsTimeout),
+        Effect.map((result): DatabaseConnections.ConnectionStats | undefined => {
+          const row = result.rows[0]
+          const number = (value: unknown) => (typeof value === "number" ? value : 0)
+          return {
+            budget,
+            poolSize,
+            open: number(row?.["mine"]),
+            serverMax: number(row?.["max"]),
+            serverOpen: number(row?.["total"]),
+            refusals: pg.refusals(),
+            ...(store.fleetSize === undefined ? {} : { fleetSize: store.fleetSize })
+          }
+        }),
+        Effect.orElseSucceed(() => undefined)
+      )
+      return { stats }
+    })
+  )
+  return Layer.mergeAll(
+    SqlTranspileStore.layer({ kind: "postgres" }).pipe(Layer.provide(sql)),
+    store.coordinate === false
+      ? Layer.merge(Coordinator.layerNone, PgFleet.layerInvalidations(store.fleet))
+      : PgFleet.layer(store.fleet),
+    connections
+  ).pipe(Layer.provide(session))
+}
 
 /** The store, coordinator and invalidations of a choice. */
 export const services = (
@@ -53,17 +161,7 @@ export const services = (
 > => {
   switch (store._tag) {
     case "postgres":
-      return Layer.mergeAll(
-        SqlTranspileStore.layer({ kind: "postgres" }),
-        store.coordinate === false
-          ? Layer.merge(Coordinator.layerNone, PgFleet.layerInvalidations(store.fleet))
-          : PgFleet.layer(store.fleet)
-      ).pipe(Layer.provide(PgClient.layer({
-        url: store.url,
-        maxConnections: store.poolSize ?? defaults.poolSize,
-        connectTimeout: store.connectTimeout ?? defaults.connectTimeout,
-        applicationName: `module-transpile-cache:pool:${process.pid}`
-      })))
+      return postgresServices(store)
     case "pglite":
       return Layer.mergeAll(
         SqlTranspileStore.layerPglite({ dataDir: store.dataDir }),
@@ -89,12 +187,17 @@ export const layer = (
   ModuleCache.layer(options).pipe(Layer.provide(services(store)))
 
 /**
- * The Postgres choice from the environment when `DATABASE_URL` is set: `MTC_PG_POOL_SIZE`,
+ * The Postgres choice from the environment when `DATABASE_URL` is set: `MTC_PG_MAX_CONNECTIONS`,
+ * `MTC_PG_POOL_SIZE`, `MTC_PG_IDLE_TIMEOUT`, `MTC_FLEET_SIZE`, `MTC_PG_HEADROOM`,
  * `MTC_PG_CONNECT_TIMEOUT`, `MTC_HEARTBEAT`, `MTC_SESSION_TIMEOUT`, `MTC_LOCK_TIMEOUT`. `None` otherwise.
  */
 export const postgresFromEnv: Config.Config<Option.Option<StoreChoice>> = Config.all({
   url: Config.Redacted("DATABASE_URL").pipe(Config.option),
-  poolSize: Config.withDefault(Config.Int("MTC_PG_POOL_SIZE"), defaults.poolSize),
+  maxConnections: Config.withDefault(Config.Int("MTC_PG_MAX_CONNECTIONS"), budgetDefaults.maxConnections),
+  poolSize: Config.Int("MTC_PG_POOL_SIZE").pipe(Config.option),
+  poolIdleTimeout: Config.withDefault(Config.Duration("MTC_PG_IDLE_TIMEOUT"), budgetDefaults.poolIdleTimeout),
+  fleetSize: Config.Int("MTC_FLEET_SIZE").pipe(Config.option),
+  headroom: Config.withDefault(Config.Int("MTC_PG_HEADROOM"), budgetDefaults.headroom),
   connectTimeout: Config.withDefault(Config.Duration("MTC_PG_CONNECT_TIMEOUT"), defaults.connectTimeout),
   heartbeat: Config.withDefault(Config.Duration("MTC_HEARTBEAT"), PgFleet.defaults.heartbeat),
   sessionTimeout: Config.withDefault(Config.Duration("MTC_SESSION_TIMEOUT"), PgFleet.defaults.sessionTimeout),
@@ -103,7 +206,11 @@ export const postgresFromEnv: Config.Config<Option.Option<StoreChoice>> = Config
   Option.map(c.url, (url): StoreChoice => ({
     _tag: "postgres",
     url,
-    poolSize: c.poolSize,
+    maxConnections: c.maxConnections,
+    ...Option.match(c.poolSize, { onNone: () => ({}), onSome: (poolSize) => ({ poolSize }) }),
+    poolIdleTimeout: c.poolIdleTimeout,
+    ...Option.match(c.fleetSize, { onNone: () => ({}), onSome: (fleetSize) => ({ fleetSize }) }),
+    headroom: c.headroom,
     connectTimeout: c.connectTimeout,
     fleet: { heartbeat: c.heartbeat, sessionTimeout: c.sessionTimeout, lockTimeout: c.lockTimeout }
   }))

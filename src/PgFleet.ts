@@ -1,17 +1,19 @@
 /**
- * The Postgres fleet: the Coordinator (advisory locks on one dedicated session per process)
- * and Invalidations (NOTIFY), both fed by one LISTEN connection per process that reconnects
+ * The Postgres fleet: the Coordinator (advisory locks) and Invalidations (NOTIFY), both on
+ * the one fleet session of the process ({@link PgSession}), which also LISTENs, reconnects
  * with backoff, sends a heartbeat, and on every reconnect flushes L1 and wakes all waiters.
  *
  * @since 0.1.0
  */
-import { PgClient, PgConnection } from "@effect/sql-pg"
+import { PgClient, type PgConnection } from "@effect/sql-pg"
 import { randomBytes } from "node:crypto"
-import { Cause, Context, Duration, Effect, Exit, Layer, Metric, Queue, Schedule, Scope, Semaphore } from "effect"
+import { Cause, Context, Duration, Effect, Layer } from "effect"
 import { Coordinator, CoordinatorError } from "./Coordinator.ts"
 import { lockKey, realmHash } from "./Domain.ts"
 import { type InvalidationEvent, Invalidations } from "./Invalidations.ts"
 import { WaiterRegistry } from "./internal/signal.ts"
+import { timeoutLenient } from "./internal/timeout.ts"
+import * as PgSession from "./PgSession.ts"
 
 /** The channel of "a row (or failure) for this lock key is committed". Payload: the lock key. */
 export const populatedChannel = "module_transpile_cache_populated"
@@ -39,32 +41,27 @@ export const defaults = {
   lockTimeout: Duration.seconds(2)
 } as const
 
-/** LISTEN reconnects, by this process. */
-export const reconnectCounter = Metric.counter("module_cache_listen_reconnects", {
-  description: "Reconnects of the LISTEN connection"
-})
+/** LISTEN reconnects, by this process (the fleet session's reconnects). */
+export const reconnectCounter = PgSession.reconnectCounter
 
-/** Builds the Coordinator and Invalidations of one process over the PgClient in context. */
+/**
+ * Builds the Coordinator and Invalidations of one process over the fleet session in
+ * context: advisory locks, NOTIFY and LISTEN all run on that one session (see
+ * {@link PgSession} for why that is sound). No pool connection is used, so the pool only
+ * serves L2.
+ */
 export const make = Effect.fnUntraced(function*(options: PgFleetOptions = {}) {
-  const pg = yield* PgClient.PgClient
-  const scope = yield* Effect.scope
-  const heartbeat = options.heartbeat ?? defaults.heartbeat
+  const session = yield* PgSession.PgSession
   const sessionTimeout = options.sessionTimeout ?? defaults.sessionTimeout
   const lockTimeout = options.lockTimeout ?? defaults.lockTimeout
   const origin = randomBytes(6).toString("hex")
   const waiters = new WaiterRegistry()
   const subscribers = new Set<(event: InvalidationEvent) => void>()
-  const connectionConfig = (role: "listen" | "locks"): PgConnection.Config => ({
-    ...pg.config,
-    connectTimeout: sessionTimeout,
-    applicationName: `module-transpile-cache:${role}:${process.pid}`
-  })
   const deliver = (event: InvalidationEvent) => {
     for (const subscriber of subscribers) subscriber(event)
   }
 
-  // --- the LISTEN connection -------------------------------------------------------------
-  let connections = 0
+  // --- notifications -----------------------------------------------------------------------
   const onNotification = (notification: PgConnection.Notification) => {
     if (notification.channel === populatedChannel) {
       const hash = parseHash(notification.payload)
@@ -77,117 +74,59 @@ export const make = Effect.fnUntraced(function*(options: PgFleetOptions = {}) {
     if (kind === "k") deliver({ _tag: "Key", hash })
     else if (kind === "r") deliver({ _tag: "Realm", hash })
   }
+  yield* session.subscribe({
+    onNotification,
+    // Invalidations may have been missed while no session listened; the locks of a lost
+    // session are gone, so waiters retry at once.
+    onConnected: () => {
+      deliver({ _tag: "Flush" })
+      waiters.wakeAll()
+    },
+    onLost: () => waiters.wakeAll()
+  })
 
-  const listenSession = Effect.scoped(Effect.gen(function*() {
-    const connection = yield* PgConnection.make(connectionConfig("listen"))
-    const pinned = yield* connection.pin
-    const populated = yield* pinned.listen(populatedChannel)
-    const invalidated = yield* pinned.listen(invalidatedChannel)
-    // Invalidations may have been missed while no connection listened.
-    if (connections++ > 0) yield* Metric.update(reconnectCounter, 1)
-    deliver({ _tag: "Flush" })
-    waiters.wakeAll()
-    const consume = (queue: Queue.Dequeue<PgConnection.Notification, unknown>) =>
-      Effect.forever(Effect.map(Queue.take(queue), onNotification))
-    const beat = Effect.forever(
-      Effect.andThen(
-        Effect.sleep(heartbeat),
-        pinned.query("SELECT 1", [], false).pipe(Effect.timeout(sessionTimeout))
-      )
-    )
-    return yield* Effect.raceAll([consume(populated), consume(invalidated), beat])
-  }))
-
-  const listenLoop = listenSession.pipe(
-    Effect.retry(Schedule.min([Schedule.exponential("100 millis"), Schedule.spaced("5 seconds")])),
-    Effect.catchCause((cause) =>
-      Effect.andThen(
-        Effect.sync(() => waiters.wakeAll()),
-        Effect.logWarning("module-transpile-cache: LISTEN connection lost; reconnecting", Cause.pretty(cause))
-      )
-    ),
-    Effect.forever
-  )
-  // Wait for the first LISTEN so that no notice sent after start-up is missed; go on
-  // regardless after the session timeout (the database may be down; waiters poll).
-  yield* Effect.forkIn(listenLoop, scope)
-  yield* Effect.sync(() => connections).pipe(
-    Effect.repeat({ until: (n) => n > 0, schedule: Schedule.spaced("10 millis") }),
-    Effect.timeoutOption(sessionTimeout)
-  )
-
-  // --- the lock session ------------------------------------------------------------------
-  interface LockSession {
-    readonly connection: PgConnection.PgConnection
-    readonly scope: Scope.Closeable
-  }
-  let session: LockSession | undefined
+  // --- advisory locks ------------------------------------------------------------------------
   /**
-   * Lock keys this process holds (or is trying to take), with the session that holds them.
-   * Advisory locks are re-entrant per session, so a second load of a key in this process
-   * (after an invalidation dropped the first one's slot) must not take it again: it waits
-   * like any loser.
+   * Lock keys this process holds (or is trying to take), with the generation of the session
+   * that holds them. Advisory locks are re-entrant per session, so a second load of a key in
+   * this process (after an invalidation dropped the first one's slot) must not take it
+   * again: it waits like any loser.
    */
-  const claims = new Map<bigint, LockSession | "pending">()
-  const lockSemaphore = yield* Semaphore.make(1)
+  const claims = new Map<bigint, number | "pending">()
 
-  const dropSession = (broken: LockSession) =>
-    Effect.suspend(() => {
-      if (session === broken) session = undefined
-      return Scope.close(broken.scope, Exit.void)
-    })
-
-  const currentSession = lockSemaphore.withPermits(1)(Effect.suspend(() => {
-    if (session !== undefined) return Effect.succeed(session)
-    return Effect.gen(function*() {
-      const sessionScope = yield* Scope.make()
-      const connection = yield* PgConnection.make(connectionConfig("locks")).pipe(
-        Scope.provide(sessionScope),
-        Effect.onError(() => Scope.close(sessionScope, Exit.void))
-      )
-      const fresh: LockSession = { connection, scope: sessionScope }
-      session = fresh
-      return fresh
-    })
-  }))
-
-  const lockQuery = (sql: string, hash: bigint, owner?: LockSession) => {
-    const attempt = Effect.gen(function*() {
-      const current = owner ?? (yield* currentSession)
-      const result = yield* current.connection.query(sql, [hash.toString()]).pipe(
-        Effect.timeout(lockTimeout),
-        Effect.tapError(() => dropSession(current))
-      )
-      return { session: current, value: result.rows[0]?.["value"] }
-    })
-    // A session that died while idle (a database restart) is found out by its next query:
-    // a try-lock tries once more on a fresh one. An unlock has no second chance: the locks
-    // of a dead session are gone already.
-    return (owner === undefined
-      ? attempt.pipe(Effect.catchIf((error) => !Cause.isTimeoutError(error), () => attempt))
-      : attempt).pipe(Effect.mapError((error) => new CoordinatorError({ message: String(error) })))
-  }
-
-  yield* Effect.addFinalizer(() =>
-    Effect.suspend(() => (session === undefined ? Effect.void : dropSession(session)))
-  )
+  const lockQuery = (sql: string, hash: bigint) =>
+    session.use(
+      (connection, generation) =>
+        timeoutLenient(connection.query(sql, [hash.toString()]), lockTimeout).pipe(
+          // A lock query that fails or hangs leaves the session in doubt: replace it (its
+          // locks go with it; waiters are woken and retry).
+          Effect.tapError(() => session.reset(generation)),
+          Effect.map((result) => ({ generation, value: result.rows[0]?.["value"] }))
+        ),
+      lockTimeout
+    )
 
   const coordinator = Coordinator.of({
     kind: "postgres",
     register: (key) => waiters.register(lockKey(key)),
     tryLock: (key) => {
       const hash = lockKey(key)
+      const attempt = lockQuery("SELECT pg_try_advisory_lock($1::int8) AS value", hash)
       return Effect.suspend(() => {
         if (claims.has(hash)) return Effect.succeed(false)
         claims.set(hash, "pending")
-        return lockQuery("SELECT pg_try_advisory_lock($1::int8) AS value", hash).pipe(
+        // A session that died while idle (a database restart) is found out by its next
+        // query: a try-lock tries once more on a fresh one.
+        return attempt.pipe(
+          Effect.catchIf((error) => !Cause.isTimeoutError(error), () => attempt),
           Effect.onExit((exit) =>
             Effect.sync(() => {
-              if (exit._tag === "Success" && exit.value.value === true) claims.set(hash, exit.value.session)
+              if (exit._tag === "Success" && exit.value.value === true) claims.set(hash, exit.value.generation)
               else claims.delete(hash)
             })
           ),
-          Effect.map(({ value }) => value === true)
+          Effect.map(({ value }) => value === true),
+          Effect.mapError((error) => new CoordinatorError({ message: String(error) }))
         )
       }).pipe(Effect.withSpan("Coordinator.tryLock"))
     },
@@ -196,24 +135,30 @@ export const make = Effect.fnUntraced(function*(options: PgFleetOptions = {}) {
       return Effect.suspend(() => {
         const owner = claims.get(hash)
         if (owner === undefined || owner === "pending") return Effect.void
-        // The locks of a dropped session are gone already.
-        if (owner !== session) return Effect.sync(() => claims.delete(hash))
-        return lockQuery("SELECT pg_advisory_unlock($1::int8) AS value", hash, owner).pipe(
+        // The locks of a lost session are gone already; an unlock has no second chance.
+        if (owner !== session.generation()) return Effect.sync(() => claims.delete(hash))
+        return lockQuery("SELECT pg_advisory_unlock($1::int8) AS value", hash).pipe(
           Effect.ensuring(Effect.sync(() => claims.delete(hash)))
         )
       }).pipe(Effect.ignore, Effect.withSpan("Coordinator.unlock"))
     },
     notifyPopulated: (key) =>
-      pg.notify(populatedChannel, lockKey(key).toString()).pipe(
-        Effect.timeout(sessionTimeout),
+      notify(populatedChannel, lockKey(key).toString()).pipe(
         Effect.ignore,
         Effect.withSpan("Coordinator.notifyPopulated")
       )
   })
 
+  // --- NOTIFY --------------------------------------------------------------------------------
+  const notify = (channel: string, payload: string) =>
+    session.use(
+      (connection) =>
+        connection.query("SELECT pg_notify($1, $2)", [channel, payload], false).pipe(Effect.timeout(sessionTimeout)),
+      sessionTimeout
+    )
+
   const publish = (kind: "k" | "r", hash: bigint) =>
-    pg.notify(invalidatedChannel, `${kind}:${hash}:${origin}`).pipe(
-      Effect.timeout(sessionTimeout),
+    notify(invalidatedChannel, `${kind}:${hash}:${origin}`).pipe(
       Effect.tapError((error) => Effect.logWarning("module-transpile-cache: invalidation NOTIFY failed", String(error))),
       Effect.ignore
     )
@@ -244,12 +189,35 @@ const parseHash = (text: string): bigint | undefined => {
   }
 }
 
+/**
+ * The fleet session's options: LISTEN on the fleet's channels, with the heartbeat and
+ * session timeout of `options`, named `module-transpile-cache:listen:<tag>` on the server.
+ */
+export const sessionOptions = (
+  connection: PgConnection.Config,
+  options: PgFleetOptions = {},
+  tag: string = String(process.pid)
+): PgSession.PgSessionOptions => ({
+  connection: { ...connection, applicationName: `module-transpile-cache:listen:${tag}` },
+  channels: [populatedChannel, invalidatedChannel],
+  heartbeat: options.heartbeat ?? defaults.heartbeat,
+  sessionTimeout: options.sessionTimeout ?? defaults.sessionTimeout
+})
+
+/** The fleet session, connected with the settings of the PgClient in context. */
+export const layerSession = (options?: PgFleetOptions, tag?: string): Layer.Layer<PgSession.PgSession, never, PgClient.PgClient> =>
+  Layer.unwrap(Effect.gen(function*() {
+    const pg = yield* PgClient.PgClient
+    const { connectTimeout: _, ...connection } = pg.config
+    return PgSession.layer(sessionOptions(connection, options, tag))
+  }))
+
 /** Only the peer invalidations of {@link make}, for a fleet that does not coalesce. */
-export const layerInvalidations = (options?: PgFleetOptions): Layer.Layer<Invalidations, never, PgClient.PgClient> =>
+export const layerInvalidations = (options?: PgFleetOptions): Layer.Layer<Invalidations, never, PgSession.PgSession> =>
   Layer.effect(Invalidations, Effect.map(make(options), ({ invalidations }) => invalidations))
 
 /** Coordinator and Invalidations over the PgClient in context. */
-export const layer = (options?: PgFleetOptions): Layer.Layer<Coordinator | Invalidations, never, PgClient.PgClient> =>
+export const layer = (options?: PgFleetOptions): Layer.Layer<Coordinator | Invalidations, never, PgSession.PgSession> =>
   Layer.effectContext(
     Effect.map(make(options), ({ coordinator, invalidations }) =>
       Context.make(Coordinator, coordinator).pipe(Context.add(Invalidations, invalidations)))

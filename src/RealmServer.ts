@@ -63,6 +63,7 @@ import { type FSWatcher, watch } from "node:fs"
 import { stat } from "node:fs/promises"
 import { createServer } from "node:http"
 import * as path from "node:path"
+import { ConnectionStats } from "./DatabaseConnections.ts"
 import { type CachedModule, hashSource, javascriptContentType, moduleKey } from "./Domain.ts"
 import type { GetError } from "./Errors.ts"
 import * as FileSystemSources from "./FileSystemSources.ts"
@@ -103,7 +104,9 @@ export const StatsBody = Schema.Struct({
   l1Entries: Schema.Number,
   inFlight: Schema.Number,
   store: Schema.String,
-  coordinator: Schema.String
+  coordinator: Schema.String,
+  refusals: Schema.Number,
+  connections: Schema.optional(ConnectionStats)
 })
 export type StatsBody = typeof StatsBody.Type
 

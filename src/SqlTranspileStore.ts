@@ -36,6 +36,7 @@ import type { SqlError } from "effect/sql/SqlError"
 import * as DataDirLock from "./DataDirLock.ts"
 import { hash64, type ModuleKey } from "./Domain.ts"
 import { SourceTooLargeError, StoreError, TranspileError } from "./Errors.ts"
+import { isRefusal, refusalSchedule } from "./internal/refusal.ts"
 import * as Migrations from "./Migrations.ts"
 import * as PgliteClient from "./PgliteClient.ts"
 import { absent, emptyCapture, type StoredRow, TranspileStore, type WriteRequest } from "./TranspileStore.ts"
@@ -91,7 +92,9 @@ export const realmLockId = (realmUrl: string): number =>
   Number(BigInt.asIntN(32, hash64(`realm-lock|${realmUrl}`)))
 
 const toStoreError = (operation: string) => (error: SqlError | Schema.SchemaError): StoreError =>
-  new StoreError({ operation, message: error.message })
+  isRefusal(error)
+    ? new StoreError({ operation, message: error.message, refused: true })
+    : new StoreError({ operation, message: error.message })
 
 const jsonText = (value: unknown): string => JSON.stringify(value)
 
@@ -287,12 +290,23 @@ export const make = (
     return TranspileStore.of({ kind, read, write, tombstone, wipeRealm, prune })
   })
 
-/** Runs the migrations for `kind`, then makes the store. */
+/**
+ * How long start-up waits out refused connections ("too many clients") before it fails:
+ * a fleet starting at once on a busy server gets its connections as others close.
+ */
+const startupRefusalBound = "30 seconds"
+
+/** Runs the migrations for `kind` (waiting out refused connections), then makes the store. */
 const migrateAndMake = (
   options: SqlStoreOptions
 ): Effect.Effect<TranspileStore["Service"], StoreError, SqlClient.SqlClient> =>
   Migrations.run(Migrations.optionsFor(options.kind)).pipe(
-    Effect.mapError((error) => new StoreError({ operation: "migrate", message: error.message })),
+    Effect.retry({ schedule: refusalSchedule(startupRefusalBound), while: isRefusal }),
+    Effect.mapError((error) =>
+      isRefusal(error)
+        ? new StoreError({ operation: "migrate", message: error.message, refused: true })
+        : new StoreError({ operation: "migrate", message: error.message })
+    ),
     Effect.andThen(make(options))
   )
 

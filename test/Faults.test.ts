@@ -325,10 +325,11 @@ describe("faults of a serve fleet on Postgres", () => {
     const servers = await startFleet(3, realm.dir, faultEnv(dbUrl))
     const [victim, ...peers] = servers as [ServerProcess, ...Array<ServerProcess>]
     const victimPid = pidOf(victim)
+    // The fleet session (LISTEN and the advisory locks) of the victim.
     const victimLocks = () =>
       Number(psql(`SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
         WHERE l.locktype = 'advisory' AND a.datname = '${database}'
-        AND a.application_name = 'module-transpile-cache:locks:${victimPid}'`))
+        AND a.application_name = 'module-transpile-cache:listen:${victimPid}'`))
     const victimSessions = () =>
       Number(psql(`SELECT count(*) FROM pg_stat_activity WHERE datname = '${database}'
         AND application_name LIKE '%:${victimPid}'`))

@@ -22,7 +22,11 @@ const key = moduleKey("https://realm.test/", "a.ts")
 
 const member = (scope: Scope.Scope) =>
   Effect.gen(function*() {
-    const context = yield* Layer.build(PgClient.layer({ url: Redacted.make(url), maxConnections: 2 }))
+    const context = yield* Layer.build(
+      PgFleet.layerSession({ heartbeat: "200 millis", sessionTimeout: "1 second" }).pipe(
+        Layer.provide(PgClient.layer({ url: Redacted.make(url), maxConnections: 2 }))
+      )
+    )
     return yield* PgFleet.make({ heartbeat: "200 millis", sessionTimeout: "1 second" }).pipe(
       Effect.provideContext(context)
     )
