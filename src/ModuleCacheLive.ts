@@ -6,7 +6,10 @@
  */
 import { PgClient } from "@effect/sql-pg"
 import { Config, Duration, Layer, Option, type Redacted } from "effect"
+import type { SqlError } from "effect/sql/SqlError"
 import * as Coordinator from "./Coordinator.ts"
+import type { DataDirLockedError, DataDirLockError } from "./DataDirLock.ts"
+import type { StoreError } from "./Errors.ts"
 import * as Invalidations from "./Invalidations.ts"
 import * as MemoryTranspileStore from "./MemoryTranspileStore.ts"
 import * as ModuleCache from "./ModuleCache.ts"
@@ -43,13 +46,18 @@ export type StoreChoice =
 /** Defaults of the Postgres choice. */
 export const defaults = { poolSize: 8, connectTimeout: Duration.seconds(5) } as const
 
+/**
+ * Why building the layers of a store choice fails: Postgres cannot be reached
+ * (`SqlError`), the schema cannot be migrated or the store cannot start (`StoreError`), or a
+ * PGlite data directory is held by another process (`DataDirLockedError`) or cannot be
+ * locked (`DataDirLockError`). Every member is a tagged error, for `Effect.catchTag`.
+ */
+export type LayerError = SqlError | StoreError | DataDirLockedError | DataDirLockError
+
 /** The store, coordinator and invalidations of a choice. */
 export const services = (
   store: StoreChoice
-): Layer.Layer<
-  TranspileStore | Coordinator.Coordinator | Invalidations.Invalidations,
-  unknown
-> => {
+): Layer.Layer<TranspileStore | Coordinator.Coordinator | Invalidations.Invalidations, LayerError> => {
   switch (store._tag) {
     case "postgres":
       return Layer.mergeAll(
@@ -84,7 +92,7 @@ export const services = (
 export const layer = (
   store: StoreChoice,
   options: ModuleCache.ModuleCacheOptions = {}
-): Layer.Layer<ModuleCache.ModuleCache, unknown, Transpiler | ModuleSources> =>
+): Layer.Layer<ModuleCache.ModuleCache, LayerError, Transpiler | ModuleSources> =>
   ModuleCache.layer(options).pipe(Layer.provide(services(store)))
 
 /**
