@@ -15,7 +15,7 @@
  */
 import { Effect } from "effect"
 import { SqlClient } from "effect/sql"
-import type { MigrationOptions } from "../src/Migrations.ts"
+import type { MigrationOptions } from "./MigrationOptions.ts"
 
 export const migration = (options: MigrationOptions) =>
   Effect.gen(function*() {

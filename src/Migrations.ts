@@ -19,16 +19,10 @@ import { Migrator, SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import { migration as createCache } from "../migrations/0001_create_module_transpile_cache.ts"
 import { migration as createRealm } from "../migrations/0002_create_module_transpile_cache_realm.ts"
+import type { MigrationOptions } from "../migrations/MigrationOptions.ts"
 import { hash64 } from "./Domain.ts"
 
-/** What the migrations need to know about the database. */
-export interface MigrationOptions {
-  /**
-   * Create `module_transpile_cache` UNLOGGED. `true` on Postgres (a crash costs only a cold
-   * start); `false` on PGlite, where an UNLOGGED table would be empty after every unclean exit.
-   */
-  readonly unlogged: boolean
-}
+export type { MigrationOptions }
 
 /** The options for a store kind: UNLOGGED on Postgres, logged on PGlite. */
 export const optionsFor = (kind: "postgres" | "pglite"): MigrationOptions => ({ unlogged: kind === "postgres" })

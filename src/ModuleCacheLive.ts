@@ -7,8 +7,11 @@
  */
 import { PgClient } from "@effect/sql-pg"
 import { Config, Duration, Effect, Layer, Option, type Redacted } from "effect"
+import type { SqlError } from "effect/sql/SqlError"
 import * as Coordinator from "./Coordinator.ts"
 import * as DatabaseConnections from "./DatabaseConnections.ts"
+import type { DataDirLockedError, DataDirLockError } from "./DataDirLock.ts"
+import type { StoreError } from "./Errors.ts"
 import * as Invalidations from "./Invalidations.ts"
 import * as MemoryTranspileStore from "./MemoryTranspileStore.ts"
 import * as ModuleCache from "./ModuleCache.ts"
@@ -152,13 +155,18 @@ const postgresServices = (store: Extract<StoreChoice, { readonly _tag: "postgres
   ).pipe(Layer.provide(session))
 }
 
+/**
+ * Why building the layers of a store choice fails: Postgres cannot be reached
+ * (`SqlError`), the schema cannot be migrated or the store cannot start (`StoreError`), or a
+ * PGlite data directory is held by another process (`DataDirLockedError`) or cannot be
+ * locked (`DataDirLockError`). Every member is a tagged error, for `Effect.catchTag`.
+ */
+export type LayerError = SqlError | StoreError | DataDirLockedError | DataDirLockError
+
 /** The store, coordinator and invalidations of a choice. */
 export const services = (
   store: StoreChoice
-): Layer.Layer<
-  TranspileStore | Coordinator.Coordinator | Invalidations.Invalidations,
-  unknown
-> => {
+): Layer.Layer<TranspileStore | Coordinator.Coordinator | Invalidations.Invalidations, LayerError> => {
   switch (store._tag) {
     case "postgres":
       return postgresServices(store)
@@ -183,7 +191,7 @@ export const services = (
 export const layer = (
   store: StoreChoice,
   options: ModuleCache.ModuleCacheOptions = {}
-): Layer.Layer<ModuleCache.ModuleCache, unknown, Transpiler | ModuleSources> =>
+): Layer.Layer<ModuleCache.ModuleCache, LayerError, Transpiler | ModuleSources> =>
   ModuleCache.layer(options).pipe(Layer.provide(services(store)))
 
 /**

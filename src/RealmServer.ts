@@ -65,7 +65,7 @@ import { createServer } from "node:http"
 import * as path from "node:path"
 import { ConnectionStats } from "./DatabaseConnections.ts"
 import { type CachedModule, hashSource, javascriptContentType, moduleKey } from "./Domain.ts"
-import type { GetError } from "./Errors.ts"
+import type { GetError, SourceReadError } from "./Errors.ts"
 import * as FileSystemSources from "./FileSystemSources.ts"
 import { RealmFiles } from "./FileSystemSources.ts"
 import { ModuleCache, type ModuleCacheOptions } from "./ModuleCache.ts"
@@ -552,10 +552,13 @@ export interface ServeOptions extends RealmOptions {
   readonly gracefulShutdownTimeout?: Duration.Input | undefined
 }
 
+/** Why {@link layerServices} fails: the store's {@link ModuleCacheLive.LayerError}, or the realm directory cannot be read. */
+export type RealmLayerError = ModuleCacheLive.LayerError | SourceReadError
+
 /** The realm's files, its module sources and a ModuleCache over the chosen store. */
 export const layerServices = (
   options: RealmOptions
-): Layer.Layer<ModuleCache | RealmFiles | ModuleSources, unknown, Transpiler> =>
+): Layer.Layer<ModuleCache | RealmFiles | ModuleSources, RealmLayerError, Transpiler> =>
   ModuleCacheLive.layer(options.store, options.cache ?? {}).pipe(
     Layer.provideMerge(FileSystemSources.layer({
       realmDir: options.realmDir,
@@ -565,13 +568,16 @@ export const layerServices = (
     }))
   )
 
+/** Why {@link layer} fails: {@link RealmLayerError}, or the HTTP server cannot listen (`ServeError`). */
+export type ServeLayerError = RealmLayerError | HttpServerError.ServeError
+
 /**
  * Serves a realm on Node's HTTP server: {@link routes} and {@link watcher} over
  * {@link layerServices}. Logs `listening on <url>` once it accepts requests. Closing the
  * layer stops accepting, lets in-flight requests finish (up to the graceful timeout),
  * then closes the cache and its store.
  */
-export const layer = (options: ServeOptions): Layer.Layer<never, unknown, Transpiler> => {
+export const layer = (options: ServeOptions): Layer.Layer<never, ServeLayerError, Transpiler> => {
   const node = NodeHttpServer.layer(() => createServer({ keepAliveTimeout: 5_000 }), {
     port: options.port ?? 4201,
     host: options.host ?? "127.0.0.1",

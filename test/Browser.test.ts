@@ -8,9 +8,10 @@ import { tmpdir } from "node:os"
 import * as path from "node:path"
 import { type Browser, chromium, type Response } from "playwright-core"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { which } from "./support/prerequisites.ts"
 import { root, type ServerProcess, startServer, stopAll } from "./support/server.ts"
 
-const executablePath = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium"
+const executablePath = process.env.CHROMIUM_PATH ?? which("chromium") ?? "/usr/bin/chromium"
 const demoRealm = path.join(root, "demo-realm")
 
 interface Seen {
@@ -26,9 +27,10 @@ describe("demo realm in Chromium", () => {
   let browser: Browser
 
   beforeAll(async () => {
-    // CI installs Debian's chromium (.ci/run); a machine without it fails here, loudly.
+    // `npm test` installs Debian's chromium first (test/support/prerequisites.ts); a machine
+    // without it fails here, loudly.
     if (!existsSync(executablePath)) {
-      throw new Error(`no Chromium at ${executablePath}: apt-get install chromium, or set CHROMIUM_PATH`)
+      throw new Error(`no Chromium at ${executablePath}: run npm test (it installs it as root), apt-get install chromium, or set CHROMIUM_PATH`)
     }
     realm = mkdtempSync(path.join(tmpdir(), "mtc-demo-"))
     cpSync(demoRealm, realm, {

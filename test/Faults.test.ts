@@ -163,44 +163,49 @@ const expectL1Flushed = async (
 }
 
 /**
- * Runs a steady load of warm and cold GETs (6 at a time) and makes `fault` happen
- * `faultAfterMs` into it; the load goes on until at least `minAfter` requests started
- * after the fault finished and `holdMs` passed, and 20 s at most. Cold modules are each
- * requested once, round robin over the servers.
+ * Runs a load of warm and cold GETs, 6 at a time: `before` requests, then `after` more,
+ * with `fault` made to happen as the first of the `after` requests is sent, so that
+ * requests are in flight across it. The work is bounded by count, never by time, so a
+ * faster machine does not run out of cold modules: every odd request is a cold module
+ * requested nowhere else (the realm needs `(before + after) / 2` of them), round robin over
+ * the servers. `after` holds the samples of the requests sent after the fault.
  */
 const loadAround = async (options: {
   readonly servers: ReadonlyArray<ServerProcess>
   readonly warm: ReadonlyArray<string>
   readonly cold: ReadonlyArray<string>
-  readonly faultAfterMs: number
-  readonly holdMs: number
-  readonly minAfter: number
+  readonly before: number
+  readonly after: number
   readonly fault: () => void
 }) => {
+  const total = options.before + options.after
+  if (options.before % 2 !== 0 || options.cold.length < total / 2) {
+    throw new Error(`loadAround: an even \`before\` and ${total / 2} cold modules needed, ${options.cold.length} given`)
+  }
   let nextCold = 0
+  let faultAt = Number.POSITIVE_INFINITY
   const load = steadyLoad({
     servers: options.servers,
     concurrency: 6,
-    durationMs: options.faultAfterMs + 20_000,
-    maxRequests: 5000,
+    // Only a safety net: the load ends after `total` requests (checked below).
+    durationMs: 100_000,
+    maxRequests: total,
     timeoutMs: 10_000,
     pick: (n) => {
+      if (n === options.before) {
+        faultAt = performance.now()
+        options.fault()
+      }
       const server = n % options.servers.length
-      if (n % 2 === 1 && nextCold < options.cold.length) return { server, path: options.cold[nextCold++]! }
+      if (n % 2 === 1) return { server, path: options.cold[nextCold++]! }
       return { server, path: options.warm[n % options.warm.length]! }
     }
   })
-  await sleep(options.faultAfterMs)
-  const faultAt = performance.now()
-  options.fault()
-  const enough = () =>
-    performance.now() - faultAt >= options.holdMs &&
-    load.samples().filter((s) => s.at >= faultAt).length >= options.minAfter
-  while (!enough() && performance.now() - faultAt < 20_000) await sleep(50)
-  load.stop()
   const samples = await load.done
+  expect(samples).toHaveLength(total)
   const after = samples.filter((s) => s.at >= faultAt)
-  return { samples, after, faultAt, coldUsed: nextCold }
+  expect(after).toHaveLength(options.after)
+  return { samples, after }
 }
 
 /** The longest latency of some samples. */
@@ -213,7 +218,7 @@ const summarize = (label: string, samples: ReadonlyArray<Sample>, after: Readonl
 
 describe("faults of a serve fleet on Postgres", () => {
   it("Postgres cut under load: every request answers (warm from L1, cold by a local transpile) within about a second; after restore the fleet reconnects, flushes L1 and coalesces again", async () => {
-    const realm = realmWith({ warm: 8, cold: 400, probe: 20, fresh: 10 })
+    const realm = realmWith({ warm: 8, cold: 150, probe: 20, fresh: 10 })
     const servers = await startFleet(3, realm.dir, faultEnv(proxy.urlFor(dbUrl)))
     const warm = realm.paths["warm"]!
     // Warm every module on every server.
@@ -224,22 +229,22 @@ describe("faults of a serve fleet on Postgres", () => {
     const before = listenPids()
     expect(before).toHaveLength(3)
 
-    const { after, coldUsed, samples } = await loadAround({
+    const { after, samples } = await loadAround({
       servers,
       warm,
       cold: realm.paths["cold"]!,
-      faultAfterMs: 1000,
-      holdMs: 3000,
-      minAfter: 100,
+      before: 60,
+      after: 240,
       fault: () => proxy.cut()
     })
     summarize("postgres cut", samples, after)
     expectAllServed(samples)
     const warmAfter = after.filter((s) => s.path.startsWith("/warm/"))
     const coldAfter = after.filter((s) => s.path.startsWith("/cold/"))
-    expect(warmAfter.length).toBeGreaterThan(10)
-    expect(coldAfter.length).toBeGreaterThan(10)
-    expect(coldUsed).toBeLessThan(realm.paths["cold"]!.length)
+    expect(warmAfter).toHaveLength(120)
+    // Every cold request after the fault asked for a module nobody had asked for before.
+    expect(coldAfter).toHaveLength(120)
+    expect(new Set(coldAfter.map((s) => s.path)).size).toBe(coldAfter.length)
     // Warm modules never left L1.
     expect(warmAfter.filter((s) => s.outcome !== "l1"), describeSamples(warmAfter.filter((s) => s.outcome !== "l1")))
       .toHaveLength(0)
@@ -261,7 +266,7 @@ describe("faults of a serve fleet on Postgres", () => {
   }, 120_000)
 
   it("Postgres restarted (every backend terminated) under load: every request answers; the fleet reconnects, flushes L1 and coalesces again", async () => {
-    const realm = realmWith({ warm: 8, cold: 400, probe: 20, fresh: 10 })
+    const realm = realmWith({ warm: 8, cold: 150, probe: 20, fresh: 10 })
     const servers = await startFleet(3, realm.dir, faultEnv(dbUrl))
     const warm = realm.paths["warm"]!
     expectAllServed(await herd(servers, warm, 2))
@@ -273,9 +278,8 @@ describe("faults of a serve fleet on Postgres", () => {
       servers,
       warm,
       cold: realm.paths["cold"]!,
-      faultAfterMs: 1000,
-      holdMs: 2500,
-      minAfter: 100,
+      before: 60,
+      after: 240,
       fault: () => {
         terminated = terminateAll(database)
       }
@@ -286,7 +290,7 @@ describe("faults of a serve fleet on Postgres", () => {
     expectAllServed(samples)
     expect(maxMs(after)).toBeLessThan(2500)
     const warmAfter = after.filter((s) => s.path.startsWith("/warm/"))
-    expect(warmAfter.length).toBeGreaterThan(10)
+    expect(warmAfter).toHaveLength(120)
 
     // New LISTEN backends for every server.
     await untilListenReplaced(before, 3)
