@@ -157,7 +157,7 @@ export const makePool = Effect.fnUntraced(function*(options: TranspilerPoolOptio
   const publish = () =>
     runSync(Effect.all([Metric.update(queueLengthGauge, queued), Metric.update(busyWorkersGauge, busy)], { discard: true }))
 
-  /** Starts a worker in a slot; `onReady` is told once whether it came up. */
+  /** Starts a worker in a slot; `onStart` is told once whether it came up (and with the expected fingerprint). */
   const spawn = (index: number, onStart: (error: TranspileWorkerStartError | undefined) => void): void => {
     const init: WorkerInit = { entry: workerUrl.href, options: { ...transpilerOptions } }
     const worker = new Worker(workerUrl, {
