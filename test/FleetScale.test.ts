@@ -168,8 +168,11 @@ describe("refused connections are waited out", () => {
     url = roleUrl.toString()
   })
   afterAll(() => {
-    dropDatabase(url)
-    psql(`DROP ROLE IF EXISTS ${role}`)
+    try {
+      dropDatabase(url)
+    } finally {
+      psql(`DROP ROLE IF EXISTS ${role}`)
+    }
   })
 
   it("6 members x budget 2 under a limit of 9 connections: one transpile per module, no fallback, refusals counted", async () => {

@@ -4,10 +4,12 @@
  */
 import { PgClient } from "@effect/sql-pg"
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
-import { Effect, Exit, Fiber, Layer, Redacted, Scope } from "effect"
+import { Context, Deferred, Effect, Exit, Fiber, Layer, Redacted, Scope } from "effect"
+import { SqlClient } from "effect/sql"
 import { moduleKey } from "../src/Domain.ts"
 import type { InvalidationEvent } from "../src/Invalidations.ts"
 import * as PgFleet from "../src/PgFleet.ts"
+import * as PgSession from "../src/PgSession.ts"
 import { dropDatabase, freshDatabase, psql } from "./support/database.ts"
 
 let url: string
@@ -101,6 +103,42 @@ describe("PgFleet", () => {
       yield* Effect.sleep("50 millis").pipe(Effect.repeat({ until: () => heard.length > before }))
         .pipe(Effect.timeout("3 seconds"))
       yield* Scope.close(scope, Exit.void)
+      expect(sessions()).toBe(0)
+    }))
+
+  it.live("at a budget of one, a lock query waits for an open L2 transaction on the same session instead of running inside it", () =>
+    Effect.gen(function*() {
+      const scope = yield* Scope.make()
+      const context = yield* Layer.build(
+        Layer.provideMerge(
+          PgSession.layerSqlClient("1 second"),
+          PgFleet.layerSession({ heartbeat: "200 millis", sessionTimeout: "1 second" }).pipe(
+            Layer.provide(PgClient.layer({ url: Redacted.make(url), maxConnections: 1 }))
+          )
+        )
+      ).pipe(Scope.provide(scope))
+      const sql = Context.get(context, SqlClient.SqlClient)
+      const fleet = yield* PgFleet.make().pipe(Effect.provideContext(context), Scope.provide(scope))
+      const inside = yield* Deferred.make<void>()
+      const release = yield* Deferred.make<void>()
+      const transaction = yield* Effect.forkChild(sql.withTransaction(Effect.gen(function*() {
+        yield* sql`SELECT 1`
+        yield* Deferred.succeed(inside, undefined)
+        yield* Deferred.await(release)
+        // Still this transaction's own session: no lock was taken inside it.
+        const held = yield* sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()`
+        return held[0]?.n
+      })))
+      yield* Deferred.await(inside)
+      const locking = yield* Effect.forkChild(fleet.coordinator.tryLock(key))
+      yield* Effect.sleep("200 millis")
+      expect(locking.pollUnsafe()).toBeUndefined()
+      yield* Deferred.succeed(release, undefined)
+      expect(yield* Fiber.join(transaction)).toBe(0)
+      expect(yield* Fiber.join(locking)).toBe(true)
+      expect(advisoryLocks()).toBe(1)
+      yield* Scope.close(scope, Exit.void)
+      expect(advisoryLocks()).toBe(0)
       expect(sessions()).toBe(0)
     }))
 })

@@ -80,10 +80,17 @@ export const startFleet = async (options: SimulationOptions): Promise<SimulatedF
     return { index, cache: Context.get(context, ModuleCache), transpiler }
   }
   const members: Array<Member> = []
-  if (options.sequential === true) {
-    for (let i = 0; i < options.members; i++) members.push(await start(i))
-  } else {
-    members.push(...await Promise.all(Array.from({ length: options.members }, (_, i) => start(i))))
+  const closeAll = () => Promise.all(scopes.map((scope) => Effect.runPromise(Scope.close(scope, Exit.void))))
+  try {
+    if (options.sequential === true) {
+      for (let i = 0; i < options.members; i++) members.push(await start(i))
+    } else {
+      members.push(...await Promise.all(Array.from({ length: options.members }, (_, i) => start(i))))
+    }
+  } catch (error) {
+    // Members that did start must not keep their connections.
+    await Promise.allSettled(scopes.map((scope) => Effect.runPromise(Scope.close(scope, Exit.void))))
+    throw error
   }
   return {
     members,
@@ -91,7 +98,7 @@ export const startFleet = async (options: SimulationOptions): Promise<SimulatedF
     key,
     transpiles: () => members.reduce((sum, m) => sum + m.transpiler.calls(), 0),
     close: async () => {
-      await Promise.all(scopes.map((scope) => Effect.runPromise(Scope.close(scope, Exit.void))))
+      await closeAll()
     }
   }
 }
