@@ -1,7 +1,8 @@
 /**
  * The `transpile-cache` command line:
  *
- * - `serve <realmDir> [--port 4201] [--host 127.0.0.1] [--realm-url URL] [--data-dir DIR] [--store pg|pglite|memory]`
+ * - `serve <realmDir> [--port 4201] [--host 127.0.0.1] [--realm-url URL] [--data-dir DIR] [--store pg|pglite|memory]
+ *   [--pipeline standard|ember|boxel] [--ember-source DIR]`
  *   serves a realm (see {@link RealmServer}) until SIGINT or SIGTERM, then shuts down
  *   gracefully. It logs one line `... listening on http://HOST:PORT/ ...` once it accepts
  *   requests.
@@ -16,7 +17,8 @@
  * realm URL defaults to the `file://` URL of the realm directory with a trailing slash, so
  * processes serving the same directory share rows. `MTC_MAX_SOURCE_BYTES` bounds both the
  * transpiler and the files served; the `MTC_*` cache tuning variables are read as in
- * `ModuleCache.optionsConfig`.
+ * `ModuleCache.optionsConfig`. The pipeline comes from `--pipeline`, else `MTC_PIPELINE`, else
+ * `standard`; the ember-source of `ember`/`boxel` from `--ember-source`, else `MTC_EMBER_SOURCE`.
  *
  * @since 0.1.0
  */
@@ -108,6 +110,14 @@ const storeFlags = {
   store: Flag.Literals("store", storeFlagValues).pipe(
     Flag.withDescription("L2 store (default: pg when DATABASE_URL is set, else pglite)"),
     Flag.optional
+  ),
+  pipeline: Flag.Literals("pipeline", BabelTranspiler.pipelineNames).pipe(
+    Flag.withDescription("Transpile pipeline: standard, ember or boxel (default: MTC_PIPELINE, else standard)"),
+    Flag.optional
+  ),
+  emberSource: Flag.String("ember-source").pipe(
+    Flag.withDescription("ember-source directory whose template compiler ember/boxel use (default: MTC_EMBER_SOURCE, else the bundled one)"),
+    Flag.optional
   )
 }
 
@@ -116,7 +126,22 @@ interface RealmInput {
   readonly realmUrl: Option.Option<string>
   readonly dataDir: Option.Option<string>
   readonly store: Option.Option<StoreFlag>
+  readonly pipeline: Option.Option<BabelTranspiler.PipelineName>
+  readonly emberSource: Option.Option<string>
 }
+
+/** The transpiler's options: the flags win over `MTC_PIPELINE` and `MTC_EMBER_SOURCE`. */
+const transpilerOptions = Effect.fnUntraced(function*(input: RealmInput) {
+  const fromEnv = yield* BabelTranspiler.optionsConfig.pipe(
+    Effect.mapError((error) => new CliFailure({ message: `configuration: ${error.message}` }))
+  )
+  const emberSource = Option.getOrUndefined(input.emberSource) ?? fromEnv.emberSource
+  return {
+    ...fromEnv,
+    pipeline: Option.getOrElse(input.pipeline, () => fromEnv.pipeline ?? BabelTranspiler.defaultPipeline),
+    ...(emberSource === undefined ? {} : { emberSource: path.resolve(emberSource) })
+  } satisfies BabelTranspiler.BabelTranspilerOptions
+})
 
 /** The realm options of `serve` and `warm`, from flags and environment. */
 const realmOptions = Effect.fnUntraced(function*(input: RealmInput) {
@@ -143,9 +168,8 @@ const realmOptions = Effect.fnUntraced(function*(input: RealmInput) {
   } satisfies RealmServer.RealmOptions
 })
 
-/** Babel under the same source size limit as the files served. */
-const transpilerLayer = (options: RealmServer.RealmOptions) =>
-  BabelTranspiler.layer(options.maxSourceBytes === undefined ? {} : { maxSourceBytes: options.maxSourceBytes })
+/** Babel with the chosen pipeline, under the same source size limit as the files served. */
+const transpilerLayer = (options: BabelTranspiler.BabelTranspilerOptions) => BabelTranspiler.layer(options)
 
 /** The first non-empty message of an error or of its causes. */
 const messageOf = (cause: unknown, depth = 0): string => {
@@ -174,8 +198,9 @@ export const serve = Command.make(
   },
   Effect.fnUntraced(function*(input) {
     const options = yield* realmOptions(input)
+    const transpiler = yield* transpilerOptions(input)
     const server = RealmServer.layer({ ...options, port: input.port, host: input.host }).pipe(
-      Layer.provide(transpilerLayer(options)),
+      Layer.provide(transpilerLayer(transpiler)),
       Layer.provide(Tracing.layer)
     )
     return yield* Layer.launch(server).pipe(Effect.mapError(explain("serve")))
@@ -251,6 +276,7 @@ export const warm = Command.make(
   },
   Effect.fnUntraced(function*(input) {
     const options = yield* realmOptions(input)
+    const transpiler = yield* transpilerOptions(input)
     const run = Effect.gen(function*() {
       const files = yield* RealmFiles
       const cache = yield* ModuleCache
@@ -277,7 +303,7 @@ export const warm = Command.make(
       if (entries.some((entry) => entry.error !== undefined)) process.exitCode = 1
     })
     return yield* run.pipe(
-      Effect.provide(RealmServer.layerServices(options).pipe(Layer.provide(transpilerLayer(options)))),
+      Effect.provide(RealmServer.layerServices(options).pipe(Layer.provide(transpilerLayer(transpiler)))),
       Effect.provide(Tracing.layer),
       Effect.mapError(explain("warm"))
     )
