@@ -7,8 +7,16 @@ import { parse } from "@babel/parser"
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Exit } from "effect"
 import * as BabelTranspiler from "../src/BabelTranspiler.ts"
+import * as Coordinator from "../src/Coordinator.ts"
 import { SourceTooLargeError, TranspileError } from "../src/Errors.ts"
+import * as Invalidations from "../src/Invalidations.ts"
+import * as MemoryTranspileStore from "../src/MemoryTranspileStore.ts"
+import * as ModuleCache from "../src/ModuleCache.ts"
+import * as ModuleSources from "../src/ModuleSources.ts"
+import { Transpiler } from "../src/Transpiler.ts"
+import { TranspileStore } from "../src/TranspileStore.ts"
 import { evaluate } from "./support/evaluate.ts"
+import { idle, keyOf } from "./support/world.ts"
 
 type Pipeline = BabelTranspiler.PipelineName
 
@@ -398,5 +406,49 @@ describe("fingerprints", () => {
         versions: { ...versions, "ember-source": "6.10.0" },
         config: BabelTranspiler.configOf(pipeline)
       })).not.toBe(fingerprint)
+    }))
+})
+
+describe("L2 rows and pipelines", () => {
+  it.effect("a row written under one pipeline is never served under another", () =>
+    Effect.gen(function*() {
+      const store = yield* MemoryTranspileStore.make
+      const sources = ModuleSources.makeMemory([[keyOf("badge.gts"), emberRealm["badge.gts"]]])
+      // a process of its own (a fresh L1) per pipeline, all over one L2
+      const cacheOf = (pipeline: Pipeline) =>
+        Effect.gen(function*() {
+          const transpiler = yield* BabelTranspiler.make({ pipeline })
+          return yield* ModuleCache.make({}).pipe(
+            Effect.provideService(Transpiler, transpiler),
+            Effect.provideService(ModuleSources.ModuleSources, sources.service),
+            Effect.provideService(TranspileStore, store),
+            Effect.provideService(Coordinator.Coordinator, Coordinator.none),
+            Effect.provideService(Invalidations.Invalidations, Invalidations.none)
+          )
+        })
+      const get = (pipeline: Pipeline) =>
+        Effect.gen(function*() {
+          const cache = yield* cacheOf(pipeline)
+          const result = yield* cache.get(keyOf("badge.gts"))
+          yield* idle(cache)
+          return result
+        })
+      const ember = yield* get("ember")
+      expect(ember.outcome).toBe("transpiled")
+      expect(ember.module.body).toContain("createTemplateFactory")
+      const emberAgain = yield* get("ember")
+      expect(emberAgain.outcome).toBe("l2")
+      expect(emberAgain.module.body).toBe(ember.module.body)
+      for (const other of ["boxel", "standard"] as const) {
+        const result = yield* get(other)
+        expect(result.outcome, other).toBe("transpiled")
+        expect(result.module.fingerprint).not.toBe(ember.module.fingerprint)
+      }
+      // and standard's own bytes were served, not ember's (here boxel's bytes happen to equal ember's)
+      expect((yield* get("standard")).module.body).toContain("@ember/template-compiler")
+      // standard's own row is now the one stored: ember misses it in turn
+      expect((yield* get("standard")).outcome).toBe("l2")
+      expect((yield* get("standard")).module.body).toContain("@ember/template-compiler")
+      expect((yield* get("ember")).outcome).toBe("transpiled")
     }))
 })

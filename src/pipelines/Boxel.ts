@@ -16,7 +16,7 @@
  * @since 0.2.0
  */
 import { types, type PluginItem, type PluginObject } from "@babel/core"
-import { generateScopedCSSPlugin } from "glimmer-scoped-css/ast-transform"
+import type * as ScopedCssTransform from "glimmer-scoped-css/ast-transform"
 import { createRequire } from "node:module"
 import { resolve } from "node:path"
 import * as Ember from "./Ember.ts"
@@ -57,9 +57,6 @@ export const loaderRewrites = (): PluginObject => ({
 
 const require = createRequire(import.meta.url)
 
-/** ember-concurrency 5's own Babel plugin for `task(async () => ...)` (CommonJS). */
-const asyncArrowTaskTransform: PluginItem = foreignPlugin(require("ember-concurrency/async-arrow-task-transform"))
-
 const scopedCssOptions = { noGlobal: true } as const
 
 const pipelines = new Map<string, Pipeline>()
@@ -69,6 +66,10 @@ export const make = (emberSource?: string): Pipeline => {
   const key = resolve(emberSource ?? Ember.defaultEmberSource())
   const known = pipelines.get(key)
   if (known !== undefined) return known
+  // Loaded here, not on import: a process that runs another pipeline never pays for them.
+  // ember-concurrency 5's own Babel plugin for `task(async () => ...)` (CommonJS).
+  const asyncArrowTaskTransform: PluginItem = foreignPlugin(require("ember-concurrency/async-arrow-task-transform"))
+  const { generateScopedCSSPlugin }: typeof ScopedCssTransform = require("glimmer-scoped-css/ast-transform")
   const pipeline = Ember.makeWith({
     name: "boxel",
     emberSource: key,

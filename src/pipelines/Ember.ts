@@ -17,12 +17,10 @@
  */
 import type { PluginItem } from "@babel/core"
 import typescriptPlugin from "@babel/plugin-transform-typescript"
-import templateCompilationPlugin from "babel-plugin-ember-template-compilation/browser"
-import decoratorTransforms from "decorator-transforms"
 import { existsSync } from "node:fs"
 import { createRequire } from "node:module"
 import { dirname, join, resolve } from "node:path"
-import { foreignPlugin, type ModuleKind, type Pipeline, PipelineLoadError, readVersion, versionOf } from "./Pipeline.ts"
+import { defaultExport, foreignPlugin, type ModuleKind, type Pipeline, PipelineLoadError, readVersion, versionOf } from "./Pipeline.ts"
 
 /** Where ember-source keeps its template compiler: 7.x, 6.x (ESM), older (a CommonJS bundle). */
 const compilerCandidates = [
@@ -103,12 +101,15 @@ const typescriptOptions = { allowDeclareFields: true } as const
 export const makeWith = (parts: EmberPipelineParts): Pipeline => {
   const compiler = loadTemplateCompiler(parts.name, parts.emberSource)
   const require = createRequire(import.meta.url)
+  // Loaded here, not on import: a process that runs only the standard pipeline never pays for them.
+  const decoratorTransforms = foreignPlugin(defaultExport(require("decorator-transforms")))
+  const templateCompilationPlugin = foreignPlugin(defaultExport(require("babel-plugin-ember-template-compilation/browser")))
   const templateOptions = { compiler: compiler.module, targetFormat: "wire", transforms: [...parts.transforms] }
   const before = parts.before.map(([plugin]) => plugin)
   const after = parts.after.map(([plugin]) => plugin)
   const common: Array<PluginItem> = [
-    [foreignPlugin(decoratorTransforms), parts.decoratorOptions],
-    [foreignPlugin(templateCompilationPlugin), templateOptions]
+    [decoratorTransforms, parts.decoratorOptions],
+    [templateCompilationPlugin, templateOptions]
   ]
   const plugins: Record<ModuleKind, Array<PluginItem>> = {
     ts: [...before, [typescriptPlugin, typescriptOptions], ...common, ...after],

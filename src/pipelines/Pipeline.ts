@@ -56,6 +56,10 @@ export const foreignPlugin = (plugin: unknown): PluginTarget => {
   return plugin as PluginTarget
 }
 
+/** A module's default export when it has one (an ES module `require`d), else the module itself (CommonJS). */
+export const defaultExport = (loaded: unknown): unknown =>
+  loaded !== null && typeof loaded === "object" && "default" in loaded ? loaded.default : loaded
+
 const isRecord = (u: unknown): u is Record<string, unknown> => u !== null && typeof u === "object"
 
 /** The `version` field of a package.json. */
