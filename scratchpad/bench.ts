@@ -10,6 +10,7 @@ import { benchHerd } from "./bench-herd.ts"
 import { benchHttp } from "./bench-http.ts"
 import { type BenchRow, benchL1 } from "./bench-l1.ts"
 import { benchL2 } from "./bench-l2.ts"
+import { benchPipelines } from "./bench-pipelines.ts"
 import { benchWake } from "./bench-wake.ts"
 
 const sections: Array<[string, () => Promise<Array<BenchRow>>]> = [
@@ -18,7 +19,8 @@ const sections: Array<[string, () => Promise<Array<BenchRow>>]> = [
   ["herd", benchHerd],
   ["waiter wake-up", benchWake],
   ["HTTP warm hits", benchHttp],
-  ["Babel", benchBabel]
+  ["Babel", benchBabel],
+  ["pipelines", benchPipelines]
 ]
 
 const rows: Array<BenchRow & { section: string }> = []

@@ -363,6 +363,21 @@ export const C = <template><Badge /><button {{on "click" (helpers.noop)}}>x</but
       expect(body).not.toContain("unused")
       expect(built["types.d.ts"]).toBe("")
     }))
+
+  it.effect("an import used in types is kept only when a template really uses it (Glimmer's free names)", () =>
+    Effect.gen(function*() {
+      const built = yield* build("standard", {
+        "card.gts": `import { Shape } from "./shape.ts"
+import { Model } from "./model.ts"
+export const shape: Shape | undefined = undefined
+export const model: Model | undefined = undefined
+export const C = <template><Shape @title="a Model" /> Model {{this.Model}}</template>
+`
+      })
+      const body = built["card.gts"] ?? ""
+      expect(body).toContain(`import { Shape } from "./shape.ts"`)
+      expect(body).not.toContain("./model.ts")
+    }))
 })
 
 // -----------------------------------------------------------------------------

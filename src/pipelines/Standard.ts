@@ -9,7 +9,7 @@
  *
  * @since 0.2.0
  */
-import { types, type NodePath, type PluginItem, type PluginObject } from "@babel/core"
+import { type NodePath, type PluginItem, type PluginObject, types } from "@babel/core"
 import decoratorsPlugin from "@babel/plugin-proposal-decorators"
 import typescriptPlugin from "@babel/plugin-transform-typescript"
 import { getTemplateLocals } from "@glimmer/syntax"
@@ -44,10 +44,45 @@ const templateFunctions = (program: NodePath<types.Program>): ReadonlySet<string
   return names
 }
 
+/** A scope binding (Babel's `Binding`, which @babel/core does not re-export). */
+type Binding = NonNullable<ReturnType<NodePath["scope"]["getBinding"]>>
+
+/** Whether a reference is in a type position (as TypeScript's import elision counts them). */
+const isInType = (path: NodePath): boolean => {
+  const parent = path.parent
+  switch (parent?.type) {
+    case "TSTypeReference":
+    case "TSClassImplements":
+    case "TSInterfaceHeritage":
+    case "TSTypeQuery":
+    case "TSQualifiedName":
+      return true
+    case "ExportSpecifier":
+      return parent.exportKind === "type"
+    default:
+      return false
+  }
+}
+
+/** Whether a template's text names `name` as a free word: not after `.` or `@`, not inside a longer name. */
+const mentions = (text: string, name: string): boolean => {
+  for (let at = text.indexOf(name); at !== -1; at = text.indexOf(name, at + 1)) {
+    const before = text[at - 1]
+    const after = text[at + name.length]
+    if ((before === undefined || !/[\w$.@-]/.test(before)) && (after === undefined || !/[\w$-]/.test(after))) return true
+  }
+  return false
+}
+
 /**
- * A Babel plugin, to run before the TypeScript plugin: each import a `template()` call's
- * template names is referenced by that call, so TypeScript does not elide it. A template
- * that `@glimmer/syntax` cannot parse keeps every import (as its `eval` might see any).
+ * A Babel plugin, to run before the TypeScript plugin: an import that TypeScript would
+ * elide but that a `template()` call's template uses gets a reference, so it is kept.
+ *
+ * - An import used neither in the JavaScript nor in types is kept when a template names it as a
+ *   free word (an import nobody uses is rare; a template's imports are the common case, and
+ *   are not worth a Glimmer parse each).
+ * - An import used in types is kept only when `@glimmer/syntax` finds it among a
+ *   template's free names (a template that cannot be parsed keeps it).
  */
 export const keepTemplateLocals = (): PluginObject => ({
   name: "module-transpile-cache/keep-template-locals",
@@ -57,24 +92,52 @@ export const keepTemplateLocals = (): PluginObject => ({
       enter(program) {
         const functions = templateFunctions(program)
         if (functions.size === 0) return
-        program.traverse({
-          CallExpression(call) {
-            const callee = call.node.callee
-            if (callee.type !== "Identifier" || !functions.has(callee.name)) return
-            const [first] = call.node.arguments
-            const text = first === undefined || first.type === "SpreadElement" || first.type === "ArgumentPlaceholder"
-              ? undefined
-              : literalText(first)
-            let names: ReadonlyArray<string>
-            try {
-              names = text === undefined ? Object.keys(program.scope.bindings) : getTemplateLocals(text)
-            } catch {
-              names = Object.keys(program.scope.bindings)
+        const candidates = new Map<string, Binding>()
+        for (const [name, binding] of Object.entries(program.scope.bindings)) {
+          if (binding.kind === "module" && binding.referencePaths.every(isInType)) candidates.set(name, binding)
+        }
+        if (candidates.size === 0) return
+        // Names used in types: Babel's scope does not always count these as references.
+        const typeNames = new Set<string>()
+        types.traverseFast(program.node, (node) => {
+          const head = node.type === "TSTypeReference"
+            ? node.typeName
+            : node.type === "TSTypeQuery"
+            ? node.exprName
+            : node.type === "TSClassImplements" || node.type === "TSInterfaceHeritage"
+            ? node.expression
+            : undefined
+          let left: types.Node | undefined = head
+          while (left !== undefined && left.type === "TSQualifiedName") left = left.left
+          if (left !== undefined && left.type === "Identifier") typeNames.add(left.name)
+        })
+        const keep = (name: string) => {
+          candidates.get(name)?.reference(program)
+          candidates.delete(name)
+        }
+        types.traverseFast(program.node, (node) => {
+          if (candidates.size === 0 || node.type !== "CallExpression") return
+          if (node.callee.type !== "Identifier" || !functions.has(node.callee.name)) return
+          const [first] = node.arguments
+          const text = first === undefined || first.type === "SpreadElement" || first.type === "ArgumentPlaceholder"
+            ? undefined
+            : literalText(first)
+          let locals: ReadonlySet<string> | undefined | "unparsed" = "unparsed"
+          for (const name of Array.from(candidates.keys())) {
+            if (text !== undefined && !mentions(text, name)) continue
+            const binding = candidates.get(name)
+            if (text === undefined || binding === undefined || (binding.referencePaths.length === 0 && !typeNames.has(name))) {
+              keep(name)
+              continue
             }
-            for (const name of names) {
-              const binding = call.scope.getBinding(name)
-              if (binding !== undefined && binding.kind === "module") binding.reference(call)
+            if (locals === "unparsed") {
+              try {
+                locals = new Set(getTemplateLocals(text))
+              } catch {
+                locals = undefined
+              }
             }
+            if (locals === undefined || locals.has(name)) keep(name)
           }
         })
       }
@@ -103,7 +166,7 @@ const plugins: Readonly<Record<ModuleKind, Array<PluginItem>>> = {
  */
 export const config = {
   pipeline: "standard",
-  revision: 2,
+  revision: 3,
   plugins: {
     ts: [["@babel/plugin-transform-typescript", typescriptOptions], ["@babel/plugin-proposal-decorators", decoratorsOptions]],
     gts: [
