@@ -12,9 +12,20 @@
 import { type NodePath, type PluginItem, type PluginObject, types } from "@babel/core"
 import decoratorsPlugin from "@babel/plugin-proposal-decorators"
 import typescriptPlugin from "@babel/plugin-transform-typescript"
-import { getTemplateLocals } from "@glimmer/syntax"
+import type * as GlimmerSyntax from "@glimmer/syntax"
 import { createRequire } from "node:module"
 import { type ModuleKind, type Pipeline, versionOf } from "./Pipeline.ts"
+
+let glimmerSyntax: typeof GlimmerSyntax | undefined
+
+/** `@glimmer/syntax`, loaded on first use: most modules never need a template parsed here. */
+export const loadGlimmerSyntax = (): typeof GlimmerSyntax => {
+  if (glimmerSyntax === undefined) {
+    const loaded: typeof GlimmerSyntax = createRequire(import.meta.url)("@glimmer/syntax")
+    glimmerSyntax = loaded
+  }
+  return glimmerSyntax
+}
 
 /** The module content-tag imports `template` from. */
 export const templateCompilerModule = "@ember/template-compiler"
@@ -132,7 +143,7 @@ export const keepTemplateLocals = (): PluginObject => ({
             }
             if (locals === "unparsed") {
               try {
-                locals = new Set(getTemplateLocals(text))
+                locals = new Set(loadGlimmerSyntax().getTemplateLocals(text))
               } catch {
                 locals = undefined
               }

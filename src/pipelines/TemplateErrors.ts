@@ -7,7 +7,7 @@
  *
  * @since 0.2.0
  */
-import { preprocess } from "@glimmer/syntax"
+import { loadGlimmerSyntax } from "./Standard.ts"
 
 /** A position: line 1-based, column 0-based (as Babel reports them). */
 export interface Position {
@@ -61,7 +61,7 @@ const textOffset = (contents: string): number => {
 
 const parses = (text: string): boolean => {
   try {
-    preprocess(text, { mode: "codemod" })
+    loadGlimmerSyntax().preprocess(text, { mode: "codemod" })
     return true
   } catch {
     return false
