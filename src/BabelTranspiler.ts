@@ -547,8 +547,9 @@ export const make = (options: BabelTranspilerOptions = {}): Effect.Effect<Transp
       if (!result || typeof result.code !== "string" || !result.ast) {
         throw new Error("Babel produced no output")
       }
-      // A decorator no plugin compiled (decorator-transforms leaves those on private members) would not parse in a browser.
-      const decorator = leftoverDecorator(result.ast)
+      // A decorator no plugin compiled (decorator-transforms leaves those on private members) would not
+      // parse in a browser. (The standard pipeline's decorators plugin compiles every decorator or fails.)
+      const decorator = pipeline.name === "standard" ? undefined : leftoverDecorator(result.ast)
       if (decorator !== undefined) {
         const error = new TranspileError({
           path,
