@@ -11,6 +11,7 @@ import { benchHerd } from "./bench-herd.ts"
 import { benchHttp } from "./bench-http.ts"
 import { type BenchRow, benchL1 } from "./bench-l1.ts"
 import { benchL2 } from "./bench-l2.ts"
+import { benchPipelines } from "./bench-pipelines.ts"
 import { benchWake } from "./bench-wake.ts"
 import { benchWorkers } from "./bench-workers.ts"
 
@@ -22,7 +23,8 @@ const sections: Array<[string, () => Promise<Array<BenchRow>>]> = [
   ["HTTP warm hits", benchHttp],
   ["Babel", benchBabel],
   ["transpile workers", benchWorkers],
-  ["fleet at scale", benchFleetScale]
+  ["fleet at scale", benchFleetScale],
+  ["pipelines", benchPipelines]
 ]
 
 const rows: Array<BenchRow & { section: string }> = []

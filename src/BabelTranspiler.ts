@@ -1,36 +1,68 @@
 /**
  * The Babel 8 implementation of the {@link Transpiler} service.
  *
- * The pipeline is chosen by the module's extension:
+ * A pipeline is chosen per transpiler (`options.pipeline`, see `src/pipelines/`):
  *
- * - `.ts`, `.mts`: TypeScript strip, then standard (2023-11) decorators
- * - `.gts`: content-tag (`<template>` to `template(...)` calls), then as `.ts`
- * - `.gjs`: content-tag, then as `.js`
- * - `.js`, `.mjs`: standard decorators only
+ * - `standard` (the default): TypeScript, standard (2023-11) decorators, and content-tag's
+ *   runtime `template()` calls;
+ * - `ember`: what Ember's build emits: legacy decorators (decorator-transforms) and
+ *   templates precompiled to wire format by ember-source's template compiler;
+ * - `boxel`: `ember` plus glimmer-scoped-css, ember-concurrency's async tasks and Boxel's
+ *   loader rewrites of `fetch` and `import()`.
+ *
+ * Within a pipeline the plugins are chosen by the module's extension: `.ts`/`.mts`
+ * (TypeScript), `.gts` (content-tag, then as `.ts`), `.gjs` (content-tag, then as `.js`),
+ * `.js`/`.mjs`. A `.d.ts` (or `.d.mts`) file is an empty module.
  *
  * @since 0.1.0
  */
-import { transformSync, types, type InputOptions, type PluginItem } from "@babel/core"
-import decoratorsPlugin from "@babel/plugin-proposal-decorators"
-import typescriptPlugin from "@babel/plugin-transform-typescript"
+import { transformAsync, transformSync, types, type InputOptions } from "@babel/core"
 import { Preprocessor } from "content-tag"
-import { Config, Effect, Layer } from "effect"
-import { readFileSync } from "node:fs"
+import { Config, Effect, Layer, Option } from "effect"
 import { createRequire } from "node:module"
-import { dirname, join, posix } from "node:path"
+import { posix } from "node:path"
 import { defaultMaxSourceBytes, hashSource, javascriptContentType, type TranspiledModule } from "./Domain.ts"
 import { SourceTooLargeError, TranspileError } from "./Errors.ts"
+import * as Boxel from "./pipelines/Boxel.ts"
+import * as Ember from "./pipelines/Ember.ts"
+import {
+  isPipelineName,
+  type ModuleKind,
+  type Pipeline,
+  PipelineLoadError,
+  type PipelineName,
+  pipelineNames,
+  readVersion,
+  versionOf
+} from "./pipelines/Pipeline.ts"
+import * as Standard from "./pipelines/Standard.ts"
+import { relativePosition, templateErrorPosition } from "./pipelines/TemplateErrors.ts"
 import { Transpiler, type TranspileInput } from "./Transpiler.ts"
+
+export { isPipelineName, PipelineLoadError, type PipelineName, pipelineNames }
 
 // -----------------------------------------------------------------------------
 // Options
 // -----------------------------------------------------------------------------
 
-/** The options of {@link make}. */
+/**
+ * The options of {@link make}: plain data (a worker thread gets them by structured clone
+ * and makes its own transpiler, with the same fingerprint).
+ */
 export interface BabelTranspilerOptions {
   /** The largest source, in UTF-8 bytes, that is transpiled. Defaults to {@link defaultMaxSourceBytes}. */
   readonly maxSourceBytes?: number
+  /** The pipeline: `standard` (the default), `ember` or `boxel`. */
+  readonly pipeline?: PipelineName
+  /**
+   * The `ember-source` directory whose template compiler the `ember` and `boxel` pipelines
+   * use (the version the host runs). Defaults to the one this package depends on.
+   */
+  readonly emberSource?: string
 }
+
+/** The default pipeline of {@link make} and of the CLI. */
+export const defaultPipeline: PipelineName = "standard"
 
 /** The default source size limit: 8 MiB. */
 export { defaultMaxSourceBytes }
@@ -39,8 +71,8 @@ export { defaultMaxSourceBytes }
 // Pipeline configuration
 // -----------------------------------------------------------------------------
 
-/** The pipelines, by the kind of module they handle. */
-export type ModuleKind = "ts" | "gts" | "js" | "gjs"
+/** The kinds of module, each with its own plugins in every pipeline. */
+export type { ModuleKind }
 
 const kindsByExtension: Readonly<Record<string, ModuleKind>> = {
   ".ts": "ts",
@@ -63,24 +95,8 @@ export const moduleKindOf = (path: string): ModuleKind | undefined => {
   return Object.hasOwn(kindsByExtension, extension) ? kindsByExtension[extension] : undefined
 }
 
-// Babel 8 has neither `isTSX` nor `allowDeclareFields`: declare fields are always allowed,
-// and JSX is parsed only when a JSX syntax plugin is present, which it never is here (so
-// `<T>value` assertions parse as TypeScript). The option is kept because it documents the
-// intent and is part of the fingerprint.
-const typescriptOptions = { allowDeclareFields: true } as const
-// In `.gts` the template refers to imports Babel cannot see (the template is compiled at
-// run time, through `eval`), so TypeScript's elision of "unused" imports would drop the
-// components and helpers a template uses. Only imports marked `type` are removed there.
-const glimmerTypescriptOptions = { allowDeclareFields: true, onlyRemoveTypeImports: true } as const
-const decoratorsOptions = { version: "2023-11" } as const
-
-// Built once: Babel caches loaded plugins by the identity of these arrays and objects.
-const pluginsByKind: Readonly<Record<ModuleKind, Array<PluginItem>>> = {
-  ts: [[typescriptPlugin, typescriptOptions], [decoratorsPlugin, decoratorsOptions]],
-  gts: [[typescriptPlugin, glimmerTypescriptOptions], [decoratorsPlugin, decoratorsOptions]],
-  js: [[decoratorsPlugin, decoratorsOptions]],
-  gjs: [[decoratorsPlugin, decoratorsOptions]]
-}
+/** Whether a path names a TypeScript declaration file (`.d.ts`, `.d.mts`): a module with no runtime content. */
+export const isDeclarationFile = (path: string): boolean => /\.d\.m?ts$/i.test(path)
 
 const babelOptions = {
   babelrc: false,
@@ -94,25 +110,26 @@ const babelOptions = {
   code: true
 } as const satisfies InputOptions
 
-/**
- * Everything besides package versions that decides the output. It goes into the
- * fingerprint, so bump `pipeline` when this module's own handling changes.
- */
-export const pipelineConfig = {
-  pipeline: 1,
+/** What this module itself contributes to every pipeline's configuration. */
+const transpilerConfig = {
+  transpiler: 2,
   babel: babelOptions,
-  plugins: {
-    ts: [["@babel/plugin-transform-typescript", typescriptOptions], ["@babel/plugin-proposal-decorators", decoratorsOptions]],
-    gts: [
-      ["@babel/plugin-transform-typescript", glimmerTypescriptOptions],
-      ["@babel/plugin-proposal-decorators", decoratorsOptions]
-    ],
-    js: [["@babel/plugin-proposal-decorators", decoratorsOptions]],
-    gjs: [["@babel/plugin-proposal-decorators", decoratorsOptions]]
-  },
   contentTag: { kinds: ["gts", "gjs"], inline_source_map: false },
-  extensions: kindsByExtension
+  extensions: kindsByExtension,
+  declarationFiles: "empty"
 } as const
+
+/** The configuration of a pipeline as it goes into the fingerprint: the pipeline's own and the transpiler's. */
+export const configOf = (pipeline: Pipeline): typeof transpilerConfig & { readonly pipeline: unknown } => ({
+  ...transpilerConfig,
+  pipeline: pipeline.config
+})
+
+/**
+ * Everything besides package versions that decides the output of the `standard`
+ * pipeline. It goes into the fingerprint.
+ */
+export const pipelineConfig = configOf(Standard.make())
 
 // -----------------------------------------------------------------------------
 // Fingerprint
@@ -144,55 +161,68 @@ const stableJson = (value: unknown): string => {
 export const fingerprintOf = (parts: FingerprintParts): string =>
   hashSource(stableJson({ versions: parts.versions, config: parts.config }))
 
-const readVersion = (packageJsonPath: string): string => {
-  const parsed: unknown = JSON.parse(readFileSync(packageJsonPath, "utf8"))
-  if (parsed !== null && typeof parsed === "object" && "version" in parsed && typeof parsed.version === "string") {
-    return parsed.version
-  }
-  throw new Error(`no version in ${packageJsonPath}`)
-}
+let cachedCoreVersions: Readonly<Record<string, string>> | undefined
 
-/** Finds a package's package.json by walking up from its resolved entry (for packages that do not export it). */
-const findPackageJson = (entry: string, name: string): string => {
-  let dir = dirname(entry)
-  for (;;) {
-    const candidate = join(dir, "package.json")
-    try {
-      const parsed: unknown = JSON.parse(readFileSync(candidate, "utf8"))
-      if (parsed !== null && typeof parsed === "object" && "name" in parsed && parsed.name === name) return candidate
-    } catch {
-      // not here: keep walking up
-    }
-    const parent = dirname(dir)
-    if (parent === dir) throw new Error(`package.json of ${name} not found from ${entry}`)
-    dir = parent
-  }
-}
-
-let cachedVersions: Readonly<Record<string, string>> | undefined
-
-/**
- * The installed versions of the packages that make the output: @babel/core (and the
- * parser and generator it uses), both plugins and content-tag.
- */
-export const pipelineVersions = (): Readonly<Record<string, string>> => {
-  if (cachedVersions !== undefined) return cachedVersions
+/** The installed versions of the packages every pipeline uses: @babel/core, the parser and generator it uses, and content-tag. */
+const coreVersions = (): Readonly<Record<string, string>> => {
+  if (cachedCoreVersions !== undefined) return cachedCoreVersions
   const require = createRequire(import.meta.url)
   const coreRequire = createRequire(require.resolve("@babel/core"))
-  cachedVersions = {
+  cachedCoreVersions = {
     "@babel/core": readVersion(require.resolve("@babel/core/package.json")),
     "@babel/parser": readVersion(coreRequire.resolve("@babel/parser/package.json")),
     "@babel/generator": readVersion(coreRequire.resolve("@babel/generator/package.json")),
-    "@babel/plugin-transform-typescript": readVersion(require.resolve("@babel/plugin-transform-typescript/package.json")),
-    "@babel/plugin-proposal-decorators": readVersion(require.resolve("@babel/plugin-proposal-decorators/package.json")),
-    // content-tag does not export its package.json
-    "content-tag": readVersion(findPackageJson(require.resolve("content-tag"), "content-tag"))
+    "content-tag": versionOf(require, "content-tag")
   }
-  return cachedVersions
+  return cachedCoreVersions
 }
 
-/** The fingerprint of this pipeline as installed. */
+/** The installed versions of every package that makes a pipeline's output. */
+export const versionsOf = (pipeline: Pipeline): Readonly<Record<string, string>> => ({
+  ...coreVersions(),
+  ...pipeline.versions
+})
+
+/**
+ * The installed versions of the packages that make the output of the `standard`
+ * pipeline: @babel/core (and the parser and generator it uses), its plugins,
+ * @glimmer/syntax and content-tag.
+ */
+export const pipelineVersions = (): Readonly<Record<string, string>> => versionsOf(Standard.make())
+
+/** The fingerprint of the `standard` pipeline as installed. */
 export const pipelineFingerprint = (): string => fingerprintOf({ versions: pipelineVersions(), config: pipelineConfig })
+
+/**
+ * The pipeline that options choose, loaded (the template compiler of `ember`/`boxel` is
+ * loaded synchronously, once per ember-source directory).
+ */
+export const pipelineOf = (options: BabelTranspilerOptions = {}): Effect.Effect<Pipeline, PipelineLoadError> =>
+  Effect.try({
+    try: () => {
+      const name = options.pipeline ?? defaultPipeline
+      switch (name) {
+        case "standard":
+          return Standard.make()
+        case "ember":
+          return Ember.make(options.emberSource)
+        case "boxel":
+          return Boxel.make(options.emberSource)
+      }
+    },
+    catch: (cause) =>
+      cause instanceof PipelineLoadError
+        ? cause
+        : new PipelineLoadError({ pipeline: options.pipeline ?? defaultPipeline, message: messageOf(cause) })
+  })
+
+/**
+ * The fingerprint of the pipeline that options choose: a deterministic function of the
+ * options and the installed packages (the pipeline name, every plugin's version and
+ * options, and the template compiler's version), the same in every thread and process.
+ */
+export const fingerprintFor = (options: BabelTranspilerOptions = {}): Effect.Effect<string, PipelineLoadError> =>
+  Effect.map(pipelineOf(options), (pipeline) => fingerprintOf({ versions: versionsOf(pipeline), config: configOf(pipeline) }))
 
 // -----------------------------------------------------------------------------
 // Dependencies
@@ -207,9 +237,34 @@ const literalSpecifier = (node: types.Node | null | undefined): string | undefin
   return undefined
 }
 
+const isMember = (node: types.Node, object: (o: types.Node) => boolean, property: string): boolean =>
+  node.type === "MemberExpression" && !node.computed && node.property.type === "Identifier" &&
+  node.property.name === property && object(node.object)
+
+const isImportMeta = (node: types.Node): boolean =>
+  node.type === "MetaProperty" && node.meta.name === "import" && node.property.name === "meta"
+
+/** `import.meta.loader.import` */
+const isLoaderImport = (node: types.Node): boolean =>
+  isMember(node, (loader) => isMember(loader, isImportMeta, "loader"), "import")
+
+/** The specifier of `x` or `new URL(x, import.meta.url).href`, `x` a literal. */
+const loaderSpecifier = (node: types.Node): string | undefined => {
+  if (
+    node.type === "MemberExpression" && !node.computed && node.property.type === "Identifier" &&
+    node.property.name === "href" && node.object.type === "NewExpression" &&
+    node.object.callee.type === "Identifier" && node.object.callee.name === "URL"
+  ) {
+    const [first, second] = node.object.arguments
+    return first && second && isMember(second, isImportMeta, "url") ? literalSpecifier(first) : undefined
+  }
+  return literalSpecifier(node)
+}
+
 /**
  * The specifiers a module's AST imports: static imports, `export ... from`, and dynamic
- * `import()` of a string literal or a template literal without substitutions. Deduplicated,
+ * `import()` of a string literal or a template literal without substitutions (also as
+ * Boxel's `import.meta.loader.import(...)`). Deduplicated,
  * in first-seen order, exactly as written.
  */
 export const dependencyKeysOf = (ast: types.Node): ReadonlyArray<string> => {
@@ -235,6 +290,10 @@ export const dependencyKeysOf = (ast: types.Node): ReadonlyArray<string> => {
         if (node.callee.type === "Import") {
           const [first] = node.arguments
           add(first && first.type !== "SpreadElement" && first.type !== "ArgumentPlaceholder" ? literalSpecifier(first) : undefined)
+        } else if (isLoaderImport(node.callee)) {
+          // Boxel's loader rewrite: import.meta.loader.import(x) or (new URL(x, import.meta.url).href)
+          const [first] = node.arguments
+          add(first && first.type !== "SpreadElement" && first.type !== "ArgumentPlaceholder" ? loaderSpecifier(first) : undefined)
         }
         break
     }
@@ -258,6 +317,17 @@ const messageOf = (cause: unknown): string => {
 }
 
 const contentTagError = /Parse Error at (.*):(\d+):(\d+): \d+:\d+/
+
+/** The position of the first decorator left in a compiled AST, if any. */
+const leftoverDecorator = (ast: types.Node): { readonly line: number; readonly column: number } | undefined => {
+  let found: { readonly line: number; readonly column: number } | undefined
+  types.traverseFast(ast, (node) => {
+    if (found === undefined && node.type === "Decorator") {
+      found = node.loc ? { line: node.loc.start.line, column: node.loc.start.column } : { line: 1, column: 0 }
+    }
+  })
+  return found
+}
 
 /**
  * Turns anything thrown by content-tag or Babel into a {@link TranspileError}. Lines are
@@ -407,11 +477,15 @@ const emptyModule = (source: string): TranspiledModule => ({
   sourceHash: hashSource(source)
 })
 
-/** Makes a Babel {@link Transpiler}. The content-tag preprocessor is created on first use. */
-export const make = (options: BabelTranspilerOptions = {}): Effect.Effect<Transpiler["Service"]> =>
-  Effect.sync(() => {
+/**
+ * Makes a Babel {@link Transpiler} running the pipeline the options choose. The
+ * content-tag preprocessor is created on first use. Fails when the pipeline cannot be
+ * loaded (an `emberSource` without a template compiler).
+ */
+export const make = (options: BabelTranspilerOptions = {}): Effect.Effect<Transpiler["Service"], PipelineLoadError> =>
+  Effect.map(pipelineOf(options), (pipeline) => {
     const limit = options.maxSourceBytes ?? defaultMaxSourceBytes
-    const fingerprint = pipelineFingerprint()
+    const fingerprint = fingerprintOf({ versions: versionsOf(pipeline), config: configOf(pipeline) })
     let preprocessor: Preprocessor | undefined
 
     const runContentTag = (source: string, filename: string): { readonly code: string; readonly map: string } => {
@@ -433,22 +507,56 @@ export const make = (options: BabelTranspilerOptions = {}): Effect.Effect<Transp
       }
     }
 
-    const run = (path: string, source: string, kind: ModuleKind): TranspiledModule => {
-      const preprocessed = kind === "gts" || kind === "gjs" ? runContentTag(source, path) : undefined
-      let result: ReturnType<typeof transformSync>
+    const toError = (path: string, preprocessed: { readonly map: string } | undefined) => (cause: unknown): TranspileError => {
+      if (cause instanceof TranspileError) return cause
+      const error = toTranspileError(path, cause)
+      // Babel saw content-tag's output: point at the module's own source instead.
+      return preprocessed ? remapTranspileError(error, preprocessed.map) : error
+    }
+
+    /**
+     * An error of the template compiler has no position Babel knows: find its template in
+     * the module's source (content-tag's `parse`) and move Glimmer's position there.
+     */
+    const templateError = (path: string, source: string, cause: unknown, error: TranspileError): TranspileError => {
+      if (error.line !== undefined) return error
+      let templates: ReturnType<Preprocessor["parse"]>
       try {
-        result = transformSync(preprocessed?.code ?? source, {
-          ...babelOptions,
-          filename: path,
-          plugins: pluginsByKind[kind]
-        })
-      } catch (cause) {
-        const error = toTranspileError(path, cause)
-        // Babel saw content-tag's output: point at the module's own source instead.
-        throw preprocessed ? remapTranspileError(error, preprocessed.map) : error
+        preprocessor ??= new Preprocessor()
+        templates = preprocessor.parse(source, { filename: path })
+      } catch {
+        return error
       }
+      if (templates.length === 0) return error
+      const position = templateErrorPosition(source, templates, cause)
+      if (position === undefined) return error
+      // Handlebars' first line says "Parse error on line 1:" (of the template); its last says what was expected.
+      const lines = messageOf(cause).split("\n").map((line) => line.trim()).filter((line) => line !== "")
+      const detail = relativePosition(cause) !== undefined && /^Parse error on line/.test(error.message)
+        ? `Template parse error: ${lines[lines.length - 1] ?? error.message}`
+        : error.message.replace(/\s*:?\s*$/, "")
+      return new TranspileError({ path, message: `${detail} (${position.line}:${position.column})`, ...position })
+    }
+
+    const toModule = (
+      path: string,
+      source: string,
+      preprocessed: { readonly map: string } | undefined,
+      result: ReturnType<typeof transformSync>
+    ): TranspiledModule => {
       if (!result || typeof result.code !== "string" || !result.ast) {
         throw new Error("Babel produced no output")
+      }
+      // A decorator no plugin compiled (decorator-transforms leaves those on private members) would not
+      // parse in a browser. (The standard pipeline's decorators plugin compiles every decorator or fails.)
+      const decorator = pipeline.name === "standard" ? undefined : leftoverDecorator(result.ast)
+      if (decorator !== undefined) {
+        const error = new TranspileError({
+          path,
+          message: `this decorator cannot be compiled by the ${pipeline.name} pipeline (${decorator.line}:${decorator.column})`,
+          ...decorator
+        })
+        throw preprocessed ? remapTranspileError(error, preprocessed.map) : error
       }
       return {
         body: result.code,
@@ -457,6 +565,36 @@ export const make = (options: BabelTranspilerOptions = {}): Effect.Effect<Transp
         sourceHash: hashSource(source)
       }
     }
+
+    const runSync = (path: string, source: string, kind: ModuleKind): TranspiledModule => {
+      const preprocessed = kind === "gts" || kind === "gjs" ? runContentTag(source, path) : undefined
+      let result: ReturnType<typeof transformSync>
+      try {
+        result = transformSync(preprocessed?.code ?? source, { ...babelOptions, filename: path, plugins: pipeline.plugins[kind] })
+      } catch (cause) {
+        throw toError(path, preprocessed)(cause)
+      }
+      return toModule(path, source, preprocessed, result)
+    }
+
+    // Plugins that load asynchronously (the template compiler's) need transformAsync.
+    const runAsync = (path: string, source: string, kind: ModuleKind): Effect.Effect<TranspiledModule, TranspileError> =>
+      Effect.flatMap(
+        Effect.try({
+          try: () => kind === "gts" || kind === "gjs" ? runContentTag(source, path) : undefined,
+          catch: toError(path, undefined)
+        }),
+        (preprocessed) =>
+          Effect.tryPromise({
+            try: () =>
+              transformAsync(preprocessed?.code ?? source, { ...babelOptions, filename: path, plugins: pipeline.plugins[kind] })
+                .then((result) => toModule(path, source, preprocessed, result)),
+            catch: (cause) => {
+              const error = toError(path, preprocessed)(cause)
+              return preprocessed ? templateError(path, source, cause, error) : error
+            }
+          })
+      )
 
     // Data-first withSpan, as elsewhere in the library: the pipeable form captures a stack
     // trace on every call.
@@ -473,18 +611,19 @@ export const make = (options: BabelTranspilerOptions = {}): Effect.Effect<Transp
             })
           )
         }
-        if (source.trim() === "") return Effect.succeed(emptyModule(source))
-        return Effect.try({
-          try: () => run(path, source, kind),
-          catch: (cause) => (cause instanceof TranspileError ? cause : toTranspileError(path, cause))
-        })
-      }), "Transpiler.transpile", { attributes: { path, transpiler: "babel" }, captureStackTrace: false })
+        if (source.trim() === "" || isDeclarationFile(path)) return Effect.succeed(emptyModule(source))
+        if (pipeline.async) return runAsync(path, source, kind)
+        return Effect.try({ try: () => runSync(path, source, kind), catch: toError(path, undefined) })
+      }), "Transpiler.transpile", {
+        attributes: { path, transpiler: "babel", pipeline: pipeline.name },
+        captureStackTrace: false
+      })
 
     return Transpiler.of({ fingerprint, transpile })
   })
 
 /** A layer of the Babel {@link Transpiler}. */
-export const layer = (options: BabelTranspilerOptions = {}): Layer.Layer<Transpiler> =>
+export const layer = (options: BabelTranspilerOptions = {}): Layer.Layer<Transpiler, PipelineLoadError> =>
   Layer.effect(Transpiler, make(options))
 
 /** The source size limit from `MTC_MAX_SOURCE_BYTES`, {@link defaultMaxSourceBytes} when unset. */
@@ -492,11 +631,28 @@ export const maxSourceBytesConfig: Config.Config<number> = Config.Int("MTC_MAX_S
   Config.withDefault(defaultMaxSourceBytes)
 )
 
-/** A layer of the Babel {@link Transpiler}, its size limit read from `MTC_MAX_SOURCE_BYTES`. */
-export const layerConfig: Layer.Layer<Transpiler, Config.ConfigError> = Layer.effect(
+/** The pipeline from `MTC_PIPELINE` (`standard`, `ember` or `boxel`), {@link defaultPipeline} when unset. */
+export const pipelineNameConfig: Config.Config<PipelineName> = Config.Literals(pipelineNames, "MTC_PIPELINE").pipe(
+  Config.withDefault(defaultPipeline)
+)
+
+/** The `ember-source` directory from `MTC_EMBER_SOURCE`, if set. */
+export const emberSourceConfig: Config.Config<Option.Option<string>> = Config.option(Config.String("MTC_EMBER_SOURCE"))
+
+/** The options from `MTC_MAX_SOURCE_BYTES`, `MTC_PIPELINE` and `MTC_EMBER_SOURCE`. */
+export const optionsConfig: Config.Config<BabelTranspilerOptions> = Config.all({
+  maxSourceBytes: maxSourceBytesConfig,
+  pipeline: pipelineNameConfig,
+  emberSource: emberSourceConfig
+}).pipe(Config.map(({ emberSource, ...rest }) =>
+  Option.isSome(emberSource) ? { ...rest, emberSource: emberSource.value } : rest
+))
+
+/** A layer of the Babel {@link Transpiler}, its options read from `MTC_MAX_SOURCE_BYTES`, `MTC_PIPELINE` and `MTC_EMBER_SOURCE`. */
+export const layerConfig: Layer.Layer<Transpiler, Config.ConfigError | PipelineLoadError> = Layer.effect(
   Transpiler,
   Effect.gen(function*() {
-    const maxSourceBytes = yield* maxSourceBytesConfig
-    return yield* make({ maxSourceBytes })
+    const options = yield* optionsConfig
+    return yield* make(options)
   })
 )

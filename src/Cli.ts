@@ -1,7 +1,8 @@
 /**
  * The `transpile-cache` command line:
  *
- * - `serve <realmDir> [--port 4201] [--host 127.0.0.1] [--realm-url URL] [--data-dir DIR] [--store pg|pglite|memory]`
+ * - `serve <realmDir> [--port 4201] [--host 127.0.0.1] [--realm-url URL] [--data-dir DIR] [--store pg|pglite|memory]
+ *   [--pipeline standard|ember|boxel] [--ember-source DIR]`
  *   serves a realm (see {@link RealmServer}) until SIGINT or SIGTERM, then shuts down
  *   gracefully. It logs one line `... listening on http://HOST:PORT/ ...` once it accepts
  *   requests.
@@ -16,7 +17,8 @@
  * realm URL defaults to the `file://` URL of the realm directory with a trailing slash, so
  * processes serving the same directory share rows. `MTC_MAX_SOURCE_BYTES` bounds both the
  * transpiler and the files served; the `MTC_*` cache tuning variables are read as in
- * `ModuleCache.optionsConfig`.
+ * `ModuleCache.optionsConfig`. The pipeline comes from `--pipeline`, else `MTC_PIPELINE`, else
+ * `standard`; the ember-source of `ember`/`boxel` from `--ember-source`, else `MTC_EMBER_SOURCE`.
  *
  * Transpiles run in a pool of worker threads (see {@link TranspilerPool}): `--transpile-workers N`
  * (or `MTC_TRANSPILE_WORKERS`, default the available parallelism; 0 runs Babel in-process),
@@ -115,6 +117,14 @@ const storeFlags = {
     Flag.withDescription("L2 store (default: pg when DATABASE_URL is set, else pglite)"),
     Flag.optional
   ),
+  pipeline: Flag.Literals("pipeline", BabelTranspiler.pipelineNames).pipe(
+    Flag.withDescription("Transpile pipeline: standard, ember or boxel (default: MTC_PIPELINE, else standard)"),
+    Flag.optional
+  ),
+  emberSource: Flag.String("ember-source").pipe(
+    Flag.withDescription("ember-source directory whose template compiler ember/boxel use (default: MTC_EMBER_SOURCE, else the installed one)"),
+    Flag.optional
+  ),
   transpileWorkers: Flag.Int("transpile-workers").pipe(
     Flag.withDescription("Transpile worker threads (default: MTC_TRANSPILE_WORKERS, else the available parallelism; 0: in-process)"),
     Flag.optional
@@ -127,7 +137,22 @@ interface RealmInput {
   readonly dataDir: Option.Option<string>
   readonly store: Option.Option<StoreFlag>
   readonly transpileWorkers: Option.Option<number>
+  readonly pipeline: Option.Option<BabelTranspiler.PipelineName>
+  readonly emberSource: Option.Option<string>
 }
+
+/** The transpiler's options: the flags win over `MTC_PIPELINE` and `MTC_EMBER_SOURCE`. */
+const transpilerOptions = Effect.fnUntraced(function*(input: RealmInput) {
+  const fromEnv = yield* BabelTranspiler.optionsConfig.pipe(
+    Effect.mapError((error) => new CliFailure({ message: `configuration: ${error.message}` }))
+  )
+  const emberSource = Option.getOrUndefined(input.emberSource) ?? fromEnv.emberSource
+  return {
+    ...fromEnv,
+    pipeline: Option.getOrElse(input.pipeline, () => fromEnv.pipeline ?? BabelTranspiler.defaultPipeline),
+    ...(emberSource === undefined ? {} : { emberSource: path.resolve(emberSource) })
+  } satisfies BabelTranspiler.BabelTranspilerOptions
+})
 
 /** The realm options of `serve` and `warm`, from flags and environment. */
 const realmOptions = Effect.fnUntraced(function*(input: RealmInput) {
@@ -192,8 +217,9 @@ export const serve = Command.make(
   },
   Effect.fnUntraced(function*(input) {
     const { pool, realm: options } = yield* realmOptions(input)
+    const transpiler = yield* transpilerOptions(input)
     const server = RealmServer.layer({ ...options, port: input.port, host: input.host }).pipe(
-      Layer.provide(transpilerLayer(pool)),
+      Layer.provide(transpilerLayer({ ...pool, transpiler })),
       Layer.provide(Tracing.layer)
     )
     return yield* Layer.launch(server).pipe(Effect.mapError(explain("serve")))
@@ -272,6 +298,7 @@ export const warm = Command.make(
   },
   Effect.fnUntraced(function*(input) {
     const { pool, realm: options } = yield* realmOptions(input)
+    const transpiler = yield* transpilerOptions(input)
     const concurrency = Math.max(1, Option.getOrElse(input.concurrency, () => Math.max(4, 2 * (pool.workers ?? 0))))
     const run = Effect.gen(function*() {
       const files = yield* RealmFiles
@@ -299,7 +326,7 @@ export const warm = Command.make(
       if (entries.some((entry) => entry.error !== undefined)) process.exitCode = 1
     })
     return yield* run.pipe(
-      Effect.provide(RealmServer.layerServices(options).pipe(Layer.provide(transpilerLayer(pool)))),
+      Effect.provide(RealmServer.layerServices(options).pipe(Layer.provide(transpilerLayer({ ...pool, transpiler })))),
       Effect.provide(Tracing.layer),
       Effect.mapError(explain("warm"))
     )

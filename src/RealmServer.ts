@@ -13,7 +13,9 @@
  * - `x-module-cache`: how the cache answered (`l1 | l2 | transpiled | coalesced | fallback`).
  *
  * Other files are served raw with a content type from a small extension table (and an
- * ETag of their bytes). A path ending in `/` serves that directory's `index.html`.
+ * ETag of their bytes). A path ending in `/` serves that directory's `index.html`. A
+ * `*.glimmer-scoped.css` path (the `boxel` pipeline's `<style scoped>`) is answered as
+ * `text/css` with the CSS decoded from the URL itself; no file is read.
  *
  * **Errors** are JSON `{ error, message, path, ... }` ({@link ErrorBody}):
  *
@@ -71,6 +73,7 @@ import { RealmFiles } from "./FileSystemSources.ts"
 import { ModuleCache, type ModuleCacheOptions } from "./ModuleCache.ts"
 import * as ModuleCacheLive from "./ModuleCacheLive.ts"
 import type { ModuleSources } from "./ModuleSources.ts"
+import * as ScopedCss from "./ScopedCss.ts"
 import type { Transpiler } from "./Transpiler.ts"
 
 // -----------------------------------------------------------------------------
@@ -263,6 +266,20 @@ const pathOf = (url: string): string => {
 
 const encodePath = (plain: string): string => plain.split("/").map(encodeURIComponent).join("/")
 
+/** A glimmer-scoped CSS module (see {@link ScopedCss}): decoded from its URL, `text/css`; 400 when it does not decode. */
+const scopedCss = (request: HttpServerRequest.HttpServerRequest): HttpServerResponse.HttpServerResponse => {
+  const urlPath = pathOf(request.url)
+  const css = ScopedCss.scopedCssOf(urlPath)
+  if (css === undefined) {
+    return json(400, { error: "InvalidPathError", message: "malformed scoped CSS", path: urlPath, reason: "malformed scoped CSS" } satisfies ErrorBody)
+  }
+  const body = new TextEncoder().encode(css)
+  const etag = rawEtag(body)
+  const headers = { ...corsHeaders, etag, "cache-control": "no-cache" }
+  if (ifNoneMatches(request.headers["if-none-match"], etag)) return HttpServerResponse.empty({ status: 304, headers })
+  return HttpServerResponse.uint8Array(body, { headers, contentType: "text/css; charset=utf-8" })
+}
+
 // -----------------------------------------------------------------------------
 // Routes
 // -----------------------------------------------------------------------------
@@ -291,6 +308,7 @@ export const routes: Layer.Layer<never, never, HttpRouter.HttpRouter | ModuleCac
 
     const serveFile = (request: HttpServerRequest.HttpServerRequest) =>
       Effect.gen(function*() {
+        if (ScopedCss.isScopedCssPath(pathOf(request.url))) return scopedCss(request)
         const resolved = yield* files.resolve(pathOf(request.url))
         const ifNoneMatch = request.headers["if-none-match"]
         if (!resolved.executable) {

@@ -77,6 +77,9 @@ export class TranspileWorkerStartError extends Schema.TaggedError<TranspileWorke
   message: Schema.String
 }) {}
 
+/** Why a pool could not start: a worker failed to, or the pipeline could not be loaded. */
+export type TranspilerStartError = TranspileWorkerStartError | BabelTranspiler.PipelineLoadError
+
 // -----------------------------------------------------------------------------
 // Metrics
 // -----------------------------------------------------------------------------
@@ -414,13 +417,13 @@ export const makePool = Effect.fnUntraced(function*(options: TranspilerPoolOptio
  */
 export const make = (
   options: TranspilerPoolOptions = {}
-): Effect.Effect<Transpiler["Service"], TranspileWorkerStartError, Scope.Scope> =>
+): Effect.Effect<Transpiler["Service"], TranspilerStartError, Scope.Scope> =>
   options.workers === 0
     ? BabelTranspiler.make(options.transpiler ?? {})
     : Effect.map(makePool(options), (pool) => pool.service)
 
 /** A layer of the {@link Transpiler} on a worker pool (in-process when `workers` is 0). */
-export const layer = (options: TranspilerPoolOptions = {}): Layer.Layer<Transpiler, TranspileWorkerStartError> =>
+export const layer = (options: TranspilerPoolOptions = {}): Layer.Layer<Transpiler, TranspilerStartError> =>
   Layer.effect(Transpiler, make(options))
 
 /** The pool's settings from `MTC_TRANSPILE_WORKERS`, `MTC_TRANSPILE_MAX_MEMORY` (MiB) and `MTC_TRANSPILE_TIMEOUT`. */
@@ -434,11 +437,14 @@ export const optionsConfig: Config.Config<Omit<TranspilerPoolOptions, "transpile
   ...(maxMemoryMb._tag === "Some" ? { maxMemoryMb: maxMemoryMb.value } : {})
 })))
 
-/** {@link layer} with its settings from {@link optionsConfig} and the source limit from `MTC_MAX_SOURCE_BYTES`. */
-export const layerConfig: Layer.Layer<Transpiler, TranspileWorkerStartError | Config.ConfigError> = Layer.unwrap(
+/**
+ * {@link layer} with its settings from {@link optionsConfig} and the transpiler's from
+ * `BabelTranspiler.optionsConfig` (`MTC_MAX_SOURCE_BYTES`, `MTC_PIPELINE`, `MTC_EMBER_SOURCE`).
+ */
+export const layerConfig: Layer.Layer<Transpiler, TranspilerStartError | Config.ConfigError> = Layer.unwrap(
   Effect.gen(function*() {
     const pool = yield* optionsConfig
-    const maxSourceBytes = yield* BabelTranspiler.maxSourceBytesConfig
-    return layer({ ...pool, transpiler: { maxSourceBytes } })
+    const transpiler = yield* BabelTranspiler.optionsConfig
+    return layer({ ...pool, transpiler })
   })
 )

@@ -356,7 +356,7 @@ describe("BabelTranspiler", () => {
         expect(
           BabelTranspiler.fingerprintOf({
             versions: BabelTranspiler.pipelineVersions(),
-            config: { ...BabelTranspiler.pipelineConfig, pipeline: BabelTranspiler.pipelineConfig.pipeline + 1 }
+            config: { ...BabelTranspiler.pipelineConfig, transpiler: BabelTranspiler.pipelineConfig.transpiler + 1 }
           })
         ).not.toBe(a.fingerprint)
       }))

@@ -1,0 +1,20 @@
+/**
+ * Glimmer-scoped CSS over HTTP. The `boxel` pipeline turns each `<style scoped>` into an
+ * import of a virtual module `./<file>.<base64 of the scoped CSS>.glimmer-scoped.css`; the
+ * realm server answers such a URL by decoding it: `text/css`, no file is read.
+ *
+ * @since 0.2.0
+ */
+import { decodeScopedCSSRequest, isScopedCSSRequest } from "glimmer-scoped-css"
+
+/** Whether a request path (still percent-encoded) names a glimmer-scoped CSS module. */
+export const isScopedCssPath = (urlPath: string): boolean => isScopedCSSRequest(urlPath)
+
+/** The CSS a request path carries, or `undefined` when it does not decode. */
+export const scopedCssOf = (urlPath: string): string | undefined => {
+  try {
+    return decodeScopedCSSRequest(urlPath).css
+  } catch {
+    return undefined
+  }
+}

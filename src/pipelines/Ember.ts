@@ -1,0 +1,171 @@
+/**
+ * The `ember` pipeline: what Ember's own build emits for `.gts`/`.gjs`/`.ts`/`.js`.
+ *
+ * - content-tag (run by the transpiler for `.gts`/`.gjs`), then
+ * - `@babel/plugin-transform-typescript` with `allowDeclareFields` and normal import elision,
+ * - `decorator-transforms`: legacy decorators (`@tracked`, `@action`, `@service`), also on
+ *   `declare` fields, calling its runtime from `decorator-transforms/runtime-esm`,
+ * - `babel-plugin-ember-template-compilation` with ember-source's template compiler, so
+ *   templates are precompiled to Glimmer's wire format (`createTemplateFactory` from
+ *   `@ember/template-factory`); no runtime template compiler is needed.
+ *
+ * All run on Babel 8. The template compiler comes from an `ember-source` directory, by
+ * default the one this package depends on; a deployment points it at the ember-source its
+ * host runs (a template compiled by one version must run on the same version's runtime).
+ *
+ * @since 0.2.0
+ */
+import type { PluginItem } from "@babel/core"
+import typescriptPlugin from "@babel/plugin-transform-typescript"
+import { existsSync } from "node:fs"
+import { createRequire } from "node:module"
+import { dirname, join, resolve } from "node:path"
+import { defaultExport, foreignPlugin, type ModuleKind, type Pipeline, PipelineLoadError, readVersion, versionOf } from "./Pipeline.ts"
+
+/** Where ember-source keeps its template compiler: 7.x, 6.x (ESM), older (a CommonJS bundle). */
+const compilerCandidates = [
+  "dist/prod/packages/ember-template-compiler/index.js",
+  "dist/packages/ember-template-compiler/index.js",
+  "dist/ember-template-compiler.js"
+] as const
+
+/** The `ember-source` directory this package depends on. */
+export const defaultEmberSource = (): string =>
+  dirname(createRequire(import.meta.url).resolve("ember-source/package.json"))
+
+/** A loaded template compiler and the version of the ember-source it came from. */
+export interface TemplateCompiler {
+  readonly module: Readonly<Record<string, unknown>>
+  readonly version: string
+  readonly file: string
+}
+
+const compilers = new Map<string, TemplateCompiler>()
+
+/**
+ * Loads the template compiler of an `ember-source` directory (synchronously: Node 22
+ * `require`s an ES module graph without top-level await). Cached by directory.
+ */
+export const loadTemplateCompiler = (
+  pipeline: string,
+  emberSource: string | undefined
+): TemplateCompiler => {
+  const dir = resolve(emberSource ?? defaultEmberSource())
+  const known = compilers.get(dir)
+  if (known !== undefined) return known
+  const fail = (message: string) => new PipelineLoadError({ pipeline, message })
+  let version: string
+  try {
+    version = readVersion(join(dir, "package.json"))
+  } catch (cause) {
+    throw fail(`${dir} is not an ember-source directory: ${String(cause)}`)
+  }
+  const file = compilerCandidates.map((candidate) => join(dir, candidate)).find((candidate) => existsSync(candidate))
+  if (file === undefined) {
+    throw fail(`no template compiler in ${dir} (looked for ${compilerCandidates.join(", ")})`)
+  }
+  let loaded: unknown
+  try {
+    loaded = createRequire(join(dir, "package.json"))(file)
+  } catch (cause) {
+    throw fail(`cannot load ${file}: ${String(cause)}`)
+  }
+  if (loaded === null || typeof loaded !== "object" || !("precompile" in loaded) || typeof loaded.precompile !== "function") {
+    throw fail(`${file} exports no precompile function`)
+  }
+  const compiler: TemplateCompiler = { module: { ...loaded }, version, file }
+  compilers.set(dir, compiler)
+  return compiler
+}
+
+/** The options of the Ember-shaped pipelines. */
+export interface EmberPipelineParts {
+  readonly name: "ember" | "boxel"
+  readonly emberSource: string | undefined
+  /** decorator-transforms' options: where its runtime comes from. */
+  readonly decoratorOptions: Readonly<Record<string, unknown>>
+  /** Template AST transforms, with their fingerprint entries. */
+  readonly transforms: ReadonlyArray<unknown>
+  readonly transformsConfig: ReadonlyArray<unknown>
+  /** Plugins before TypeScript (with their fingerprint entries), and after the template compiler. */
+  readonly before: ReadonlyArray<readonly [PluginItem, unknown]>
+  readonly after: ReadonlyArray<readonly [PluginItem, unknown]>
+  /** More package versions that make the output. */
+  readonly versions: Readonly<Record<string, string>>
+  readonly revision: number
+}
+
+const typescriptOptions = { allowDeclareFields: true } as const
+
+/** Builds an Ember-shaped pipeline (`ember`, or `boxel` with its extra plugins). */
+export const makeWith = (parts: EmberPipelineParts): Pipeline => {
+  const compiler = loadTemplateCompiler(parts.name, parts.emberSource)
+  const require = createRequire(import.meta.url)
+  // Loaded here, not on import: a process that runs only the standard pipeline never pays for them.
+  const decoratorTransforms = foreignPlugin(defaultExport(require("decorator-transforms")))
+  const templateCompilationPlugin = foreignPlugin(defaultExport(require("babel-plugin-ember-template-compilation/browser")))
+  const templateOptions = { compiler: compiler.module, targetFormat: "wire", transforms: [...parts.transforms] }
+  const before = parts.before.map(([plugin]) => plugin)
+  const after = parts.after.map(([plugin]) => plugin)
+  const common: Array<PluginItem> = [
+    [decoratorTransforms, parts.decoratorOptions],
+    [templateCompilationPlugin, templateOptions]
+  ]
+  const plugins: Record<ModuleKind, Array<PluginItem>> = {
+    ts: [...before, [typescriptPlugin, typescriptOptions], ...common, ...after],
+    gts: [...before, [typescriptPlugin, typescriptOptions], ...common, ...after],
+    js: [...before, ...common, ...after],
+    gjs: [...before, ...common, ...after]
+  }
+  const configOf = (typescript: boolean) => [
+    ...parts.before.map(([, entry]) => entry),
+    ...(typescript ? [["@babel/plugin-transform-typescript", typescriptOptions]] : []),
+    ["decorator-transforms", parts.decoratorOptions],
+    ["babel-plugin-ember-template-compilation/browser", { targetFormat: "wire", transforms: parts.transformsConfig }],
+    ...parts.after.map(([, entry]) => entry)
+  ]
+  return {
+    name: parts.name,
+    plugins,
+    versions: {
+      "@babel/plugin-transform-typescript": versionOf(require, "@babel/plugin-transform-typescript"),
+      "decorator-transforms": versionOf(require, "decorator-transforms"),
+      "babel-plugin-ember-template-compilation": versionOf(require, "babel-plugin-ember-template-compilation"),
+      "@glimmer/syntax": versionOf(createRequire(require.resolve("babel-plugin-ember-template-compilation")), "@glimmer/syntax"),
+      // the template compiler's version: wire format must match the host's runtime
+      "ember-source": compiler.version,
+      ...parts.versions
+    },
+    config: {
+      pipeline: parts.name,
+      revision: parts.revision,
+      plugins: { ts: configOf(true), gts: configOf(true), js: configOf(false), gjs: configOf(false) }
+    },
+    async: true
+  }
+}
+
+/** decorator-transforms' runtime, imported by each module (no global needed). */
+export const decoratorRuntime = "decorator-transforms/runtime-esm"
+
+const pipelines = new Map<string, Pipeline>()
+
+/** The `ember` pipeline, over the template compiler of `emberSource` (default: this package's ember-source). */
+export const make = (emberSource?: string): Pipeline => {
+  const key = resolve(emberSource ?? defaultEmberSource())
+  const known = pipelines.get(key)
+  if (known !== undefined) return known
+  const pipeline = makeWith({
+    name: "ember",
+    emberSource: key,
+    decoratorOptions: { runtime: { import: decoratorRuntime } },
+    transforms: [],
+    transformsConfig: [],
+    before: [],
+    after: [],
+    versions: {},
+    revision: 1
+  })
+  pipelines.set(key, pipeline)
+  return pipeline
+}
