@@ -66,6 +66,7 @@ import * as FileSystemSources from "./FileSystemSources.ts"
 import { RealmFiles } from "./FileSystemSources.ts"
 import { ModuleCache, type ModuleCacheOptions } from "./ModuleCache.ts"
 import * as ModuleCacheLive from "./ModuleCacheLive.ts"
+import * as Preload from "./Preload.ts"
 import type { ModuleSources } from "./ModuleSources.ts"
 import type { Transpiler } from "./Transpiler.ts"
 
@@ -99,6 +100,9 @@ export const StatsBody = Schema.Struct({
   l1Bytes: Schema.Number,
   l1Entries: Schema.Number,
   inFlight: Schema.Number,
+  preloadedEntries: Schema.Number,
+  preloadedBytes: Schema.Number,
+  preloadMillis: Schema.Number,
   store: Schema.String,
   coordinator: Schema.String
 })
@@ -505,6 +509,24 @@ export const watcher: Layer.Layer<never, never, ModuleCache | RealmFiles> = Laye
 }))
 
 // -----------------------------------------------------------------------------
+// Preload
+// -----------------------------------------------------------------------------
+
+/**
+ * Preloads the realm into L1 from L2 (see {@link ModuleCache.preload}) and logs a summary.
+ * {@link layer} builds it after the {@link watcher} and before it listens, so that an edit
+ * during the preload is never missed and the first request already finds L1 warm.
+ */
+export const preloader: Layer.Layer<never, never, ModuleCache | RealmFiles> = Layer.effectDiscard(Effect.gen(function*() {
+  const cache = yield* ModuleCache
+  const files = yield* RealmFiles
+  const summary = yield* cache.preload(files.realmUrl)
+  if (summary.rows > 0 || summary.error !== undefined) {
+    yield* Effect.logInfo(`module-transpile-cache: ${Preload.formatSummary(summary)}`)
+  }
+}))
+
+// -----------------------------------------------------------------------------
 // Layers
 // -----------------------------------------------------------------------------
 
@@ -574,7 +596,10 @@ export const layer = (options: ServeOptions): Layer.Layer<never, unknown, Transp
       }).pipe(Layer.provideMerge(node))
     )
   )
+  // The watcher, then the preload, then the server: an edit during the preload is seen, and
+  // the server listens once L1 is warm.
+  const warmStart = options.watch === false ? preloader : Layer.provideMerge(preloader, watcher)
   // The drain is built first, so it is released last: after the server stopped taking requests.
-  const app = (options.watch === false ? server : Layer.merge(server, watcher))
+  const app = server.pipe(Layer.provide(warmStart))
   return app.pipe(Layer.provide(layerServices(options)))
 }
