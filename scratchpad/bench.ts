@@ -18,7 +18,8 @@ const sections: Array<[string, () => Promise<Array<BenchRow>>]> = [
   ["herd", benchHerd],
   ["waiter wake-up", benchWake],
   ["HTTP warm hits", benchHttp],
-  ["Babel", benchBabel]
+  ["Babel", benchBabel],
+  ["restart (preload)", () => import("./bench-preload.ts").then((bench) => bench.benchPreload())]
 ]
 
 const rows: Array<BenchRow & { section: string }> = []

@@ -455,6 +455,10 @@ describe("realm server (lifecycle)", () => {
       expect(spans.map((span) => span.attributes.outcome)).toEqual(expect.arrayContaining(["transpiled", "l1"]))
       expect(spans[0]?.attributes.path).toBe("a.ts")
       expect(spans[0]?.serviceName).toBe("module-transpile-cache")
+      // The start-up preload has a span of its own (an empty memory store: nothing preloaded).
+      const preload = receiver.spans().find((span) => span.name === "ModuleCache.preload")
+      expect(preload?.attributes).toMatchObject({ "mtc.preload.entries": 0, "mtc.preload.rows": 0 })
+      expect(preload?.attributes.realm).toMatch(/^file:\/\//)
       expect(receiver.undecoded()).toBe(0)
       await server.stop()
     } finally {
