@@ -38,13 +38,18 @@
  * the watch is lost (the realm directory vanishes or is replaced) the whole realm is
  * invalidated, and again once the watch is back.
  *
+ * **Preload**: before it listens, the server loads the realm's L2 rows into L1 (see
+ * {@link preloader}), so that a restarted process answers from L1 at once.
+ *
  * **In your own server**: {@link layer} is the whole thing on Node's HTTP server. To serve the
- * realm from an Effect HTTP server of your own, use {@link routes} (and {@link watcher}) over
+ * realm from an Effect HTTP server of your own, use {@link routes} (and {@link watcher}, then {@link preloader}) over
  * {@link layerServices}:
  *
  * ```ts
  * const realm = RealmServer.layerServices({ realmDir: "./realm", store: { _tag: "memory" } })
- * const app = Layer.mergeAll(RealmServer.routes, RealmServer.watcher).pipe(
+ * // The preload after the watcher, so that an edit during it is never missed.
+ * const warmStart = Layer.provideMerge(RealmServer.preloader, RealmServer.watcher)
+ * const app = Layer.mergeAll(RealmServer.routes, warmStart).pipe(
  *   Layer.provide(realm),
  *   Layer.provide(BabelTranspiler.layer())
  * )

@@ -297,6 +297,33 @@ export const storeSuite = <R>(it: Vitest.MethodsNonLive<R>, backend: StoreBacken
       expect((yield* preload(1000)).map((row) => row.key.path)).toEqual(["b.ts", "c.ts", "a.ts"])
     }))
 
+  it.effect("a row rewritten while preload reads it comes whole: its body always goes with its source hash", () =>
+    Effect.gen(function*() {
+      const store = yield* backend.makeStore
+      const realm = realmOf()
+      const keys = Array.from({ length: 40 }, (_, i) => moduleKey(realm, `r${i}.ts`))
+      const version = (key: ModuleKey, v: number) => moduleContent(`${key.path} body v${v} `.repeat(20), `${key.path}#${v}`)
+      yield* Effect.forEach(keys, (key) => write(store, key, { generation: 0, realmEpoch: 0 }, version(key, 0)), {
+        concurrency: 8
+      })
+      // Writers rewrite every row again and again (equal generations overwrite) while preloads run.
+      const writers = Effect.forEach(Array.from({ length: 6 }, (_, v) => v + 1), (v) =>
+        Effect.forEach(keys, (key) => write(store, key, { generation: 0, realmEpoch: 0 }, version(key, v)), {
+          concurrency: 4,
+          discard: true
+        }), { discard: true })
+      const preloads = Effect.forEach(Array.from({ length: 6 }), () =>
+        Stream.runCollect(store.preload({ realmUrl: realm, fingerprint, maxBytes: 10_000_000, pageSize: 7 })))
+      const [, seen] = yield* Effect.all([writers, preloads], { concurrency: "unbounded" })
+      for (const rows of seen) {
+        expect(rows).toHaveLength(keys.length)
+        for (const row of rows) {
+          const v = Number(row.module.sourceHash.split("#")[1])
+          expect(row.module.body).toBe(`${row.key.path} body v${v} `.repeat(20))
+        }
+      }
+    }))
+
   it.effect("a realm wipe racing writers of fresh keys leaves no module written under the old epoch", () =>
     Effect.gen(function*() {
       const store = yield* backend.makeStore
