@@ -8,7 +8,8 @@
  *   (`MTC_L1_PRELOAD_BYTES=0`: every module is an L2 read on the request path);
  * - against bare `node:http` servers that re-transpile every module on each request with the
  *   fastest transforms installed here (esbuild's and oxc's `transformSync`, TypeScript strip
- *   only), also restarted before each load. That is what a dev server that keeps nothing does.
+ *   only), and against Vite's dev server, also restarted before each load: what a dev server
+ *   that keeps nothing does. "Fastest re-transform" is the fastest of these.
  *
  * Every server is a process of its own, restarted before each round; "start" is the time
  * from spawn until `/_cache/health` answers (polled every 50 ms), which includes the preload.
@@ -26,13 +27,30 @@ const MODULES = 300
 const CONCURRENCY = 16
 const ROUNDS = Number(process.env["PRELOAD_ROUNDS"] ?? 5)
 
-type Engine = "esbuild" | "oxc"
+type Engine = "esbuild" | "oxc" | "vite"
 
 // -----------------------------------------------------------------------------
 // The baseline server (a child process of the bench)
 // -----------------------------------------------------------------------------
 
 const serveBaseline = async (engine: Engine, dir: string) => {
+  if (engine === "vite") {
+    // Vite's own dev server (installed with vitest): it transforms TypeScript with oxc and
+    // rewrites imports, keeping nothing across restarts.
+    const vite = await import("vite")
+    const server = await vite.createServer({
+      root: dir,
+      configFile: false,
+      logLevel: "silent",
+      server: { host: "127.0.0.1", port: 0, strictPort: false, hmr: false, watch: null },
+      optimizeDeps: { noDiscovery: true, include: [] }
+    })
+    await server.listen()
+    const address = server.httpServer?.address()
+    console.log(`listening on http://127.0.0.1:${typeof address === "object" && address ? address.port : 0}/`)
+    process.on("SIGTERM", () => void server.close().then(() => process.exit(0)))
+    return
+  }
   const transform: (source: string, file: string) => string = engine === "esbuild"
     ? await import("esbuild").then((esbuild) => (source: string, file: string) =>
       esbuild.transformSync(source, { loader: "ts", sourcefile: file, format: "esm" }).code
@@ -162,6 +180,7 @@ const startProcess = (args: ReadonlyArray<string>, env: Record<string, string>, 
 const binPath = fileURLToPath(new URL("../src/bin.ts", import.meta.url))
 const selfPath = fileURLToPath(import.meta.url)
 
+
 const startServe = (realm: string, store: "pg" | "pglite", env: Record<string, string>, dataDir: string) =>
   startProcess(["--max-old-space-size=512", binPath, "serve", realm, "--port", "0", "--store", store, "--data-dir", dataDir], env, "/_cache/health")
 
@@ -187,7 +206,7 @@ export const benchPreload = async (): Promise<Array<{ name: string; value: strin
   const baselineLoads: Array<number> = []
   try {
     // The baselines: a fresh process per round, every module transformed on request.
-    for (const engine of ["esbuild", "oxc"] as const) {
+    for (const engine of ["esbuild", "oxc", "vite"] as const) {
       const loads: Array<number> = []
       const starts: Array<number> = []
       for (let round = 0; round < ROUNDS; round++) {
@@ -199,7 +218,7 @@ export const benchPreload = async (): Promise<Array<{ name: string; value: strin
         await server.stop()
       }
       baselineLoads.push(median(loads))
-      rows.push({ name: `${engine} transformSync server, restarted: load (start)`, value: `${fmt(median(loads))} (${fmt(median(starts))})` })
+      rows.push({ name: `${engine === "vite" ? "Vite 8 dev server" : `${engine} transformSync server`}, restarted: load (start)`, value: `${fmt(median(loads))} (${fmt(median(starts))})` })
     }
     const fastest = Math.min(...baselineLoads)
 
