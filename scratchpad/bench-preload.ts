@@ -11,13 +11,15 @@
  *   only), and against Vite's dev server, also restarted before each load: what a dev server
  *   that keeps nothing does. "Fastest re-transform" is the fastest of these.
  *
- * Every server is a process of its own, restarted before each round; "start" is the time
- * from spawn until `/_cache/health` answers (polled every 50 ms), which includes the preload.
+ * Every server is a process of its own, restarted before each load; the configurations take
+ * turns, round after round, so that a change in the machine's load hits them all alike.
+ * "start" is the time from spawn until the server answers (polled every 50 ms; for `serve` it
+ * includes the preload). Baselines are probed with a module outside the graph.
  * Run: npx node scratchpad/bench-preload.ts   (DATABASE_URL as for the tests)
  * The same file is the baseline server: npx node scratchpad/bench-preload.ts --serve esbuild|oxc DIR
  */
 import { type ChildProcess, spawn } from "node:child_process"
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import * as http from "node:http"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
@@ -200,68 +202,83 @@ export const benchPreload = async (): Promise<Array<{ name: string; value: strin
   const realm = mkdtempSync(join(tmpdir(), "mtc-bench-preload-"))
   for (let i = 0; i < MODULES; i++) writeFileSync(join(realm, `m${i}.ts`), moduleSource(i))
   const dataDir = mkdtempSync(join(tmpdir(), "mtc-bench-preload-data-"))
-  mkdirSync(dataDir, { recursive: true })
   const databaseUrl = freshDatabase("bench_preload")
+  const envOf = (store: "pg" | "pglite"): Record<string, string> => store === "pg" ? { DATABASE_URL: databaseUrl } : {}
   const rows: Array<{ name: string; value: string }> = []
-  const baselineLoads: Array<number> = []
   try {
-    // The baselines: a fresh process per round, every module transformed on request.
-    for (const engine of ["esbuild", "oxc", "vite"] as const) {
-      const loads: Array<number> = []
-      const starts: Array<number> = []
-      for (let round = 0; round < ROUNDS; round++) {
-        const server = await startProcess([selfPath, "--serve", engine, realm], {}, "/m0.ts")
-        // The probe transformed m0 once; a fresh process still transforms all 300 below.
-        const load = await loadGraph(server.url)
-        loads.push(load.ms)
-        starts.push(server.startMs)
-        await server.stop()
-      }
-      baselineLoads.push(median(loads))
-      rows.push({ name: `${engine === "vite" ? "Vite 8 dev server" : `${engine} transformSync server`}, restarted: load (start)`, value: `${fmt(median(loads))} (${fmt(median(starts))})` })
-    }
-    const fastest = Math.min(...baselineLoads)
-
+    // Fresh servers: Babel transpiles everything into L2 (one run each: it needs an empty L2).
+    const cold = new Map<string, LoadResult>()
     for (const store of ["pglite", "pg"] as const) {
-      const env = store === "pg" ? { DATABASE_URL: databaseUrl } : {}
-      const dir = join(dataDir, store)
-      // A fresh server: Babel transpiles everything (one round: it needs an empty L2).
-      const fresh = await startServe(realm, store, env, dir)
-      const cold = await loadGraph(fresh.url)
+      const fresh = await startServe(realm, store, envOf(store), join(dataDir, store))
+      const load = await loadGraph(fresh.url)
       // Let its L2 writes commit before it stops (the drain waits for them too).
-      await new Promise((r) => setTimeout(r, 500))
-      await fresh.stop()
-      rows.push({ name: `${store}: fresh server (Babel, 1 run): load`, value: `${fmt(cold.ms)} ${JSON.stringify(cold.outcomes)}` })
-
-      for (const preload of [true, false]) {
-        const loads: Array<number> = []
-        const starts: Array<number> = []
-        const preloads: Array<number> = []
-        let outcomes: Record<string, number> = {}
-        for (let round = 0; round < ROUNDS; round++) {
-          const server = await startServe(realm, store, preload ? env : { ...env, MTC_L1_PRELOAD_BYTES: "0" }, dir)
-          const load = await loadGraph(server.url)
-          const s = await stats(server.url)
-          loads.push(load.ms)
-          starts.push(server.startMs)
-          preloads.push(s.preloadMillis)
-          outcomes = load.outcomes
-          await server.stop()
-        }
-        const label = preload ? "restart, preload on" : "restart, preload off"
-        rows.push({
-          name: `${store}: ${label}: load (start; preload) ${JSON.stringify(outcomes)}`,
-          value: `${fmt(median(loads))} (${fmt(median(starts))}; ${fmt(median(preloads))})`
-        })
-        if (preload) {
-          rows.push({ name: `${store}: restart load, fastest re-transform / preloaded`, value: `${(fastest / median(loads)).toFixed(1)}x` })
-          rows.push({
-            name: `${store}: fastest re-transform / (preload + restart load)`,
-            value: `${(fastest / (median(loads) + median(preloads))).toFixed(1)}x`
-          })
-          rows.push({ name: `${store}: fresh load / restart load`, value: `${(cold.ms / median(loads)).toFixed(1)}x` })
-        }
+      for (let i = 0; i < 100 && (await fetch(`${fresh.url}/_cache/stats`).then((r) => r.json() as Promise<{ inFlight: number }>)).inFlight > 0; i++) {
+        await new Promise((r) => setTimeout(r, 50))
       }
+      await fresh.stop()
+      cold.set(store, load)
+    }
+
+    // Then every configuration once per round, interleaved, each on a freshly started process.
+    interface Configuration {
+      readonly name: string
+      readonly start: () => Promise<Started>
+      readonly ours: boolean
+    }
+    const configurations: Array<Configuration> = [
+      ...(["esbuild", "oxc", "vite"] as const).map((engine): Configuration => ({
+        name: engine === "vite" ? "Vite 8 dev server" : `${engine} transformSync server`,
+        start: () => startProcess([selfPath, "--serve", engine, realm], {}, "/_probe.ts"),
+        ours: false
+      })),
+      ...(["pglite", "pg"] as const).flatMap((store) =>
+        [true, false].map((preload): Configuration => ({
+          name: `${store}: restart, preload ${preload ? "on" : "off"}`,
+          start: () =>
+            startServe(realm, store, preload ? envOf(store) : { ...envOf(store), MTC_L1_PRELOAD_BYTES: "0" }, join(dataDir, store)),
+          ours: true
+        }))
+      )
+    ]
+    writeFileSync(join(realm, "_probe.ts"), "export {}\n")
+    const results = new Map<string, { loads: Array<number>; starts: Array<number>; preloads: Array<number>; outcomes: Record<string, number> }>()
+    for (let round = 0; round < ROUNDS; round++) {
+      for (const configuration of configurations) {
+        const server = await configuration.start()
+        const load = await loadGraph(server.url)
+        const preloadMillis = configuration.ours ? (await stats(server.url)).preloadMillis : 0
+        await server.stop()
+        const result = results.get(configuration.name) ?? { loads: [], starts: [], preloads: [], outcomes: {} }
+        result.loads.push(load.ms)
+        result.starts.push(server.startMs)
+        result.preloads.push(preloadMillis)
+        result.outcomes = load.outcomes
+        results.set(configuration.name, result)
+      }
+    }
+
+    const baselines = configurations.filter((c) => !c.ours).map((c) => ({ name: c.name, load: median(results.get(c.name)!.loads) }))
+    const fastest = baselines.reduce((a, b) => (b.load < a.load ? b : a))
+    for (const configuration of configurations) {
+      const r = results.get(configuration.name)!
+      const extra = configuration.ours ? `; preload ${fmt(median(r.preloads))}` : ""
+      rows.push({
+        name: `${configuration.name}: load of ${MODULES} modules, c=${CONCURRENCY} (start${extra}) ${JSON.stringify(r.outcomes)}`,
+        value: `${fmt(median(r.loads))} (${fmt(median(r.starts))}${extra})`
+      })
+    }
+    for (const store of ["pglite", "pg"] as const) {
+      const on = results.get(`${store}: restart, preload on`)!
+      const off = results.get(`${store}: restart, preload off`)!
+      const coldLoad = cold.get(store)!
+      rows.push({ name: `${store}: fresh server (Babel, 1 run): load`, value: `${fmt(coldLoad.ms)} ${JSON.stringify(coldLoad.outcomes)}` })
+      rows.push({ name: `${store}: ${fastest.name} load / restart load with preload`, value: `${(fastest.load / median(on.loads)).toFixed(2)}x` })
+      rows.push({
+        name: `${store}: ${fastest.name} load / (preload + restart load)`,
+        value: `${(fastest.load / (median(on.loads) + median(on.preloads))).toFixed(2)}x`
+      })
+      rows.push({ name: `${store}: restart load, preload off / on`, value: `${(median(off.loads) / median(on.loads)).toFixed(2)}x` })
+      rows.push({ name: `${store}: fresh load / restart load with preload`, value: `${(coldLoad.ms / median(on.loads)).toFixed(1)}x` })
     }
   } finally {
     rmSync(realm, { recursive: true, force: true })
