@@ -47,7 +47,8 @@ describe("preload on PGlite", () => {
     use: (
       cache: ModuleCache.ModuleCache["Service"],
       realmUrl: string,
-      counts: { readonly reads: () => ReadonlyArray<string>; readonly transpiles: () => number }
+      counts: { readonly reads: () => ReadonlyArray<string>; readonly transpiles: () => number },
+      files: FileSystemSources.RealmFiles["Service"]
     ) => Effect.Effect<A, unknown>
   ) =>
     Effect.scoped(Effect.gen(function*() {
@@ -66,7 +67,9 @@ describe("preload on PGlite", () => {
         Effect.provideService(Coordinator.Coordinator, Coordinator.none),
         Effect.provideService(Invalidations.Invalidations, Invalidations.none)
       )
-      return yield* use(cache, files.realmUrl, { reads: () => reads, transpiles: transpiler.calls })
+      // As under `serve`, whose watcher is running before the preload.
+      files.watched(true)
+      return yield* use(cache, files.realmUrl, { reads: () => reads, transpiles: transpiler.calls }, files)
     }))
 
   const getAll = (cache: ModuleCache.ModuleCache["Service"], realmUrl: string) =>
@@ -111,6 +114,20 @@ describe("preload on PGlite", () => {
             preloadedBytes: summary.bytes
           })
           expect(summary.bytes).toBeGreaterThan(0)
+        }))
+
+      // The preload also remembered each module's path resolution: resolving needs no file.
+      yield* lifetime(realmDir, dataDir, (cache, realmUrl, _counts, files) =>
+        Effect.gen(function*() {
+          yield* cache.preload(realmUrl)
+          const moved = path.join(realmDir, "moved-away.ts")
+          fs.renameSync(path.join(realmDir, paths[0]!), moved)
+          try {
+            expect(yield* files.resolve(`/${paths[0]}`)).toMatchObject({ path: paths[0], executable: true })
+            expect(yield* Effect.exit(files.resolve(`/${paths[1]!.replace("m1", "m-none")}`))).toMatchObject({ _tag: "Failure" })
+          } finally {
+            fs.renameSync(moved, path.join(realmDir, paths[0]!))
+          }
         }))
 
       // Edited while no process ran: its row is not preloaded, and the edit is what is served.
