@@ -3,8 +3,6 @@
  * realm's rows from Postgres before it listens, answers every module from L1 without a
  * transpile or an L2 read, and coalesces with the running process as before.
  */
-import { mkdirSync, writeFileSync } from "node:fs"
-import * as path from "node:path"
 import { afterAll, describe, expect, it } from "vitest"
 import { dropDatabase, freshDatabase } from "./support/database.ts"
 import { describeSamples, herd, outcomes, stats, totalTranspiles } from "./support/load.ts"
@@ -27,6 +25,9 @@ describe("preload in a Postgres fleet", () => {
   it("a new process joining the fleet starts warm, and still coalesces with the others", async () => {
     const files: Record<string, string> = {}
     for (let i = 0; i < moduleCount; i++) files[`warm/m${i}.ts`] = source(i)
+    // Requested only at the end (made now: a file created during the herd would be invalidated by the watchers).
+    const fresh = Array.from({ length: 5 }, (_, i) => `/fresh/n${i}.ts`)
+    for (const [i, p] of fresh.entries()) files[p.slice(1)] = source(100 + i)
     const realm = makeRealm(files, "mtc-preload-fleet-")
     const paths = Array.from({ length: moduleCount }, (_, i) => `/warm/m${i}.ts`)
     const env = { DATABASE_URL: dbUrl, MTC_PG_CONNECT_TIMEOUT: "5 seconds", MTC_SESSION_TIMEOUT: "10 seconds" }
@@ -46,13 +47,7 @@ describe("preload in a Postgres fleet", () => {
     }
     expect(await stats(joining)).toMatchObject({ transpiles: 0, l2Hits: 0, l1Hits: moduleCount, fallbacks: 0 })
 
-    // New modules, requested by both at once: one transpile each in the whole fleet.
-    const fresh = Array.from({ length: 5 }, (_, i) => `/fresh/n${i}.ts`)
-    for (const [i, p] of fresh.entries()) {
-      const file = path.join(realm, ...p.slice(1).split("/"))
-      mkdirSync(path.dirname(file), { recursive: true })
-      writeFileSync(file, source(100 + i))
-    }
+    // Cold modules, requested by both at once: one transpile each in the whole fleet.
     const before = await totalTranspiles([running, joining])
     const samples = await herd([running, joining], fresh, 10)
     const failed = samples.filter((s) => s.status !== 200)

@@ -147,7 +147,7 @@ describe("preload on PGlite", () => {
           expect(counts.reads().length).toBeGreaterThan(0)
           expect(new Set(counts.reads())).toEqual(new Set([edited]))
         }))
-    }), 60_000)
+    }), 180_000)
 })
 
 /** The world's store, with the preload held after it read its rows and before it hands them over. */
