@@ -6,9 +6,10 @@
  *   gracefully. It logs one line `... listening on http://HOST:PORT/ ...` once it accepts
  *   requests.
  * - `warm <realmDir> [same store flags] [--concurrency 4]` transpiles every executable
- *   module into L2. Its summary ends with the line of a preload run afterwards: what a
- *   server starting now would load into L1 at start. Progress goes to stderr (one `\r` line on a terminal, a line per tenth
- *   otherwise), the summary to stdout. **Exits 1 when any module failed**, 0 otherwise.
+ *   module into L2. Progress goes to stderr (one `\r` line on a terminal, a line per tenth
+ *   otherwise), the summary to stdout; it ends with the line of a preload run afterwards
+ *   (what a server starting now would load into L1). **Exits 1 when any module failed**, 0
+ *   otherwise.
  * - `stats [--url http://127.0.0.1:4201]` and `invalidate [path] [--url ...]` call a running
  *   server's admin routes and print their JSON.
  *
