@@ -24,7 +24,8 @@ const sections: Array<[string, () => Promise<Array<BenchRow>>]> = [
   ["Babel", benchBabel],
   ["transpile workers", benchWorkers],
   ["fleet at scale", benchFleetScale],
-  ["pipelines", benchPipelines]
+  ["pipelines", benchPipelines],
+  ["restart (preload)", () => import("./bench-preload.ts").then((bench) => bench.benchPreload())]
 ]
 
 const rows: Array<BenchRow & { section: string }> = []

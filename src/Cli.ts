@@ -8,7 +8,9 @@
  *   requests.
  * - `warm <realmDir> [same store flags] [--concurrency N]` transpiles every executable
  *   module into L2. Progress goes to stderr (one `\r` line on a terminal, a line per tenth
- *   otherwise), the summary to stdout. **Exits 1 when any module failed**, 0 otherwise.
+ *   otherwise), the summary to stdout; it ends with the line of a preload run afterwards
+ *   (what a server starting now would load into L1). **Exits 1 when any module failed**, 0
+ *   otherwise.
  * - `stats [--url http://127.0.0.1:4201]` and `invalidate [path] [--url ...]` call a running
  *   server's admin routes and print their JSON.
  *
@@ -39,6 +41,7 @@ import * as FileSystemSources from "./FileSystemSources.ts"
 import { RealmFiles } from "./FileSystemSources.ts"
 import { ModuleCache, optionsConfig } from "./ModuleCache.ts"
 import * as ModuleCacheLive from "./ModuleCacheLive.ts"
+import * as Preload from "./Preload.ts"
 import * as RealmServer from "./RealmServer.ts"
 import * as Tracing from "./Tracing.ts"
 import * as TranspilerPool from "./TranspilerPool.ts"
@@ -322,7 +325,9 @@ export const warm = Command.make(
         }), { concurrency })
       if (paths.length === 0) yield* report(0, "")
       const elapsed = (yield* Clock.currentTimeMillis) - started
-      yield* Console.log(formatSummary(entries, elapsed))
+      // What a server starting now would preload (the same bulk read and source check).
+      const preloaded = yield* cache.preload(files.realmUrl)
+      yield* Console.log(`${formatSummary(entries, elapsed)}\n  ${Preload.formatSummary(preloaded)}`)
       if (entries.some((entry) => entry.error !== undefined)) process.exitCode = 1
     })
     return yield* run.pipe(

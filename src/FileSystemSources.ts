@@ -307,6 +307,9 @@ export const make = Effect.fnUntraced(function*(options: FileSystemSourcesOption
   const excludedInput = options.excluded ?? []
   const excluded = yield* Effect.promise(() => excludedRealPaths(realm, excludedInput))
   const known = new Set<string>()
+  const resolutions = new Map<string, { readonly resolved: ResolvedPath; readonly at: number }>()
+  let watching = false
+  let epoch = 0
 
   const isIgnored = (relativePath: string): boolean => {
     const posix = toPosix(relativePath)
@@ -316,7 +319,7 @@ export const make = Effect.fnUntraced(function*(options: FileSystemSourcesOption
   }
 
   /** Reads a file by its canonical path, under the size limit. */
-  const readChecked = (modulePath: string): Effect.Effect<RawFile, ReadError> =>
+  const readChecked = (modulePath: string): Effect.Effect<RawFile & { readonly file: string }, ReadError> =>
     Effect.gen(function*() {
       const relative = yield* validatePath(modulePath.split("/").map(encodeURIComponent).join("/"))
       const current = yield* realmRealPath(realmDir)
@@ -353,14 +356,25 @@ export const make = Effect.fnUntraced(function*(options: FileSystemSourcesOption
       if ("tooLarge" in bytes) {
         return yield* new SourceTooLargeError({ path: relative, size: bytes.tooLarge, limit: maxSourceBytes })
       }
-      return { path: relative, bytes: bytes.buffer }
+      return { path: relative, bytes: bytes.buffer, file: found.real }
     })
 
   const read = (key: ModuleKey): Effect.Effect<ModuleSource, ReadError> =>
     Effect.gen(function*() {
       if (key.realmUrl !== realmUrl) return yield* new ModuleNotFoundError({ path: key.path })
+      const started = epoch
       const file = yield* readChecked(key.path)
       known.add(file.path)
+      // The read checked what resolving its canonical request path checks (a regular file of
+      // the realm, at its real path, not excluded): remember that resolution, unless a change
+      // overtook the read. A module preloaded at start then costs no file-system call at all.
+      if (epoch === started && isExecutable(file.path)) {
+        remember(`/${file.path.split("/").map(encodeURIComponent).join("/")}`, {
+          path: file.path,
+          file: file.file,
+          executable: true
+        })
+      }
       const content = Buffer.from(file.bytes.buffer, file.bytes.byteOffset, file.bytes.byteLength).toString("utf8")
       return { key, content, hash: hashSource(content) }
     })
@@ -387,9 +401,10 @@ export const make = Effect.fnUntraced(function*(options: FileSystemSourcesOption
     })
   })
 
-  const resolutions = new Map<string, { readonly resolved: ResolvedPath; readonly at: number }>()
-  let watching = false
-  let epoch = 0
+  const remember = (urlPath: string, resolved: ResolvedPath) => {
+    if (resolutions.size >= maxRememberedResolutions) resolutions.clear()
+    resolutions.set(urlPath, { resolved, at: Date.now() })
+  }
 
   return RealmFiles.of({
     realmDir,
@@ -405,9 +420,7 @@ export const make = Effect.fnUntraced(function*(options: FileSystemSourcesOption
         const started = epoch
         return Effect.tap(resolveIn(realmDir, urlPath, { excluded: excludedInput }), (resolved) =>
           Effect.sync(() => {
-            if (epoch !== started) return
-            if (resolutions.size >= maxRememberedResolutions) resolutions.clear()
-            resolutions.set(urlPath, { resolved, at: Date.now() })
+            if (epoch === started) remember(urlPath, resolved)
           }))
       }),
     changed: () => {
@@ -420,7 +433,7 @@ export const make = Effect.fnUntraced(function*(options: FileSystemSourcesOption
       resolutions.clear()
     },
     read,
-    readRaw: readChecked,
+    readRaw: (modulePath) => Effect.map(readChecked(modulePath), ({ bytes, path }): RawFile => ({ path, bytes })),
     walk,
     isIgnored,
     knownPaths: () => Array.from(known),

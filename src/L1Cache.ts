@@ -21,6 +21,16 @@ export interface L1Capture {
   readonly flush: number
 }
 
+/**
+ * The state of every generation at one moment (see {@link L1Cache.snapshot}): a bulk loader
+ * that does not know its keys yet takes one before it reads, and fills only keys that no
+ * invalidation touched since.
+ */
+export interface L1Snapshot {
+  readonly counter: number
+  readonly flush: number
+}
+
 interface Entry {
   readonly module: CachedModule
   readonly bytes: number
@@ -55,7 +65,7 @@ export class L1Cache {
   }
 
   capture(key: ModuleKey, hash: bigint): L1Capture {
-    this.realmsByHash.set(realmHash(key.realmUrl), key.realmUrl)
+    this.registerRealm(key.realmUrl)
     return {
       key: this.keyGenerations.get(hash) ?? 0,
       realm: this.realmGenerations.get(key.realmUrl) ?? 0,
@@ -68,6 +78,29 @@ export class L1Cache {
     return captured.key === (this.keyGenerations.get(hash) ?? 0) &&
       captured.realm === (this.realmGenerations.get(key.realmUrl) ?? 0) &&
       captured.flush === this.flushGeneration
+  }
+
+  /** The generations now, for {@link fillSince}. */
+  snapshot(): L1Snapshot {
+    return { counter: this.counter, flush: this.flushGeneration }
+  }
+
+  /**
+   * Stores a module if neither its key nor its realm was invalidated, and L1 was not
+   * flushed, since `snapshot` (every invalidation takes a generation above the snapshot's
+   * counter). Returns whether it was stored.
+   */
+  fillSince(module: CachedModule, hash: bigint, snapshot: L1Snapshot): boolean {
+    const captured = this.capture(module.key, hash)
+    if (captured.key > snapshot.counter || captured.realm > snapshot.counter || captured.flush !== snapshot.flush) {
+      return false
+    }
+    return this.fill(module, hash, captured)
+  }
+
+  /** Registers a realm, so that a peer's invalidation of it (by hash) reaches this L1. */
+  registerRealm(realmUrl: string): void {
+    this.realmsByHash.set(realmHash(realmUrl), realmUrl)
   }
 
   /** Stores a module if nothing invalidated it since `captured`. Returns whether it was stored. */

@@ -4,9 +4,15 @@
  *
  * @since 0.1.0
  */
-import { Clock, Effect, Layer } from "effect"
+import { Clock, Effect, Layer, Stream } from "effect"
 import { keyString, type ModuleKey } from "./Domain.ts"
-import { absent, type StoredRow, TranspileStore, type WriteContent } from "./TranspileStore.ts"
+import {
+  absent,
+  type PreloadedRow,
+  type StoredRow,
+  TranspileStore,
+  type WriteContent
+} from "./TranspileStore.ts"
 
 interface Row {
   readonly key: ModuleKey
@@ -91,6 +97,27 @@ export const make: Effect.Effect<TranspileStore["Service"]> = Effect.sync(() => 
           }
         }
         return removed
+      }),
+    preload: (request) =>
+      Stream.suspend(() => {
+        const live: Array<{ readonly row: Row; readonly preloaded: PreloadedRow }> = []
+        for (const row of rows.values()) {
+          const content = row.content
+          if (row.key.realmUrl !== request.realmUrl || row.fingerprint !== request.fingerprint) continue
+          if (content?._tag !== "Module") continue
+          live.push({ row, preloaded: { key: row.key, module: { ...content.module, sourceHash: row.sourceHash } } })
+        }
+        live.sort((a, b) =>
+          b.row.accessedAt - a.row.accessedAt || (a.row.key.path < b.row.key.path ? -1 : a.row.key.path > b.row.key.path ? 1 : 0)
+        )
+        const taken: Array<PreloadedRow> = []
+        let total = 0
+        for (const { preloaded } of live) {
+          total += Buffer.byteLength(preloaded.module.body, "utf8")
+          if (total > request.maxBytes) break
+          taken.push(preloaded)
+        }
+        return Stream.fromIterable(taken)
       })
   })
 })

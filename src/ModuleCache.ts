@@ -3,7 +3,7 @@
  *
  * @since 0.1.0
  */
-import { Cause, Clock, Config, Context, Deferred, Duration, Effect, Exit, Layer, Metric, Schedule, Scope } from "effect"
+import { Cause, Clock, Config, Context, Deferred, Duration, Effect, Exit, Layer, Metric, Option, Schedule, Scope } from "effect"
 import { Coordinator, type Waiter } from "./Coordinator.ts"
 import { type ConnectionStats, DatabaseConnections } from "./DatabaseConnections.ts"
 import {
@@ -22,6 +22,7 @@ import { refusalCounter, refusalSchedule } from "./internal/refusal.ts"
 import { Invalidations } from "./Invalidations.ts"
 import { defaultMaxBytes, L1Cache } from "./L1Cache.ts"
 import { ModuleSources } from "./ModuleSources.ts"
+import * as Preload from "./Preload.ts"
 import { Transpiler } from "./Transpiler.ts"
 import {
   type Captured,
@@ -47,6 +48,10 @@ export interface CacheStats {
   readonly l1Entries: number
   /** Loads running, including those that answered and are still writing L2. */
   readonly inFlight: number
+  /** Entries put into L1 by preloads, their bytes, and the time the preloads took. */
+  readonly preloadedEntries: number
+  readonly preloadedBytes: number
+  readonly preloadMillis: number
   readonly store: string
   readonly coordinator: string
   /** L2 operations the database refused a connection for ("too many clients"), each waited out. */
@@ -64,6 +69,11 @@ export class ModuleCache extends Context.Service<ModuleCache, {
   /** Drops a whole realm here, wipes it from L2 and tells peers. */
   readonly invalidateRealm: (realmUrl: string) => Effect.Effect<void>
   readonly stats: Effect.Effect<CacheStats>
+  /**
+   * Loads the realm's L2 rows of this pipeline into L1 in bulk, most recently read first, up
+   * to the preload bound, checking each row's source first (see {@link Preload}). Never fails.
+   */
+  readonly preload: (realmUrl: string) => Effect.Effect<Preload.PreloadSummary>
 }>()("module-transpile-cache/ModuleCache") {}
 
 /** Tuning of a ModuleCache. Every field has a default; see the README for the environment names. */
@@ -85,6 +95,8 @@ export interface ModuleCacheOptions {
    * so that their writes commit (default 5 s). Loads still running after that are interrupted.
    */
   readonly drainTimeout?: Duration.Input
+  /** Bound on the bytes a preload puts into L1 (default: the L1 bound, which also caps it; 0 turns preloading off). */
+  readonly preloadBytes?: number | undefined
 }
 
 /** The defaults of {@link ModuleCacheOptions}. */
@@ -164,6 +176,8 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
   /** Keys (by id) and realms whose tombstone or wipe is not committed yet: their reads bypass L2. */
   const pendingKeys = new Map<string, number>()
   const pendingRealms = new Map<string, number>()
+  const preloadMaxBytes = Math.min(options.preloadBytes ?? l1MaxBytes, l1MaxBytes)
+  const preloaded = { preloadedEntries: 0, preloadedBytes: 0, preloadMillis: 0 }
   const counters = {
     transpiles: 0,
     l1Hits: 0,
@@ -481,12 +495,37 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
     })
   )
 
+  const preload = (realmUrl: string): Effect.Effect<Preload.PreloadSummary> =>
+    Effect.tap(
+      Preload.run({
+        l1,
+        store,
+        sources,
+        fingerprint,
+        realmUrl,
+        maxBytes: preloadMaxBytes,
+        pendingNow: () => {
+          const keys = new Set(pendingKeys.keys())
+          const realms = new Set(pendingRealms.keys())
+          return (key) => keys.has(keyString(key)) || realms.has(key.realmUrl)
+        }
+      }),
+      (summary) =>
+        Effect.sync(() => {
+          preloaded.preloadedEntries += summary.entries
+          preloaded.preloadedBytes += summary.bytes
+          preloaded.preloadMillis += summary.millis
+        })
+    )
+
   return ModuleCache.of({
     get,
     invalidate,
     invalidateRealm,
+    preload,
     stats: Effect.map(connections.stats, (connected) => ({
       ...counters,
+      ...preloaded,
       l1Bytes: l1.bytes,
       l1Entries: l1.size,
       inFlight: running,
@@ -512,7 +551,8 @@ export const optionsConfig: Config.Config<ModuleCacheOptions> = Config.all({
   deadline: Config.withDefault(Config.Duration("MTC_COALESCE_DEADLINE"), defaults.deadline),
   persistRetries: Config.withDefault(Config.Int("MTC_PERSIST_RETRIES"), defaults.persistRetries),
   persistRetryBase: Config.withDefault(Config.Duration("MTC_PERSIST_RETRY_BASE"), defaults.persistRetryBase),
-  drainTimeout: Config.withDefault(Config.Duration("MTC_DRAIN_TIMEOUT"), defaults.drainTimeout)
+  drainTimeout: Config.withDefault(Config.Duration("MTC_DRAIN_TIMEOUT"), defaults.drainTimeout),
+  preloadBytes: Config.Int("MTC_L1_PRELOAD_BYTES").pipe(Config.option, Config.map(Option.getOrUndefined))
 })
 
 /** {@link layer} with options read by {@link optionsConfig}. */

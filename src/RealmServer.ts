@@ -43,13 +43,18 @@
  * the watch is lost (the realm directory vanishes or is replaced) the whole realm is
  * invalidated, and again once the watch is back.
  *
+ * **Preload**: before it listens, the server loads the realm's L2 rows into L1 (see
+ * {@link preloader}), so that a restarted process answers from L1 at once.
+ *
  * **In your own server**: {@link layer} is the whole thing on Node's HTTP server. To serve the
- * realm from an Effect HTTP server of your own, use {@link routes} (and {@link watcher}) over
+ * realm from an Effect HTTP server of your own, use {@link routes} (and {@link watcher}, then {@link preloader}) over
  * {@link layerServices}:
  *
  * ```ts
  * const realm = RealmServer.layerServices({ realmDir: "./realm", store: { _tag: "memory" } })
- * const app = Layer.mergeAll(RealmServer.routes, RealmServer.watcher).pipe(
+ * // The preload after the watcher, so that an edit during it is never missed.
+ * const warmStart = Layer.provideMerge(RealmServer.preloader, RealmServer.watcher)
+ * const app = Layer.mergeAll(RealmServer.routes, warmStart).pipe(
  *   Layer.provide(realm),
  *   Layer.provide(BabelTranspiler.layer())
  * )
@@ -72,6 +77,7 @@ import * as FileSystemSources from "./FileSystemSources.ts"
 import { RealmFiles } from "./FileSystemSources.ts"
 import { ModuleCache, type ModuleCacheOptions } from "./ModuleCache.ts"
 import * as ModuleCacheLive from "./ModuleCacheLive.ts"
+import * as Preload from "./Preload.ts"
 import type { ModuleSources } from "./ModuleSources.ts"
 import * as ScopedCss from "./ScopedCss.ts"
 import type { Transpiler } from "./Transpiler.ts"
@@ -106,6 +112,9 @@ export const StatsBody = Schema.Struct({
   l1Bytes: Schema.Number,
   l1Entries: Schema.Number,
   inFlight: Schema.Number,
+  preloadedEntries: Schema.Number,
+  preloadedBytes: Schema.Number,
+  preloadMillis: Schema.Number,
   store: Schema.String,
   coordinator: Schema.String,
   refusals: Schema.Number,
@@ -542,6 +551,24 @@ export const watcher: Layer.Layer<never, never, ModuleCache | RealmFiles> = Laye
 }))
 
 // -----------------------------------------------------------------------------
+// Preload
+// -----------------------------------------------------------------------------
+
+/**
+ * Preloads the realm into L1 from L2 (see {@link ModuleCache.preload}) and logs a summary.
+ * {@link layer} builds it after the {@link watcher} and before it listens, so that an edit
+ * during the preload is never missed and the first request already finds L1 warm.
+ */
+export const preloader: Layer.Layer<never, never, ModuleCache | RealmFiles> = Layer.effectDiscard(Effect.gen(function*() {
+  const cache = yield* ModuleCache
+  const files = yield* RealmFiles
+  const summary = yield* cache.preload(files.realmUrl)
+  if (summary.rows > 0 || summary.error !== undefined) {
+    yield* Effect.logInfo(`module-transpile-cache: ${Preload.formatSummary(summary)}`)
+  }
+}))
+
+// -----------------------------------------------------------------------------
 // Layers
 // -----------------------------------------------------------------------------
 
@@ -617,7 +644,10 @@ export const layer = (options: ServeOptions): Layer.Layer<never, ServeLayerError
       }).pipe(Layer.provideMerge(node))
     )
   )
+  // The watcher, then the preload, then the server: an edit during the preload is seen, and
+  // the server listens once L1 is warm.
+  const warmStart = options.watch === false ? preloader : Layer.provideMerge(preloader, watcher)
   // The drain is built first, so it is released last: after the server stopped taking requests.
-  const app = (options.watch === false ? server : Layer.merge(server, watcher))
+  const app = server.pipe(Layer.provide(warmStart))
   return app.pipe(Layer.provide(layerServices(options)))
 }

@@ -29,17 +29,26 @@
  * @since 0.1.0
  */
 import { PgClient } from "@effect/sql-pg"
-import { Effect, Layer, Option, Schema, SchemaGetter, type Scope } from "effect"
+import { Effect, Layer, Option, Schema, SchemaGetter, type Scope, Stream } from "effect"
 import * as Reactivity from "effect/reactivity/Reactivity"
 import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import * as DataDirLock from "./DataDirLock.ts"
-import { hash64, type ModuleKey } from "./Domain.ts"
+import { hash64, type ModuleKey, moduleKey } from "./Domain.ts"
 import { SourceTooLargeError, StoreError, TranspileError } from "./Errors.ts"
 import { isRefusal, refusalSchedule } from "./internal/refusal.ts"
 import * as Migrations from "./Migrations.ts"
 import * as PgliteClient from "./PgliteClient.ts"
-import { absent, emptyCapture, type StoredRow, TranspileStore, type WriteRequest } from "./TranspileStore.ts"
+import {
+  absent,
+  defaultPreloadPageSize,
+  emptyCapture,
+  type PreloadedRow,
+  type PreloadRequest,
+  type StoredRow,
+  TranspileStore,
+  type WriteRequest
+} from "./TranspileStore.ts"
 
 /** Which database the store runs on. */
 export type SqlStoreKind = "postgres" | "pglite"
@@ -75,6 +84,20 @@ const decodeReadRows = Schema.decodeUnknownEffect(Schema.Array(ReadRow))
 
 const GenerationRow = Schema.Struct({ generation: Int8 })
 const decodeGenerationRows = Schema.decodeUnknownEffect(Schema.Array(GenerationRow))
+
+/** A row of the preload listing: a key, in recency order, within the byte bound. */
+const PreloadKeyRow = Schema.Struct({ canonical_path: Schema.String })
+const decodePreloadKeyRows = Schema.decodeUnknownEffect(Schema.Array(PreloadKeyRow))
+
+/** A row of a preload page. */
+const PreloadPageRow = Schema.Struct({
+  canonical_path: Schema.String,
+  body: Schema.String,
+  headers: Schema.NullOr(Schema.Record(Schema.String, Schema.String)),
+  dependency_keys: Schema.NullOr(Schema.Array(Schema.String)),
+  source_hash: Schema.String
+})
+const decodePreloadPageRows = Schema.decodeUnknownEffect(Schema.Array(PreloadPageRow))
 
 const CountRow = Schema.Struct({ removed: Int8 })
 const decodeCountRows = Schema.decodeUnknownEffect(Schema.Array(CountRow))
@@ -287,7 +310,72 @@ export const make = (
       Effect.mapError(toStoreError("prune"))
     )
 
-    return TranspileStore.of({ kind, read, write, tombstone, wipeRealm, prune })
+    /**
+     * One statement lists the keys within the byte bound, most recently read first (a running
+     * sum over `octet_length(body)`); then each page of keys is read whole by one statement.
+     * A row rewritten or tombstoned between the two is read as it is then (or left out): each
+     * row comes from a single statement, so it is never half of one write and half of another.
+     */
+    const preloadKeys = Effect.fn("TranspileStore.preloadKeys")(
+      function*(request: PreloadRequest) {
+        yield* annotate("preload", { "mtc.realm": request.realmUrl, "mtc.preload.max_bytes": request.maxBytes })
+        const rows = yield* sql`
+          SELECT canonical_path FROM (
+            SELECT canonical_path, accessed_at,
+                   sum(octet_length(body)) OVER (ORDER BY accessed_at DESC, canonical_path) AS total
+            FROM module_transpile_cache
+            WHERE realm_url = ${request.realmUrl} AND fingerprint = ${request.fingerprint} AND body IS NOT NULL
+          ) AS listed
+          WHERE total <= ${request.maxBytes}::float8
+          ORDER BY accessed_at DESC, canonical_path
+        `.pipe(Effect.flatMap(decodePreloadKeyRows))
+        yield* Effect.annotateCurrentSpan("mtc.preload.keys", rows.length)
+        return rows.map((row) => row.canonical_path)
+      },
+      Effect.mapError(toStoreError("preload"))
+    )
+
+    const preloadPage = Effect.fn("TranspileStore.preloadPage")(
+      function*(request: PreloadRequest, paths: ReadonlyArray<string>) {
+        yield* annotate("preload", { "mtc.realm": request.realmUrl, "mtc.preload.page": paths.length })
+        const rows = yield* sql`
+          SELECT canonical_path, body, headers, dependency_keys, source_hash
+          FROM module_transpile_cache
+          WHERE realm_url = ${request.realmUrl} AND fingerprint = ${request.fingerprint} AND body IS NOT NULL
+            AND canonical_path IN ${sql.in(paths)}
+        `.pipe(Effect.flatMap(decodePreloadPageRows))
+        const byPath = new Map(rows.map((row) => [row.canonical_path, row]))
+        const page: Array<PreloadedRow> = []
+        for (const path of paths) {
+          const row = byPath.get(path)
+          if (row === undefined) continue
+          page.push({
+            key: moduleKey(request.realmUrl, path),
+            module: {
+              body: row.body,
+              headers: row.headers ?? {},
+              dependencyKeys: row.dependency_keys ?? [],
+              sourceHash: row.source_hash
+            }
+          })
+        }
+        return page
+      },
+      Effect.mapError(toStoreError("preload"))
+    )
+
+    const preload = (request: PreloadRequest): Stream.Stream<PreloadedRow, StoreError> =>
+      request.maxBytes <= 0 ? Stream.empty : Stream.unwrap(Effect.map(preloadKeys(request), (paths) => {
+        const size = Math.max(1, request.pageSize ?? defaultPreloadPageSize)
+        const pages: Array<ReadonlyArray<string>> = []
+        for (let at = 0; at < paths.length; at += size) pages.push(paths.slice(at, at + size))
+        return Stream.fromIterable(pages).pipe(
+          Stream.mapEffect((page) => preloadPage(request, page)),
+          Stream.flatMap((page) => Stream.fromIterable(page))
+        )
+      }))
+
+    return TranspileStore.of({ kind, read, write, tombstone, wipeRealm, prune, preload })
   })
 
 /**

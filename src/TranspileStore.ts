@@ -6,7 +6,7 @@
  *
  * @since 0.1.0
  */
-import { Context, Effect } from "effect"
+import { Context, Effect, Stream } from "effect"
 import type { ModuleKey, TranspiledModule } from "./Domain.ts"
 import type { ModuleBuildError, StoreError } from "./Errors.ts"
 
@@ -62,6 +62,29 @@ export interface PruneOptions {
   readonly unreadForMillis: number
 }
 
+/** What {@link TranspileStore} `preload` reads. */
+export interface PreloadRequest {
+  readonly realmUrl: string
+  /** Only rows written under this fingerprint. */
+  readonly fingerprint: string
+  /**
+   * Stops before the row whose body would take the total past this many bytes (UTF-8, as L1
+   * counts them). Rows are taken most recently read first.
+   */
+  readonly maxBytes: number
+  /** Rows per read (default {@link defaultPreloadPageSize}). */
+  readonly pageSize?: number | undefined
+}
+
+/** A live module row, as `preload` reads it (its `module.sourceHash` is the row's source hash). */
+export interface PreloadedRow {
+  readonly key: ModuleKey
+  readonly module: TranspiledModule
+}
+
+/** Rows per preload read, by default. */
+export const defaultPreloadPageSize = 500
+
 /** L2. */
 export class TranspileStore extends Context.Service<TranspileStore, {
   /** The layer's kind, for stats and spans. */
@@ -79,6 +102,13 @@ export class TranspileStore extends Context.Service<TranspileStore, {
   readonly wipeRealm: (realmUrl: string) => Effect.Effect<void, StoreError>
   /** Removes old tombstones and rows not read for a while. Returns the number of rows removed. */
   readonly prune: (options: PruneOptions) => Effect.Effect<number, StoreError>
+  /**
+   * The realm's live module rows of one fingerprint, most recently read first, up to
+   * `maxBytes` of bodies, in a few large reads (never one per row). Each row is read whole
+   * by one statement. Tombstones and recorded failures are left out. Does not refresh
+   * `accessed_at`.
+   */
+  readonly preload: (request: PreloadRequest) => Stream.Stream<PreloadedRow, StoreError>
 }>()("module-transpile-cache/TranspileStore") {}
 
 /** Whether a row may be served for the given fingerprint and current source hash. */
@@ -95,7 +125,8 @@ export const none: TranspileStore["Service"] = TranspileStore.of({
   write: () => Effect.succeed(false),
   tombstone: () => Effect.succeed(0),
   wipeRealm: () => Effect.void,
-  prune: () => Effect.succeed(0)
+  prune: () => Effect.succeed(0),
+  preload: () => Stream.empty
 })
 
 /** The row of a key that has none, or a tombstone. */

@@ -39,12 +39,15 @@ describe("warm", () => {
     expect(second.stdout).toContain("ok: 4 (l2 3, transpiled 1)")
     expect(second.stdout).toContain("errors: 0")
 
-    // and a server on the same data directory serves from L2 without transpiling
+    // the summary ends with what a server starting now would preload
+    expect(second.stdout).toMatch(/preloaded 4 modules \([\d.]+ KiB\) into L1 in \d+ ms/)
+
+    // and a server on the same data directory preloads them: served from L1 without transpiling
     const server = await startServer({ realmDir: realm, store: "pglite" })
     for (const p of ["/a.ts", "/sub/b", "/sub/c.js", "/broken"]) {
-      expect((await request(server.url, p)).headers["x-module-cache"], p).toBe("l2")
+      expect((await request(server.url, p)).headers["x-module-cache"], p).toBe("l1")
     }
-    expect(jsonOf(await request(server.url, "/_cache/stats"))).toMatchObject({ transpiles: 0 })
+    expect(jsonOf(await request(server.url, "/_cache/stats"))).toMatchObject({ transpiles: 0, l2Hits: 0, preloadedEntries: 4 })
     await server.stop()
   }, 180_000)
 

@@ -328,7 +328,10 @@ describe("realm server (memory store)", () => {
     expect(jsonOf(health)).toMatchObject({ status: "ok" })
 
     const stats = jsonOf(await request(server.url, "/_cache/stats"))
-    for (const field of ["transpiles", "l1Hits", "l2Hits", "coalesced", "fallbacks", "persistFailures", "l1Bytes"]) {
+    for (const field of [
+      "transpiles", "l1Hits", "l2Hits", "coalesced", "fallbacks", "persistFailures", "l1Bytes",
+      "preloadedEntries", "preloadedBytes", "preloadMillis"
+    ]) {
       expect(typeof stats[field], field).toBe("number")
     }
     expect(stats.store).toBe("memory")
@@ -356,7 +359,7 @@ describe("realm server (lifecycle)", () => {
     removeRealms()
   })
 
-  it("restarts on PGlite and serves every module from L2 with zero transpiles", async () => {
+  it("restarts on PGlite warm: every module preloaded and served from L1, with zero transpiles and zero L2 reads", async () => {
     const realm = makeRealm({ "a.ts": "export const a: number = 1\n", "b.gts": "export const b = 2\n", "c.ts": "export {}\n" })
     // a data directory inside the realm without a leading dot: excluded all the same
     const args = ["--data-dir", path.join(realm, "store-data")]
@@ -374,10 +377,17 @@ describe("realm server (lifecycle)", () => {
     for (const p of ["/a.ts", "/b", "/c.ts"]) {
       const response = await request(second.url, p)
       expect(response.status).toBe(200)
-      expect(response.headers["x-module-cache"], p).toBe("l2")
+      expect(response.headers["x-module-cache"], p).toBe("l1")
     }
     expect((await request(second.url, "/a.ts")).headers.etag).toBe(etag)
-    expect(jsonOf(await request(second.url, "/_cache/stats"))).toMatchObject({ transpiles: 0, l2Hits: 3, store: "pglite" })
+    expect(jsonOf(await request(second.url, "/_cache/stats"))).toMatchObject({
+      transpiles: 0,
+      l2Hits: 0,
+      l1Hits: 4,
+      preloadedEntries: 3,
+      store: "pglite"
+    })
+    expect(second.output()).toMatch(/preloaded 3 modules \([\d.]+ KiB\) into L1 in \d+ ms/)
 
     // a file edited while the server was down is never served from L2
     await second.stop("SIGINT")
@@ -387,6 +397,7 @@ describe("realm server (lifecycle)", () => {
     expect(edited.body).toContain("a = 2")
     expect(edited.headers["x-module-cache"]).toBe("transpiled")
     expect(edited.headers.etag).not.toBe(etag)
+    expect(jsonOf(await request(third.url, "/_cache/stats"))).toMatchObject({ preloadedEntries: 2 })
     await third.stop()
   }, 180_000)
 
@@ -444,6 +455,10 @@ describe("realm server (lifecycle)", () => {
       expect(spans.map((span) => span.attributes.outcome)).toEqual(expect.arrayContaining(["transpiled", "l1"]))
       expect(spans[0]?.attributes.path).toBe("a.ts")
       expect(spans[0]?.serviceName).toBe("module-transpile-cache")
+      // The start-up preload has a span of its own (an empty memory store: nothing preloaded).
+      const preload = receiver.spans().find((span) => span.name === "ModuleCache.preload")
+      expect(preload?.attributes).toMatchObject({ "mtc.preload.entries": 0, "mtc.preload.rows": 0 })
+      expect(preload?.attributes.realm).toMatch(/^file:\/\//)
       expect(receiver.undecoded()).toBe(0)
       await server.stop()
     } finally {

@@ -4,7 +4,7 @@
  */
 import { randomUUID } from "node:crypto"
 import { assert, expect, type Vitest } from "@effect/vitest"
-import { Deferred, Effect, type Scope } from "effect"
+import { Deferred, Effect, type Scope, Stream } from "effect"
 import { moduleKey, type ModuleKey, type TranspiledModule } from "../../src/Domain.ts"
 import { SourceTooLargeError, TranspileError } from "../../src/Errors.ts"
 import {
@@ -262,6 +262,66 @@ export const storeSuite = <R>(it: Vitest.MethodsNonLive<R>, backend: StoreBacken
       expect(yield* store.read(key("new-tombstone.ts"))).toEqual({ _tag: "Absent", captured: { ...zero, generation: 1 } })
       expectModule(yield* store.read(key("read.ts")), "read")
       expectModule(yield* store.read(key("new.ts")), "new")
+    }))
+
+  it.effect("preload streams a realm's live rows of one fingerprint, most recently read first, up to the byte bound", () =>
+    Effect.gen(function*() {
+      const store = yield* backend.makeStore
+      const realm = realmOf()
+      const key = (name: string) => moduleKey(realm, `${name}.ts`)
+      const empty = { generation: 0, realmEpoch: 0 }
+      // Bodies of 10 bytes each.
+      for (const name of ["a", "b", "c", "d"]) {
+        yield* write(store, key(name), empty, moduleContent(name.repeat(10), `hash-${name}`))
+      }
+      yield* write(store, key("e"), empty, moduleContent("e".repeat(10)), { fingerprint: "fp-other" })
+      yield* write(store, key("f"), empty, {
+        _tag: "Failure",
+        error: new TranspileError({ path: "f.ts", message: "boom", line: 1, column: 0 })
+      })
+      yield* write(store, moduleKey(realmOf(), "a.ts"), empty, moduleContent("other realm"))
+      yield* store.tombstone(key("d"))
+      yield* backend.age(realm, hour)
+      yield* store.read(key("c"))
+      yield* backend.age(realm, hour)
+      yield* store.read(key("b"))
+      const preload = (maxBytes: number) =>
+        Stream.runCollect(store.preload({ realmUrl: realm, fingerprint, maxBytes, pageSize: 2 }))
+      const all = yield* preload(1000)
+      expect(all.map((row) => row.key.path)).toEqual(["b.ts", "c.ts", "a.ts"])
+      expect(all[0]).toEqual({ key: key("b"), module: moduleOf("b".repeat(10), "hash-b") })
+      expect((yield* preload(29)).map((row) => row.key.path)).toEqual(["b.ts", "c.ts"])
+      expect(yield* preload(9)).toEqual([])
+      expect(yield* preload(0)).toEqual([])
+      // Preloading is not reading: it leaves the recency order as it was.
+      expect((yield* preload(1000)).map((row) => row.key.path)).toEqual(["b.ts", "c.ts", "a.ts"])
+    }))
+
+  it.effect("a row rewritten while preload reads it comes whole: its body always goes with its source hash", () =>
+    Effect.gen(function*() {
+      const store = yield* backend.makeStore
+      const realm = realmOf()
+      const keys = Array.from({ length: 40 }, (_, i) => moduleKey(realm, `r${i}.ts`))
+      const version = (key: ModuleKey, v: number) => moduleContent(`${key.path} body v${v} `.repeat(20), `${key.path}#${v}`)
+      yield* Effect.forEach(keys, (key) => write(store, key, { generation: 0, realmEpoch: 0 }, version(key, 0)), {
+        concurrency: 8
+      })
+      // Writers rewrite every row again and again (equal generations overwrite) while preloads run.
+      const writers = Effect.forEach(Array.from({ length: 6 }, (_, v) => v + 1), (v) =>
+        Effect.forEach(keys, (key) => write(store, key, { generation: 0, realmEpoch: 0 }, version(key, v)), {
+          concurrency: 4,
+          discard: true
+        }), { discard: true })
+      const preloads = Effect.forEach(Array.from({ length: 6 }), () =>
+        Stream.runCollect(store.preload({ realmUrl: realm, fingerprint, maxBytes: 10_000_000, pageSize: 7 })))
+      const [, seen] = yield* Effect.all([writers, preloads], { concurrency: "unbounded" })
+      for (const rows of seen) {
+        expect(rows).toHaveLength(keys.length)
+        for (const row of rows) {
+          const v = Number(row.module.sourceHash.split("#")[1])
+          expect(row.module.body).toBe(`${row.key.path} body v${v} `.repeat(20))
+        }
+      }
     }))
 
   it.effect("a realm wipe racing writers of fresh keys leaves no module written under the old epoch", () =>

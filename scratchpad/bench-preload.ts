@@ -1,0 +1,295 @@
+/**
+ * Restarts: the time to load a graph of 300 TypeScript modules of about 4 KiB, 16 requests
+ * at a time over keep-alive, from a `serve` process that was just (re)started, side by side
+ * in one run:
+ *
+ * - on PGlite and on Postgres: a fresh server (empty L2: Babel transpiles everything), a
+ *   restart with the L1 preload (the default), and a restart with it off
+ *   (`MTC_L1_PRELOAD_BYTES=0`: every module is an L2 read on the request path);
+ * - against bare `node:http` servers that re-transpile every module on each request with the
+ *   fastest transforms installed here (esbuild's and oxc's `transformSync`, TypeScript strip
+ *   only), and against Vite's dev server, also restarted before each load: what a dev server
+ *   that keeps nothing does. "Fastest re-transform" is the fastest of these.
+ *
+ * Every server is a process of its own, restarted before each load; the configurations take
+ * turns, round after round, so that a change in the machine's load hits them all alike.
+ * "start" is the time from spawn until the server answers (polled every 50 ms; for `serve` it
+ * includes the preload). Baselines are probed with a module outside the graph.
+ * Run: npx node scratchpad/bench-preload.ts   (DATABASE_URL as for the tests)
+ * The same file is the baseline server: npx node scratchpad/bench-preload.ts --serve esbuild|oxc DIR
+ */
+import { type ChildProcess, spawn } from "node:child_process"
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import * as http from "node:http"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { fileURLToPath } from "node:url"
+
+const MODULES = 300
+const CONCURRENCY = 16
+const ROUNDS = Number(process.env["PRELOAD_ROUNDS"] ?? 5)
+
+type Engine = "esbuild" | "oxc" | "vite"
+
+// -----------------------------------------------------------------------------
+// The baseline server (a child process of the bench)
+// -----------------------------------------------------------------------------
+
+const serveBaseline = async (engine: Engine, dir: string) => {
+  if (engine === "vite") {
+    // Vite's own dev server (installed with vitest): it transforms TypeScript with oxc and
+    // rewrites imports, keeping nothing across restarts.
+    const vite = await import("vite")
+    const server = await vite.createServer({
+      root: dir,
+      configFile: false,
+      logLevel: "silent",
+      server: { host: "127.0.0.1", port: 0, strictPort: false, hmr: false, watch: null },
+      optimizeDeps: { noDiscovery: true, include: [] }
+    })
+    await server.listen()
+    const address = server.httpServer?.address()
+    console.log(`listening on http://127.0.0.1:${typeof address === "object" && address ? address.port : 0}/`)
+    process.on("SIGTERM", () => void server.close().then(() => process.exit(0)))
+    return
+  }
+  const transform: (source: string, file: string) => string = engine === "esbuild"
+    ? await import("esbuild").then((esbuild) => (source: string, file: string) =>
+      esbuild.transformSync(source, { loader: "ts", sourcefile: file, format: "esm" }).code
+    )
+    : await import("rolldown/experimental").then((oxc) => (source: string, file: string) =>
+      oxc.transformSync(file, source, { lang: "ts" }).code
+    )
+  const server = http.createServer((request, response) => {
+    const path = decodeURIComponent((request.url ?? "/").split("?")[0]!)
+    if (path.includes("..")) {
+      response.writeHead(400).end()
+      return
+    }
+    let source: string
+    try {
+      source = readFileSync(join(dir, path), "utf8")
+    } catch {
+      response.writeHead(404).end()
+      return
+    }
+    const body = Buffer.from(transform(source, path))
+    response.writeHead(200, { "content-type": "text/javascript; charset=utf-8", "content-length": body.length })
+    response.end(body)
+  })
+  server.listen(0, "127.0.0.1", () => {
+    const address = server.address()
+    console.log(`listening on http://127.0.0.1:${typeof address === "object" && address ? address.port : 0}/`)
+  })
+  process.on("SIGTERM", () => server.close(() => process.exit(0)))
+}
+
+// -----------------------------------------------------------------------------
+// The bench
+// -----------------------------------------------------------------------------
+
+/** A module of about 4 KiB of TypeScript importing two others. */
+const moduleSource = (i: number): string => {
+  const lines = [
+    `import { f0 as a${i} } from "./m${(i + 1) % MODULES}.ts"`,
+    `import type { Shape } from "./m${(i + 2) % MODULES}.ts"`,
+    `export interface Shape { readonly id: number; readonly name: string }`
+  ]
+  for (let j = 0; lines.join("\n").length < 4000; j++) {
+    lines.push(`export function f${j}(input: Shape, n: number): { id: number; total: number } { return { id: input.id, total: n + ${j} + ${i} } }`)
+  }
+  lines.push(`export const uses = a${i}`)
+  return `${lines.join("\n")}\n`
+}
+
+const paths = Array.from({ length: MODULES }, (_, i) => `/m${i}.ts`)
+
+interface LoadResult {
+  readonly ms: number
+  readonly outcomes: Record<string, number>
+}
+
+/** GETs every module, `CONCURRENCY` at a time over keep-alive; the wall time of the whole load. */
+const loadGraph = async (base: string): Promise<LoadResult> => {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: CONCURRENCY })
+  const outcomes: Record<string, number> = {}
+  let next = 0
+  const one = (path: string) =>
+    new Promise<void>((resolve, reject) => {
+      http.get(`${base}${path}`, { agent }, (response) => {
+        if (response.statusCode !== 200) reject(new Error(`${path}: status ${response.statusCode}`))
+        const outcome = String(response.headers["x-module-cache"] ?? "transformed")
+        outcomes[outcome] = (outcomes[outcome] ?? 0) + 1
+        response.resume()
+        response.on("end", () => resolve())
+      }).on("error", reject)
+    })
+  const worker = async () => {
+    while (next < paths.length) await one(paths[next++]!)
+  }
+  const started = performance.now()
+  await Promise.all(Array.from({ length: CONCURRENCY }, worker))
+  const ms = performance.now() - started
+  agent.destroy()
+  return { ms, outcomes }
+}
+
+interface Started {
+  readonly url: string
+  readonly startMs: number
+  readonly stop: () => Promise<void>
+}
+
+/** Spawns a server process and waits until it answers; `startMs` is spawn to first answer. */
+const startProcess = (args: ReadonlyArray<string>, env: Record<string, string>, probe: string): Promise<Started> =>
+  new Promise((resolve, reject) => {
+    const started = performance.now()
+    const child: ChildProcess = spawn(process.execPath, args, {
+      env: { ...process.env, NO_COLOR: "1", ...env },
+      stdio: ["ignore", "pipe", "pipe"]
+    })
+    let output = ""
+    const onData = (chunk: Buffer) => {
+      output += chunk.toString()
+      const match = /listening on (http:\/\/[^\s/]+)\//.exec(output)
+      if (match?.[1] === undefined) return
+      child.stdout?.off("data", onData)
+      const url = match[1]
+      const poll = () =>
+        http.get(`${url}${probe}`, (response) => {
+          response.resume()
+          if (response.statusCode === 200) {
+            resolve({
+              url,
+              startMs: performance.now() - started,
+              stop: () =>
+                new Promise((done) => {
+                  child.once("exit", () => done())
+                  child.kill("SIGTERM")
+                })
+            })
+          } else setTimeout(poll, 50)
+        }).on("error", () => setTimeout(poll, 50))
+      poll()
+    }
+    child.stdout?.on("data", onData)
+    child.stderr?.on("data", (chunk: Buffer) => {
+      output += chunk.toString()
+    })
+    child.once("exit", (code) => reject(new Error(`server exited ${code}:\n${output}`)))
+  })
+
+const binPath = fileURLToPath(new URL("../src/bin.ts", import.meta.url))
+const selfPath = fileURLToPath(import.meta.url)
+
+
+const startServe = (realm: string, store: "pg" | "pglite", env: Record<string, string>, dataDir: string) =>
+  startProcess(["--max-old-space-size=512", binPath, "serve", realm, "--port", "0", "--store", store, "--data-dir", dataDir], env, "/_cache/health")
+
+const stats = (url: string): Promise<{ preloadMillis: number; preloadedEntries: number; transpiles: number }> =>
+  fetch(`${url}/_cache/stats`).then((r) => r.json() as Promise<{ preloadMillis: number; preloadedEntries: number; transpiles: number }>)
+
+const median = (values: ReadonlyArray<number>): number => {
+  const sorted = [...values].sort((a, b) => a - b)
+  const mid = Math.floor(sorted.length / 2)
+  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2
+}
+
+const fmt = (ms: number) => `${ms.toFixed(0)} ms`
+
+export const benchPreload = async (): Promise<Array<{ name: string; value: string }>> => {
+  const { dropDatabase, freshDatabase } = await import("../test/support/database.ts")
+  const realm = mkdtempSync(join(tmpdir(), "mtc-bench-preload-"))
+  for (let i = 0; i < MODULES; i++) writeFileSync(join(realm, `m${i}.ts`), moduleSource(i))
+  const dataDir = mkdtempSync(join(tmpdir(), "mtc-bench-preload-data-"))
+  const databaseUrl = freshDatabase("bench_preload")
+  const envOf = (store: "pg" | "pglite"): Record<string, string> => store === "pg" ? { DATABASE_URL: databaseUrl } : {}
+  const rows: Array<{ name: string; value: string }> = []
+  try {
+    // Fresh servers: Babel transpiles everything into L2 (one run each: it needs an empty L2).
+    const cold = new Map<string, LoadResult>()
+    for (const store of ["pglite", "pg"] as const) {
+      const fresh = await startServe(realm, store, envOf(store), join(dataDir, store))
+      const load = await loadGraph(fresh.url)
+      // Let its L2 writes commit before it stops (the drain waits for them too).
+      for (let i = 0; i < 100 && (await fetch(`${fresh.url}/_cache/stats`).then((r) => r.json() as Promise<{ inFlight: number }>)).inFlight > 0; i++) {
+        await new Promise((r) => setTimeout(r, 50))
+      }
+      await fresh.stop()
+      cold.set(store, load)
+    }
+
+    // Then every configuration once per round, interleaved, each on a freshly started process.
+    interface Configuration {
+      readonly name: string
+      readonly start: () => Promise<Started>
+      readonly ours: boolean
+    }
+    const configurations: Array<Configuration> = [
+      ...(["esbuild", "oxc", "vite"] as const).map((engine): Configuration => ({
+        name: engine === "vite" ? "Vite 8 dev server" : `${engine} transformSync server`,
+        start: () => startProcess([selfPath, "--serve", engine, realm], {}, "/_probe.ts"),
+        ours: false
+      })),
+      ...(["pglite", "pg"] as const).flatMap((store) =>
+        [true, false].map((preload): Configuration => ({
+          name: `${store}: restart, preload ${preload ? "on" : "off"}`,
+          start: () =>
+            startServe(realm, store, preload ? envOf(store) : { ...envOf(store), MTC_L1_PRELOAD_BYTES: "0" }, join(dataDir, store)),
+          ours: true
+        }))
+      )
+    ]
+    writeFileSync(join(realm, "_probe.ts"), "export {}\n")
+    const results = new Map<string, { loads: Array<number>; starts: Array<number>; preloads: Array<number>; outcomes: Record<string, number> }>()
+    for (let round = 0; round < ROUNDS; round++) {
+      for (const configuration of configurations) {
+        const server = await configuration.start()
+        const load = await loadGraph(server.url)
+        const preloadMillis = configuration.ours ? (await stats(server.url)).preloadMillis : 0
+        await server.stop()
+        const result = results.get(configuration.name) ?? { loads: [], starts: [], preloads: [], outcomes: {} }
+        result.loads.push(load.ms)
+        result.starts.push(server.startMs)
+        result.preloads.push(preloadMillis)
+        result.outcomes = load.outcomes
+        results.set(configuration.name, result)
+      }
+    }
+
+    const baselines = configurations.filter((c) => !c.ours).map((c) => ({ name: c.name, load: median(results.get(c.name)!.loads) }))
+    const fastest = baselines.reduce((a, b) => (b.load < a.load ? b : a))
+    for (const configuration of configurations) {
+      const r = results.get(configuration.name)!
+      const extra = configuration.ours ? `; preload ${fmt(median(r.preloads))}` : ""
+      rows.push({
+        name: `${configuration.name}: load of ${MODULES} modules, c=${CONCURRENCY} (start${extra}) ${JSON.stringify(r.outcomes)}`,
+        value: `${fmt(median(r.loads))} (${fmt(median(r.starts))}${extra})`
+      })
+    }
+    for (const store of ["pglite", "pg"] as const) {
+      const on = results.get(`${store}: restart, preload on`)!
+      const off = results.get(`${store}: restart, preload off`)!
+      const coldLoad = cold.get(store)!
+      rows.push({ name: `${store}: fresh server (Babel, 1 run): load`, value: `${fmt(coldLoad.ms)} ${JSON.stringify(coldLoad.outcomes)}` })
+      rows.push({ name: `${store}: ${fastest.name} load / restart load with preload`, value: `${(fastest.load / median(on.loads)).toFixed(2)}x` })
+      rows.push({
+        name: `${store}: ${fastest.name} load / (preload + restart load)`,
+        value: `${(fastest.load / (median(on.loads) + median(on.preloads))).toFixed(2)}x`
+      })
+      rows.push({ name: `${store}: restart load, preload off / on`, value: `${(median(off.loads) / median(on.loads)).toFixed(2)}x` })
+      rows.push({ name: `${store}: fresh load / restart load with preload`, value: `${(coldLoad.ms / median(on.loads)).toFixed(1)}x` })
+    }
+  } finally {
+    rmSync(realm, { recursive: true, force: true })
+    rmSync(dataDir, { recursive: true, force: true })
+    dropDatabase(databaseUrl)
+  }
+  return rows
+}
+
+if (process.argv[2] === "--serve") {
+  await serveBaseline(process.argv[3] as Engine, process.argv[4]!)
+} else if (import.meta.main) {
+  console.table(await benchPreload())
+}

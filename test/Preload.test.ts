@@ -1,0 +1,277 @@
+/**
+ * Preloading L1 from L2 at start: a restart on PGlite answers from L1 without a transpile
+ * or an L2 read, a file edited while the process was down is not preloaded, an invalidation
+ * during the preload wins (deterministic, with a gate around the store's preload), and the
+ * byte bound keeps the most recently read rows.
+ */
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
+import { afterAll, describe, expect, it } from "@effect/vitest"
+import { Deferred, Effect, Fiber, Stream } from "effect"
+import { TestClock } from "effect/testing"
+import * as Coordinator from "../src/Coordinator.ts"
+import { moduleKey } from "../src/Domain.ts"
+import * as FileSystemSources from "../src/FileSystemSources.ts"
+import * as Invalidations from "../src/Invalidations.ts"
+import * as ModuleCache from "../src/ModuleCache.ts"
+import { ModuleSources } from "../src/ModuleSources.ts"
+import * as SqlTranspileStore from "../src/SqlTranspileStore.ts"
+import * as TestTranspiler from "../src/TestTranspiler.ts"
+import { Transpiler } from "../src/Transpiler.ts"
+import { TranspileStore } from "../src/TranspileStore.ts"
+import { idle, keyOf, makeCache, makeWorld, realm, settle, type World } from "./support/world.ts"
+
+const tempDirs: Array<string> = []
+const tempDir = (prefix: string) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix))
+  tempDirs.push(dir)
+  return dir
+}
+afterAll(() => {
+  for (const dir of tempDirs) fs.rmSync(dir, { recursive: true, force: true })
+})
+
+describe("preload on PGlite", () => {
+  const moduleCount = 30
+  const paths = Array.from({ length: moduleCount }, (_, i) => `dir${i % 3}/m${i}.ts`)
+
+  /**
+   * One "process": a ModuleCache over the realm directory and PGlite at `dataDir`, with a
+   * counting transpiler and a store that counts its reads. Closed (and its writes drained)
+   * when `use` ends.
+   */
+  const lifetime = <A>(
+    realmDir: string,
+    dataDir: string,
+    use: (
+      cache: ModuleCache.ModuleCache["Service"],
+      realmUrl: string,
+      counts: { readonly reads: () => ReadonlyArray<string>; readonly transpiles: () => number },
+      files: FileSystemSources.RealmFiles["Service"]
+    ) => Effect.Effect<A, unknown>
+  ) =>
+    Effect.scoped(Effect.gen(function*() {
+      const store = yield* SqlTranspileStore.makePglite({ dataDir })
+      const reads: Array<string> = []
+      const counted = TranspileStore.of({
+        ...store,
+        read: (key) => Effect.andThen(Effect.sync(() => reads.push(key.path)), store.read(key))
+      })
+      const files = yield* FileSystemSources.make({ realmDir })
+      const transpiler = TestTranspiler.make()
+      const cache = yield* ModuleCache.make({}).pipe(
+        Effect.provideService(Transpiler, transpiler.service),
+        Effect.provideService(ModuleSources, ModuleSources.of({ read: files.read })),
+        Effect.provideService(TranspileStore, counted),
+        Effect.provideService(Coordinator.Coordinator, Coordinator.none),
+        Effect.provideService(Invalidations.Invalidations, Invalidations.none)
+      )
+      // As under `serve`, whose watcher is running before the preload.
+      files.watched(true)
+      return yield* use(cache, files.realmUrl, { reads: () => reads, transpiles: transpiler.calls }, files)
+    }))
+
+  const getAll = (cache: ModuleCache.ModuleCache["Service"], realmUrl: string) =>
+    Effect.forEach(paths, (p) => cache.get(moduleKey(realmUrl, p)), { concurrency: 16 })
+
+  it.live("a restart serves every module as an L1 hit, with 0 transpiles and 0 L2 reads; an edit made while down is not preloaded", () =>
+    Effect.gen(function*() {
+      const realmDir = tempDir("mtc-preload-realm-")
+      const dataDir = tempDir("mtc-preload-data-")
+      for (const p of paths) {
+        fs.mkdirSync(path.join(realmDir, path.dirname(p)), { recursive: true })
+        fs.writeFileSync(path.join(realmDir, p), `export const id: string = ${JSON.stringify(p)}\n`)
+      }
+
+      // First start: everything is transpiled and written to L2.
+      yield* lifetime(realmDir, dataDir, (cache, realmUrl, counts) =>
+        Effect.gen(function*() {
+          const summary = yield* cache.preload(realmUrl)
+          expect(summary).toMatchObject({ entries: 0, rows: 0 })
+          const results = yield* getAll(cache, realmUrl)
+          expect(results.every((r) => r.outcome === "transpiled")).toBe(true)
+          expect(counts.transpiles()).toBe(moduleCount)
+        }))
+
+      // A restart: preloaded, then every get is an L1 hit, without a transpile or an L2 read.
+      yield* lifetime(realmDir, dataDir, (cache, realmUrl, counts) =>
+        Effect.gen(function*() {
+          const summary = yield* cache.preload(realmUrl)
+          expect(summary).toMatchObject({ entries: moduleCount, rows: moduleCount, stale: 0, invalidated: 0 })
+          expect(counts.reads()).toEqual([])
+          const results = yield* getAll(cache, realmUrl)
+          expect(results.map((r) => r.outcome)).toEqual(paths.map(() => "l1"))
+          expect(results[0]!.module.body).toContain(JSON.stringify(paths[0]))
+          expect(counts.transpiles()).toBe(0)
+          expect(counts.reads()).toEqual([])
+          const stats = yield* cache.stats
+          expect(stats).toMatchObject({
+            l1Hits: moduleCount,
+            l2Hits: 0,
+            transpiles: 0,
+            preloadedEntries: moduleCount,
+            preloadedBytes: summary.bytes
+          })
+          expect(summary.bytes).toBeGreaterThan(0)
+        }))
+
+      // The preload also remembered each module's path resolution: resolving needs no file.
+      yield* lifetime(realmDir, dataDir, (cache, realmUrl, _counts, files) =>
+        Effect.gen(function*() {
+          yield* cache.preload(realmUrl)
+          const moved = path.join(realmDir, "moved-away.ts")
+          fs.renameSync(path.join(realmDir, paths[0]!), moved)
+          try {
+            expect(yield* files.resolve(`/${paths[0]}`)).toMatchObject({ path: paths[0], executable: true })
+            expect(yield* Effect.exit(files.resolve(`/${paths[1]!.replace("m1", "m-none")}`))).toMatchObject({ _tag: "Failure" })
+          } finally {
+            fs.renameSync(moved, path.join(realmDir, paths[0]!))
+          }
+        }))
+
+      // Edited while no process ran: its row is not preloaded, and the edit is what is served.
+      const edited = paths[4]!
+      fs.writeFileSync(path.join(realmDir, edited), `export const id: string = "edited while down"\n`)
+      yield* lifetime(realmDir, dataDir, (cache, realmUrl, counts) =>
+        Effect.gen(function*() {
+          const summary = yield* cache.preload(realmUrl)
+          expect(summary).toMatchObject({ entries: moduleCount - 1, rows: moduleCount, stale: 1 })
+          const results = yield* getAll(cache, realmUrl)
+          const outcomes = new Map(results.map((r) => [r.module.key.path, r.outcome]))
+          expect(outcomes.get(edited)).toBe("transpiled")
+          expect([...outcomes.values()].filter((o) => o === "l1")).toHaveLength(moduleCount - 1)
+          expect(results.find((r) => r.module.key.path === edited)!.module.body).toContain("edited while down")
+          expect(counts.transpiles()).toBe(1)
+          // L2 is read only for the edited module's miss (twice: before and under its lock).
+          expect(counts.reads().length).toBeGreaterThan(0)
+          expect(new Set(counts.reads())).toEqual(new Set([edited]))
+        }))
+    }), 180_000)
+})
+
+/** The world's store, with the preload held after it read its rows and before it hands them over. */
+const gatedPreload = (world: World) =>
+  Effect.gen(function*() {
+    const entered = yield* Deferred.make<void>()
+    const release = yield* Deferred.make<void>()
+    const store = TranspileStore.of({
+      ...world.store,
+      preload: (request) =>
+        Stream.unwrap(Effect.gen(function*() {
+          const rows = yield* Stream.runCollect(world.store.preload(request))
+          yield* Deferred.succeed(entered, undefined)
+          yield* Deferred.await(release)
+          return Stream.fromIterable(rows)
+        }))
+    })
+    return { world: { ...world, store }, entered, release }
+  })
+
+const files = { "a.ts": "export const a = 1", "b.ts": "export const b = 1", "c.ts": "export const c = 1", "d.ts": "export const d = 1" }
+const [a, b, c, d] = ["a.ts", "b.ts", "c.ts", "d.ts"].map(keyOf) as [ReturnType<typeof keyOf>, ReturnType<typeof keyOf>, ReturnType<typeof keyOf>, ReturnType<typeof keyOf>]
+
+/** A world whose L2 holds a, b, c and d, written by a first cache. */
+const warmWorld = Effect.gen(function*() {
+  const world = yield* makeWorld(files)
+  const first = yield* makeCache(world)
+  yield* Effect.forEach([a, b, c, d], (key) => first.get(key), { discard: true })
+  yield* idle(first)
+  return { world, first }
+})
+
+describe("preload races", () => {
+  it.effect("an invalidation during the preload wins: local, from a peer, and of a key mid-tombstone", () =>
+    Effect.gen(function*() {
+      const { world, first } = yield* warmWorld
+      const gated = yield* gatedPreload(world)
+      const joining = yield* makeCache(gated.world)
+      const preloading = yield* Effect.forkChild(joining.preload(realm))
+      yield* Deferred.await(gated.entered)
+      // The preload holds the rows of a, b, c and d. Now: a is invalidated here, b by a peer.
+      yield* joining.invalidate(a)
+      yield* first.invalidate(b)
+      yield* settle
+      yield* Deferred.succeed(gated.release, undefined)
+      const summary = yield* Fiber.join(preloading)
+      expect(summary).toMatchObject({ rows: 4, entries: 2, invalidated: 2, stale: 0 })
+      expect((yield* joining.get(c)).outcome).toBe("l1")
+      expect((yield* joining.get(d)).outcome).toBe("l1")
+      expect((yield* joining.get(a)).outcome).not.toBe("l1")
+      expect((yield* joining.get(b)).outcome).not.toBe("l1")
+    }))
+
+  it.effect("a peer's realm invalidation during the preload wins, though this process never loaded the realm", () =>
+    Effect.gen(function*() {
+      const { world, first } = yield* warmWorld
+      const gated = yield* gatedPreload(world)
+      const joining = yield* makeCache(gated.world)
+      const preloading = yield* Effect.forkChild(joining.preload(realm))
+      yield* Deferred.await(gated.entered)
+      yield* first.invalidateRealm(realm)
+      yield* settle
+      yield* Deferred.succeed(gated.release, undefined)
+      expect(yield* Fiber.join(preloading)).toMatchObject({ rows: 4, entries: 0, invalidated: 4 })
+      expect((yield* joining.stats).l1Entries).toBe(0)
+      expect((yield* joining.get(a)).outcome).toBe("transpiled")
+    }))
+
+  it.effect("a key whose tombstone is still in flight when the preload starts is not preloaded", () =>
+    Effect.gen(function*() {
+      const { world } = yield* warmWorld
+      const joining = yield* makeCache(world)
+      const tombstone = yield* world.gateStore("tombstone")
+      const invalidating = yield* Effect.forkChild(joining.invalidate(a))
+      yield* Deferred.await(tombstone.entered)
+      // L2 still holds a's old row; the invalidation already happened here.
+      const summary = yield* joining.preload(realm)
+      expect(summary).toMatchObject({ rows: 4, entries: 3, invalidated: 1 })
+      yield* Deferred.succeed(tombstone.release, undefined)
+      yield* Fiber.join(invalidating)
+      expect((yield* joining.get(a)).outcome).toBe("transpiled")
+    }))
+
+  it.effect("a file changed before the preload checks it is left out", () =>
+    Effect.gen(function*() {
+      const { world } = yield* warmWorld
+      world.sources.set(c, "export const c = 2")
+      const joining = yield* makeCache(world)
+      expect(yield* joining.preload(realm)).toMatchObject({ rows: 4, entries: 3, stale: 1 })
+      const result = yield* joining.get(c)
+      expect(result.outcome).toBe("transpiled")
+      expect(result.module.body).toContain("c = 2")
+    }))
+})
+
+describe("preload bound", () => {
+  it.effect("a preload larger than the L1 bound keeps the most recently read rows", () =>
+    Effect.gen(function*() {
+      const names = Array.from({ length: 10 }, (_, i) => `k${i}.ts`)
+      const world = yield* makeWorld(Object.fromEntries(names.map((n) => [n, "x".repeat(200)])))
+      const first = yield* makeCache(world, { fleet: false })
+      // k0 is read first, k9 last: each a second after the previous one.
+      for (const name of names) {
+        yield* first.get(keyOf(name))
+        yield* idle(first)
+        yield* TestClock.adjust("1 second")
+      }
+      const bodyBytes = Buffer.byteLength((yield* first.get(keyOf("k0.ts"))).module.body, "utf8")
+
+      const small = yield* makeCache(world, { fleet: false, l1MaxBytes: Math.floor(bodyBytes * 3.5) })
+      expect(yield* small.preload(realm)).toMatchObject({ rows: 3, entries: 3, bytes: bodyBytes * 3 })
+      for (const name of ["k9.ts", "k8.ts", "k7.ts"]) expect((yield* small.get(keyOf(name))).outcome).toBe("l1")
+      expect((yield* small.get(keyOf("k6.ts"))).outcome).toBe("l2")
+
+      // k6 was just read from L2: it is now the most recently read row.
+      yield* TestClock.adjust("1 second")
+      const bounded = yield* makeCache(world, { fleet: false, preloadBytes: bodyBytes * 2 })
+      expect(yield* bounded.preload(realm)).toMatchObject({ entries: 2 })
+      expect((yield* bounded.get(keyOf("k6.ts"))).outcome).toBe("l1")
+      expect((yield* bounded.get(keyOf("k9.ts"))).outcome).toBe("l1")
+      expect((yield* bounded.get(keyOf("k8.ts"))).outcome).toBe("l2")
+
+      const off = yield* makeCache(world, { fleet: false, preloadBytes: 0 })
+      expect(yield* off.preload(realm)).toMatchObject({ rows: 0, entries: 0 })
+      expect((yield* off.stats).l1Entries).toBe(0)
+    }))
+})
