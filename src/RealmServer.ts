@@ -25,12 +25,18 @@
  * | transpile error (`line`, `column` when known) | 422 |
  * | the realm directory is gone, or another I/O failure | 503 |
  *
- * Every response carries `access-control-allow-origin: *`; `OPTIONS` answers preflights.
+ * Module and file responses carry `access-control-allow-origin: *`; `OPTIONS` answers their
+ * preflights. Error bodies name realm-relative paths only, never a file-system path.
  *
- * **Admin routes**: `GET /_cache/health` (200 when the realm directory is readable, else
- * 503), `GET /_cache/stats` ({@link StatsBody}), `POST /_cache/invalidate?path=P` (one
- * module by its request path, canonicalised) or without `path` (the whole realm)
- * ({@link InvalidateBody}).
+ * **Admin routes** (`/_cache/*`) carry no CORS headers, and their preflights are refused (403):
+ * `GET /_cache/health` (200 when the realm directory is readable, else 503; no credential),
+ * `GET /_cache/stats` ({@link StatsBody}) and `POST /_cache/invalidate?path=P` (one module by
+ * its request path, canonicalised; a path that names no module of the realm writes nothing)
+ * or without `path` (the whole realm) ({@link InvalidateBody}). Stats and invalidate need
+ * `Authorization: Bearer <token>` of the {@link AdminToken} service (401 without it or with
+ * another token, 403 for a browser request carrying `Origin`, and every call refused when
+ * the service is absent). Stats needs it too: it names the realm URL, which by default is the
+ * realm's `file://` URL.
  *
  * **Watcher**: a recursive `fs.watch` of the realm invalidates the key of every file that
  * is created, changed, deleted or renamed (and every cached key below a directory that
@@ -54,12 +60,13 @@
  * @since 0.1.0
  */
 import { NodeHttpServer } from "@effect/platform-node"
-import { Duration, Effect, Exit, Layer, Queue, Schedule, Schema } from "effect"
+import { Config, Duration, Effect, Exit, Layer, Queue, type Redacted, Schedule, Schema } from "effect"
 import { HttpRouter, HttpServer, HttpServerError, HttpServerRequest, HttpServerResponse } from "effect/http"
-import { type FSWatcher, watch } from "node:fs"
+import { type FSWatcher, realpathSync, watch } from "node:fs"
 import { stat } from "node:fs/promises"
 import { createServer } from "node:http"
 import * as path from "node:path"
+import * as AdminToken from "./AdminToken.ts"
 import { type CachedModule, hashSource, javascriptContentType, moduleKey } from "./Domain.ts"
 import type { GetError } from "./Errors.ts"
 import * as FileSystemSources from "./FileSystemSources.ts"
@@ -116,7 +123,8 @@ export type InvalidateBody = typeof InvalidateBody.Type
 /** The body of `GET /_cache/health`. */
 export const HealthBody = Schema.Struct({
   status: Schema.Literals(["ok", "unavailable"]),
-  realmUrl: Schema.String,
+  /** Omitted when it is a `file:` URL (it would show a file-system path to anyone). */
+  realmUrl: Schema.optional(Schema.String),
   message: Schema.optional(Schema.String)
 })
 export type HealthBody = typeof HealthBody.Type
@@ -128,7 +136,10 @@ const InvalidateQuery = Schema.Struct({ path: Schema.optional(Schema.String) })
 // Headers
 // -----------------------------------------------------------------------------
 
-/** Headers of every response: CORS for any origin, and no content sniffing. */
+/** Headers of the admin routes: no CORS, no content sniffing. */
+const adminHeaders = { "x-content-type-options": "nosniff" } as const
+
+/** Headers of module and file responses: CORS for any origin, and no content sniffing. */
 const corsHeaders = {
   "access-control-allow-origin": "*",
   "access-control-expose-headers": "etag, x-module-cache",
@@ -203,6 +214,25 @@ export const ifNoneMatches = (header: string | undefined, etag: string): boolean
 const json = (status: number, body: unknown, extra: Record<string, string> = {}) =>
   HttpServerResponse.jsonUnsafe(body, { status, headers: { ...corsHeaders, "cache-control": "no-cache", ...extra } })
 
+/** A JSON answer of an admin route: no CORS headers. */
+const adminJson = (status: number, body: unknown, extra: Record<string, string> = {}) =>
+  HttpServerResponse.jsonUnsafe(body, { status, headers: { ...adminHeaders, "cache-control": "no-store", ...extra } })
+
+const isAdminPath = (urlPath: string): boolean => urlPath === "/_cache" || urlPath.startsWith("/_cache/")
+
+/**
+ * Replaces every occurrence of the given absolute directories in a text by `<realm>`, so
+ * that no answer shows a file-system path.
+ */
+export const scrubPaths = (text: string, directories: ReadonlyArray<string>): string => {
+  let result = text
+  for (const dir of [...directories].sort((a, b) => b.length - a.length)) {
+    if (dir.length > 1) result = result.split(dir).join("<realm>")
+  }
+  // Any other absolute path a system error quotes ('/...' in Node's messages).
+  return result.replace(/'\/[^']*'/g, "'<path>'")
+}
+
 /** The status of each failure of a module request. */
 export const statusOf = (error: GetError): number => {
   switch (error._tag) {
@@ -219,19 +249,41 @@ export const statusOf = (error: GetError): number => {
   }
 }
 
-/** The JSON error response of a failure. */
-export const errorResponse = (error: GetError): HttpServerResponse.HttpServerResponse => {
-  const base = { error: error._tag, message: error.message, path: error.path }
+/**
+ * The JSON error response of a failure. `hidden` lists absolute directories (the realm's)
+ * that must not appear in the answer: they are replaced by `<realm>`.
+ */
+export const errorResponse = (
+  error: GetError,
+  hidden: ReadonlyArray<string> = []
+): HttpServerResponse.HttpServerResponse => json(statusOf(error), errorBodyOf(error, hidden))
+
+/** The body of a failure's error response, with the `hidden` directories replaced by `<realm>`. */
+export const errorBodyOf = (error: GetError, hidden: ReadonlyArray<string> = []): ErrorBody => {
+  const base = {
+    error: error._tag,
+    message: scrubPaths(error.message, hidden),
+    path: scrubPaths(error.path, hidden)
+  }
   switch (error._tag) {
     case "InvalidPathError":
-      return json(statusOf(error), { ...base, reason: error.reason } satisfies ErrorBody)
+      return { ...base, reason: scrubPaths(error.reason, hidden) }
     case "TranspileError":
-      return json(statusOf(error), { ...base, line: error.line ?? null, column: error.column ?? null } satisfies ErrorBody)
+      return { ...base, line: error.line ?? null, column: error.column ?? null }
     case "SourceTooLargeError":
-      return json(statusOf(error), { ...base, size: error.size, limit: error.limit } satisfies ErrorBody)
+      return { ...base, size: error.size, limit: error.limit }
     case "ModuleNotFoundError":
     case "SourceReadError":
-      return json(statusOf(error), base satisfies ErrorBody)
+      return base
+  }
+}
+
+/** The realm directory as given and as its real path: never shown in an answer. */
+const hiddenDirectories = (realmDir: string): ReadonlyArray<string> => {
+  try {
+    return [realmDir, realpathSync(realmDir)]
+  } catch {
+    return [realmDir]
   }
 }
 
@@ -257,6 +309,8 @@ export const routes: Layer.Layer<never, never, HttpRouter.HttpRouter | ModuleCac
   Effect.fnUntraced(function*(router) {
     const cache = yield* ModuleCache
     const files = yield* RealmFiles
+    const adminToken = yield* Effect.serviceOption(AdminToken.AdminToken)
+    const hidden = hiddenDirectories(files.realmDir)
 
     // An L1 hit returns the same module object each time: encode it and hash its ETag once.
     const encodings = new WeakMap<CachedModule, { readonly bytes: Uint8Array; readonly etag: string }>()
@@ -286,23 +340,45 @@ export const routes: Layer.Layer<never, never, HttpRouter.HttpRouter | ModuleCac
         const headers = { ...corsHeaders, etag, "cache-control": "no-cache", "x-module-cache": outcome }
         if (ifNoneMatches(ifNoneMatch, etag)) return HttpServerResponse.empty({ status: 304, headers })
         return HttpServerResponse.uint8Array(bytes, { headers, contentType: javascriptContentType })
-      }).pipe(Effect.catch((error) => Effect.succeed(errorResponse(error))))
+      }).pipe(Effect.catch((error) => Effect.succeed(errorResponse(error, hidden))))
 
     const health = Effect.gen(function*() {
       const exit = yield* Effect.exit(Effect.tryPromise(() => stat(files.realmDir)))
+      const shown = files.realmUrl.startsWith("file:") ? {} : { realmUrl: files.realmUrl }
       if (exit._tag === "Success" && exit.value.isDirectory()) {
-        return json(200, { status: "ok", realmUrl: files.realmUrl } satisfies HealthBody)
+        return adminJson(200, { status: "ok", ...shown } satisfies HealthBody)
       }
-      return json(503, {
+      return adminJson(503, {
         status: "unavailable",
-        realmUrl: files.realmUrl,
-        message: `realm directory ${files.realmDir} is not available`
+        ...shown,
+        message: "the realm directory is not available"
       } satisfies HealthBody)
     })
 
+    /** Runs an admin route only for a caller that presents the admin token (and is no browser page). */
+    const guarded = <E, R>(
+      handler: Effect.Effect<HttpServerResponse.HttpServerResponse, E, R>
+    ): Effect.Effect<HttpServerResponse.HttpServerResponse, E, R | HttpServerRequest.HttpServerRequest> =>
+      Effect.gen(function*() {
+        const request = yield* HttpServerRequest.HttpServerRequest
+        const refuse = (status: number, error: string, message: string) =>
+          adminJson(status, { error, message, path: pathOf(request.url) } satisfies ErrorBody, status === 401
+            ? { "www-authenticate": "Bearer" }
+            : {})
+        if (request.headers["origin"] !== undefined) {
+          return refuse(403, "Forbidden", "admin routes do not answer browser requests from other origins")
+        }
+        if (adminToken._tag === "None") return refuse(403, "Forbidden", "no admin token is configured")
+        const presented = AdminToken.bearerOf(request.headers["authorization"])
+        if (presented === undefined || !AdminToken.matches(adminToken.value.token, presented)) {
+          return refuse(401, "Unauthorized", "this route needs Authorization: Bearer <admin token>")
+        }
+        return yield* handler
+      })
+
     const stats = Effect.map(cache.stats, (counters) => {
       const body: StatsBody = { realmUrl: files.realmUrl, ...counters }
-      return json(200, body)
+      return adminJson(200, body)
     })
 
     /** The keys a request path names: its canonical path, or (when it is gone) its candidates, plus cached keys below it. */
@@ -312,16 +388,20 @@ export const routes: Layer.Layer<never, never, HttpRouter.HttpRouter | ModuleCac
         const lexical = yield* FileSystemSources.validatePath(encoded)
         const resolved = yield* Effect.exit(files.resolve(encoded))
         const keys = new Set<string>()
+        const known = files.knownPaths()
         if (resolved._tag === "Success") {
           keys.add(resolved.value.path)
-        } else if (FileSystemSources.isExecutable(lexical)) {
-          keys.add(lexical)
         } else {
-          for (const extension of FileSystemSources.executableExtensions) keys.add(lexical + extension)
+          // A path that names no file now: only keys this process has read (and may cache)
+          // are invalidated, so that invalidating made-up paths writes nothing.
+          const candidates = FileSystemSources.isExecutable(lexical)
+            ? [lexical]
+            : FileSystemSources.executableExtensions.map((extension) => lexical + extension)
+          for (const candidate of candidates) if (known.includes(candidate)) keys.add(candidate)
         }
         const prefix = lexical.replace(/\/?index\.html$/, "")
-        for (const known of files.knownPaths()) {
-          if (prefix !== "" && known.startsWith(`${prefix}/`)) keys.add(known)
+        for (const path of known) {
+          if (prefix !== "" && path.startsWith(`${prefix}/`)) keys.add(path)
         }
         return Array.from(keys).sort()
       })
@@ -329,21 +409,29 @@ export const routes: Layer.Layer<never, never, HttpRouter.HttpRouter | ModuleCac
     const invalidate = Effect.gen(function*() {
       const query = yield* Effect.exit(HttpRouter.schemaParams(InvalidateQuery))
       if (query._tag === "Failure") {
-        return json(400, { error: "BadRequest", message: "path must be given at most once", path: "" } satisfies ErrorBody)
+        return adminJson(400, { error: "BadRequest", message: "path must be given at most once", path: "" } satisfies ErrorBody)
       }
       const target = query.value.path
       if (target === undefined || target === "" || target === "/") {
         yield* cache.invalidateRealm(files.realmUrl)
-        return json(200, { invalidated: "realm", realmUrl: files.realmUrl, paths: [] } satisfies InvalidateBody)
+        return adminJson(200, { invalidated: "realm", realmUrl: files.realmUrl, paths: [] } satisfies InvalidateBody)
       }
       const keys = yield* keysOf(target)
       yield* Effect.forEach(keys, (key) => cache.invalidate(moduleKey(files.realmUrl, key)), { discard: true })
-      return json(200, { invalidated: "module", realmUrl: files.realmUrl, paths: keys } satisfies InvalidateBody)
-    }).pipe(Effect.catch((error) => Effect.succeed(errorResponse(error))))
+      return adminJson(200, { invalidated: "module", realmUrl: files.realmUrl, paths: keys } satisfies InvalidateBody)
+    }).pipe(Effect.catch((error) => Effect.succeed(adminJson(statusOf(error), errorBodyOf(error, hidden)))))
+
+    const refusePreflight = (request: HttpServerRequest.HttpServerRequest) =>
+      Effect.succeed(adminJson(403, {
+        error: "Forbidden",
+        message: "admin routes answer no cross-origin requests",
+        path: pathOf(request.url)
+      } satisfies ErrorBody))
 
     yield* router.add("GET", "/_cache/health", health)
-    yield* router.add("GET", "/_cache/stats", stats)
-    yield* router.add("POST", "/_cache/invalidate", invalidate)
+    yield* router.add("GET", "/_cache/stats", guarded(stats))
+    yield* router.add("POST", "/_cache/invalidate", guarded(invalidate))
+    yield* router.add("OPTIONS", "/_cache/*", refusePreflight)
     yield* router.add("OPTIONS", "/*", (request) => Effect.succeed(preflight(request)))
     yield* router.add("OPTIONS", "/", (request) => Effect.succeed(preflight(request)))
     yield* router.add("GET", "/*", serveFile)
@@ -373,7 +461,8 @@ export const notFoundMiddleware = <E, R>(
           const error = Exit.findErrorOption(checked)
           if (error._tag === "Some") return errorResponse(error.value)
         }
-        return json(404, { error: "RouteNotFound", message: `no route for ${request.method} ${urlPath}`, path: urlPath } satisfies ErrorBody)
+        const body = { error: "RouteNotFound", message: `no route for ${request.method} ${urlPath}`, path: urlPath } satisfies ErrorBody
+        return isAdminPath(urlPath) ? adminJson(404, body) : json(404, body)
       })
   )
 
@@ -531,6 +620,66 @@ export interface ServeOptions extends RealmOptions {
   readonly watch?: boolean | undefined
   /** How long shutdown waits for in-flight requests (default 10 s). */
   readonly gracefulShutdownTimeout?: Duration.Input | undefined
+  /**
+   * The admin token (see {@link AdminToken}). Without one, the guarded admin routes refuse
+   * every call.
+   */
+  readonly adminToken?: Redacted.Redacted<string> | undefined
+  /** Write the token to the token file of the port it listens on, for the CLI (default false). */
+  readonly writeTokenFile?: boolean | undefined
+  /** Connection limits; see {@link ConnectionLimits} for the defaults. */
+  readonly limits?: Partial<ConnectionLimits> | undefined
+}
+
+/** The HTTP server's timeouts and connection cap. */
+export interface ConnectionLimits {
+  /** Time to receive a request's headers, from the connection's start (idle or slow clients). Default 10 s. */
+  readonly headersTimeoutMillis: number
+  /** Time to receive a whole request. Default 30 s. */
+  readonly requestTimeoutMillis: number
+  /** How long an idle keep-alive connection stays open. Default 5 s. */
+  readonly keepAliveTimeoutMillis: number
+  /** Most open connections; further ones are closed at once. Default 1024. */
+  readonly maxConnections: number
+}
+
+/** The defaults of {@link ConnectionLimits}. */
+export const defaultLimits: ConnectionLimits = {
+  headersTimeoutMillis: 10_000,
+  requestTimeoutMillis: 30_000,
+  keepAliveTimeoutMillis: 5_000,
+  maxConnections: 1024
+}
+
+/** The limits from `MTC_HEADERS_TIMEOUT`, `MTC_REQUEST_TIMEOUT`, `MTC_KEEP_ALIVE_TIMEOUT` and `MTC_MAX_CONNECTIONS`. */
+export const limitsConfig: Config.Config<ConnectionLimits> = Config.all({
+  headersTimeoutMillis: Config.withDefault(
+    Config.map(Config.Duration("MTC_HEADERS_TIMEOUT"), Duration.toMillis),
+    defaultLimits.headersTimeoutMillis
+  ),
+  requestTimeoutMillis: Config.withDefault(
+    Config.map(Config.Duration("MTC_REQUEST_TIMEOUT"), Duration.toMillis),
+    defaultLimits.requestTimeoutMillis
+  ),
+  keepAliveTimeoutMillis: Config.withDefault(
+    Config.map(Config.Duration("MTC_KEEP_ALIVE_TIMEOUT"), Duration.toMillis),
+    defaultLimits.keepAliveTimeoutMillis
+  ),
+  maxConnections: Config.withDefault(Config.Int("MTC_MAX_CONNECTIONS"), defaultLimits.maxConnections)
+})
+
+/** Node's HTTP server under the given limits. */
+const makeNodeServer = (limits: ConnectionLimits) => {
+  const requestTimeout = Math.max(limits.requestTimeoutMillis, limits.headersTimeoutMillis)
+  const server = createServer({
+    keepAliveTimeout: limits.keepAliveTimeoutMillis,
+    headersTimeout: limits.headersTimeoutMillis,
+    requestTimeout,
+    // How often Node checks the two timeouts above (its default, 30 s, would let a slow client stay that much longer).
+    connectionsCheckingInterval: Math.max(100, Math.min(1000, Math.floor(limits.headersTimeoutMillis / 4)))
+  })
+  server.maxConnections = limits.maxConnections
+  return server
 }
 
 /** The realm's files, its module sources and a ModuleCache over the chosen store. */
@@ -553,13 +702,19 @@ export const layerServices = (
  * then closes the cache and its store.
  */
 export const layer = (options: ServeOptions): Layer.Layer<never, unknown, Transpiler> => {
-  const node = NodeHttpServer.layer(() => createServer({ keepAliveTimeout: 5_000 }), {
+  const limits = { ...defaultLimits, ...options.limits }
+  const node = NodeHttpServer.layer(() => makeNodeServer(limits), {
     port: options.port ?? 4201,
     host: options.host ?? "127.0.0.1",
     gracefulShutdownTimeout: options.gracefulShutdownTimeout ?? Duration.seconds(10)
   })
   const listenLog = Layer.effectDiscard(Effect.gen(function*() {
     const files = yield* RealmFiles
+    const server = yield* HttpServer.HttpServer
+    if (options.writeTokenFile === true && options.adminToken !== undefined && server.address._tag !== "UnixPathAddress") {
+      // Before the listening line: whoever waits for it finds the file.
+      yield* AdminToken.writeTokenFile(AdminToken.tokenFileOf(server.address.port), options.adminToken)
+    }
     yield* HttpServer.addressFormattedWith((url) =>
       Effect.logInfo(`module-transpile-cache listening on ${url}/ (realm ${files.realmUrl}, store ${options.store._tag})`)
     )
@@ -571,7 +726,10 @@ export const layer = (options: ServeOptions): Layer.Layer<never, unknown, Transp
       HttpRouter.serve(Layer.merge(routes, HttpRouter.middleware(notFoundMiddleware, { global: true })), {
         disableListenLog: true,
         disableLogger: true
-      }).pipe(Layer.provideMerge(node))
+      }).pipe(
+        Layer.provideMerge(node),
+        Layer.provide(options.adminToken === undefined ? Layer.empty : AdminToken.layer(options.adminToken))
+      )
     )
   )
   // The drain is built first, so it is released last: after the server stopped taking requests.
