@@ -35,6 +35,7 @@ import { RealmFiles } from "./FileSystemSources.ts"
 import { ModuleCache, optionsConfig } from "./ModuleCache.ts"
 import * as ModuleCacheLive from "./ModuleCacheLive.ts"
 import * as PgConnectError from "./PgConnectError.ts"
+import * as Pruner from "./Pruner.ts"
 import * as RealmServer from "./RealmServer.ts"
 import * as Tracing from "./Tracing.ts"
 
@@ -189,7 +190,7 @@ export const serve = Command.make(
     }
     const options = yield* realmOptions(input)
     const admin = yield* AdminToken.serverToken.pipe(Effect.mapError((error) => new CliFailure({ message: error.message })))
-    const limits = yield* RealmServer.limitsConfig.pipe(
+    const { limits, prune } = yield* Config.all({ limits: RealmServer.limitsConfig, prune: Pruner.optionsConfig }).pipe(
       Effect.mapError((error) => new CliFailure({ message: `configuration: ${error.message}` }))
     )
     const server = RealmServer.layer({
@@ -198,7 +199,8 @@ export const serve = Command.make(
       host: input.host,
       adminToken: admin.token,
       writeTokenFile: admin.generated,
-      limits
+      limits,
+      prune
     }).pipe(
       Layer.provide(transpilerLayer(options)),
       Layer.provide(Tracing.layer)

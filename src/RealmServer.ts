@@ -71,9 +71,11 @@ import { type CachedModule, hashSource, javascriptContentType, moduleKey } from 
 import type { GetError } from "./Errors.ts"
 import * as FileSystemSources from "./FileSystemSources.ts"
 import { RealmFiles } from "./FileSystemSources.ts"
+import * as ModuleCacheModule from "./ModuleCache.ts"
 import { ModuleCache, type ModuleCacheOptions } from "./ModuleCache.ts"
 import * as ModuleCacheLive from "./ModuleCacheLive.ts"
 import type { ModuleSources } from "./ModuleSources.ts"
+import * as Pruner from "./Pruner.ts"
 import type { Transpiler } from "./Transpiler.ts"
 
 // -----------------------------------------------------------------------------
@@ -608,6 +610,8 @@ export interface RealmOptions {
   /** Directories never served, besides dot directories (e.g. a data directory without a dot). */
   readonly excluded?: ReadonlyArray<string> | undefined
   readonly cache?: ModuleCacheOptions | undefined
+  /** Prune L2 on a schedule while the layer lives (see {@link Pruner}); off when absent. */
+  readonly prune?: Partial<Pruner.PrunerOptions> | undefined
 }
 
 /** The options of {@link layer}. */
@@ -686,7 +690,11 @@ const makeNodeServer = (limits: ConnectionLimits) => {
 export const layerServices = (
   options: RealmOptions
 ): Layer.Layer<ModuleCache | RealmFiles | ModuleSources, unknown, Transpiler> =>
-  ModuleCacheLive.layer(options.store, options.cache ?? {}).pipe(
+  (options.prune === undefined
+    ? ModuleCacheLive.layer(options.store, options.cache ?? {})
+    : Layer.merge(ModuleCacheModule.layer(options.cache ?? {}), Pruner.layer(options.prune)).pipe(
+      Layer.provide(ModuleCacheLive.services(options.store))
+    )).pipe(
     Layer.provideMerge(FileSystemSources.layer({
       realmDir: options.realmDir,
       realmUrl: options.realmUrl,
