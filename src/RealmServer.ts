@@ -38,11 +38,12 @@
  * the service is absent). Stats needs it too: it names the realm URL, which by default is the
  * realm's `file://` URL.
  *
- * **Watcher**: a recursive `fs.watch` of the realm invalidates the key of every file that
- * is created, changed, deleted or renamed (and every cached key below a directory that
- * is), batched over a few milliseconds. Dotfiles and the data directory are ignored. When
- * the watch is lost (the realm directory vanishes or is replaced) the whole realm is
- * invalidated, and again once the watch is back.
+ * **Watcher**: a watch of every directory of the realm ({@link RealmWatcher}) invalidates the
+ * key of every file that is created, changed, deleted or renamed (and every cached key below
+ * a directory that is), debounced: once the realm is quiet for 25 ms, or every 500 ms under
+ * constant churn. Dotfiles and the data directory are ignored. When the watch is lost (the
+ * realm directory vanishes or is replaced) it is re-opened, and the modules read so far are
+ * read again: only those whose content hash changed (or that are gone) are invalidated.
  *
  * **In your own server**: {@link layer} is the whole thing on Node's HTTP server. To serve the
  * realm from an Effect HTTP server of your own, use {@link routes} (and {@link watcher}) over
@@ -62,7 +63,7 @@
 import { NodeHttpServer } from "@effect/platform-node"
 import { Config, Duration, Effect, Exit, Layer, Queue, type Redacted, Schedule, Schema } from "effect"
 import { HttpRouter, HttpServer, HttpServerError, HttpServerRequest, HttpServerResponse } from "effect/http"
-import { type FSWatcher, realpathSync, watch } from "node:fs"
+import { realpathSync } from "node:fs"
 import { stat } from "node:fs/promises"
 import { createServer } from "node:http"
 import * as path from "node:path"
@@ -76,6 +77,7 @@ import { ModuleCache, type ModuleCacheOptions } from "./ModuleCache.ts"
 import * as ModuleCacheLive from "./ModuleCacheLive.ts"
 import type { ModuleSources } from "./ModuleSources.ts"
 import * as Pruner from "./Pruner.ts"
+import * as RealmWatcher from "./RealmWatcher.ts"
 import type { Transpiler } from "./Transpiler.ts"
 
 // -----------------------------------------------------------------------------
@@ -477,8 +479,11 @@ type WatchEvent =
   | { readonly _tag: "Changed"; readonly path: string }
   | { readonly _tag: "Unknown" }
 
-/** How long the watcher gathers events before it invalidates (atomic saves come as several events). */
+/** How long the realm must be quiet before the watcher invalidates (atomic saves come as several events). */
 const batchWindow = Duration.millis(25)
+
+/** The longest the watcher gathers events under constant churn before it invalidates. */
+const maxBatchWait = Duration.millis(500)
 
 /** How often the watcher checks that its watch is alive, and re-opens a lost one. */
 const superviseInterval = Duration.millis(500)
@@ -492,7 +497,7 @@ export const watcher: Layer.Layer<never, never, ModuleCache | RealmFiles> = Laye
   const files = yield* RealmFiles
   const events = yield* Queue.unbounded<WatchEvent>()
 
-  let current: { readonly watcher: FSWatcher; readonly ino: number } | undefined
+  let current: { readonly watcher: RealmWatcher.TreeWatch; readonly ino: number } | undefined
   let lost = false
 
   const close = () => {
@@ -509,23 +514,24 @@ export const watcher: Layer.Layer<never, never, ModuleCache | RealmFiles> = Laye
 
   const open = Effect.tryPromise(async () => {
     const info = await stat(files.realmDir)
+    let handle: RealmWatcher.TreeWatch | undefined
+    // An event about the realm directory itself (moved or deleted): the watch is re-opened.
     const giveUp = () => {
-      if (current?.watcher !== handle) return
+      if (handle === undefined || current?.watcher !== handle) return
       close()
       lost = true
       Queue.offerUnsafe(events, { _tag: "Unknown" })
     }
-    const handle = watch(files.realmDir, { recursive: true }, (_event, filename) => {
-      // An event without a file name is about the realm directory itself (moved or deleted):
-      // Node's recursive watcher delivers nothing more after it, so the watch is re-opened.
-      if (typeof filename !== "string" || filename === "") giveUp()
-      else if (!files.isIgnored(filename.split(path.sep).join("/"))) {
-        // (The embedded store's own writes land in the ignored data directory.)
+    handle = await RealmWatcher.watchTree({
+      root: files.realmDir,
+      // (The embedded store's own writes land in the ignored data directory.)
+      isIgnored: files.isIgnored,
+      onChange: (relative) => {
         files.changed()
-        Queue.offerUnsafe(events, { _tag: "Changed", path: filename })
-      }
+        Queue.offerUnsafe(events, { _tag: "Changed", path: relative })
+      },
+      onLost: giveUp
     })
-    handle.on("error", giveUp)
     current = { watcher: handle, ino: info.ino }
     files.watched(true)
   })
@@ -559,10 +565,30 @@ export const watcher: Layer.Layer<never, never, ModuleCache | RealmFiles> = Laye
     return Array.from(keys)
   }
 
+  /**
+   * After a lost watch: re-reads every module this process has read, and invalidates only
+   * those whose content hash changed (or that are gone). Never a realm-wide wipe.
+   */
+  const rescan = Effect.gen(function*() {
+    let invalidated = 0
+    yield* Effect.forEach(files.knownPaths(), (known) =>
+      Effect.gen(function*() {
+        const before = files.knownHash(known)
+        const key = moduleKey(files.realmUrl, known)
+        const now = yield* Effect.exit(files.read(key))
+        const gone = now._tag === "Failure"
+        if (!gone && now.value.hash === before) return
+        invalidated++
+        yield* cache.invalidate(key)
+        if (gone) files.forget(known)
+      }), { discard: true, concurrency: 8 })
+    yield* Effect.logInfo(`module-transpile-cache: rescanned the realm; ${invalidated} module(s) changed`)
+  })
+
   const apply = (batch: ReadonlyArray<WatchEvent>) =>
     Effect.gen(function*() {
       if (batch.some((event) => event._tag === "Unknown")) {
-        yield* cache.invalidateRealm(files.realmUrl)
+        yield* rescan
         return
       }
       const keys = new Set<string>()
@@ -584,10 +610,22 @@ export const watcher: Layer.Layer<never, never, ModuleCache | RealmFiles> = Laye
   }
   yield* supervise.pipe(Effect.repeat(Schedule.spaced(superviseInterval)), Effect.forkScoped)
   yield* Effect.gen(function*() {
-    const head = yield* Queue.takeAll(events)
-    yield* Effect.sleep(batchWindow)
-    const rest = yield* Queue.clear(events)
-    yield* apply([...head, ...rest])
+    // Debounced: gathers events until the realm is quiet for a batch window, or for at most
+    // maxBatchWait under constant churn.
+    // Keeps only what apply needs: each changed path once, and one Unknown (under "").
+    const batch = new Map<string, WatchEvent>()
+    const add = (gathered: Iterable<WatchEvent>) => {
+      for (const event of gathered) batch.set(event._tag === "Changed" ? event.path : "", event)
+    }
+    add(yield* Queue.takeAll(events))
+    const started = Date.now()
+    for (;;) {
+      yield* Effect.sleep(batchWindow)
+      const rest = yield* Queue.clear(events)
+      add(rest)
+      if (rest.length === 0 || Date.now() - started >= Duration.toMillis(maxBatchWait)) break
+    }
+    yield* apply(Array.from(batch.values()))
   }).pipe(
     Effect.catchCause((cause) => Effect.logWarning("module-transpile-cache: watcher batch failed", cause)),
     Effect.forever,
