@@ -163,11 +163,10 @@ const messageOf = (cause: unknown, depth = 0): string => {
 /** Turns any failure to build a layer into a one-line message (naming a Postgres connection failure's cause). */
 const explain = (what: string) => (cause: unknown) => {
   const connect = PgConnectError.classify(cause)
-  const detail = messageOf(cause).split("\n")[0]
+  const detail = messageOf(cause).split("\n")[0] ?? ""
+  const named = connect === undefined ? "" : PgConnectError.describe(connect)
   return new CliFailure({
-    message: connect === undefined
-      ? `${what}: ${detail}`
-      : `${what}: ${PgConnectError.describe(connect)}: ${detail}`
+    message: connect === undefined || detail.includes(named) ? `${what}: ${detail}` : `${what}: ${named}: ${detail}`
   })
 }
 

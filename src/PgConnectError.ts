@@ -1,7 +1,7 @@
 /**
  * Names the cause of a failed Postgres connection, so that an operator reads "connection
  * refused" or "authentication failed" rather than a bare "failed to connect". A pure
- * function over the error and its chain of causes (`cause`, `error`, `errors`).
+ * function over the error and its chain of causes (`reason`, `cause`, `error`, `errors`).
  *
  * @since 0.1.0
  */
@@ -39,6 +39,7 @@ const chainOf = (error: unknown): ReadonlyArray<object> => {
     if (typeof next !== "object" || next === null || seen.has(next)) continue
     seen.add(next)
     found.push(next)
+    if ("reason" in next) queue.push(next.reason)
     if ("cause" in next) queue.push(next.cause)
     if ("error" in next) queue.push(next.error)
     if ("errors" in next && Array.isArray(next.errors)) queue.push(...next.errors)
@@ -50,6 +51,7 @@ const chainOf = (error: unknown): ReadonlyArray<object> => {
 export const classify = (error: unknown): ConnectFailure | undefined => {
   const chain = chainOf(error)
   for (const link of chain) {
+    if ("_tag" in link && link._tag === "AuthenticationError") return "authentication"
     if ("code" in link && typeof link.code === "string") {
       const known = byCode[link.code]
       if (known !== undefined) return known
@@ -77,4 +79,13 @@ export const describe = (failure: ConnectFailure): string => {
     case "unknown host":
       return "the Postgres host name does not resolve (check the host in DATABASE_URL)"
   }
+}
+
+/**
+ * An error's message, followed by the named cause of a failed connection when it is one
+ * (the message of a `StoreError` keeps only this text, so the cause must be named here).
+ */
+export const messageWithCause = (error: { readonly message: string }): string => {
+  const failure = classify(error)
+  return failure === undefined ? error.message : `${error.message}: ${describe(failure)}`
 }

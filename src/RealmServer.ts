@@ -721,6 +721,15 @@ const makeNodeServer = (limits: ConnectionLimits) => {
     connectionsCheckingInterval: Math.max(100, Math.min(1000, Math.floor(limits.headersTimeoutMillis / 4)))
   })
   server.maxConnections = limits.maxConnections
+  // Node applies the headers timeout only once a request's first bytes arrived: a connection
+  // that sends nothing at all is closed here, after the same time.
+  server.on("connection", (socket) => {
+    const timer = setTimeout(() => {
+      if (socket.bytesRead === 0) socket.destroy()
+    }, limits.headersTimeoutMillis)
+    timer.unref()
+    socket.once("close", () => clearTimeout(timer))
+  })
   return server
 }
 

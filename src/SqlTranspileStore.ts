@@ -44,6 +44,7 @@ import * as DataDirLock from "./DataDirLock.ts"
 import { hash64, type ModuleKey } from "./Domain.ts"
 import { SourceTooLargeError, StoreError, TranspileError } from "./Errors.ts"
 import * as Migrations from "./Migrations.ts"
+import * as PgConnectError from "./PgConnectError.ts"
 import * as PgliteClient from "./PgliteClient.ts"
 import {
   absent,
@@ -105,7 +106,7 @@ export const realmLockId = (realmUrl: string): number =>
   Number(BigInt.asIntN(32, hash64(`realm-lock|${realmUrl}`)))
 
 const toStoreError = (operation: string) => (error: SqlError | Schema.SchemaError): StoreError =>
-  new StoreError({ operation, message: error.message })
+  new StoreError({ operation, message: PgConnectError.messageWithCause(error) })
 
 const jsonText = (value: unknown): string => JSON.stringify(value)
 
@@ -338,7 +339,7 @@ const migrateAndMake = (
   options: SqlStoreOptions
 ): Effect.Effect<TranspileStore["Service"], StoreError, SqlClient.SqlClient> =>
   Migrations.run(Migrations.optionsFor(options.kind)).pipe(
-    Effect.mapError((error) => new StoreError({ operation: "migrate", message: error.message })),
+    Effect.mapError((error) => new StoreError({ operation: "migrate", message: PgConnectError.messageWithCause(error) })),
     Effect.andThen(make(options))
   )
 
