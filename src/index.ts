@@ -6,6 +6,7 @@
  *
  * @since 0.1.0
  */
+export * as AdminToken from "./AdminToken.ts"
 export * as BabelTranspiler from "./BabelTranspiler.ts"
 export * as Coordinator from "./Coordinator.ts"
 export * as Domain from "./Domain.ts"
@@ -19,6 +20,7 @@ export * as ModuleCacheLive from "./ModuleCacheLive.ts"
 export * as ModuleSources from "./ModuleSources.ts"
 export * as PgFleet from "./PgFleet.ts"
 export * as PgliteClient from "./PgliteClient.ts"
+export * as Pruner from "./Pruner.ts"
 export * as RealmServer from "./RealmServer.ts"
 export * as SqlTranspileStore from "./SqlTranspileStore.ts"
 export * as TestTranspiler from "./TestTranspiler.ts"
