@@ -6,6 +6,7 @@ import { execFileSync } from "node:child_process"
 import { writeFileSync } from "node:fs"
 import { cpus, totalmem } from "node:os"
 import { benchBabel } from "./bench-babel.ts"
+import { benchBounded } from "./bench-bounded.ts"
 import { benchHerd } from "./bench-herd.ts"
 import { benchHttp } from "./bench-http.ts"
 import { type BenchRow, benchL1 } from "./bench-l1.ts"
@@ -18,7 +19,8 @@ const sections: Array<[string, () => Promise<Array<BenchRow>>]> = [
   ["herd", benchHerd],
   ["waiter wake-up", benchWake],
   ["HTTP warm hits", benchHttp],
-  ["Babel", benchBabel]
+  ["Babel", benchBabel],
+  ["bounded L2: wipe cost vs history", benchBounded]
 ]
 
 const rows: Array<BenchRow & { section: string }> = []
