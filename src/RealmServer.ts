@@ -446,8 +446,8 @@ export const routes: Layer.Layer<never, never, HttpRouter.HttpRouter | ModuleCac
 /**
  * Middleware for a server that serves only the realm: a request the router cannot match
  * (its URL does not even decode, or its method is not served) gets a JSON error with the
- * CORS headers: 400 when the path is invalid, else 404 (405 for a known path and another
- * method is not distinguished).
+ * CORS headers (none below `/_cache/`): 400 when the path is invalid, else 404 (405 for a
+ * known path and another method is not distinguished).
  */
 export const notFoundMiddleware = <E, R>(
   app: Effect.Effect<HttpServerResponse.HttpServerResponse, E | HttpServerError.HttpServerError, R>

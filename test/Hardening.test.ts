@@ -165,6 +165,36 @@ describe("operations", () => {
   })
 })
 
+describe("watcher", () => {
+  it("a lost watch (the realm directory replaced) invalidates only the modules whose content changed", async () => {
+    const realm = makeRealm({ "a.ts": "export const a = 1\n", "b.ts": "export const b = 1\n" })
+    const server = await startServer({ realmDir: realm, store: "memory" })
+    for (const p of ["/a.ts", "/b.ts"]) {
+      await request(server.url, p)
+      expect((await request(server.url, p)).headers["x-module-cache"], p).toBe("l1")
+    }
+    // Replace the whole directory: a.ts the same, b.ts edited.
+    const replacement = `${realm}-new`
+    fs.mkdirSync(replacement)
+    fs.writeFileSync(path.join(replacement, "a.ts"), "export const a = 1\n")
+    fs.writeFileSync(path.join(replacement, "b.ts"), "export const b = 2\n")
+    fs.renameSync(realm, `${realm}-old`)
+    fs.renameSync(replacement, realm)
+    const deadline = Date.now() + 15_000
+    while (!server.output().includes("module(s) changed") && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 50))
+    }
+    expect(server.output()).toContain("1 module(s) changed")
+    const b = await request(server.url, "/b.ts")
+    expect(b.body).toContain("b = 2")
+    expect(b.headers["x-module-cache"]).toBe("transpiled")
+    // a.ts was not invalidated: still in L1.
+    expect((await request(server.url, "/a.ts")).headers["x-module-cache"]).toBe("l1")
+    expect(await server.stop()).toBe(0)
+    fs.rmSync(`${realm}-old`, { recursive: true, force: true })
+  }, 60_000)
+})
+
 describe("data-directory lock", () => {
   const lockWith = (dataDir: string, info: Record<string, unknown>) =>
     fs.writeFileSync(DataDirLock.lockFileOf(dataDir), JSON.stringify({ host: os.hostname(), token: "t", ...info }))
