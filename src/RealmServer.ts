@@ -226,15 +226,15 @@ const isAdminPath = (urlPath: string): boolean => urlPath === "/_cache" || urlPa
 
 /**
  * Replaces every occurrence of the given absolute directories in a text by `<realm>`, so
- * that no answer shows a file-system path.
+ * that no answer shows a file-system path. With `systemError`, also any other quoted
+ * absolute path (`'/...'`, as Node's system errors quote them).
  */
-export const scrubPaths = (text: string, directories: ReadonlyArray<string>): string => {
+export const scrubPaths = (text: string, directories: ReadonlyArray<string>, systemError = false): string => {
   let result = text
   for (const dir of [...directories].sort((a, b) => b.length - a.length)) {
     if (dir.length > 1) result = result.split(dir).join("<realm>")
   }
-  // Any other absolute path a system error quotes ('/...' in Node's messages).
-  return result.replace(/'\/[^']*'/g, "'<path>'")
+  return systemError ? result.replace(/'\/[^']*'/g, "'<path>'") : result
 }
 
 /** The status of each failure of a module request. */
@@ -264,14 +264,16 @@ export const errorResponse = (
 
 /** The body of a failure's error response, with the `hidden` directories replaced by `<realm>`. */
 export const errorBodyOf = (error: GetError, hidden: ReadonlyArray<string> = []): ErrorBody => {
+  // A transpile error's message is about the module's own text: only the realm's path is hidden there.
+  const systemError = error._tag === "SourceReadError" || error._tag === "InvalidPathError"
   const base = {
     error: error._tag,
-    message: scrubPaths(error.message, hidden),
-    path: scrubPaths(error.path, hidden)
+    message: scrubPaths(error.message, hidden, systemError),
+    path: scrubPaths(error.path, hidden, systemError)
   }
   switch (error._tag) {
     case "InvalidPathError":
-      return { ...base, reason: scrubPaths(error.reason, hidden) }
+      return { ...base, reason: scrubPaths(error.reason, hidden, true) }
     case "TranspileError":
       return { ...base, line: error.line ?? null, column: error.column ?? null }
     case "SourceTooLargeError":
