@@ -66,6 +66,7 @@ describe("stats and invalidate", () => {
   it("call a running server's admin routes with the token it generated, and print their JSON", async () => {
     const realm = makeRealm({ "a.ts": "export const a = 1\n", "lib/b.ts": "export const b = 2\n" })
     // No MTC_ADMIN_TOKEN: serve generates a token and leaves it in a 0600 file of the state directory.
+    // (Six CLI processes: a longer timeout than the default on two loaded cores.)
     const stateDir = makeRealm({}, "mtc-state-")
     const env = { MTC_ADMIN_TOKEN: "", MTC_STATE_DIR: stateDir }
     const server = await startServer({ realmDir: realm, store: "memory", env })
@@ -106,7 +107,7 @@ describe("stats and invalidate", () => {
     expect(await server.stop()).toBe(0)
     // Removed when the server stops.
     expect(existsSync(tokenFile)).toBe(false)
-  })
+  }, 120_000)
 
   it("exit 1 with a message when no server answers", async () => {
     const result = await runCli(["stats", "--url", "http://127.0.0.1:1"])
