@@ -183,11 +183,19 @@ const binPath = fileURLToPath(new URL("../src/bin.ts", import.meta.url))
 const selfPath = fileURLToPath(import.meta.url)
 
 
+/** The admin token the bench's servers get, for `/_cache/stats`. */
+const adminToken = "bench-preload-admin-token"
+const admin = { headers: { authorization: `Bearer ${adminToken}` } }
+
 const startServe = (realm: string, store: "pg" | "pglite", env: Record<string, string>, dataDir: string) =>
-  startProcess(["--max-old-space-size=512", binPath, "serve", realm, "--port", "0", "--store", store, "--data-dir", dataDir], env, "/_cache/health")
+  startProcess(
+    ["--max-old-space-size=512", binPath, "serve", realm, "--port", "0", "--store", store, "--data-dir", dataDir],
+    { MTC_ADMIN_TOKEN: adminToken, ...env },
+    "/_cache/health"
+  )
 
 const stats = (url: string): Promise<{ preloadMillis: number; preloadedEntries: number; transpiles: number }> =>
-  fetch(`${url}/_cache/stats`).then((r) => r.json() as Promise<{ preloadMillis: number; preloadedEntries: number; transpiles: number }>)
+  fetch(`${url}/_cache/stats`, admin).then((r) => r.json() as Promise<{ preloadMillis: number; preloadedEntries: number; transpiles: number }>)
 
 const median = (values: ReadonlyArray<number>): number => {
   const sorted = [...values].sort((a, b) => a - b)
@@ -212,7 +220,7 @@ export const benchPreload = async (): Promise<Array<{ name: string; value: strin
       const fresh = await startServe(realm, store, envOf(store), join(dataDir, store))
       const load = await loadGraph(fresh.url)
       // Let its L2 writes commit before it stops (the drain waits for them too).
-      for (let i = 0; i < 100 && (await fetch(`${fresh.url}/_cache/stats`).then((r) => r.json() as Promise<{ inFlight: number }>)).inFlight > 0; i++) {
+      for (let i = 0; i < 100 && (await fetch(`${fresh.url}/_cache/stats`, admin).then((r) => r.json() as Promise<{ inFlight: number }>)).inFlight > 0; i++) {
         await new Promise((r) => setTimeout(r, 50))
       }
       await fresh.stop()

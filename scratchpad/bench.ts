@@ -6,6 +6,7 @@ import { execFileSync } from "node:child_process"
 import { writeFileSync } from "node:fs"
 import { cpus, totalmem } from "node:os"
 import { benchBabel } from "./bench-babel.ts"
+import { benchBounded } from "./bench-bounded.ts"
 import { benchFleetScale } from "./bench-fleet-scale.ts"
 import { benchHerd } from "./bench-herd.ts"
 import { benchHttp } from "./bench-http.ts"
@@ -25,7 +26,8 @@ const sections: Array<[string, () => Promise<Array<BenchRow>>]> = [
   ["transpile workers", benchWorkers],
   ["fleet at scale", benchFleetScale],
   ["pipelines", benchPipelines],
-  ["restart (preload)", () => import("./bench-preload.ts").then((bench) => bench.benchPreload())]
+  ["restart (preload)", () => import("./bench-preload.ts").then((bench) => bench.benchPreload())],
+  ["bounded L2: wipe cost vs history", benchBounded]
 ]
 
 const rows: Array<BenchRow & { section: string }> = []

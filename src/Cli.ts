@@ -12,7 +12,8 @@
  *   (what a server starting now would load into L1). **Exits 1 when any module failed**, 0
  *   otherwise.
  * - `stats [--url http://127.0.0.1:4201]` and `invalidate [path] [--url ...]` call a running
- *   server's admin routes and print their JSON.
+ *   server's admin routes and print their JSON. They send the admin token: `MTC_ADMIN_TOKEN`,
+ *   else the token file `serve` wrote for that port (see {@link AdminToken}).
  *
  * Store selection: `--store` wins; without it, Postgres when `DATABASE_URL` is set, else the
  * embedded PGlite store in the data directory (default `<realmDir>/.transpile-cache`). The
@@ -29,10 +30,11 @@
  *
  * @since 0.1.0
  */
-import { Clock, Config, Console, Effect, Exit, Layer, Option, Schema } from "effect"
+import { Clock, Config, Console, Effect, Exit, Layer, Option, Redacted, Schema } from "effect"
 import { Argument, CliError, Command, Flag } from "effect/cli"
 import { FetchHttpClient, HttpClient, type HttpClientResponse } from "effect/http"
 import * as path from "node:path"
+import * as AdminToken from "./AdminToken.ts"
 import * as BabelTranspiler from "./BabelTranspiler.ts"
 import * as DataDirLock from "./DataDirLock.ts"
 import { moduleKey, type Outcome } from "./Domain.ts"
@@ -41,7 +43,9 @@ import * as FileSystemSources from "./FileSystemSources.ts"
 import { RealmFiles } from "./FileSystemSources.ts"
 import { ModuleCache, optionsConfig } from "./ModuleCache.ts"
 import * as ModuleCacheLive from "./ModuleCacheLive.ts"
+import * as PgConnectError from "./PgConnectError.ts"
 import * as Preload from "./Preload.ts"
+import * as Pruner from "./Pruner.ts"
 import * as RealmServer from "./RealmServer.ts"
 import * as Tracing from "./Tracing.ts"
 import * as TranspilerPool from "./TranspilerPool.ts"
@@ -202,8 +206,15 @@ const messageOf = (cause: unknown, depth = 0): string => {
   return "_tag" in cause && typeof cause._tag === "string" ? cause._tag : String(cause)
 }
 
-/** Turns any failure to build a layer into a one-line message. */
-const explain = (what: string) => (cause: unknown) => new CliFailure({ message: `${what}: ${messageOf(cause)}` })
+/** Turns any failure to build a layer into a one-line message (naming a Postgres connection failure's cause). */
+const explain = (what: string) => (cause: unknown) => {
+  const connect = PgConnectError.classify(cause)
+  const detail = messageOf(cause).split("\n")[0] ?? ""
+  const named = connect === undefined ? "" : PgConnectError.describe(connect)
+  return new CliFailure({
+    message: connect === undefined || detail.includes(named) ? `${what}: ${detail}` : `${what}: ${named}: ${detail}`
+  })
+}
 
 // -----------------------------------------------------------------------------
 // serve
@@ -219,9 +230,24 @@ export const serve = Command.make(
     ...storeFlags
   },
   Effect.fnUntraced(function*(input) {
+    if (!Number.isInteger(input.port) || input.port < 0 || input.port > 65535) {
+      return yield* new CliFailure({ message: `--port must be between 0 and 65535 (got ${input.port})` })
+    }
     const { pool, realm: options } = yield* realmOptions(input)
     const transpiler = yield* transpilerOptions(input)
-    const server = RealmServer.layer({ ...options, port: input.port, host: input.host }).pipe(
+    const admin = yield* AdminToken.serverToken.pipe(Effect.mapError((error) => new CliFailure({ message: error.message })))
+    const { limits, prune } = yield* Config.all({ limits: RealmServer.limitsConfig, prune: Pruner.optionsConfig }).pipe(
+      Effect.mapError((error) => new CliFailure({ message: `configuration: ${error.message}` }))
+    )
+    const server = RealmServer.layer({
+      ...options,
+      port: input.port,
+      host: input.host,
+      adminToken: admin.token,
+      writeTokenFile: admin.generated,
+      limits,
+      prune
+    }).pipe(
       Layer.provide(transpilerLayer({ ...pool, transpiler })),
       Layer.provide(Tracing.layer)
     )
@@ -363,6 +389,23 @@ const printJson = <S extends Schema.Top & { readonly DecodingServices: never }>(
     yield* Console.log(JSON.stringify(body, null, 2))
   })
 
+/** The admin token for the server at `url` (see {@link AdminToken.forClient}), as request headers. */
+const authorization = (url: string) =>
+  Effect.gen(function*() {
+    let port: number
+    try {
+      const parsed = new URL(url)
+      port = parsed.port === "" ? (parsed.protocol === "https:" ? 443 : 80) : Number(parsed.port)
+    } catch {
+      return yield* new CliFailure({ message: `not a URL: ${url}` })
+    }
+    const token = yield* AdminToken.forClient(port)
+    return Option.match(token, {
+      onNone: (): Record<string, string> => ({}),
+      onSome: (value): Record<string, string> => ({ authorization: `Bearer ${Redacted.value(value)}` })
+    })
+  })
+
 const callServer = <A, E>(url: string, effect: Effect.Effect<A, E, HttpClient.HttpClient>) =>
   effect.pipe(
     Effect.provide(FetchHttpClient.layer),
@@ -381,7 +424,8 @@ export const stats = Command.make(
       target,
       Effect.gen(function*() {
         const client = yield* HttpClient.HttpClient
-        yield* printJson(RealmServer.StatsBody, yield* client.get(target))
+        const headers = yield* authorization(url)
+        yield* printJson(RealmServer.StatsBody, yield* client.get(target, { headers }))
       })
     )
   })
@@ -404,7 +448,8 @@ export const invalidate = Command.make(
       target,
       Effect.gen(function*() {
         const client = yield* HttpClient.HttpClient
-        yield* printJson(RealmServer.InvalidateBody, yield* client.post(target))
+        const headers = yield* authorization(input.url)
+        yield* printJson(RealmServer.InvalidateBody, yield* client.post(target, { headers }))
       })
     )
   })

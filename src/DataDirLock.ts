@@ -4,7 +4,9 @@
  *
  * The lock is the file `<dataDir>.lock` next to the directory (PGlite owns the directory's
  * contents). It is created atomically with its whole content (a temporary file hard-linked
- * into place), holding the owner's pid, host and a random token:
+ * into place), holding the owner's pid, its start time (field 22 of `/proc/<pid>/stat`, on
+ * Linux), host and a random token. A pid that is alive but started at another time (the pid
+ * was reused), or a zombie, counts as dead:
  * - free: taken;
  * - held by a live process, or already by this one (one process must not open a directory
  *   twice either): fails with {@link DataDirLockedError};
@@ -50,6 +52,8 @@ interface LockInfo {
   readonly pid: number
   readonly host: string
   readonly token: string
+  /** The owner's start time in clock ticks since boot (Linux); absent where unknown. */
+  readonly startTime?: string | undefined
 }
 
 /** A held lock. */
@@ -81,7 +85,8 @@ const parseInfo = (text: string): LockInfo | undefined => {
       "host" in value && typeof value.host === "string" &&
       "token" in value && typeof value.token === "string"
     ) {
-      return { pid: value.pid, host: value.host, token: value.token }
+      const startTime = "startTime" in value && typeof value.startTime === "string" ? value.startTime : undefined
+      return { pid: value.pid, host: value.host, token: value.token, startTime }
     }
   } catch {
     // unreadable: treated as stale below
@@ -98,15 +103,35 @@ const readInfo = (file: string): LockInfo | undefined | "missing" => {
   }
 }
 
-/** Whether a pid is a live process (EPERM: alive, owned by someone else). */
-const isAlive = (pid: number): boolean => {
+/** A process's state and start time from `/proc/<pid>/stat` (Linux), if readable. */
+export const procStat = (pid: number): { readonly state: string; readonly startTime: string } | undefined => {
+  try {
+    const text = fs.readFileSync(`/proc/${pid}/stat`, "utf8")
+    // The command name (field 2) is in parentheses and may hold spaces: split after its last ")".
+    const fields = text.slice(text.lastIndexOf(")") + 2).split(" ")
+    const state = fields[0]
+    const startTime = fields[19]
+    return state === undefined || startTime === undefined ? undefined : { state, startTime }
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * Whether a lock's owner is a live process: the pid exists (EPERM: alive, owned by someone
+ * else), is no zombie, and (when both are known) started when the lock says.
+ */
+const isAlive = (pid: number, startTime: string | undefined): boolean => {
   if (!Number.isInteger(pid) || pid <= 0) return false
   try {
     process.kill(pid, 0)
-    return true
   } catch (error) {
-    return errorCode(error) === "EPERM"
+    if (errorCode(error) !== "EPERM") return false
   }
+  const stat = procStat(pid)
+  if (stat === undefined) return true
+  if (stat.state === "Z" || stat.state === "X") return false
+  return startTime === undefined || stat.startTime === startTime
 }
 
 const thisHost = hostname()
@@ -121,7 +146,7 @@ const heldTokens = new Set<string>()
  */
 const isStale = (info: LockInfo | undefined): boolean =>
   info === undefined ||
-  (info.host === thisHost && (info.pid === process.pid ? !heldTokens.has(info.token) : !isAlive(info.pid)))
+  (info.host === thisHost && (info.pid === process.pid ? !heldTokens.has(info.token) : !isAlive(info.pid, info.startTime)))
 
 /** A takeover guard older than this belongs to a process that died while taking over. */
 const takeoverGuardMaxAgeMillis = 10_000
@@ -192,13 +217,48 @@ const clearStaleGuard = (guard: string): void => {
 }
 
 /**
+ * Makes a directory and its missing parents, one level at a time from the nearest one that
+ * exists, failing at the first level that cannot be made. (Node's recursive `mkdir` loops
+ * for ever on some paths, e.g. below `/proc`.)
+ */
+export const makeDirectory = (dir: string): void => {
+  const missing: Array<string> = []
+  let current = path.resolve(dir)
+  for (;;) {
+    try {
+      const info = fs.statSync(current)
+      if (!info.isDirectory()) throw new Error(`${current} is not a directory`)
+      break
+    } catch (error) {
+      if (errorCode(error) !== "ENOENT") throw error
+      missing.push(current)
+      const parent = path.dirname(current)
+      if (parent === current) break
+      current = parent
+    }
+  }
+  for (const level of missing.reverse()) {
+    try {
+      fs.mkdirSync(level)
+    } catch (error) {
+      if (errorCode(error) !== "EEXIST") throw error
+    }
+  }
+}
+
+/**
  * Takes the lock of `dataDir` (creating the directory if needed) for the life of the scope.
  */
 export const acquire = (
   dataDir: string
 ): Effect.Effect<DataDirLock, DataDirLockedError | DataDirLockError, Scope.Scope> => {
   const requested = path.resolve(dataDir)
-  const info: LockInfo = { pid: process.pid, host: thisHost, token: randomBytes(12).toString("hex") }
+  const info: LockInfo = {
+    pid: process.pid,
+    host: thisHost,
+    token: randomBytes(12).toString("hex"),
+    startTime: procStat(process.pid)?.startTime
+  }
   const lockError = (error: unknown) =>
     new DataDirLockError({
       dataDir: requested,
@@ -209,7 +269,7 @@ export const acquire = (
     let resolved: string
     let lockFile: string
     try {
-      fs.mkdirSync(requested, { recursive: true })
+      makeDirectory(requested)
       resolved = realDir(requested)
       lockFile = `${resolved}.lock`
       result = attempt(lockFile, info)

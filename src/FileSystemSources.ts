@@ -25,6 +25,7 @@
  * @since 0.1.0
  */
 import { Context, Effect, Layer } from "effect"
+import { constants as fsConstants, existsSync } from "node:fs"
 import * as fs from "node:fs/promises"
 import * as path from "node:path"
 import { pathToFileURL } from "node:url"
@@ -76,6 +77,40 @@ export interface ResolvedPath {
 
 const messageOf = (cause: unknown): string =>
   cause instanceof Error ? cause.message : typeof cause === "string" ? cause : "unknown error"
+
+/** A system error by its code and call, without the absolute path Node puts in its message. */
+const describeError = (cause: unknown): string => {
+  const code = errorCode(cause)
+  if (code === undefined) return messageOf(cause).replace(/'\/[^']*'/g, "'<path>'")
+  const syscall = typeof cause === "object" && cause !== null && "syscall" in cause && typeof cause.syscall === "string"
+    ? ` (${cause.syscall})`
+    : ""
+  return `${code}${syscall}`
+}
+
+/** How realm files are opened: never through a final symlink, never blocking (FIFOs, devices). */
+const openFlags = fsConstants.O_RDONLY | (fsConstants.O_NOFOLLOW ?? 0) | (fsConstants.O_NONBLOCK ?? 0)
+
+const procFd = existsSync("/proc/self/fd")
+
+/**
+ * The real path of what a descriptor has open: the kernel's `/proc/self/fd/N` on Linux;
+ * elsewhere the path's real path, which must read the same before and after a check of its
+ * device and inode by the caller (undefined when it changed in between).
+ */
+const openedPath = async (handle: fs.FileHandle, file: string): Promise<string | undefined> => {
+  if (procFd) return fs.readlink(`/proc/self/fd/${handle.fd}`)
+  const first = await fs.realpath(file)
+  const second = await fs.realpath(file)
+  return first === second ? first : undefined
+}
+
+/** What {@link make}'s open-then-verify read found. */
+type OpenResult =
+  | { readonly _tag: "Read"; readonly buffer: Buffer }
+  | { readonly _tag: "TooLarge"; readonly size: number }
+  | { readonly _tag: "NotRegular" }
+  | { readonly _tag: "Moved" }
 
 const invalid = (requested: string, reason: string) => new InvalidPathError({ path: requested, reason })
 
@@ -206,7 +241,8 @@ const resolveIn = (
       if (found._tag === "Missing") continue
       if (found._tag === "Failed") {
         if (errorCode(found.cause) === "ENAMETOOLONG") return yield* invalid(urlPath, "name too long")
-        return yield* new SourceReadError({ path: candidate, message: messageOf(found.cause) })
+        if (errorCode(found.cause) === "ELOOP") return yield* invalid(urlPath, "a symlink loop")
+        return yield* new SourceReadError({ path: candidate, message: describeError(found.cause) })
       }
       const canonical = canonicalOf(realm, excluded, found.real)
       if ("reason" in canonical) return yield* invalid(urlPath, canonical.reason)
@@ -282,6 +318,8 @@ export class RealmFiles extends Context.Service<RealmFiles, {
   readonly isIgnored: (relativePath: string) => boolean
   /** The canonical paths read so far: the keys that may sit in a cache. */
   readonly knownPaths: () => ReadonlyArray<string>
+  /** The content hash of a known path as last read. */
+  readonly knownHash: (canonicalPath: string) => string | undefined
   /** Forgets a path of {@link knownPaths} (its file is gone and its key invalidated). */
   readonly forget: (canonicalPath: string) => void
   /**
@@ -306,7 +344,7 @@ export const make = Effect.fnUntraced(function*(options: FileSystemSourcesOption
   const maxSourceBytes = options.maxSourceBytes ?? defaultMaxSourceBytes
   const excludedInput = options.excluded ?? []
   const excluded = yield* Effect.promise(() => excludedRealPaths(realm, excludedInput))
-  const known = new Set<string>()
+  const known = new Map<string, string>()
   const resolutions = new Map<string, { readonly resolved: ResolvedPath; readonly at: number }>()
   let watching = false
   let epoch = 0
@@ -316,6 +354,41 @@ export const make = Effect.fnUntraced(function*(options: FileSystemSourcesOption
     if (posix.split("/").some((segment) => segment.startsWith("."))) return true
     const absolute = path.join(realm, ...posix.split("/"))
     return excluded.some((dir) => isInside(absolute, dir))
+  }
+
+  /**
+   * Open, then verify: one descriptor, opened with `O_NOFOLLOW | O_NONBLOCK` (a symlink in the
+   * last component fails, a FIFO or device never blocks the open), then `fstat`ed (a regular
+   * file only), then checked by the descriptor's own real path (on Linux the kernel's
+   * `/proc/self/fd/N`, which no later swap can change; elsewhere the path's real path, read
+   * twice around a `stat` that must match the descriptor's device and inode): it must be the
+   * canonical path inside the realm. Only then read, from that descriptor. A directory of
+   * the path swapped for a symlink to the outside between the checks and the open is caught,
+   * whichever way the swaps go.
+   */
+  const openVerified = async (
+    realmReal: string,
+    file: string,
+    relative: string,
+    limit: number
+  ): Promise<OpenResult> => {
+    const handle = await fs.open(file, openFlags)
+    try {
+      const opened = await handle.stat()
+      if (!opened.isFile()) return { _tag: "NotRegular" }
+      const real = await openedPath(handle, file)
+      if (real === undefined) return { _tag: "Moved" }
+      const now = await fs.stat(real)
+      if (now.dev !== opened.dev || now.ino !== opened.ino) return { _tag: "Moved" }
+      const canonical = canonicalOf(realmReal, excluded, real)
+      if ("reason" in canonical || canonical.path !== relative) return { _tag: "Moved" }
+      if (opened.size > limit) return { _tag: "TooLarge", size: opened.size }
+      const buffer = await handle.readFile()
+      if (buffer.byteLength > limit) return { _tag: "TooLarge", size: buffer.byteLength }
+      return { _tag: "Read", buffer }
+    } finally {
+      await handle.close()
+    }
   }
 
   /** Reads a file by its canonical path, under the size limit. */
@@ -328,7 +401,7 @@ export const make = Effect.fnUntraced(function*(options: FileSystemSourcesOption
       if (found._tag === "Missing") {
         return yield* new ModuleNotFoundError({ path: relative })
       }
-      if (found._tag === "Failed") return yield* new SourceReadError({ path: relative, message: messageOf(found.cause) })
+      if (found._tag === "Failed") return yield* new SourceReadError({ path: relative, message: describeError(found.cause) })
       const canonical = canonicalOf(current, excluded, found.real)
       if ("reason" in canonical) return yield* invalid(relative, canonical.reason)
       // Keys are canonical: a symlink's key would never be invalidated by edits of its target.
@@ -336,27 +409,24 @@ export const make = Effect.fnUntraced(function*(options: FileSystemSourcesOption
         return yield* invalid(relative, `not a canonical path (the file is ${canonical.path})`)
       }
       const bytes = yield* Effect.tryPromise({
-        try: async () => {
-          const handle = await fs.open(found.real, "r")
-          try {
-            const stat = await handle.stat()
-            if (stat.size > maxSourceBytes) return { tooLarge: stat.size } as const
-            const buffer = await handle.readFile()
-            if (buffer.byteLength > maxSourceBytes) return { tooLarge: buffer.byteLength } as const
-            return { buffer } as const
-          } finally {
-            await handle.close()
-          }
-        },
-        catch: (cause) =>
-          errorCode(cause) === "ENOENT"
-            ? new ModuleNotFoundError({ path: relative })
-            : new SourceReadError({ path: relative, message: messageOf(cause) })
+        try: () => openVerified(current, file, relative, maxSourceBytes),
+        catch: (cause) => {
+          const code = errorCode(cause)
+          if (code === "ENOENT" || code === "ENOTDIR") return new ModuleNotFoundError({ path: relative })
+          if (code === "ELOOP") return invalid(relative, "a symlink in the last component")
+          return new SourceReadError({ path: relative, message: describeError(cause) })
+        }
       })
-      if ("tooLarge" in bytes) {
-        return yield* new SourceTooLargeError({ path: relative, size: bytes.tooLarge, limit: maxSourceBytes })
+      switch (bytes._tag) {
+        case "TooLarge":
+          return yield* new SourceTooLargeError({ path: relative, size: bytes.size, limit: maxSourceBytes })
+        case "NotRegular":
+          return yield* invalid(relative, "not a regular file")
+        case "Moved":
+          return yield* invalid(relative, "the file changed while it was opened (it resolves outside the realm)")
+        case "Read":
+          return { path: relative, bytes: bytes.buffer, file: found.real }
       }
-      return { path: relative, bytes: bytes.buffer, file: found.real }
     })
 
   const read = (key: ModuleKey): Effect.Effect<ModuleSource, ReadError> =>
@@ -364,7 +434,6 @@ export const make = Effect.fnUntraced(function*(options: FileSystemSourcesOption
       if (key.realmUrl !== realmUrl) return yield* new ModuleNotFoundError({ path: key.path })
       const started = epoch
       const file = yield* readChecked(key.path)
-      known.add(file.path)
       // The read checked what resolving its canonical request path checks (a regular file of
       // the realm, at its real path, not excluded): remember that resolution, unless a change
       // overtook the read. A module preloaded at start then costs no file-system call at all.
@@ -376,7 +445,9 @@ export const make = Effect.fnUntraced(function*(options: FileSystemSourcesOption
         })
       }
       const content = Buffer.from(file.bytes.buffer, file.bytes.byteOffset, file.bytes.byteLength).toString("utf8")
-      return { key, content, hash: hashSource(content) }
+      const hash = hashSource(content)
+      known.set(file.path, hash)
+      return { key, content, hash }
     })
 
   const walk: Effect.Effect<ReadonlyArray<string>, SourceReadError> = Effect.gen(function*() {
@@ -436,7 +507,8 @@ export const make = Effect.fnUntraced(function*(options: FileSystemSourcesOption
     readRaw: (modulePath) => Effect.map(readChecked(modulePath), ({ bytes, path }): RawFile => ({ path, bytes })),
     walk,
     isIgnored,
-    knownPaths: () => Array.from(known),
+    knownPaths: () => Array.from(known.keys()),
+    knownHash: (canonicalPath) => known.get(canonicalPath),
     forget: (canonicalPath) => {
       known.delete(canonicalPath)
     }

@@ -40,6 +40,36 @@ export const make: Effect.Effect<TranspileStore["Service"]> = Effect.sync(() => 
     accessedAt: now
   })
 
+  /** The bytes a live row counts for against the cap: its body, or its encoded failure. */
+  const sizeOf = (content: WriteContent): number =>
+    content._tag === "Module"
+      ? Buffer.byteLength(content.module.body, "utf8")
+      : Buffer.byteLength(JSON.stringify(content.error), "utf8")
+
+  /** Tombstones each realm's least recently read live rows beyond `cap` bytes; returns how many. */
+  const evictOverCap = (cap: number, now: number): number => {
+    const byRealm = new Map<string, Array<Row>>()
+    for (const row of rows.values()) {
+      if (row.content === undefined) continue
+      const list = byRealm.get(row.key.realmUrl) ?? []
+      list.push(row)
+      byRealm.set(row.key.realmUrl, list)
+    }
+    let evicted = 0
+    for (const list of byRealm.values()) {
+      list.sort((a, b) => b.accessedAt - a.accessedAt || (a.key.path < b.key.path ? -1 : a.key.path > b.key.path ? 1 : 0))
+      let running = 0
+      for (const row of list) {
+        running += row.content === undefined ? 0 : sizeOf(row.content)
+        if (running > cap) {
+          rows.set(keyString(row.key), tombstoneRow(row.key, now))
+          evicted++
+        }
+      }
+    }
+    return evicted
+  }
+
   return TranspileStore.of({
     kind: "memory",
     read: (key) =>
@@ -80,7 +110,9 @@ export const make: Effect.Effect<TranspileStore["Service"]> = Effect.sync(() => 
       Effect.map(Clock.currentTimeMillis, (now) => {
         epochs.set(realmUrl, epochOf(realmUrl) + 1)
         for (const row of rows.values()) {
-          if (row.key.realmUrl === realmUrl) rows.set(keyString(row.key), tombstoneRow(row.key, now))
+          if (row.key.realmUrl === realmUrl && row.content !== undefined) {
+            rows.set(keyString(row.key), tombstoneRow(row.key, now))
+          }
         }
       }),
     prune: (options) =>
@@ -96,6 +128,8 @@ export const make: Effect.Effect<TranspileStore["Service"]> = Effect.sync(() => 
             removed++
           }
         }
+        const cap = options.maxBytesPerRealm
+        if (cap !== undefined) removed += evictOverCap(cap, now)
         return removed
       }),
     preload: (request) =>

@@ -30,18 +30,25 @@
  * | every transpile worker busy and the queue full (`retry-after: 1`) | 503 |
  * | the transpile ran past its time limit | 504 |
  *
- * Every response carries `access-control-allow-origin: *`; `OPTIONS` answers preflights.
+ * Module and file responses carry `access-control-allow-origin: *`; `OPTIONS` answers their
+ * preflights. Error bodies name realm-relative paths only, never a file-system path.
  *
- * **Admin routes**: `GET /_cache/health` (200 when the realm directory is readable, else
- * 503), `GET /_cache/stats` ({@link StatsBody}), `POST /_cache/invalidate?path=P` (one
- * module by its request path, canonicalised) or without `path` (the whole realm)
- * ({@link InvalidateBody}).
+ * **Admin routes** (`/_cache/*`) carry no CORS headers, and their preflights are refused (403):
+ * `GET /_cache/health` (200 when the realm directory is readable, else 503; no credential),
+ * `GET /_cache/stats` ({@link StatsBody}) and `POST /_cache/invalidate?path=P` (one module by
+ * its request path, canonicalised; a path that names no module of the realm writes nothing)
+ * or without `path` (the whole realm) ({@link InvalidateBody}). Stats and invalidate need
+ * `Authorization: Bearer <token>` of the {@link AdminToken} service (401 without it or with
+ * another token, 403 for a browser request carrying `Origin`, and every call refused when
+ * the service is absent). Stats needs it too: it names the realm URL, which by default is the
+ * realm's `file://` URL.
  *
- * **Watcher**: a recursive `fs.watch` of the realm invalidates the key of every file that
- * is created, changed, deleted or renamed (and every cached key below a directory that
- * is), batched over a few milliseconds. Dotfiles and the data directory are ignored. When
- * the watch is lost (the realm directory vanishes or is replaced) the whole realm is
- * invalidated, and again once the watch is back.
+ * **Watcher**: a watch of every directory of the realm ({@link RealmWatcher}) invalidates the
+ * key of every file that is created, changed, deleted or renamed (and every cached key below
+ * a directory that is), debounced: once the realm is quiet for 25 ms, or every 500 ms under
+ * constant churn. Dotfiles and the data directory are ignored. When the watch is lost (the
+ * realm directory vanishes or is replaced) it is re-opened, and the modules read so far are
+ * read again: only those whose content hash changed (or that are gone) are invalidated.
  *
  * **Preload**: before it listens, the server loads the realm's L2 rows into L1 (see
  * {@link preloader}), so that a restarted process answers from L1 at once.
@@ -64,22 +71,26 @@
  * @since 0.1.0
  */
 import { NodeHttpServer } from "@effect/platform-node"
-import { Duration, Effect, Exit, Layer, Queue, Schedule, Schema } from "effect"
+import { Config, Duration, Effect, Exit, Layer, Queue, type Redacted, Schedule, Schema } from "effect"
 import { HttpRouter, HttpServer, HttpServerError, HttpServerRequest, HttpServerResponse } from "effect/http"
-import { type FSWatcher, watch } from "node:fs"
+import { realpathSync } from "node:fs"
 import { stat } from "node:fs/promises"
 import { createServer } from "node:http"
 import * as path from "node:path"
 import { ConnectionStats } from "./DatabaseConnections.ts"
+import * as AdminToken from "./AdminToken.ts"
 import { type CachedModule, hashSource, javascriptContentType, moduleKey } from "./Domain.ts"
 import type { GetError, SourceReadError } from "./Errors.ts"
 import * as FileSystemSources from "./FileSystemSources.ts"
 import { RealmFiles } from "./FileSystemSources.ts"
+import * as ModuleCacheModule from "./ModuleCache.ts"
 import { ModuleCache, type ModuleCacheOptions } from "./ModuleCache.ts"
 import * as ModuleCacheLive from "./ModuleCacheLive.ts"
 import * as Preload from "./Preload.ts"
 import type { ModuleSources } from "./ModuleSources.ts"
 import * as ScopedCss from "./ScopedCss.ts"
+import * as Pruner from "./Pruner.ts"
+import * as RealmWatcher from "./RealmWatcher.ts"
 import type { Transpiler } from "./Transpiler.ts"
 
 // -----------------------------------------------------------------------------
@@ -134,7 +145,8 @@ export type InvalidateBody = typeof InvalidateBody.Type
 /** The body of `GET /_cache/health`. */
 export const HealthBody = Schema.Struct({
   status: Schema.Literals(["ok", "unavailable"]),
-  realmUrl: Schema.String,
+  /** Omitted when it is a `file:` URL (it would show a file-system path to anyone). */
+  realmUrl: Schema.optional(Schema.String),
   message: Schema.optional(Schema.String)
 })
 export type HealthBody = typeof HealthBody.Type
@@ -146,7 +158,10 @@ const InvalidateQuery = Schema.Struct({ path: Schema.optional(Schema.String) })
 // Headers
 // -----------------------------------------------------------------------------
 
-/** Headers of every response: CORS for any origin, and no content sniffing. */
+/** Headers of the admin routes: no CORS, no content sniffing. */
+const adminHeaders = { "x-content-type-options": "nosniff" } as const
+
+/** Headers of module and file responses: CORS for any origin, and no content sniffing. */
 const corsHeaders = {
   "access-control-allow-origin": "*",
   "access-control-expose-headers": "etag, x-module-cache",
@@ -221,6 +236,25 @@ export const ifNoneMatches = (header: string | undefined, etag: string): boolean
 const json = (status: number, body: unknown, extra: Record<string, string> = {}) =>
   HttpServerResponse.jsonUnsafe(body, { status, headers: { ...corsHeaders, "cache-control": "no-cache", ...extra } })
 
+/** A JSON answer of an admin route: no CORS headers. */
+const adminJson = (status: number, body: unknown, extra: Record<string, string> = {}) =>
+  HttpServerResponse.jsonUnsafe(body, { status, headers: { ...adminHeaders, "cache-control": "no-store", ...extra } })
+
+const isAdminPath = (urlPath: string): boolean => urlPath === "/_cache" || urlPath.startsWith("/_cache/")
+
+/**
+ * Replaces every occurrence of the given absolute directories in a text by `<realm>`, so
+ * that no answer shows a file-system path. With `systemError`, also any other quoted
+ * absolute path (`'/...'`, as Node's system errors quote them).
+ */
+export const scrubPaths = (text: string, directories: ReadonlyArray<string>, systemError = false): string => {
+  let result = text
+  for (const dir of [...directories].sort((a, b) => b.length - a.length)) {
+    if (dir.length > 1) result = result.split(dir).join("<realm>")
+  }
+  return systemError ? result.replace(/'\/[^']*'/g, "'<path>'") : result
+}
+
 /** The status of each failure of a module request. */
 export const statusOf = (error: GetError): number => {
   switch (error._tag) {
@@ -244,25 +278,53 @@ export const statusOf = (error: GetError): number => {
   }
 }
 
-/** The JSON error response of a failure. */
-export const errorResponse = (error: GetError): HttpServerResponse.HttpServerResponse => {
-  const base = { error: error._tag, message: error.message, path: error.path }
+/**
+ * The JSON error response of a failure. `hidden` lists absolute directories (the realm's)
+ * that must not appear in the answer: they are replaced by `<realm>`.
+ */
+export const errorResponse = (
+  error: GetError,
+  hidden: ReadonlyArray<string> = []
+): HttpServerResponse.HttpServerResponse =>
+  json(
+    statusOf(error),
+    errorBodyOf(error, hidden),
+    error._tag === "TranspileQueueFullError" ? { "retry-after": "1" } : undefined
+  )
+
+/** The body of a failure's error response, with the `hidden` directories replaced by `<realm>`. */
+export const errorBodyOf = (error: GetError, hidden: ReadonlyArray<string> = []): ErrorBody => {
+  // A transpile error's message is about the module's own text: only the realm's path is hidden there.
+  const systemError = error._tag === "SourceReadError" || error._tag === "InvalidPathError"
+  const base = {
+    error: error._tag,
+    message: scrubPaths(error.message, hidden, systemError),
+    path: scrubPaths(error.path, hidden, systemError)
+  }
   switch (error._tag) {
     case "InvalidPathError":
-      return json(statusOf(error), { ...base, reason: error.reason } satisfies ErrorBody)
+      return { ...base, reason: scrubPaths(error.reason, hidden, true) }
     case "TranspileError":
-      return json(statusOf(error), { ...base, line: error.line ?? null, column: error.column ?? null } satisfies ErrorBody)
+      return { ...base, line: error.line ?? null, column: error.column ?? null }
     case "SourceTooLargeError":
-      return json(statusOf(error), { ...base, size: error.size, limit: error.limit } satisfies ErrorBody)
+      return { ...base, size: error.size, limit: error.limit }
     case "ModuleNotFoundError":
     case "SourceReadError":
     case "TranspileMemoryLimitError":
     case "TranspileTimeoutError":
-      return json(statusOf(error), base satisfies ErrorBody)
-    case "TranspileWorkerCrashError":
-      return json(statusOf(error), { ...base, reason: error.reason } satisfies ErrorBody)
     case "TranspileQueueFullError":
-      return json(statusOf(error), base satisfies ErrorBody, { "retry-after": "1" })
+      return base
+    case "TranspileWorkerCrashError":
+      return { ...base, reason: error.reason }
+  }
+}
+
+/** The realm directory as given and as its real path: never shown in an answer. */
+const hiddenDirectories = (realmDir: string): ReadonlyArray<string> => {
+  try {
+    return [realmDir, realpathSync(realmDir)]
+  } catch {
+    return [realmDir]
   }
 }
 
@@ -302,6 +364,8 @@ export const routes: Layer.Layer<never, never, HttpRouter.HttpRouter | ModuleCac
   Effect.fnUntraced(function*(router) {
     const cache = yield* ModuleCache
     const files = yield* RealmFiles
+    const adminToken = yield* Effect.serviceOption(AdminToken.AdminToken)
+    const hidden = hiddenDirectories(files.realmDir)
 
     // An L1 hit returns the same module object each time: encode it and hash its ETag once.
     const encodings = new WeakMap<CachedModule, { readonly bytes: Uint8Array; readonly etag: string }>()
@@ -332,23 +396,45 @@ export const routes: Layer.Layer<never, never, HttpRouter.HttpRouter | ModuleCac
         const headers = { ...corsHeaders, etag, "cache-control": "no-cache", "x-module-cache": outcome }
         if (ifNoneMatches(ifNoneMatch, etag)) return HttpServerResponse.empty({ status: 304, headers })
         return HttpServerResponse.uint8Array(bytes, { headers, contentType: javascriptContentType })
-      }).pipe(Effect.catch((error) => Effect.succeed(errorResponse(error))))
+      }).pipe(Effect.catch((error) => Effect.succeed(errorResponse(error, hidden))))
 
     const health = Effect.gen(function*() {
       const exit = yield* Effect.exit(Effect.tryPromise(() => stat(files.realmDir)))
+      const shown = files.realmUrl.startsWith("file:") ? {} : { realmUrl: files.realmUrl }
       if (exit._tag === "Success" && exit.value.isDirectory()) {
-        return json(200, { status: "ok", realmUrl: files.realmUrl } satisfies HealthBody)
+        return adminJson(200, { status: "ok", ...shown } satisfies HealthBody)
       }
-      return json(503, {
+      return adminJson(503, {
         status: "unavailable",
-        realmUrl: files.realmUrl,
-        message: `realm directory ${files.realmDir} is not available`
+        ...shown,
+        message: "the realm directory is not available"
       } satisfies HealthBody)
     })
 
+    /** Runs an admin route only for a caller that presents the admin token (and is no browser page). */
+    const guarded = <E, R>(
+      handler: Effect.Effect<HttpServerResponse.HttpServerResponse, E, R>
+    ): Effect.Effect<HttpServerResponse.HttpServerResponse, E, R | HttpServerRequest.HttpServerRequest> =>
+      Effect.gen(function*() {
+        const request = yield* HttpServerRequest.HttpServerRequest
+        const refuse = (status: number, error: string, message: string) =>
+          adminJson(status, { error, message, path: pathOf(request.url) } satisfies ErrorBody, status === 401
+            ? { "www-authenticate": "Bearer" }
+            : {})
+        if (request.headers["origin"] !== undefined) {
+          return refuse(403, "Forbidden", "admin routes do not answer browser requests from other origins")
+        }
+        if (adminToken._tag === "None") return refuse(403, "Forbidden", "no admin token is configured")
+        const presented = AdminToken.bearerOf(request.headers["authorization"])
+        if (presented === undefined || !AdminToken.matches(adminToken.value.token, presented)) {
+          return refuse(401, "Unauthorized", "this route needs Authorization: Bearer <admin token>")
+        }
+        return yield* handler
+      })
+
     const stats = Effect.map(cache.stats, (counters) => {
       const body: StatsBody = { realmUrl: files.realmUrl, ...counters }
-      return json(200, body)
+      return adminJson(200, body)
     })
 
     /** The keys a request path names: its canonical path, or (when it is gone) its candidates, plus cached keys below it. */
@@ -358,16 +444,20 @@ export const routes: Layer.Layer<never, never, HttpRouter.HttpRouter | ModuleCac
         const lexical = yield* FileSystemSources.validatePath(encoded)
         const resolved = yield* Effect.exit(files.resolve(encoded))
         const keys = new Set<string>()
+        const known = files.knownPaths()
         if (resolved._tag === "Success") {
           keys.add(resolved.value.path)
-        } else if (FileSystemSources.isExecutable(lexical)) {
-          keys.add(lexical)
         } else {
-          for (const extension of FileSystemSources.executableExtensions) keys.add(lexical + extension)
+          // A path that names no file now: only keys this process has read (and may cache)
+          // are invalidated, so that invalidating made-up paths writes nothing.
+          const candidates = FileSystemSources.isExecutable(lexical)
+            ? [lexical]
+            : FileSystemSources.executableExtensions.map((extension) => lexical + extension)
+          for (const candidate of candidates) if (known.includes(candidate)) keys.add(candidate)
         }
         const prefix = lexical.replace(/\/?index\.html$/, "")
-        for (const known of files.knownPaths()) {
-          if (prefix !== "" && known.startsWith(`${prefix}/`)) keys.add(known)
+        for (const path of known) {
+          if (prefix !== "" && path.startsWith(`${prefix}/`)) keys.add(path)
         }
         return Array.from(keys).sort()
       })
@@ -375,21 +465,29 @@ export const routes: Layer.Layer<never, never, HttpRouter.HttpRouter | ModuleCac
     const invalidate = Effect.gen(function*() {
       const query = yield* Effect.exit(HttpRouter.schemaParams(InvalidateQuery))
       if (query._tag === "Failure") {
-        return json(400, { error: "BadRequest", message: "path must be given at most once", path: "" } satisfies ErrorBody)
+        return adminJson(400, { error: "BadRequest", message: "path must be given at most once", path: "" } satisfies ErrorBody)
       }
       const target = query.value.path
       if (target === undefined || target === "" || target === "/") {
         yield* cache.invalidateRealm(files.realmUrl)
-        return json(200, { invalidated: "realm", realmUrl: files.realmUrl, paths: [] } satisfies InvalidateBody)
+        return adminJson(200, { invalidated: "realm", realmUrl: files.realmUrl, paths: [] } satisfies InvalidateBody)
       }
       const keys = yield* keysOf(target)
       yield* Effect.forEach(keys, (key) => cache.invalidate(moduleKey(files.realmUrl, key)), { discard: true })
-      return json(200, { invalidated: "module", realmUrl: files.realmUrl, paths: keys } satisfies InvalidateBody)
-    }).pipe(Effect.catch((error) => Effect.succeed(errorResponse(error))))
+      return adminJson(200, { invalidated: "module", realmUrl: files.realmUrl, paths: keys } satisfies InvalidateBody)
+    }).pipe(Effect.catch((error) => Effect.succeed(adminJson(statusOf(error), errorBodyOf(error, hidden)))))
+
+    const refusePreflight = (request: HttpServerRequest.HttpServerRequest) =>
+      Effect.succeed(adminJson(403, {
+        error: "Forbidden",
+        message: "admin routes answer no cross-origin requests",
+        path: pathOf(request.url)
+      } satisfies ErrorBody))
 
     yield* router.add("GET", "/_cache/health", health)
-    yield* router.add("GET", "/_cache/stats", stats)
-    yield* router.add("POST", "/_cache/invalidate", invalidate)
+    yield* router.add("GET", "/_cache/stats", guarded(stats))
+    yield* router.add("POST", "/_cache/invalidate", guarded(invalidate))
+    yield* router.add("OPTIONS", "/_cache/*", refusePreflight)
     yield* router.add("OPTIONS", "/*", (request) => Effect.succeed(preflight(request)))
     yield* router.add("OPTIONS", "/", (request) => Effect.succeed(preflight(request)))
     yield* router.add("GET", "/*", serveFile)
@@ -400,8 +498,8 @@ export const routes: Layer.Layer<never, never, HttpRouter.HttpRouter | ModuleCac
 /**
  * Middleware for a server that serves only the realm: a request the router cannot match
  * (its URL does not even decode, or its method is not served) gets a JSON error with the
- * CORS headers: 400 when the path is invalid, else 404 (405 for a known path and another
- * method is not distinguished).
+ * CORS headers (none below `/_cache/`): 400 when the path is invalid, else 404 (405 for a
+ * known path and another method is not distinguished).
  */
 export const notFoundMiddleware = <E, R>(
   app: Effect.Effect<HttpServerResponse.HttpServerResponse, E | HttpServerError.HttpServerError, R>
@@ -419,7 +517,8 @@ export const notFoundMiddleware = <E, R>(
           const error = Exit.findErrorOption(checked)
           if (error._tag === "Some") return errorResponse(error.value)
         }
-        return json(404, { error: "RouteNotFound", message: `no route for ${request.method} ${urlPath}`, path: urlPath } satisfies ErrorBody)
+        const body = { error: "RouteNotFound", message: `no route for ${request.method} ${urlPath}`, path: urlPath } satisfies ErrorBody
+        return isAdminPath(urlPath) ? adminJson(404, body) : json(404, body)
       })
   )
 
@@ -432,8 +531,11 @@ type WatchEvent =
   | { readonly _tag: "Changed"; readonly path: string }
   | { readonly _tag: "Unknown" }
 
-/** How long the watcher gathers events before it invalidates (atomic saves come as several events). */
+/** How long the realm must be quiet before the watcher invalidates (atomic saves come as several events). */
 const batchWindow = Duration.millis(25)
+
+/** The longest the watcher gathers events under constant churn before it invalidates. */
+const maxBatchWait = Duration.millis(500)
 
 /** How often the watcher checks that its watch is alive, and re-opens a lost one. */
 const superviseInterval = Duration.millis(500)
@@ -447,7 +549,7 @@ export const watcher: Layer.Layer<never, never, ModuleCache | RealmFiles> = Laye
   const files = yield* RealmFiles
   const events = yield* Queue.unbounded<WatchEvent>()
 
-  let current: { readonly watcher: FSWatcher; readonly ino: number } | undefined
+  let current: { readonly watcher: RealmWatcher.TreeWatch; readonly ino: number } | undefined
   let lost = false
 
   const close = () => {
@@ -464,23 +566,24 @@ export const watcher: Layer.Layer<never, never, ModuleCache | RealmFiles> = Laye
 
   const open = Effect.tryPromise(async () => {
     const info = await stat(files.realmDir)
+    let handle: RealmWatcher.TreeWatch | undefined
+    // An event about the realm directory itself (moved or deleted): the watch is re-opened.
     const giveUp = () => {
-      if (current?.watcher !== handle) return
+      if (handle === undefined || current?.watcher !== handle) return
       close()
       lost = true
       Queue.offerUnsafe(events, { _tag: "Unknown" })
     }
-    const handle = watch(files.realmDir, { recursive: true }, (_event, filename) => {
-      // An event without a file name is about the realm directory itself (moved or deleted):
-      // Node's recursive watcher delivers nothing more after it, so the watch is re-opened.
-      if (typeof filename !== "string" || filename === "") giveUp()
-      else if (!files.isIgnored(filename.split(path.sep).join("/"))) {
-        // (The embedded store's own writes land in the ignored data directory.)
+    handle = await RealmWatcher.watchTree({
+      root: files.realmDir,
+      // (The embedded store's own writes land in the ignored data directory.)
+      isIgnored: files.isIgnored,
+      onChange: (relative) => {
         files.changed()
-        Queue.offerUnsafe(events, { _tag: "Changed", path: filename })
-      }
+        Queue.offerUnsafe(events, { _tag: "Changed", path: relative })
+      },
+      onLost: giveUp
     })
-    handle.on("error", giveUp)
     current = { watcher: handle, ino: info.ino }
     files.watched(true)
   })
@@ -514,10 +617,30 @@ export const watcher: Layer.Layer<never, never, ModuleCache | RealmFiles> = Laye
     return Array.from(keys)
   }
 
+  /**
+   * After a lost watch: re-reads every module this process has read, and invalidates only
+   * those whose content hash changed (or that are gone). Never a realm-wide wipe.
+   */
+  const rescan = Effect.gen(function*() {
+    let invalidated = 0
+    yield* Effect.forEach(files.knownPaths(), (known) =>
+      Effect.gen(function*() {
+        const before = files.knownHash(known)
+        const key = moduleKey(files.realmUrl, known)
+        const now = yield* Effect.exit(files.read(key))
+        const gone = now._tag === "Failure"
+        if (!gone && now.value.hash === before) return
+        invalidated++
+        yield* cache.invalidate(key)
+        if (gone) files.forget(known)
+      }), { discard: true, concurrency: 8 })
+    yield* Effect.logInfo(`module-transpile-cache: rescanned the realm; ${invalidated} module(s) changed`)
+  })
+
   const apply = (batch: ReadonlyArray<WatchEvent>) =>
     Effect.gen(function*() {
       if (batch.some((event) => event._tag === "Unknown")) {
-        yield* cache.invalidateRealm(files.realmUrl)
+        yield* rescan
         return
       }
       const keys = new Set<string>()
@@ -539,10 +662,22 @@ export const watcher: Layer.Layer<never, never, ModuleCache | RealmFiles> = Laye
   }
   yield* supervise.pipe(Effect.repeat(Schedule.spaced(superviseInterval)), Effect.forkScoped)
   yield* Effect.gen(function*() {
-    const head = yield* Queue.takeAll(events)
-    yield* Effect.sleep(batchWindow)
-    const rest = yield* Queue.clear(events)
-    yield* apply([...head, ...rest])
+    // Debounced: gathers events until the realm is quiet for a batch window, or for at most
+    // maxBatchWait under constant churn.
+    // Keeps only what apply needs: each changed path once, and one Unknown (under "").
+    const batch = new Map<string, WatchEvent>()
+    const add = (gathered: Iterable<WatchEvent>) => {
+      for (const event of gathered) batch.set(event._tag === "Changed" ? event.path : "", event)
+    }
+    add(yield* Queue.takeAll(events))
+    const started = Date.now()
+    for (;;) {
+      yield* Effect.sleep(batchWindow)
+      const rest = yield* Queue.clear(events)
+      add(rest)
+      if (rest.length === 0 || Date.now() - started >= Duration.toMillis(maxBatchWait)) break
+    }
+    yield* apply(Array.from(batch.values()))
   }).pipe(
     Effect.catchCause((cause) => Effect.logWarning("module-transpile-cache: watcher batch failed", cause)),
     Effect.forever,
@@ -583,6 +718,8 @@ export interface RealmOptions {
   /** Directories never served, besides dot directories (e.g. a data directory without a dot). */
   readonly excluded?: ReadonlyArray<string> | undefined
   readonly cache?: ModuleCacheOptions | undefined
+  /** Prune L2 on a schedule while the layer lives (see {@link Pruner}); off when absent. */
+  readonly prune?: Partial<Pruner.PrunerOptions> | undefined
 }
 
 /** The options of {@link layer}. */
@@ -595,6 +732,75 @@ export interface ServeOptions extends RealmOptions {
   readonly watch?: boolean | undefined
   /** How long shutdown waits for in-flight requests (default 10 s). */
   readonly gracefulShutdownTimeout?: Duration.Input | undefined
+  /**
+   * The admin token (see {@link AdminToken}). Without one, the guarded admin routes refuse
+   * every call.
+   */
+  readonly adminToken?: Redacted.Redacted<string> | undefined
+  /** Write the token to the token file of the port it listens on, for the CLI (default false). */
+  readonly writeTokenFile?: boolean | undefined
+  /** Connection limits; see {@link ConnectionLimits} for the defaults. */
+  readonly limits?: Partial<ConnectionLimits> | undefined
+}
+
+/** The HTTP server's timeouts and connection cap. */
+export interface ConnectionLimits {
+  /** Time to receive a request's headers, from the connection's start (idle or slow clients). Default 10 s. */
+  readonly headersTimeoutMillis: number
+  /** Time to receive a whole request. Default 30 s. */
+  readonly requestTimeoutMillis: number
+  /** How long an idle keep-alive connection stays open. Default 5 s. */
+  readonly keepAliveTimeoutMillis: number
+  /** Most open connections; further ones are closed at once. Default 1024. */
+  readonly maxConnections: number
+}
+
+/** The defaults of {@link ConnectionLimits}. */
+export const defaultLimits: ConnectionLimits = {
+  headersTimeoutMillis: 10_000,
+  requestTimeoutMillis: 30_000,
+  keepAliveTimeoutMillis: 5_000,
+  maxConnections: 1024
+}
+
+/** The limits from `MTC_HEADERS_TIMEOUT`, `MTC_REQUEST_TIMEOUT`, `MTC_KEEP_ALIVE_TIMEOUT` and `MTC_MAX_CONNECTIONS`. */
+export const limitsConfig: Config.Config<ConnectionLimits> = Config.all({
+  headersTimeoutMillis: Config.withDefault(
+    Config.map(Config.Duration("MTC_HEADERS_TIMEOUT"), Duration.toMillis),
+    defaultLimits.headersTimeoutMillis
+  ),
+  requestTimeoutMillis: Config.withDefault(
+    Config.map(Config.Duration("MTC_REQUEST_TIMEOUT"), Duration.toMillis),
+    defaultLimits.requestTimeoutMillis
+  ),
+  keepAliveTimeoutMillis: Config.withDefault(
+    Config.map(Config.Duration("MTC_KEEP_ALIVE_TIMEOUT"), Duration.toMillis),
+    defaultLimits.keepAliveTimeoutMillis
+  ),
+  maxConnections: Config.withDefault(Config.Int("MTC_MAX_CONNECTIONS"), defaultLimits.maxConnections)
+})
+
+/** Node's HTTP server under the given limits. */
+const makeNodeServer = (limits: ConnectionLimits) => {
+  const requestTimeout = Math.max(limits.requestTimeoutMillis, limits.headersTimeoutMillis)
+  const server = createServer({
+    keepAliveTimeout: limits.keepAliveTimeoutMillis,
+    headersTimeout: limits.headersTimeoutMillis,
+    requestTimeout,
+    // How often Node checks the two timeouts above (its default, 30 s, would let a slow client stay that much longer).
+    connectionsCheckingInterval: Math.max(100, Math.min(1000, Math.floor(limits.headersTimeoutMillis / 4)))
+  })
+  server.maxConnections = limits.maxConnections
+  // Node applies the headers timeout only once a request's first bytes arrived: a connection
+  // that sends nothing at all is closed here, after the same time.
+  server.on("connection", (socket) => {
+    const timer = setTimeout(() => {
+      if (socket.bytesRead === 0) socket.destroy()
+    }, limits.headersTimeoutMillis)
+    timer.unref()
+    socket.once("close", () => clearTimeout(timer))
+  })
+  return server
 }
 
 /** Why {@link layerServices} fails: the store's {@link ModuleCacheLive.LayerError}, or the realm directory cannot be read. */
@@ -604,7 +810,11 @@ export type RealmLayerError = ModuleCacheLive.LayerError | SourceReadError
 export const layerServices = (
   options: RealmOptions
 ): Layer.Layer<ModuleCache | RealmFiles | ModuleSources, RealmLayerError, Transpiler> =>
-  ModuleCacheLive.layer(options.store, options.cache ?? {}).pipe(
+  (options.prune === undefined
+    ? ModuleCacheLive.layer(options.store, options.cache ?? {})
+    : Layer.merge(ModuleCacheModule.layer(options.cache ?? {}), Pruner.layer(options.prune)).pipe(
+      Layer.provide(ModuleCacheLive.services(options.store))
+    )).pipe(
     Layer.provideMerge(FileSystemSources.layer({
       realmDir: options.realmDir,
       realmUrl: options.realmUrl,
@@ -613,8 +823,11 @@ export const layerServices = (
     }))
   )
 
-/** Why {@link layer} fails: {@link RealmLayerError}, or the HTTP server cannot listen (`ServeError`). */
-export type ServeLayerError = RealmLayerError | HttpServerError.ServeError
+/**
+ * Why {@link layer} fails: {@link RealmLayerError}, the HTTP server cannot listen (`ServeError`),
+ * or the admin token file cannot be written (`AdminTokenError`).
+ */
+export type ServeLayerError = RealmLayerError | HttpServerError.ServeError | AdminToken.AdminTokenError
 
 /**
  * Serves a realm on Node's HTTP server: {@link routes} and {@link watcher} over
@@ -623,13 +836,19 @@ export type ServeLayerError = RealmLayerError | HttpServerError.ServeError
  * then closes the cache and its store.
  */
 export const layer = (options: ServeOptions): Layer.Layer<never, ServeLayerError, Transpiler> => {
-  const node = NodeHttpServer.layer(() => createServer({ keepAliveTimeout: 5_000 }), {
+  const limits = { ...defaultLimits, ...options.limits }
+  const node = NodeHttpServer.layer(() => makeNodeServer(limits), {
     port: options.port ?? 4201,
     host: options.host ?? "127.0.0.1",
     gracefulShutdownTimeout: options.gracefulShutdownTimeout ?? Duration.seconds(10)
   })
   const listenLog = Layer.effectDiscard(Effect.gen(function*() {
     const files = yield* RealmFiles
+    const server = yield* HttpServer.HttpServer
+    if (options.writeTokenFile === true && options.adminToken !== undefined && server.address._tag !== "UnixPathAddress") {
+      // Before the listening line: whoever waits for it finds the file.
+      yield* AdminToken.writeTokenFile(AdminToken.tokenFileOf(server.address.port), options.adminToken)
+    }
     yield* HttpServer.addressFormattedWith((url) =>
       Effect.logInfo(`module-transpile-cache listening on ${url}/ (realm ${files.realmUrl}, store ${options.store._tag})`)
     )
@@ -641,7 +860,10 @@ export const layer = (options: ServeOptions): Layer.Layer<never, ServeLayerError
       HttpRouter.serve(Layer.merge(routes, HttpRouter.middleware(notFoundMiddleware, { global: true })), {
         disableListenLog: true,
         disableLogger: true
-      }).pipe(Layer.provideMerge(node))
+      }).pipe(
+        Layer.provideMerge(node),
+        Layer.provide(options.adminToken === undefined ? Layer.empty : AdminToken.layer(options.adminToken))
+      )
     )
   )
   // The watcher, then the preload, then the server: an edit during the preload is seen, and

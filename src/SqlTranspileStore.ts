@@ -19,10 +19,17 @@
  *   (a row lock `FOR SHARE` on the realm row would let a stream of writers starve the wipe).
  * - **tombstone**: `body NULL, generation + 1` (a row of generation 1 when there was none);
  *   never a DELETE, which would let a slow writer resurrect stale bytes.
- * - **wipeRealm**: in one transaction, bumps the realm epoch, then tombstones the realm's rows.
+ * - **wipeRealm**: in one transaction, bumps the realm epoch, then tombstones the realm's live
+ *   rows (through a partial index of them: the realm's old tombstones cost nothing, and need
+ *   no bump, since the new epoch already defeats every earlier capture).
  * - **prune**: deletes tombstones and recorded failures made more than
  *   `tombstonesOlderThanMillis` ago, and rows not read for `unreadForMillis`. Choose both far
  *   longer than any transpile: a slow writer whose tombstone was pruned could write again.
+ *   Then, with `maxBytesPerRealm`, tombstones each realm's least recently read live rows
+ *   beyond that many bytes (`accessed_at` is refreshed at most once per `touchAfterMillis`,
+ *   so "least recently read" is as fine as that). On PGlite it then runs `VACUUM` and
+ *   `CHECKPOINT`: the embedded database has no background checkpointer or autovacuum, and
+ *   without them its write-ahead log and table grow with every write.
  *
  * `created_at` is when a row's current content (module, failure or tombstone) was made.
  *
@@ -38,6 +45,7 @@ import { hash64, type ModuleKey, moduleKey } from "./Domain.ts"
 import { SourceTooLargeError, StoreError, TranspileError } from "./Errors.ts"
 import { isRefusal, refusalSchedule } from "./internal/refusal.ts"
 import * as Migrations from "./Migrations.ts"
+import * as PgConnectError from "./PgConnectError.ts"
 import * as PgliteClient from "./PgliteClient.ts"
 import {
   absent,
@@ -45,6 +53,7 @@ import {
   emptyCapture,
   type PreloadedRow,
   type PreloadRequest,
+  type PruneOptions,
   type StoredRow,
   TranspileStore,
   type WriteRequest
@@ -116,8 +125,8 @@ export const realmLockId = (realmUrl: string): number =>
 
 const toStoreError = (operation: string) => (error: SqlError | Schema.SchemaError): StoreError =>
   isRefusal(error)
-    ? new StoreError({ operation, message: error.message, refused: true })
-    : new StoreError({ operation, message: error.message })
+    ? new StoreError({ operation, message: PgConnectError.messageWithCause(error), refused: true })
+    : new StoreError({ operation, message: PgConnectError.messageWithCause(error) })
 
 const jsonText = (value: unknown): string => JSON.stringify(value)
 
@@ -280,18 +289,44 @@ export const make = (
               body = NULL, headers = NULL, dependency_keys = NULL, failure = NULL,
               fingerprint = NULL, source_hash = NULL,
               generation = generation + 1, created_at = now(), accessed_at = now()
-            WHERE realm_url = ${realmUrl}
+            WHERE realm_url = ${realmUrl} AND (body IS NOT NULL OR failure IS NOT NULL)
           `
         }))
       },
       Effect.mapError(toStoreError("wipeRealm"))
     )
 
+    /**
+     * Tombstones each realm's least recently read live rows beyond `cap` bytes. A tombstone,
+     * never a DELETE: a writer that captured an evicted row is still rejected.
+     */
+    const evictOverCap = (cap: number) =>
+      sql`
+        WITH sized AS (
+          SELECT realm_url, canonical_path,
+                 sum(COALESCE(octet_length(body), 0) + COALESCE(octet_length(failure::text), 0)) OVER (
+                   PARTITION BY realm_url ORDER BY accessed_at DESC, canonical_path
+                 ) AS running
+          FROM module_transpile_cache
+          WHERE body IS NOT NULL OR failure IS NOT NULL
+        ), evicted AS (
+          UPDATE module_transpile_cache AS c SET
+            body = NULL, headers = NULL, dependency_keys = NULL, failure = NULL,
+            fingerprint = NULL, source_hash = NULL,
+            generation = c.generation + 1, created_at = now(), accessed_at = now()
+          FROM sized AS s
+          WHERE c.realm_url = s.realm_url AND c.canonical_path = s.canonical_path AND s.running > ${cap}
+          RETURNING 1
+        )
+        SELECT count(*) AS removed FROM evicted
+      `.pipe(Effect.flatMap(decodeCountRows), Effect.map((rows) => rows[0]?.removed ?? 0))
+
     const prune = Effect.fn("TranspileStore.prune")(
-      function*(pruneOptions: { readonly tombstonesOlderThanMillis: number; readonly unreadForMillis: number }) {
+      function*(pruneOptions: PruneOptions) {
         yield* annotate("prune", {
           "mtc.prune.tombstones_older_than_ms": pruneOptions.tombstonesOlderThanMillis,
-          "mtc.prune.unread_for_ms": pruneOptions.unreadForMillis
+          "mtc.prune.unread_for_ms": pruneOptions.unreadForMillis,
+          "mtc.prune.max_bytes_per_realm": pruneOptions.maxBytesPerRealm ?? -1
         })
         const rows = yield* sql`
           WITH removed AS (
@@ -304,8 +339,14 @@ export const make = (
           SELECT count(*) AS removed FROM removed
         `.pipe(Effect.flatMap(decodeCountRows))
         const removed = rows[0]?.removed ?? 0
-        yield* Effect.annotateCurrentSpan("mtc.prune.removed", removed)
-        return removed
+        const cap = pruneOptions.maxBytesPerRealm
+        const evicted = cap === undefined ? 0 : yield* evictOverCap(cap)
+        if (kind === "pglite") {
+          yield* sql`VACUUM module_transpile_cache`
+          yield* sql`CHECKPOINT`
+        }
+        yield* Effect.annotateCurrentSpan({ "mtc.prune.removed": removed, "mtc.prune.evicted": evicted })
+        return removed + evicted
       },
       Effect.mapError(toStoreError("prune"))
     )
@@ -392,8 +433,8 @@ const migrateAndMake = (
     Effect.retry({ schedule: refusalSchedule(startupRefusalBound), while: isRefusal }),
     Effect.mapError((error) =>
       isRefusal(error)
-        ? new StoreError({ operation: "migrate", message: error.message, refused: true })
-        : new StoreError({ operation: "migrate", message: error.message })
+        ? new StoreError({ operation: "migrate", message: PgConnectError.messageWithCause(error), refused: true })
+        : new StoreError({ operation: "migrate", message: PgConnectError.messageWithCause(error) })
     ),
     Effect.andThen(make(options))
   )

@@ -60,6 +60,12 @@ export interface PruneOptions {
   readonly tombstonesOlderThanMillis: number
   /** Rows not read for this many milliseconds. */
   readonly unreadForMillis: number
+  /**
+   * A cap on the bytes of each realm's live rows (bodies and recorded failures). Over it,
+   * the least recently read rows are tombstoned (never deleted, so OCC still holds) until
+   * the realm fits; the tombstones go with a later prune. No cap when absent.
+   */
+  readonly maxBytesPerRealm?: number | undefined
 }
 
 /** What {@link TranspileStore} `preload` reads. */
@@ -100,7 +106,11 @@ export class TranspileStore extends Context.Service<TranspileStore, {
   readonly tombstone: (key: ModuleKey) => Effect.Effect<number, StoreError>
   /** Wipes a realm: tombstones its rows and bumps its epoch, so that every earlier capture fails to write. */
   readonly wipeRealm: (realmUrl: string) => Effect.Effect<void, StoreError>
-  /** Removes old tombstones and rows not read for a while. Returns the number of rows removed. */
+  /**
+   * Removes old tombstones and rows not read for a while, then applies the byte cap.
+   * Returns the number of rows removed or evicted. The embedded store also checkpoints, so
+   * its write-ahead log stays bounded.
+   */
   readonly prune: (options: PruneOptions) => Effect.Effect<number, StoreError>
   /**
    * The realm's live module rows of one fingerprint, most recently read first, up to

@@ -9,6 +9,7 @@
  */
 import "./internal/requireNode.ts"
 
+export * as AdminToken from "./AdminToken.ts"
 export * as BabelTranspiler from "./BabelTranspiler.ts"
 export * as Coordinator from "./Coordinator.ts"
 export * as DatabaseConnections from "./DatabaseConnections.ts"
@@ -23,6 +24,7 @@ export * as PgFleet from "./PgFleet.ts"
 export * as PgliteClient from "./PgliteClient.ts"
 export * as PgSession from "./PgSession.ts"
 export * as Preload from "./Preload.ts"
+export * as Pruner from "./Pruner.ts"
 export * as RealmServer from "./RealmServer.ts"
 export * as SqlTranspileStore from "./SqlTranspileStore.ts"
 export * as Tracing from "./Tracing.ts"

@@ -2,7 +2,7 @@
  * The command line as a real process: `warm`, and `stats` / `invalidate` against a
  * running server.
  */
-import { writeFileSync } from "node:fs"
+import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs"
 import * as path from "node:path"
 import { afterAll, describe, expect, it } from "vitest"
 import { jsonOf, makeRealm, removeRealms, request, runCli, startServer, stopAll } from "./support/server.ts"
@@ -66,33 +66,51 @@ describe("warm", () => {
 })
 
 describe("stats and invalidate", () => {
-  it("call a running server's admin routes and print their JSON", async () => {
+  it("call a running server's admin routes with the token it generated, and print their JSON", async () => {
     const realm = makeRealm({ "a.ts": "export const a = 1\n", "lib/b.ts": "export const b = 2\n" })
-    const server = await startServer({ realmDir: realm, store: "memory" })
+    // No MTC_ADMIN_TOKEN: serve generates a token and leaves it in a 0600 file of the state directory.
+    // (Six CLI processes: a longer timeout than the default on two loaded cores.)
+    const stateDir = makeRealm({}, "mtc-state-")
+    const env = { MTC_ADMIN_TOKEN: "", MTC_STATE_DIR: stateDir }
+    const server = await startServer({ realmDir: realm, store: "memory", env })
+    const tokenFile = path.join(stateDir, `admin-token-${server.port}`)
+    expect(statSync(tokenFile).mode & 0o777).toBe(0o600)
+    const token = readFileSync(tokenFile, "utf8")
+    expect(token).toMatch(/^[0-9a-f]{64}$/)
+    expect(server.output()).not.toContain(token)
     await request(server.url, "/a.ts")
     await request(server.url, "/lib/b")
+    // The test token of the other servers is not this one.
+    expect((await request(server.url, "/_cache/stats")).status).toBe(401)
 
-    const stats = await runCli(["stats", "--url", server.url])
+    const noToken = await runCli(["stats", "--url", server.url], { env: { MTC_ADMIN_TOKEN: "", MTC_STATE_DIR: makeRealm({}) } })
+    expect(noToken.code).toBe(1)
+    expect(noToken.stdout + noToken.stderr).toContain("401")
+
+    const run = (args: ReadonlyArray<string>) => runCli(args, { env })
+    const stats = await run(["stats", "--url", server.url])
     expect(stats.code, stats.stderr).toBe(0)
     const counters: unknown = JSON.parse(stats.stdout)
     expect(counters).toMatchObject({ transpiles: 2, store: "memory" })
 
-    const one = await runCli(["invalidate", "lib/b", "--url", server.url])
+    const one = await run(["invalidate", "lib/b", "--url", server.url])
     expect(one.code, one.stderr).toBe(0)
     expect(JSON.parse(one.stdout)).toMatchObject({ invalidated: "module", paths: ["lib/b.ts"] })
     expect((await request(server.url, "/lib/b")).headers["x-module-cache"]).toBe("transpiled")
     expect((await request(server.url, "/a.ts")).headers["x-module-cache"]).toBe("l1")
 
-    const all = await runCli(["invalidate", "--url", `${server.url}/`])
+    const all = await run(["invalidate", "--url", `${server.url}/`])
     expect(all.code, all.stderr).toBe(0)
     expect(JSON.parse(all.stdout)).toMatchObject({ invalidated: "realm", paths: [] })
     expect((await request(server.url, "/a.ts")).headers["x-module-cache"]).toBe("transpiled")
 
-    const bad = await runCli(["invalidate", "../outside", "--url", server.url])
+    const bad = await run(["invalidate", "../outside", "--url", server.url])
     expect(bad.code).toBe(1)
     expect(bad.stdout + bad.stderr).toContain("400")
-    await server.stop()
-  })
+    expect(await server.stop()).toBe(0)
+    // Removed when the server stops.
+    expect(existsSync(tokenFile)).toBe(false)
+  }, 120_000)
 
   it("exit 1 with a message when no server answers", async () => {
     const result = await runCli(["stats", "--url", "http://127.0.0.1:1"])

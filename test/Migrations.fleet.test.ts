@@ -55,7 +55,11 @@ const appliedOf = (result: ChildResult): ReadonlyArray<readonly [number, string]
   return parsed.applied
 }
 
-const allMigrations = [[1, "create_module_transpile_cache"], [2, "create_module_transpile_cache_realm"]]
+const allMigrations = [
+  [1, "create_module_transpile_cache"],
+  [2, "create_module_transpile_cache_realm"],
+  [3, "index_live_rows_by_realm"]
+]
 
 describe("migrations started by a fleet at once", () => {
   // Made at collection: an unreachable Postgres fails this file, never skips it.
@@ -88,13 +92,14 @@ describe("migrations started by a fleet at once", () => {
       "module_transpile_cache_realm:p"
     ])
     expect(psql("SELECT migration_id || ':' || name FROM module_transpile_cache_migrations ORDER BY 1", url))
-      .toBe("1:create_module_transpile_cache\n2:create_module_transpile_cache_realm")
+      .toBe("1:create_module_transpile_cache\n2:create_module_transpile_cache_realm\n3:index_live_rows_by_realm")
     expect(psql(
       `SELECT indexname FROM pg_indexes WHERE tablename = 'module_transpile_cache' ORDER BY indexname`,
       url
     ).split("\n")).toEqual([
       "module_transpile_cache_accessed_at_idx",
       "module_transpile_cache_dead_created_at_idx",
+      "module_transpile_cache_live_realm_idx",
       "module_transpile_cache_pkey"
     ])
   })

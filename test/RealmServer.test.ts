@@ -248,7 +248,7 @@ describe("realm server (memory store)", () => {
     expect(link.headers.etag).toBe(target.headers.etag)
   })
 
-  it("CORS: every response allows any origin; OPTIONS answers preflights", async () => {
+  it("CORS: every module and file response allows any origin; OPTIONS answers preflights; /_cache/* has no CORS", async () => {
     const preflight = await request(server.url, "/mod.ts", {
       method: "OPTIONS",
       headers: {
@@ -261,8 +261,11 @@ describe("realm server (memory store)", () => {
     expect(preflight.headers["access-control-allow-origin"]).toBe("*")
     expect(preflight.headers["access-control-allow-methods"]).toContain("GET")
     expect(preflight.headers["access-control-allow-headers"]).toContain("if-none-match")
-    for (const p of ["/mod.ts", "/missing.ts", "/broken.ts", "/page.html", "/_cache/stats"]) {
+    for (const p of ["/mod.ts", "/missing.ts", "/broken.ts", "/page.html"]) {
       expect((await request(server.url, p)).headers["access-control-allow-origin"], p).toBe("*")
+    }
+    for (const p of ["/_cache/stats", "/_cache/health"]) {
+      expect((await request(server.url, p)).headers["access-control-allow-origin"], p).toBeUndefined()
     }
   })
 

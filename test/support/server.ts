@@ -21,6 +21,16 @@ export const binPath = path.join(root, "src", "bin.ts")
 
 const children = new Set<ChildProcess>()
 
+/**
+ * The admin token every server started here gets (as `MTC_ADMIN_TOKEN`) unless its `env`
+ * sets another (an empty one makes the server generate its own). {@link request} sends it
+ * to `/_cache/*` unless told otherwise.
+ */
+export const testAdminToken = "test-admin-token-0123456789abcdef"
+
+/** The `Authorization` header carrying {@link testAdminToken}. */
+export const adminAuthorization = `Bearer ${testAdminToken}`
+
 const killAllSync = () => {
   for (const child of children) {
     if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL")
@@ -112,7 +122,7 @@ const listening = /listening on (http:\/\/[^\s/]+)\//
 /** Starts `serve <realmDir> --port 0 --store <store>` and waits until `/_cache/health` answers 200. */
 export const startServer = async (options: StartOptions): Promise<ServerProcess> => {
   const args = ["serve", options.realmDir, "--port", "0", "--store", options.store ?? "memory", ...(options.args ?? [])]
-  const { child, output } = spawnCli(args, options.env)
+  const { child, output } = spawnCli(args, { MTC_ADMIN_TOKEN: testAdminToken, ...options.env })
   const deadline = Date.now() + (options.timeoutMs ?? 60_000)
   let url: string | undefined
   while (url === undefined) {
@@ -208,20 +218,30 @@ export interface RawResponse {
 
 /**
  * Sends one request with the path exactly as given (no URL normalisation, unlike fetch).
+ * A request to `/_cache/*` carries {@link adminAuthorization} unless its headers name an
+ * `authorization` of their own, or `admin` is false.
  */
 export const request = (
   base: string,
   rawPath: string,
-  options: { readonly method?: string; readonly headers?: Record<string, string> } = {}
+  options: {
+    readonly method?: string
+    readonly headers?: Record<string, string>
+    readonly admin?: boolean
+  } = {}
 ): Promise<RawResponse> =>
   new Promise((resolve, reject) => {
     const target = new URL(base)
+    const headers = options.admin !== false && rawPath.startsWith("/_cache/") &&
+        !Object.keys(options.headers ?? {}).some((name) => name.toLowerCase() === "authorization")
+      ? { authorization: adminAuthorization, ...options.headers }
+      : options.headers
     const req = http.request({
       host: target.hostname,
       port: target.port,
       method: options.method ?? "GET",
       path: rawPath,
-      headers: options.headers,
+      headers,
       agent: false
     }, (res) => {
       const chunks: Array<Buffer> = []

@@ -324,6 +324,60 @@ export const storeSuite = <R>(it: Vitest.MethodsNonLive<R>, backend: StoreBacken
       }
     }))
 
+  it.effect("prune racing a writer: a young tombstone survives and rejects the stale write; a pruned one lets a fresh capture write", () =>
+    Effect.gen(function*() {
+      const store = yield* backend.makeStore
+      const realm = realmOf()
+      const key = moduleKey(realm, "raced.gts")
+      const zero = { generation: 0, realmEpoch: 0 }
+      const prune = () => store.prune({ tombstonesOlderThanMillis: hour, unreadForMillis: 24 * hour })
+      yield* write(store, key, zero, moduleContent("v1"))
+      // A writer captures, then an invalidation and a prune land while it transpiles.
+      const staleCapture = (yield* store.read(key)).captured
+      expect(yield* store.tombstone(key)).toBe(1)
+      expect(yield* prune()).toBe(0)
+      expect(yield* write(store, key, staleCapture, moduleContent("stale v1"))).toBe(false)
+      expect(yield* store.read(key)).toEqual({ _tag: "Absent", captured: { generation: 1, realmEpoch: 0 } })
+      // A writer that captured the tombstone, whose tombstone is then pruned, still writes its (fresh) bytes.
+      const freshCapture = (yield* store.read(key)).captured
+      yield* backend.age(realm, 2 * hour)
+      expect(yield* prune()).toBe(1)
+      expect(yield* write(store, key, freshCapture, moduleContent("fresh v2"))).toBe(true)
+      expect(expectModule(yield* store.read(key), "fresh v2").captured).toEqual({ generation: 1, realmEpoch: 0 })
+    }))
+
+  it.effect("the byte cap tombstones a realm's least recently read rows beyond it, and rejects their stale writers", () =>
+    Effect.gen(function*() {
+      const store = yield* backend.makeStore
+      const realm = realmOf()
+      const other = realmOf()
+      const key = (name: string) => moduleKey(realm, name)
+      const zero = { generation: 0, realmEpoch: 0 }
+      const kilo = (c: string) => c.repeat(1000)
+      for (const name of ["a.ts", "b.ts", "c.ts"]) yield* write(store, key(name), zero, moduleContent(kilo(name[0]!)))
+      yield* write(store, moduleKey(other, "big.ts"), zero, moduleContent(kilo("o")))
+      const staleCapture = (yield* store.read(key("a.ts"))).captured
+      yield* backend.age(realm, 2 * hour)
+      // b is read after the others: it is the most recently read, and stays.
+      expectModule(yield* store.read(key("b.ts")), kilo("b"))
+      expect(
+        yield* store.prune({ tombstonesOlderThanMillis: 24 * hour, unreadForMillis: 48 * hour, maxBytesPerRealm: 1500 })
+      ).toBe(2)
+      expectModule(yield* store.read(key("b.ts")), kilo("b"))
+      expect(yield* store.read(key("a.ts"))).toEqual({ _tag: "Absent", captured: { generation: 1, realmEpoch: 0 } })
+      expect(yield* store.read(key("c.ts"))).toEqual({ _tag: "Absent", captured: { generation: 1, realmEpoch: 0 } })
+      // Another realm has a cap of its own.
+      expectModule(yield* store.read(moduleKey(other, "big.ts")), kilo("o"))
+      // A writer that captured an evicted row is rejected; one that captured the eviction writes.
+      expect(yield* write(store, key("a.ts"), staleCapture, moduleContent("stale"))).toBe(false)
+      expect(yield* write(store, key("a.ts"), { generation: 1, realmEpoch: 0 }, moduleContent("again"))).toBe(true)
+      expectModule(yield* store.read(key("a.ts")), "again")
+      // Under the cap nothing more is evicted.
+      expect(
+        yield* store.prune({ tombstonesOlderThanMillis: 24 * hour, unreadForMillis: 48 * hour, maxBytesPerRealm: 1500 })
+      ).toBe(0)
+    }))
+
   it.effect("a realm wipe racing writers of fresh keys leaves no module written under the old epoch", () =>
     Effect.gen(function*() {
       const store = yield* backend.makeStore
