@@ -95,6 +95,12 @@ const reply = (port: MessagePort, id: number, started: number, exit: Exit.Exit<T
   port.postMessage({ _tag: "Defect", id, runMillis, message: Cause.pretty(exit.cause) } satisfies WorkerReply)
 }
 
+/** Small modules a worker transpiles once before it reports `Ready` (their results are dropped). */
+const warmUpInputs: ReadonlyArray<TranspileInput> = [
+  { path: "__warm_up__.ts", source: "const typed: number = 1\nexport default typed\n" },
+  { path: "__warm_up__.gts", source: "export default <template>warm</template>\n" }
+]
+
 /**
  * Serves jobs on the parent port: builds the transpiler from `workerData.options`, reports
  * `Ready`, then answers each job. `wrap` lets a test entry put a handler around the real one.
@@ -108,6 +114,9 @@ export const serve = async (wrap: (handler: Handler) => Handler = (handler) => h
   try {
     // The options are plain data of BabelTranspilerOptions, passed through without looking inside.
     const transpiler = await Effect.runPromise(BabelTranspiler.make(init.options as BabelTranspiler.BabelTranspilerOptions))
+    // Warm up before reporting Ready: the first transpile of a fresh worker loads the pipeline's
+    // plugins and content-tag's WASM. Paid here, it is not counted against a job's timeout.
+    for (const input of warmUpInputs) await Effect.runPromiseExit(transpiler.transpile(input))
     handler = wrap((input) => Effect.runPromiseExit(transpiler.transpile(input)))
     port.postMessage({ _tag: "Ready", fingerprint: transpiler.fingerprint } satisfies WorkerReply)
   } catch (cause) {

@@ -98,7 +98,10 @@ describe("the packed package, installed into an empty project", () => {
     expect(manifest.exports["."]).toEqual({ types: "./dist/src/index.d.ts", default: "./dist/src/index.js" })
     expect(manifest.exports["./testing"]).toEqual({ types: "./dist/src/testing.d.ts", default: "./dist/src/testing.js" })
     expect(manifest.bin["transpile-cache"]).toBe("./dist/src/bin.js")
-    expect(Object.keys(manifest.peerDependencies).sort()).toEqual(["@effect/platform-node", "@effect/sql-pg", "effect"])
+    expect(Object.keys(manifest.peerDependencies).sort()).toEqual(["@effect/platform-node", "@effect/sql-pg", "effect", "ember-source"])
+    // ember-source only for the ember and boxel pipelines: an optional peer, not installed here.
+    expect(manifest.peerDependenciesMeta).toEqual({ "ember-source": { optional: true } })
+    expect(() => readFileSync(path.join(project, "node_modules/ember-source/package.json"))).toThrow()
     expect(manifest.engines.node).toBe(supportedRange)
     // One copy of effect: the consumer's (installed as a peer), not one nested in the package.
     expect(() => readFileSync(path.join(project, "node_modules/module-transpile-cache/node_modules/effect/package.json")))

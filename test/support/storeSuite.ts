@@ -331,6 +331,9 @@ export const storeSuite = <R>(it: Vitest.MethodsNonLive<R>, backend: StoreBacken
       const key = moduleKey(realm, "raced.gts")
       const zero = { generation: 0, realmEpoch: 0 }
       const prune = () => store.prune({ tombstonesOlderThanMillis: hour, unreadForMillis: 24 * hour })
+      // Prune is store-wide: first clear what earlier tests of this store left to prune, so the
+      // counts below are this test's rows alone.
+      yield* prune()
       yield* write(store, key, zero, moduleContent("v1"))
       // A writer captures, then an invalidation and a prune land while it transpiles.
       const staleCapture = (yield* store.read(key)).captured
@@ -354,6 +357,8 @@ export const storeSuite = <R>(it: Vitest.MethodsNonLive<R>, backend: StoreBacken
       const key = (name: string) => moduleKey(realm, name)
       const zero = { generation: 0, realmEpoch: 0 }
       const kilo = (c: string) => c.repeat(1000)
+      // Prune is store-wide: first bring the realms of earlier tests of this store under the cap.
+      yield* store.prune({ tombstonesOlderThanMillis: 24 * hour, unreadForMillis: 48 * hour, maxBytesPerRealm: 1500 })
       for (const name of ["a.ts", "b.ts", "c.ts"]) yield* write(store, key(name), zero, moduleContent(kilo(name[0]!)))
       yield* write(store, moduleKey(other, "big.ts"), zero, moduleContent(kilo("o")))
       const staleCapture = (yield* store.read(key("a.ts"))).captured
