@@ -98,6 +98,8 @@ export class FastPathHandler {
   private generation = 0
   private cache: ModuleCache["Service"] | undefined
   private raw: RawFiles | undefined
+  /** Requests answered here so far. */
+  answered = 0
   /** Per module object: its answer as an L1 hit, computed once. */
   private readonly encodings = new WeakMap<CachedModule, CachedAnswer>()
 
@@ -184,6 +186,7 @@ export class FastPathHandler {
       if (method === "HEAD") response.end()
       else response.end(answer.bytes)
     }
+    this.answered++
     return true
   }
 }
