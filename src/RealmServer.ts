@@ -45,8 +45,10 @@
  *
  * **Watcher**: a watch of every directory of the realm ({@link RealmWatcher}) invalidates the
  * key of every file that is created, changed, deleted or renamed (and every cached key below
- * a directory that is), debounced: once the realm is quiet for 25 ms, or every 500 ms under
- * constant churn. Dotfiles and the data directory are ignored. When the watch is lost (the
+ * a directory that is): the first changes after a quiet spell at once (leading edge), then
+ * the changes that follow them once the realm is quiet for 25 ms, or every 500 ms under
+ * constant churn (trailing edge, so a burst such as an atomic save or a checkout costs one
+ * more invalidation, not one per event). Raw files cached in memory are dropped the same way. Dotfiles and the data directory are ignored. When the watch is lost (the
  * realm directory vanishes or is replaced) it is re-opened, and the modules read so far are
  * read again: only those whose content hash changed (or that are gone) are invalidated.
  *
@@ -695,7 +697,14 @@ export const watcher: Layer.Layer<never, never, ModuleCache | RealmFiles> = Laye
     const add = (gathered: Iterable<WatchEvent>) => {
       for (const event of gathered) batch.set(event._tag === "Changed" ? event.path : "", event)
     }
+    // Leading edge: the first changes after a quiet spell are applied at once, so that an
+    // edit reaches the next request without waiting for the window.
     add(yield* Queue.takeAll(events))
+    const leading = Array.from(batch.values())
+    batch.clear()
+    yield* apply(leading)
+    // Trailing edge: what follows (the rest of an atomic save, a checkout) is gathered and
+    // applied once, so that a half-written state is never the last one applied.
     const started = Date.now()
     for (;;) {
       yield* Effect.sleep(batchWindow)
@@ -703,7 +712,7 @@ export const watcher: Layer.Layer<never, never, ModuleCache | RealmFiles> = Laye
       add(rest)
       if (rest.length === 0 || Date.now() - started >= Duration.toMillis(maxBatchWait)) break
     }
-    yield* apply(Array.from(batch.values()))
+    if (batch.size > 0) yield* apply(Array.from(batch.values()))
   }).pipe(
     Effect.catchCause((cause) => Effect.logWarning("module-transpile-cache: watcher batch failed", cause)),
     Effect.forever,
