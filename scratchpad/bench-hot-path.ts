@@ -14,7 +14,7 @@ import * as http from "node:http"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
-import { startServer } from "../test/support/server.ts"
+import { request, startServer } from "../test/support/server.ts"
 import { type BenchRow, median } from "./bench-l1.ts"
 
 const ROUNDS = 3
@@ -190,10 +190,27 @@ export const benchHotPath = async (): Promise<Array<BenchRow>> => {
       rows.push({ name: `serve / vite dev, ${kind}`, value: `${(rps(`serve (fast path)|${kind}`) / rps(`vite dev|${kind}`)).toFixed(2)}x` })
     }
 
+    // The same edit with the watcher's part taken out: write, invalidate through the API, then time one GET
+    // (the transpile of the new source on the request path).
+    const afterInvalidate: Array<number> = []
+    for (let edit = 0; edit < EDITS; edit++) {
+      const marker = `api-${edit}-${Date.now()}`
+      writeFileSync(join(ourRealm, "mod.ts"), source(marker))
+      await request(server.url, "/_cache/invalidate?path=/mod.ts", { method: "POST" })
+      const started = performance.now()
+      const reply = await get(ourUrl)
+      afterInvalidate.push(performance.now() - started)
+      if (!reply.body.includes(marker)) throw new Error("stale bytes after invalidate")
+      await new Promise((resolve) => setTimeout(resolve, 150))
+    }
     const ourEdit = await editToFresh(join(ourRealm, "mod.ts"), ourUrl)
     const viteEdit = await editToFresh(join(viteRoot, "mod.ts"), viteUrl)
     rows.push({ name: `serve, edit to fresh bytes (ms, median of ${EDITS})`, value: ourEdit.toFixed(1) })
     rows.push({ name: `vite dev, edit to fresh bytes (ms, median of ${EDITS})`, value: viteEdit.toFixed(1) })
+    rows.push({
+      name: `serve, one GET right after an API invalidate (ms, median of ${EDITS}: the transpile)`,
+      value: median(afterInvalidate).toFixed(1)
+    })
     return rows
   } finally {
     for (const child of children) await stop(child)
