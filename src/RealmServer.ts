@@ -52,6 +52,13 @@
  * realm directory vanishes or is replaced) it is re-opened, and the modules read so far are
  * read again: only those whose content hash changed (or that are gone) are invalidated.
  *
+ * **Fast path**: {@link layer} answers warm hits (a path the router answered as an L1 hit, while
+ * that module is the key's current L1 entry, or a raw file in the {@link RawFileCache}) and
+ * their 304s and HEADs from Node's request event, before the router ({@link FastPath}): same
+ * status, headers and bytes, counted as `l1` hits, not traced. {@link routes} alone never
+ * gets it. Raw files are cached in memory (bounded by the L1 byte bound, counted apart)
+ * while the watcher runs, and dropped by its events and by the admin invalidations.
+ *
  * **Preload**: before it listens, the server loads the realm's L2 rows into L1 (see
  * {@link preloader}), so that a restarted process answers from L1 at once.
  *
