@@ -9,6 +9,7 @@ import { benchBabel } from "./bench-babel.ts"
 import { benchBounded } from "./bench-bounded.ts"
 import { benchFleetScale } from "./bench-fleet-scale.ts"
 import { benchHerd } from "./bench-herd.ts"
+import { benchHotPath } from "./bench-hot-path.ts"
 import { benchHttp } from "./bench-http.ts"
 import { type BenchRow, benchL1 } from "./bench-l1.ts"
 import { benchL2 } from "./bench-l2.ts"
@@ -22,6 +23,7 @@ const sections: Array<[string, () => Promise<Array<BenchRow>>]> = [
   ["herd", benchHerd],
   ["waiter wake-up", benchWake],
   ["HTTP warm hits", benchHttp],
+  ["hot path vs bare node and vite (wrk)", benchHotPath],
   ["Babel", benchBabel],
   ["transpile workers", benchWorkers],
   ["fleet at scale", benchFleetScale],

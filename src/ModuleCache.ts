@@ -74,6 +74,15 @@ export class ModuleCache extends Context.Service<ModuleCache, {
    * to the preload bound, checking each row's source first (see {@link Preload}). Never fails.
    */
   readonly preload: (realmUrl: string) => Effect.Effect<Preload.PreloadSummary>
+  /**
+   * Synchronous: the key's current L1 entry by its id (`keyString(key)`), marked as used,
+   * or undefined. Not counted: a caller that answers with it calls {@link countL1Hit}.
+   * Invalidations drop L1 entries synchronously, so an entry returned here is never older
+   * than the last `invalidate` that returned (for the HTTP fast path; see `FastPath`).
+   */
+  readonly peekL1: (id: string) => CachedModule | undefined
+  /** Counts an L1 hit answered outside `get` (the stats counter and the outcome metric; no span). */
+  readonly countL1Hit: () => void
 }>()("module-transpile-cache/ModuleCache") {}
 
 /** Tuning of a ModuleCache. Every field has a default; see the README for the environment names. */
@@ -518,8 +527,17 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
         })
     )
 
+  // Hits answered outside `get` update the outcome metric synchronously, in this context.
+  const context = yield* Effect.context<never>()
+  const l1Counter = outcomeCounters.l1
+
   return ModuleCache.of({
     get,
+    peekL1: (id) => l1.get(id),
+    countL1Hit: () => {
+      counters.l1Hits++
+      l1Counter.updateUnsafe(1, context)
+    },
     invalidate,
     invalidateRealm,
     preload,

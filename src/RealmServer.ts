@@ -45,10 +45,19 @@
  *
  * **Watcher**: a watch of every directory of the realm ({@link RealmWatcher}) invalidates the
  * key of every file that is created, changed, deleted or renamed (and every cached key below
- * a directory that is), debounced: once the realm is quiet for 25 ms, or every 500 ms under
- * constant churn. Dotfiles and the data directory are ignored. When the watch is lost (the
+ * a directory that is): the first changes after a quiet spell at once (leading edge), then
+ * the changes that follow them once the realm is quiet for 25 ms, or every 500 ms under
+ * constant churn (trailing edge, so a burst such as an atomic save or a checkout costs one
+ * more invalidation, not one per event). Raw files cached in memory are dropped the same way. Dotfiles and the data directory are ignored. When the watch is lost (the
  * realm directory vanishes or is replaced) it is re-opened, and the modules read so far are
  * read again: only those whose content hash changed (or that are gone) are invalidated.
+ *
+ * **Fast path**: {@link layer} answers warm hits (a path the router answered as an L1 hit, while
+ * that module is the key's current L1 entry, or a raw file in the {@link RawFileCache}) and
+ * their 304s and HEADs from Node's request event, before the router ({@link FastPath}): same
+ * status, headers and bytes, counted as `l1` hits, not traced. {@link routes} alone never
+ * gets it. Raw files are cached in memory (bounded by the L1 byte bound, counted apart)
+ * while the watcher runs, and dropped by its events and by the admin invalidations.
  *
  * **Preload**: before it listens, the server loads the realm's L2 rows into L1 (see
  * {@link preloader}), so that a restarted process answers from L1 at once.
@@ -71,16 +80,18 @@
  * @since 0.1.0
  */
 import { NodeHttpServer } from "@effect/platform-node"
-import { Config, Duration, Effect, Exit, Layer, Queue, type Redacted, Schedule, Schema } from "effect"
+import { Config, Duration, Effect, Exit, Layer, Option, Queue, type Redacted, Schedule, Schema } from "effect"
 import { HttpRouter, HttpServer, HttpServerError, HttpServerRequest, HttpServerResponse } from "effect/http"
 import { realpathSync } from "node:fs"
 import { stat } from "node:fs/promises"
-import { createServer } from "node:http"
+import { createServer, type IncomingMessage, type ServerResponse } from "node:http"
 import * as path from "node:path"
 import { ConnectionStats } from "./DatabaseConnections.ts"
 import * as AdminToken from "./AdminToken.ts"
-import { type CachedModule, hashSource, javascriptContentType, moduleKey } from "./Domain.ts"
+import { type CachedModule, hashSource, javascriptContentType, keyString, moduleKey } from "./Domain.ts"
 import type { GetError, SourceReadError } from "./Errors.ts"
+import * as FastPath from "./FastPath.ts"
+import { corsHeaders } from "./FastPath.ts"
 import * as FileSystemSources from "./FileSystemSources.ts"
 import { RealmFiles } from "./FileSystemSources.ts"
 import * as ModuleCacheModule from "./ModuleCache.ts"
@@ -90,6 +101,7 @@ import * as Preload from "./Preload.ts"
 import type { ModuleSources } from "./ModuleSources.ts"
 import * as ScopedCss from "./ScopedCss.ts"
 import * as Pruner from "./Pruner.ts"
+import * as RawFileCache from "./RawFileCache.ts"
 import * as RealmWatcher from "./RealmWatcher.ts"
 import type { Transpiler } from "./Transpiler.ts"
 
@@ -161,12 +173,6 @@ const InvalidateQuery = Schema.Struct({ path: Schema.optional(Schema.String) })
 /** Headers of the admin routes: no CORS, no content sniffing. */
 const adminHeaders = { "x-content-type-options": "nosniff" } as const
 
-/** Headers of module and file responses: CORS for any origin, and no content sniffing. */
-const corsHeaders = {
-  "access-control-allow-origin": "*",
-  "access-control-expose-headers": "etag, x-module-cache",
-  "x-content-type-options": "nosniff"
-} as const
 
 const preflight = (request: HttpServerRequest.HttpServerRequest) =>
   HttpServerResponse.empty({
@@ -217,17 +223,7 @@ export const rawEtag = (bytes: Uint8Array): string => quoted(hashSource(bytes))
  * entity tags compared weakly (as RFC 9110 prescribes for If-None-Match). Malformed
  * entries never match.
  */
-export const ifNoneMatches = (header: string | undefined, etag: string): boolean => {
-  if (header === undefined) return false
-  if (header.length > 8192) return false
-  for (const raw of header.split(",")) {
-    const entry = raw.trim()
-    if (entry === "*") return true
-    const tag = entry.startsWith("W/") ? entry.slice(2) : entry
-    if (tag.length >= 2 && tag.startsWith("\"") && tag.endsWith("\"") && tag === etag) return true
-  }
-  return false
-}
+export const ifNoneMatches: (header: string | undefined, etag: string) => boolean = FastPath.ifNoneMatches
 
 // -----------------------------------------------------------------------------
 // Responses
@@ -367,6 +363,14 @@ export const routes: Layer.Layer<never, never, HttpRouter.HttpRouter | ModuleCac
     const adminToken = yield* Effect.serviceOption(AdminToken.AdminToken)
     const hidden = hiddenDirectories(files.realmDir)
 
+    const raw = Option.getOrElse(
+      yield* Effect.serviceOption(RawFileCache.RawFileCache),
+      // Without the layer's cache no watcher tells about changes: raw files are read each time.
+      () => new RawFileCache.RawFiles(0)
+    )
+    const fast = yield* Effect.serviceOption(FastPath.FastPath)
+    if (fast._tag === "Some") fast.value.install(cache, raw)
+
     // An L1 hit returns the same module object each time: encode it and hash its ETag once.
     const encodings = new WeakMap<CachedModule, { readonly bytes: Uint8Array; readonly etag: string }>()
     const encoder = new TextEncoder()
@@ -381,18 +385,33 @@ export const routes: Layer.Layer<never, never, HttpRouter.HttpRouter | ModuleCac
 
     const serveFile = (request: HttpServerRequest.HttpServerRequest) =>
       Effect.gen(function*() {
-        if (ScopedCss.isScopedCssPath(pathOf(request.url))) return scopedCss(request)
-        const resolved = yield* files.resolve(pathOf(request.url))
+        const urlPath = pathOf(request.url)
+        if (ScopedCss.isScopedCssPath(urlPath)) return scopedCss(request)
+        // Before resolving: a file event during the request keeps its resolution from the fast path.
+        const captured = fast._tag === "Some" ? fast.value.capture() : 0
+        const resolved = yield* files.resolve(urlPath)
         const ifNoneMatch = request.headers["if-none-match"]
         if (!resolved.executable) {
-          const raw = yield* files.readRaw(resolved.path)
-          const etag = rawEtag(raw.bytes)
-          const headers = { ...corsHeaders, etag, "cache-control": "no-cache" }
-          if (ifNoneMatches(ifNoneMatch, etag)) return HttpServerResponse.empty({ status: 304, headers })
-          return HttpServerResponse.uint8Array(raw.bytes, { headers, contentType: contentTypeOf(resolved.path) })
+          let answer = raw.get(resolved.path)
+          if (answer === undefined) {
+            const before = raw.capture()
+            const file = yield* files.readRaw(resolved.path)
+            answer = FastPath.answerOf(file.bytes, rawEtag(file.bytes), contentTypeOf(resolved.path))
+            raw.fill(resolved.path, answer, before)
+          }
+          if (fast._tag === "Some") fast.value.remember(urlPath, false, resolved.path, captured)
+          const headers = { ...corsHeaders, etag: answer.etag, "cache-control": "no-cache" }
+          if (ifNoneMatches(ifNoneMatch, answer.etag)) return HttpServerResponse.empty({ status: 304, headers })
+          return HttpServerResponse.uint8Array(answer.bytes, { headers, contentType: contentTypeOf(resolved.path) })
         }
-        const { module, outcome } = yield* cache.get(moduleKey(files.realmUrl, resolved.path))
+        const key = moduleKey(files.realmUrl, resolved.path)
+        const { module, outcome } = yield* cache.get(key)
         const { bytes, etag } = encoded(module)
+        // Only after an L1 hit answered here: the first hit of each path still gets its span.
+        if (fast._tag === "Some" && outcome === "l1") {
+          fast.value.l1Answer(module, bytes, etag, javascriptContentType)
+          fast.value.remember(urlPath, true, keyString(key), captured)
+        }
         const headers = { ...corsHeaders, etag, "cache-control": "no-cache", "x-module-cache": outcome }
         if (ifNoneMatches(ifNoneMatch, etag)) return HttpServerResponse.empty({ status: 304, headers })
         return HttpServerResponse.uint8Array(bytes, { headers, contentType: javascriptContentType })
@@ -469,10 +488,13 @@ export const routes: Layer.Layer<never, never, HttpRouter.HttpRouter | ModuleCac
       }
       const target = query.value.path
       if (target === undefined || target === "" || target === "/") {
+        raw.clear()
         yield* cache.invalidateRealm(files.realmUrl)
         return adminJson(200, { invalidated: "realm", realmUrl: files.realmUrl, paths: [] } satisfies InvalidateBody)
       }
       const keys = yield* keysOf(target)
+      const lexical = yield* FileSystemSources.validatePath(encodePath(target.startsWith("/") ? target : `/${target}`))
+      raw.invalidate(lexical.replace(/\/?index\.html$/, ""))
       yield* Effect.forEach(keys, (key) => cache.invalidate(moduleKey(files.realmUrl, key)), { discard: true })
       return adminJson(200, { invalidated: "module", realmUrl: files.realmUrl, paths: keys } satisfies InvalidateBody)
     }).pipe(Effect.catch((error) => Effect.succeed(adminJson(statusOf(error), errorBodyOf(error, hidden)))))
@@ -548,6 +570,13 @@ export const watcher: Layer.Layer<never, never, ModuleCache | RealmFiles> = Laye
   const cache = yield* ModuleCache
   const files = yield* RealmFiles
   const events = yield* Queue.unbounded<WatchEvent>()
+  const fast = Option.getOrUndefined(yield* Effect.serviceOption(FastPath.FastPath))
+  const raw = Option.getOrUndefined(yield* Effect.serviceOption(RawFileCache.RawFileCache))
+  const watching = (value: boolean) => {
+    files.watched(value)
+    fast?.watched(value)
+    raw?.watched(value)
+  }
 
   let current: { readonly watcher: RealmWatcher.TreeWatch; readonly ino: number } | undefined
   let lost = false
@@ -556,7 +585,7 @@ export const watcher: Layer.Layer<never, never, ModuleCache | RealmFiles> = Laye
     if (current === undefined) return
     const { watcher } = current
     current = undefined
-    files.watched(false)
+    watching(false)
     try {
       watcher.close()
     } catch {
@@ -580,12 +609,13 @@ export const watcher: Layer.Layer<never, never, ModuleCache | RealmFiles> = Laye
       isIgnored: files.isIgnored,
       onChange: (relative) => {
         files.changed()
+        fast?.changed()
         Queue.offerUnsafe(events, { _tag: "Changed", path: relative })
       },
       onLost: giveUp
     })
     current = { watcher: handle, ino: info.ino }
-    files.watched(true)
+    watching(true)
   })
 
   /** Re-opens a lost watch; notices a realm directory that vanished or was replaced. */
@@ -640,11 +670,16 @@ export const watcher: Layer.Layer<never, never, ModuleCache | RealmFiles> = Laye
   const apply = (batch: ReadonlyArray<WatchEvent>) =>
     Effect.gen(function*() {
       if (batch.some((event) => event._tag === "Unknown")) {
+        raw?.clear()
         yield* rescan
         return
       }
       const keys = new Set<string>()
-      for (const event of batch) if (event._tag === "Changed") for (const key of keysOf(event.path)) keys.add(key)
+      for (const event of batch) {
+        if (event._tag !== "Changed") continue
+        raw?.invalidate(event.path.split(path.sep).join("/"))
+        for (const key of keysOf(event.path)) keys.add(key)
+      }
       yield* Effect.forEach(keys, (key) =>
         Effect.andThen(
           cache.invalidate(moduleKey(files.realmUrl, key)),
@@ -669,7 +704,14 @@ export const watcher: Layer.Layer<never, never, ModuleCache | RealmFiles> = Laye
     const add = (gathered: Iterable<WatchEvent>) => {
       for (const event of gathered) batch.set(event._tag === "Changed" ? event.path : "", event)
     }
+    // Leading edge: the first changes after a quiet spell are applied at once, so that an
+    // edit reaches the next request without waiting for the window.
     add(yield* Queue.takeAll(events))
+    const leading = Array.from(batch.values())
+    batch.clear()
+    yield* apply(leading)
+    // Trailing edge: what follows (the rest of an atomic save, a checkout) is gathered and
+    // applied once, so that a half-written state is never the last one applied.
     const started = Date.now()
     for (;;) {
       yield* Effect.sleep(batchWindow)
@@ -677,7 +719,7 @@ export const watcher: Layer.Layer<never, never, ModuleCache | RealmFiles> = Laye
       add(rest)
       if (rest.length === 0 || Date.now() - started >= Duration.toMillis(maxBatchWait)) break
     }
-    yield* apply(Array.from(batch.values()))
+    if (batch.size > 0) yield* apply(Array.from(batch.values()))
   }).pipe(
     Effect.catchCause((cause) => Effect.logWarning("module-transpile-cache: watcher batch failed", cause)),
     Effect.forever,
@@ -741,6 +783,11 @@ export interface ServeOptions extends RealmOptions {
   readonly writeTokenFile?: boolean | undefined
   /** Connection limits; see {@link ConnectionLimits} for the defaults. */
   readonly limits?: Partial<ConnectionLimits> | undefined
+  /**
+   * The fast path that answers warm hits before the router ({@link FastPath}): `false` turns
+   * it off; a handler of your own lets you read its `answered` count. Default: on.
+   */
+  readonly fastPath?: FastPath.FastPathHandler | false | undefined
 }
 
 /** The HTTP server's timeouts and connection cap. */
@@ -780,8 +827,8 @@ export const limitsConfig: Config.Config<ConnectionLimits> = Config.all({
   maxConnections: Config.withDefault(Config.Int("MTC_MAX_CONNECTIONS"), defaultLimits.maxConnections)
 })
 
-/** Node's HTTP server under the given limits. */
-const makeNodeServer = (limits: ConnectionLimits) => {
+/** Node's HTTP server under the given limits; `fast` answers warm requests before the router sees them. */
+const makeNodeServer = (limits: ConnectionLimits, fast?: FastPath.FastPathHandler) => {
   const requestTimeout = Math.max(limits.requestTimeoutMillis, limits.headersTimeoutMillis)
   const server = createServer({
     keepAliveTimeout: limits.keepAliveTimeoutMillis,
@@ -791,6 +838,14 @@ const makeNodeServer = (limits: ConnectionLimits) => {
     connectionsCheckingInterval: Math.max(100, Math.min(1000, Math.floor(limits.headersTimeoutMillis / 4)))
   })
   server.maxConnections = limits.maxConnections
+  if (fast !== undefined) {
+    // The router listens to "request" (NodeHttpServer); a request the fast path answered never reaches it.
+    const emit = server.emit
+    server.emit = function(this: typeof server, event: string | symbol, ...args: Array<unknown>): boolean {
+      if (event === "request" && fast.handle(args[0] as IncomingMessage, args[1] as ServerResponse)) return true
+      return emit.apply(this, [event, ...args] as Parameters<typeof emit>)
+    } as typeof server.emit
+  }
   // Node applies the headers timeout only once a request's first bytes arrived: a connection
   // that sends nothing at all is closed here, after the same time.
   server.on("connection", (socket) => {
@@ -809,8 +864,8 @@ export type RealmLayerError = ModuleCacheLive.LayerError | SourceReadError
 /** The realm's files, its module sources and a ModuleCache over the chosen store. */
 export const layerServices = (
   options: RealmOptions
-): Layer.Layer<ModuleCache | RealmFiles | ModuleSources, RealmLayerError, Transpiler> =>
-  (options.prune === undefined
+): Layer.Layer<ModuleCache | RealmFiles | ModuleSources | RawFileCache.RawFileCache, RealmLayerError, Transpiler> =>
+  Layer.merge((options.prune === undefined
     ? ModuleCacheLive.layer(options.store, options.cache ?? {})
     : Layer.merge(ModuleCacheModule.layer(options.cache ?? {}), Pruner.layer(options.prune)).pipe(
       Layer.provide(ModuleCacheLive.services(options.store))
@@ -821,7 +876,7 @@ export const layerServices = (
       maxSourceBytes: options.maxSourceBytes,
       excluded: options.excluded
     }))
-  )
+  ), RawFileCache.layer(options.cache?.l1MaxBytes))
 
 /**
  * Why {@link layer} fails: {@link RealmLayerError}, the HTTP server cannot listen (`ServeError`),
@@ -837,7 +892,8 @@ export type ServeLayerError = RealmLayerError | HttpServerError.ServeError | Adm
  */
 export const layer = (options: ServeOptions): Layer.Layer<never, ServeLayerError, Transpiler> => {
   const limits = { ...defaultLimits, ...options.limits }
-  const node = NodeHttpServer.layer(() => makeNodeServer(limits), {
+  const fast = options.fastPath === false ? undefined : options.fastPath ?? new FastPath.FastPathHandler()
+  const node = NodeHttpServer.layer(() => makeNodeServer(limits, fast), {
     port: options.port ?? 4201,
     host: options.host ?? "127.0.0.1",
     gracefulShutdownTimeout: options.gracefulShutdownTimeout ?? Duration.seconds(10)
@@ -871,5 +927,8 @@ export const layer = (options: ServeOptions): Layer.Layer<never, ServeLayerError
   const warmStart = options.watch === false ? preloader : Layer.provideMerge(preloader, watcher)
   // The drain is built first, so it is released last: after the server stopped taking requests.
   const app = server.pipe(Layer.provide(warmStart))
-  return app.pipe(Layer.provide(layerServices(options)))
+  return app.pipe(
+    Layer.provide(fast === undefined ? Layer.empty : Layer.succeed(FastPath.FastPath, fast)),
+    Layer.provide(layerServices(options))
+  )
 }

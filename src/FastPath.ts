@@ -1,0 +1,195 @@
+/**
+ * The HTTP fast path of {@link RealmServer.layer}: answers warm requests (L1 hits of modules
+ * and cached raw files, their `304`s and `HEAD`s) straight from Node's request event, before
+ * the Effect router, with header blocks and ETags computed once per cached entry.
+ *
+ * How it stays correct:
+ * - It knows only request paths that the router answered before ({@link FastPath.remember}),
+ *   each mapped to its canonical path. The map is cleared on every file event of the watcher
+ *   (a new or deleted file can change what an extensionless path resolves to) and is used
+ *   only while a watcher reports changes, like the resolution memo of `RealmFiles`.
+ * - A module is answered only while it is the key's current L1 entry (`ModuleCache.peekL1`):
+ *   every invalidation (API, watcher, peer, realm) drops the L1 entry synchronously, so a
+ *   request after `invalidate` returned falls through to the router and gets the new bytes.
+ *   A raw file likewise only while it is in the {@link RawFileCache}.
+ * - Anything else falls through to the router: other methods, `/_cache/*`, requests with a
+ *   body, HTTP/2, paths never answered, misses, errors (which are never cached).
+ *
+ * Hits are counted (`ModuleCache.countL1Hit`: the stats counter and the `l1` outcome metric)
+ * but not traced: only requests that reach the router get spans.
+ *
+ * @since 0.1.0
+ */
+import { Context } from "effect"
+import type { IncomingMessage, ServerResponse } from "node:http"
+import type { CachedModule } from "./Domain.ts"
+import type { ModuleCache } from "./ModuleCache.ts"
+import type { CachedAnswer, RawFiles } from "./RawFileCache.ts"
+
+/** Headers of module and file responses: CORS for any origin, and no content sniffing (the router's too). */
+export const corsHeaders = {
+  "access-control-allow-origin": "*",
+  "access-control-expose-headers": "etag, x-module-cache",
+  "x-content-type-options": "nosniff"
+} as const
+
+/**
+ * The header blocks of a cached answer, in the order the router sends them: CORS, `etag`,
+ * `cache-control`, then `x-module-cache` when given, then (200 only) content type and length.
+ */
+export const answerOf = (
+  bytes: Uint8Array,
+  etag: string,
+  contentType: string,
+  moduleCache?: string
+): CachedAnswer => {
+  const common = [
+    "access-control-allow-origin",
+    corsHeaders["access-control-allow-origin"],
+    "access-control-expose-headers",
+    corsHeaders["access-control-expose-headers"],
+    "x-content-type-options",
+    corsHeaders["x-content-type-options"],
+    "etag",
+    etag,
+    "cache-control",
+    "no-cache",
+    ...(moduleCache === undefined ? [] : ["x-module-cache", moduleCache])
+  ]
+  return {
+    bytes,
+    etag,
+    notModified: common,
+    ok: [...common, "content-type", contentType, "content-length", String(bytes.byteLength)]
+  }
+}
+
+/**
+ * Whether an `If-None-Match` header matches an ETag: `*`, or a comma-separated list of
+ * entity tags compared weakly (as RFC 9110 prescribes for If-None-Match). Malformed
+ * entries never match.
+ */
+export const ifNoneMatches = (header: string | undefined, etag: string): boolean => {
+  if (header === undefined) return false
+  // The common case, one strong tag exactly as sent: no splitting.
+  if (header === etag) return true
+  if (header.length > 8192) return false
+  for (const raw of header.split(",")) {
+    const entry = raw.trim()
+    if (entry === "*") return true
+    const tag = entry.startsWith("W/") ? entry.slice(2) : entry
+    if (tag.length >= 2 && tag.startsWith("\"") && tag.endsWith("\"") && tag === etag) return true
+  }
+  return false
+}
+
+/** Where a remembered request path leads: a module key (by id) or a raw file (by canonical path). */
+interface Route {
+  readonly module: boolean
+  readonly id: string
+}
+
+const maxRoutes = 10_000
+
+/** The fast path of one server. */
+export class FastPathHandler {
+  private readonly routes = new Map<string, Route>()
+  private watching = false
+  private generation = 0
+  private cache: ModuleCache["Service"] | undefined
+  private raw: RawFiles | undefined
+  /** Requests answered here so far. */
+  answered = 0
+  /** Per module object: its answer as an L1 hit, computed once. */
+  private readonly encodings = new WeakMap<CachedModule, CachedAnswer>()
+
+  /** Connects the services the answers come from (the routes do, when they are built). */
+  install(cache: ModuleCache["Service"], raw: RawFiles): void {
+    this.cache = cache
+    this.raw = raw
+  }
+
+  /** The answer of a module as an L1 hit, computed once per module object. */
+  l1Answer(module: CachedModule, bytes: Uint8Array, etag: string, contentType: string): CachedAnswer {
+    let answer = this.encodings.get(module)
+    if (answer === undefined) {
+      answer = answerOf(bytes, etag, contentType, "l1")
+      this.encodings.set(module, answer)
+    }
+    return answer
+  }
+
+  /** The generation before a request resolves its path; {@link remember} uses it. */
+  capture(): number {
+    return this.generation
+  }
+
+  /**
+   * Remembers that a request path (as sent, without its query) leads to a module or a raw
+   * file, if no file event came since `captured` (a resolution it overtook is not kept).
+   */
+  remember(urlPath: string, module: boolean, id: string, captured: number): void {
+    if (!this.watching || captured !== this.generation) return
+    if (this.routes.size >= maxRoutes) this.routes.clear()
+    this.routes.set(urlPath, { module, id })
+  }
+
+  /** A file event: what request paths resolve to may have changed. */
+  changed(): void {
+    this.generation++
+    this.routes.clear()
+  }
+
+  /** Whether a watcher reports changes; the fast path answers only while one does. */
+  watched(watching: boolean): void {
+    this.watching = watching
+    this.generation++
+    this.routes.clear()
+  }
+
+  /**
+   * Answers a request when it is a warm hit; returns false (having written nothing) when
+   * the router must answer it.
+   */
+  handle(request: IncomingMessage, response: ServerResponse): boolean {
+    if (!this.watching) return false
+    const method = request.method
+    if (method !== "GET" && method !== "HEAD") return false
+    const url = request.url
+    if (url === undefined) return false
+    const query = url.indexOf("?")
+    const route = this.routes.get(query === -1 ? url : url.slice(0, query))
+    if (route === undefined) return false
+    const headers = request.headers
+    if (
+      request.httpVersionMajor !== 1 || headers["content-length"] !== undefined ||
+      headers["transfer-encoding"] !== undefined || headers["expect"] !== undefined
+    ) return false
+    let answer: CachedAnswer | undefined
+    if (route.module) {
+      const cache = this.cache
+      const module = cache?.peekL1(route.id)
+      if (cache === undefined || module === undefined) return false
+      answer = this.encodings.get(module)
+      if (answer === undefined) return false
+      cache.countL1Hit()
+    } else {
+      answer = this.raw?.get(route.id)
+      if (answer === undefined) return false
+    }
+    const ifNoneMatch = headers["if-none-match"]
+    if (ifNoneMatch !== undefined && ifNoneMatches(ifNoneMatch, answer.etag)) {
+      response.writeHead(304, answer.notModified as Array<string>)
+      response.end()
+    } else {
+      response.writeHead(200, answer.ok as Array<string>)
+      if (method === "HEAD") response.end()
+      else response.end(answer.bytes)
+    }
+    this.answered++
+    return true
+  }
+}
+
+/** The fast path of the server being built (see {@link RealmServer.layer}); absent in an app that mounts the routes itself. */
+export class FastPath extends Context.Service<FastPath, FastPathHandler>()("module-transpile-cache/FastPath") {}

@@ -1,0 +1,127 @@
+/**
+ * Raw (non-module) files of a realm, kept in memory like modules: bytes, ETag and the
+ * response header blocks computed once per file, bounded by bytes with the same CLOCK
+ * (second-chance) eviction as L1, and dropped by the realm's watcher.
+ *
+ * Entries are kept only while a watcher reports changes to the realm (`watched(true)`):
+ * without one nothing would tell this cache that a file changed, so every request reads
+ * the file again (through the open-then-verify path). A fill that raced an invalidation is
+ * dropped: {@link RawFileCache.capture} before the read, {@link RawFileCache.fill} after.
+ *
+ * @since 0.1.0
+ */
+import { Context, Layer } from "effect"
+import { defaultMaxBytes } from "./L1Cache.ts"
+
+/** A cached answer: the body, its ETag, and the header blocks of a 200 and a 304 (flat `[name, value, ...]`). */
+export interface CachedAnswer {
+  readonly bytes: Uint8Array
+  readonly etag: string
+  /** Headers of a `200` (and of a `HEAD`), content type and length included. */
+  readonly ok: ReadonlyArray<string>
+  /** Headers of a `304`. */
+  readonly notModified: ReadonlyArray<string>
+}
+
+interface Entry {
+  readonly answer: CachedAnswer
+  used: boolean
+}
+
+/** The raw-file store of one realm. Synchronous: every method is a few map operations. */
+export class RawFiles {
+  private readonly entries = new Map<string, Entry>()
+  private totalBytes = 0
+  private generation = 0
+  private watching = false
+
+  readonly maxBytes: number
+
+  constructor(maxBytes: number = defaultMaxBytes) {
+    this.maxBytes = maxBytes
+  }
+
+  /** The cached answer of a canonical path, marked as used. */
+  get(canonicalPath: string): CachedAnswer | undefined {
+    const entry = this.entries.get(canonicalPath)
+    if (entry === undefined) return undefined
+    entry.used = true
+    return entry.answer
+  }
+
+  /** The generation before a read; a later {@link fill} with it counts only if nothing was invalidated meanwhile. */
+  capture(): number {
+    return this.generation
+  }
+
+  /** Stores an answer read after `captured`, if nothing was invalidated since and a watcher is on. */
+  fill(canonicalPath: string, answer: CachedAnswer, captured: number): boolean {
+    if (!this.watching || captured !== this.generation) return false
+    const bytes = answer.bytes.byteLength
+    if (this.maxBytes <= 0 || bytes > this.maxBytes) return false
+    this.remove(canonicalPath)
+    this.entries.set(canonicalPath, { answer, used: false })
+    this.totalBytes += bytes
+    this.evict(canonicalPath)
+    return true
+  }
+
+  /** Drops a realm-relative path and every path below it (a changed file or directory). */
+  invalidate(relativePath: string): void {
+    this.generation++
+    this.remove(relativePath)
+    const prefix = `${relativePath}/`
+    for (const id of this.entries.keys()) if (relativePath === "" || id.startsWith(prefix)) this.remove(id)
+  }
+
+  /** Drops everything. */
+  clear(): void {
+    this.generation++
+    this.entries.clear()
+    this.totalBytes = 0
+  }
+
+  /** Whether a watcher reports changes; entries are kept only while it does. */
+  watched(watching: boolean): void {
+    this.watching = watching
+    this.clear()
+  }
+
+  get bytes(): number {
+    return this.totalBytes
+  }
+
+  get size(): number {
+    return this.entries.size
+  }
+
+  private evict(keep: string): void {
+    while (this.totalBytes > this.maxBytes) {
+      for (const [id, entry] of this.entries) {
+        if (this.totalBytes <= this.maxBytes) return
+        if (id === keep) continue
+        if (entry.used) {
+          entry.used = false
+          this.entries.delete(id)
+          this.entries.set(id, entry)
+        } else {
+          this.remove(id)
+        }
+      }
+    }
+  }
+
+  private remove(id: string): void {
+    const entry = this.entries.get(id)
+    if (entry === undefined) return
+    this.entries.delete(id)
+    this.totalBytes -= entry.answer.bytes.byteLength
+  }
+}
+
+/** The realm's {@link RawFiles}, shared by the routes, the watcher and the fast path. */
+export class RawFileCache extends Context.Service<RawFileCache, RawFiles>()("module-transpile-cache/RawFileCache") {}
+
+/** A {@link RawFileCache} bounded by `maxBytes` (default: L1's default bound, 64 MiB). */
+export const layer = (maxBytes?: number): Layer.Layer<RawFileCache> =>
+  Layer.sync(RawFileCache, () => new RawFiles(maxBytes))

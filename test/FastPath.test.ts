@@ -1,0 +1,225 @@
+/**
+ * The HTTP fast path (warm hits answered before the router) on a real server in this
+ * process: same answers as the router, never stale after an invalidation or an edit, and
+ * everything else left to the router.
+ */
+import { NodeHttpServer } from "@effect/platform-node"
+import { Effect, Exit, Layer, Redacted, Scope } from "effect"
+import { HttpRouter } from "effect/http"
+import { writeFileSync } from "node:fs"
+import { createServer } from "node:http"
+import * as net from "node:net"
+import * as path from "node:path"
+import { afterAll, describe, expect, it } from "vitest"
+import { FastPathHandler } from "../src/FastPath.ts"
+import * as RealmServer from "../src/RealmServer.ts"
+import * as TestTranspiler from "../src/TestTranspiler.ts"
+import { makeRealm, type RawResponse, removeRealms, request } from "./support/server.ts"
+
+const token = "fast-path-test-admin-token-0123456789"
+const scopes: Array<Scope.Closeable> = []
+
+afterAll(async () => {
+  for (const scope of scopes) await Effect.runPromise(Scope.close(scope, Exit.void))
+  removeRealms()
+})
+
+const freePort = (): Promise<number> =>
+  new Promise((resolve, reject) => {
+    const probe = net.createServer()
+    probe.once("error", reject)
+    probe.listen(0, "127.0.0.1", () => {
+      const address = probe.address()
+      probe.close(() => resolve(typeof address === "object" && address !== null ? address.port : 0))
+    })
+  })
+
+const build = async <E>(layer: Layer.Layer<never, E>) => {
+  const scope = Effect.runSync(Scope.make())
+  scopes.push(scope)
+  await Effect.runPromise(Layer.buildWithScope(layer, scope))
+}
+
+/** The realm served by `RealmServer.layer` (fast path on, watcher on). */
+const serve = async (realm: string) => {
+  const port = await freePort()
+  const fast = new FastPathHandler()
+  const transpiler = TestTranspiler.make()
+  await build(RealmServer.layer({
+    realmDir: realm,
+    store: { _tag: "memory" },
+    port,
+    adminToken: Redacted.make(token),
+    fastPath: fast
+  }).pipe(Layer.provide(TestTranspiler.layer(transpiler))))
+  return { url: `http://127.0.0.1:${port}`, fast, transpiler }
+}
+
+/** The same realm through `RealmServer.routes` in an app of its own: the router answers everything. */
+const serveRoutesOnly = async (realm: string) => {
+  const port = await freePort()
+  const app = HttpRouter.serve(RealmServer.routes, { disableListenLog: true, disableLogger: true }).pipe(
+    Layer.provide(NodeHttpServer.layer(createServer, { port, host: "127.0.0.1" })),
+    Layer.provide(RealmServer.layerServices({ realmDir: realm, store: { _tag: "memory" } })),
+    Layer.provide(TestTranspiler.layer(TestTranspiler.make()))
+  )
+  await build(app)
+  return { url: `http://127.0.0.1:${port}` }
+}
+
+const admin = { authorization: `Bearer ${token}` }
+
+/** Headers as sent, without the date (and the connection headers, which the test client picks). */
+const headersOf = (response: RawResponse) => {
+  const { date: _date, connection: _connection, "keep-alive": _keepAlive, ...rest } = response.headers
+  return rest
+}
+
+/** Requests a path until the fast path answers it (the router answers the first hit of each path). */
+const warm = async (url: string, fast: FastPathHandler, rawPath: string) => {
+  for (let i = 0; i < 5; i++) {
+    const before = fast.answered
+    const response = await request(url, rawPath)
+    if (fast.answered > before) return response
+  }
+  throw new Error(`the fast path never answered ${rawPath}`)
+}
+
+const eventually = async <A>(check: () => Promise<A | undefined>, timeoutMs: number, what: string): Promise<A> => {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const value = await check()
+    if (value !== undefined) return value
+    if (Date.now() > deadline) throw new Error(`not within ${timeoutMs} ms: ${what}`)
+    await new Promise((resolve) => setTimeout(resolve, 5))
+  }
+}
+
+describe("fast path", () => {
+  it("answers warm hits, 304s and HEADs with the router's status, headers and bytes", async () => {
+    const files = {
+      "a.ts": "export const a = 1\n",
+      "lib/b.gts": "export const b = 2\n",
+      "style.css": "body { color: red }\n",
+      "dir/index.html": "<p>hi</p>\n"
+    }
+    const ours = await serve(makeRealm(files))
+    const router = await serveRoutesOnly(makeRealm(files))
+    const cases: Array<[string, Record<string, string>, string]> = [
+      ["/a.ts", {}, "GET"],
+      ["/lib/b", {}, "GET"],
+      ["/a.ts?v=3", {}, "GET"],
+      ["/style.css", {}, "GET"],
+      ["/dir/", {}, "GET"],
+      ["/a.ts", {}, "HEAD"],
+      ["/style.css", {}, "HEAD"]
+    ]
+    for (const [p, headers, method] of cases) {
+      await request(router.url, p) // transpiled, then an L1 hit on the router alone
+      const expected = await request(router.url, p, { method, headers })
+      await warm(ours.url, ours.fast, p)
+      const before = ours.fast.answered
+      const actual = await request(ours.url, p, { method, headers })
+      expect(ours.fast.answered, `${method} ${p} answered by the fast path`).toBe(before + 1)
+      expect(actual.status).toBe(expected.status)
+      expect(headersOf(actual)).toEqual(headersOf(expected))
+      expect(actual.body).toBe(expected.body)
+      if (method === "HEAD") expect(actual.body).toBe("")
+      // The 304 of the same resource.
+      const etag = String(expected.headers.etag)
+      const expected304 = await request(router.url, p, { method, headers: { "if-none-match": etag } })
+      const actual304 = await request(ours.url, p, { method, headers: { "if-none-match": etag } })
+      expect(actual304.status).toBe(304)
+      expect(headersOf(actual304)).toEqual(headersOf(expected304))
+      expect(actual304.body).toBe("")
+    }
+    expect(ours.fast.answered).toBeGreaterThanOrEqual(cases.length * 2)
+  })
+
+  it("If-None-Match: a list, W/ tags and * give 304; other tags and malformed ones give 200", async () => {
+    const ours = await serve(makeRealm({ "a.ts": "export const a = 1\n", "s.css": "a {}\n" }))
+    for (const p of ["/a.ts", "/s.css"]) {
+      const first = await warm(ours.url, ours.fast, p)
+      const etag = String(first.headers.etag)
+      expect(etag).toMatch(/^"[0-9a-f]{32}"$/)
+      const before = ours.fast.answered
+      const status = async (ifNoneMatch: string) =>
+        (await request(ours.url, p, { headers: { "if-none-match": ifNoneMatch } })).status
+      expect(await status(`"nope", ${etag}`)).toBe(304)
+      expect(await status(`W/${etag}`)).toBe(304)
+      expect(await status(`"x",W/${etag} , "y"`)).toBe(304)
+      expect(await status("*")).toBe(304)
+      expect(await status(`"nope"`)).toBe(200)
+      expect(await status(etag.slice(1, -1))).toBe(200)
+      expect(await status(`W/"${"0".repeat(32)}"`)).toBe(200)
+      expect(ours.fast.answered).toBe(before + 7)
+    }
+  })
+
+  it("an invalidation between two requests gives the new bytes (modules and raw files)", async () => {
+    const realm = makeRealm({ "a.ts": "export const a = 1\n", "s.css": "a { x: 1 }\n" })
+    const ours = await serve(realm)
+    expect((await warm(ours.url, ours.fast, "/a.ts")).body).toContain("a = 1")
+    expect((await warm(ours.url, ours.fast, "/s.css")).body).toContain("x: 1")
+    for (let round = 2; round < 6; round++) {
+      writeFileSync(path.join(realm, "a.ts"), `export const a = ${round}\n`)
+      writeFileSync(path.join(realm, "s.css"), `a { x: ${round} }\n`)
+      // The API's invalidate returns before the watcher's batch: the next request is fresh all the same.
+      const a = await request(ours.url, "/_cache/invalidate?path=/a.ts", { method: "POST", headers: admin })
+      expect(a.status).toBe(200)
+      const s = await request(ours.url, "/_cache/invalidate?path=/s.css", { method: "POST", headers: admin })
+      expect(s.status).toBe(200)
+      expect((await request(ours.url, "/a.ts")).body).toContain(`a = ${round}`)
+      expect((await request(ours.url, "/s.css")).body).toContain(`x: ${round}`)
+    }
+    // A realm-wide invalidation too.
+    writeFileSync(path.join(realm, "a.ts"), "export const a = 99\n")
+    writeFileSync(path.join(realm, "s.css"), "a { x: 99 }\n")
+    expect((await request(ours.url, "/_cache/invalidate", { method: "POST", headers: admin })).status).toBe(200)
+    expect((await request(ours.url, "/a.ts")).body).toContain("a = 99")
+    expect((await request(ours.url, "/s.css")).body).toContain("x: 99")
+  })
+
+  it("an edit on disk is seen through the watcher (modules, raw files, and a new file an extensionless path now resolves to)", async () => {
+    const realm = makeRealm({ "a.ts": "export const a = 1\n", "s.css": "a { x: 1 }\n", "m.ts": "export const m = 'ts'\n" })
+    const ours = await serve(realm)
+    await warm(ours.url, ours.fast, "/a.ts")
+    await warm(ours.url, ours.fast, "/s.css")
+    expect((await warm(ours.url, ours.fast, "/m")).body).toContain("'ts'")
+    const started = Date.now()
+    writeFileSync(path.join(realm, "a.ts"), "export const a = 2\n")
+    await eventually(async () => (await request(ours.url, "/a.ts")).body.includes("a = 2") ? true : undefined, 5_000, "a.ts edited")
+    const moduleMs = Date.now() - started
+    writeFileSync(path.join(realm, "s.css"), "a { x: 2 }\n")
+    await eventually(async () => (await request(ours.url, "/s.css")).body.includes("x: 2") ? true : undefined, 5_000, "s.css edited")
+    // `.gts` comes before `.ts` in the resolution order: the new file wins for `/m`.
+    writeFileSync(path.join(realm, "m.gts"), "export const m = 'gts'\n")
+    await eventually(async () => (await request(ours.url, "/m")).body.includes("'gts'") ? true : undefined, 5_000, "/m resolves to m.gts")
+    console.log(`fast path: an edit reached a request after ${moduleMs} ms`)
+  })
+
+  it("leaves errors, invalid paths, admin routes and other methods to the router", async () => {
+    const ours = await serve(makeRealm({ "bad.ts": `export const x = ${TestTranspiler.syntaxErrorMarker}\n`, "a.ts": "export {}\n" }))
+    await warm(ours.url, ours.fast, "/a.ts")
+    const before = ours.fast.answered
+    for (let i = 0; i < 3; i++) {
+      const bad = await request(ours.url, "/bad.ts")
+      expect(bad.status).toBe(422)
+      expect(JSON.parse(bad.body)).toMatchObject({ error: "TranspileError", path: "bad.ts", line: 1 })
+      expect(bad.headers["access-control-allow-origin"]).toBe("*")
+    }
+    expect((await request(ours.url, "/%2e%2e/etc/passwd")).status).toBe(400)
+    expect((await request(ours.url, "/missing.ts")).status).toBe(404)
+    expect((await request(ours.url, "/a.ts", { method: "OPTIONS" })).status).toBe(204)
+    const stats = await request(ours.url, "/_cache/stats", { admin: false })
+    expect(stats.status).toBe(401)
+    expect(stats.headers["access-control-allow-origin"]).toBeUndefined()
+    expect(ours.fast.answered).toBe(before)
+    // The fast path's hits are counted like the router's.
+    const counted = JSON.parse((await request(ours.url, "/_cache/stats", { headers: admin })).body) as RealmServer.StatsBody
+    await request(ours.url, "/a.ts")
+    const after = JSON.parse((await request(ours.url, "/_cache/stats", { headers: admin })).body) as RealmServer.StatsBody
+    expect(ours.fast.answered).toBe(before + 1)
+    expect(after.l1Hits).toBe(counted.l1Hits + 1)
+  })
+})
