@@ -19,6 +19,7 @@ import { Migrator, SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import { migration as createCache } from "../migrations/0001_create_module_transpile_cache.ts"
 import { migration as createRealm } from "../migrations/0002_create_module_transpile_cache_realm.ts"
+import { migration as createPooler } from "../migrations/0003_create_module_transpile_cache_pooler.ts"
 import type { MigrationOptions } from "../migrations/MigrationOptions.ts"
 import { hash64 } from "./Domain.ts"
 
@@ -37,7 +38,8 @@ export const migrationLockKey: bigint = hash64(`migrations|${migrationsTable}`)
 export const loader = (options: MigrationOptions): Migrator.Loader =>
   Migrator.fromRecord({
     "1_create_module_transpile_cache": createCache(options),
-    "2_create_module_transpile_cache_realm": createRealm(options)
+    "2_create_module_transpile_cache_realm": createRealm(options),
+    "3_create_module_transpile_cache_pooler": createPooler(options)
   })
 
 /** Runs the pending migrations; returns the ones this call applied. */
