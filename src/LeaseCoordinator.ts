@@ -8,8 +8,12 @@
  * - While the owner holds it, a heartbeat renews `expires_at` every third of the TTL.
  * - `unlock` stops the heartbeat and deletes the row (only if this process still owns it).
  * - Expired rows left behind are swept every minute.
- * - Losers are never woken: they poll L2 and the lease on the read path's backing-off
- *   schedule (20 ms growing to 200 ms), so a dead winner costs its lease TTL, not a deadline.
+ * - Losers poll L2 and the lease on the read path's backing-off schedule, so a dead winner
+ *   costs its lease TTL, not a deadline. To keep that polling cheap in a herd, one watcher
+ *   per process reads the leases of every key it waits on in one statement every
+ *   `watchInterval` (default 100 ms), and wakes the waiters of a key whose lease is gone
+ *   (released after the row was written, or expired): the read path's own polls can then
+ *   back off far (see {@link pollDefaults}).
  *
  * Time is the server's (`now()`), so clocks of the fleet's hosts need not agree. A lease lost
  * to a takeover (a stalled owner) may cost a duplicate transpile, never a wrong byte: the
@@ -23,6 +27,7 @@ import { Duration, Effect, Fiber, Layer, Schedule } from "effect"
 import { SqlClient } from "effect/sql"
 import { Coordinator, CoordinatorError } from "./Coordinator.ts"
 import { lockKey } from "./Domain.ts"
+import { WaiterRegistry } from "./internal/signal.ts"
 
 /** Tuning of the leases. */
 export interface LeaseOptions {
@@ -30,13 +35,23 @@ export interface LeaseOptions {
   readonly ttl?: Duration.Input
   /** Time one lease statement may take before the coordinator gives up (default 2 s). */
   readonly timeout?: Duration.Input
+  /** How often the leases of waited-on keys are read (default 100 ms). */
+  readonly watchInterval?: Duration.Input
 }
 
 /** The defaults of {@link LeaseOptions}. */
 export const defaults = {
   ttl: Duration.seconds(3),
-  timeout: Duration.seconds(2)
+  timeout: Duration.seconds(2),
+  watchInterval: Duration.millis(100)
 } as const
+
+/**
+ * The read path's poll schedule behind a pooler with no LISTEN (ModuleCache's `pollInitial`
+ * and `pollMax`, unless set): the lease watcher wakes losers promptly, so their own polls of
+ * L2 and the lease are only a backstop and back off from 100 ms to 1 s.
+ */
+export const pollDefaults = { pollInitial: Duration.millis(100), pollMax: Duration.seconds(1) } as const
 
 /** Builds the lease coordinator over the SqlClient in context (the pool, through the pooler). */
 export const make = Effect.fnUntraced(function*(options: LeaseOptions = {}) {
@@ -47,6 +62,27 @@ export const make = Effect.fnUntraced(function*(options: LeaseOptions = {}) {
   const owner = `${hostname()}:${process.pid}:${randomBytes(4).toString("hex")}`
   /** Keys this process holds (with their heartbeat) or is trying to take. */
   const held = new Map<bigint, Fiber.Fiber<void> | "pending">()
+  const waiters = new WaiterRegistry()
+
+  // One statement per tick for every key waited on (and not held here): a key whose lease
+  // is gone wakes its waiters, who re-read L2 and try the lease.
+  const watch = Effect.suspend(() => {
+    const keys = [...waiters.keys()].filter((hash) => !held.has(hash))
+    if (keys.length === 0) return Effect.void
+    return sql<{ lock_key: string }>`
+      SELECT lock_key::text AS lock_key FROM module_transpile_cache_lease
+      WHERE lock_key = ANY(string_to_array(${keys.join(",")}, ',')::int8[]) AND expires_at > now()`.pipe(
+      Effect.timeout(timeout),
+      Effect.map((rows) => {
+        const live = new Set(rows.map((row) => row.lock_key))
+        for (const hash of keys) if (!live.has(hash.toString())) waiters.wake(hash)
+      })
+    )
+  })
+  yield* Effect.forkIn(
+    Effect.repeat(Effect.ignore(watch), Schedule.spaced(options.watchInterval ?? defaults.watchInterval)),
+    scope
+  )
 
   const renew = (hash: bigint) =>
     sql`UPDATE module_transpile_cache_lease
@@ -103,7 +139,7 @@ export const make = Effect.fnUntraced(function*(options: LeaseOptions = {}) {
 
   return Coordinator.of({
     kind: "postgres",
-    register: () => Effect.succeed({ wake: Effect.never }),
+    register: (key) => waiters.register(lockKey(key)),
     tryLock: (key) => {
       const hash = lockKey(key)
       return Effect.suspend(() => {

@@ -199,11 +199,11 @@ const poolerServices = (store: Extract<StoreChoice, { readonly _tag: "postgres" 
     applicationName: `module-transpile-cache:pool:${tag}`,
     ...poolerStatements
   })
-  return Layer.mergeAll(
-    SqlTranspileStore.layer({ kind: "postgres" }),
+  // Built after the store, whose layer runs the migrations that create their tables.
+  return Layer.merge(
     store.coordinate === false ? Coordinator.layerNone : LeaseCoordinator.layer(store.lease),
     PolledInvalidations.layer(store.invalidationLog)
-  ).pipe(Layer.provide(sql))
+  ).pipe(Layer.provideMerge(SqlTranspileStore.layer({ kind: "postgres" })), Layer.provide(sql))
 }
 
 /**
@@ -243,7 +243,20 @@ export const layer = (
   store: StoreChoice,
   options: ModuleCache.ModuleCacheOptions = {}
 ): Layer.Layer<ModuleCache.ModuleCache, LayerError, Transpiler | ModuleSources> =>
-  ModuleCache.layer(options).pipe(Layer.provide(services(store)))
+  ModuleCache.layer(
+    isLeased(store)
+      ? {
+        pollInitial: LeaseCoordinator.pollDefaults.pollInitial,
+        pollMax: LeaseCoordinator.pollDefaults.pollMax,
+        ...options
+      }
+      : options
+  ).pipe(Layer.provide(services(store)))
+
+/** Whether a choice coordinates through lease rows (a transaction pooler and no direct URL). */
+const isLeased = (store: StoreChoice): boolean =>
+  store._tag === "postgres" && store.pooler === "transaction" && store.directUrl === undefined &&
+  store.coordinate !== false
 
 /**
  * The Postgres choice from the environment when `DATABASE_URL` is set: `MTC_PG_MAX_CONNECTIONS`,

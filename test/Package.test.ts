@@ -158,7 +158,11 @@ describe("the packed package, installed into an empty project", () => {
     }
     // The migrations ran from the installed package (dist/migrations), and the row was written.
     expect(psql("SELECT migration_id, name FROM module_transpile_cache_migrations ORDER BY migration_id", databaseUrl).split("\n"))
-      .toEqual(["1|create_module_transpile_cache", "2|create_module_transpile_cache_realm"])
+      .toEqual([
+        "1|create_module_transpile_cache",
+        "2|create_module_transpile_cache_realm",
+        "3|create_module_transpile_cache_pooler"
+      ])
     expect(psql("SELECT canonical_path FROM module_transpile_cache WHERE body IS NOT NULL", databaseUrl)).toBe("card.ts")
   }, 90_000)
 
