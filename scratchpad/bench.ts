@@ -12,6 +12,7 @@ import { benchHttp } from "./bench-http.ts"
 import { type BenchRow, benchL1 } from "./bench-l1.ts"
 import { benchL2 } from "./bench-l2.ts"
 import { benchPipelines } from "./bench-pipelines.ts"
+import { benchPooler } from "./bench-pooler.ts"
 import { benchWake } from "./bench-wake.ts"
 import { benchWorkers } from "./bench-workers.ts"
 
@@ -24,7 +25,8 @@ const sections: Array<[string, () => Promise<Array<BenchRow>>]> = [
   ["Babel", benchBabel],
   ["transpile workers", benchWorkers],
   ["fleet at scale", benchFleetScale],
-  ["pipelines", benchPipelines]
+  ["pipelines", benchPipelines],
+  ["transaction pooler", benchPooler]
 ]
 
 const rows: Array<BenchRow & { section: string }> = []

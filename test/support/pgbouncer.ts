@@ -72,7 +72,6 @@ export const startPgBouncer = async (options: { readonly poolSize?: number } = {
       "pool_mode = transaction",
       `default_pool_size = ${options.poolSize ?? 10}`,
       "max_client_conn = 500",
-      "ignore_startup_parameters = extra_float_digits,options,statement_timeout",
       `logfile = ${join(dir, "pgbouncer.log")}`,
       "server_reset_query =",
       ""
