@@ -47,9 +47,10 @@ export const defaults = {
 } as const
 
 /**
- * The read path's poll schedule behind a pooler with no LISTEN (ModuleCache's `pollInitial`
- * and `pollMax`, unless set): the lease watcher wakes losers promptly, so their own polls of
- * L2 and the lease are only a backstop and back off from 100 ms to 1 s.
+ * The read path's poll schedule behind a transaction pooler (ModuleCache's `pollInitial` and
+ * `pollMax`, unless set): the lease watcher (or, with a direct URL, the "populated" NOTIFY)
+ * wakes losers promptly, so their own polls of L2 and the lease are only a backstop and back
+ * off from 100 ms to 1 s.
  */
 export const pollDefaults = { pollInitial: Duration.millis(100), pollMax: Duration.seconds(1) } as const
 

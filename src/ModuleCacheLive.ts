@@ -244,7 +244,7 @@ export const layer = (
   options: ModuleCache.ModuleCacheOptions = {}
 ): Layer.Layer<ModuleCache.ModuleCache, LayerError, Transpiler | ModuleSources> =>
   ModuleCache.layer(
-    isLeased(store)
+    behindPooler(store)
       ? {
         pollInitial: LeaseCoordinator.pollDefaults.pollInitial,
         pollMax: LeaseCoordinator.pollDefaults.pollMax,
@@ -253,10 +253,12 @@ export const layer = (
       : options
   ).pipe(Layer.provide(services(store)))
 
-/** Whether a choice coordinates through lease rows (a transaction pooler and no direct URL). */
-const isLeased = (store: StoreChoice): boolean =>
-  store._tag === "postgres" && store.pooler === "transaction" && store.directUrl === undefined &&
-  store.coordinate !== false
+/**
+ * Whether L2 goes through a transaction pooler. Statements there run one at a time per
+ * connection (no pipelining), so waiters poll L2 less often: the lease watcher (or, with a
+ * direct URL, the "populated" NOTIFY) wakes them promptly; their polls are a backstop.
+ */
+const behindPooler = (store: StoreChoice): boolean => store._tag === "postgres" && store.pooler === "transaction"
 
 /**
  * The Postgres choice from the environment when `DATABASE_URL` is set: `MTC_PG_MAX_CONNECTIONS`,
