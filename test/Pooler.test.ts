@@ -100,7 +100,9 @@ describe.each([
     expect(reports).toHaveLength(3 * 8 * 24)
     expect(reports.filter((r) => !r.ok)).toEqual([])
     const stats = await Promise.all(processes.map((p) => p.stats()))
-    console.log(`pooler herd (${prefix}) stats: ${JSON.stringify(stats)}`)
+    console.log(`pooler herd (${prefix}): transpiles by process ${stats.map((s) => s.transpiles).join("/")}, fallbacks ${
+      stats.map((s) => s.fallbacks).join("/")
+    }`)
     expect((await totalTranspiles(processes)) - before).toBe(24)
     for (const path of modules) {
       expect(new Set(reports.filter((r) => r.path === path).map((r) => r.hash)).size).toBe(1)
