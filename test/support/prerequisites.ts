@@ -3,7 +3,7 @@
  * runs vitest (package.json's `test` script runs this first):
  *
  * - the Debian packages of the tools in {@link requirements} (Chromium for the browser test,
- *   psql for the test databases), through `apt-get update` then `apt-get install`, when
+ *   psql for the test databases, PgBouncer for the pooler test), through `apt-get update` then `apt-get install`, when
  *   running as root on a machine with apt-get;
  * - a stopped local Postgres cluster is started (`pg_ctlcluster`), when root.
  *
