@@ -14,6 +14,7 @@ import { benchHttp } from "./bench-http.ts"
 import { type BenchRow, benchL1 } from "./bench-l1.ts"
 import { benchL2 } from "./bench-l2.ts"
 import { benchPipelines } from "./bench-pipelines.ts"
+import { benchPooler } from "./bench-pooler.ts"
 import { benchWake } from "./bench-wake.ts"
 import { benchWorkers } from "./bench-workers.ts"
 
@@ -29,7 +30,8 @@ const sections: Array<[string, () => Promise<Array<BenchRow>>]> = [
   ["fleet at scale", benchFleetScale],
   ["pipelines", benchPipelines],
   ["restart (preload)", () => import("./bench-preload.ts").then((bench) => bench.benchPreload())],
-  ["bounded L2: wipe cost vs history", benchBounded]
+  ["bounded L2: wipe cost vs history", benchBounded],
+  ["transaction pooler", benchPooler]
 ]
 
 const rows: Array<BenchRow & { section: string }> = []

@@ -20,6 +20,7 @@ import type { SqlError } from "effect/sql/SqlError"
 import { migration as createCache } from "../migrations/0001_create_module_transpile_cache.ts"
 import { migration as createRealm } from "../migrations/0002_create_module_transpile_cache_realm.ts"
 import { migration as indexLiveRows } from "../migrations/0003_index_live_rows_by_realm.ts"
+import { migration as createPooler } from "../migrations/0004_create_module_transpile_cache_pooler.ts"
 import type { MigrationOptions } from "../migrations/MigrationOptions.ts"
 import { hash64 } from "./Domain.ts"
 
@@ -39,7 +40,8 @@ export const loader = (options: MigrationOptions): Migrator.Loader =>
   Migrator.fromRecord({
     "1_create_module_transpile_cache": createCache(options),
     "2_create_module_transpile_cache_realm": createRealm(options),
-    "3_index_live_rows_by_realm": indexLiveRows(options)
+    "3_index_live_rows_by_realm": indexLiveRows(options),
+    "4_create_module_transpile_cache_pooler": createPooler(options)
   })
 
 /** Runs the pending migrations; returns the ones this call applied. */

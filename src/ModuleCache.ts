@@ -564,14 +564,19 @@ export const layer = (options?: ModuleCacheOptions): Layer.Layer<
 /** Reads {@link ModuleCacheOptions} from the environment (see the README for the names). */
 export const optionsConfig: Config.Config<ModuleCacheOptions> = Config.all({
   l1MaxBytes: Config.withDefault(Config.Int("MTC_L1_MAX_BYTES"), defaults.l1MaxBytes),
-  pollInitial: Config.withDefault(Config.Duration("MTC_POLL_INITIAL"), defaults.pollInitial),
-  pollMax: Config.withDefault(Config.Duration("MTC_POLL_MAX"), defaults.pollMax),
+  // Left unset when absent: the store's layer may pick other defaults (behind a pooler).
+  pollInitial: Config.option(Config.Duration("MTC_POLL_INITIAL")),
+  pollMax: Config.option(Config.Duration("MTC_POLL_MAX")),
   deadline: Config.withDefault(Config.Duration("MTC_COALESCE_DEADLINE"), defaults.deadline),
   persistRetries: Config.withDefault(Config.Int("MTC_PERSIST_RETRIES"), defaults.persistRetries),
   persistRetryBase: Config.withDefault(Config.Duration("MTC_PERSIST_RETRY_BASE"), defaults.persistRetryBase),
   drainTimeout: Config.withDefault(Config.Duration("MTC_DRAIN_TIMEOUT"), defaults.drainTimeout),
   preloadBytes: Config.Int("MTC_L1_PRELOAD_BYTES").pipe(Config.option, Config.map(Option.getOrUndefined))
-})
+}).pipe(Config.map(({ pollInitial, pollMax, ...rest }): ModuleCacheOptions => ({
+  ...rest,
+  ...(pollInitial._tag === "Some" ? { pollInitial: pollInitial.value } : {}),
+  ...(pollMax._tag === "Some" ? { pollMax: pollMax.value } : {})
+})))
 
 /** {@link layer} with options read by {@link optionsConfig}. */
 export const layerConfig = Layer.unwrap(Effect.gen(function*() {

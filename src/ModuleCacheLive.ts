@@ -13,11 +13,13 @@ import * as DatabaseConnections from "./DatabaseConnections.ts"
 import type { DataDirLockedError, DataDirLockError } from "./DataDirLock.ts"
 import type { StoreError } from "./Errors.ts"
 import * as Invalidations from "./Invalidations.ts"
+import * as LeaseCoordinator from "./LeaseCoordinator.ts"
 import * as MemoryTranspileStore from "./MemoryTranspileStore.ts"
 import * as ModuleCache from "./ModuleCache.ts"
 import type { ModuleSources } from "./ModuleSources.ts"
 import * as PgFleet from "./PgFleet.ts"
 import * as PgSession from "./PgSession.ts"
+import * as PolledInvalidations from "./PolledInvalidations.ts"
 import * as SqlTranspileStore from "./SqlTranspileStore.ts"
 import type { Transpiler } from "./Transpiler.ts"
 import { none as noStore, TranspileStore } from "./TranspileStore.ts"
@@ -56,6 +58,23 @@ export type StoreChoice =
      * Off, they share L2 rows and peer invalidations but each transpiles its own misses.
      */
     readonly coordinate?: boolean
+    /**
+     * `"transaction"` when `url` points at a transaction pooler (PgBouncer in transaction
+     * mode, RDS Proxy, ...): statements go unprepared and unpipelined, and, with no
+     * `directUrl`, nothing relies on session state: coordination takes lease rows
+     * ({@link LeaseCoordinator}) and peers learn of invalidations from a polled log
+     * ({@link PolledInvalidations}). Migrations run through the pooler unchanged.
+     */
+    readonly pooler?: "transaction"
+    /**
+     * A direct URL (not through the pooler) for the one fleet session of the process:
+     * LISTEN, advisory locks and NOTIFY run there, the store on the pool through `url`.
+     */
+    readonly directUrl?: Redacted.Redacted<string>
+    /** Leases behind a pooler with no `directUrl`. */
+    readonly lease?: LeaseCoordinator.LeaseOptions
+    /** The polled invalidation log behind a pooler with no `directUrl`. */
+    readonly invalidationLog?: PolledInvalidations.PolledInvalidationsOptions
   }
   | { readonly _tag: "pglite"; readonly dataDir: string | undefined }
   | { readonly _tag: "memory" }
@@ -84,9 +103,10 @@ const statsTimeout = Duration.seconds(5)
 
 /** The Postgres services: fleet session, store on the pool (or on the session), fleet, connection stats. */
 const postgresServices = (store: Extract<StoreChoice, { readonly _tag: "postgres" }>) => {
+  if (store.pooler === "transaction" && store.directUrl === undefined) return poolerServices(store)
   const { budget, poolSize } = budgetOf(store)
   const tag = store.applicationTag ?? String(process.pid)
-  const session = PgSession.layer(PgFleet.sessionOptions({ url: store.url }, store.fleet, tag))
+  const session = PgSession.layer(PgFleet.sessionOptions({ url: store.directUrl ?? store.url }, store.fleet, tag))
   const poolName = `module-transpile-cache:pool:${tag}`
   const sql = poolSize > 0
     ? PgClient.layer({
@@ -96,7 +116,7 @@ const postgresServices = (store: Extract<StoreChoice, { readonly _tag: "postgres
       idleTimeout: store.poolIdleTimeout ?? budgetDefaults.poolIdleTimeout,
       connectTimeout: store.connectTimeout ?? defaults.connectTimeout,
       applicationName: poolName,
-      multiplex: true
+      ...(store.pooler === "transaction" ? poolerStatements : { multiplex: true })
     })
     : PgSession.layerSqlClient(store.connectTimeout ?? defaults.connectTimeout)
   const connections = Layer.effect(
@@ -156,6 +176,37 @@ const postgresServices = (store: Extract<StoreChoice, { readonly _tag: "postgres
 }
 
 /**
+ * Through a transaction pooler, statements are unnamed (PgBouncer before 1.21, and later
+ * ones without `max_prepared_statements`, lose named ones between transactions) and sent
+ * one at a time per connection.
+ */
+const poolerStatements = { prepare: false, multiplex: false } as const
+
+/**
+ * Behind a transaction pooler with no direct URL: no session state at all. The store, the
+ * lease coordinator and the polled invalidation log share one pool of `budget` connections
+ * through the pooler; none is held between statements.
+ */
+const poolerServices = (store: Extract<StoreChoice, { readonly _tag: "postgres" }>) => {
+  const { budget } = budgetOf(store)
+  const tag = store.applicationTag ?? String(process.pid)
+  const sql = PgClient.layer({
+    url: store.url,
+    maxConnections: budget,
+    minConnections: 0,
+    idleTimeout: store.poolIdleTimeout ?? budgetDefaults.poolIdleTimeout,
+    connectTimeout: store.connectTimeout ?? defaults.connectTimeout,
+    applicationName: `module-transpile-cache:pool:${tag}`,
+    ...poolerStatements
+  })
+  // Built after the store, whose layer runs the migrations that create their tables.
+  return Layer.merge(
+    store.coordinate === false ? Coordinator.layerNone : LeaseCoordinator.layer(store.lease),
+    PolledInvalidations.layer(store.invalidationLog)
+  ).pipe(Layer.provideMerge(SqlTranspileStore.layer({ kind: "postgres" })), Layer.provide(sql))
+}
+
+/**
  * Why building the layers of a store choice fails: Postgres cannot be reached
  * (`SqlError`), the schema cannot be migrated or the store cannot start (`StoreError`), or a
  * PGlite data directory is held by another process (`DataDirLockedError`) or cannot be
@@ -192,12 +243,28 @@ export const layer = (
   store: StoreChoice,
   options: ModuleCache.ModuleCacheOptions = {}
 ): Layer.Layer<ModuleCache.ModuleCache, LayerError, Transpiler | ModuleSources> =>
-  ModuleCache.layer(options).pipe(Layer.provide(services(store)))
+  ModuleCache.layer(
+    behindPooler(store)
+      ? {
+        pollInitial: LeaseCoordinator.pollDefaults.pollInitial,
+        pollMax: LeaseCoordinator.pollDefaults.pollMax,
+        ...options
+      }
+      : options
+  ).pipe(Layer.provide(services(store)))
+
+/**
+ * Whether L2 goes through a transaction pooler. Statements there run one at a time per
+ * connection (no pipelining), so waiters poll L2 less often: the lease watcher (or, with a
+ * direct URL, the "populated" NOTIFY) wakes them promptly; their polls are a backstop.
+ */
+const behindPooler = (store: StoreChoice): boolean => store._tag === "postgres" && store.pooler === "transaction"
 
 /**
  * The Postgres choice from the environment when `DATABASE_URL` is set: `MTC_PG_MAX_CONNECTIONS`,
  * `MTC_PG_POOL_SIZE`, `MTC_PG_IDLE_TIMEOUT`, `MTC_FLEET_SIZE`, `MTC_PG_HEADROOM`,
- * `MTC_PG_CONNECT_TIMEOUT`, `MTC_HEARTBEAT`, `MTC_SESSION_TIMEOUT`, `MTC_LOCK_TIMEOUT`. `None` otherwise.
+ * `MTC_PG_CONNECT_TIMEOUT`, `MTC_HEARTBEAT`, `MTC_SESSION_TIMEOUT`, `MTC_LOCK_TIMEOUT`, `MTC_PG_POOLER`
+ * (`transaction`), `DATABASE_DIRECT_URL`, `MTC_LEASE_TTL`, `MTC_INVALIDATION_POLL`. `None` otherwise.
  */
 export const postgresFromEnv: Config.Config<Option.Option<StoreChoice>> = Config.all({
   url: Config.Redacted("DATABASE_URL").pipe(Config.option),
@@ -209,7 +276,11 @@ export const postgresFromEnv: Config.Config<Option.Option<StoreChoice>> = Config
   connectTimeout: Config.withDefault(Config.Duration("MTC_PG_CONNECT_TIMEOUT"), defaults.connectTimeout),
   heartbeat: Config.withDefault(Config.Duration("MTC_HEARTBEAT"), PgFleet.defaults.heartbeat),
   sessionTimeout: Config.withDefault(Config.Duration("MTC_SESSION_TIMEOUT"), PgFleet.defaults.sessionTimeout),
-  lockTimeout: Config.withDefault(Config.Duration("MTC_LOCK_TIMEOUT"), PgFleet.defaults.lockTimeout)
+  lockTimeout: Config.withDefault(Config.Duration("MTC_LOCK_TIMEOUT"), PgFleet.defaults.lockTimeout),
+  pooler: Config.Literal("transaction", "MTC_PG_POOLER").pipe(Config.option),
+  directUrl: Config.Redacted("DATABASE_DIRECT_URL").pipe(Config.option),
+  leaseTtl: Config.withDefault(Config.Duration("MTC_LEASE_TTL"), LeaseCoordinator.defaults.ttl),
+  pollInterval: Config.withDefault(Config.Duration("MTC_INVALIDATION_POLL"), PolledInvalidations.defaults.interval)
 }).pipe(Config.map((c) =>
   Option.map(c.url, (url): StoreChoice => ({
     _tag: "postgres",
@@ -220,6 +291,10 @@ export const postgresFromEnv: Config.Config<Option.Option<StoreChoice>> = Config
     ...Option.match(c.fleetSize, { onNone: () => ({}), onSome: (fleetSize) => ({ fleetSize }) }),
     headroom: c.headroom,
     connectTimeout: c.connectTimeout,
-    fleet: { heartbeat: c.heartbeat, sessionTimeout: c.sessionTimeout, lockTimeout: c.lockTimeout }
+    fleet: { heartbeat: c.heartbeat, sessionTimeout: c.sessionTimeout, lockTimeout: c.lockTimeout },
+    ...Option.match(c.pooler, { onNone: () => ({}), onSome: (pooler) => ({ pooler }) }),
+    ...Option.match(c.directUrl, { onNone: () => ({}), onSome: (directUrl) => ({ directUrl }) }),
+    lease: { ttl: c.leaseTtl },
+    invalidationLog: { interval: c.pollInterval }
   }))
 ))

@@ -58,7 +58,8 @@ const appliedOf = (result: ChildResult): ReadonlyArray<readonly [number, string]
 const allMigrations = [
   [1, "create_module_transpile_cache"],
   [2, "create_module_transpile_cache_realm"],
-  [3, "index_live_rows_by_realm"]
+  [3, "index_live_rows_by_realm"],
+  [4, "create_module_transpile_cache_pooler"]
 ]
 
 describe("migrations started by a fleet at once", () => {
@@ -88,11 +89,14 @@ describe("migrations started by a fleet at once", () => {
       url
     ).split("\n")).toEqual([
       "module_transpile_cache:u",
+      "module_transpile_cache_lease:u",
+      "module_transpile_cache_log:p",
+      "module_transpile_cache_log_head:p",
       "module_transpile_cache_migrations:p",
       "module_transpile_cache_realm:p"
     ])
     expect(psql("SELECT migration_id || ':' || name FROM module_transpile_cache_migrations ORDER BY 1", url))
-      .toBe("1:create_module_transpile_cache\n2:create_module_transpile_cache_realm\n3:index_live_rows_by_realm")
+      .toBe("1:create_module_transpile_cache\n2:create_module_transpile_cache_realm\n3:index_live_rows_by_realm\n4:create_module_transpile_cache_pooler")
     expect(psql(
       `SELECT indexname FROM pg_indexes WHERE tablename = 'module_transpile_cache' ORDER BY indexname`,
       url

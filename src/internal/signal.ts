@@ -75,6 +75,11 @@ export class WaiterRegistry {
     if (set !== undefined) for (const signal of set) signal.fire()
   }
 
+  /** The keys with registered waiters. */
+  keys(): IterableIterator<bigint> {
+    return this.byKey.keys()
+  }
+
   /** Wakes every waiter (after a reconnect, when notices may have been lost). */
   wakeAll(): void {
     for (const set of this.byKey.values()) for (const signal of set) signal.fire()

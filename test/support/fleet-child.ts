@@ -20,13 +20,18 @@ const env = process.env
 const realmDir = env["REALM_DIR"] ?? "."
 const realmUrl = env["REALM_URL"] ?? "https://fleet.test/"
 const delay = Number(env["TRANSPILE_DELAY_MS"] ?? "0")
+/** The delay of modules whose path starts with `slow-` (default: the same as the others). */
+const slowDelay = Number(env["SLOW_DELAY_MS"] ?? String(delay))
 const store: ModuleCacheLive.StoreChoice = env["STORE"] === "none"
   ? { _tag: "none" }
   : {
     _tag: "postgres",
     url: Redacted.make(env["DATABASE_URL"] ?? ""),
     poolSize: Number(env["POOL_SIZE"] ?? "4"),
-    coordinate: env["COORDINATE"] !== "false"
+    coordinate: env["COORDINATE"] !== "false",
+    ...(env["POOLER"] === "transaction" ? { pooler: "transaction" as const } : {}),
+    ...(env["DIRECT_URL"] ? { directUrl: Redacted.make(env["DIRECT_URL"]) } : {}),
+    ...(env["LEASE_TTL_MS"] ? { lease: { ttl: Number(env["LEASE_TTL_MS"]) } } : {})
   }
 
 const sources = Layer.succeed(ModuleSources, ModuleSources.of({
@@ -43,7 +48,8 @@ const slowTranspiler = Layer.effect(
     const inner = yield* BabelTranspiler.make({})
     return Transpiler.of({
       fingerprint: inner.fingerprint,
-      transpile: (input) => Effect.andThen(Effect.sleep(delay), inner.transpile(input))
+      transpile: (input) =>
+        Effect.andThen(Effect.sleep(input.path.startsWith("slow-") ? slowDelay : delay), inner.transpile(input))
     })
   })
 )

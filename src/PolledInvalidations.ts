@@ -1,0 +1,158 @@
+/**
+ * Invalidations with no LISTEN, for a database reached through a transaction pooler: a
+ * per-realm invalidation log (`module_transpile_cache_log`, numbered per realm in
+ * `module_transpile_cache_log_head`) that every process polls.
+ *
+ * - Publishing is one short transaction: bump the realm's head (its row lock orders a
+ *   realm's numbers by commit), append the entry, and `pg_notify` it as the direct fleet
+ *   does (NOTIFY works through a transaction pooler; a peer with a direct LISTEN hears it).
+ *   Entries older than the retention are pruned by the publisher.
+ * - Polling reads the heads (one row per realm) every `interval` (default 300 ms, so peers
+ *   are fresh within about a second); only a realm whose head moved costs a second query.
+ * - A gap (entries pruned before this process read them, after a long outage) or a first
+ *   successful poll after a failed start flushes L1: invalidations may have been missed.
+ * - A failed poll is retried at the next interval; the log keeps what was missed meanwhile.
+ *
+ * @since 0.1.0
+ */
+import { randomBytes } from "node:crypto"
+import { Duration, Effect, Layer, Schedule } from "effect"
+import { SqlClient } from "effect/sql"
+import { lockKey, realmHash } from "./Domain.ts"
+import { type InvalidationEvent, Invalidations } from "./Invalidations.ts"
+import { invalidatedChannel } from "./PgFleet.ts"
+
+/** Tuning of the polled log. */
+export interface PolledInvalidationsOptions {
+  /** How often the heads are read (default 300 ms). */
+  readonly interval?: Duration.Input
+  /** How long entries are kept (default 10 minutes): a longer outage flushes L1. */
+  readonly retention?: Duration.Input
+  /** Time a publish or a poll may take (default 2 s). */
+  readonly timeout?: Duration.Input
+}
+
+/** The defaults of {@link PolledInvalidationsOptions}. */
+export const defaults = {
+  interval: Duration.millis(300),
+  retention: Duration.minutes(10),
+  timeout: Duration.seconds(2)
+} as const
+
+interface HeadRow {
+  readonly realm_url: string
+  readonly seq: bigint | number | string
+}
+interface EntryRow {
+  readonly seq: bigint | number | string
+  readonly kind: string
+  readonly hash: bigint | number | string
+  readonly origin: string
+}
+
+const toBigInt = (value: bigint | number | string): bigint => (typeof value === "bigint" ? value : BigInt(value))
+
+/** Builds the polled invalidations over the SqlClient in context; polls for the life of the scope. */
+export const make = Effect.fnUntraced(function*(options: PolledInvalidationsOptions = {}) {
+  const sql = yield* SqlClient.SqlClient
+  const scope = yield* Effect.scope
+  const timeout = options.timeout ?? defaults.timeout
+  const retentionMs = Math.round(Duration.toMillis(Duration.fromInputUnsafe(options.retention ?? defaults.retention)))
+  const origin = randomBytes(6).toString("hex")
+  const subscribers = new Set<(event: InvalidationEvent) => void>()
+  const deliver = (event: InvalidationEvent) => {
+    for (const subscriber of subscribers) subscriber(event)
+  }
+  /** The last sequence number read, by realm; undefined until a poll succeeded. */
+  let cursors: Map<string, bigint> | undefined
+
+  const publish = (realmUrl: string, kind: "k" | "r", hash: bigint) =>
+    sql.withTransaction(Effect.gen(function*() {
+      const head = yield* sql<{ seq: bigint | number | string }>`
+        INSERT INTO module_transpile_cache_log_head (realm_url, seq) VALUES (${realmUrl}, 1)
+        ON CONFLICT (realm_url) DO UPDATE SET seq = module_transpile_cache_log_head.seq + 1
+        RETURNING seq`
+      const seq = toBigInt(head[0]?.seq ?? 0)
+      yield* sql`
+        INSERT INTO module_transpile_cache_log (realm_url, seq, kind, hash, origin)
+        VALUES (${realmUrl}, ${seq.toString()}::int8, ${kind}, ${hash.toString()}::int8, ${origin})`
+      yield* sql`SELECT pg_notify(${invalidatedChannel}, ${`${kind}:${hash}:${origin}`})`
+      yield* sql`
+        DELETE FROM module_transpile_cache_log
+        WHERE realm_url = ${realmUrl} AND created_at < now() - ${retentionMs} * interval '1 millisecond'`
+    })).pipe(
+      Effect.timeout(timeout),
+      Effect.tapError((error) => Effect.logWarning("module-transpile-cache: invalidation log write failed", String(error))),
+      Effect.ignore,
+      Effect.withSpan("PolledInvalidations.publish", { attributes: { kind } })
+    )
+
+  const readHeads = sql<HeadRow>`SELECT realm_url, seq FROM module_transpile_cache_log_head`.pipe(
+    Effect.map((rows) => new Map(rows.map((row) => [row.realm_url, toBigInt(row.seq)] as const)))
+  )
+
+  const poll = Effect.gen(function*() {
+    const heads = yield* readHeads
+    const known = cursors
+    if (known === undefined) {
+      // The first read after a failed start: anything may have been missed.
+      cursors = heads
+      deliver({ _tag: "Flush" })
+      return
+    }
+    for (const [realmUrl, head] of heads) {
+      const cursor = known.get(realmUrl) ?? 0n
+      if (head <= cursor) continue
+      const entries = yield* sql<EntryRow>`
+        SELECT seq, kind, hash, origin FROM module_transpile_cache_log
+        WHERE realm_url = ${realmUrl} AND seq > ${cursor.toString()}::int8 AND seq <= ${head.toString()}::int8
+        ORDER BY seq`
+      known.set(realmUrl, head)
+      const first = entries[0]
+      if (first === undefined || toBigInt(first.seq) !== cursor + 1n) {
+        // Pruned before this process read them.
+        deliver({ _tag: "Flush" })
+        continue
+      }
+      for (const entry of entries) {
+        if (entry.origin === origin) continue
+        const hash = toBigInt(entry.hash)
+        if (entry.kind === "k") deliver({ _tag: "Key", hash })
+        else if (entry.kind === "r") deliver({ _tag: "Realm", hash })
+      }
+    }
+  }).pipe(Effect.timeout(timeout))
+
+  // The heads at start: only later entries are news.
+  const initial = yield* Effect.option(readHeads.pipe(Effect.timeout(timeout)))
+  if (initial._tag === "Some") cursors = initial.value
+  yield* Effect.forkIn(
+    Effect.repeat(
+      poll.pipe(
+        Effect.tapError((error) => Effect.logDebug("module-transpile-cache: invalidation poll failed", String(error))),
+        Effect.ignore
+      ),
+      Schedule.spaced(options.interval ?? defaults.interval)
+    ),
+    scope
+  )
+
+  return Invalidations.of({
+    kind: "postgres",
+    publishKey: (key) => publish(key.realmUrl, "k", lockKey(key)),
+    publishRealm: (realmUrl) => publish(realmUrl, "r", realmHash(realmUrl)),
+    subscribe: (handler) =>
+      Effect.acquireRelease(
+        Effect.sync(() => {
+          const subscriber = (event: InvalidationEvent) => Effect.runSync(handler(event))
+          subscribers.add(subscriber)
+          return subscriber
+        }),
+        (subscriber) => Effect.sync(() => subscribers.delete(subscriber))
+      ).pipe(Effect.asVoid)
+  })
+})
+
+/** The polled invalidations over the SqlClient in context. */
+export const layer = (options?: PolledInvalidationsOptions): Layer.Layer<Invalidations, never, SqlClient.SqlClient> =>
+  Layer.effect(Invalidations, make(options))
