@@ -60,10 +60,12 @@ describe("LeaseCoordinator", () => {
   it.live("a held lease is renewed past its TTL; an expired one is taken over; a former owner cannot delete it", () =>
     Effect.gen(function*() {
       const scope = yield* Scope.make()
-      const a = yield* member(scope, { ttl: "600 millis" })
-      const b = yield* member(scope, { ttl: "600 millis" })
+      // A TTL with room for a late heartbeat on a busy machine (renewed every 500 ms); the
+      // sleep outlasts it twice over.
+      const a = yield* member(scope, { ttl: "1500 millis" })
+      const b = yield* member(scope, { ttl: "1500 millis" })
       expect(yield* a.coordinator.tryLock(key)).toBe(true)
-      yield* Effect.sleep("1500 millis")
+      yield* Effect.sleep("3500 millis")
       // Renewed by A's heartbeat: still A's.
       expect(yield* b.coordinator.tryLock(key)).toBe(false)
       // A's lease passes to another owner (as after A stalled past its TTL): A's unlock
