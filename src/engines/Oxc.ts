@@ -4,8 +4,8 @@
  * import records for the dependency keys. Both ship prebuilt N-API binaries in their npm
  * packages and run in worker threads.
  *
- * Oxc does not compile standard (2023-11) decorators or `accessor` fields: a module that
- * has one is handed back ({@link NativeResult} `fallback`) for Babel's
+ * Oxc does not compile standard (2023-11) decorators or `accessor` fields, and orders
+ * parameter properties as tsc does: a module that has one is handed back ({@link NativeResult} `fallback`) for Babel's
  * decorators plugin, so every module gets the same semantics as with `--engine babel`.
  *
  * In `.gts`/`.gjs`, a template refers to its imports through `eval`, which import elision
@@ -45,7 +45,7 @@ export const config = {
   engine: "native",
   revision: 1,
   oxcTransform: transformOptions,
-  fallback: "babel for decorators and accessor fields",
+  fallback: "babel for decorators, accessor fields and parameter properties",
   templateLocals: "keep-template-locals"
 } as const
 
@@ -112,7 +112,12 @@ interface AstNode {
 const isAstNode = (u: unknown): u is AstNode =>
   u !== null && typeof u === "object" && "type" in u && typeof u.type === "string"
 
-/** Whether an ESTree AST has a decorator or an `accessor` field: syntax left for Babel. */
+/**
+ * Whether an ESTree AST has a decorator or an `accessor` field (which oxc leaves as they
+ * are), or a constructor parameter property (which oxc declares as a field before the
+ * class's own fields, as tsc does, where Babel assigns it in the constructor after them:
+ * another order of own properties). Babel compiles those modules.
+ */
 const needsBabel = (root: unknown): boolean => {
   const stack: Array<unknown> = [root]
   while (stack.length > 0) {
@@ -122,7 +127,7 @@ const needsBabel = (root: unknown): boolean => {
       continue
     }
     if (!isAstNode(node)) continue
-    if (node.type === "Decorator" || node.type === "AccessorProperty") return true
+    if (node.type === "Decorator" || node.type === "AccessorProperty" || node.type === "TSParameterProperty") return true
     for (const value of Object.values(node)) {
       if (value !== null && typeof value === "object") stack.push(value)
     }
@@ -249,9 +254,10 @@ export const compile = (
   typescript: boolean,
   keep: ReadonlyArray<string>
 ): NativeResult => {
-  // A decorator (also one on a `declare` field, which oxc drops and Babel rejects) or an
-  // `accessor` field: Babel's decorators plugin compiles the module.
-  if ((code.includes("@") || code.includes("accessor")) && needsBabel(parseSync(typescript ? `${path}.ts` : `${path}.js`, code, {
+  // A decorator (also one on a `declare` field, which oxc drops and Babel rejects), an
+  // `accessor` field or a parameter property: Babel compiles the module.
+  const suspect = code.includes("@") || code.includes("accessor") || (typescript && code.includes("constructor"))
+  if (suspect && needsBabel(parseSync(typescript ? `${path}.ts` : `${path}.js`, code, {
     lang: typescript ? "ts" : "js",
     sourceType: "module"
   }).program)) return { _tag: "Fallback" }
@@ -269,6 +275,8 @@ export const compile = (
     const at = output.lastIndexOf(`void function ${keeperName}()`)
     if (at >= 0) output = output.slice(0, at)
   }
+  // Babel ends its output without a newline: so do we, so that simple modules read the same
+  output = output.replace(/\n+$/, "")
   const parsed = parseSync(`${path}.js`, output, { lang: "js", sourceType: "module" })
   return { _tag: "Compiled", code: output, dependencyKeys: dependencyKeysOfModuleRecords(output, parsed.module) }
 }
