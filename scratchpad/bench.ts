@@ -6,6 +6,7 @@ import { execFileSync } from "node:child_process"
 import { writeFileSync } from "node:fs"
 import { cpus, totalmem } from "node:os"
 import { benchBabel } from "./bench-babel.ts"
+import { benchEngines } from "./bench-engines.ts"
 import { benchFleetScale } from "./bench-fleet-scale.ts"
 import { benchHerd } from "./bench-herd.ts"
 import { benchHttp } from "./bench-http.ts"
@@ -24,7 +25,8 @@ const sections: Array<[string, () => Promise<Array<BenchRow>>]> = [
   ["Babel", benchBabel],
   ["transpile workers", benchWorkers],
   ["fleet at scale", benchFleetScale],
-  ["pipelines", benchPipelines]
+  ["pipelines", benchPipelines],
+  ["standard engines", benchEngines]
 ]
 
 const rows: Array<BenchRow & { section: string }> = []
