@@ -30,7 +30,7 @@ const CONCURRENCY = 16
 const RUNS = 3
 
 /** A TypeScript module of about 4 KiB importing the next one (types and a value), as realm code does. */
-const moduleSource = (i: number): string => {
+export const moduleSource = (i: number): string => {
   const next = (i + 1) % MODULES
   const blocks = Array.from({ length: 6 }, (_, k) => `
 export interface Item${k}<T> {

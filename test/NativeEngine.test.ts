@@ -12,6 +12,7 @@ import { fileURLToPath, pathToFileURL } from "node:url"
 import { Worker } from "node:worker_threads"
 import { parseSync } from "oxc-parser"
 import * as BabelTranspiler from "../src/BabelTranspiler.ts"
+import * as Oxc from "../src/engines/Oxc.ts"
 import { TranspileError } from "../src/Errors.ts"
 import type { Transpiler } from "../src/Transpiler.ts"
 
@@ -235,13 +236,44 @@ describe("native engine against Babel (standard pipeline)", () => {
     expect(body(native, "decorators.ts")).toBe(body(babel, "decorators.ts"))
   })
 
+  it("reads the same dependency keys with es-module-lexer as with oxc-parser's module records, and as Babel", () => {
+    const tricky = [
+      `// import "./in-a-comment"`,
+      `const s = "import('./in-a-string')"`,
+      `const t = \`\${1} import("./in-a-template")\``,
+      `const r = /import("\\.\\/in-a-regex")/`,
+      `export const f = () => import(\`./template\`)`,
+      `export const g = (x) => import(x)`,
+      `export const h = () => import("./escaped\\u0041")`,
+      `import "./side"`,
+      `export * from "./all"`,
+      `export { k } from "./k"`,
+      `import d, { e } from "./d"`,
+      `console.log(import.meta.url, d, e)`
+    ].join("\n")
+    const modules = [...fixtures, ...extras, { path: "cards/tricky.js", source: tricky }]
+    let compared = 0
+    for (const { path, source } of modules) {
+      const a = run(native, path, source)
+      if (!a.ok || a.body === "") continue
+      const lexed = Oxc.dependencyKeysByLexer(a.body)
+      expect(lexed).toEqual(Oxc.dependencyKeysOfModuleRecords(a.body, parseSync("m.js", a.body, { sourceType: "module" }).module))
+      compared++
+    }
+    expect(compared).toBeGreaterThan(8)
+    const b = run(babel, "cards/tricky.js", tricky)
+    if (!b.ok) throw b.error
+    expect(Oxc.dependencyKeysByLexer(tricky)).toEqual(b.dependencyKeys)
+    expect(b.dependencyKeys).toEqual(["./template", "./escapedA", "./side", "./all", "./k", "./d"])
+  })
+
   it("has its own fingerprint, with the engine's version; Babel's is unchanged", () => {
     expect(native.fingerprint).not.toBe(babel.fingerprint)
     expect(native.fingerprint).toBe(BabelTranspiler.pipelineFingerprint())
     expect(BabelTranspiler.pipelineVersions()["oxc-transform"]).toMatch(/^\d+\.\d+\.\d+/)
     expect(babel.fingerprint).toBe(
       BabelTranspiler.fingerprintOf({
-        versions: Object.fromEntries(Object.entries(BabelTranspiler.pipelineVersions()).filter(([k]) => !k.startsWith("oxc-"))),
+        versions: Object.fromEntries(Object.entries(BabelTranspiler.pipelineVersions()).filter(([k]) => !(k in Oxc.versions()))),
         config: Object.fromEntries(Object.entries(BabelTranspiler.pipelineConfig).filter(([k]) => k !== "engine"))
       })
     )

@@ -1,7 +1,7 @@
 /**
  * The native engine of the `standard` pipeline: oxc-transform strips TypeScript (with
- * TypeScript's import elision and `declare` fields), and oxc-parser reads the output's
- * import records for the dependency keys. Both ship prebuilt N-API binaries in their npm
+ * TypeScript's import elision and `declare` fields), and es-module-lexer (else oxc-parser)
+ * reads the output's import records for the dependency keys. Both ship prebuilt N-API binaries in their npm
  * packages and run in worker threads.
  *
  * Oxc does not compile standard (2023-11) decorators or `accessor` fields, and orders
@@ -15,6 +15,7 @@
  *
  * @since 0.3.0
  */
+import { initSync as initLexer, parse as lexModule } from "es-module-lexer"
 import { createRequire } from "node:module"
 import { parseSync } from "oxc-parser"
 import { transformSync, type TransformOptions } from "oxc-transform"
@@ -43,7 +44,8 @@ const transformOptions = {
 /** What the native engine contributes to the fingerprint besides versions. Bump `revision` when this module's handling changes. */
 export const config = {
   engine: "native",
-  revision: 1,
+  revision: 2,
+  dependencyKeys: "es-module-lexer, else oxc-parser's module records",
   oxcTransform: transformOptions,
   fallback: "babel for decorators, accessor fields and parameter properties",
   templateLocals: "keep-template-locals"
@@ -57,7 +59,8 @@ export const versions = (): Readonly<Record<string, string>> => {
   const require = createRequire(import.meta.url)
   cachedVersions = {
     "oxc-transform": versionOf(require, "oxc-transform"),
-    "oxc-parser": versionOf(require, "oxc-parser")
+    "oxc-parser": versionOf(require, "oxc-parser"),
+    "es-module-lexer": versionOf(require, "es-module-lexer")
   }
   return cachedVersions
 }
@@ -160,6 +163,37 @@ export const dependencyKeysOfModuleRecords = (
   }
   found.sort((a, b) => a.at - b.at)
   return Array.from(new Set(found.map((f) => f.key)))
+}
+
+let lexerReady = false
+
+/**
+ * The dependency keys of compiled JavaScript read by es-module-lexer (which reads only the
+ * import records, where oxc-parser serialises the whole AST): the same rules as
+ * {@link dependencyKeysOfModuleRecords}. `undefined` when the lexer fails.
+ */
+export const dependencyKeysByLexer = (code: string): ReadonlyArray<string> | undefined => {
+  try {
+    if (!lexerReady) {
+      initLexer()
+      lexerReady = true
+    }
+    const [imports] = lexModule(code)
+    const keys = new Set<string>()
+    for (const record of imports) {
+      if (record.d === -2) continue // import.meta
+      if (record.d === -1) {
+        if (record.n !== undefined) keys.add(record.n)
+        continue
+      }
+      // import(): `n` for a string literal; a template literal without substitutions from its text
+      const key = record.n ?? literalValue(code.slice(record.s, record.e).trim())
+      if (key !== undefined) keys.add(key)
+    }
+    return Array.from(keys)
+  } catch {
+    return undefined
+  }
 }
 
 /** Blanks the given UTF-16 ranges of a text. */
@@ -277,6 +311,7 @@ export const compile = (
   }
   // Babel ends its output without a newline: so do we, so that simple modules read the same
   output = output.replace(/\n+$/, "")
-  const parsed = parseSync(`${path}.js`, output, { lang: "js", sourceType: "module" })
-  return { _tag: "Compiled", code: output, dependencyKeys: dependencyKeysOfModuleRecords(output, parsed.module) }
+  const dependencyKeys = dependencyKeysByLexer(output) ??
+    dependencyKeysOfModuleRecords(output, parseSync(`${path}.js`, output, { lang: "js", sourceType: "module" }).module)
+  return { _tag: "Compiled", code: output, dependencyKeys }
 }
