@@ -89,7 +89,7 @@ const perKiB = (): Array<BenchRow> => {
   }
   const engines: Array<[string, (path: string, source: string) => void]> = [
     ["Babel 8 (standard pipeline, engine babel)", viaService(babel)],
-    ["native (standard pipeline, engine native: oxc-transform + oxc-parser)", viaService(native)],
+    ["native (standard pipeline, engine native: oxc-transform + es-module-lexer)", viaService(native)],
     ["oxc-transform transformSync", (path, source) => {
       oxcTransform(path, source, { sourceType: "module", typescript: { onlyRemoveTypeImports: false } })
     }],
