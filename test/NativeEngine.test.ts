@@ -76,6 +76,8 @@ const extras: ReadonlyArray<{ readonly path: string; readonly source: string }> 
   { path: "cards/blank.gts", source: "  \n\t\n" },
   { path: "cards/unicode-error.ts", source: `export const s = "éé€😀"; let x = ;\n` },
   { path: "cards/error-after-template.gts", source: `const A = <template>hi</template>\nexport function f(a: number {\n}\n` },
+  { path: "cards/deep.ts", source: `export const x = ${"(".repeat(20_000)}1${")".repeat(20_000)}\n` },
+  { path: "cards/deep-enough.ts", source: `export const x: number = ${"[".repeat(200)}1${"]".repeat(200)}.flat(Infinity)[0]\n` },
   { path: "cards/decorator-on-declare.ts", source: "class A {\n  @tracked declare x: number\n}\n" },
   { path: "cards/reexports.ts", source: `export type { T } from "./t"\nexport { type U, v } from "./v"\nexport * as all from "./all"\nimport "./side"\n` }
 ]
@@ -187,8 +189,9 @@ describe("native engine against Babel (standard pipeline)", () => {
             line: b.error.line,
             column: b.error.column
           })
-          expect(a.error.line).toBeTypeOf("number")
-          expect(a.error.message).toMatch(new RegExp(`\\(${a.error.line}:${a.error.column}\\)$`))
+          // a syntax error has a position (Babel's stack overflow on cards/deep.ts has none, in both engines)
+          if (b.error.line !== undefined) expect(a.error.message).toMatch(new RegExp(`\\(${a.error.line}:${a.error.column}\\)$`))
+          else expect(path).toBe("cards/deep.ts")
         }
         return
       }

@@ -44,7 +44,8 @@ const transformOptions = {
 /** What the native engine contributes to the fingerprint besides versions. Bump `revision` when this module's handling changes. */
 export const config = {
   engine: "native",
-  revision: 2,
+  revision: 3,
+  maxNesting: 256,
   dependencyKeys: "es-module-lexer, else oxc-parser's module records",
   oxcTransform: transformOptions,
   fallback: "babel for decorators, accessor fields and parameter properties",
@@ -279,6 +280,26 @@ export const templateKeepers = (
 }
 
 /**
+ * Deeper bracket nesting than this goes to Babel: oxc recurses on the native stack, and a
+ * native stack overflow ends the whole process (Babel's is a catchable RangeError).
+ */
+export const maxNativeNesting = 256
+
+/** Whether the brackets `( [ {` of a text nest deeper than `limit` (brackets in strings and comments count too). */
+export const nestsDeeperThan = (text: string, limit: number): boolean => {
+  let depth = 0
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i)
+    if (c === 40 || c === 91 || c === 123) {
+      if (++depth > limit) return true
+    } else if (c === 41 || c === 93 || c === 125) {
+      if (depth > 0) depth--
+    }
+  }
+  return false
+}
+
+/**
  * Compiles a module's code (TypeScript when `typescript`, else JavaScript) with oxc, keeping
  * the imports named in `keep` as if the code used them.
  */
@@ -290,6 +311,7 @@ export const compile = (
 ): NativeResult => {
   // A decorator (also one on a `declare` field, which oxc drops and Babel rejects), an
   // `accessor` field or a parameter property: Babel compiles the module.
+  if (nestsDeeperThan(code, maxNativeNesting)) return { _tag: "Fallback" }
   const suspect = code.includes("@") || code.includes("accessor") || (typescript && code.includes("constructor"))
   if (suspect && needsBabel(parseSync(typescript ? `${path}.ts` : `${path}.js`, code, {
     lang: typescript ? "ts" : "js",
