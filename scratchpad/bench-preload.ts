@@ -57,7 +57,7 @@ const serveBaseline = async (engine: Engine, dir: string) => {
     ? await import("esbuild").then((esbuild) => (source: string, file: string) =>
       esbuild.transformSync(source, { loader: "ts", sourcefile: file, format: "esm" }).code
     )
-    : await import("rolldown/experimental").then((oxc) => (source: string, file: string) =>
+    : await import("oxc-transform").then((oxc) => (source: string, file: string) =>
       oxc.transformSync(file, source, { lang: "ts" }).code
     )
   const server = http.createServer((request, response) => {

@@ -7,6 +7,7 @@ import { writeFileSync } from "node:fs"
 import { cpus, totalmem } from "node:os"
 import { benchBabel } from "./bench-babel.ts"
 import { benchBounded } from "./bench-bounded.ts"
+import { benchEngines } from "./bench-engines.ts"
 import { benchFleetScale } from "./bench-fleet-scale.ts"
 import { benchHerd } from "./bench-herd.ts"
 import { benchHotPath } from "./bench-hot-path.ts"
@@ -31,7 +32,8 @@ const sections: Array<[string, () => Promise<Array<BenchRow>>]> = [
   ["pipelines", benchPipelines],
   ["restart (preload)", () => import("./bench-preload.ts").then((bench) => bench.benchPreload())],
   ["bounded L2: wipe cost vs history", benchBounded],
-  ["transaction pooler", benchPooler]
+  ["transaction pooler", benchPooler],
+  ["standard engines", benchEngines]
 ]
 
 const rows: Array<BenchRow & { section: string }> = []

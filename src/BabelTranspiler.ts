@@ -23,6 +23,7 @@ import { createRequire } from "node:module"
 import { posix } from "node:path"
 import { defaultMaxSourceBytes, hashSource, javascriptContentType, type TranspiledModule } from "./Domain.ts"
 import { SourceTooLargeError, TranspileError } from "./Errors.ts"
+import * as Oxc from "./engines/Oxc.ts"
 import * as Boxel from "./pipelines/Boxel.ts"
 import * as Ember from "./pipelines/Ember.ts"
 import {
@@ -40,6 +41,7 @@ import { relativePosition, templateErrorPosition } from "./pipelines/TemplateErr
 import { Transpiler, type TranspileInput } from "./Transpiler.ts"
 
 export { isPipelineName, PipelineLoadError, type PipelineName, pipelineNames }
+export { defaultEngine, type EngineName, engineNames, isEngineName } from "./engines/Oxc.ts"
 
 // -----------------------------------------------------------------------------
 // Options
@@ -59,6 +61,11 @@ export interface BabelTranspilerOptions {
    * use (the version the host runs). Defaults to the one this package depends on.
    */
   readonly emberSource?: string
+  /**
+   * The engine of the `standard` pipeline: `native` (oxc-transform, the default) or
+   * `babel`. The `ember` and `boxel` pipelines always run Babel.
+   */
+  readonly engine?: Oxc.EngineName
 }
 
 /** The default pipeline of {@link make} and of the CLI. */
@@ -127,9 +134,9 @@ export const configOf = (pipeline: Pipeline): typeof transpilerConfig & { readon
 
 /**
  * Everything besides package versions that decides the output of the `standard`
- * pipeline. It goes into the fingerprint.
+ * pipeline with its default (native) engine. It goes into the fingerprint.
  */
-export const pipelineConfig = configOf(Standard.make())
+export const pipelineConfig = { ...configOf(Standard.make()), engine: Oxc.config }
 
 // -----------------------------------------------------------------------------
 // Fingerprint
@@ -186,12 +193,12 @@ export const versionsOf = (pipeline: Pipeline): Readonly<Record<string, string>>
 /**
  * The installed versions of the packages that make the output of the `standard`
  * pipeline: @babel/core (and the parser and generator it uses), its plugins,
- * @glimmer/syntax and content-tag.
+ * @glimmer/syntax, content-tag, and oxc-transform and oxc-parser (the default engine).
  */
-export const pipelineVersions = (): Readonly<Record<string, string>> => versionsOf(Standard.make())
+export const pipelineVersions = (): Readonly<Record<string, string>> => ({ ...versionsOf(Standard.make()), ...Oxc.versions() })
 
 /** The fingerprint of the `standard` pipeline as installed. */
-export const pipelineFingerprint = (): string => fingerprintOf({ versions: pipelineVersions(), config: pipelineConfig })
+export const pipelineFingerprint = (): string => fingerprintOfPipeline(Standard.make(), Oxc.defaultEngine)
 
 /**
  * The pipeline that options choose, loaded (the template compiler of `ember`/`boxel` is
@@ -222,7 +229,23 @@ export const pipelineOf = (options: BabelTranspilerOptions = {}): Effect.Effect<
  * options, and the template compiler's version), the same in every thread and process.
  */
 export const fingerprintFor = (options: BabelTranspilerOptions = {}): Effect.Effect<string, PipelineLoadError> =>
-  Effect.map(pipelineOf(options), (pipeline) => fingerprintOf({ versions: versionsOf(pipeline), config: configOf(pipeline) }))
+  Effect.map(pipelineOf(options), (pipeline) => fingerprintOfPipeline(pipeline, engineOf(pipeline, options)))
+
+/** The engine that runs a pipeline under the options: `native` only for `standard`. */
+export const engineOf = (pipeline: Pipeline, options: BabelTranspilerOptions): Oxc.EngineName =>
+  pipeline.name === "standard" ? options.engine ?? Oxc.defaultEngine : "babel"
+
+/**
+ * The fingerprint of a pipeline run by an engine. With the Babel engine it is what it
+ * always was; the native engine adds its configuration and the oxc packages' versions.
+ */
+export const fingerprintOfPipeline = (pipeline: Pipeline, engine: Oxc.EngineName): string =>
+  engine === "native"
+    ? fingerprintOf({
+      versions: { ...versionsOf(pipeline), ...Oxc.versions() },
+      config: { ...configOf(pipeline), engine: Oxc.config }
+    })
+    : fingerprintOf({ versions: versionsOf(pipeline), config: configOf(pipeline) })
 
 // -----------------------------------------------------------------------------
 // Dependencies
@@ -485,7 +508,8 @@ const emptyModule = (source: string): TranspiledModule => ({
 export const make = (options: BabelTranspilerOptions = {}): Effect.Effect<Transpiler["Service"], PipelineLoadError> =>
   Effect.map(pipelineOf(options), (pipeline) => {
     const limit = options.maxSourceBytes ?? defaultMaxSourceBytes
-    const fingerprint = fingerprintOf({ versions: versionsOf(pipeline), config: configOf(pipeline) })
+    const engine = engineOf(pipeline, options)
+    const fingerprint = fingerprintOfPipeline(pipeline, engine)
     let preprocessor: Preprocessor | undefined
 
     const runContentTag = (source: string, filename: string): { readonly code: string; readonly map: string } => {
@@ -566,8 +590,53 @@ export const make = (options: BabelTranspilerOptions = {}): Effect.Effect<Transp
       }
     }
 
-    const runSync = (path: string, source: string, kind: ModuleKind): TranspiledModule => {
+    /** The native engine; Babel's standard pipeline for a module with decorators or `accessor` fields. */
+    const runNative = (path: string, source: string, kind: ModuleKind): TranspiledModule => {
       const preprocessed = kind === "gts" || kind === "gjs" ? runContentTag(source, path) : undefined
+      const code = preprocessed?.code ?? source
+      let keep: ReadonlyArray<string> = []
+      if (preprocessed !== undefined && kind === "gts" && code.includes(Standard.templateCompilerModule)) {
+        preprocessor ??= new Preprocessor()
+        const templates = preprocessor.parse(source, { filename: path }).map((t) => ({
+          contents: t.contents,
+          start: t.range.startUtf16Codepoint,
+          end: t.range.endUtf16Codepoint
+        }))
+        keep = Oxc.templateKeepers(path, code, source, templates)
+      }
+      const result = Oxc.compile(path, code, kind === "ts" || kind === "gts", keep)
+      switch (result._tag) {
+        case "Compiled":
+          return {
+            body: result.code,
+            headers: { "content-type": javascriptContentType },
+            dependencyKeys: result.dependencyKeys,
+            sourceHash: hashSource(source)
+          }
+        case "NativeSyntaxError": {
+          const error = new TranspileError({
+            path,
+            message: `${result.message} (${result.line}:${result.column})`,
+            line: result.line,
+            column: result.column
+          })
+          throw preprocessed ? remapTranspileError(error, preprocessed.map) : error
+        }
+        case "Fallback":
+          return runBabel(path, source, kind, preprocessed)
+      }
+    }
+
+    const runSync = (path: string, source: string, kind: ModuleKind): TranspiledModule =>
+      engine === "native" ? runNative(path, source, kind) : runBabel(path, source, kind, undefined)
+
+    const runBabel = (
+      path: string,
+      source: string,
+      kind: ModuleKind,
+      already: { readonly code: string; readonly map: string } | undefined
+    ): TranspiledModule => {
+      const preprocessed = already ?? (kind === "gts" || kind === "gjs" ? runContentTag(source, path) : undefined)
       let result: ReturnType<typeof transformSync>
       try {
         result = transformSync(preprocessed?.code ?? source, { ...babelOptions, filename: path, plugins: pipeline.plugins[kind] })
@@ -615,7 +684,7 @@ export const make = (options: BabelTranspilerOptions = {}): Effect.Effect<Transp
         if (pipeline.async) return runAsync(path, source, kind)
         return Effect.try({ try: () => runSync(path, source, kind), catch: toError(path, undefined) })
       }), "Transpiler.transpile", {
-        attributes: { path, transpiler: "babel", pipeline: pipeline.name },
+        attributes: { path, transpiler: engine, pipeline: pipeline.name },
         captureStackTrace: false
       })
 
@@ -636,13 +705,19 @@ export const pipelineNameConfig: Config.Config<PipelineName> = Config.Literals(p
   Config.withDefault(defaultPipeline)
 )
 
+/** The engine of the `standard` pipeline from `MTC_ENGINE` (`native` or `babel`), `native` when unset. */
+export const engineConfig: Config.Config<Oxc.EngineName> = Config.Literals(Oxc.engineNames, "MTC_ENGINE").pipe(
+  Config.withDefault(Oxc.defaultEngine)
+)
+
 /** The `ember-source` directory from `MTC_EMBER_SOURCE`, if set. */
 export const emberSourceConfig: Config.Config<Option.Option<string>> = Config.option(Config.String("MTC_EMBER_SOURCE"))
 
-/** The options from `MTC_MAX_SOURCE_BYTES`, `MTC_PIPELINE` and `MTC_EMBER_SOURCE`. */
+/** The options from `MTC_MAX_SOURCE_BYTES`, `MTC_PIPELINE`, `MTC_ENGINE` and `MTC_EMBER_SOURCE`. */
 export const optionsConfig: Config.Config<BabelTranspilerOptions> = Config.all({
   maxSourceBytes: maxSourceBytesConfig,
   pipeline: pipelineNameConfig,
+  engine: engineConfig,
   emberSource: emberSourceConfig
 }).pipe(Config.map(({ emberSource, ...rest }) =>
   Option.isSome(emberSource) ? { ...rest, emberSource: emberSource.value } : rest

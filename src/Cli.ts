@@ -2,7 +2,7 @@
  * The `transpile-cache` command line:
  *
  * - `serve <realmDir> [--port 4201] [--host 127.0.0.1] [--realm-url URL] [--data-dir DIR] [--store pg|pglite|memory]
- *   [--pipeline standard|ember|boxel] [--ember-source DIR]`
+ *   [--pipeline standard|ember|boxel] [--engine native|babel] [--ember-source DIR]`
  *   serves a realm (see {@link RealmServer}) until SIGINT or SIGTERM, then shuts down
  *   gracefully. It logs one line `... listening on http://HOST:PORT/ ...` once it accepts
  *   requests.
@@ -21,7 +21,8 @@
  * processes serving the same directory share rows. `MTC_MAX_SOURCE_BYTES` bounds both the
  * transpiler and the files served; the `MTC_*` cache tuning variables are read as in
  * `ModuleCache.optionsConfig`. The pipeline comes from `--pipeline`, else `MTC_PIPELINE`, else
- * `standard`; the ember-source of `ember`/`boxel` from `--ember-source`, else `MTC_EMBER_SOURCE`.
+ * `standard`; the ember-source of `ember`/`boxel` from `--ember-source`, else `MTC_EMBER_SOURCE`;
+ * the engine of `standard` from `--engine`, else `MTC_ENGINE`, else `native` (oxc).
  *
  * Transpiles run in a pool of worker threads (see {@link TranspilerPool}): `--transpile-workers N`
  * (or `MTC_TRANSPILE_WORKERS`, default the available parallelism; 0 runs Babel in-process),
@@ -128,6 +129,10 @@ const storeFlags = {
     Flag.withDescription("Transpile pipeline: standard, ember or boxel (default: MTC_PIPELINE, else standard)"),
     Flag.optional
   ),
+  engine: Flag.Literals("engine", BabelTranspiler.engineNames).pipe(
+    Flag.withDescription("Engine of the standard pipeline: native (oxc) or babel (default: MTC_ENGINE, else native)"),
+    Flag.optional
+  ),
   emberSource: Flag.String("ember-source").pipe(
     Flag.withDescription("ember-source directory whose template compiler ember/boxel use (default: MTC_EMBER_SOURCE, else the installed one)"),
     Flag.optional
@@ -145,10 +150,11 @@ interface RealmInput {
   readonly store: Option.Option<StoreFlag>
   readonly transpileWorkers: Option.Option<number>
   readonly pipeline: Option.Option<BabelTranspiler.PipelineName>
+  readonly engine: Option.Option<BabelTranspiler.EngineName>
   readonly emberSource: Option.Option<string>
 }
 
-/** The transpiler's options: the flags win over `MTC_PIPELINE` and `MTC_EMBER_SOURCE`. */
+/** The transpiler's options: the flags win over `MTC_PIPELINE`, `MTC_ENGINE` and `MTC_EMBER_SOURCE`. */
 const transpilerOptions = Effect.fnUntraced(function*(input: RealmInput) {
   const fromEnv = yield* BabelTranspiler.optionsConfig.pipe(
     Effect.mapError((error) => new CliFailure({ message: `configuration: ${error.message}` }))
@@ -157,6 +163,7 @@ const transpilerOptions = Effect.fnUntraced(function*(input: RealmInput) {
   return {
     ...fromEnv,
     pipeline: Option.getOrElse(input.pipeline, () => fromEnv.pipeline ?? BabelTranspiler.defaultPipeline),
+    engine: Option.getOrElse(input.engine, () => fromEnv.engine ?? BabelTranspiler.defaultEngine),
     ...(emberSource === undefined ? {} : { emberSource: path.resolve(emberSource) })
   } satisfies BabelTranspiler.BabelTranspilerOptions
 })

@@ -83,7 +83,8 @@ describe("a serve process transpiling in workers", () => {
     const server = await startServer({
       realmDir,
       store: "memory",
-      env: { MTC_TRANSPILE_WORKERS: "1", MTC_TRANSPILE_MAX_MEMORY: "64" }
+      // Babel's heap is what the limit bounds: the native engine's memory is outside the V8 heap
+      env: { MTC_TRANSPILE_WORKERS: "1", MTC_TRANSPILE_MAX_MEMORY: "64", MTC_ENGINE: "babel" }
     })
     const failed = await request(server.url, "/huge.ts")
     expect(failed.status).toBe(500)

@@ -76,7 +76,7 @@ const isInType = (path: NodePath): boolean => {
 }
 
 /** Whether a template's text names `name` as a free word: not after `.` or `@`, not inside a longer name. */
-const mentions = (text: string, name: string): boolean => {
+export const mentions = (text: string, name: string): boolean => {
   for (let at = text.indexOf(name); at !== -1; at = text.indexOf(name, at + 1)) {
     const before = text[at - 1]
     const after = text[at + name.length]
