@@ -161,19 +161,7 @@ export class L1Cache {
 
   /** Evicts until the bound holds: the oldest unused entry goes; a used one gets a second chance. */
   private evict(keep: string): void {
-    while (this.totalBytes > this.maxBytes) {
-      for (const [id, entry] of this.entries) {
-        if (this.totalBytes <= this.maxBytes) return
-        if (id === keep) continue
-        if (entry.used) {
-          entry.used = false
-          this.entries.delete(id)
-          this.entries.set(id, entry)
-        } else {
-          this.remove(id)
-        }
-      }
-    }
+    evictClock(this.entries, () => this.totalBytes > this.maxBytes, keep, (id) => this.remove(id))
   }
 
   private remove(id: string): void {
@@ -184,5 +172,30 @@ export class L1Cache {
     const ids = this.byHash.get(entry.hash)
     ids?.delete(id)
     if (ids?.size === 0) this.byHash.delete(entry.hash)
+  }
+}
+
+/**
+ * CLOCK eviction over an insertion-ordered map, while `over()` holds: the oldest unused entry
+ * is removed (through `remove`); a used one loses its mark and moves to the back. `keep` stays.
+ */
+export const evictClock = <E extends { used: boolean }>(
+  entries: Map<string, E>,
+  over: () => boolean,
+  keep: string,
+  remove: (id: string) => void
+): void => {
+  while (over()) {
+    for (const [id, entry] of entries) {
+      if (!over()) return
+      if (id === keep) continue
+      if (entry.used) {
+        entry.used = false
+        entries.delete(id)
+        entries.set(id, entry)
+      } else {
+        remove(id)
+      }
+    }
   }
 }

@@ -11,7 +11,7 @@
  * @since 0.1.0
  */
 import { Context, Layer } from "effect"
-import { defaultMaxBytes } from "./L1Cache.ts"
+import { defaultMaxBytes, evictClock } from "./L1Cache.ts"
 
 /** A cached answer: the body, its ETag, and the header blocks of a 200 and a 304 (flat `[name, value, ...]`). */
 export interface CachedAnswer {
@@ -96,19 +96,7 @@ export class RawFiles {
   }
 
   private evict(keep: string): void {
-    while (this.totalBytes > this.maxBytes) {
-      for (const [id, entry] of this.entries) {
-        if (this.totalBytes <= this.maxBytes) return
-        if (id === keep) continue
-        if (entry.used) {
-          entry.used = false
-          this.entries.delete(id)
-          this.entries.set(id, entry)
-        } else {
-          this.remove(id)
-        }
-      }
-    }
+    evictClock(this.entries, () => this.totalBytes > this.maxBytes, keep, (id) => this.remove(id))
   }
 
   private remove(id: string): void {
