@@ -197,12 +197,10 @@ const realmOptions = Effect.fnUntraced(function*(input: RealmInput) {
     maxSourceBytes: config.maxSourceBytes,
     cache: config.cache
   } satisfies RealmServer.RealmOptions
-  return { realm, pool: { ...config.pool, workers, transpiler: { maxSourceBytes: config.maxSourceBytes } } }
+  // The transpiler's source limit is the same MTC_MAX_SOURCE_BYTES as the files served.
+  const transpiler = yield* transpilerOptions(input)
+  return { realm, pool: { ...config.pool, workers, transpiler } }
 })
-
-/** The transpiler: a worker pool (or in-process Babel), under the source size limit of the files served. */
-const transpilerLayer = (pool: TranspilerPool.TranspilerPoolOptions) =>
-  TranspilerPool.layer(pool)
 
 /** The first non-empty message of an error or of its causes. */
 const messageOf = (cause: unknown, depth = 0): string => {
@@ -241,7 +239,6 @@ export const serve = Command.make(
       return yield* new CliFailure({ message: `--port must be between 0 and 65535 (got ${input.port})` })
     }
     const { pool, realm: options } = yield* realmOptions(input)
-    const transpiler = yield* transpilerOptions(input)
     const admin = yield* AdminToken.serverToken.pipe(Effect.mapError((error) => new CliFailure({ message: error.message })))
     const { limits, prune } = yield* Config.all({ limits: RealmServer.limitsConfig, prune: Pruner.optionsConfig }).pipe(
       Effect.mapError((error) => new CliFailure({ message: `configuration: ${error.message}` }))
@@ -255,7 +252,7 @@ export const serve = Command.make(
       limits,
       prune
     }).pipe(
-      Layer.provide(transpilerLayer({ ...pool, transpiler })),
+      Layer.provide(TranspilerPool.layer(pool)),
       Layer.provide(Tracing.layer)
     )
     return yield* Layer.launch(server).pipe(Effect.mapError(explain("serve")))
@@ -334,7 +331,6 @@ export const warm = Command.make(
   },
   Effect.fnUntraced(function*(input) {
     const { pool, realm: options } = yield* realmOptions(input)
-    const transpiler = yield* transpilerOptions(input)
     const concurrency = Math.max(1, Option.getOrElse(input.concurrency, () => Math.max(4, 2 * (pool.workers ?? 0))))
     const run = Effect.gen(function*() {
       const files = yield* RealmFiles
@@ -364,7 +360,7 @@ export const warm = Command.make(
       if (entries.some((entry) => entry.error !== undefined)) process.exitCode = 1
     })
     return yield* run.pipe(
-      Effect.provide(RealmServer.layerServices(options).pipe(Layer.provide(transpilerLayer({ ...pool, transpiler })))),
+      Effect.provide(RealmServer.layerServices(options).pipe(Layer.provide(TranspilerPool.layer(pool)))),
       Effect.provide(Tracing.layer),
       Effect.mapError(explain("warm"))
     )
