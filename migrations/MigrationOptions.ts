@@ -1,6 +1,6 @@
 /**
  * What the migrations need to know about the database. The migrations import nothing from
- * `src/`; `src/Migrations.ts` runs them.
+ * `src/`; `src/store/Migrations.ts` runs them.
  */
 export interface MigrationOptions {
   /**

@@ -8,7 +8,7 @@ import { Effect } from "effect"
 import { readFileSync } from "node:fs"
 import * as http from "node:http"
 import { join } from "node:path"
-import * as BabelTranspiler from "../src/BabelTranspiler.ts"
+import * as BabelTranspiler from "../src/transpiler/BabelTranspiler.ts"
 
 const [realmDir, port] = process.argv.slice(2)
 if (realmDir === undefined || port === undefined) throw new Error("usage: babel-upstream.ts <realmDir> <port>")

@@ -8,7 +8,7 @@ import { Effect } from "effect"
 import { resolve } from "node:path"
 import { performance } from "node:perf_hooks"
 import { fileURLToPath } from "node:url"
-import * as BabelTranspiler from "../src/BabelTranspiler.ts"
+import * as BabelTranspiler from "../src/transpiler/BabelTranspiler.ts"
 
 /** One line of bench output. */
 export interface BenchRow {

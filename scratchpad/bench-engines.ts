@@ -21,7 +21,7 @@ import { performance } from "node:perf_hooks"
 import { fileURLToPath } from "node:url"
 import { transformSync as oxcTransform } from "oxc-transform"
 import { createServer } from "vite"
-import * as BabelTranspiler from "../src/BabelTranspiler.ts"
+import * as BabelTranspiler from "../src/transpiler/BabelTranspiler.ts"
 import { startServer } from "../test/support/server.ts"
 import type { BenchRow } from "./bench-l1.ts"
 

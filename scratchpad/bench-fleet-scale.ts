@@ -8,7 +8,7 @@
  * database, the herd's latency and the time an invalidation takes to reach every peer.
  * Run: npx node scratchpad/bench-fleet-scale.ts   (DATABASE_URL as for the tests)
  */
-import { budgetDefaults } from "../src/ModuleCacheLive.ts"
+import { budgetDefaults } from "../src/live/ModuleCacheLive.ts"
 import { dropDatabase, freshDatabase, psql } from "../test/support/database.ts"
 import { percentile } from "../test/support/fleet.ts"
 import { herd, invalidationSpread, sampleConnections, startFleet, totals } from "../test/support/simulation.ts"

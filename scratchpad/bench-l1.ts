@@ -3,14 +3,14 @@
  * Run: npx node scratchpad/bench-l1.ts
  */
 import { Effect, Layer } from "effect"
-import * as Coordinator from "../src/Coordinator.ts"
-import { keyString, moduleKey } from "../src/Domain.ts"
-import * as Invalidations from "../src/Invalidations.ts"
-import * as MemoryTranspileStore from "../src/MemoryTranspileStore.ts"
-import { ModuleCache } from "../src/ModuleCache.ts"
-import * as ModuleCacheModule from "../src/ModuleCache.ts"
-import * as ModuleSources from "../src/ModuleSources.ts"
-import * as TestTranspiler from "../src/TestTranspiler.ts"
+import * as Coordinator from "../src/domain/Coordinator.ts"
+import { keyString, moduleKey } from "../src/domain/Domain.ts"
+import * as Invalidations from "../src/domain/Invalidations.ts"
+import * as MemoryTranspileStore from "../src/store/MemoryTranspileStore.ts"
+import { ModuleCache } from "../src/cache/ModuleCache.ts"
+import * as ModuleCacheModule from "../src/cache/ModuleCache.ts"
+import * as ModuleSources from "../src/domain/ModuleSources.ts"
+import * as TestTranspiler from "../src/transpiler/TestTranspiler.ts"
 
 export interface BenchRow {
   readonly name: string

@@ -18,7 +18,7 @@ import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
 import { performance } from "node:perf_hooks"
 import { fileURLToPath } from "node:url"
-import * as BabelTranspiler from "../src/BabelTranspiler.ts"
+import * as BabelTranspiler from "../src/transpiler/BabelTranspiler.ts"
 import type { BenchRow } from "./bench-l1.ts"
 
 const root = resolve(fileURLToPath(new URL("..", import.meta.url)))

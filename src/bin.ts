@@ -10,7 +10,7 @@ import { unsupportedMessage } from "./internal/nodeVersion.ts"
 
 const message = unsupportedMessage("transpile-cache")
 if (message === undefined) {
-  await import("./internal/runCli.ts")
+  await import("./cli/runCli.ts")
 } else {
   process.stderr.write(`${message}\n`)
   process.exitCode = 1

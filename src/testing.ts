@@ -11,6 +11,6 @@
  */
 import "./internal/requireNode.ts"
 
-export * as MemoryFleet from "./MemoryFleet.ts"
-export * as MemoryTranspileStore from "./MemoryTranspileStore.ts"
-export * as TestTranspiler from "./TestTranspiler.ts"
+export * as MemoryFleet from "./fleet/MemoryFleet.ts"
+export * as MemoryTranspileStore from "./store/MemoryTranspileStore.ts"
+export * as TestTranspiler from "./transpiler/TestTranspiler.ts"

@@ -4,10 +4,10 @@ import { ConfigProvider, Effect, Layer } from "effect"
 import { readFileSync } from "node:fs"
 import { createRequire } from "node:module"
 import { fileURLToPath } from "node:url"
-import * as BabelTranspiler from "../src/BabelTranspiler.ts"
-import { hashSource, javascriptContentType } from "../src/Domain.ts"
-import { SourceTooLargeError, TranspileError } from "../src/Errors.ts"
-import { Transpiler } from "../src/Transpiler.ts"
+import * as BabelTranspiler from "../src/transpiler/BabelTranspiler.ts"
+import { hashSource, javascriptContentType } from "../src/domain/Domain.ts"
+import { SourceTooLargeError, TranspileError } from "../src/domain/Errors.ts"
+import { Transpiler } from "../src/domain/Transpiler.ts"
 
 const fixturesDir = fileURLToPath(new URL("./fixtures/transpiler/", import.meta.url))
 

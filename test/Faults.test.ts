@@ -300,7 +300,7 @@ describe("faults of a serve fleet on Postgres", () => {
     console.log(`backends terminated (${terminated}): coalescing again after ${probes} probe herd(s)`)
   }, 120_000)
 
-  // BUG (src/PgFleet.ts, lockQuery/currentSession): the lock session is only found dead when
+  // BUG (src/fleet/PgFleet.ts, lockQuery/currentSession): the lock session is only found dead when
   // it is next used. After a restart the LISTEN sessions are back within a second, but the
   // first tryLock of every process then fails on the dead lock session, and that key falls
   // back to a local transpile: one duplicate transpile per process per restart, even long

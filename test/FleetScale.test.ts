@@ -11,7 +11,7 @@
  */
 import { Effect, Layer, Logger, Redacted } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import * as ModuleCacheLive from "../src/ModuleCacheLive.ts"
+import * as ModuleCacheLive from "../src/live/ModuleCacheLive.ts"
 import { dropDatabase, freshDatabase, psql } from "./support/database.ts"
 import { databaseOf, describeSamples, herd as httpHerd, outcomes, sessionCount, stats, totalTranspiles, until } from "./support/load.ts"
 import { makeRealm, removeRealms, startServer, stopAll } from "./support/server.ts"

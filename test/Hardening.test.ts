@@ -10,8 +10,8 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { Effect, Exit } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import * as DataDirLock from "../src/DataDirLock.ts"
-import * as PgConnectError from "../src/PgConnectError.ts"
+import * as DataDirLock from "../src/store/DataDirLock.ts"
+import * as PgConnectError from "../src/store/PgConnectError.ts"
 import { baseUrl } from "./support/database.ts"
 import {
   makeRealm,

@@ -7,11 +7,11 @@
 import { PgClient } from "@effect/sql-pg"
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
 import { Effect, Exit, Fiber, Layer, Redacted, Scope } from "effect"
-import { moduleKey, realmHash, lockKey } from "../src/Domain.ts"
-import type { InvalidationEvent } from "../src/Invalidations.ts"
-import * as LeaseCoordinator from "../src/LeaseCoordinator.ts"
-import * as Migrations from "../src/Migrations.ts"
-import * as PolledInvalidations from "../src/PolledInvalidations.ts"
+import { moduleKey, realmHash, lockKey } from "../src/domain/Domain.ts"
+import type { InvalidationEvent } from "../src/domain/Invalidations.ts"
+import * as LeaseCoordinator from "../src/fleet/LeaseCoordinator.ts"
+import * as Migrations from "../src/store/Migrations.ts"
+import * as PolledInvalidations from "../src/fleet/PolledInvalidations.ts"
 import { dropDatabase, freshDatabase, psql } from "./support/database.ts"
 
 let url: string

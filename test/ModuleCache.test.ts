@@ -5,8 +5,8 @@
 import { assert, describe, expect, it } from "@effect/vitest"
 import { Deferred, Effect, Exit, Fiber } from "effect"
 import { TestClock } from "effect/testing"
-import { TranspileError } from "../src/Errors.ts"
-import { syntaxErrorMarker } from "../src/TestTranspiler.ts"
+import { TranspileError } from "../src/domain/Errors.ts"
+import { syntaxErrorMarker } from "../src/transpiler/TestTranspiler.ts"
 import { idle, keyOf, makeCache, makeWorld, realm, settle } from "./support/world.ts"
 
 const a = keyOf("a.ts")

@@ -11,10 +11,10 @@ import { join } from "node:path"
 import { fileURLToPath, pathToFileURL } from "node:url"
 import { Worker } from "node:worker_threads"
 import { parseSync } from "oxc-parser"
-import * as BabelTranspiler from "../src/BabelTranspiler.ts"
-import * as Oxc from "../src/engines/Oxc.ts"
-import { TranspileError } from "../src/Errors.ts"
-import type { Transpiler } from "../src/Transpiler.ts"
+import * as BabelTranspiler from "../src/transpiler/BabelTranspiler.ts"
+import * as Oxc from "../src/transpiler/engines/Oxc.ts"
+import { TranspileError } from "../src/domain/Errors.ts"
+import type { Transpiler } from "../src/domain/Transpiler.ts"
 
 const fixturesDir = fileURLToPath(new URL("./fixtures/transpiler/", import.meta.url))
 

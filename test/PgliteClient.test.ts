@@ -11,10 +11,10 @@ import { afterAll, assert, describe, expect, it, layer } from "@effect/vitest"
 import { Cause, Deferred, Effect, Exit, Fiber } from "effect"
 import { SqlClient } from "effect/sql"
 import { SqlError } from "effect/sql/SqlError"
-import * as DataDirLock from "../src/DataDirLock.ts"
-import { moduleKey } from "../src/Domain.ts"
-import * as PgliteClient from "../src/PgliteClient.ts"
-import * as SqlTranspileStore from "../src/SqlTranspileStore.ts"
+import * as DataDirLock from "../src/store/DataDirLock.ts"
+import { moduleKey } from "../src/domain/Domain.ts"
+import * as PgliteClient from "../src/store/PgliteClient.ts"
+import * as SqlTranspileStore from "../src/store/SqlTranspileStore.ts"
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), "mtc-pglite-"))
 afterAll(() => fs.rmSync(root, { recursive: true, force: true }))
@@ -193,7 +193,7 @@ describe("the embedded store's data directory", () => {
         const child = spawnSync(process.execPath, [
           "--input-type=module",
           "-e",
-          `import * as L from ${JSON.stringify(path.resolve("src/DataDirLock.ts"))}
+          `import * as L from ${JSON.stringify(path.resolve("src/store/DataDirLock.ts"))}
            import { Effect } from "effect"
            const exit = await Effect.runPromiseExit(Effect.scoped(L.acquire(${JSON.stringify(dir)})))
            process.stdout.write(exit._tag === "Failure" ? String(exit.cause) : "acquired")`

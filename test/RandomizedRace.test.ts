@@ -8,14 +8,14 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
 import { Effect, Layer, Random, Redacted } from "effect"
-import { hashSource, type ModuleKey, moduleKey } from "../src/Domain.ts"
-import { ModuleCache } from "../src/ModuleCache.ts"
-import * as ModuleCacheLive from "../src/ModuleCacheLive.ts"
-import * as ModuleSources from "../src/ModuleSources.ts"
-import * as SqlTranspileStore from "../src/SqlTranspileStore.ts"
-import * as TestTranspiler from "../src/TestTranspiler.ts"
-import { Transpiler } from "../src/Transpiler.ts"
-import { type Captured, TranspileStore } from "../src/TranspileStore.ts"
+import { hashSource, type ModuleKey, moduleKey } from "../src/domain/Domain.ts"
+import { ModuleCache } from "../src/cache/ModuleCache.ts"
+import * as ModuleCacheLive from "../src/live/ModuleCacheLive.ts"
+import * as ModuleSources from "../src/domain/ModuleSources.ts"
+import * as SqlTranspileStore from "../src/store/SqlTranspileStore.ts"
+import * as TestTranspiler from "../src/transpiler/TestTranspiler.ts"
+import { Transpiler } from "../src/domain/Transpiler.ts"
+import { type Captured, TranspileStore } from "../src/domain/TranspileStore.ts"
 import { dropDatabase, freshDatabase } from "./support/database.ts"
 
 let url: string

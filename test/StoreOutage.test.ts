@@ -4,11 +4,11 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
 import { Effect, Layer, Logger, Redacted, Schedule } from "effect"
-import { moduleKey } from "../src/Domain.ts"
-import { ModuleCache } from "../src/ModuleCache.ts"
-import * as ModuleCacheLive from "../src/ModuleCacheLive.ts"
-import * as ModuleSources from "../src/ModuleSources.ts"
-import * as TestTranspiler from "../src/TestTranspiler.ts"
+import { moduleKey } from "../src/domain/Domain.ts"
+import { ModuleCache } from "../src/cache/ModuleCache.ts"
+import * as ModuleCacheLive from "../src/live/ModuleCacheLive.ts"
+import * as ModuleSources from "../src/domain/ModuleSources.ts"
+import * as TestTranspiler from "../src/transpiler/TestTranspiler.ts"
 import { dropDatabase, freshDatabase, psql } from "./support/database.ts"
 import { type Proxy, startProxy } from "./support/proxy.ts"
 

@@ -3,16 +3,16 @@ import { Cause, Effect, Exit, Fiber, Metric, Option, Scope, Tracer } from "effec
 import { readdirSync, readFileSync } from "node:fs"
 import { BroadcastChannel } from "node:worker_threads"
 import { fileURLToPath } from "node:url"
-import * as BabelTranspiler from "../src/BabelTranspiler.ts"
+import * as BabelTranspiler from "../src/transpiler/BabelTranspiler.ts"
 import {
   TranspileMemoryLimitError,
   TranspileQueueFullError,
   TranspileTimeoutError,
   TranspileWorkerCrashError
-} from "../src/Errors.ts"
-import * as ModuleCache from "../src/ModuleCache.ts"
-import { Transpiler } from "../src/Transpiler.ts"
-import * as TranspilerPool from "../src/TranspilerPool.ts"
+} from "../src/domain/Errors.ts"
+import * as ModuleCache from "../src/cache/ModuleCache.ts"
+import { Transpiler } from "../src/domain/Transpiler.ts"
+import * as TranspilerPool from "../src/transpiler/TranspilerPool.ts"
 import { keyOf, makeCache, makeWorld } from "./support/world.ts"
 
 const fixturesDir = fileURLToPath(new URL("./fixtures/transpiler/", import.meta.url))

@@ -11,7 +11,7 @@
  * - `__HOLD__`: waits for `release`, then transpiles normally
  */
 import { BroadcastChannel } from "node:worker_threads"
-import { serve } from "../../src/TranspileWorker.ts"
+import { serve } from "../../src/transpiler/TranspileWorker.ts"
 
 const channel = new BroadcastChannel("mtc-fault-worker")
 channel.unref()

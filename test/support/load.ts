@@ -5,7 +5,7 @@
  * sent exactly as given.
  */
 import { Schema } from "effect"
-import { StatsBody } from "../../src/RealmServer.ts"
+import { StatsBody } from "../../src/server/RealmServer.ts"
 import { readFileSync } from "node:fs"
 import { connect } from "node:net"
 import * as path from "node:path"

@@ -9,7 +9,7 @@ import { createInterface } from "node:readline"
 import { PgClient } from "@effect/sql-pg"
 import { Effect, Redacted } from "effect"
 import { SqlClient } from "effect/sql"
-import * as Migrations from "../../src/Migrations.ts"
+import * as Migrations from "../../src/store/Migrations.ts"
 
 const url = process.argv[2]
 if (url === undefined) {

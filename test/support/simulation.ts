@@ -6,12 +6,12 @@
  */
 import { PgConnection } from "@effect/sql-pg"
 import { Context, Effect, Exit, Fiber, Layer, Redacted, Scope } from "effect"
-import { type GetResult, moduleKey, type ModuleKey } from "../../src/Domain.ts"
-import { type CacheStats, ModuleCache, type ModuleCacheOptions } from "../../src/ModuleCache.ts"
-import * as ModuleCacheLive from "../../src/ModuleCacheLive.ts"
-import { layerMemory, makeMemory, type MemorySources } from "../../src/ModuleSources.ts"
-import * as TestTranspiler from "../../src/TestTranspiler.ts"
-import { Transpiler } from "../../src/Transpiler.ts"
+import { type GetResult, moduleKey, type ModuleKey } from "../../src/domain/Domain.ts"
+import { type CacheStats, ModuleCache, type ModuleCacheOptions } from "../../src/cache/ModuleCache.ts"
+import * as ModuleCacheLive from "../../src/live/ModuleCacheLive.ts"
+import { layerMemory, makeMemory, type MemorySources } from "../../src/domain/ModuleSources.ts"
+import * as TestTranspiler from "../../src/transpiler/TestTranspiler.ts"
+import { Transpiler } from "../../src/domain/Transpiler.ts"
 
 /** One member of the simulated fleet. */
 export interface Member {

@@ -5,15 +5,15 @@
 import { randomUUID } from "node:crypto"
 import { assert, expect, type Vitest } from "@effect/vitest"
 import { Deferred, Effect, type Scope, Stream } from "effect"
-import { moduleKey, type ModuleKey, type TranspiledModule } from "../../src/Domain.ts"
-import { SourceTooLargeError, TranspileError } from "../../src/Errors.ts"
+import { moduleKey, type ModuleKey, type TranspiledModule } from "../../src/domain/Domain.ts"
+import { SourceTooLargeError, TranspileError } from "../../src/domain/Errors.ts"
 import {
   type Captured,
   isUsable,
   type StoredRow,
   TranspileStore,
   type WriteContent
-} from "../../src/TranspileStore.ts"
+} from "../../src/domain/TranspileStore.ts"
 
 /** How the suite drives one store. */
 export interface StoreBackend<R> {

@@ -3,16 +3,16 @@
  * shared memory store and a memory fleet, and caches built over them.
  */
 import { Deferred, Effect, type Scope } from "effect"
-import * as Coordinator from "../../src/Coordinator.ts"
-import { type ModuleKey, moduleKey } from "../../src/Domain.ts"
-import * as Invalidations from "../../src/Invalidations.ts"
-import * as MemoryFleet from "../../src/MemoryFleet.ts"
-import * as MemoryTranspileStore from "../../src/MemoryTranspileStore.ts"
-import * as ModuleCache from "../../src/ModuleCache.ts"
-import * as ModuleSources from "../../src/ModuleSources.ts"
-import * as TestTranspiler from "../../src/TestTranspiler.ts"
-import { Transpiler } from "../../src/Transpiler.ts"
-import { TranspileStore } from "../../src/TranspileStore.ts"
+import * as Coordinator from "../../src/domain/Coordinator.ts"
+import { type ModuleKey, moduleKey } from "../../src/domain/Domain.ts"
+import * as Invalidations from "../../src/domain/Invalidations.ts"
+import * as MemoryFleet from "../../src/fleet/MemoryFleet.ts"
+import * as MemoryTranspileStore from "../../src/store/MemoryTranspileStore.ts"
+import * as ModuleCache from "../../src/cache/ModuleCache.ts"
+import * as ModuleSources from "../../src/domain/ModuleSources.ts"
+import * as TestTranspiler from "../../src/transpiler/TestTranspiler.ts"
+import { Transpiler } from "../../src/domain/Transpiler.ts"
+import { TranspileStore } from "../../src/domain/TranspileStore.ts"
 
 export const realm = "https://realm.test/"
 export const keyOf = (path: string): ModuleKey => moduleKey(realm, path)

@@ -29,10 +29,10 @@ import { constants as fsConstants, existsSync } from "node:fs"
 import * as fs from "node:fs/promises"
 import * as path from "node:path"
 import { pathToFileURL } from "node:url"
-import { defaultMaxSourceBytes, hashSource, type ModuleKey, type ModuleSource } from "./Domain.ts"
-import { InvalidPathError, ModuleNotFoundError, SourceReadError, SourceTooLargeError } from "./Errors.ts"
-import { ModuleSources } from "./ModuleSources.ts"
-import { errorCode } from "./internal/errors.ts"
+import { defaultMaxSourceBytes, hashSource, type ModuleKey, type ModuleSource } from "../domain/Domain.ts"
+import { InvalidPathError, ModuleNotFoundError, SourceReadError, SourceTooLargeError } from "../domain/Errors.ts"
+import { ModuleSources } from "../domain/ModuleSources.ts"
+import { errorCode } from "../internal/errors.ts"
 
 // -----------------------------------------------------------------------------
 // Constants

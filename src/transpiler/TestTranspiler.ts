@@ -5,9 +5,9 @@
  * @since 0.1.0
  */
 import { Deferred, Effect, Layer } from "effect"
-import { hashSource, javascriptContentType } from "./Domain.ts"
-import { TranspileError } from "./Errors.ts"
-import { type TranspileInput, Transpiler } from "./Transpiler.ts"
+import { hashSource, javascriptContentType } from "../domain/Domain.ts"
+import { TranspileError } from "../domain/Errors.ts"
+import { type TranspileInput, Transpiler } from "../domain/Transpiler.ts"
 
 /** Sources containing this text fail with a TranspileError at line 1, column 0. */
 export const syntaxErrorMarker = "<<SYNTAX ERROR>>"

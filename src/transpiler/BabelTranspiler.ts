@@ -1,7 +1,7 @@
 /**
  * The Babel 8 implementation of the {@link Transpiler} service.
  *
- * A pipeline is chosen per transpiler (`options.pipeline`, see `src/pipelines/`):
+ * A pipeline is chosen per transpiler (`options.pipeline`, see `src/transpiler/pipelines/`):
  *
  * - `standard` (the default): TypeScript, standard (2023-11) decorators, and content-tag's
  *   runtime `template()` calls;
@@ -21,8 +21,8 @@ import { Preprocessor } from "content-tag"
 import { Config, Effect, Layer, Option } from "effect"
 import { createRequire } from "node:module"
 import { posix } from "node:path"
-import { defaultMaxSourceBytes, hashSource, javascriptContentType, type TranspiledModule } from "./Domain.ts"
-import { SourceTooLargeError, TranspileError } from "./Errors.ts"
+import { defaultMaxSourceBytes, hashSource, javascriptContentType, type TranspiledModule } from "../domain/Domain.ts"
+import { SourceTooLargeError, TranspileError } from "../domain/Errors.ts"
 import * as Oxc from "./engines/Oxc.ts"
 import * as Boxel from "./pipelines/Boxel.ts"
 import * as Ember from "./pipelines/Ember.ts"
@@ -38,7 +38,7 @@ import {
 } from "./pipelines/Pipeline.ts"
 import * as Standard from "./pipelines/Standard.ts"
 import { relativePosition, templateErrorPosition } from "./pipelines/TemplateErrors.ts"
-import { Transpiler, type TranspileInput } from "./Transpiler.ts"
+import { Transpiler, type TranspileInput } from "../domain/Transpiler.ts"
 
 export { isPipelineName, PipelineLoadError, type PipelineName, pipelineNames }
 export { defaultEngine, type EngineName, engineNames, isEngineName } from "./engines/Oxc.ts"

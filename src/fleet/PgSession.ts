@@ -29,9 +29,9 @@ import { Cause, Context, Deferred, Duration, Effect, Exit, Layer, Metric, Queue,
 import * as Reactivity from "effect/reactivity/Reactivity"
 import { SqlClient, type SqlConnection } from "effect/sql"
 import { ConnectionError, SqlError, UnknownError } from "effect/sql/SqlError"
-import * as refusal from "./internal/refusal.ts"
-import { isRefusal } from "./internal/refusal.ts"
-import { timeoutLenient } from "./internal/timeout.ts"
+import * as refusal from "../internal/refusal.ts"
+import { isRefusal } from "../internal/refusal.ts"
+import { timeoutLenient } from "../internal/timeout.ts"
 
 /** Options of {@link make}. */
 export interface PgSessionOptions {

@@ -25,7 +25,7 @@ import * as fs from "node:fs"
 import { hostname } from "node:os"
 import * as path from "node:path"
 import { Effect, Schedule, Schema, type Scope } from "effect"
-import { errorCode } from "./internal/errors.ts"
+import { errorCode } from "../internal/errors.ts"
 
 /** Another live process (or this one) holds the data directory. */
 export class DataDirLockedError extends Schema.TaggedError<DataDirLockedError>()("DataDirLockedError", {

@@ -17,12 +17,12 @@
 import { Effect } from "effect"
 import { Migrator, SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
-import { migration as createCache } from "../migrations/0001_create_module_transpile_cache.ts"
-import { migration as createRealm } from "../migrations/0002_create_module_transpile_cache_realm.ts"
-import { migration as indexLiveRows } from "../migrations/0003_index_live_rows_by_realm.ts"
-import { migration as createPooler } from "../migrations/0004_create_module_transpile_cache_pooler.ts"
-import type { MigrationOptions } from "../migrations/MigrationOptions.ts"
-import { hash64 } from "./Domain.ts"
+import { migration as createCache } from "../../migrations/0001_create_module_transpile_cache.ts"
+import { migration as createRealm } from "../../migrations/0002_create_module_transpile_cache_realm.ts"
+import { migration as indexLiveRows } from "../../migrations/0003_index_live_rows_by_realm.ts"
+import { migration as createPooler } from "../../migrations/0004_create_module_transpile_cache_pooler.ts"
+import type { MigrationOptions } from "../../migrations/MigrationOptions.ts"
+import { hash64 } from "../domain/Domain.ts"
 
 export type { MigrationOptions }
 

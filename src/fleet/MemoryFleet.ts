@@ -5,10 +5,10 @@
  * @since 0.1.0
  */
 import { Effect, Layer } from "effect"
-import { lockKey, realmHash } from "./Domain.ts"
-import { Coordinator } from "./Coordinator.ts"
-import { type InvalidationEvent, Invalidations } from "./Invalidations.ts"
-import { WaiterRegistry } from "./internal/signal.ts"
+import { lockKey, realmHash } from "../domain/Domain.ts"
+import { Coordinator } from "../domain/Coordinator.ts"
+import { type InvalidationEvent, Invalidations } from "../domain/Invalidations.ts"
+import { WaiterRegistry } from "./Waiters.ts"
 
 /** The shared state of a memory fleet. */
 export interface MemoryFleet {

@@ -22,8 +22,8 @@
  */
 import { Context } from "effect"
 import type { IncomingMessage, ServerResponse } from "node:http"
-import type { CachedModule } from "./Domain.ts"
-import type { ModuleCache } from "./ModuleCache.ts"
+import type { CachedModule } from "../domain/Domain.ts"
+import type { ModuleCache } from "../cache/ModuleCache.ts"
 import type { CachedAnswer, RawFiles } from "./RawFileCache.ts"
 
 /** Headers of module and file responses: CORS for any origin, and no content sniffing (the router's too). */

@@ -13,7 +13,7 @@
  * @since 0.1.0
  */
 import { Config, Duration, Effect, Layer, Schedule } from "effect"
-import { TranspileStore } from "./TranspileStore.ts"
+import { TranspileStore } from "../domain/TranspileStore.ts"
 
 /** When and what the pruner prunes. */
 export interface PrunerOptions {

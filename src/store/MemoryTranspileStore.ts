@@ -5,14 +5,14 @@
  * @since 0.1.0
  */
 import { Clock, Effect, Layer, Stream } from "effect"
-import { keyString, type ModuleKey } from "./Domain.ts"
+import { keyString, type ModuleKey } from "../domain/Domain.ts"
 import {
   absent,
   type PreloadedRow,
   type StoredRow,
   TranspileStore,
   type WriteContent
-} from "./TranspileStore.ts"
+} from "../domain/TranspileStore.ts"
 
 interface Row {
   readonly key: ModuleKey

@@ -3,7 +3,7 @@
  * Registered waiters of the coordinators are made of these.
  */
 import { Effect, type Scope } from "effect"
-import type { Waiter } from "../Coordinator.ts"
+import type { Waiter } from "../domain/Coordinator.ts"
 
 export interface Signal {
   readonly fire: () => void

@@ -41,9 +41,9 @@ import * as Reactivity from "effect/reactivity/Reactivity"
 import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import * as DataDirLock from "./DataDirLock.ts"
-import { hash64, type ModuleKey, moduleKey } from "./Domain.ts"
-import { SourceTooLargeError, StoreError, TranspileError } from "./Errors.ts"
-import { isRefusal, refusalSchedule } from "./internal/refusal.ts"
+import { hash64, type ModuleKey, moduleKey } from "../domain/Domain.ts"
+import { SourceTooLargeError, StoreError, TranspileError } from "../domain/Errors.ts"
+import { isRefusal, refusalSchedule } from "../internal/refusal.ts"
 import * as Migrations from "./Migrations.ts"
 import * as PgConnectError from "./PgConnectError.ts"
 import * as PgliteClient from "./PgliteClient.ts"
@@ -57,7 +57,7 @@ import {
   type StoredRow,
   TranspileStore,
   type WriteRequest
-} from "./TranspileStore.ts"
+} from "../domain/TranspileStore.ts"
 
 /** Which database the store runs on. */
 export type SqlStoreKind = "postgres" | "pglite"

@@ -18,8 +18,8 @@
 import { randomBytes } from "node:crypto"
 import { Duration, Effect, Layer, Schedule } from "effect"
 import { SqlClient } from "effect/sql"
-import { lockKey, realmHash } from "./Domain.ts"
-import { type InvalidationEvent, Invalidations } from "./Invalidations.ts"
+import { lockKey, realmHash } from "../domain/Domain.ts"
+import { type InvalidationEvent, Invalidations } from "../domain/Invalidations.ts"
 import { invalidatedChannel } from "./PgFleet.ts"
 
 /** Tuning of the polled log. */

@@ -28,16 +28,16 @@ import { performance } from "node:perf_hooks"
 import { fileURLToPath } from "node:url"
 import { Worker } from "node:worker_threads"
 import * as BabelTranspiler from "./BabelTranspiler.ts"
-import type { TranspiledModule } from "./Domain.ts"
+import type { TranspiledModule } from "../domain/Domain.ts"
 import {
   type TranspilerError,
   TranspileMemoryLimitError,
   TranspileQueueFullError,
   TranspileTimeoutError,
   TranspileWorkerCrashError
-} from "./Errors.ts"
+} from "../domain/Errors.ts"
 import { BuildFailure, isWorkerReply, type WorkerInit, type WorkerJob, type WorkerReply } from "./TranspileWorker.ts"
-import { type TranspileInput, Transpiler } from "./Transpiler.ts"
+import { type TranspileInput, Transpiler } from "../domain/Transpiler.ts"
 
 // -----------------------------------------------------------------------------
 // Options

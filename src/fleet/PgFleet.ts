@@ -8,11 +8,11 @@
 import { PgClient, type PgConnection } from "@effect/sql-pg"
 import { randomBytes } from "node:crypto"
 import { Cause, Context, Duration, Effect, Layer } from "effect"
-import { Coordinator, CoordinatorError } from "./Coordinator.ts"
-import { lockKey, realmHash } from "./Domain.ts"
-import { type InvalidationEvent, Invalidations } from "./Invalidations.ts"
-import { WaiterRegistry } from "./internal/signal.ts"
-import { timeoutLenient } from "./internal/timeout.ts"
+import { Coordinator, CoordinatorError } from "../domain/Coordinator.ts"
+import { lockKey, realmHash } from "../domain/Domain.ts"
+import { type InvalidationEvent, Invalidations } from "../domain/Invalidations.ts"
+import { WaiterRegistry } from "./Waiters.ts"
+import { timeoutLenient } from "../internal/timeout.ts"
 import * as PgSession from "./PgSession.ts"
 
 /** The channel of "a row (or failure) for this lock key is committed". Payload: the lock key. */

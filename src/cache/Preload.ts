@@ -19,10 +19,10 @@
  * @since 0.1.0
  */
 import { Cause, Clock, Effect, Stream } from "effect"
-import { type CachedModule, lockKey, type ModuleKey } from "./Domain.ts"
+import { type CachedModule, lockKey, type ModuleKey } from "../domain/Domain.ts"
 import type { L1Cache } from "./L1Cache.ts"
-import type { ModuleSources } from "./ModuleSources.ts"
-import type { PreloadedRow, TranspileStore } from "./TranspileStore.ts"
+import type { ModuleSources } from "../domain/ModuleSources.ts"
+import type { PreloadedRow, TranspileStore } from "../domain/TranspileStore.ts"
 
 /** What one preload did. */
 export interface PreloadSummary {

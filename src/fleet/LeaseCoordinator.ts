@@ -25,9 +25,9 @@ import { randomBytes } from "node:crypto"
 import { hostname } from "node:os"
 import { Duration, Effect, Fiber, Layer, Schedule } from "effect"
 import { SqlClient } from "effect/sql"
-import { Coordinator, CoordinatorError } from "./Coordinator.ts"
-import { lockKey } from "./Domain.ts"
-import { WaiterRegistry } from "./internal/signal.ts"
+import { Coordinator, CoordinatorError } from "../domain/Coordinator.ts"
+import { lockKey } from "../domain/Domain.ts"
+import { WaiterRegistry } from "./Waiters.ts"
 
 /** Tuning of the leases. */
 export interface LeaseOptions {

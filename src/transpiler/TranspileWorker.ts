@@ -17,9 +17,9 @@ import { Cause, Effect, Exit, Schema } from "effect"
 import { performance } from "node:perf_hooks"
 import { isMainThread, type MessagePort, parentPort, workerData } from "node:worker_threads"
 import * as BabelTranspiler from "./BabelTranspiler.ts"
-import type { TranspiledModule } from "./Domain.ts"
-import { SourceTooLargeError, TranspileError } from "./Errors.ts"
-import type { TranspileInput } from "./Transpiler.ts"
+import type { TranspiledModule } from "../domain/Domain.ts"
+import { SourceTooLargeError, TranspileError } from "../domain/Errors.ts"
+import type { TranspileInput } from "../domain/Transpiler.ts"
 
 // -----------------------------------------------------------------------------
 // Protocol

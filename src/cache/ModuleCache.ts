@@ -4,8 +4,8 @@
  * @since 0.1.0
  */
 import { Cause, Clock, Config, Context, Deferred, Duration, Effect, Exit, Layer, Metric, Option, Schedule, Scope } from "effect"
-import { Coordinator, type Waiter } from "./Coordinator.ts"
-import { type ConnectionStats, DatabaseConnections } from "./DatabaseConnections.ts"
+import { Coordinator, type Waiter } from "../domain/Coordinator.ts"
+import { type ConnectionStats, DatabaseConnections } from "../domain/DatabaseConnections.ts"
 import {
   type CachedModule,
   type GetResult,
@@ -16,14 +16,14 @@ import {
   type Outcome,
   type ReportedOutcome,
   type TranspiledModule
-} from "./Domain.ts"
-import { type GetError, isTranspilePoolError, type ModuleBuildError, type StoreError } from "./Errors.ts"
-import { refusalCounter, refusalSchedule } from "./internal/refusal.ts"
-import { Invalidations } from "./Invalidations.ts"
+} from "../domain/Domain.ts"
+import { type GetError, isTranspilePoolError, type ModuleBuildError, type StoreError } from "../domain/Errors.ts"
+import { refusalCounter, refusalSchedule } from "../internal/refusal.ts"
+import { Invalidations } from "../domain/Invalidations.ts"
 import { defaultMaxBytes, L1Cache } from "./L1Cache.ts"
-import { ModuleSources } from "./ModuleSources.ts"
+import { ModuleSources } from "../domain/ModuleSources.ts"
 import * as Preload from "./Preload.ts"
-import { Transpiler } from "./Transpiler.ts"
+import { Transpiler } from "../domain/Transpiler.ts"
 import {
   type Captured,
   emptyCapture,
@@ -32,7 +32,7 @@ import {
   TranspileStore,
   type WriteContent,
   type WriteRequest
-} from "./TranspileStore.ts"
+} from "../domain/TranspileStore.ts"
 
 /** Counters of one ModuleCache instance. */
 export interface CacheStats {

@@ -11,7 +11,7 @@
  * @since 0.1.0
  */
 import { Context, Layer } from "effect"
-import { defaultMaxBytes, evictClock } from "./L1Cache.ts"
+import { defaultMaxBytes, evictClock } from "../cache/L1Cache.ts"
 
 /** A cached answer: the body, its ETag, and the header blocks of a 200 and a 304 (flat `[name, value, ...]`). */
 export interface CachedAnswer {

@@ -9,7 +9,7 @@
  *
  * @since 0.1.0
  */
-import { type CachedModule, keyString, lockKey, type ModuleKey, realmHash } from "./Domain.ts"
+import { type CachedModule, keyString, lockKey, type ModuleKey, realmHash } from "../domain/Domain.ts"
 
 /** The default bound on L1's total bytes: 64 MiB. */
 export const defaultMaxBytes = 64 * 1024 * 1024
