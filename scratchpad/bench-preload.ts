@@ -1,7 +1,8 @@
 /**
  * Restarts: the time to load a graph of 300 TypeScript modules of about 4 KiB, 16 requests
  * at a time over keep-alive, from a `serve` process that was just (re)started, side by side
- * in one run:
+ * in one run. The load generator is `wrk` (scratchpad/wrk-graph.ts): a Node client on the
+ * same two cores took as long as the server's whole answer and hid the difference.
  *
  * - on PGlite and on Postgres: a fresh server (empty L2: Babel transpiles everything), a
  *   restart with the L1 preload (the default), and a restart with it off
@@ -24,6 +25,7 @@ import * as http from "node:http"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
+import { type GraphLoad, hasWrk, loadGraphWithWrk } from "./wrk-graph.ts"
 
 const MODULES = 300
 const CONCURRENCY = 16
@@ -104,35 +106,11 @@ const moduleSource = (i: number): string => {
 
 const paths = Array.from({ length: MODULES }, (_, i) => `/m${i}.ts`)
 
-interface LoadResult {
-  readonly ms: number
-  readonly outcomes: Record<string, number>
-}
+type LoadResult = GraphLoad
 
-/** GETs every module, `CONCURRENCY` at a time over keep-alive; the wall time of the whole load. */
-const loadGraph = async (base: string): Promise<LoadResult> => {
-  const agent = new http.Agent({ keepAlive: true, maxSockets: CONCURRENCY })
-  const outcomes: Record<string, number> = {}
-  let next = 0
-  const one = (path: string) =>
-    new Promise<void>((resolve, reject) => {
-      http.get(`${base}${path}`, { agent }, (response) => {
-        if (response.statusCode !== 200) reject(new Error(`${path}: status ${response.statusCode}`))
-        const outcome = String(response.headers["x-module-cache"] ?? "transformed")
-        outcomes[outcome] = (outcomes[outcome] ?? 0) + 1
-        response.resume()
-        response.on("end", () => resolve())
-      }).on("error", reject)
-    })
-  const worker = async () => {
-    while (next < paths.length) await one(paths[next++]!)
-  }
-  const started = performance.now()
-  await Promise.all(Array.from({ length: CONCURRENCY }, worker))
-  const ms = performance.now() - started
-  agent.destroy()
-  return { ms, outcomes }
-}
+/** GETs every module once, `CONCURRENCY` at a time over keep-alive, with wrk; the time of the whole load. */
+const loadGraph = (base: string): Promise<LoadResult> =>
+  loadGraphWithWrk(base, paths, { concurrency: CONCURRENCY, probe: "/_not_a_module.ts" })
 
 interface Started {
   readonly url: string
@@ -206,6 +184,10 @@ const median = (values: ReadonlyArray<number>): number => {
 const fmt = (ms: number) => `${ms.toFixed(0)} ms`
 
 export const benchPreload = async (): Promise<Array<{ name: string; value: string }>> => {
+  if (!hasWrk()) {
+    process.stderr.write("bench-preload: wrk not found, skipping (apt-get install wrk)\n")
+    return [{ name: "restart (preload)", value: "skipped: wrk is not installed (apt-get install wrk)" }]
+  }
   const { dropDatabase, freshDatabase } = await import("../test/support/database.ts")
   const realm = mkdtempSync(join(tmpdir(), "mtc-bench-preload-"))
   for (let i = 0; i < MODULES; i++) writeFileSync(join(realm, `m${i}.ts`), moduleSource(i))

@@ -1,0 +1,114 @@
+/**
+ * One load of a module graph with `wrk`: every path requested exactly once, `concurrency`
+ * requests at a time over keep-alive connections, timed from the first request to the last
+ * response. A native load generator, so that the measurement is the server's time and not a
+ * Node client's on the same two cores.
+ *
+ * wrk has no "n requests" mode; its Lua script hands out the paths in order, counts the
+ * responses (and their `x-module-cache` outcomes) and stops at the last one, reading a
+ * monotonic clock through LuaJIT's FFI. Connections that ask after the last path get the
+ * probe path, which must not answer 200 (a missing file: cheap, and not counted). Only 200s
+ * count, so a module that fails shows as a load that does not finish. Needs `wrk` (`apt-get install wrk`).
+ */
+import { execFileSync, spawn } from "node:child_process"
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+
+/** Whether `wrk` is on the PATH. */
+export const hasWrk = (): boolean => {
+  try {
+    execFileSync("wrk", ["--version"], { stdio: "ignore" })
+    return true
+  } catch (error) {
+    // wrk --version exits 1 after printing its version
+    return typeof error === "object" && error !== null && "status" in error && error.status === 1
+  }
+}
+
+/** The result of one graph load. */
+export interface GraphLoad {
+  /** First request to last response, in milliseconds. */
+  readonly ms: number
+  /** Responses by `x-module-cache` header ("none" when absent). */
+  readonly outcomes: Record<string, number>
+}
+
+const script = (paths: ReadonlyArray<string>, probe: string) => `
+local ffi = require("ffi")
+ffi.cdef[[
+typedef struct { long tv_sec; long tv_nsec; } mtc_timespec;
+int clock_gettime(int clock, mtc_timespec *ts);
+]]
+local ts = ffi.new("mtc_timespec")
+local function now()
+  ffi.C.clock_gettime(1, ts)
+  return tonumber(ts.tv_sec) * 1000 + tonumber(ts.tv_nsec) / 1e6
+end
+local paths = { ${paths.map((p) => JSON.stringify(p)).join(", ")} }
+local probe = ${JSON.stringify(probe)}
+verified = false
+issued = 0
+answered = 0
+started = 0
+outcomes = {}
+function request()
+  -- wrk calls request() once on this state to check the script before any connection
+  if not verified then
+    verified = true
+    return wrk.format("GET", probe)
+  end
+  if issued == 0 then started = now() end
+  issued = issued + 1
+  local path = paths[issued] or probe
+  return wrk.format("GET", path)
+end
+function response(status, headers, body)
+  if answered >= #paths or status ~= 200 then return end
+  answered = answered + 1
+  local outcome = headers["x-module-cache"] or headers["X-Module-Cache"] or "none"
+  outcomes[outcome] = (outcomes[outcome] or 0) + 1
+  if answered == #paths then
+    local parts = {}
+    for k, v in pairs(outcomes) do table.insert(parts, string.format("%q:%d", k, v)) end
+    io.write(string.format("MTC_GRAPH {\\"ms\\":%.3f,\\"answered\\":%d,\\"outcomes\\":{%s}}\\n",
+      now() - started, answered, table.concat(parts, ",")))
+    io.flush()
+    wrk.thread:stop()
+  end
+end
+`
+
+/**
+ * Loads every path once from `base` (e.g. `http://127.0.0.1:PORT`), `concurrency` at a time.
+ * `probe` is a cheap path that does not answer 200 for connections that ask after the last one. wrk's main thread
+ * sleeps for its whole `-d`, so it is interrupted (SIGINT) as soon as the last response is in.
+ */
+export const loadGraphWithWrk = (
+  base: string,
+  paths: ReadonlyArray<string>,
+  options: { readonly concurrency: number; readonly probe: string; readonly timeoutSeconds?: number }
+): Promise<GraphLoad> => {
+  const dir = mkdtempSync(join(tmpdir(), "mtc-wrk-graph-"))
+  const file = join(dir, "graph.lua")
+  writeFileSync(file, script(paths, options.probe))
+  const seconds = options.timeoutSeconds ?? 60
+  // One thread: one Lua state, so the paths are handed out by one counter.
+  const child = spawn("wrk", ["-t1", `-c${options.concurrency}`, `-d${seconds}s`, "--timeout", `${seconds}s`, "-s", file, base], {
+    stdio: ["ignore", "pipe", "pipe"]
+  })
+  let out = ""
+  return new Promise<GraphLoad>((resolve, reject) => {
+    child.stdout.setEncoding("utf8").on("data", (chunk: string) => {
+      out += chunk
+      const line = out.split("\n").find((l) => l.startsWith("MTC_GRAPH ") && l.endsWith("}"))
+      if (line === undefined) return
+      child.kill("SIGINT")
+      const parsed = JSON.parse(line.slice("MTC_GRAPH ".length)) as GraphLoad
+      resolve({ ms: parsed.ms, outcomes: parsed.outcomes })
+    })
+    child.stderr.setEncoding("utf8").on("data", (chunk: string) => (out += chunk))
+    child.on("error", reject)
+    child.on("exit", () => reject(new Error(`wrk ended before ${paths.length} responses:\n${out}`)))
+  }).finally(() => rmSync(dir, { recursive: true, force: true }))
+}
