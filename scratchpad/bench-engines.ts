@@ -7,7 +7,9 @@
  *    oxc-transform, swc and esbuild.
  * 2. Cold load of a 300-module TypeScript graph, 16 requests at a time, from a fresh server:
  *    `serve --store memory` with the native engine and with Babel, against the Vite 7 dev
- *    server (`esbuild.sourcemap` off) on the same realm directory.
+ *    server (`esbuild.sourcemap` off) on the same realm directory. The load generator is
+ *    `wrk` (scratchpad/wrk-graph.ts): a Node client on the same two cores was slower than
+ *    the servers it measured (300 L1 hits took it about 100 ms).
  *
  * Standalone: `npx node scratchpad/bench-engines.ts`. `scratchpad/bench.ts` imports `benchEngines`.
  */
@@ -24,6 +26,7 @@ import { createServer } from "vite"
 import * as BabelTranspiler from "../src/transpiler/BabelTranspiler.ts"
 import { startServer } from "../test/support/server.ts"
 import type { BenchRow } from "./bench-l1.ts"
+import { hasWrk, loadGraphWithWrk } from "./wrk-graph.ts"
 
 const MODULES = 300
 const CONCURRENCY = 16
@@ -118,21 +121,15 @@ const perKiB = (): Array<BenchRow> => {
   return rows
 }
 
-/** Fetches every module, `CONCURRENCY` at a time; the wall time in ms. */
-const loadAll = async (base: string): Promise<number> => {
-  const queue = sources.map((s) => `${base}/${s.path}`)
-  const start = performance.now()
-  await Promise.all(Array.from({ length: CONCURRENCY }, async () => {
-    for (let url = queue.shift(); url !== undefined; url = queue.shift()) {
-      const response = await fetch(url)
-      const body = await response.text()
-      if (response.status !== 200 || body.length === 0) throw new Error(`${url}: ${response.status}`)
-    }
-  }))
-  return performance.now() - start
-}
+/** Gets every module once, `CONCURRENCY` at a time, with wrk (scratchpad/wrk-graph.ts); the time in ms. */
+const loadAll = async (base: string): Promise<number> =>
+  (await loadGraphWithWrk(base, sources.map((s) => `/${s.path}`), { concurrency: CONCURRENCY, probe: "/_not_a_module.ts" })).ms
 
 const coldLoad = async (): Promise<Array<BenchRow>> => {
+  if (!hasWrk()) {
+    process.stderr.write("bench-engines: wrk not found, skipping the cold loads (apt-get install wrk)\n")
+    return [{ name: "cold loads", value: "skipped: wrk is not installed (apt-get install wrk)" }]
+  }
   const realm = mkdtempSync(join(tmpdir(), "mtc-bench-engines-"))
   for (const { path, source } of sources) writeFileSync(join(realm, path), source)
   const rows: Array<BenchRow> = []
