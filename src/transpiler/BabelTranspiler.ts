@@ -23,6 +23,7 @@ import { createRequire } from "node:module"
 import { posix } from "node:path"
 import { defaultMaxSourceBytes, hashSource, javascriptContentType, type TranspiledModule } from "../domain/Domain.ts"
 import { SourceTooLargeError, TranspileError } from "../domain/Errors.ts"
+import { messageOf } from "../internal/errors.ts"
 import * as Oxc from "./engines/Oxc.ts"
 import * as Boxel from "./pipelines/Boxel.ts"
 import * as Ember from "./pipelines/Ember.ts"
@@ -70,9 +71,6 @@ export interface BabelTranspilerOptions {
 
 /** The default pipeline of {@link make} and of the CLI. */
 export const defaultPipeline: PipelineName = "standard"
-
-/** The default source size limit: 8 MiB. */
-export { defaultMaxSourceBytes }
 
 // -----------------------------------------------------------------------------
 // Pipeline configuration
@@ -329,15 +327,6 @@ export const dependencyKeysOf = (ast: types.Node): ReadonlyArray<string> => {
 // -----------------------------------------------------------------------------
 
 const isRecord = (u: unknown): u is Record<string, unknown> => u !== null && typeof u === "object"
-
-const messageOf = (cause: unknown): string => {
-  try {
-    if (isRecord(cause) && typeof cause.message === "string") return cause.message
-    return String(cause)
-  } catch {
-    return "unknown error"
-  }
-}
 
 const contentTagError = /Parse Error at (.*):(\d+):(\d+): \d+:\d+/
 
