@@ -53,10 +53,10 @@ import * as Tracing from "../live/Tracing.ts"
 import * as TranspilerPool from "../transpiler/TranspilerPool.ts"
 
 /** The version printed by `--version`. */
-export const version = "0.1.0"
+const version = "0.1.0"
 
 /** A failure shown to the user as its message alone (exit code 1). */
-export class CliFailure extends Schema.TaggedError<CliFailure>()("CliFailure", {
+class CliFailure extends Schema.TaggedError<CliFailure>()("CliFailure", {
   message: Schema.String
 }) {
   override get [CliError.userMessage]() {
@@ -69,11 +69,11 @@ export class CliFailure extends Schema.TaggedError<CliFailure>()("CliFailure", {
 // -----------------------------------------------------------------------------
 
 /** The values of `--store`: `pg` and `postgres` are the same. */
-export const storeFlagValues = ["pg", "postgres", "pglite", "memory"] as const
-export type StoreFlag = (typeof storeFlagValues)[number]
+const storeFlagValues = ["pg", "postgres", "pglite", "memory"] as const
+type StoreFlag = (typeof storeFlagValues)[number]
 
 /** Where a realm's cache lives, as chosen by the flags and the environment. */
-export interface StoreSelection {
+interface StoreSelection {
   readonly store: ModuleCacheLive.StoreChoice
   /** Directories the server must not serve (the data directory). */
   readonly excluded: ReadonlyArray<string>
@@ -83,7 +83,7 @@ export interface StoreSelection {
  * Picks the store: `--store` wins; otherwise Postgres when `DATABASE_URL` is set, else
  * PGlite in the data directory (default `<realmDir>/.transpile-cache`).
  */
-export const selectStore = (options: {
+const selectStore = (options: {
   readonly realmDir: string
   readonly store: StoreFlag | undefined
   readonly dataDir: string | undefined
@@ -233,7 +233,7 @@ const explain = (what: string) => (error: LayerFailure | AdminCallFailure): CliF
 // -----------------------------------------------------------------------------
 
 /** `serve <realmDir>`: serves the realm until interrupted. */
-export const serve = Command.make(
+const serve = Command.make(
   "serve",
   {
     realmDir: realmDirArgument,
@@ -271,14 +271,14 @@ export const serve = Command.make(
 // -----------------------------------------------------------------------------
 
 /** One module's result in a warm run. */
-export interface WarmEntry {
+interface WarmEntry {
   readonly path: string
   readonly outcome: Outcome | undefined
   readonly error: GetError | undefined
 }
 
 /** The summary of a warm run, as printed. */
-export const formatSummary = (entries: ReadonlyArray<WarmEntry>, elapsedMillis: number): string => {
+const formatSummary = (entries: ReadonlyArray<WarmEntry>, elapsedMillis: number): string => {
   const ok = entries.filter((entry) => entry.error === undefined)
   const failed = entries.filter((entry) => entry.error !== undefined)
   const byOutcome = new Map<string, number>()
@@ -326,7 +326,7 @@ const progress = (total: number) => {
 }
 
 /** `warm <realmDir>`: transpiles every executable module into L2. */
-export const warm = Command.make(
+const warm = Command.make(
   "warm",
   {
     realmDir: realmDirArgument,
@@ -423,7 +423,7 @@ const callServer = <A>(url: string, effect: Effect.Effect<A, CliFailure | AdminC
   )
 
 /** `stats`: prints a running server's cache counters. */
-export const stats = Command.make(
+const stats = Command.make(
   "stats",
   { url: urlFlag },
   Effect.fnUntraced(function*({ url }) {
@@ -440,7 +440,7 @@ export const stats = Command.make(
 ).pipe(Command.withDescription("Print a running server's cache statistics"))
 
 /** `invalidate [path]`: drops one module (by its request path), or the whole realm. */
-export const invalidate = Command.make(
+const invalidate = Command.make(
   "invalidate",
   {
     path: Argument.String("path").pipe(
@@ -468,7 +468,7 @@ export const invalidate = Command.make(
 // -----------------------------------------------------------------------------
 
 /** The root command with every subcommand. */
-export const command = Command.make("transpile-cache").pipe(
+const command = Command.make("transpile-cache").pipe(
   Command.withDescription("Fleet-wide transpile cache for realm modules"),
   Command.withSubcommands([serve, warm, stats, invalidate])
 )

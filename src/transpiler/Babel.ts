@@ -27,7 +27,7 @@ export const babelOptions = {
 } as const satisfies InputOptions
 
 /** A module to run: its path and source, its kind, and content-tag's output when it ran. */
-export interface BabelInput {
+interface BabelInput {
   readonly path: string
   readonly source: string
   readonly kind: ModuleKind

@@ -78,7 +78,7 @@ const encodeFailure = Schema.encodeSync(BuildFailure)
 // -----------------------------------------------------------------------------
 
 /** How a worker turns a job into a result; a test entry can wrap the default one. */
-export type Handler = (input: TranspileInput) => Promise<Exit.Exit<TranspiledModule, unknown>>
+type Handler = (input: TranspileInput) => Promise<Exit.Exit<TranspiledModule, unknown>>
 
 const reply = (port: MessagePort, id: number, started: number, exit: Exit.Exit<TranspiledModule, unknown>): void => {
   const runMillis = performance.now() - started
