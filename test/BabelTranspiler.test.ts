@@ -5,7 +5,7 @@ import { readFileSync } from "node:fs"
 import { createRequire } from "node:module"
 import { fileURLToPath } from "node:url"
 import * as BabelTranspiler from "../src/transpiler/BabelTranspiler.ts"
-import { hashSource, javascriptContentType } from "../src/domain/Domain.ts"
+import { defaultMaxSourceBytes, hashSource, javascriptContentType } from "../src/domain/Domain.ts"
 import { SourceTooLargeError, TranspileError } from "../src/domain/Errors.ts"
 import { Transpiler } from "../src/domain/Transpiler.ts"
 
@@ -386,7 +386,7 @@ describe("BabelTranspiler", () => {
 
     it.effect("layerConfig defaults to 8 MiB", () =>
       Effect.gen(function*() {
-        expect(BabelTranspiler.defaultMaxSourceBytes).toBe(8 * 1024 * 1024)
+        expect(defaultMaxSourceBytes).toBe(8 * 1024 * 1024)
         const t = yield* Transpiler
         const big = `export const s = "${"x".repeat(1024 * 1024)}"\n`
         const module = yield* t.transpile({ path: "a.js", source: big })

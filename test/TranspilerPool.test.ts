@@ -239,18 +239,18 @@ describe("TranspilerPool", () => {
       yield* Fiber.join(held)
       yield* Fiber.join(queued)
       const transpileSpans = spans.filter((span) => span.name === "Transpiler.transpile")
-      expect(transpileSpans.map((span) => span.attributes.get("path"))).toEqual(["held.ts", "queued.ts"])
+      expect(transpileSpans.map((span) => span.attributes.get("mtc.path"))).toEqual(["held.ts", "queued.ts"])
       for (const span of transpileSpans) {
-        expect(span.attributes.get("transpiler")).toBe("pool")
-        const wait = span.attributes.get("transpile.queue_wait_ms")
-        const run = span.attributes.get("transpile.run_ms")
+        expect(span.attributes.get("mtc.transpiler")).toBe("pool")
+        const wait = span.attributes.get("mtc.worker.queue_wait_ms")
+        const run = span.attributes.get("mtc.worker.run_ms")
         expect(typeof wait === "number" && wait >= 0).toBe(true)
         expect(typeof run === "number" && run >= 0).toBe(true)
-        expect(span.attributes.get("transpile.worker")).toBe(0)
+        expect(span.attributes.get("mtc.worker.index")).toBe(0)
       }
       // The queued job waited at least as long as the held one ran (it could only start after it).
       const [heldSpan, queuedSpan] = transpileSpans
-      expect(Number(queuedSpan?.attributes.get("transpile.queue_wait_ms"))).toBeGreaterThan(0)
+      expect(Number(queuedSpan?.attributes.get("mtc.worker.queue_wait_ms"))).toBeGreaterThan(0)
       expect(heldSpan?.status._tag).toBe("Ended")
     })))
 

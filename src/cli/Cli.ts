@@ -33,13 +33,14 @@
  */
 import { Clock, Config, Console, Effect, Exit, Layer, Option, Redacted, Schema } from "effect"
 import { Argument, CliError, Command, Flag } from "effect/cli"
-import { FetchHttpClient, HttpClient, type HttpClientResponse } from "effect/http"
+import { FetchHttpClient, HttpClient, type HttpClientError, type HttpClientResponse } from "effect/http"
 import * as path from "node:path"
 import * as AdminToken from "../server/AdminToken.ts"
 import * as BabelTranspiler from "../transpiler/BabelTranspiler.ts"
 import * as DataDirLock from "../store/DataDirLock.ts"
 import { moduleKey, type Outcome } from "../domain/Domain.ts"
 import type { GetError } from "../domain/Errors.ts"
+import { messageOf } from "../internal/errors.ts"
 import * as FileSystemSources from "../server/FileSystemSources.ts"
 import { RealmFiles } from "../server/FileSystemSources.ts"
 import { ModuleCache, optionsConfig } from "../cache/ModuleCache.ts"
@@ -52,10 +53,10 @@ import * as Tracing from "../live/Tracing.ts"
 import * as TranspilerPool from "../transpiler/TranspilerPool.ts"
 
 /** The version printed by `--version`. */
-export const version = "0.1.0"
+const version = "0.1.0"
 
 /** A failure shown to the user as its message alone (exit code 1). */
-export class CliFailure extends Schema.TaggedError<CliFailure>()("CliFailure", {
+class CliFailure extends Schema.TaggedError<CliFailure>()("CliFailure", {
   message: Schema.String
 }) {
   override get [CliError.userMessage]() {
@@ -68,11 +69,11 @@ export class CliFailure extends Schema.TaggedError<CliFailure>()("CliFailure", {
 // -----------------------------------------------------------------------------
 
 /** The values of `--store`: `pg` and `postgres` are the same. */
-export const storeFlagValues = ["pg", "postgres", "pglite", "memory"] as const
-export type StoreFlag = (typeof storeFlagValues)[number]
+const storeFlagValues = ["pg", "postgres", "pglite", "memory"] as const
+type StoreFlag = (typeof storeFlagValues)[number]
 
 /** Where a realm's cache lives, as chosen by the flags and the environment. */
-export interface StoreSelection {
+interface StoreSelection {
   readonly store: ModuleCacheLive.StoreChoice
   /** Directories the server must not serve (the data directory). */
   readonly excluded: ReadonlyArray<string>
@@ -82,7 +83,7 @@ export interface StoreSelection {
  * Picks the store: `--store` wins; otherwise Postgres when `DATABASE_URL` is set, else
  * PGlite in the data directory (default `<realmDir>/.transpile-cache`).
  */
-export const selectStore = (options: {
+const selectStore = (options: {
   readonly realmDir: string
   readonly store: StoreFlag | undefined
   readonly dataDir: string | undefined
@@ -112,36 +113,35 @@ const realmDirArgument = Argument.Directory("realmDir", { mustExist: true }).pip
   Argument.withDescription("The realm directory")
 )
 
+/** A flag that may be left out, with its help text. */
+const optionalFlag = <A>(flag: Flag.Flag<A>, description: string): Flag.Flag<Option.Option<A>> =>
+  flag.pipe(Flag.withDescription(description), Flag.optional)
+
 const storeFlags = {
-  realmUrl: Flag.String("realm-url").pipe(
-    Flag.withDescription("The realm URL (default: the file:// URL of the realm directory)"),
-    Flag.optional
+  realmUrl: optionalFlag(Flag.String("realm-url"), "The realm URL (default: the file:// URL of the realm directory)"),
+  dataDir: optionalFlag(Flag.String("data-dir"), "Data directory of the embedded store (default: <realmDir>/.transpile-cache)"),
+  store: optionalFlag(Flag.Literals("store", storeFlagValues), "L2 store (default: pg when DATABASE_URL is set, else pglite)"),
+  pipeline: optionalFlag(
+    Flag.Literals("pipeline", BabelTranspiler.pipelineNames),
+    "Transpile pipeline: standard, ember or boxel (default: MTC_PIPELINE, else standard)"
   ),
-  dataDir: Flag.String("data-dir").pipe(
-    Flag.withDescription("Data directory of the embedded store (default: <realmDir>/.transpile-cache)"),
-    Flag.optional
+  engine: optionalFlag(
+    Flag.Literals("engine", BabelTranspiler.engineNames),
+    "Engine of the standard pipeline: native (oxc) or babel (default: MTC_ENGINE, else native)"
   ),
-  store: Flag.Literals("store", storeFlagValues).pipe(
-    Flag.withDescription("L2 store (default: pg when DATABASE_URL is set, else pglite)"),
-    Flag.optional
+  emberSource: optionalFlag(
+    Flag.String("ember-source"),
+    "ember-source directory whose template compiler ember/boxel use (default: MTC_EMBER_SOURCE, else the installed one)"
   ),
-  pipeline: Flag.Literals("pipeline", BabelTranspiler.pipelineNames).pipe(
-    Flag.withDescription("Transpile pipeline: standard, ember or boxel (default: MTC_PIPELINE, else standard)"),
-    Flag.optional
-  ),
-  engine: Flag.Literals("engine", BabelTranspiler.engineNames).pipe(
-    Flag.withDescription("Engine of the standard pipeline: native (oxc) or babel (default: MTC_ENGINE, else native)"),
-    Flag.optional
-  ),
-  emberSource: Flag.String("ember-source").pipe(
-    Flag.withDescription("ember-source directory whose template compiler ember/boxel use (default: MTC_EMBER_SOURCE, else the installed one)"),
-    Flag.optional
-  ),
-  transpileWorkers: Flag.Int("transpile-workers").pipe(
-    Flag.withDescription("Transpile worker threads (default: MTC_TRANSPILE_WORKERS, else the available parallelism; 0: in-process)"),
-    Flag.optional
+  transpileWorkers: optionalFlag(
+    Flag.Int("transpile-workers"),
+    "Transpile worker threads (default: MTC_TRANSPILE_WORKERS, else the available parallelism; 0: in-process)"
   )
 }
+
+/** A configuration error as the user sees it. */
+const configurationFailure = (error: Config.ConfigError): CliFailure =>
+  new CliFailure({ message: `configuration: ${error.message}` })
 
 interface RealmInput {
   readonly realmDir: string
@@ -157,7 +157,7 @@ interface RealmInput {
 /** The transpiler's options: the flags win over `MTC_PIPELINE`, `MTC_ENGINE` and `MTC_EMBER_SOURCE`. */
 const transpilerOptions = Effect.fnUntraced(function*(input: RealmInput) {
   const fromEnv = yield* BabelTranspiler.optionsConfig.pipe(
-    Effect.mapError((error) => new CliFailure({ message: `configuration: ${error.message}` }))
+    Effect.mapError(configurationFailure)
   )
   const emberSource = Option.getOrUndefined(input.emberSource) ?? fromEnv.emberSource
   return {
@@ -172,7 +172,7 @@ const transpilerOptions = Effect.fnUntraced(function*(input: RealmInput) {
 const realmOptions = Effect.fnUntraced(function*(input: RealmInput) {
   const realmDir = path.resolve(input.realmDir)
   const postgres = yield* ModuleCacheLive.postgresFromEnv.pipe(
-    Effect.mapError((error) => new CliFailure({ message: `configuration: ${error.message}` }))
+    Effect.mapError(configurationFailure)
   )
   const selection = yield* selectStore({
     realmDir,
@@ -185,7 +185,7 @@ const realmOptions = Effect.fnUntraced(function*(input: RealmInput) {
     cache: optionsConfig,
     pool: TranspilerPool.optionsConfig
   }).pipe(
-    Effect.mapError((error) => new CliFailure({ message: `configuration: ${error.message}` }))
+    Effect.mapError(configurationFailure)
   )
   const workers = Option.getOrElse(input.transpileWorkers, () => config.pool.workers ?? TranspilerPool.defaults.workers)
   if (workers < 0) return yield* new CliFailure({ message: "--transpile-workers must be 0 or more" })
@@ -202,19 +202,26 @@ const realmOptions = Effect.fnUntraced(function*(input: RealmInput) {
   return { realm, pool: { ...config.pool, workers, transpiler } }
 })
 
-/** The first non-empty message of an error or of its causes. */
-const messageOf = (cause: unknown, depth = 0): string => {
-  if (typeof cause === "string") return cause
-  if (typeof cause !== "object" || cause === null || depth > 5) return String(cause)
-  if ("message" in cause && typeof cause.message === "string" && cause.message !== "") return cause.message
-  if ("cause" in cause && cause.cause !== undefined) return messageOf(cause.cause, depth + 1)
-  return "_tag" in cause && typeof cause._tag === "string" ? cause._tag : String(cause)
+/** Why `serve` or `warm` could not build their layers (the realm, its store, the server, the transpiler). */
+type LayerFailure = RealmServer.ServeLayerError | TranspilerPool.TranspilerStartError
+
+/** Why a call to a running server's admin routes failed, besides a {@link CliFailure}. */
+type AdminCallFailure = HttpClientError.HttpClientError | Schema.SchemaError
+
+/** An error's own message; a `ServeError` (the server cannot listen) has none and says why in its cause. */
+const detailOf = (error: LayerFailure | AdminCallFailure): string => {
+  switch (error._tag) {
+    case "ServeError":
+      return messageOf(error.cause)
+    default:
+      return error.message
+  }
 }
 
-/** Turns any failure to build a layer into a one-line message (naming a Postgres connection failure's cause). */
-const explain = (what: string) => (cause: unknown) => {
-  const connect = PgConnectError.classify(cause)
-  const detail = messageOf(cause).split("\n")[0] ?? ""
+/** A typed failure as one line for the user, naming the cause of a failed Postgres connection. */
+const explain = (what: string) => (error: LayerFailure | AdminCallFailure): CliFailure => {
+  const connect = PgConnectError.classify(error)
+  const detail = detailOf(error).split("\n")[0] ?? ""
   const named = connect === undefined ? "" : PgConnectError.describe(connect)
   return new CliFailure({
     message: connect === undefined || detail.includes(named) ? `${what}: ${detail}` : `${what}: ${named}: ${detail}`
@@ -226,7 +233,7 @@ const explain = (what: string) => (cause: unknown) => {
 // -----------------------------------------------------------------------------
 
 /** `serve <realmDir>`: serves the realm until interrupted. */
-export const serve = Command.make(
+const serve = Command.make(
   "serve",
   {
     realmDir: realmDirArgument,
@@ -241,7 +248,7 @@ export const serve = Command.make(
     const { pool, realm: options } = yield* realmOptions(input)
     const admin = yield* AdminToken.serverToken.pipe(Effect.mapError((error) => new CliFailure({ message: error.message })))
     const { limits, prune } = yield* Config.all({ limits: RealmServer.limitsConfig, prune: Pruner.optionsConfig }).pipe(
-      Effect.mapError((error) => new CliFailure({ message: `configuration: ${error.message}` }))
+      Effect.mapError(configurationFailure)
     )
     const server = RealmServer.layer({
       ...options,
@@ -264,14 +271,14 @@ export const serve = Command.make(
 // -----------------------------------------------------------------------------
 
 /** One module's result in a warm run. */
-export interface WarmEntry {
+interface WarmEntry {
   readonly path: string
   readonly outcome: Outcome | undefined
   readonly error: GetError | undefined
 }
 
 /** The summary of a warm run, as printed. */
-export const formatSummary = (entries: ReadonlyArray<WarmEntry>, elapsedMillis: number): string => {
+const formatSummary = (entries: ReadonlyArray<WarmEntry>, elapsedMillis: number): string => {
   const ok = entries.filter((entry) => entry.error === undefined)
   const failed = entries.filter((entry) => entry.error !== undefined)
   const byOutcome = new Map<string, number>()
@@ -319,7 +326,7 @@ const progress = (total: number) => {
 }
 
 /** `warm <realmDir>`: transpiles every executable module into L2. */
-export const warm = Command.make(
+const warm = Command.make(
   "warm",
   {
     realmDir: realmDirArgument,
@@ -409,16 +416,14 @@ const authorization = (url: string) =>
     })
   })
 
-const callServer = <A, E>(url: string, effect: Effect.Effect<A, E, HttpClient.HttpClient>) =>
+const callServer = <A>(url: string, effect: Effect.Effect<A, CliFailure | AdminCallFailure, HttpClient.HttpClient>) =>
   effect.pipe(
     Effect.provide(FetchHttpClient.layer),
-    Effect.mapError((error) =>
-      error instanceof CliFailure ? error : explain(`cannot reach ${url}`)(error)
-    )
+    Effect.mapError((error) => error._tag === "CliFailure" ? error : explain(`cannot reach ${url}`)(error))
   )
 
 /** `stats`: prints a running server's cache counters. */
-export const stats = Command.make(
+const stats = Command.make(
   "stats",
   { url: urlFlag },
   Effect.fnUntraced(function*({ url }) {
@@ -435,7 +440,7 @@ export const stats = Command.make(
 ).pipe(Command.withDescription("Print a running server's cache statistics"))
 
 /** `invalidate [path]`: drops one module (by its request path), or the whole realm. */
-export const invalidate = Command.make(
+const invalidate = Command.make(
   "invalidate",
   {
     path: Argument.String("path").pipe(
@@ -463,7 +468,7 @@ export const invalidate = Command.make(
 // -----------------------------------------------------------------------------
 
 /** The root command with every subcommand. */
-export const command = Command.make("transpile-cache").pipe(
+const command = Command.make("transpile-cache").pipe(
   Command.withDescription("Fleet-wide transpile cache for realm modules"),
   Command.withSubcommands([serve, warm, stats, invalidate])
 )

@@ -20,6 +20,7 @@ import * as BabelTranspiler from "./BabelTranspiler.ts"
 import type { TranspiledModule } from "../domain/Domain.ts"
 import { SourceTooLargeError, TranspileError } from "../domain/Errors.ts"
 import type { TranspileInput } from "../domain/Transpiler.ts"
+import { messageOf } from "../internal/errors.ts"
 
 // -----------------------------------------------------------------------------
 // Protocol
@@ -77,9 +78,7 @@ const encodeFailure = Schema.encodeSync(BuildFailure)
 // -----------------------------------------------------------------------------
 
 /** How a worker turns a job into a result; a test entry can wrap the default one. */
-export type Handler = (input: TranspileInput) => Promise<Exit.Exit<TranspiledModule, unknown>>
-
-const describe = (cause: unknown): string => (cause instanceof Error ? cause.message : String(cause))
+type Handler = (input: TranspileInput) => Promise<Exit.Exit<TranspiledModule, unknown>>
 
 const reply = (port: MessagePort, id: number, started: number, exit: Exit.Exit<TranspiledModule, unknown>): void => {
   const runMillis = performance.now() - started
@@ -120,7 +119,7 @@ export const serve = async (wrap: (handler: Handler) => Handler = (handler) => h
     handler = wrap((input) => Effect.runPromiseExit(transpiler.transpile(input)))
     port.postMessage({ _tag: "Ready", fingerprint: transpiler.fingerprint } satisfies WorkerReply)
   } catch (cause) {
-    port.postMessage({ _tag: "StartFailed", message: describe(cause) } satisfies WorkerReply)
+    port.postMessage({ _tag: "StartFailed", message: messageOf(cause) } satisfies WorkerReply)
     return
   }
   port.on("message", (message: unknown) => {

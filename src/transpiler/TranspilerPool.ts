@@ -14,8 +14,11 @@
  * - Faults fail that one job with a typed error, and the pool heals: a worker that crashes
  *   or exceeds its heap limit is replaced; a job past its timeout terminates its worker,
  *   which is replaced.
- * - `Transpiler.transpile` spans carry `transpile.queue_wait_ms`, `transpile.run_ms` and
- *   `transpile.worker`. Metrics: queue length, busy workers, worker restarts by reason.
+ * - One `Transpiler.transpile` span per job, in the calling fiber: `mtc.path`,
+ *   `mtc.transpiler` (`pool`), the pool's `mtc.engine` and `mtc.pipeline`, and
+ *   `mtc.worker.queue_wait_ms`, `mtc.worker.run_ms` and `mtc.worker.index`. Metrics: queue
+ *   length, busy workers, worker restarts by reason, updated from the worker events through
+ *   the context the pool was made in.
  *
  * With `workers: 0` the transpiler runs in-process (the Babel layer), as before.
  *
@@ -28,6 +31,7 @@ import { performance } from "node:perf_hooks"
 import { fileURLToPath } from "node:url"
 import { Worker } from "node:worker_threads"
 import * as BabelTranspiler from "./BabelTranspiler.ts"
+import { messageOf } from "../internal/errors.ts"
 import type { TranspiledModule } from "../domain/Domain.ts"
 import {
   type TranspilerError,
@@ -93,6 +97,13 @@ export const restartCounter = Metric.counter("transpile_pool_worker_restarts", {
 
 type RestartReason = "crash" | "memory" | "timeout" | "start"
 
+const restartsBy: Readonly<Record<RestartReason, Metric.Counter<number>>> = {
+  crash: Metric.withAttributes(restartCounter, { reason: "crash" }),
+  memory: Metric.withAttributes(restartCounter, { reason: "memory" }),
+  timeout: Metric.withAttributes(restartCounter, { reason: "timeout" }),
+  start: Metric.withAttributes(restartCounter, { reason: "start" })
+}
+
 // -----------------------------------------------------------------------------
 // Pool
 // -----------------------------------------------------------------------------
@@ -138,14 +149,16 @@ const decodeFailure = Schema.decodeUnknownExit(BuildFailure)
 export const makePool = Effect.fnUntraced(function*(options: TranspilerPoolOptions = {}) {
   const transpilerOptions = options.transpiler ?? {}
   // Computed in-process: the same options give the same fingerprint everywhere.
-  const fingerprint = (yield* BabelTranspiler.make(transpilerOptions)).fingerprint
+  const pipeline = yield* BabelTranspiler.pipelineOf(transpilerOptions)
+  const engine = BabelTranspiler.engineOf(pipeline, transpilerOptions)
+  const fingerprint = BabelTranspiler.fingerprintOfPipeline(pipeline, engine)
   const size = Math.max(1, options.workers ?? defaults.workers)
   const timeoutMillis = Duration.toMillis(Duration.fromInputUnsafe(options.timeout ?? defaults.timeout))
   const maxQueue = Math.max(0, options.maxQueue ?? defaults.maxQueue)
   const workerUrl = options.workerUrl ?? defaultWorkerUrl
   const maxMemoryMb = options.maxMemoryMb
+  // Worker events arrive outside any fiber: metrics are updated directly, in the pool's context.
   const context = yield* Effect.context<never>()
-  const runSync = Effect.runSyncWith(context)
 
   const members: Array<Member | undefined> = Array.from({ length: size }, () => undefined)
   /** FIFO of jobs; interrupted ones are marked settled and skipped. */
@@ -157,8 +170,14 @@ export const makePool = Effect.fnUntraced(function*(options: TranspilerPoolOptio
   let nextId = 0
   let closed = false
 
-  const publish = () =>
-    runSync(Effect.all([Metric.update(queueLengthGauge, queued), Metric.update(busyWorkersGauge, busy)], { discard: true }))
+  const publish = (): void => {
+    queueLengthGauge.updateUnsafe(queued, context)
+    busyWorkersGauge.updateUnsafe(busy, context)
+  }
+  const countRestart = (reason: RestartReason): void => {
+    restarts++
+    restartsBy[reason].updateUnsafe(1, context)
+  }
 
   /** Starts a worker in a slot; `onStart` is told once whether it came up (and with the expected fingerprint). */
   const spawn = (index: number, onStart: (error: TranspileWorkerStartError | undefined) => void): void => {
@@ -198,7 +217,7 @@ export const makePool = Effect.fnUntraced(function*(options: TranspilerPoolOptio
       if (member.gone) return
       const outOfMemory = typeof error === "object" && error !== null && "code" in error &&
         error.code === "ERR_WORKER_OUT_OF_MEMORY"
-      const reason = error instanceof Error ? error.message : String(error)
+      const reason = messageOf(error)
       if (!started) return startFailed(reason)
       fault(member, outOfMemory ? "memory" : "crash", reason)
     })
@@ -214,8 +233,7 @@ export const makePool = Effect.fnUntraced(function*(options: TranspilerPoolOptio
     if (closed) return
     spawn(index, (error) => {
       if (error === undefined || closed) return
-      restarts++
-      runSync(Metric.update(Metric.withAttributes(restartCounter, { reason: "start" }), 1))
+      countRestart("start")
       setTimeout(() => replace(index), 1000).unref()
     })
   }
@@ -224,8 +242,7 @@ export const makePool = Effect.fnUntraced(function*(options: TranspilerPoolOptio
     member.gone = true
     member.ready = false
     void member.worker.terminate()
-    restarts++
-    runSync(Metric.update(Metric.withAttributes(restartCounter, { reason }), 1))
+    countRestart(reason)
     const running = member.job
     member.job = undefined
     if (running !== undefined) {
@@ -260,9 +277,9 @@ export const makePool = Effect.fnUntraced(function*(options: TranspilerPoolOptio
     if (job.state === "settled") return
     job.state = "settled"
     const attributes = {
-      "transpile.queue_wait_ms": startedAt - job.enqueuedAt,
-      "transpile.run_ms": runMillis,
-      "transpile.worker": worker
+      "mtc.worker.queue_wait_ms": startedAt - job.enqueuedAt,
+      "mtc.worker.run_ms": runMillis,
+      "mtc.worker.index": worker
     }
     job.settle(Effect.andThen(Effect.annotateCurrentSpan(attributes), result))
   }
@@ -352,9 +369,10 @@ export const makePool = Effect.fnUntraced(function*(options: TranspilerPoolOptio
     })
 
   // Data-first withSpan, as in the Babel layer: the pipeable form captures a stack trace per call.
+  // The worker's own span stays in its thread: this is the only span of the job here.
   const transpile = (input: TranspileInput): Effect.Effect<TranspiledModule, TranspilerError> =>
     Effect.withSpan(transpileRaw(input), "Transpiler.transpile", {
-      attributes: { path: input.path, transpiler: "pool" },
+      attributes: { "mtc.path": input.path, "mtc.transpiler": "pool", "mtc.engine": engine, "mtc.pipeline": pipeline.name },
       captureStackTrace: false
     })
 

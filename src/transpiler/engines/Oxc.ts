@@ -75,7 +75,7 @@ export interface NativeSyntaxError {
 }
 
 /** What the native engine made of a module. */
-export type NativeResult =
+type NativeResult =
   | { readonly _tag: "Compiled"; readonly code: string; readonly dependencyKeys: ReadonlyArray<string> }
   | { readonly _tag: "Fallback" }
   | NativeSyntaxError
@@ -220,7 +220,7 @@ const occurrences = (text: string, name: string): number => {
 }
 
 /** A template of a `.gts`/`.gjs` source, as content-tag's `parse` reports it (UTF-16 offsets). */
-export interface TemplateSpan {
+interface TemplateSpan {
   readonly contents: string
   readonly start: number
   readonly end: number
@@ -283,10 +283,10 @@ export const templateKeepers = (
  * Deeper bracket nesting than this goes to Babel: oxc recurses on the native stack, and a
  * native stack overflow ends the whole process (Babel's is a catchable RangeError).
  */
-export const maxNativeNesting = 256
+const maxNativeNesting = 256
 
 /** Whether the brackets `( [ {` of a text nest deeper than `limit` (brackets in strings and comments count too). */
-export const nestsDeeperThan = (text: string, limit: number): boolean => {
+const nestsDeeperThan = (text: string, limit: number): boolean => {
   let depth = 0
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i)

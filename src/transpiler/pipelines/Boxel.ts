@@ -29,14 +29,14 @@ const loaderMember = (name: string): types.MemberExpression =>
   )
 
 /** Whether an `import()` specifier is resolved against the module's URL by Boxel's loader. */
-export const isPathLike = (specifier: string): boolean =>
+const isPathLike = (specifier: string): boolean =>
   specifier.startsWith("./") || specifier.startsWith("../") || specifier.startsWith("/") || specifier.includes("://")
 
 const importMetaUrl = (): types.MemberExpression =>
   types.memberExpression(types.metaProperty(types.identifier("import"), types.identifier("meta")), types.identifier("url"))
 
 /** Boxel's loader rewrites of `fetch(...)` and `import(...)` (a global `fetch` only: a local one is left alone). */
-export const loaderRewrites = (): PluginObject => ({
+const loaderRewrites = (): PluginObject => ({
   name: "module-transpile-cache/boxel-loader",
   visitor: {
     CallExpression(path) {

@@ -34,7 +34,7 @@ export const defaultEmberSource = (): string =>
   dirname(createRequire(import.meta.url).resolve("ember-source/package.json"))
 
 /** A loaded template compiler and the version of the ember-source it came from. */
-export interface TemplateCompiler {
+interface TemplateCompiler {
   readonly module: Readonly<Record<string, unknown>>
   readonly version: string
   readonly file: string
@@ -46,7 +46,7 @@ const compilers = new Map<string, TemplateCompiler>()
  * Loads the template compiler of an `ember-source` directory (synchronously: Node 22
  * `require`s an ES module graph without top-level await). Cached by directory.
  */
-export const loadTemplateCompiler = (
+const loadTemplateCompiler = (
   pipeline: string,
   emberSource: string | undefined
 ): TemplateCompiler => {
@@ -79,7 +79,7 @@ export const loadTemplateCompiler = (
 }
 
 /** The options of the Ember-shaped pipelines. */
-export interface EmberPipelineParts {
+interface EmberPipelineParts {
   readonly name: "ember" | "boxel"
   readonly emberSource: string | undefined
   /** decorator-transforms' options: where its runtime comes from. */
@@ -146,7 +146,7 @@ export const makeWith = (parts: EmberPipelineParts): Pipeline => {
 }
 
 /** decorator-transforms' runtime, imported by each module (no global needed). */
-export const decoratorRuntime = "decorator-transforms/runtime-esm"
+const decoratorRuntime = "decorator-transforms/runtime-esm"
 
 const pipelines = new Map<string, Pipeline>()
 

@@ -70,7 +70,7 @@ export const readVersion = (packageJsonPath: string): string => {
 }
 
 /** Finds a package's package.json by walking up from its resolved entry (for packages that do not export it). */
-export const findPackageJson = (entry: string, name: string): string => {
+const findPackageJson = (entry: string, name: string): string => {
   let dir = dirname(entry)
   for (;;) {
     const candidate = join(dir, "package.json")

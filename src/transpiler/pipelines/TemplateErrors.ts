@@ -16,7 +16,7 @@ export interface Position {
 }
 
 /** One `<template>` of a module, as content-tag's `parse` reports it (the fields used here). */
-export interface ParsedTemplate {
+interface ParsedTemplate {
   readonly contents: string
   readonly range: { readonly startUtf16Codepoint: number }
   readonly contentRange: { readonly startUtf16Codepoint: number }

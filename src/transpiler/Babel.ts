@@ -1,0 +1,89 @@
+/**
+ * One Babel run of a pipeline's plugins over a module (after content-tag for a
+ * `.gts`/`.gjs`), to the module served. Errors come out as {@link TranspileError}s in the
+ * module's own source.
+ *
+ * @since 0.1.0
+ */
+import { type FileResult, type InputOptions, transformAsync, transformSync, types } from "@babel/core"
+import type { TranspiledModule } from "../domain/Domain.ts"
+import { TranspileError } from "../domain/Errors.ts"
+import { dependencyKeysOf, javascriptModule } from "./CompiledModule.ts"
+import type { Preprocessed } from "./ContentTag.ts"
+import type { ModuleKind, Pipeline } from "./pipelines/Pipeline.ts"
+import { fromThrown, inModuleSource } from "./TranspileErrors.ts"
+
+/** Babel's options besides the file name and plugins (part of the fingerprint). */
+export const babelOptions = {
+  babelrc: false,
+  configFile: false,
+  browserslistConfigFile: false,
+  sourceType: "module",
+  sourceMaps: false,
+  compact: false,
+  highlightCode: false,
+  ast: true,
+  code: true
+} as const satisfies InputOptions
+
+/** A module to run: its path and source, its kind, and content-tag's output when it ran. */
+interface BabelInput {
+  readonly path: string
+  readonly source: string
+  readonly kind: ModuleKind
+  readonly preprocessed: Preprocessed | undefined
+}
+
+/** The position of the first decorator left in a compiled AST, if any. */
+const leftoverDecorator = (ast: types.Node): { readonly line: number; readonly column: number } | undefined => {
+  let found: { readonly line: number; readonly column: number } | undefined
+  types.traverseFast(ast, (node) => {
+    if (found === undefined && node.type === "Decorator") {
+      found = node.loc ? { line: node.loc.start.line, column: node.loc.start.column } : { line: 1, column: 0 }
+    }
+  })
+  return found
+}
+
+const optionsOf = (pipeline: Pipeline, input: BabelInput): InputOptions => ({
+  ...babelOptions,
+  filename: input.path,
+  plugins: pipeline.plugins[input.kind]
+})
+
+/** Babel's output as the module served; throws a {@link TranspileError} for a decorator no plugin compiled. */
+const toModule = (pipeline: Pipeline, input: BabelInput, result: FileResult | null): TranspiledModule => {
+  if (!result || typeof result.code !== "string" || !result.ast) {
+    throw new Error("Babel produced no output")
+  }
+  // A decorator no plugin compiled (decorator-transforms leaves those on private members) would not
+  // parse in a browser. (The standard pipeline's decorators plugin compiles every decorator or fails.)
+  const decorator = pipeline.name === "standard" ? undefined : leftoverDecorator(result.ast)
+  if (decorator !== undefined) {
+    throw inModuleSource(
+      new TranspileError({
+        path: input.path,
+        message: `this decorator cannot be compiled by the ${pipeline.name} pipeline (${decorator.line}:${decorator.column})`,
+        ...decorator
+      }),
+      input.preprocessed
+    )
+  }
+  return javascriptModule(input.source, result.code, dependencyKeysOf(result.ast))
+}
+
+/** Runs a synchronous pipeline; throws a {@link TranspileError} (or a defect). */
+export const run = (pipeline: Pipeline, input: BabelInput): TranspiledModule => {
+  let result: FileResult | null
+  try {
+    result = transformSync(input.preprocessed?.code ?? input.source, optionsOf(pipeline, input))
+  } catch (cause) {
+    throw fromThrown(input.path, input.preprocessed)(cause)
+  }
+  return toModule(pipeline, input, result)
+}
+
+/** Runs a pipeline whose plugins load asynchronously (the template compiler's); rejects with what Babel threw. */
+export const runAsync = (pipeline: Pipeline, input: BabelInput): Promise<TranspiledModule> =>
+  transformAsync(input.preprocessed?.code ?? input.source, optionsOf(pipeline, input))
+    .then((result) => toModule(pipeline, input, result))

@@ -1,0 +1,93 @@
+/**
+ * The options of the Babel transpiler, what they select (the pipeline, and the engine
+ * that runs it), and reading them from the environment.
+ *
+ * @since 0.2.0
+ */
+import { Config, Effect, Option } from "effect"
+import { defaultMaxSourceBytes } from "../domain/Domain.ts"
+import { messageOf } from "../internal/errors.ts"
+import * as Oxc from "./engines/Oxc.ts"
+import * as Boxel from "./pipelines/Boxel.ts"
+import * as Ember from "./pipelines/Ember.ts"
+import { type Pipeline, PipelineLoadError, type PipelineName, pipelineNames } from "./pipelines/Pipeline.ts"
+import * as Standard from "./pipelines/Standard.ts"
+
+/**
+ * The options of the transpiler: plain data (a worker thread gets them by structured clone
+ * and makes its own transpiler, with the same fingerprint).
+ */
+export interface BabelTranspilerOptions {
+  /** The largest source, in UTF-8 bytes, that is transpiled. Defaults to {@link defaultMaxSourceBytes}. */
+  readonly maxSourceBytes?: number
+  /** The pipeline: `standard` (the default), `ember` or `boxel`. */
+  readonly pipeline?: PipelineName
+  /**
+   * The `ember-source` directory whose template compiler the `ember` and `boxel` pipelines
+   * use (the version the host runs). Defaults to the one this package depends on.
+   */
+  readonly emberSource?: string
+  /**
+   * The engine of the `standard` pipeline: `native` (oxc-transform, the default) or
+   * `babel`. The `ember` and `boxel` pipelines always run Babel.
+   */
+  readonly engine?: Oxc.EngineName
+}
+
+/** The default pipeline of the transpiler and of the CLI. */
+export const defaultPipeline: PipelineName = "standard"
+
+/**
+ * The pipeline that options choose, loaded (the template compiler of `ember`/`boxel` is
+ * loaded synchronously, once per ember-source directory).
+ */
+export const pipelineOf = (options: BabelTranspilerOptions = {}): Effect.Effect<Pipeline, PipelineLoadError> =>
+  Effect.try({
+    try: () => {
+      const name = options.pipeline ?? defaultPipeline
+      switch (name) {
+        case "standard":
+          return Standard.make()
+        case "ember":
+          return Ember.make(options.emberSource)
+        case "boxel":
+          return Boxel.make(options.emberSource)
+      }
+    },
+    catch: (cause) =>
+      cause instanceof PipelineLoadError
+        ? cause
+        : new PipelineLoadError({ pipeline: options.pipeline ?? defaultPipeline, message: messageOf(cause) })
+  })
+
+/** The engine that runs a pipeline under the options: `native` only for `standard`. */
+export const engineOf = (pipeline: Pipeline, options: BabelTranspilerOptions): Oxc.EngineName =>
+  pipeline.name === "standard" ? options.engine ?? Oxc.defaultEngine : "babel"
+
+/** The source size limit from `MTC_MAX_SOURCE_BYTES`, {@link defaultMaxSourceBytes} when unset. */
+export const maxSourceBytesConfig: Config.Config<number> = Config.Int("MTC_MAX_SOURCE_BYTES").pipe(
+  Config.withDefault(defaultMaxSourceBytes)
+)
+
+/** The pipeline from `MTC_PIPELINE` (`standard`, `ember` or `boxel`), {@link defaultPipeline} when unset. */
+export const pipelineNameConfig: Config.Config<PipelineName> = Config.Literals(pipelineNames, "MTC_PIPELINE").pipe(
+  Config.withDefault(defaultPipeline)
+)
+
+/** The engine of the `standard` pipeline from `MTC_ENGINE` (`native` or `babel`), `native` when unset. */
+export const engineConfig: Config.Config<Oxc.EngineName> = Config.Literals(Oxc.engineNames, "MTC_ENGINE").pipe(
+  Config.withDefault(Oxc.defaultEngine)
+)
+
+/** The `ember-source` directory from `MTC_EMBER_SOURCE`, if set. */
+export const emberSourceConfig: Config.Config<Option.Option<string>> = Config.option(Config.String("MTC_EMBER_SOURCE"))
+
+/** The options from `MTC_MAX_SOURCE_BYTES`, `MTC_PIPELINE`, `MTC_ENGINE` and `MTC_EMBER_SOURCE`. */
+export const optionsConfig: Config.Config<BabelTranspilerOptions> = Config.all({
+  maxSourceBytes: maxSourceBytesConfig,
+  pipeline: pipelineNameConfig,
+  engine: engineConfig,
+  emberSource: emberSourceConfig
+}).pipe(Config.map(({ emberSource, ...rest }) =>
+  Option.isSome(emberSource) ? { ...rest, emberSource: emberSource.value } : rest
+))
