@@ -13,7 +13,7 @@ import type { PgSession } from "./PgSession.ts"
 import type { WaiterRegistry } from "./Waiters.ts"
 
 /** What the coordinator runs on. */
-export interface AdvisoryLockContext {
+interface AdvisoryLockContext {
   readonly session: PgSession["Service"]
   /** The waiters of the process, woken by "populated" notices and session losses. */
   readonly waiters: WaiterRegistry

@@ -156,7 +156,7 @@ export const make = Effect.fnUntraced(function*(options: LeaseOptions = {}) {
           }),
           Effect.mapError((error) => new CoordinatorError({ message: String(error), cause: error }))
         )
-      }).pipe(Effect.withSpan("LeaseCoordinator.tryLock"))
+      }).pipe(Effect.withSpan("Coordinator.tryLock"))
     },
     unlock: (key) => {
       const hash = lockKey(key)
@@ -165,7 +165,7 @@ export const make = Effect.fnUntraced(function*(options: LeaseOptions = {}) {
         if (fiber === undefined || fiber === "pending") return Effect.void
         held.delete(hash)
         return Effect.andThen(Fiber.interrupt(fiber), release(hash))
-      }).pipe(Effect.ignore, Effect.withSpan("LeaseCoordinator.unlock"))
+      }).pipe(Effect.ignore, Effect.withSpan("Coordinator.unlock"))
     },
     // Nobody listens behind a pooler: losers find the row by polling.
     notifyPopulated: () => Effect.void

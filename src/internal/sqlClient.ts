@@ -13,7 +13,7 @@ import { SqlError, UnknownError } from "effect/sql/SqlError"
 export type Transform = (<A extends object>(rows: ReadonlyArray<A>) => ReadonlyArray<A>) | undefined
 
 /** Options of {@link makeSingleSession}. */
-export interface SingleSessionOptions {
+interface SingleSessionOptions {
   /** The driver's name (`SqlClient.make`'s `driver`). */
   readonly driver: string
   /** Names the client in the error of a COMMIT that rolled back. */
@@ -48,7 +48,7 @@ export const makeSingleSession = (options: SingleSessionOptions): Effect.Effect<
 }
 
 /** Whether a raw result is the `ROLLBACK` a COMMIT of an aborted transaction answers. */
-export const isRolledBack = (result: unknown): boolean =>
+const isRolledBack = (result: unknown): boolean =>
   typeof result === "object" && result !== null && "command" in result && result.command === "ROLLBACK"
 
 const commitRolledBack = (name: string) =>

@@ -6,7 +6,7 @@
 import { Duration } from "effect"
 
 /** Defaults of a service's durations, by option name. */
-export type TuningDefaults = Readonly<Record<string, Duration.Duration>>
+type TuningDefaults = Readonly<Record<string, Duration.Duration>>
 
 /** Declares a service's defaults (frozen: shared by every instance, never changed). */
 export const defaults = <D extends TuningDefaults>(values: D): Readonly<D> => Object.freeze(values)
@@ -15,7 +15,7 @@ export const defaults = <D extends TuningDefaults>(values: D): Readonly<D> => Ob
 export type Tuning<D extends TuningDefaults> = { readonly [K in keyof D]?: Duration.Input | undefined }
 
 /** The options with every missing one taken from `defaults`, as durations. */
-export type Resolved<D extends TuningDefaults> = { readonly [K in keyof D]: Duration.Duration }
+type Resolved<D extends TuningDefaults> = { readonly [K in keyof D]: Duration.Duration }
 
 /** Fills in `options` from `defaults`. */
 export const resolve = <D extends TuningDefaults>(defaults: D, options: Tuning<D> = {}): Resolved<D> => {
