@@ -14,7 +14,7 @@ import type { WaiterRegistry } from "./Waiters.ts"
 
 /** What the coordinator runs on. */
 interface AdvisoryLockContext {
-  readonly session: PgSession["Service"]
+  readonly session: Pick<PgSession["Service"], "use" | "reset" | "generation">
   /** The waiters of the process, woken by "populated" notices and session losses. */
   readonly waiters: WaiterRegistry
   /** Time a lock query may take. */
