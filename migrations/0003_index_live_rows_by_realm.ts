@@ -5,7 +5,7 @@
  */
 import { Effect } from "effect"
 import { SqlClient } from "effect/sql"
-import type { MigrationOptions } from "../src/store/Migrations.ts"
+import type { MigrationOptions } from "./MigrationOptions.ts"
 
 export const migration = (_options: MigrationOptions) =>
   Effect.gen(function*() {

@@ -116,8 +116,8 @@ describe("PolledInvalidations", () => {
       const b = yield* member(scope)
       const heardA: Array<InvalidationEvent> = []
       const heardB: Array<InvalidationEvent> = []
-      yield* a.invalidations.subscribe((event) => Effect.sync(() => heardA.push(event))).pipe(Scope.provide(scope))
-      yield* b.invalidations.subscribe((event) => Effect.sync(() => heardB.push(event))).pipe(Scope.provide(scope))
+      yield* a.invalidations.subscribe((event) => { heardA.push(event) }).pipe(Scope.provide(scope))
+      yield* b.invalidations.subscribe((event) => { heardB.push(event) }).pipe(Scope.provide(scope))
       yield* a.invalidations.publishKey(key)
       yield* a.invalidations.publishRealm(realm)
       for (let i = 0; i < 100 && heardB.length < 2; i++) yield* Effect.sleep("20 millis")
@@ -130,7 +130,7 @@ describe("PolledInvalidations", () => {
       const c = yield* member(scope2)
       const d = yield* member(scope2)
       const heardD: Array<InvalidationEvent> = []
-      yield* d.invalidations.subscribe((event) => Effect.sync(() => heardD.push(event))).pipe(Scope.provide(scope2))
+      yield* d.invalidations.subscribe((event) => { heardD.push(event) }).pipe(Scope.provide(scope2))
       psql("UPDATE module_transpile_cache_log_head SET seq = seq + 5", url)
       yield* c.invalidations.publishKey(key)
       for (let i = 0; i < 100 && heardD.length < 1; i++) yield* Effect.sleep("20 millis")

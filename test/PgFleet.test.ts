@@ -67,8 +67,8 @@ describe("PgFleet", () => {
       const b = yield* member(scope)
       const heardA: Array<InvalidationEvent> = []
       const heardB: Array<InvalidationEvent> = []
-      yield* a.invalidations.subscribe((e) => Effect.sync(() => heardA.push(e))).pipe(Scope.provide(scope))
-      yield* b.invalidations.subscribe((e) => Effect.sync(() => heardB.push(e))).pipe(Scope.provide(scope))
+      yield* a.invalidations.subscribe((e) => { heardA.push(e) }).pipe(Scope.provide(scope))
+      yield* b.invalidations.subscribe((e) => { heardB.push(e) }).pipe(Scope.provide(scope))
       const waiter = yield* b.coordinator.register(key).pipe(Scope.provide(scope))
       const waiting = yield* Effect.forkChild(waiter.wake)
       yield* a.coordinator.notifyPopulated(key)
@@ -86,7 +86,7 @@ describe("PgFleet", () => {
       const scope = yield* Scope.make()
       const a = yield* member(scope)
       const heard: Array<InvalidationEvent> = []
-      yield* a.invalidations.subscribe((e) => Effect.sync(() => heard.push(e))).pipe(Scope.provide(scope))
+      yield* a.invalidations.subscribe((e) => { heard.push(e) }).pipe(Scope.provide(scope))
       const waiter = yield* a.coordinator.register(key).pipe(Scope.provide(scope))
       const waiting = yield* Effect.forkChild(waiter.wake)
       const killed = psql(

@@ -479,30 +479,28 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
     })
   )
 
-  yield* invalidations.subscribe((event) =>
-    Effect.sync(() => {
-      switch (event._tag) {
-        case "Key": {
-          l1.invalidateHash(event.hash)
-          dropSlots((slot) => slot.hash === event.hash)
-          return
-        }
-        case "Realm": {
-          const realmUrl = l1.realmOfHash(event.hash)
-          if (realmUrl !== undefined) {
-            l1.invalidateRealm(realmUrl)
-            dropSlots((slot) => slot.realmUrl === realmUrl)
-          }
-          return
-        }
-        case "Flush": {
-          l1.flush()
-          slots.clear()
-          return
-        }
+  yield* invalidations.subscribe((event) => {
+    switch (event._tag) {
+      case "Key": {
+        l1.invalidateHash(event.hash)
+        dropSlots((slot) => slot.hash === event.hash)
+        return
       }
-    })
-  )
+      case "Realm": {
+        const realmUrl = l1.realmOfHash(event.hash)
+        if (realmUrl !== undefined) {
+          l1.invalidateRealm(realmUrl)
+          dropSlots((slot) => slot.realmUrl === realmUrl)
+        }
+        return
+      }
+      case "Flush": {
+        l1.flush()
+        slots.clear()
+        return
+      }
+    }
+  })
 
   const preload = (realmUrl: string): Effect.Effect<Preload.PreloadSummary> =>
     Effect.tap(

@@ -11,7 +11,9 @@ import type { ModuleKey } from "./Domain.ts"
 
 /** The coordinator could not take part (its lock session is down, say); the caller falls back. */
 export class CoordinatorError extends Schema.TaggedError<CoordinatorError>()("CoordinatorError", {
-  message: Schema.String
+  message: Schema.String,
+  /** What failed underneath (a `SqlError`, a timeout). */
+  cause: Schema.optional(Schema.Defect())
 }) {}
 
 /** A registered waiter of one key. */

@@ -17,6 +17,13 @@ export type InvalidationEvent =
   /** Invalidations may have been missed (a reconnect): drop all of L1. */
   | { readonly _tag: "Flush" }
 
+/**
+ * A subscriber's handler. It is called synchronously, where the event arrives (before the
+ * notice that carried it is acted on further, and, in a memory fleet, before the peer's
+ * `publish` returns), so it must be quick and must not throw: drop L1 entries, no I/O.
+ */
+export type InvalidationHandler = (event: InvalidationEvent) => void
+
 /** Peer invalidation. */
 export class Invalidations extends Context.Service<Invalidations, {
   readonly kind: "postgres" | "memory" | "none"
@@ -26,9 +33,7 @@ export class Invalidations extends Context.Service<Invalidations, {
    * Calls `handler` with every event from peers (never this instance's own) for the life of
    * the scope. The handler is registered before this effect returns.
    */
-  readonly subscribe: (
-    handler: (event: InvalidationEvent) => Effect.Effect<void>
-  ) => Effect.Effect<void, never, Scope.Scope>
+  readonly subscribe: (handler: InvalidationHandler) => Effect.Effect<void, never, Scope.Scope>
 }>()("module-transpile-cache/Invalidations") {}
 
 /** No peers. */

@@ -27,24 +27,21 @@ import { Duration, Effect, Fiber, Layer, Schedule } from "effect"
 import { SqlClient } from "effect/sql"
 import { Coordinator, CoordinatorError } from "../domain/Coordinator.ts"
 import { lockKey } from "../domain/Domain.ts"
+import * as Tuning from "../internal/tuning.ts"
 import { WaiterRegistry } from "./Waiters.ts"
 
-/** Tuning of the leases. */
-export interface LeaseOptions {
-  /** How long a lease lives without renewal (default 3 s): what a dead winner costs its peers. */
-  readonly ttl?: Duration.Input
-  /** Time one lease statement may take before the coordinator gives up (default 2 s). */
-  readonly timeout?: Duration.Input
-  /** How often the leases of waited-on keys are read (default 100 ms). */
-  readonly watchInterval?: Duration.Input
-}
-
 /** The defaults of {@link LeaseOptions}. */
-export const defaults = {
+export const defaults = Tuning.defaults({
+  /** How long a lease lives without renewal (default 3 s): what a dead winner costs its peers. */
   ttl: Duration.seconds(3),
+  /** Time one lease statement may take before the coordinator gives up (default 2 s). */
   timeout: Duration.seconds(2),
+  /** How often the leases of waited-on keys are read (default 100 ms). */
   watchInterval: Duration.millis(100)
-} as const
+})
+
+/** Tuning of the leases. */
+export type LeaseOptions = Tuning.Tuning<typeof defaults>
 
 /**
  * The read path's poll schedule behind a transaction pooler (ModuleCache's `pollInitial` and
@@ -58,8 +55,8 @@ export const pollDefaults = { pollInitial: Duration.millis(100), pollMax: Durati
 export const make = Effect.fnUntraced(function*(options: LeaseOptions = {}) {
   const sql = yield* SqlClient.SqlClient
   const scope = yield* Effect.scope
-  const ttlMs = Math.max(1, Math.round(Duration.toMillis(Duration.fromInputUnsafe(options.ttl ?? defaults.ttl))))
-  const timeout = options.timeout ?? defaults.timeout
+  const { timeout, ttl, watchInterval } = Tuning.resolve(defaults, options)
+  const ttlMs = Math.max(1, Math.round(Duration.toMillis(ttl)))
   const owner = `${hostname()}:${process.pid}:${randomBytes(4).toString("hex")}`
   /** Keys this process holds (with their heartbeat) or is trying to take. */
   const held = new Map<bigint, Fiber.Fiber<void> | "pending">()
@@ -81,7 +78,7 @@ export const make = Effect.fnUntraced(function*(options: LeaseOptions = {}) {
     )
   })
   yield* Effect.forkIn(
-    Effect.repeat(Effect.ignore(watch), Schedule.spaced(options.watchInterval ?? defaults.watchInterval)),
+    Effect.repeat(Effect.ignore(watch), Schedule.spaced(watchInterval)),
     scope
   )
 
@@ -157,9 +154,9 @@ export const make = Effect.fnUntraced(function*(options: LeaseOptions = {}) {
             }
             return Effect.sync(() => held.delete(hash))
           }),
-          Effect.mapError((error) => new CoordinatorError({ message: String(error) }))
+          Effect.mapError((error) => new CoordinatorError({ message: String(error), cause: error }))
         )
-      }).pipe(Effect.withSpan("LeaseCoordinator.tryLock"))
+      }).pipe(Effect.withSpan("Coordinator.tryLock"))
     },
     unlock: (key) => {
       const hash = lockKey(key)
@@ -168,7 +165,7 @@ export const make = Effect.fnUntraced(function*(options: LeaseOptions = {}) {
         if (fiber === undefined || fiber === "pending") return Effect.void
         held.delete(hash)
         return Effect.andThen(Fiber.interrupt(fiber), release(hash))
-      }).pipe(Effect.ignore, Effect.withSpan("LeaseCoordinator.unlock"))
+      }).pipe(Effect.ignore, Effect.withSpan("Coordinator.unlock"))
     },
     // Nobody listens behind a pooler: losers find the row by polling.
     notifyPopulated: () => Effect.void

@@ -71,14 +71,15 @@ export const makeInvalidations = (fleet: MemoryFleet): Effect.Effect<Invalidatio
       publishKey: (key) => publish({ _tag: "Key", hash: lockKey(key) }),
       publishRealm: (realmUrl) => publish({ _tag: "Realm", hash: realmHash(realmUrl) }),
       subscribe: (handler) =>
-        Effect.gen(function*() {
-          // Delivered synchronously, so that a peer's L1 is clean when `publish` returns.
-          const subscriber = { member, deliver: (event: InvalidationEvent) => Effect.runSync(handler(event)) }
-          yield* Effect.acquireRelease(
-            Effect.sync(() => fleet.subscribers.add(subscriber)),
-            () => Effect.sync(() => fleet.subscribers.delete(subscriber))
-          )
-        })
+        // Delivered synchronously, so that a peer's L1 is clean when `publish` returns.
+        Effect.acquireRelease(
+          Effect.sync(() => {
+            const subscriber = { member, deliver: handler }
+            fleet.subscribers.add(subscriber)
+            return subscriber
+          }),
+          (subscriber) => Effect.sync(() => fleet.subscribers.delete(subscriber))
+        ).pipe(Effect.asVoid)
     })
   })
 

@@ -6,40 +6,38 @@
  * @since 0.1.0
  */
 import { PgClient, type PgConnection } from "@effect/sql-pg"
-import { randomBytes } from "node:crypto"
-import { Cause, Context, Duration, Effect, Layer } from "effect"
-import { Coordinator, CoordinatorError } from "../domain/Coordinator.ts"
+import { Context, Duration, Effect, Layer } from "effect"
+import { Coordinator } from "../domain/Coordinator.ts"
 import { lockKey, realmHash } from "../domain/Domain.ts"
-import { type InvalidationEvent, Invalidations } from "../domain/Invalidations.ts"
-import { WaiterRegistry } from "./Waiters.ts"
-import { timeoutLenient } from "../internal/timeout.ts"
+import { Invalidations } from "../domain/Invalidations.ts"
+import * as Tuning from "../internal/tuning.ts"
+import * as AdvisoryLockCoordinator from "./AdvisoryLockCoordinator.ts"
+import * as InvalidationNotice from "./InvalidationNotice.ts"
 import * as PgSession from "./PgSession.ts"
+import * as Subscribers from "./Subscribers.ts"
+import { WaiterRegistry } from "./Waiters.ts"
 
 /** The channel of "a row (or failure) for this lock key is committed". Payload: the lock key. */
 export const populatedChannel = "module_transpile_cache_populated"
 /** The channel of invalidations. Payload: `k|r:<hash>:<origin>`. */
-export const invalidatedChannel = "module_transpile_cache_invalidated"
+export const invalidatedChannel = InvalidationNotice.channel
 
-/** Tuning of the fleet connections. */
-export interface PgFleetOptions {
+/** The defaults of {@link PgFleetOptions}. */
+export const defaults = Tuning.defaults({
   /** Interval of the LISTEN connection's heartbeat (default 5 s). */
-  readonly heartbeat?: Duration.Input
+  heartbeat: Duration.seconds(5),
   /** Time a heartbeat, a NOTIFY or a connect may take before the session counts as lost (default 2 s). */
-  readonly sessionTimeout?: Duration.Input
+  sessionTimeout: Duration.seconds(2),
   /**
    * Time a lock query may take (default 2 s). Lock queries queue on one session; transpiles
    * run in worker threads, so the event loop answers them promptly. A database that is down
    * fails them at once instead.
    */
-  readonly lockTimeout?: Duration.Input
-}
-
-/** The defaults of {@link PgFleetOptions}. */
-export const defaults = {
-  heartbeat: Duration.seconds(5),
-  sessionTimeout: Duration.seconds(2),
   lockTimeout: Duration.seconds(2)
-} as const
+})
+
+/** Tuning of the fleet connections. */
+export type PgFleetOptions = Tuning.Tuning<typeof defaults>
 
 /** LISTEN reconnects, by this process (the fleet session's reconnects). */
 export const reconnectCounter = PgSession.reconnectCounter
@@ -52,104 +50,12 @@ export const reconnectCounter = PgSession.reconnectCounter
  */
 export const make = Effect.fnUntraced(function*(options: PgFleetOptions = {}) {
   const session = yield* PgSession.PgSession
-  const sessionTimeout = options.sessionTimeout ?? defaults.sessionTimeout
-  const lockTimeout = options.lockTimeout ?? defaults.lockTimeout
-  const origin = randomBytes(6).toString("hex")
+  const { lockTimeout, sessionTimeout } = Tuning.resolve(defaults, options)
+  const origin = InvalidationNotice.makeOrigin()
   const waiters = new WaiterRegistry()
-  const subscribers = new Set<(event: InvalidationEvent) => void>()
-  const deliver = (event: InvalidationEvent) => {
-    for (const subscriber of subscribers) subscriber(event)
-  }
+  const subscribers = Subscribers.make()
+  yield* session.subscribe(sessionHooks(origin, waiters, subscribers))
 
-  // --- notifications -----------------------------------------------------------------------
-  const onNotification = (notification: PgConnection.Notification) => {
-    if (notification.channel === populatedChannel) {
-      const hash = parseHash(notification.payload)
-      if (hash !== undefined) waiters.wake(hash)
-      return
-    }
-    const [kind, hashText, from] = notification.payload.split(":")
-    const hash = hashText === undefined ? undefined : parseHash(hashText)
-    if (hash === undefined || from === origin) return
-    if (kind === "k") deliver({ _tag: "Key", hash })
-    else if (kind === "r") deliver({ _tag: "Realm", hash })
-  }
-  yield* session.subscribe({
-    onNotification,
-    // Invalidations may have been missed while no session listened; the locks of a lost
-    // session are gone, so waiters retry at once.
-    onConnected: () => {
-      deliver({ _tag: "Flush" })
-      waiters.wakeAll()
-    },
-    onLost: () => waiters.wakeAll()
-  })
-
-  // --- advisory locks ------------------------------------------------------------------------
-  /**
-   * Lock keys this process holds (or is trying to take), with the generation of the session
-   * that holds them. Advisory locks are re-entrant per session, so a second load of a key in
-   * this process (after an invalidation dropped the first one's slot) must not take it
-   * again: it waits like any loser.
-   */
-  const claims = new Map<bigint, number | "pending">()
-
-  const lockQuery = (sql: string, hash: bigint) =>
-    session.use(
-      (connection, generation) =>
-        timeoutLenient(connection.query(sql, [hash.toString()]), lockTimeout).pipe(
-          // A lock query that fails or hangs leaves the session in doubt: replace it (its
-          // locks go with it; waiters are woken and retry).
-          Effect.tapError(() => session.reset(generation)),
-          Effect.map((result) => ({ generation, value: result.rows[0]?.["value"] }))
-        ),
-      lockTimeout
-    )
-
-  const coordinator = Coordinator.of({
-    kind: "postgres",
-    register: (key) => waiters.register(lockKey(key)),
-    tryLock: (key) => {
-      const hash = lockKey(key)
-      const attempt = lockQuery("SELECT pg_try_advisory_lock($1::int8) AS value", hash)
-      return Effect.suspend(() => {
-        if (claims.has(hash)) return Effect.succeed(false)
-        claims.set(hash, "pending")
-        // A session that died while idle (a database restart) is found out by its next
-        // query: a try-lock tries once more on a fresh one.
-        return attempt.pipe(
-          Effect.catchIf((error) => !Cause.isTimeoutError(error), () => attempt),
-          Effect.onExit((exit) =>
-            Effect.sync(() => {
-              if (exit._tag === "Success" && exit.value.value === true) claims.set(hash, exit.value.generation)
-              else claims.delete(hash)
-            })
-          ),
-          Effect.map(({ value }) => value === true),
-          Effect.mapError((error) => new CoordinatorError({ message: String(error) }))
-        )
-      }).pipe(Effect.withSpan("Coordinator.tryLock"))
-    },
-    unlock: (key) => {
-      const hash = lockKey(key)
-      return Effect.suspend(() => {
-        const owner = claims.get(hash)
-        if (owner === undefined || owner === "pending") return Effect.void
-        // The locks of a lost session are gone already; an unlock has no second chance.
-        if (owner !== session.generation()) return Effect.sync(() => claims.delete(hash))
-        return lockQuery("SELECT pg_advisory_unlock($1::int8) AS value", hash).pipe(
-          Effect.ensuring(Effect.sync(() => claims.delete(hash)))
-        )
-      }).pipe(Effect.ignore, Effect.withSpan("Coordinator.unlock"))
-    },
-    notifyPopulated: (key) =>
-      notify(populatedChannel, lockKey(key).toString()).pipe(
-        Effect.ignore,
-        Effect.withSpan("Coordinator.notifyPopulated")
-      )
-  })
-
-  // --- NOTIFY --------------------------------------------------------------------------------
   const notify = (channel: string, payload: string) =>
     session.use(
       (connection) =>
@@ -157,8 +63,15 @@ export const make = Effect.fnUntraced(function*(options: PgFleetOptions = {}) {
       sessionTimeout
     )
 
-  const publish = (kind: "k" | "r", hash: bigint) =>
-    notify(invalidatedChannel, `${kind}:${hash}:${origin}`).pipe(
+  const coordinator = AdvisoryLockCoordinator.make({
+    session,
+    waiters,
+    lockTimeout,
+    notifyPopulated: (hash) => Effect.ignore(notify(populatedChannel, hash.toString()))
+  })
+
+  const publish = (kind: InvalidationNotice.Kind, hash: bigint) =>
+    notify(invalidatedChannel, InvalidationNotice.encode(kind, hash, origin)).pipe(
       Effect.tapError((error) => Effect.logWarning("module-transpile-cache: invalidation NOTIFY failed", String(error))),
       Effect.ignore
     )
@@ -167,27 +80,38 @@ export const make = Effect.fnUntraced(function*(options: PgFleetOptions = {}) {
     kind: "postgres",
     publishKey: (key) => publish("k", lockKey(key)),
     publishRealm: (realmUrl) => publish("r", realmHash(realmUrl)),
-    subscribe: (handler) =>
-      Effect.acquireRelease(
-        Effect.sync(() => {
-          const subscriber = (event: InvalidationEvent) => Effect.runSync(handler(event))
-          subscribers.add(subscriber)
-          return subscriber
-        }),
-        (subscriber) => Effect.sync(() => subscribers.delete(subscriber))
-      ).pipe(Effect.asVoid)
+    subscribe: subscribers.subscribe
   })
 
   return { coordinator, invalidations }
 })
 
-const parseHash = (text: string): bigint | undefined => {
-  try {
-    return BigInt(text)
-  } catch {
-    return undefined
-  }
-}
+/**
+ * What the fleet does with the session's events: a "populated" notice wakes the key's
+ * waiters; a peer's invalidation reaches the subscribers. A new session flushes L1
+ * (invalidations may have been missed while no session listened) and wakes every waiter
+ * (the locks of a lost session are gone, so they retry at once), as does a lost one.
+ */
+const sessionHooks = (
+  origin: string,
+  waiters: WaiterRegistry,
+  subscribers: Subscribers.Subscribers
+): PgSession.SessionHooks => ({
+  onNotification: (notification: PgConnection.Notification) => {
+    if (notification.channel === populatedChannel) {
+      const hash = InvalidationNotice.parseHash(notification.payload)
+      if (hash !== undefined) waiters.wake(hash)
+      return
+    }
+    const event = InvalidationNotice.decode(notification.payload, origin)
+    if (event !== undefined) subscribers.deliver(event)
+  },
+  onConnected: () => {
+    subscribers.deliver({ _tag: "Flush" })
+    waiters.wakeAll()
+  },
+  onLost: () => waiters.wakeAll()
+})
 
 /**
  * The fleet session's options: LISTEN on the fleet's channels, with the heartbeat and
@@ -197,12 +121,15 @@ export const sessionOptions = (
   connection: PgConnection.Config,
   options: PgFleetOptions = {},
   tag: string = String(process.pid)
-): PgSession.PgSessionOptions => ({
-  connection: { ...connection, applicationName: `module-transpile-cache:listen:${tag}` },
-  channels: [populatedChannel, invalidatedChannel],
-  heartbeat: options.heartbeat ?? defaults.heartbeat,
-  sessionTimeout: options.sessionTimeout ?? defaults.sessionTimeout
-})
+): PgSession.PgSessionOptions => {
+  const { heartbeat, sessionTimeout } = Tuning.resolve(defaults, options)
+  return {
+    connection: { ...connection, applicationName: `module-transpile-cache:listen:${tag}` },
+    channels: [populatedChannel, invalidatedChannel],
+    heartbeat,
+    sessionTimeout
+  }
+}
 
 /** The fleet session, connected with the settings of the PgClient in context. */
 export const layerSession = (options?: PgFleetOptions, tag?: string): Layer.Layer<PgSession.PgSession, never, PgClient.PgClient> =>

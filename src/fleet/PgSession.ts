@@ -28,9 +28,10 @@ import { PgClient, PgConnection } from "@effect/sql-pg"
 import { Cause, Context, Deferred, Duration, Effect, Exit, Layer, Metric, Queue, Schedule, Scope, Semaphore, Stream } from "effect"
 import * as Reactivity from "effect/reactivity/Reactivity"
 import { SqlClient, type SqlConnection } from "effect/sql"
-import { ConnectionError, SqlError, UnknownError } from "effect/sql/SqlError"
+import { ConnectionError, SqlError } from "effect/sql/SqlError"
 import * as refusal from "../internal/refusal.ts"
 import { isRefusal } from "../internal/refusal.ts"
+import { makeSingleSession, type Transform } from "../internal/sqlClient.ts"
 import { timeoutLenient } from "../internal/timeout.ts"
 
 /** Options of {@link make}. */
@@ -263,8 +264,7 @@ export const layer = (options: PgSessionOptions): Layer.Layer<PgSession> => Laye
 // A SqlClient on the fleet session (a budget of one connection)
 // -----------------------------------------------------------------------------
 
-type Transform = (<A extends object>(rows: ReadonlyArray<A>) => ReadonlyArray<A>) | undefined
-
+/** The session as a `SqlConnection`. */
 const makeConnection = (connection: PgConnection.PgConnection): SqlConnection.Connection => {
   const rows = (sql: string, params: ReadonlyArray<unknown>, transformRows: Transform, prepare = true) =>
     Effect.map(connection.query(sql, params, prepare), (result): ReadonlyArray<object> =>
@@ -279,44 +279,21 @@ const makeConnection = (connection: PgConnection.PgConnection): SqlConnection.Co
   }
 }
 
-/** Postgres answers `ROLLBACK` to the COMMIT of an aborted transaction. */
-const commit = (conn: SqlConnection.Connection): Effect.Effect<void, SqlError> =>
-  Effect.flatMap(conn.executeRaw("COMMIT", []), (result) =>
-    typeof result === "object" && result !== null && "command" in result && result.command === "ROLLBACK"
-      ? Effect.fail(
-        new SqlError({
-          reason: new UnknownError({
-            cause: new Error("COMMIT rolled back an aborted transaction"),
-            message: "PgSession: COMMIT rolled back an aborted transaction",
-            operation: "commit"
-          })
-        })
-      )
-      : Effect.void)
-
 /**
  * A `SqlClient` whose statements run on the fleet session, behind its permit: a statement,
  * or a whole transaction, never interleaves with a lock query, a NOTIFY or the heartbeat.
  * While the session is down, a statement waits for it up to `wait` (when refused) as
  * {@link PgSession} `use` does.
  */
-export const makeSqlClient = Effect.fnUntraced(function*(session: PgSession["Service"], wait: Duration.Input) {
-  const acquirers = SqlClient.makeSqliteAcquirers({
-    connection: Effect.map(session.acquire(wait), makeConnection),
-    semaphore: session.semaphore
-  })
-  return yield* SqlClient.make({
+export const makeSqlClient = (session: PgSession["Service"], wait: Duration.Input) =>
+  makeSingleSession({
     driver: "pg",
+    name: "PgSession",
     compiler: PgClient.makeCompiler(),
-    acquirer: acquirers.acquirer,
-    borrower: acquirers.borrower,
-    transactionAcquirer: acquirers.transactionAcquirer,
-    onCommitFailure: acquirers.onCommitFailure,
-    commit,
-    releaseSavepoint: (name) => `RELEASE SAVEPOINT ${name}`,
+    connection: Effect.map(session.acquire(wait), makeConnection),
+    semaphore: session.semaphore,
     spanAttributes: [["db.system.name", "postgresql"], ["mtc.pg.session", session.applicationName]]
   })
-})
 
 /** {@link makeSqlClient} over the {@link PgSession} in context. */
 export const layerSqlClient = (wait: Duration.Input): Layer.Layer<SqlClient.SqlClient, never, PgSession> =>

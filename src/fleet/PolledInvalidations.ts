@@ -15,29 +15,26 @@
  *
  * @since 0.1.0
  */
-import { randomBytes } from "node:crypto"
 import { Duration, Effect, Layer, Schedule } from "effect"
 import { SqlClient } from "effect/sql"
 import { lockKey, realmHash } from "../domain/Domain.ts"
-import { type InvalidationEvent, Invalidations } from "../domain/Invalidations.ts"
-import { invalidatedChannel } from "./PgFleet.ts"
-
-/** Tuning of the polled log. */
-export interface PolledInvalidationsOptions {
-  /** How often the heads are read (default 300 ms). */
-  readonly interval?: Duration.Input
-  /** How long entries are kept (default 10 minutes): a longer outage flushes L1. */
-  readonly retention?: Duration.Input
-  /** Time a publish or a poll may take (default 2 s). */
-  readonly timeout?: Duration.Input
-}
+import { Invalidations } from "../domain/Invalidations.ts"
+import * as Tuning from "../internal/tuning.ts"
+import * as InvalidationNotice from "./InvalidationNotice.ts"
+import * as Subscribers from "./Subscribers.ts"
 
 /** The defaults of {@link PolledInvalidationsOptions}. */
-export const defaults = {
+export const defaults = Tuning.defaults({
+  /** How often the heads are read (default 300 ms). */
   interval: Duration.millis(300),
+  /** How long entries are kept (default 10 minutes): a longer outage flushes L1. */
   retention: Duration.minutes(10),
+  /** Time a publish or a poll may take (default 2 s). */
   timeout: Duration.seconds(2)
-} as const
+})
+
+/** Tuning of the polled log. */
+export type PolledInvalidationsOptions = Tuning.Tuning<typeof defaults>
 
 interface HeadRow {
   readonly realm_url: string
@@ -56,17 +53,14 @@ const toBigInt = (value: bigint | number | string): bigint => (typeof value === 
 export const make = Effect.fnUntraced(function*(options: PolledInvalidationsOptions = {}) {
   const sql = yield* SqlClient.SqlClient
   const scope = yield* Effect.scope
-  const timeout = options.timeout ?? defaults.timeout
-  const retentionMs = Math.round(Duration.toMillis(Duration.fromInputUnsafe(options.retention ?? defaults.retention)))
-  const origin = randomBytes(6).toString("hex")
-  const subscribers = new Set<(event: InvalidationEvent) => void>()
-  const deliver = (event: InvalidationEvent) => {
-    for (const subscriber of subscribers) subscriber(event)
-  }
+  const { interval, retention, timeout } = Tuning.resolve(defaults, options)
+  const retentionMs = Math.round(Duration.toMillis(retention))
+  const origin = InvalidationNotice.makeOrigin()
+  const { deliver, subscribe } = Subscribers.make()
   /** The last sequence number read, by realm; undefined until a poll succeeded. */
   let cursors: Map<string, bigint> | undefined
 
-  const publish = (realmUrl: string, kind: "k" | "r", hash: bigint) =>
+  const publish = (realmUrl: string, kind: InvalidationNotice.Kind, hash: bigint) =>
     sql.withTransaction(Effect.gen(function*() {
       const head = yield* sql<{ seq: bigint | number | string }>`
         INSERT INTO module_transpile_cache_log_head (realm_url, seq) VALUES (${realmUrl}, 1)
@@ -76,7 +70,7 @@ export const make = Effect.fnUntraced(function*(options: PolledInvalidationsOpti
       yield* sql`
         INSERT INTO module_transpile_cache_log (realm_url, seq, kind, hash, origin)
         VALUES (${realmUrl}, ${seq.toString()}::int8, ${kind}, ${hash.toString()}::int8, ${origin})`
-      yield* sql`SELECT pg_notify(${invalidatedChannel}, ${`${kind}:${hash}:${origin}`})`
+      yield* sql`SELECT pg_notify(${InvalidationNotice.channel}, ${InvalidationNotice.encode(kind, hash, origin)})`
       yield* sql`
         DELETE FROM module_transpile_cache_log
         WHERE realm_url = ${realmUrl} AND created_at < now() - ${retentionMs} * interval '1 millisecond'`
@@ -84,7 +78,7 @@ export const make = Effect.fnUntraced(function*(options: PolledInvalidationsOpti
       Effect.timeout(timeout),
       Effect.tapError((error) => Effect.logWarning("module-transpile-cache: invalidation log write failed", String(error))),
       Effect.ignore,
-      Effect.withSpan("PolledInvalidations.publish", { attributes: { kind } })
+      Effect.withSpan("PolledInvalidations.publish", { attributes: { "mtc.kind": kind } })
     )
 
   const readHeads = sql<HeadRow>`SELECT realm_url, seq FROM module_transpile_cache_log_head`.pipe(
@@ -116,9 +110,8 @@ export const make = Effect.fnUntraced(function*(options: PolledInvalidationsOpti
       }
       for (const entry of entries) {
         if (entry.origin === origin) continue
-        const hash = toBigInt(entry.hash)
-        if (entry.kind === "k") deliver({ _tag: "Key", hash })
-        else if (entry.kind === "r") deliver({ _tag: "Realm", hash })
+        const event = InvalidationNotice.eventOf(entry.kind, toBigInt(entry.hash))
+        if (event !== undefined) deliver(event)
       }
     }
   }).pipe(Effect.timeout(timeout))
@@ -132,7 +125,7 @@ export const make = Effect.fnUntraced(function*(options: PolledInvalidationsOpti
         Effect.tapError((error) => Effect.logDebug("module-transpile-cache: invalidation poll failed", String(error))),
         Effect.ignore
       ),
-      Schedule.spaced(options.interval ?? defaults.interval)
+      Schedule.spaced(interval)
     ),
     scope
   )
@@ -141,15 +134,7 @@ export const make = Effect.fnUntraced(function*(options: PolledInvalidationsOpti
     kind: "postgres",
     publishKey: (key) => publish(key.realmUrl, "k", lockKey(key)),
     publishRealm: (realmUrl) => publish(realmUrl, "r", realmHash(realmUrl)),
-    subscribe: (handler) =>
-      Effect.acquireRelease(
-        Effect.sync(() => {
-          const subscriber = (event: InvalidationEvent) => Effect.runSync(handler(event))
-          subscribers.add(subscriber)
-          return subscriber
-        }),
-        (subscriber) => Effect.sync(() => subscribers.delete(subscriber))
-      ).pipe(Effect.asVoid)
+    subscribe
   })
 })
 

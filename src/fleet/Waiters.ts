@@ -5,12 +5,12 @@
 import { Effect, type Scope } from "effect"
 import type { Waiter } from "../domain/Coordinator.ts"
 
-export interface Signal {
+interface Signal {
   readonly fire: () => void
   readonly wait: Effect.Effect<void>
 }
 
-export const makeSignal = (): Signal => {
+const makeSignal = (): Signal => {
   let pending = false
   let resume: (() => void) | undefined
   return {

@@ -44,7 +44,9 @@ export class DataDirLockedError extends Schema.TaggedError<DataDirLockedError>()
 /** The lock could not be read or written (permissions, a full disk...). */
 export class DataDirLockError extends Schema.TaggedError<DataDirLockError>()("DataDirLockError", {
   dataDir: Schema.String,
-  message: Schema.String
+  message: Schema.String,
+  /** The file-system error underneath. */
+  cause: Schema.optional(Schema.Defect())
 }) {}
 
 /** What a lock file holds. */
@@ -221,7 +223,7 @@ const clearStaleGuard = (guard: string): void => {
  * exists, failing at the first level that cannot be made. (Node's recursive `mkdir` loops
  * for ever on some paths, e.g. below `/proc`.)
  */
-export const makeDirectory = (dir: string): void => {
+const makeDirectory = (dir: string): void => {
   const missing: Array<string> = []
   let current = path.resolve(dir)
   for (;;) {
@@ -262,7 +264,8 @@ export const acquire = (
   const lockError = (error: unknown) =>
     new DataDirLockError({
       dataDir: requested,
-      message: `cannot lock ${requested}: ${error instanceof Error ? error.message : String(error)}`
+      message: `cannot lock ${requested}: ${error instanceof Error ? error.message : String(error)}`,
+      cause: error
     })
   const once = Effect.suspend((): Effect.Effect<DataDirLock, DataDirLockedError | DataDirLockError | Contended> => {
     let result: Attempt

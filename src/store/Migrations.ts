@@ -24,19 +24,17 @@ import { migration as createPooler } from "../../migrations/0004_create_module_t
 import type { MigrationOptions } from "../../migrations/MigrationOptions.ts"
 import { hash64 } from "../domain/Domain.ts"
 
-export type { MigrationOptions }
-
 /** The options for a store kind: UNLOGGED on Postgres, logged on PGlite. */
 export const optionsFor = (kind: "postgres" | "pglite"): MigrationOptions => ({ unlogged: kind === "postgres" })
 
 /** The table in which the Migrator records applied migrations. */
-export const migrationsTable = "module_transpile_cache_migrations"
+const migrationsTable = "module_transpile_cache_migrations"
 
 /** The advisory-lock key that serialises concurrent runs. */
-export const migrationLockKey: bigint = hash64(`migrations|${migrationsTable}`)
+const migrationLockKey: bigint = hash64(`migrations|${migrationsTable}`)
 
 /** The migrations, by `<id>_<name>`. */
-export const loader = (options: MigrationOptions): Migrator.Loader =>
+const loader = (options: MigrationOptions): Migrator.Loader =>
   Migrator.fromRecord({
     "1_create_module_transpile_cache": createCache(options),
     "2_create_module_transpile_cache_realm": createRealm(options),
@@ -56,4 +54,4 @@ export const run = (
         Migrator.make({})({ loader: loader(options), table: migrationsTable })
       )
     )
-  }).pipe(Effect.withSpan("Migrations.run", { attributes: { unlogged: options.unlogged } }))
+  }).pipe(Effect.withSpan("Migrations.run", { attributes: { "mtc.unlogged": options.unlogged } }))

@@ -7,7 +7,7 @@
  */
 
 /** Why a connection to Postgres failed. */
-export type ConnectFailure = "refused" | "unknown database" | "authentication" | "timeout" | "unknown host"
+type ConnectFailure = "refused" | "unknown database" | "authentication" | "timeout" | "unknown host"
 
 /** The SQLSTATE codes and system error codes of each cause. */
 const byCode: Readonly<Record<string, ConnectFailure>> = {

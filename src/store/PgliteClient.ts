@@ -37,6 +37,7 @@ import {
   UniqueViolation,
   UnknownError
 } from "effect/sql/SqlError"
+import { makeSingleSession, type Transform } from "../internal/sqlClient.ts"
 
 /** Options of a PGlite client. */
 export interface PgliteClientConfig {
@@ -162,8 +163,6 @@ const classify = (cause: unknown, operation: string): SqlErrorReason => {
 const toSqlError = (operation: string) => (cause: unknown): SqlError =>
   new SqlError({ reason: classify(cause, operation) })
 
-type Transform = (<A extends object>(rows: ReadonlyArray<A>) => ReadonlyArray<A>) | undefined
-
 /**
  * The single session. Every call runs uninterruptibly: PGlite cannot cancel a statement,
  * so the permit stays held until the statement has really finished.
@@ -198,24 +197,6 @@ const makeConnection = (db: PGlite): SqlConnection.Connection => {
   }
 }
 
-/** PGlite answers `ROLLBACK` to a COMMIT of an aborted transaction, without an error. */
-const commit = (conn: SqlConnection.Connection): Effect.Effect<void, SqlError> =>
-  Effect.flatMap(conn.executeRaw("COMMIT", []), (result) =>
-    isResults(result) && result.command === "ROLLBACK"
-      ? Effect.fail(
-        new SqlError({
-          reason: new UnknownError({
-            cause: new Error("COMMIT rolled back an aborted transaction"),
-            message: "PgliteClient: COMMIT rolled back an aborted transaction",
-            operation: "commit"
-          })
-        })
-      )
-      : Effect.void)
-
-const isResults = (u: unknown): u is Results<unknown> =>
-  typeof u === "object" && u !== null && "rows" in u
-
 /**
  * Opens PGlite at `dataDir` (in memory when undefined) as a `SqlClient`. The database is
  * closed when the scope closes, after the statement that holds the session finishes.
@@ -236,17 +217,12 @@ export const make = (
       }),
       (db) => semaphore.withPermit(Effect.promise(() => db.close()))
     )
-    const connection = makeConnection(db)
-    const acquirers = SqlClient.makeSqliteAcquirers({ connection: Effect.succeed(connection), semaphore })
-    const client = yield* SqlClient.make({
+    const client = yield* makeSingleSession({
       driver: "pglite",
+      name: "PgliteClient",
       compiler: makeCompiler(),
-      acquirer: acquirers.acquirer,
-      borrower: acquirers.borrower,
-      transactionAcquirer: acquirers.transactionAcquirer,
-      onCommitFailure: acquirers.onCommitFailure,
-      commit,
-      releaseSavepoint: (name) => `RELEASE SAVEPOINT ${name}`,
+      connection: Effect.succeed(makeConnection(db)),
+      semaphore,
       spanAttributes: [
         ...(config.spanAttributes ? Object.entries(config.spanAttributes) : []),
         ["db.system.name", "postgresql"],

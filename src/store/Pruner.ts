@@ -49,7 +49,10 @@ export const optionsConfig: Config.Config<PrunerOptions> = Config.all({
   maxBytesPerRealm: maxBytes > 0 ? maxBytes : undefined
 })))
 
-/** One prune run with these options; returns the rows removed or evicted. */
+/**
+ * One prune run with these options; returns the rows removed or evicted. Traced by the
+ * store's own `TranspileStore.prune` span.
+ */
 export const runOnce = (options: PrunerOptions) =>
   Effect.gen(function*() {
     const store = yield* TranspileStore
@@ -58,7 +61,7 @@ export const runOnce = (options: PrunerOptions) =>
       unreadForMillis: Duration.toMillis(options.unreadAge),
       maxBytesPerRealm: options.maxBytesPerRealm
     })
-  }).pipe(Effect.withSpan("Pruner.run"))
+  })
 
 /** Runs {@link runOnce} every `interval` (the first run one interval after start) for the life of the layer. */
 export const layer = (options: Partial<PrunerOptions> = {}): Layer.Layer<never, never, TranspileStore> => {
