@@ -133,6 +133,10 @@ const toStoreError = (operation: string) => (error: { readonly message: string }
     cause: error
   })
 
+/** A client that could not be made: its own message (not {@link toStoreError}'s), its cause kept. */
+const connectError = (error: { readonly message: string }): StoreError =>
+  new StoreError({ operation: "connect", message: error.message, retryable: isRetryable(error), cause: error })
+
 const jsonText = (value: unknown): string => JSON.stringify(value)
 
 /**
@@ -454,9 +458,7 @@ export const makePg = (
 ): Effect.Effect<TranspileStore["Service"], StoreError, Scope.Scope> =>
   Effect.gen(function*() {
     const client = yield* PgClient.make(config).pipe(
-      Effect.mapError((error) =>
-        new StoreError({ operation: "connect", message: error.message, retryable: isRetryable(error), cause: error })
-      ),
+      Effect.mapError(connectError),
       Effect.provideServiceEffect(Reactivity.Reactivity, Reactivity.make)
     )
     return yield* migrateAndMake({ ...options, kind: "postgres" }).pipe(
@@ -491,9 +493,7 @@ export const makePglite = (
   Effect.gen(function*() {
     if (options.dataDir !== undefined) yield* DataDirLock.acquire(options.dataDir)
     const client = yield* PgliteClient.make({ dataDir: options.dataDir }).pipe(
-      Effect.mapError((error) =>
-        new StoreError({ operation: "connect", message: error.message, retryable: isRetryable(error), cause: error })
-      ),
+      Effect.mapError(connectError),
       Effect.provideServiceEffect(Reactivity.Reactivity, Reactivity.make)
     )
     return yield* migrateAndMake({ ...options, kind: "pglite" }).pipe(
