@@ -15,7 +15,7 @@ import { type CachedModule, keyString, lockKey, type ModuleKey, realmHash } from
 export const defaultMaxBytes = 64 * 1024 * 1024
 
 /** The generations a loader captured before it started; its fill counts only if they did not move. */
-export interface L1Capture {
+interface L1Capture {
   readonly key: number
   readonly realm: number
   readonly flush: number

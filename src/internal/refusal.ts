@@ -19,7 +19,7 @@ export const refusalCounter = Metric.counter("module_cache_pg_refusals", {
  * SQLSTATEs of a refusal by a database that is up: class 53 (insufficient resources: 53300
  * too_many_connections, ...) and 57P03 (cannot_connect_now).
  */
-export const isRefusalCode = (code: string | undefined): boolean =>
+const isRefusalCode = (code: string | undefined): boolean =>
   code !== undefined && (code.startsWith("53") || code === "57P03")
 
 const codeOf = (u: unknown): string | undefined =>
@@ -87,9 +87,9 @@ export const isRetryable = (error: unknown): boolean => {
 }
 
 /** First delay of {@link refusalSchedule}; it grows by 1.5x up to {@link refusalMaxDelay}. */
-export const refusalBaseDelay = Duration.millis(20)
+const refusalBaseDelay = Duration.millis(20)
 /** Longest delay between two tries of a refused connection. */
-export const refusalMaxDelay = Duration.millis(500)
+const refusalMaxDelay = Duration.millis(500)
 
 /**
  * The wait of a refused caller: jittered exponential delays from 20 ms up to 500 ms, for at
