@@ -455,13 +455,13 @@ describe("realm server (lifecycle)", () => {
         const found = receiver.spans().filter((span) => span.name === "ModuleCache.get")
         return found.length >= 2 ? found : undefined
       }, 10_000, "ModuleCache.get spans")
-      expect(spans.map((span) => span.attributes.outcome)).toEqual(expect.arrayContaining(["transpiled", "l1"]))
-      expect(spans[0]?.attributes.path).toBe("a.ts")
+      expect(spans.map((span) => span.attributes["mtc.outcome"])).toEqual(expect.arrayContaining(["transpiled", "l1"]))
+      expect(spans[0]?.attributes["mtc.path"]).toBe("a.ts")
       expect(spans[0]?.serviceName).toBe("module-transpile-cache")
       // The start-up preload has a span of its own (an empty memory store: nothing preloaded).
       const preload = receiver.spans().find((span) => span.name === "ModuleCache.preload")
       expect(preload?.attributes).toMatchObject({ "mtc.preload.entries": 0, "mtc.preload.rows": 0 })
-      expect(preload?.attributes.realm).toMatch(/^file:\/\//)
+      expect(preload?.attributes["mtc.realm"]).toMatch(/^file:\/\//)
       expect(receiver.undecoded()).toBe(0)
       await server.stop()
     } finally {

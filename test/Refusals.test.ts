@@ -18,8 +18,13 @@ import { TranspileStore } from "../src/domain/TranspileStore.ts"
 import { keyOf, makeWorld, type World } from "./support/world.ts"
 
 const a = keyOf("a.ts")
-const refused = new StoreError({ operation: "read", message: "sorry, too many clients already", refused: true })
-const down = new StoreError({ operation: "read", message: "connect ECONNREFUSED" })
+const refused = new StoreError({
+  operation: "read",
+  message: "sorry, too many clients already",
+  refused: true,
+  retryable: true
+})
+const down = new StoreError({ operation: "read", message: "connect ECONNREFUSED", retryable: true })
 
 /** A cache whose L2 reads fail with `failure` while `failing()` holds, counting the failed reads. */
 const cacheFailingReads = (
@@ -96,6 +101,6 @@ describe("refused connections", () => {
     const refusedSocket = Object.assign(new Error("connect ECONNREFUSED"), { code: "ECONNREFUSED" })
     expect(isRefusal(new SqlError({ reason: new ConnectionError({ message: "down", operation: "connect", cause: refusedSocket }) })))
       .toBe(false)
-    expect(isRefusal(new StoreError({ operation: "read", message: "x" }))).toBe(false)
+    expect(isRefusal(new StoreError({ operation: "read", message: "x", retryable: false }))).toBe(false)
   })
 })

@@ -15,7 +15,7 @@ import { type CachedModule, keyString, lockKey, type ModuleKey, realmHash } from
 export const defaultMaxBytes = 64 * 1024 * 1024
 
 /** The generations a loader captured before it started; its fill counts only if they did not move. */
-export interface L1Capture {
+interface L1Capture {
   readonly key: number
   readonly realm: number
   readonly flush: number
@@ -33,35 +33,95 @@ export interface L1Snapshot {
 
 interface Entry {
   readonly module: CachedModule
-  readonly bytes: number
   readonly hash: bigint
-  used: boolean
+}
+
+/**
+ * Values by id, bounded by their total bytes, with CLOCK eviction (see {@link evictClock}):
+ * a hit only marks its entry as used. L1 and the raw-file cache are both one of these.
+ */
+class ClockMap<V> {
+  private readonly entries = new Map<string, { readonly value: V; readonly bytes: number; used: boolean }>()
+  private totalBytes = 0
+  private readonly onRemove: (value: V) => void
+
+  readonly maxBytes: number
+
+  /** `onRemove` sees every value that leaves the map (evicted, deleted or replaced), but not a `clear`. */
+  constructor(maxBytes: number, onRemove: (value: V) => void = () => {}) {
+    this.maxBytes = maxBytes
+    this.onRemove = onRemove
+  }
+
+  /** The value of an id, marked as used. */
+  get(id: string): V | undefined {
+    const entry = this.entries.get(id)
+    if (entry !== undefined) entry.used = true
+    return entry?.value
+  }
+
+  /** Stores a value of `bytes` (replacing the id's), then evicts others until the bound holds. False if it can never fit. */
+  set(id: string, value: V, bytes: number): boolean {
+    if (this.maxBytes <= 0 || bytes > this.maxBytes) return false
+    this.delete(id)
+    this.entries.set(id, { value, bytes, used: false })
+    this.totalBytes += bytes
+    evictClock(this.entries, () => this.totalBytes > this.maxBytes, id, (evicted) => this.delete(evicted))
+    return true
+  }
+
+  delete(id: string): void {
+    const entry = this.entries.get(id)
+    if (entry === undefined) return
+    this.entries.delete(id)
+    this.totalBytes -= entry.bytes
+    this.onRemove(entry.value)
+  }
+
+  clear(): void {
+    this.entries.clear()
+    this.totalBytes = 0
+  }
+
+  /** The ids and values, oldest insertion first (not marked as used). */
+  *[Symbol.iterator](): IterableIterator<[string, V]> {
+    for (const [id, entry] of this.entries) yield [id, entry.value]
+  }
+
+  get bytes(): number {
+    return this.totalBytes
+  }
+
+  get size(): number {
+    return this.entries.size
+  }
 }
 
 /** The L1 store. Synchronous: every method is a few map operations. */
 export class L1Cache {
-  private readonly entries = new Map<string, Entry>()
   /** Lock-key hash to the ids of the entries with that hash (peers invalidate by hash). */
   private readonly byHash = new Map<bigint, Set<string>>()
+  private readonly entries: ClockMap<Entry>
   private readonly keyGenerations = new Map<bigint, number>()
   private readonly realmGenerations = new Map<string, number>()
   private readonly realmsByHash = new Map<bigint, string>()
   private flushGeneration = 0
   private counter = 0
-  private totalBytes = 0
 
   readonly maxBytes: number
 
   constructor(maxBytes: number = defaultMaxBytes) {
     this.maxBytes = maxBytes
+    this.entries = new ClockMap<Entry>(maxBytes, (entry) => {
+      const ids = this.byHash.get(entry.hash)
+      ids?.delete(keyString(entry.module.key))
+      if (ids?.size === 0) this.byHash.delete(entry.hash)
+    })
   }
 
   /** The live entry of a key, marked as used. */
   get(id: string): CachedModule | undefined {
-    const entry = this.entries.get(id)
-    if (entry === undefined) return undefined
-    entry.used = true
-    return entry.module
+    return this.entries.get(id)?.module
   }
 
   capture(key: ModuleKey, hash: bigint): L1Capture {
@@ -106,16 +166,11 @@ export class L1Cache {
   /** Stores a module if nothing invalidated it since `captured`. Returns whether it was stored. */
   fill(module: CachedModule, hash: bigint, captured: L1Capture): boolean {
     if (!this.isCurrent(module.key, hash, captured)) return false
-    const bytes = Buffer.byteLength(module.body, "utf8")
-    if (this.maxBytes <= 0 || bytes > this.maxBytes) return false
     const id = keyString(module.key)
-    this.remove(id)
-    this.entries.set(id, { module, bytes, hash, used: false })
+    if (!this.entries.set(id, { module, hash }, Buffer.byteLength(module.body, "utf8"))) return false
     let ids = this.byHash.get(hash)
     if (ids === undefined) this.byHash.set(hash, ids = new Set())
     ids.add(id)
-    this.totalBytes += bytes
-    this.evict(id)
     return true
   }
 
@@ -123,7 +178,7 @@ export class L1Cache {
   invalidateHash(hash: bigint): void {
     this.keyGenerations.set(hash, ++this.counter)
     const ids = this.byHash.get(hash)
-    if (ids !== undefined) for (const id of [...ids]) this.remove(id)
+    if (ids !== undefined) for (const id of [...ids]) this.entries.delete(id)
   }
 
   invalidateKey(key: ModuleKey): void {
@@ -134,7 +189,7 @@ export class L1Cache {
   invalidateRealm(realmUrl: string): void {
     this.realmGenerations.set(realmUrl, ++this.counter)
     for (const [id, entry] of this.entries) {
-      if (entry.module.key.realmUrl === realmUrl) this.remove(id)
+      if (entry.module.key.realmUrl === realmUrl) this.entries.delete(id)
     }
   }
 
@@ -148,30 +203,14 @@ export class L1Cache {
     this.flushGeneration++
     this.entries.clear()
     this.byHash.clear()
-    this.totalBytes = 0
   }
 
   get bytes(): number {
-    return this.totalBytes
+    return this.entries.bytes
   }
 
   get size(): number {
     return this.entries.size
-  }
-
-  /** Evicts until the bound holds: the oldest unused entry goes; a used one gets a second chance. */
-  private evict(keep: string): void {
-    evictClock(this.entries, () => this.totalBytes > this.maxBytes, keep, (id) => this.remove(id))
-  }
-
-  private remove(id: string): void {
-    const entry = this.entries.get(id)
-    if (entry === undefined) return
-    this.entries.delete(id)
-    this.totalBytes -= entry.bytes
-    const ids = this.byHash.get(entry.hash)
-    ids?.delete(id)
-    if (ids?.size === 0) this.byHash.delete(entry.hash)
   }
 }
 

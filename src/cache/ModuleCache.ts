@@ -1,10 +1,14 @@
 /**
- * The ModuleCache service: the facade of the read path (L1, single-flight, L2, coalescing).
+ * The ModuleCache service: the facade of the read path.
+ *
+ * A `get` is answered from L1, or else by one load per key shared by every concurrent get
+ * ({@link SingleFlight}), which goes down the read path: L2, then coalescing with the fleet
+ * (one process transpiles, the others wait for its row), then a transpile persisted to L2.
  *
  * @since 0.1.0
  */
-import { Cause, Clock, Config, Context, Deferred, Duration, Effect, Exit, Layer, Metric, Option, Schedule, Scope } from "effect"
-import { Coordinator, type Waiter } from "../domain/Coordinator.ts"
+import { Cause, Clock, Config, Context, Duration, Effect, Exit, FiberSet, Layer, Option, type Scope } from "effect"
+import { Coordinator, type CoordinatorError, type Waiter } from "../domain/Coordinator.ts"
 import { type ConnectionStats, DatabaseConnections } from "../domain/DatabaseConnections.ts"
 import {
   type CachedModule,
@@ -14,15 +18,17 @@ import {
   type ModuleKey,
   type ModuleSource,
   type Outcome,
-  type ReportedOutcome,
-  type TranspiledModule
+  type ReportedOutcome
 } from "../domain/Domain.ts"
-import { type GetError, isTranspilePoolError, type ModuleBuildError, type StoreError } from "../domain/Errors.ts"
-import { refusalCounter, refusalSchedule } from "../internal/refusal.ts"
-import { Invalidations } from "../domain/Invalidations.ts"
-import { defaultMaxBytes, L1Cache } from "./L1Cache.ts"
+import {
+  type GetError,
+  isTranspilePoolError,
+  type ModuleBuildError,
+  type StoreError,
+  type TranspilerError
+} from "../domain/Errors.ts"
+import { type InvalidationEvent, Invalidations } from "../domain/Invalidations.ts"
 import { ModuleSources } from "../domain/ModuleSources.ts"
-import * as Preload from "./Preload.ts"
 import { Transpiler } from "../domain/Transpiler.ts"
 import {
   type Captured,
@@ -30,20 +36,18 @@ import {
   isUsable,
   type StoredRow,
   TranspileStore,
-  type WriteContent,
-  type WriteRequest
+  type WriteContent
 } from "../domain/TranspileStore.ts"
+import { CacheCounters, type Counts, type FallbackReason } from "./CacheCounters.ts"
+import { defaultMaxBytes, L1Cache } from "./L1Cache.ts"
+import { PendingInvalidations } from "./PendingInvalidations.ts"
+import * as Preload from "./Preload.ts"
+import { SingleFlight } from "./SingleFlight.ts"
+import * as StoreAccess from "./StoreAccess.ts"
+import { pollSchedule, pollUntil } from "./WaitSchedule.ts"
 
 /** Counters of one ModuleCache instance. */
-export interface CacheStats {
-  /** Babel runs in this process. */
-  readonly transpiles: number
-  readonly l1Hits: number
-  readonly l2Hits: number
-  readonly coalesced: number
-  readonly fallbacks: number
-  readonly errors: number
-  readonly persistFailures: number
+export interface CacheStats extends Counts {
   readonly l1Bytes: number
   readonly l1Entries: number
   /** Loads running, including those that answered and are still writing L2. */
@@ -54,8 +58,6 @@ export interface CacheStats {
   readonly preloadMillis: number
   readonly store: string
   readonly coordinator: string
-  /** L2 operations the database refused a connection for ("too many clients"), each waited out. */
-  readonly refusals: number
   /** This process's database connections, when it has a database. */
   readonly connections?: ConnectionStats
 }
@@ -119,43 +121,31 @@ export const defaults = {
   drainTimeout: Duration.seconds(5)
 } as const
 
-const getCounter = Metric.counter("module_cache_gets", { description: "ModuleCache.get calls by outcome" })
-const outcomeCounters: Record<ReportedOutcome, Metric.Counter<number>> = {
-  l1: Metric.withAttributes(getCounter, { outcome: "l1" }),
-  l2: Metric.withAttributes(getCounter, { outcome: "l2" }),
-  transpiled: Metric.withAttributes(getCounter, { outcome: "transpiled" }),
-  coalesced: Metric.withAttributes(getCounter, { outcome: "coalesced" }),
-  fallback: Metric.withAttributes(getCounter, { outcome: "fallback" }),
-  error: Metric.withAttributes(getCounter, { outcome: "error" })
-}
-/** Babel runs. */
-export const transpileCounter = Metric.counter("module_cache_transpiles", { description: "Transpiles run" })
-/** L2 writes and tombstones given up after their retries. */
-export const persistFailureCounter = Metric.counter("module_cache_persist_failures", {
-  description: "L2 writes given up after retries"
-})
-const fallbackCounter = Metric.counter("module_cache_fallbacks", { description: "Local transpiles by reason" })
-/** How long losers waited for a winner, in milliseconds. */
-export const waitHistogram = Metric.histogram("module_cache_wait_ms", {
-  description: "Time a loser waited for the winner",
-  boundaries: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 30000]
-})
+export {
+  /** Babel runs. */
+  transpileCounter,
+  /** L2 writes and tombstones given up after their retries. */
+  persistFailureCounter,
+  /** How long losers waited for a winner, in milliseconds. */
+  waitHistogram
+} from "./CacheCounters.ts"
 
-/** Why a loser, or a caller with no usable coordinator or store, transpiled locally. */
-type FallbackReason = "deadline" | "coordinator" | "store"
+/** A module's answer, or its failure (recorded in L2, shared with every waiter). */
+type Loaded = Exit.Exit<GetResult, ModuleBuildError>
 
-type Loaded = { readonly result: GetResult; readonly error?: never } | {
-  readonly result?: never
-  readonly error: ModuleBuildError
-}
+/** Hands a load's answer to its callers (and L1) as soon as it is known; only the first call counts. */
+type Deliver = (loaded: Loaded) => Effect.Effect<void>
 
-/** A load in flight in this process, joined by every concurrent get of its key. */
-interface Slot {
-  readonly deferred: Deferred.Deferred<GetResult, GetError>
-  readonly realmUrl: string
-  /** The key's lock key: peers name invalidated modules by it. */
-  readonly hash: bigint
-}
+/** What one look of a loser found. */
+type Look =
+  | { readonly _tag: "Answered"; readonly loaded: Loaded }
+  | { readonly _tag: "Won"; readonly captured: Captured }
+  | {
+    readonly _tag: "Failed"
+    readonly reason: "store" | "coordinator"
+    readonly captured: Captured
+    readonly error: StoreError | CoordinatorError
+  }
 
 /** Builds a ModuleCache over the services in context. */
 export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}) {
@@ -165,342 +155,274 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
   const coordinator = yield* Coordinator
   const invalidations = yield* Invalidations
   const connections = yield* DatabaseConnections
-  // Loads run in a scope of their own, closed after the drain below (finalizers run in reverse).
-  const scope = yield* Scope.fork(yield* Effect.scope)
-
-  const l1MaxBytes = options.l1MaxBytes ?? defaults.l1MaxBytes
-  const pollInitial = Duration.toMillis(Duration.fromInputUnsafe(options.pollInitial ?? defaults.pollInitial))
-  const pollMax = Duration.toMillis(Duration.fromInputUnsafe(options.pollMax ?? defaults.pollMax))
-  const deadline = Duration.toMillis(Duration.fromInputUnsafe(options.deadline ?? defaults.deadline))
-  const persistSchedule = Schedule.exponential(options.persistRetryBase ?? defaults.persistRetryBase)
-  const persistRetries = options.persistRetries ?? defaults.persistRetries
   const fingerprint = transpiler.fingerprint
+  const l1MaxBytes = options.l1MaxBytes ?? defaults.l1MaxBytes
+  const deadline = options.deadline ?? defaults.deadline
 
+  const counters = new CacheCounters(yield* Effect.context<never>())
   const l1 = new L1Cache(l1MaxBytes)
-  const slots = new Map<string, Slot>()
-  /** Loads running, including those that answered and are still writing L2. */
-  let running = 0
-  /** Completed when `running` drops to 0 while the cache closes. */
-  let drained: Deferred.Deferred<void> | undefined
-  /** Keys (by id) and realms whose tombstone or wipe is not committed yet: their reads bypass L2. */
-  const pendingKeys = new Map<string, number>()
-  const pendingRealms = new Map<string, number>()
+  const pending = new PendingInvalidations()
+  const l2 = StoreAccess.make(store, counters, {
+    refusalBound: deadline,
+    retryBase: options.persistRetryBase ?? defaults.persistRetryBase,
+    retries: options.persistRetries ?? defaults.persistRetries
+  })
+  const polls = pollSchedule(options.pollInitial ?? defaults.pollInitial, options.pollMax ?? defaults.pollMax)
+  // Loads run in fibers of their own: drained on close (the finalizer below), then interrupted.
+  const loads = yield* FiberSet.make()
+  const flights = new SingleFlight<GetResult, GetError, { readonly realmUrl: string; readonly hash: bigint }>({
+    fork: (load) => FiberSet.run(loads, load, { startImmediately: false }),
+    joined: (result) => ({ ...result, outcome: "coalesced" })
+  })
   const preloadMaxBytes = Math.min(options.preloadBytes ?? l1MaxBytes, l1MaxBytes)
   const preloaded = { preloadedEntries: 0, preloadedBytes: 0, preloadMillis: 0 }
-  const counters = {
-    transpiles: 0,
-    l1Hits: 0,
-    l2Hits: 0,
-    coalesced: 0,
-    fallbacks: 0,
-    errors: 0,
-    persistFailures: 0,
-    refusals: 0
-  }
 
-  const bump = (map: Map<string, number>, id: string, by: number) => {
-    const next = (map.get(id) ?? 0) + by
-    if (next === 0) map.delete(id)
-    else map.set(id, next)
-  }
-  const whilePending = <A, E, R>(map: Map<string, number>, id: string, effect: Effect.Effect<A, E, R>) =>
-    Effect.acquireUseRelease(
-      Effect.sync(() => bump(map, id, 1)),
-      () => effect,
-      () => Effect.sync(() => bump(map, id, -1))
-    )
-
-  const dropSlots = (predicate: (slot: Slot) => boolean) => {
-    for (const [id, slot] of [...slots]) if (predicate(slot)) slots.delete(id)
-  }
-
-  const toCached = (key: ModuleKey, module: TranspiledModule): CachedModule => ({ ...module, key, fingerprint })
-
-  const transpile = (source: ModuleSource) =>
-    transpiler.transpile({ path: source.key.path, source: source.content }).pipe(
-      Effect.ensuring(Effect.andThen(Effect.sync(() => counters.transpiles++), Metric.update(transpileCounter, 1)))
-    )
-
-  /**
-   * A connection the database refused while up ("too many clients") is waited for, on a
-   * bounded jittered backoff (at most `bound`), instead of counting as an outage: falling
-   * back at once would transpile again exactly when a fleet grows. Each refusal is counted
-   * and logged. Other errors, and a refusal that outlasts the bound, pass through.
-   */
-  const waitOutRefusals = <A>(operation: string, effect: Effect.Effect<A, StoreError>, bound: number) =>
-    effect.pipe(
-      Effect.tapError((error) =>
-        error.refused === true
-          ? Effect.all([
-            Effect.sync(() => counters.refusals++),
-            Metric.update(refusalCounter, 1),
-            Effect.logWarning(`module-transpile-cache: L2 ${operation} refused a connection; waiting`, error.message)
-          ], { discard: true })
-          : Effect.void
-      ),
-      Effect.retry({ schedule: refusalSchedule(Duration.millis(Math.max(0, bound))), while: (error) => error.refused === true })
-    )
-
-  /** An L2 read, waiting out refusals for at most `bound` (default the coalesce deadline). */
-  const readL2 = (key: ModuleKey, bound = deadline) => waitOutRefusals("read", store.read(key), bound)
-
-  /**
-   * Best effort for an L2 operation: refusals waited out, then retried on the persist
-   * schedule, then logged as a warning and counted. Never fails: the caller already holds
-   * its bytes.
-   */
-  const bestEffort = <A>(operation: string, effect: Effect.Effect<A, StoreError>): Effect.Effect<void> =>
-    waitOutRefusals(operation, effect, deadline).pipe(
-      // A refusal already had its wait; the persist schedule is for other failures.
-      Effect.retry({ schedule: persistSchedule, times: persistRetries, while: (error) => error.refused !== true }),
-      Effect.asVoid,
-      Effect.catch((error) =>
-        Effect.all([
-          Effect.logWarning(`module-transpile-cache: L2 ${operation} given up`, error.message),
-          Effect.sync(() => counters.persistFailures++),
-          Metric.update(persistFailureCounter, 1)
-        ], { discard: true })
-      )
-    )
-
-  const persist = (request: WriteRequest) =>
-    bestEffort("write", store.write(request)).pipe(
-      Effect.withSpan("ModuleCache.persist", { attributes: { path: request.key.path } })
-    )
-
-  /**
-   * One load of a key. `deliver` hands the result to the callers (and L1) as soon as it is
-   * known, so that nobody waits for the L2 write and the NOTIFY that follow it.
-   */
-  interface Job {
-    readonly source: ModuleSource
-    readonly deliver: (loaded: Loaded) => Effect.Effect<void>
-  }
-
-  /**
-   * Transpiles, delivers, then persists the module or its failure under `captured` (when the
-   * store could not be read, under the empty state: OCC rejects it if anything happened since).
-   */
-  const transpileAndPersist = Effect.fnUntraced(function*(
-    job: Job,
-    captured: Captured | undefined,
-    outcome: "transpiled" | "fallback"
-  ) {
-    const { source } = job
-    const exit = yield* Effect.exit(transpile(source))
-    let loaded: Loaded
-    let content: WriteContent
-    if (exit._tag === "Success") {
-      loaded = { result: { module: toCached(source.key, exit.value), outcome } }
-      content = { _tag: "Module", module: exit.value }
-    } else {
-      const error = Cause.findErrorOption(exit.cause)
-      if (error._tag === "None") return yield* Effect.failCause(exit.cause)
-      // A fault of this attempt (a worker crash, a timeout, a full queue) is not the module's
-      // failure: nothing is recorded, the load fails for its joiners, and the next get retries.
-      if (isTranspilePoolError(error.value)) return yield* Effect.fail(error.value)
-      loaded = { error: error.value }
-      content = { _tag: "Failure", error: error.value }
-    }
-    yield* job.deliver(loaded)
-    yield* persist({
-      key: source.key,
-      captured: captured ?? emptyCapture,
-      fingerprint,
-      sourceHash: source.hash,
-      content
-    })
-    return loaded
-  })
+  /** A module's answer from what L2 records of it (a row, or a transpile's outcome). */
+  const loadedOf = (key: ModuleKey, recorded: WriteContent, outcome: Outcome): Loaded =>
+    recorded._tag === "Module"
+      ? Exit.succeed({ module: { ...recorded.module, key, fingerprint }, outcome })
+      : Exit.fail(recorded.error)
 
   /** What a usable L2 row gives, or undefined. */
-  const fromRow = (row: StoredRow, source: ModuleSource, outcome: Outcome): Loaded | undefined => {
-    if (!isUsable(row, fingerprint, source.hash)) return undefined
-    if (row._tag === "Module") return { result: { module: toCached(source.key, row.module), outcome } }
-    if (row._tag === "Failure") return { error: row.error }
-    return undefined
-  }
+  const fromRow = (row: StoredRow, source: ModuleSource, outcome: Outcome): Loaded | undefined =>
+    row._tag !== "Absent" && isUsable(row, fingerprint, source.hash) ? loadedOf(source.key, row, outcome) : undefined
 
-  const fallback = (job: Job, captured: Captured | undefined, reason: FallbackReason) =>
-    Effect.andThen(
-      Effect.all([
-        Effect.sync(() => counters.fallbacks++),
-        Metric.update(Metric.withAttributes(fallbackCounter, { reason }), 1),
-        Effect.annotateCurrentSpan("fallback.reason", reason)
-      ]),
-      transpileAndPersist(job, captured, "fallback")
+  /**
+   * Transpiles: the module or its failure, as L2 records it. A fault of this attempt (a
+   * worker crash, a timeout, a full queue) is not the module's failure: nothing is
+   * recorded, the load fails for its joiners, and the next get retries.
+   */
+  const transpile = (source: ModuleSource): Effect.Effect<WriteContent, TranspilerError> =>
+    transpiler.transpile({ path: source.key.path, source: source.content }).pipe(
+      Effect.ensuring(Effect.sync(() => counters.transpiled())),
+      Effect.exit,
+      Effect.flatMap((exit): Effect.Effect<WriteContent, TranspilerError> => {
+        if (exit._tag === "Success") return Effect.succeed({ _tag: "Module", module: exit.value })
+        const error = Cause.findErrorOption(exit.cause)
+        if (error._tag === "None") return Effect.failCause(exit.cause)
+        if (isTranspilePoolError(error.value)) return Effect.fail(error.value)
+        return Effect.succeed({ _tag: "Failure", error: error.value })
+      })
     )
 
-  /** Holds the lock: re-reads L2, then transpiles and persists on a miss, then notifies. */
-  const asWinner = Effect.fnUntraced(function*(job: Job, captured: Captured) {
-    const row = yield* Effect.option(readL2(job.source.key))
-    if (row._tag === "Some") {
-      const hit = fromRow(row.value, job.source, "l2")
-      if (hit !== undefined) return hit
-    }
-    const loaded = yield* transpileAndPersist(job, row._tag === "Some" ? row.value.captured : captured, "transpiled")
-    yield* coordinator.notifyPopulated(job.source.key)
+  /**
+   * Transpiles, delivers, then persists the module or its failure under `captured` (OCC:
+   * the write loses against any tombstone or wipe since).
+   */
+  const transpileAndPersist = Effect.fnUntraced(function*(
+    source: ModuleSource,
+    captured: Captured,
+    outcome: "transpiled" | "fallback",
+    deliver: Deliver
+  ) {
+    const content = yield* transpile(source)
+    const loaded = loadedOf(source.key, content, outcome)
+    yield* deliver(loaded)
+    yield* l2.persist({ key: source.key, captured, fingerprint, sourceHash: source.hash, content })
     return loaded
-  }, (effect, job) => Effect.ensuring(effect, coordinator.unlock(job.source.key)))
+  })
 
-  /** Waits for the winner: wake-up, poll, lock coming free, or the deadline. */
-  const asLoser = Effect.fnUntraced(function*(job: Job, captured: Captured, waiter: Waiter) {
-    const started = yield* Clock.currentTimeMillis
-    let delay = pollInitial
-    while (true) {
-      const now = yield* Clock.currentTimeMillis
-      const left = started + deadline - now
-      if (left <= 0) return yield* fallback(job, captured, "deadline")
-      yield* Effect.raceFirst(waiter.wake, Effect.sleep(Math.min(delay, left)))
-      delay = Math.min(delay * 1.5, pollMax)
-      const row = yield* Effect.option(readL2(job.source.key, left))
-      if (row._tag === "None") return yield* fallback(job, undefined, "store")
-      const hit = fromRow(row.value, job.source, "coalesced")
-      if (hit !== undefined) {
-        yield* Metric.update(waitHistogram, (yield* Clock.currentTimeMillis) - started)
-        return hit
+  /**
+   * Transpiles locally instead of coalescing. Counted, and its reason put on the span and
+   * logged (with the error that caused it, if any).
+   */
+  const fallback = (
+    source: ModuleSource,
+    captured: Captured,
+    reason: FallbackReason,
+    error: StoreError | CoordinatorError | undefined,
+    deliver: Deliver
+  ) =>
+    Effect.suspend(() => {
+      counters.fallback(reason)
+      return Effect.all([
+        Effect.annotateCurrentSpan("mtc.fallback.reason", reason),
+        Effect.logDebug(
+          `module-transpile-cache: ${source.key.path}: transpiling locally (fallback: ${reason})`,
+          ...(error === undefined ? [] : [error.message])
+        )
+      ])
+    }).pipe(Effect.andThen(transpileAndPersist(source, captured, "fallback", deliver)))
+
+  /** Takes the key's lock, if free, for the rest of the scope: whether it was taken. */
+  const lock = (key: ModuleKey) =>
+    Effect.acquireRelease(coordinator.tryLock(key), (won) => (won ? coordinator.unlock(key) : Effect.void))
+
+  /** Holds the lock: re-reads L2 (a peer may have written it), else transpiles and persists, then tells the waiters. */
+  const asWinner = Effect.fnUntraced(function*(source: ModuleSource, captured: Captured, deliver: Deliver) {
+    const row = yield* l2.read(source.key).pipe(
+      Effect.catch((error) =>
+        Effect.as(
+          Effect.all([
+            Effect.annotateCurrentSpan("mtc.store.error", error.message),
+            Effect.logDebug(`module-transpile-cache: ${source.key.path}: L2 re-read failed; transpiling`, error.message)
+          ]),
+          undefined
+        )
+      )
+    )
+    const hit = row === undefined ? undefined : fromRow(row, source, "l2")
+    if (hit !== undefined) return hit
+    const loaded = yield* transpileAndPersist(source, row?.captured ?? captured, "transpiled", deliver)
+    yield* coordinator.notifyPopulated(source.key)
+    return loaded
+  })
+
+  /** One look of a loser: L2 (the winner's row?), then the lock (did the winner give it up?). */
+  const look = (source: ModuleSource): Effect.Effect<Option.Option<Look>, never, Scope.Scope> =>
+    l2.read(source.key).pipe(Effect.matchEffect({
+      onFailure: (error) => Effect.succeedSome<Look>({ _tag: "Failed", reason: "store", captured: emptyCapture, error }),
+      onSuccess: (row) => {
+        const hit = fromRow(row, source, "coalesced")
+        if (hit !== undefined) return Effect.succeedSome<Look>({ _tag: "Answered", loaded: hit })
+        return lock(source.key).pipe(Effect.matchEffect({
+          onFailure: (error) =>
+            Effect.succeedSome<Look>({ _tag: "Failed", reason: "coordinator", captured: row.captured, error }),
+          onSuccess: (won) =>
+            won ? Effect.succeedSome<Look>({ _tag: "Won", captured: row.captured }) : Effect.succeedNone
+        }))
       }
-      const won = yield* Effect.option(coordinator.tryLock(job.source.key))
-      if (won._tag === "None") return yield* fallback(job, row.value.captured, "coordinator")
-      if (won.value) return yield* asWinner(job, row.value.captured)
+    }))
+
+  /**
+   * Waits for the winner: a look after each poll delay (cut short by a wake-up) until one
+   * answers; takes over if the lock comes free; falls back at the deadline.
+   */
+  const asLoser = Effect.fnUntraced(function*(source: ModuleSource, captured: Captured, waiter: Waiter, deliver: Deliver) {
+    const started = yield* Clock.currentTimeMillis
+    const found = yield* pollUntil(look(source), { schedule: polls, wake: waiter.wake, deadline })
+    if (Option.isNone(found)) return yield* fallback(source, captured, "deadline", undefined, deliver)
+    const next = found.value
+    switch (next._tag) {
+      case "Answered": {
+        counters.waited((yield* Clock.currentTimeMillis) - started)
+        return next.loaded
+      }
+      case "Won":
+        return yield* asWinner(source, next.captured, deliver)
+      case "Failed":
+        return yield* fallback(source, next.captured, next.reason, next.error, deliver)
     }
   })
 
-  const coalesce = (job: Job, captured: Captured) =>
+  /** Coalescing: one process of the fleet (the lock's holder) transpiles; the others wait for its row. */
+  const coalesce = (source: ModuleSource, captured: Captured, deliver: Deliver) =>
     Effect.scoped(Effect.gen(function*() {
-      const waiter = yield* coordinator.register(job.source.key)
-      const won = yield* Effect.option(coordinator.tryLock(job.source.key))
-      if (won._tag === "None") return yield* fallback(job, captured, "coordinator")
-      return won.value ? yield* asWinner(job, captured) : yield* asLoser(job, captured, waiter)
-    })).pipe(Effect.withSpan("ModuleCache.coalesce", { attributes: { coordinator: coordinator.kind } }))
+      // Registered before the try-lock, so that a winner finishing in between wakes us.
+      const waiter = yield* coordinator.register(source.key)
+      return yield* lock(source.key).pipe(Effect.matchEffect({
+        onFailure: (error) => fallback(source, captured, "coordinator", error, deliver),
+        onSuccess: (won) =>
+          won ? asWinner(source, captured, deliver) : asLoser(source, captured, waiter, deliver)
+      }))
+    })).pipe(Effect.withSpan("ModuleCache.coalesce", { attributes: { "mtc.coordinator": coordinator.kind } }))
 
-  /** Steps 3 to 6 of the read path, run once per key by single-flight. */
-  const load = Effect.fnUntraced(function*(key: ModuleKey, slot: Slot) {
-    const hash = slot.hash
-    const id = keyString(key)
-    const l1Captured = l1.capture(key, hash)
-    const source = yield* sources.read(key)
-    let delivered = false
-    const job: Job = {
-      source,
-      deliver: (loaded) =>
+  /**
+   * The read path below L1, top to bottom: L2, then coalescing with the fleet, then a
+   * transpile persisted to L2. Gives the module's answer or failure; `deliver` hands it to
+   * the callers as soon as it is known, before the L2 write.
+   */
+  const resolve = (source: ModuleSource, deliver: Deliver): Effect.Effect<Loaded, TranspilerError> => {
+    // A tombstone is on its way: L2 may still hold the old row, so skip it. The write that
+    // follows is conditioned on the empty state and loses against the tombstone.
+    if (pending.covers(source.key)) return transpileAndPersist(source, emptyCapture, "transpiled", deliver)
+    return l2.read(source.key).pipe(Effect.matchEffect({
+      onFailure: (error) => fallback(source, emptyCapture, "store", error, deliver),
+      onSuccess: (row) => {
+        const hit = fromRow(row, source, "l2")
+        return hit !== undefined ? Effect.succeed(hit) : coalesce(source, row.captured, deliver)
+      }
+    }))
+  }
+
+  /** One load of a key (run once at a time per key by single-flight): its source, then {@link resolve}; L1 is filled on delivery. */
+  const load = (key: ModuleKey, hash: bigint, answer: (exit: Exit.Exit<GetResult, GetError>) => Effect.Effect<void>) =>
+    Effect.gen(function*() {
+      const l1Captured = l1.capture(key, hash)
+      const source = yield* sources.read(key)
+      let delivered = false
+      const deliver: Deliver = (loaded) =>
         Effect.suspend(() => {
           if (delivered) return Effect.void
           delivered = true
-          // Later gets start afresh (from L1, or L2 once written) instead of joining a finished load.
-          if (slots.get(id) === slot) slots.delete(id)
-          if (loaded.error !== undefined) return Deferred.fail(slot.deferred, loaded.error)
-          l1.fill(loaded.result.module, hash, l1Captured)
-          return Deferred.succeed(slot.deferred, loaded.result)
+          if (Exit.isSuccess(loaded)) l1.fill(loaded.value.module, hash, l1Captured)
+          return answer(loaded)
         })
-    }
-    if (pendingKeys.has(id) || pendingRealms.has(key.realmUrl)) {
-      // A tombstone is on its way: L2 may still hold the old row, so skip it. The write that
-      // follows is conditioned on the empty state and loses against the tombstone.
-      return yield* Effect.asVoid(transpileAndPersist(job, undefined, "transpiled"))
-    }
-    const row = yield* Effect.option(readL2(key).pipe(Effect.withSpan("ModuleCache.readL2")))
-    const loaded = row._tag === "None"
-      ? yield* fallback(job, undefined, "store")
-      : fromRow(row.value, source, "l2") ?? (yield* coalesce(job, row.value.captured))
-    yield* job.deliver(loaded)
-  })
-
-  /** Single-flight: the first caller starts the load in the cache's scope; the others join it. */
-  const loadShared = (key: ModuleKey): Effect.Effect<GetResult, GetError> =>
-    Effect.suspend(() => {
-      const id = keyString(key)
-      const existing = slots.get(id)
-      if (existing !== undefined) {
-        return Effect.map(Deferred.await(existing.deferred), (result): GetResult => ({ ...result, outcome: "coalesced" }))
-      }
-      const slot: Slot = {
-        deferred: Deferred.makeUnsafe<GetResult, GetError>(),
-        realmUrl: key.realmUrl,
-        hash: lockKey(key)
-      }
-      slots.set(id, slot)
-      running++
-      const work = load(key, slot).pipe(
-        Effect.onExit((exit) => {
-          if (--running === 0 && drained !== undefined) Deferred.doneUnsafe(drained, Exit.void)
-          if (slots.get(id) === slot) slots.delete(id)
-          // Completes the callers if the load ended before delivering (a read error, an interrupt).
-          return exit._tag === "Failure" ? Deferred.failCause(slot.deferred, exit.cause) : Effect.void
-        })
-      )
-      return Effect.andThen(Effect.forkIn(work, scope), Deferred.await(slot.deferred))
+      const loaded = yield* resolve(source, deliver)
+      yield* deliver(loaded)
+      return yield* loaded
     })
 
   const report = (outcome: ReportedOutcome) =>
-    Effect.andThen(Effect.annotateCurrentSpan("outcome", outcome), Metric.update(outcomeCounters[outcome], 1))
+    Effect.suspend(() => {
+      counters.outcome(outcome)
+      return Effect.annotateCurrentSpan("mtc.outcome", outcome)
+    })
 
   // Data-first withSpan: its pipeable form captures a stack trace on every call (about 5 µs),
   // whatever `captureStackTrace` says.
   const get = (key: ModuleKey): Effect.Effect<GetResult, GetError> =>
-    Effect.withSpan(Effect.suspend(() => {
-      const module = l1.get(keyString(key))
-      if (module !== undefined) {
-        counters.l1Hits++
-        return Effect.as(report("l1"), { module, outcome: "l1" as const })
-      }
-      return loadShared(key).pipe(
-        Effect.tap((result) => {
-          if (result.outcome === "l2") counters.l2Hits++
-          else if (result.outcome === "coalesced") counters.coalesced++
-          return report(result.outcome)
-        }),
-        Effect.tapError(() => Effect.andThen(Effect.sync(() => counters.errors++), report("error")))
-      )
-    }), "ModuleCache.get", { attributes: { realm: key.realmUrl, path: key.path }, captureStackTrace: false })
+    Effect.withSpan(
+      Effect.suspend(() => {
+        const module = l1.get(keyString(key))
+        if (module !== undefined) return Effect.as(report("l1"), { module, outcome: "l1" as const })
+        const hash = lockKey(key)
+        return flights.run(keyString(key), { realmUrl: key.realmUrl, hash }, (answer) => load(key, hash, answer)).pipe(
+          Effect.tap((result) => report(result.outcome)),
+          Effect.tapError(() => report("error"))
+        )
+      }),
+      "ModuleCache.get",
+      { attributes: { "mtc.realm": key.realmUrl, "mtc.path": key.path }, captureStackTrace: false }
+    )
 
   const invalidate = (key: ModuleKey): Effect.Effect<void> =>
     Effect.gen(function*() {
       const id = keyString(key)
       l1.invalidateKey(key)
-      slots.delete(id)
-      yield* whilePending(pendingKeys, id, bestEffort("tombstone", store.tombstone(key)))
+      flights.forget((_, flight) => flight === id)
+      yield* pending.tombstoning(key, l2.tombstone(key))
       yield* invalidations.publishKey(key)
-    }).pipe(Effect.withSpan("ModuleCache.invalidate", { attributes: { realm: key.realmUrl, path: key.path } }))
+    }).pipe(Effect.withSpan("ModuleCache.invalidate", { attributes: { "mtc.realm": key.realmUrl, "mtc.path": key.path } }))
 
   const invalidateRealm = (realmUrl: string): Effect.Effect<void> =>
     Effect.gen(function*() {
       l1.invalidateRealm(realmUrl)
-      dropSlots((slot) => slot.realmUrl === realmUrl)
-      yield* whilePending(pendingRealms, realmUrl, bestEffort("realm wipe", store.wipeRealm(realmUrl)))
+      flights.forget((flight) => flight.realmUrl === realmUrl)
+      yield* pending.wiping(realmUrl, l2.wipeRealm(realmUrl))
       yield* invalidations.publishRealm(realmUrl)
-    }).pipe(Effect.withSpan("ModuleCache.invalidateRealm", { attributes: { realm: realmUrl } }))
+    }).pipe(Effect.withSpan("ModuleCache.invalidateRealm", { attributes: { "mtc.realm": realmUrl } }))
 
-  yield* Effect.addFinalizer(() =>
-    Effect.suspend(() => {
-      if (running === 0) return Effect.void
-      drained ??= Deferred.makeUnsafe<void>()
-      return Deferred.await(drained).pipe(Effect.timeoutOption(options.drainTimeout ?? defaults.drainTimeout))
-    })
-  )
-
-  yield* invalidations.subscribe((event) => {
+  /** A peer's invalidation (by hash) drops the L1 entries and in-flight loads it names here. */
+  const onPeerInvalidation = (event: InvalidationEvent): void => {
     switch (event._tag) {
       case "Key": {
         l1.invalidateHash(event.hash)
-        dropSlots((slot) => slot.hash === event.hash)
+        flights.forget((flight) => flight.hash === event.hash)
         return
       }
       case "Realm": {
         const realmUrl = l1.realmOfHash(event.hash)
         if (realmUrl !== undefined) {
           l1.invalidateRealm(realmUrl)
-          dropSlots((slot) => slot.realmUrl === realmUrl)
+          flights.forget((flight) => flight.realmUrl === realmUrl)
         }
         return
       }
       case "Flush": {
         l1.flush()
-        slots.clear()
+        flights.forget(() => true)
         return
       }
     }
-  })
+  }
+
+  // On close, loads still running (a load answers before it writes L2) get some time to commit.
+  yield* Effect.addFinalizer(() =>
+    FiberSet.awaitEmpty(loads).pipe(Effect.timeoutOption(options.drainTimeout ?? defaults.drainTimeout))
+  )
+
+  yield* invalidations.subscribe(onPeerInvalidation)
 
   const preload = (realmUrl: string): Effect.Effect<Preload.PreloadSummary> =>
     Effect.tap(
@@ -511,11 +433,7 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
         fingerprint,
         realmUrl,
         maxBytes: preloadMaxBytes,
-        pendingNow: () => {
-          const keys = new Set(pendingKeys.keys())
-          const realms = new Set(pendingRealms.keys())
-          return (key) => keys.has(keyString(key)) || realms.has(key.realmUrl)
-        }
+        pendingNow: () => pending.snapshot()
       }),
       (summary) =>
         Effect.sync(() => {
@@ -525,26 +443,19 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
         })
     )
 
-  // Hits answered outside `get` update the outcome metric synchronously, in this context.
-  const context = yield* Effect.context<never>()
-  const l1Counter = outcomeCounters.l1
-
   return ModuleCache.of({
     get,
     peekL1: (id) => l1.get(id),
-    countL1Hit: () => {
-      counters.l1Hits++
-      l1Counter.updateUnsafe(1, context)
-    },
+    countL1Hit: () => counters.outcome("l1"),
     invalidate,
     invalidateRealm,
     preload,
-    stats: Effect.map(connections.stats, (connected) => ({
-      ...counters,
+    stats: Effect.map(Effect.all([connections.stats, FiberSet.size(loads)]), ([connected, inFlight]) => ({
+      ...counters.snapshot(),
       ...preloaded,
       l1Bytes: l1.bytes,
       l1Entries: l1.size,
-      inFlight: running,
+      inFlight,
       store: store.kind,
       coordinator: coordinator.kind,
       ...(connected === undefined ? {} : { connections: connected })

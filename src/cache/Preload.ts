@@ -64,7 +64,7 @@ export interface PreloadOptions {
 export const run = Effect.fn("ModuleCache.preload")(function*(options: PreloadOptions) {
   const { l1, realmUrl } = options
   const started = yield* Clock.currentTimeMillis
-  yield* Effect.annotateCurrentSpan({ realm: realmUrl, "mtc.preload.max_bytes": options.maxBytes })
+  yield* Effect.annotateCurrentSpan({ "mtc.realm": realmUrl, "mtc.preload.max_bytes": options.maxBytes })
   const { snapshot, isPending } = yield* Effect.sync(() => {
     // A peer names a realm it wiped by hash: register ours first, or its wipe would pass us by.
     l1.registerRealm(realmUrl)

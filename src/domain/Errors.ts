@@ -58,7 +58,15 @@ export class StoreError extends Schema.TaggedError<StoreError>()("StoreError", {
    * The database is up but refused a connection ("too many clients", ...): worth waiting
    * for, unlike an unreachable database.
    */
-  refused: Schema.optional(Schema.Boolean)
+  refused: Schema.optional(Schema.Boolean),
+  /**
+   * Whether trying again can help: a lost, refused or timed-out connection, a server
+   * shutting down, a serialization failure or a deadlock can pass; a syntax, constraint
+   * or data error will not.
+   */
+  retryable: Schema.Boolean,
+  /** The error of the driver (a `SqlError`, a schema error), as it was. */
+  cause: Schema.optional(Schema.Defect())
 }) {}
 
 /** The failures a module's transpile can end in, recorded in L2 and shared with every waiter. */

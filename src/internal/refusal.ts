@@ -1,9 +1,12 @@
 /**
- * Refused connections: Postgres is up but will not take one more session ("sorry, too many
- * clients already", a role's or database's connection limit, a server starting up or
- * shutting down). Unlike an unreachable database, a refusal passes: sessions close every
- * moment. So a refused caller waits for a connection on a bounded, jittered backoff
- * instead of falling back to a local transpile at once.
+ * Transient database errors: which errors a retry can help with ({@link isRetryable}), and
+ * among them refused connections.
+ *
+ * A refusal: Postgres is up but will not take one more session ("sorry, too many clients
+ * already", a role's or database's connection limit, a server starting up or shutting
+ * down). Unlike an unreachable database, a refusal passes: sessions close every moment. So
+ * a refused caller waits for a connection on a bounded, jittered backoff instead of falling
+ * back to a local transpile at once.
  */
 import { Duration, Metric, Schedule } from "effect"
 
@@ -16,7 +19,7 @@ export const refusalCounter = Metric.counter("module_cache_pg_refusals", {
  * SQLSTATEs of a refusal by a database that is up: class 53 (insufficient resources: 53300
  * too_many_connections, ...) and 57P03 (cannot_connect_now).
  */
-export const isRefusalCode = (code: string | undefined): boolean =>
+const isRefusalCode = (code: string | undefined): boolean =>
   code !== undefined && (code.startsWith("53") || code === "57P03")
 
 const codeOf = (u: unknown): string | undefined =>
@@ -36,10 +39,57 @@ export const isRefusal = (error: unknown): boolean => {
   return "cause" in error && error.cause !== error && isRefusalCode(codeOf(error.cause))
 }
 
+/**
+ * SQLSTATEs and socket errors a retry can help with: a lost or refused connection (class 08,
+ * a refusal), a server shutting down (57P01, 57P02), a serialization failure (40001), a
+ * deadlock (40P01), a lock or statement timeout (55P03, 57014).
+ */
+const transientCodes: ReadonlySet<string> = new Set([
+  "57P01",
+  "57P02",
+  "40001",
+  "40P01",
+  "55P03",
+  "57014",
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "ECONNABORTED",
+  "EPIPE",
+  "ETIMEDOUT",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "ENETDOWN",
+  "EAI_AGAIN"
+])
+
+const isTransientLink = (link: object): boolean => {
+  // A `SqlError` (or its reason) says so itself for the connection, deadlock, serialization and timeout cases.
+  if ("isRetryable" in link && link.isRetryable === true) return true
+  if ("_tag" in link && link._tag === "TimeoutError") return true
+  const code = codeOf(link)
+  return code !== undefined && (code.startsWith("08") || isRefusalCode(code) || transientCodes.has(code))
+}
+
+/**
+ * Whether a retry can help with an error: it, or an error in its `reason` / `cause` chain, is
+ * a lost, refused or timed-out connection, a server shutting down, a serialization failure or
+ * a deadlock. Syntax, constraint and data errors (and anything unknown) are not retryable.
+ */
+export const isRetryable = (error: unknown): boolean => {
+  let link = error
+  for (let depth = 0; depth < 8 && typeof link === "object" && link !== null; depth++) {
+    if (isTransientLink(link)) return true
+    const next: unknown = "reason" in link ? link.reason : "cause" in link ? link.cause : undefined
+    if (next === link) return false
+    link = next
+  }
+  return false
+}
+
 /** First delay of {@link refusalSchedule}; it grows by 1.5x up to {@link refusalMaxDelay}. */
-export const refusalBaseDelay = Duration.millis(20)
+const refusalBaseDelay = Duration.millis(20)
 /** Longest delay between two tries of a refused connection. */
-export const refusalMaxDelay = Duration.millis(500)
+const refusalMaxDelay = Duration.millis(500)
 
 /**
  * The wait of a refused caller: jittered exponential delays from 20 ms up to 500 ms, for at

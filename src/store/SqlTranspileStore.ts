@@ -43,7 +43,7 @@ import type { SqlError } from "effect/sql/SqlError"
 import * as DataDirLock from "./DataDirLock.ts"
 import { hash64, type ModuleKey, moduleKey } from "../domain/Domain.ts"
 import { SourceTooLargeError, StoreError, TranspileError } from "../domain/Errors.ts"
-import { isRefusal, refusalSchedule } from "../internal/refusal.ts"
+import { isRefusal, isRetryable, refusalSchedule } from "../internal/refusal.ts"
 import * as Migrations from "./Migrations.ts"
 import * as PgConnectError from "./PgConnectError.ts"
 import * as PgliteClient from "./PgliteClient.ts"
@@ -123,10 +123,19 @@ export const realmLockSpace = 0x6d7463
 export const realmLockId = (realmUrl: string): number =>
   Number(BigInt.asIntN(32, hash64(`realm-lock|${realmUrl}`)))
 
-const toStoreError = (operation: string) => (error: SqlError | Schema.SchemaError): StoreError =>
-  isRefusal(error)
-    ? new StoreError({ operation, message: PgConnectError.messageWithCause(error), refused: true })
-    : new StoreError({ operation, message: PgConnectError.messageWithCause(error) })
+/** A `StoreError` of `operation` that keeps its cause and says whether a retry can help. */
+const toStoreError = (operation: string) => (error: { readonly message: string }): StoreError =>
+  new StoreError({
+    operation,
+    message: PgConnectError.messageWithCause(error),
+    ...(isRefusal(error) ? { refused: true } : {}),
+    retryable: isRetryable(error),
+    cause: error
+  })
+
+/** A client that could not be made: its own message (not {@link toStoreError}'s), its cause kept. */
+const connectError = (error: { readonly message: string }): StoreError =>
+  new StoreError({ operation: "connect", message: error.message, retryable: isRetryable(error), cause: error })
 
 const jsonText = (value: unknown): string => JSON.stringify(value)
 
@@ -431,11 +440,7 @@ const migrateAndMake = (
 ): Effect.Effect<TranspileStore["Service"], StoreError, SqlClient.SqlClient> =>
   Migrations.run(Migrations.optionsFor(options.kind)).pipe(
     Effect.retry({ schedule: refusalSchedule(startupRefusalBound), while: isRefusal }),
-    Effect.mapError((error) =>
-      isRefusal(error)
-        ? new StoreError({ operation: "migrate", message: PgConnectError.messageWithCause(error), refused: true })
-        : new StoreError({ operation: "migrate", message: PgConnectError.messageWithCause(error) })
-    ),
+    Effect.mapError(toStoreError("migrate")),
     Effect.andThen(make(options))
   )
 
@@ -453,7 +458,7 @@ export const makePg = (
 ): Effect.Effect<TranspileStore["Service"], StoreError, Scope.Scope> =>
   Effect.gen(function*() {
     const client = yield* PgClient.make(config).pipe(
-      Effect.mapError((error) => new StoreError({ operation: "connect", message: error.message })),
+      Effect.mapError(connectError),
       Effect.provideServiceEffect(Reactivity.Reactivity, Reactivity.make)
     )
     return yield* migrateAndMake({ ...options, kind: "postgres" }).pipe(
@@ -488,7 +493,7 @@ export const makePglite = (
   Effect.gen(function*() {
     if (options.dataDir !== undefined) yield* DataDirLock.acquire(options.dataDir)
     const client = yield* PgliteClient.make({ dataDir: options.dataDir }).pipe(
-      Effect.mapError((error) => new StoreError({ operation: "connect", message: error.message })),
+      Effect.mapError(connectError),
       Effect.provideServiceEffect(Reactivity.Reactivity, Reactivity.make)
     )
     return yield* migrateAndMake({ ...options, kind: "pglite" }).pipe(

@@ -1,0 +1,77 @@
+/**
+ * L2 as the read path uses it: refused connections waited out, writes and tombstones
+ * retried while a retry can help, then given up (logged and counted, never failed: the
+ * caller already holds its bytes).
+ *
+ * @since 0.1.0
+ */
+import { Duration, Effect, Schedule } from "effect"
+import type { ModuleKey } from "../domain/Domain.ts"
+import type { StoreError } from "../domain/Errors.ts"
+import type { StoredRow, TranspileStore, WriteRequest } from "../domain/TranspileStore.ts"
+import { refusalSchedule } from "../internal/refusal.ts"
+import type { CacheCounters } from "./CacheCounters.ts"
+
+/** The read path's access to `store`, counting refusals and given-up writes in `counters`. */
+export const make = (
+  store: TranspileStore["Service"],
+  counters: CacheCounters,
+  options: {
+    /** The longest wait for a refused connection. */
+    readonly refusalBound: Duration.Input
+    /** First delay of the (jittered, doubling) retry schedule of writes and tombstones. */
+    readonly retryBase: Duration.Input
+    /** Retries of a write or tombstone before it is given up. */
+    readonly retries: number
+  }
+) => {
+  const refusals = refusalSchedule(options.refusalBound)
+  const retries = Schedule.exponential(options.retryBase).pipe(Schedule.jittered)
+
+  /**
+   * A connection the database refused while up ("too many clients") is waited for, on a
+   * bounded jittered backoff, instead of counting as an outage: falling back at once would
+   * transpile again exactly when a fleet grows. Each refusal is counted and logged. Other
+   * errors, and a refusal that outlasts the bound, pass through.
+   */
+  const waitOutRefusals = <A>(operation: string, effect: Effect.Effect<A, StoreError>) =>
+    effect.pipe(
+      Effect.tapError((error) =>
+        error.refused === true
+          ? Effect.andThen(
+            Effect.sync(() => counters.refused()),
+            Effect.logWarning(`module-transpile-cache: L2 ${operation} refused a connection; waiting`, error.message)
+          )
+          : Effect.void
+      ),
+      Effect.retry({ schedule: refusals, while: (error) => error.refused === true })
+    )
+
+  /** Refusals waited out, then retried while retryable, then logged as a warning and counted. */
+  const bestEffort = <A>(operation: string, effect: Effect.Effect<A, StoreError>): Effect.Effect<void> =>
+    waitOutRefusals(operation, effect).pipe(
+      // A refusal already had its wait; this schedule is for the other transient failures.
+      Effect.retry({ schedule: retries, times: options.retries, while: (error) => error.retryable && error.refused !== true }),
+      Effect.asVoid,
+      Effect.catch((error) =>
+        Effect.andThen(
+          Effect.logWarning(`module-transpile-cache: L2 ${operation} given up`, error.message),
+          Effect.sync(() => counters.persistFailed())
+        )
+      )
+    )
+
+  return {
+    /** Reads a key's row, waiting out refusals. */
+    read: (key: ModuleKey): Effect.Effect<StoredRow, StoreError> => waitOutRefusals("read", store.read(key)),
+    /** Writes a row, best effort. */
+    persist: (request: WriteRequest): Effect.Effect<void> =>
+      bestEffort("write", store.write(request)).pipe(
+        Effect.withSpan("ModuleCache.persist", { attributes: { "mtc.path": request.key.path } })
+      ),
+    /** Tombstones a key, best effort. */
+    tombstone: (key: ModuleKey): Effect.Effect<void> => bestEffort("tombstone", store.tombstone(key)),
+    /** Wipes a realm, best effort. */
+    wipeRealm: (realmUrl: string): Effect.Effect<void> => bestEffort("realm wipe", store.wipeRealm(realmUrl))
+  }
+}
