@@ -79,7 +79,7 @@ describe("fleet on Postgres", () => {
     )
   })
 
-  it("a SIGKILLed winner is taken over by a loser within one transpile plus a small bound", async () => {
+  it("a SIGKILLed winner is taken over by a loser through the lock, not the deadline", async () => {
     const [path] = writeModules("killed", 1)
     const transpileMs = 1500
     const [winner, loser] = await fleet(2, { TRANSPILE_DELAY_MS: String(transpileMs), DEADLINE: "30000 millis" })
@@ -95,9 +95,13 @@ describe("fleet on Postgres", () => {
     await winning
     expect(report.ok).toBe(true)
     expect(report.outcome).toBe("transpiled")
-    // One transpile (1.5 s) plus a bound of 1 s, far below the 30 s deadline.
-    expect(elapsed).toBeLessThan(transpileMs + 1000)
-    expect((await loser!.stats()).transpiles).toBe(1)
+    // The loser won the lock the dead session released and transpiled: no deadline fallback,
+    // and far below the 30 s deadline (the time is one transpile plus a poll; not asserted
+    // closer, as the machine may be loaded).
+    const stats = await loser!.stats()
+    expect(stats.fallbacks).toBe(0)
+    expect(stats.transpiles).toBe(1)
+    expect(elapsed).toBeLessThan(15_000)
   })
 
   it("a loser whose LISTEN backend is terminated while it waits finishes within about one poll interval", async () => {
@@ -147,6 +151,9 @@ describe("fleet on Postgres", () => {
     const [path] = writeModules("inval", 1)
     const [a, b] = await fleet(2)
     const first = await a!.get(path!)
+    // A answers before its L2 write commits; B must find the row, not A's lock.
+    for (let i = 0; i < 100 && (await a!.stats()).inFlight > 0; i++) await new Promise((r) => setTimeout(r, 20))
+    expect((await a!.stats()).inFlight).toBe(0)
     expect((await b!.get(path!)).outcome).toBe("l2")
     expect((await b!.get(path!)).outcome).toBe("l1")
     writeFileSync(join(realmDir, path!), "export const value = 'edited'\n")

@@ -17,6 +17,8 @@ export interface GetReport {
 }
 
 export interface StatsReport {
+  /** Loads still running: a transpile answers before its L2 write commits. */
+  readonly inFlight: number
   readonly transpiles: number
   readonly l1Hits: number
   readonly l2Hits: number
