@@ -56,8 +56,8 @@ export { dataDirName, executableExtensions, isExecutable, maxPathLength, validat
 // File system
 // -----------------------------------------------------------------------------
 
-/** The `FileSystem` in the context, or Node's when none is provided. */
-const fileSystem: Effect.Effect<FileSystem.FileSystem> = Effect.flatMap(
+/** The `FileSystem` the realm's files are read through: the one in the context, or Node's when none is provided. */
+export const fileSystem: Effect.Effect<FileSystem.FileSystem> = Effect.flatMap(
   Effect.serviceOption(FileSystem.FileSystem),
   Option.match({
     onSome: Effect.succeed,
@@ -201,7 +201,8 @@ export const resolve = (
  * The resolution of the request being answered, if any. A server that resolved a request
  * path provides it around `ModuleCache.get`, so that a miss's {@link ModuleSources} read of
  * the same canonical path opens the file it found instead of resolving the path again.
- * (The read still verifies what it opened, and falls back to a full read on any failure.)
+ * Only a resolution of the same {@link RealmFiles} is reused; the read still verifies what
+ * it opened, and falls back to a full read on any failure.
  */
 export const CurrentResolution = Context.Reference<ResolvedPath | undefined>(
   "module-transpile-cache/CurrentResolution",
@@ -278,7 +279,10 @@ export class RealmFiles extends Context.Service<RealmFiles, {
    * must be canonical (as {@link resolve} returns it): a symlink's path is an InvalidPathError.
    */
   readonly read: (key: ModuleKey) => Effect.Effect<ModuleSource, ReadError>
-  /** The bytes of a file by its canonical path (see {@link resolve}), under the same size limit. */
+  /**
+   * The bytes of a file by its canonical path (see {@link resolve}), under the same size limit.
+   * Like `read`, it opens the file of the request's {@link CurrentResolution} when there is one.
+   */
   readonly readRaw: (canonicalPath: string) => Effect.Effect<RawFile, ReadError>
   /** The canonical paths of every executable module, sorted (dot entries, excluded dirs and symlinks skipped). */
   readonly walk: Effect.Effect<ReadonlyArray<string>, SourceReadError>
@@ -318,6 +322,8 @@ export const make = Effect.fnUntraced(function*(options: FileSystemSourcesOption
   const excluded = yield* excludedRealPaths(fsys, realm, excludedInput)
   const known = new Map<string, string>()
   const resolutions = new Map<string, { readonly resolved: ResolvedPath; readonly at: number }>()
+  /** The resolutions this realm made: only those are reused by a read (another realm's never). */
+  const own = new WeakSet<ResolvedPath>()
   let watching = false
   let epoch = 0
 
@@ -417,14 +423,18 @@ export const make = Effect.fnUntraced(function*(options: FileSystemSourcesOption
     )
   }
 
+  /** Reads a file by its canonical path: the current request's resolution when it names that path, else a full read. */
+  const readFile = (modulePath: string): Effect.Effect<RawFile & { readonly file: string }, ReadError> =>
+    Effect.flatMap(Effect.service(CurrentResolution), (resolved) =>
+      resolved !== undefined && resolved.path === modulePath && own.has(resolved)
+        ? readResolved(resolved)
+        : readChecked(modulePath))
+
   const read = (key: ModuleKey): Effect.Effect<ModuleSource, ReadError> =>
     Effect.gen(function*() {
       if (key.realmUrl !== realmUrl) return yield* new ModuleNotFoundError({ path: key.path })
       const started = epoch
-      const resolved = yield* CurrentResolution
-      const file = yield* (resolved !== undefined && resolved.path === key.path
-        ? readResolved(resolved)
-        : readChecked(key.path))
+      const file = yield* readFile(key.path)
       // The read checked what resolving its canonical request path checks (a regular file of
       // the realm, at its real path, not excluded): remember that resolution, unless a change
       // overtook the read. A module preloaded at start then costs no file-system call at all.
@@ -457,6 +467,7 @@ export const make = Effect.fnUntraced(function*(options: FileSystemSourcesOption
   })
 
   const remember = (urlPath: string, resolved: ResolvedPath) => {
+    own.add(resolved)
     if (resolutions.size >= maxRememberedResolutions) resolutions.clear()
     resolutions.set(urlPath, { resolved, at: Date.now() })
   }
@@ -475,6 +486,7 @@ export const make = Effect.fnUntraced(function*(options: FileSystemSourcesOption
         const started = epoch
         return Effect.tap(resolveIn(fsys, realmDir, urlPath, { excluded: excludedInput }), (resolved) =>
           Effect.sync(() => {
+            own.add(resolved)
             if (epoch === started) remember(urlPath, resolved)
           }))
       }),
@@ -488,7 +500,7 @@ export const make = Effect.fnUntraced(function*(options: FileSystemSourcesOption
       resolutions.clear()
     },
     read,
-    readRaw: (modulePath) => Effect.map(readChecked(modulePath), ({ bytes, path }): RawFile => ({ path, bytes })),
+    readRaw: (modulePath) => Effect.map(readFile(modulePath), ({ bytes, path }): RawFile => ({ path, bytes })),
     walk,
     isIgnored: (relativePath) => isIgnoredIn(realm, excluded, relativePath),
     knownPaths: () => Array.from(known.keys()),
