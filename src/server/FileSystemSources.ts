@@ -1,6 +1,7 @@
 /**
  * The file-system implementation of {@link ModuleSources}: the modules of a realm are the
- * files under one directory.
+ * files under one directory. The rules themselves (pure) are in {@link PathRules}; this
+ * module applies them to the file system.
  *
  * Request paths become module keys through {@link resolve}:
  *
@@ -22,44 +23,66 @@
  * {@link ModuleNotFoundError}; a realm directory that is gone, or any other I/O failure, is
  * a {@link SourceReadError}.
  *
+ * File access goes through Effect's `FileSystem` (the one in the context, else Node's),
+ * except the open-then-verify read of a file's bytes (see `openVerified`).
+ *
  * @since 0.1.0
  */
-import { Context, Effect, Layer } from "effect"
+import { NodeFileSystem } from "@effect/platform-node"
+import { Context, Effect, FileSystem, Layer, Option } from "effect"
 import { constants as fsConstants, existsSync } from "node:fs"
 import * as fs from "node:fs/promises"
 import * as path from "node:path"
 import { pathToFileURL } from "node:url"
 import { defaultMaxSourceBytes, hashSource, type ModuleKey, type ModuleSource } from "../domain/Domain.ts"
-import { InvalidPathError, ModuleNotFoundError, SourceReadError, SourceTooLargeError } from "../domain/Errors.ts"
+import { type InvalidPathError, ModuleNotFoundError, SourceReadError, SourceTooLargeError } from "../domain/Errors.ts"
 import { ModuleSources } from "../domain/ModuleSources.ts"
-import { errorCode } from "../internal/errors.ts"
+import { errorCode, messageOf } from "../internal/errors.ts"
+import {
+  candidatesOf,
+  canonicalOf,
+  encodePath,
+  invalid,
+  isExecutable,
+  isIgnoredIn,
+  isInside,
+  toPosix,
+  validatePath
+} from "./PathRules.ts"
+
+export { dataDirName, executableExtensions, isExecutable, maxPathLength, validatePath } from "./PathRules.ts"
 
 // -----------------------------------------------------------------------------
-// Constants
+// File system
 // -----------------------------------------------------------------------------
 
-/**
- * The extensions of executable modules, in the order an extensionless request tries them.
- * The order is part of the contract: `foo` is `foo.gts` when both `foo.gts` and `foo.ts`
- * exist.
- */
-export const executableExtensions: ReadonlyArray<string> = [".gts", ".gjs", ".ts", ".mts", ".js", ".mjs"]
+/** The `FileSystem` the realm's files are read through: the one in the context, or Node's when none is provided. */
+export const fileSystem: Effect.Effect<FileSystem.FileSystem> = Effect.flatMap(
+  Effect.serviceOption(FileSystem.FileSystem),
+  Option.match({
+    onSome: Effect.succeed,
+    onNone: () => Effect.provide(Effect.service(FileSystem.FileSystem), NodeFileSystem.layer)
+  })
+)
 
-/** The name of the default data directory inside a realm (the embedded store lives there). */
-export const dataDirName = ".transpile-cache"
+/** Runs a `FileSystem` call, failing with Node's own error (its `code` and `syscall`), as the checks below read it. */
+const nodeCall = <A>(call: Effect.Effect<A, unknown>): Effect.Effect<A, unknown> =>
+  Effect.mapError(call, (error) =>
+    typeof error === "object" && error !== null && "cause" in error && error.cause !== undefined ? error.cause : error
+  )
 
-/** The longest request path accepted, in characters, before decoding. */
-export const maxPathLength = 1024
-
-/** The default source size limit (8 MiB), the same as the Babel transpiler's. */
-export { defaultMaxSourceBytes }
-
-/** Whether a path names an executable module (by its extension), which is served transpiled. */
-export const isExecutable = (modulePath: string): boolean =>
-  executableExtensions.includes(path.posix.extname(modulePath).toLowerCase())
+/** A system error by its code and call, without the absolute path Node puts in its message. */
+const describeError = (cause: unknown): string => {
+  const code = errorCode(cause)
+  if (code === undefined) return messageOf(cause).replace(/'\/[^']*'/g, "'<path>'")
+  const syscall = typeof cause === "object" && cause !== null && "syscall" in cause && typeof cause.syscall === "string"
+    ? ` (${cause.syscall})`
+    : ""
+  return `${code}${syscall}`
+}
 
 // -----------------------------------------------------------------------------
-// Path checks
+// Resolution
 // -----------------------------------------------------------------------------
 
 /** Every error resolving a request path can end in. */
@@ -75,18 +98,120 @@ export interface ResolvedPath {
   readonly executable: boolean
 }
 
-const messageOf = (cause: unknown): string =>
-  cause instanceof Error ? cause.message : typeof cause === "string" ? cause : "unknown error"
-
-/** A system error by its code and call, without the absolute path Node puts in its message. */
-const describeError = (cause: unknown): string => {
-  const code = errorCode(cause)
-  if (code === undefined) return messageOf(cause).replace(/'\/[^']*'/g, "'<path>'")
-  const syscall = typeof cause === "object" && cause !== null && "syscall" in cause && typeof cause.syscall === "string"
-    ? ` (${cause.syscall})`
-    : ""
-  return `${code}${syscall}`
+/** Options of {@link resolve} beyond the realm and the path. */
+export interface ResolveOptions {
+  /** Directories (absolute, or relative to the realm) whose files are never served. */
+  readonly excluded?: ReadonlyArray<string> | undefined
 }
+
+const realmRealPath = (fsys: FileSystem.FileSystem, realmDir: string): Effect.Effect<string, SourceReadError> =>
+  Effect.gen(function*() {
+    const real = yield* fsys.realPath(realmDir)
+    const info = yield* fsys.stat(real)
+    if (info.type !== "Directory") return yield* Effect.fail(new Error("not a directory"))
+    return real
+  }).pipe(
+    nodeCall,
+    Effect.mapError((cause) =>
+      new SourceReadError({
+        path: realmDir,
+        message: errorCode(cause) === "ENOENT"
+          ? `realm directory ${realmDir} is not available`
+          : `realm directory ${realmDir}: ${messageOf(cause)}`
+      })
+    )
+  )
+
+/** Absolute real paths of the excluded directories (those that exist; others by their plain path). */
+const excludedRealPaths = (
+  fsys: FileSystem.FileSystem,
+  realmDir: string,
+  excluded: ReadonlyArray<string>
+): Effect.Effect<ReadonlyArray<string>> =>
+  Effect.forEach(excluded, (dir) => {
+    const absolute = path.resolve(realmDir, dir)
+    return fsys.realPath(absolute).pipe(Effect.orElseSucceed(() => absolute))
+  })
+
+type Probe =
+  | { readonly _tag: "File"; readonly real: string }
+  | { readonly _tag: "Missing" }
+  | { readonly _tag: "Failed"; readonly cause: unknown }
+
+/** Whether a regular file is at a path, and its real path. */
+const probe = (fsys: FileSystem.FileSystem, file: string): Effect.Effect<Probe> =>
+  Effect.gen(function*() {
+    const info = yield* fsys.stat(file)
+    if (info.type !== "File") return { _tag: "Missing" } as const
+    return { _tag: "File", real: yield* fsys.realPath(file) } as const
+  }).pipe(
+    nodeCall,
+    Effect.catch((cause): Effect.Effect<Probe> => {
+      const code = errorCode(cause)
+      return Effect.succeed(code === "ENOENT" || code === "ENOTDIR" ? { _tag: "Missing" } : { _tag: "Failed", cause })
+    })
+  )
+
+const resolveIn = (
+  fsys: FileSystem.FileSystem,
+  realmDir: string,
+  urlPath: string,
+  options: ResolveOptions
+): Effect.Effect<ResolvedPath, ResolveError> =>
+  Effect.gen(function*() {
+    const relative = yield* validatePath(urlPath)
+    const realm = yield* realmRealPath(fsys, realmDir)
+    const excluded = yield* excludedRealPaths(fsys, realm, options.excluded ?? [])
+    const lexical = path.join(realm, ...relative.split("/"))
+    if (!isInside(lexical, realm) || lexical === realm) return yield* invalid(urlPath, "path traversal")
+    for (const dir of excluded) {
+      if (isInside(lexical, dir)) return yield* invalid(urlPath, "the data directory is not served")
+    }
+    for (const candidate of candidatesOf(relative)) {
+      const found = yield* probe(fsys, path.join(realm, ...candidate.split("/")))
+      if (found._tag === "Missing") continue
+      if (found._tag === "Failed") {
+        if (errorCode(found.cause) === "ENAMETOOLONG") return yield* invalid(urlPath, "name too long")
+        if (errorCode(found.cause) === "ELOOP") return yield* invalid(urlPath, "a symlink loop")
+        return yield* new SourceReadError({ path: candidate, message: describeError(found.cause) })
+      }
+      const canonical = canonicalOf(realm, excluded, found.real)
+      if ("reason" in canonical) return yield* invalid(urlPath, canonical.reason)
+      return { path: canonical.path, file: found.real, executable: isExecutable(canonical.path) }
+    }
+    // The realm itself may have vanished between the checks: say so rather than "not found".
+    yield* realmRealPath(fsys, realmDir)
+    return yield* new ModuleNotFoundError({ path: relative })
+  })
+
+/**
+ * Resolves a request path (the URL path below the realm URL, percent-encoded as sent) to a
+ * file of the realm and its canonical module path. See the module documentation for the
+ * rules. The data directory `.transpile-cache` is excluded as a dot directory; pass other
+ * excluded directories in `options`.
+ */
+export const resolve = (
+  realmDir: string,
+  urlPath: string,
+  options: ResolveOptions = {}
+): Effect.Effect<ResolvedPath, ResolveError> =>
+  Effect.flatMap(fileSystem, (fsys) => resolveIn(fsys, realmDir, urlPath, options))
+
+/**
+ * The resolution of the request being answered, if any. A server that resolved a request
+ * path provides it around `ModuleCache.get`, so that a miss's {@link ModuleSources} read of
+ * the same canonical path opens the file it found instead of resolving the path again.
+ * Only a resolution of the same {@link RealmFiles} is reused; the read still verifies what
+ * it opened, and falls back to a full read on any failure.
+ */
+export const CurrentResolution = Context.Reference<ResolvedPath | undefined>(
+  "module-transpile-cache/CurrentResolution",
+  { defaultValue: () => undefined }
+)
+
+// -----------------------------------------------------------------------------
+// Reads
+// -----------------------------------------------------------------------------
 
 /** How realm files are opened: never through a final symlink, never blocking (FIFOs, devices). */
 const openFlags = fsConstants.O_RDONLY | (fsConstants.O_NOFOLLOW ?? 0) | (fsConstants.O_NONBLOCK ?? 0)
@@ -112,159 +237,6 @@ type OpenResult =
   | { readonly _tag: "NotRegular" }
   | { readonly _tag: "Moved" }
 
-const invalid = (requested: string, reason: string) => new InvalidPathError({ path: requested, reason })
-
-/** Why a segment is rejected, or undefined when it is fine. */
-const segmentProblem = (segment: string): string | undefined => {
-  if (segment === "." || segment === "..") return "path traversal"
-  if (segment.startsWith(".")) return "dotfiles and dot directories are not served"
-  return undefined
-}
-
-/**
- * The lexical checks of a request path (no I/O): decodes it and returns its relative
- * path, `/`-separated without a leading slash. A path ending in `/` (or empty) names
- * `index.html` in that directory.
- */
-export const validatePath = (urlPath: string): Effect.Effect<string, InvalidPathError> =>
-  Effect.suspend(() => {
-    const shown = urlPath.length > 200 ? `${urlPath.slice(0, 200)}...` : urlPath
-    if (urlPath.length > maxPathLength) {
-      return Effect.fail(invalid(shown, `path longer than ${maxPathLength} characters`))
-    }
-    let decoded: string
-    try {
-      decoded = decodeURIComponent(urlPath)
-    } catch {
-      return Effect.fail(invalid(shown, "malformed percent-encoding"))
-    }
-    if (decoded.includes("\0")) return Effect.fail(invalid(shown, "NUL byte"))
-    if (decoded.includes("\\")) return Effect.fail(invalid(shown, "backslash"))
-    const segments = decoded.split("/").filter((segment) => segment !== "")
-    for (const segment of segments) {
-      const problem = segmentProblem(segment)
-      if (problem !== undefined) return Effect.fail(invalid(shown, problem))
-    }
-    if (decoded === "" || decoded.endsWith("/")) segments.push("index.html")
-    return Effect.succeed(segments.join("/"))
-  })
-
-const isInside = (child: string, parent: string): boolean =>
-  child === parent || child.startsWith(parent.endsWith(path.sep) ? parent : parent + path.sep)
-
-const toPosix = (relative: string): string => relative.split(path.sep).join("/")
-
-/** Options of {@link resolve} beyond the realm and the path. */
-export interface ResolveOptions {
-  /** Directories (absolute, or relative to the realm) whose files are never served. */
-  readonly excluded?: ReadonlyArray<string> | undefined
-}
-
-const realmRealPath = (realmDir: string): Effect.Effect<string, SourceReadError> =>
-  Effect.tryPromise({
-    try: async () => {
-      const real = await fs.realpath(realmDir)
-      const stat = await fs.stat(real)
-      if (!stat.isDirectory()) throw new Error("not a directory")
-      return real
-    },
-    catch: (cause) =>
-      new SourceReadError({
-        path: realmDir,
-        message: errorCode(cause) === "ENOENT"
-          ? `realm directory ${realmDir} is not available`
-          : `realm directory ${realmDir}: ${messageOf(cause)}`
-      })
-  })
-
-/** Absolute real paths of the excluded directories (those that exist; others by their plain path). */
-const excludedRealPaths = (realmDir: string, excluded: ReadonlyArray<string>): Promise<ReadonlyArray<string>> =>
-  Promise.all(excluded.map(async (dir) => {
-    const absolute = path.resolve(realmDir, dir)
-    try {
-      return await fs.realpath(absolute)
-    } catch {
-      return absolute
-    }
-  }))
-
-type Probe =
-  | { readonly _tag: "File"; readonly real: string }
-  | { readonly _tag: "Missing" }
-  | { readonly _tag: "Failed"; readonly cause: unknown }
-
-const probe = async (file: string): Promise<Probe> => {
-  try {
-    const stat = await fs.stat(file)
-    if (!stat.isFile()) return { _tag: "Missing" }
-    return { _tag: "File", real: await fs.realpath(file) }
-  } catch (cause) {
-    const code = errorCode(cause)
-    if (code === "ENOENT" || code === "ENOTDIR") return { _tag: "Missing" }
-    return { _tag: "Failed", cause }
-  }
-}
-
-/** Checks a file's real path against the realm; returns its canonical path or a reason. */
-const canonicalOf = (
-  realm: string,
-  excluded: ReadonlyArray<string>,
-  real: string
-): { readonly path: string } | { readonly reason: string } => {
-  if (!isInside(real, realm) || real === realm) return { reason: "resolves outside the realm" }
-  for (const dir of excluded) if (isInside(real, dir)) return { reason: "the data directory is not served" }
-  const relative = toPosix(path.relative(realm, real))
-  for (const segment of relative.split("/")) {
-    const problem = segmentProblem(segment)
-    if (problem !== undefined) return { reason: `resolves to a hidden path (${problem})` }
-  }
-  return { path: relative }
-}
-
-const resolveIn = (
-  realmDir: string,
-  urlPath: string,
-  options: ResolveOptions
-): Effect.Effect<ResolvedPath, ResolveError> =>
-  Effect.gen(function*() {
-    const relative = yield* validatePath(urlPath)
-    const realm = yield* realmRealPath(realmDir)
-    const excluded = yield* Effect.promise(() => excludedRealPaths(realm, options.excluded ?? []))
-    const lexical = path.join(realm, ...relative.split("/"))
-    if (!isInside(lexical, realm) || lexical === realm) return yield* invalid(urlPath, "path traversal")
-    for (const dir of excluded) {
-      if (isInside(lexical, dir)) return yield* invalid(urlPath, "the data directory is not served")
-    }
-    const candidates = isExecutable(relative) ? [relative] : [relative, ...executableExtensions.map((e) => relative + e)]
-    for (const candidate of candidates) {
-      const found = yield* Effect.promise(() => probe(path.join(realm, ...candidate.split("/"))))
-      if (found._tag === "Missing") continue
-      if (found._tag === "Failed") {
-        if (errorCode(found.cause) === "ENAMETOOLONG") return yield* invalid(urlPath, "name too long")
-        if (errorCode(found.cause) === "ELOOP") return yield* invalid(urlPath, "a symlink loop")
-        return yield* new SourceReadError({ path: candidate, message: describeError(found.cause) })
-      }
-      const canonical = canonicalOf(realm, excluded, found.real)
-      if ("reason" in canonical) return yield* invalid(urlPath, canonical.reason)
-      return { path: canonical.path, file: found.real, executable: isExecutable(canonical.path) }
-    }
-    // The realm itself may have vanished between the checks: say so rather than "not found".
-    yield* realmRealPath(realmDir)
-    return yield* new ModuleNotFoundError({ path: relative })
-  })
-
-/**
- * Resolves a request path (the URL path below the realm URL, percent-encoded as sent) to a
- * file of the realm and its canonical module path. See the module documentation for the
- * rules. The data directory `.transpile-cache` is excluded as a dot directory; pass other
- * excluded directories in `options`.
- */
-export const resolve = (
-  realmDir: string,
-  urlPath: string,
-  options: ResolveOptions = {}
-): Effect.Effect<ResolvedPath, ResolveError> => resolveIn(realmDir, urlPath, options)
-
 // -----------------------------------------------------------------------------
 // Service
 // -----------------------------------------------------------------------------
@@ -275,7 +247,7 @@ export interface FileSystemSourcesOptions {
   readonly realmDir: string
   /** The realm URL; defaults to the `file://` URL of the realm's real path, with a trailing slash. */
   readonly realmUrl?: string | undefined
-  /** The largest source or raw file served, in bytes (default {@link defaultMaxSourceBytes}). */
+  /** The largest source or raw file served, in bytes (default `Domain.defaultMaxSourceBytes`). */
   readonly maxSourceBytes?: number | undefined
   /** Directories never served (the data directory when it is not `.transpile-cache`). */
   readonly excluded?: ReadonlyArray<string> | undefined
@@ -307,7 +279,10 @@ export class RealmFiles extends Context.Service<RealmFiles, {
    * must be canonical (as {@link resolve} returns it): a symlink's path is an InvalidPathError.
    */
   readonly read: (key: ModuleKey) => Effect.Effect<ModuleSource, ReadError>
-  /** The bytes of a file by its canonical path (see {@link resolve}), under the same size limit. */
+  /**
+   * The bytes of a file by its canonical path (see {@link resolve}), under the same size limit.
+   * Like `read`, it opens the file of the request's {@link CurrentResolution} when there is one.
+   */
   readonly readRaw: (canonicalPath: string) => Effect.Effect<RawFile, ReadError>
   /** The canonical paths of every executable module, sorted (dot entries, excluded dirs and symlinks skipped). */
   readonly walk: Effect.Effect<ReadonlyArray<string>, SourceReadError>
@@ -338,23 +313,19 @@ const maxRememberedResolutions = 10_000
 
 /** Makes the {@link RealmFiles} of a realm directory; fails when the directory does not exist. */
 export const make = Effect.fnUntraced(function*(options: FileSystemSourcesOptions) {
+  const fsys = yield* fileSystem
   const realmDir = path.resolve(options.realmDir)
-  const realm = yield* realmRealPath(realmDir)
+  const realm = yield* realmRealPath(fsys, realmDir)
   const realmUrl = options.realmUrl ?? `${pathToFileURL(realm).href}/`
   const maxSourceBytes = options.maxSourceBytes ?? defaultMaxSourceBytes
   const excludedInput = options.excluded ?? []
-  const excluded = yield* Effect.promise(() => excludedRealPaths(realm, excludedInput))
+  const excluded = yield* excludedRealPaths(fsys, realm, excludedInput)
   const known = new Map<string, string>()
   const resolutions = new Map<string, { readonly resolved: ResolvedPath; readonly at: number }>()
+  /** The resolutions this realm made: only those are reused by a read (another realm's never). */
+  const own = new WeakSet<ResolvedPath>()
   let watching = false
   let epoch = 0
-
-  const isIgnored = (relativePath: string): boolean => {
-    const posix = toPosix(relativePath)
-    if (posix.split("/").some((segment) => segment.startsWith("."))) return true
-    const absolute = path.join(realm, ...posix.split("/"))
-    return excluded.some((dir) => isInside(absolute, dir))
-  }
 
   /**
    * Open, then verify: one descriptor, opened with `O_NOFOLLOW | O_NONBLOCK` (a symlink in the
@@ -365,6 +336,9 @@ export const make = Effect.fnUntraced(function*(options: FileSystemSourcesOption
    * canonical path inside the realm. Only then read, from that descriptor. A directory of
    * the path swapped for a symlink to the outside between the checks and the open is caught,
    * whichever way the swaps go.
+   *
+   * This stays on `node:fs`: Effect's `FileSystem.open` has no `O_NONBLOCK` (a FIFO would
+   * block the open) and its `File` exposes no descriptor path to verify.
    */
   const openVerified = async (
     realmReal: string,
@@ -391,13 +365,36 @@ export const make = Effect.fnUntraced(function*(options: FileSystemSourcesOption
     }
   }
 
+  /** Reads the file at `file` (real path of `relative` in the realm `current`) through {@link openVerified}. */
+  const readVerified = (current: string, file: string, relative: string): Effect.Effect<Uint8Array, ReadError> =>
+    Effect.tryPromise({
+      try: () => openVerified(current, file, relative, maxSourceBytes),
+      catch: (cause) => {
+        const code = errorCode(cause)
+        if (code === "ENOENT" || code === "ENOTDIR") return new ModuleNotFoundError({ path: relative })
+        if (code === "ELOOP") return invalid(relative, "a symlink in the last component")
+        return new SourceReadError({ path: relative, message: describeError(cause) })
+      }
+    }).pipe(Effect.flatMap((bytes): Effect.Effect<Uint8Array, ReadError> => {
+      switch (bytes._tag) {
+        case "TooLarge":
+          return Effect.fail(new SourceTooLargeError({ path: relative, size: bytes.size, limit: maxSourceBytes }))
+        case "NotRegular":
+          return Effect.fail(invalid(relative, "not a regular file"))
+        case "Moved":
+          return Effect.fail(invalid(relative, "the file changed while it was opened (it resolves outside the realm)"))
+        case "Read":
+          return Effect.succeed(bytes.buffer)
+      }
+    }))
+
   /** Reads a file by its canonical path, under the size limit. */
   const readChecked = (modulePath: string): Effect.Effect<RawFile & { readonly file: string }, ReadError> =>
     Effect.gen(function*() {
-      const relative = yield* validatePath(modulePath.split("/").map(encodeURIComponent).join("/"))
-      const current = yield* realmRealPath(realmDir)
+      const relative = yield* validatePath(encodePath(modulePath))
+      const current = yield* realmRealPath(fsys, realmDir)
       const file = path.join(current, ...relative.split("/"))
-      const found = yield* Effect.promise(() => probe(file))
+      const found = yield* probe(fsys, file)
       if (found._tag === "Missing") {
         return yield* new ModuleNotFoundError({ path: relative })
       }
@@ -408,41 +405,41 @@ export const make = Effect.fnUntraced(function*(options: FileSystemSourcesOption
       if (canonical.path !== relative) {
         return yield* invalid(relative, `not a canonical path (the file is ${canonical.path})`)
       }
-      const bytes = yield* Effect.tryPromise({
-        try: () => openVerified(current, file, relative, maxSourceBytes),
-        catch: (cause) => {
-          const code = errorCode(cause)
-          if (code === "ENOENT" || code === "ENOTDIR") return new ModuleNotFoundError({ path: relative })
-          if (code === "ELOOP") return invalid(relative, "a symlink in the last component")
-          return new SourceReadError({ path: relative, message: describeError(cause) })
-        }
-      })
-      switch (bytes._tag) {
-        case "TooLarge":
-          return yield* new SourceTooLargeError({ path: relative, size: bytes.size, limit: maxSourceBytes })
-        case "NotRegular":
-          return yield* invalid(relative, "not a regular file")
-        case "Moved":
-          return yield* invalid(relative, "the file changed while it was opened (it resolves outside the realm)")
-        case "Read":
-          return { path: relative, bytes: bytes.buffer, file: found.real }
-      }
+      const bytes = yield* readVerified(current, file, relative)
+      return { path: relative, bytes, file: found.real }
     })
+
+  /**
+   * Reads a file the current request already resolved (see {@link CurrentResolution}),
+   * without resolving it again: the realm's real path is the resolved file's own prefix.
+   * Any failure falls back to {@link readChecked}, which then says what is wrong.
+   */
+  const readResolved = (resolved: ResolvedPath): Effect.Effect<RawFile & { readonly file: string }, ReadError> => {
+    const current = resolved.file.slice(0, resolved.file.length - resolved.path.length - 1)
+    if (path.join(current, ...resolved.path.split("/")) !== resolved.file) return readChecked(resolved.path)
+    return readVerified(current, resolved.file, resolved.path).pipe(
+      Effect.map((bytes) => ({ path: resolved.path, bytes, file: resolved.file })),
+      Effect.catch(() => readChecked(resolved.path))
+    )
+  }
+
+  /** Reads a file by its canonical path: the current request's resolution when it names that path, else a full read. */
+  const readFile = (modulePath: string): Effect.Effect<RawFile & { readonly file: string }, ReadError> =>
+    Effect.flatMap(Effect.service(CurrentResolution), (resolved) =>
+      resolved !== undefined && resolved.path === modulePath && own.has(resolved)
+        ? readResolved(resolved)
+        : readChecked(modulePath))
 
   const read = (key: ModuleKey): Effect.Effect<ModuleSource, ReadError> =>
     Effect.gen(function*() {
       if (key.realmUrl !== realmUrl) return yield* new ModuleNotFoundError({ path: key.path })
       const started = epoch
-      const file = yield* readChecked(key.path)
+      const file = yield* readFile(key.path)
       // The read checked what resolving its canonical request path checks (a regular file of
       // the realm, at its real path, not excluded): remember that resolution, unless a change
       // overtook the read. A module preloaded at start then costs no file-system call at all.
       if (epoch === started && isExecutable(file.path)) {
-        remember(`/${file.path.split("/").map(encodeURIComponent).join("/")}`, {
-          path: file.path,
-          file: file.file,
-          executable: true
-        })
+        remember(`/${encodePath(file.path)}`, { path: file.path, file: file.file, executable: true })
       }
       const content = Buffer.from(file.bytes.buffer, file.bytes.byteOffset, file.bytes.byteLength).toString("utf8")
       const hash = hashSource(content)
@@ -451,28 +448,26 @@ export const make = Effect.fnUntraced(function*(options: FileSystemSourcesOption
     })
 
   const walk: Effect.Effect<ReadonlyArray<string>, SourceReadError> = Effect.gen(function*() {
-    const current = yield* realmRealPath(realmDir)
-    return yield* Effect.tryPromise({
-      try: async () => {
-        const found: Array<string> = []
-        const visit = async (dir: string): Promise<void> => {
-          const entries = await fs.readdir(dir, { withFileTypes: true })
-          for (const entry of entries) {
-            if (entry.name.startsWith(".")) continue
-            const absolute = path.join(dir, entry.name)
-            if (excluded.some((ex) => isInside(absolute, ex))) continue
-            if (entry.isDirectory()) await visit(absolute)
-            else if (entry.isFile() && isExecutable(entry.name)) found.push(toPosix(path.relative(current, absolute)))
-          }
-        }
-        await visit(current)
-        return found.sort()
-      },
-      catch: (cause) => new SourceReadError({ path: realmDir, message: messageOf(cause) })
-    })
+    const current = yield* realmRealPath(fsys, realmDir)
+    const found: Array<string> = []
+    const visit = (dir: string): Effect.Effect<void, unknown> =>
+      Effect.flatMap(nodeCall(fsys.readDirectoryEntries(dir)), (entries) =>
+        Effect.forEach(entries, (entry) => {
+          if (entry.name.startsWith(".")) return Effect.void
+          const absolute = path.join(dir, entry.name)
+          if (excluded.some((ex) => isInside(absolute, ex))) return Effect.void
+          if (entry.type === "Directory") return visit(absolute)
+          if (entry.type === "File" && isExecutable(entry.name)) found.push(toPosix(path.relative(current, absolute)))
+          return Effect.void
+        }, { discard: true }))
+    yield* visit(current).pipe(
+      Effect.mapError((cause) => new SourceReadError({ path: realmDir, message: messageOf(cause) }))
+    )
+    return found.sort()
   })
 
   const remember = (urlPath: string, resolved: ResolvedPath) => {
+    own.add(resolved)
     if (resolutions.size >= maxRememberedResolutions) resolutions.clear()
     resolutions.set(urlPath, { resolved, at: Date.now() })
   }
@@ -489,8 +484,9 @@ export const make = Effect.fnUntraced(function*(options: FileSystemSourcesOption
         }
         // A resolution that a change overtook is not remembered.
         const started = epoch
-        return Effect.tap(resolveIn(realmDir, urlPath, { excluded: excludedInput }), (resolved) =>
+        return Effect.tap(resolveIn(fsys, realmDir, urlPath, { excluded: excludedInput }), (resolved) =>
           Effect.sync(() => {
+            own.add(resolved)
             if (epoch === started) remember(urlPath, resolved)
           }))
       }),
@@ -504,9 +500,9 @@ export const make = Effect.fnUntraced(function*(options: FileSystemSourcesOption
       resolutions.clear()
     },
     read,
-    readRaw: (modulePath) => Effect.map(readChecked(modulePath), ({ bytes, path }): RawFile => ({ path, bytes })),
+    readRaw: (modulePath) => Effect.map(readFile(modulePath), ({ bytes, path }): RawFile => ({ path, bytes })),
     walk,
-    isIgnored,
+    isIgnored: (relativePath) => isIgnoredIn(realm, excluded, relativePath),
     knownPaths: () => Array.from(known.keys()),
     knownHash: (canonicalPath) => known.get(canonicalPath),
     forget: (canonicalPath) => {

@@ -33,24 +33,15 @@
  * Module and file responses carry `access-control-allow-origin: *`; `OPTIONS` answers their
  * preflights. Error bodies name realm-relative paths only, never a file-system path.
  *
- * **Admin routes** (`/_cache/*`) carry no CORS headers, and their preflights are refused (403):
- * `GET /_cache/health` (200 when the realm directory is readable, else 503; no credential),
- * `GET /_cache/stats` ({@link StatsBody}) and `POST /_cache/invalidate?path=P` (one module by
- * its request path, canonicalised; a path that names no module of the realm writes nothing)
- * or without `path` (the whole realm) ({@link InvalidateBody}). Stats and invalidate need
- * `Authorization: Bearer <token>` of the {@link AdminToken} service (401 without it or with
- * another token, 403 for a browser request carrying `Origin`, and every call refused when
- * the service is absent). Stats needs it too: it names the realm URL, which by default is the
- * realm's `file://` URL.
+ * **Admin routes** (`/_cache/*`: health, stats, invalidate) carry no CORS headers; stats and
+ * invalidate need the {@link AdminToken}. See {@link AdminRoutes}.
  *
- * **Watcher**: a watch of every directory of the realm ({@link RealmWatcher}) invalidates the
- * key of every file that is created, changed, deleted or renamed (and every cached key below
- * a directory that is): the first changes after a quiet spell at once (leading edge), then
- * the changes that follow them once the realm is quiet for 25 ms, or every 500 ms under
- * constant churn (trailing edge, so a burst such as an atomic save or a checkout costs one
- * more invalidation, not one per event). Raw files cached in memory are dropped the same way. Dotfiles and the data directory are ignored. When the watch is lost (the
- * realm directory vanishes or is replaced) it is re-opened, and the modules read so far are
- * read again: only those whose content hash changed (or that are gone) are invalidated.
+ * **Watcher** ({@link watcher}): a watch of every directory of the realm invalidates the key of
+ * every file that is created, changed, deleted or renamed (and every cached key below a
+ * directory that is), in batches (a leading edge at once, then a trailing one once the realm
+ * is quiet for 25 ms, or every 500 ms under churn). Raw files cached in memory are dropped the
+ * same way. A lost watch is re-opened, and only the modules whose content changed are then
+ * invalidated. See {@link Watcher}.
  *
  * **Fast path**: {@link layer} answers warm hits (a path the router answered as an L1 hit, while
  * that module is the key's current L1 entry, or a raw file in the {@link RawFileCache}) and
@@ -80,258 +71,43 @@
  * @since 0.1.0
  */
 import { NodeHttpServer } from "@effect/platform-node"
-import { Config, Duration, Effect, Exit, Layer, Option, Queue, type Redacted, Schedule, Schema } from "effect"
-import { HttpRouter, HttpServer, HttpServerError, HttpServerRequest, HttpServerResponse } from "effect/http"
-import { realpathSync } from "node:fs"
-import { stat } from "node:fs/promises"
+import { Config, Duration, Effect, Exit, Layer, Option, type Redacted } from "effect"
+import { HttpRouter, HttpServer, HttpServerError, HttpServerRequest, type HttpServerResponse } from "effect/http"
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http"
-import * as path from "node:path"
-import { ConnectionStats } from "../domain/DatabaseConnections.ts"
-import * as AdminToken from "./AdminToken.ts"
-import { type CachedModule, hashSource, javascriptContentType, keyString, moduleKey } from "../domain/Domain.ts"
-import type { GetError, SourceReadError } from "../domain/Errors.ts"
-import * as FastPath from "./FastPath.ts"
-import { corsHeaders } from "./FastPath.ts"
-import * as FileSystemSources from "./FileSystemSources.ts"
-import { RealmFiles } from "./FileSystemSources.ts"
 import * as ModuleCacheModule from "../cache/ModuleCache.ts"
 import { ModuleCache, type ModuleCacheOptions } from "../cache/ModuleCache.ts"
-import * as ModuleCacheLive from "../live/ModuleCacheLive.ts"
 import * as Preload from "../cache/Preload.ts"
+import { type CachedModule, javascriptContentType, keyString, moduleKey } from "../domain/Domain.ts"
+import type { SourceReadError } from "../domain/Errors.ts"
 import type { ModuleSources } from "../domain/ModuleSources.ts"
-import * as ScopedCss from "./ScopedCss.ts"
-import * as Pruner from "../store/Pruner.ts"
-import * as RawFileCache from "./RawFileCache.ts"
-import * as RealmWatcher from "./RealmWatcher.ts"
 import type { Transpiler } from "../domain/Transpiler.ts"
+import * as ModuleCacheLive from "../live/ModuleCacheLive.ts"
+import * as Pruner from "../store/Pruner.ts"
+import * as AdminRoutes from "./AdminRoutes.ts"
+import * as AdminToken from "./AdminToken.ts"
+import { errorResponse } from "./ErrorMapping.ts"
+import * as FastPath from "./FastPath.ts"
+import * as FileSystemSources from "./FileSystemSources.ts"
+import { CurrentResolution, fileSystem, RealmFiles } from "./FileSystemSources.ts"
+import type { ErrorBody } from "./HttpBodies.ts"
+import { pathOf, validatePath } from "./PathRules.ts"
+import * as RawFileCache from "./RawFileCache.ts"
+import { adminJson, conditional, contentTypeOf, isAdminPath, json, moduleEtag, preflight, rawEtag } from "./Responses.ts"
+import * as ScopedCss from "./ScopedCss.ts"
+import * as Watcher from "./Watcher.ts"
 
-// -----------------------------------------------------------------------------
-// Bodies
-// -----------------------------------------------------------------------------
-
-/** The JSON body of every error response. */
-export const ErrorBody = Schema.Struct({
-  error: Schema.String,
-  message: Schema.String,
-  path: Schema.String,
-  reason: Schema.optional(Schema.String),
-  line: Schema.optional(Schema.NullOr(Schema.Number)),
-  column: Schema.optional(Schema.NullOr(Schema.Number)),
-  size: Schema.optional(Schema.Number),
-  limit: Schema.optional(Schema.Number)
-})
-export type ErrorBody = typeof ErrorBody.Type
-
-/** The body of `GET /_cache/stats`: the cache's counters and the realm URL. */
-export const StatsBody = Schema.Struct({
-  realmUrl: Schema.String,
-  transpiles: Schema.Number,
-  l1Hits: Schema.Number,
-  l2Hits: Schema.Number,
-  coalesced: Schema.Number,
-  fallbacks: Schema.Number,
-  errors: Schema.Number,
-  persistFailures: Schema.Number,
-  l1Bytes: Schema.Number,
-  l1Entries: Schema.Number,
-  inFlight: Schema.Number,
-  preloadedEntries: Schema.Number,
-  preloadedBytes: Schema.Number,
-  preloadMillis: Schema.Number,
-  store: Schema.String,
-  coordinator: Schema.String,
-  refusals: Schema.Number,
-  connections: Schema.optional(ConnectionStats)
-})
-export type StatsBody = typeof StatsBody.Type
-
-/** The body of `POST /_cache/invalidate`. */
-export const InvalidateBody = Schema.Struct({
-  invalidated: Schema.Literals(["module", "realm"]),
-  realmUrl: Schema.String,
-  /** The canonical paths invalidated (empty for a realm). */
-  paths: Schema.Array(Schema.String)
-})
-export type InvalidateBody = typeof InvalidateBody.Type
-
-/** The body of `GET /_cache/health`. */
-export const HealthBody = Schema.Struct({
-  status: Schema.Literals(["ok", "unavailable"]),
-  /** Omitted when it is a `file:` URL (it would show a file-system path to anyone). */
-  realmUrl: Schema.optional(Schema.String),
-  message: Schema.optional(Schema.String)
-})
-export type HealthBody = typeof HealthBody.Type
-
-/** The query of `POST /_cache/invalidate`. */
-const InvalidateQuery = Schema.Struct({ path: Schema.optional(Schema.String) })
-
-// -----------------------------------------------------------------------------
-// Headers
-// -----------------------------------------------------------------------------
-
-/** Headers of the admin routes: no CORS, no content sniffing. */
-const adminHeaders = { "x-content-type-options": "nosniff" } as const
-
-
-const preflight = (request: HttpServerRequest.HttpServerRequest) =>
-  HttpServerResponse.empty({
-    status: 204,
-    headers: {
-      ...corsHeaders,
-      "access-control-allow-methods": "GET, HEAD, POST, OPTIONS",
-      "access-control-allow-headers": request.headers["access-control-request-headers"] ?? "*",
-      "access-control-max-age": "86400"
-    }
-  })
-
-/** Content types of raw files, by extension; anything else is `application/octet-stream`. */
-export const rawContentTypes: Readonly<Record<string, string>> = {
-  ".html": "text/html; charset=utf-8",
-  ".htm": "text/html; charset=utf-8",
-  ".css": "text/css; charset=utf-8",
-  ".json": "application/json; charset=utf-8",
-  ".map": "application/json; charset=utf-8",
-  ".txt": "text/plain; charset=utf-8",
-  ".md": "text/markdown; charset=utf-8",
-  ".svg": "image/svg+xml",
-  ".png": "image/png",
-  ".jpg": "image/jpeg",
-  ".jpeg": "image/jpeg",
-  ".gif": "image/gif",
-  ".webp": "image/webp",
-  ".ico": "image/x-icon",
-  ".wasm": "application/wasm",
-  ".woff": "font/woff",
-  ".woff2": "font/woff2"
-}
-
-const contentTypeOf = (file: string): string =>
-  rawContentTypes[path.posix.extname(file).toLowerCase()] ?? "application/octet-stream"
-
-const quoted = (hex: string) => `"${hex.slice(0, 32)}"`
-
-/** The strong ETag of a transpiled module: the same in every process that has the same source and pipeline. */
-export const moduleEtag = (module: Pick<CachedModule, "sourceHash" | "fingerprint">): string =>
-  quoted(hashSource(module.sourceHash + module.fingerprint))
-
-/** The strong ETag of a raw file's bytes. */
-export const rawEtag = (bytes: Uint8Array): string => quoted(hashSource(bytes))
-
-/**
- * Whether an `If-None-Match` header matches an ETag: `*`, or a comma-separated list of
- * entity tags compared weakly (as RFC 9110 prescribes for If-None-Match). Malformed
- * entries never match.
- */
-export const ifNoneMatches: (header: string | undefined, etag: string) => boolean = FastPath.ifNoneMatches
-
-// -----------------------------------------------------------------------------
-// Responses
-// -----------------------------------------------------------------------------
-
-const json = (status: number, body: unknown, extra: Record<string, string> = {}) =>
-  HttpServerResponse.jsonUnsafe(body, { status, headers: { ...corsHeaders, "cache-control": "no-cache", ...extra } })
-
-/** A JSON answer of an admin route: no CORS headers. */
-const adminJson = (status: number, body: unknown, extra: Record<string, string> = {}) =>
-  HttpServerResponse.jsonUnsafe(body, { status, headers: { ...adminHeaders, "cache-control": "no-store", ...extra } })
-
-const isAdminPath = (urlPath: string): boolean => urlPath === "/_cache" || urlPath.startsWith("/_cache/")
-
-/**
- * Replaces every occurrence of the given absolute directories in a text by `<realm>`, so
- * that no answer shows a file-system path. With `systemError`, also any other quoted
- * absolute path (`'/...'`, as Node's system errors quote them).
- */
-export const scrubPaths = (text: string, directories: ReadonlyArray<string>, systemError = false): string => {
-  let result = text
-  for (const dir of [...directories].sort((a, b) => b.length - a.length)) {
-    if (dir.length > 1) result = result.split(dir).join("<realm>")
-  }
-  return systemError ? result.replace(/'\/[^']*'/g, "'<path>'") : result
-}
-
-/** The status of each failure of a module request. */
-export const statusOf = (error: GetError): number => {
-  switch (error._tag) {
-    case "InvalidPathError":
-      return 400
-    case "ModuleNotFoundError":
-      return 404
-    case "SourceTooLargeError":
-      return 413
-    case "TranspileError":
-      return 422
-    case "SourceReadError":
-      return 503
-    case "TranspileWorkerCrashError":
-    case "TranspileMemoryLimitError":
-      return 500
-    case "TranspileQueueFullError":
-      return 503
-    case "TranspileTimeoutError":
-      return 504
-  }
-}
-
-/**
- * The JSON error response of a failure. `hidden` lists absolute directories (the realm's)
- * that must not appear in the answer: they are replaced by `<realm>`.
- */
-export const errorResponse = (
-  error: GetError,
-  hidden: ReadonlyArray<string> = []
-): HttpServerResponse.HttpServerResponse =>
-  json(
-    statusOf(error),
-    errorBodyOf(error, hidden),
-    error._tag === "TranspileQueueFullError" ? { "retry-after": "1" } : undefined
-  )
-
-/** The body of a failure's error response, with the `hidden` directories replaced by `<realm>`. */
-export const errorBodyOf = (error: GetError, hidden: ReadonlyArray<string> = []): ErrorBody => {
-  // A transpile error's message is about the module's own text: only the realm's path is hidden there.
-  const systemError = error._tag === "SourceReadError" || error._tag === "InvalidPathError"
-  const base = {
-    error: error._tag,
-    message: scrubPaths(error.message, hidden, systemError),
-    path: scrubPaths(error.path, hidden, systemError)
-  }
-  switch (error._tag) {
-    case "InvalidPathError":
-      return { ...base, reason: scrubPaths(error.reason, hidden, true) }
-    case "TranspileError":
-      return { ...base, line: error.line ?? null, column: error.column ?? null }
-    case "SourceTooLargeError":
-      return { ...base, size: error.size, limit: error.limit }
-    case "ModuleNotFoundError":
-    case "SourceReadError":
-    case "TranspileMemoryLimitError":
-    case "TranspileTimeoutError":
-    case "TranspileQueueFullError":
-      return base
-    case "TranspileWorkerCrashError":
-      return { ...base, reason: error.reason }
-  }
-}
+export { errorBodyOf, errorResponse, scrubPaths, statusOf } from "./ErrorMapping.ts"
+export { ifNoneMatches } from "./FastPath.ts"
+export { ErrorBody, HealthBody, InvalidateBody, StatsBody } from "./HttpBodies.ts"
+export { moduleEtag, rawContentTypes, rawEtag } from "./Responses.ts"
 
 /** The realm directory as given and as its real path: never shown in an answer. */
-const hiddenDirectories = (realmDir: string): ReadonlyArray<string> => {
-  try {
-    return [realmDir, realpathSync(realmDir)]
-  } catch {
-    return [realmDir]
-  }
-}
-
-/** The path part of a request URL, as sent (still percent-encoded). */
-const pathOf = (url: string): string => {
-  const end = url.search(/[?#]/)
-  const pathname = end === -1 ? url : url.slice(0, end)
-  return pathname.startsWith("/") ? pathname : `/${pathname}`
-}
-
-const encodePath = (plain: string): string => plain.split("/").map(encodeURIComponent).join("/")
+const hiddenDirectories = (realmDir: string) =>
+  Effect.flatMap(fileSystem, (fsys) =>
+    fsys.realPath(realmDir).pipe(
+      Effect.map((real): ReadonlyArray<string> => [realmDir, real]),
+      Effect.orElseSucceed((): ReadonlyArray<string> => [realmDir])
+    ))
 
 /** A glimmer-scoped CSS module (see {@link ScopedCss}): decoded from its URL, `text/css`; 400 when it does not decode. */
 const scopedCss = (request: HttpServerRequest.HttpServerRequest): HttpServerResponse.HttpServerResponse => {
@@ -341,10 +117,7 @@ const scopedCss = (request: HttpServerRequest.HttpServerRequest): HttpServerResp
     return json(400, { error: "InvalidPathError", message: "malformed scoped CSS", path: urlPath, reason: "malformed scoped CSS" } satisfies ErrorBody)
   }
   const body = new TextEncoder().encode(css)
-  const etag = rawEtag(body)
-  const headers = { ...corsHeaders, etag, "cache-control": "no-cache" }
-  if (ifNoneMatches(request.headers["if-none-match"], etag)) return HttpServerResponse.empty({ status: 304, headers })
-  return HttpServerResponse.uint8Array(body, { headers, contentType: "text/css; charset=utf-8" })
+  return conditional(request, body, rawEtag(body), "text/css; charset=utf-8")
 }
 
 // -----------------------------------------------------------------------------
@@ -360,8 +133,7 @@ export const routes: Layer.Layer<never, never, HttpRouter.HttpRouter | ModuleCac
   Effect.fnUntraced(function*(router) {
     const cache = yield* ModuleCache
     const files = yield* RealmFiles
-    const adminToken = yield* Effect.serviceOption(AdminToken.AdminToken)
-    const hidden = hiddenDirectories(files.realmDir)
+    const hidden = yield* hiddenDirectories(files.realmDir)
 
     const raw = Option.getOrElse(
       yield* Effect.serviceOption(RawFileCache.RawFileCache),
@@ -390,126 +162,33 @@ export const routes: Layer.Layer<never, never, HttpRouter.HttpRouter | ModuleCac
         // Before resolving: a file event during the request keeps its resolution from the fast path.
         const captured = fast._tag === "Some" ? fast.value.capture() : 0
         const resolved = yield* files.resolve(urlPath)
-        const ifNoneMatch = request.headers["if-none-match"]
         if (!resolved.executable) {
           let answer = raw.get(resolved.path)
           if (answer === undefined) {
             const before = raw.capture()
-            const file = yield* files.readRaw(resolved.path)
+            const file = yield* Effect.provideService(files.readRaw(resolved.path), CurrentResolution, resolved)
             answer = FastPath.answerOf(file.bytes, rawEtag(file.bytes), contentTypeOf(resolved.path))
             raw.fill(resolved.path, answer, before)
           }
           if (fast._tag === "Some") fast.value.remember(urlPath, false, resolved.path, captured)
-          const headers = { ...corsHeaders, etag: answer.etag, "cache-control": "no-cache" }
-          if (ifNoneMatches(ifNoneMatch, answer.etag)) return HttpServerResponse.empty({ status: 304, headers })
-          return HttpServerResponse.uint8Array(answer.bytes, { headers, contentType: contentTypeOf(resolved.path) })
+          return conditional(request, answer.bytes, answer.etag, contentTypeOf(resolved.path))
         }
         const key = moduleKey(files.realmUrl, resolved.path)
-        const { module, outcome } = yield* cache.get(key)
+        const id = keyString(key)
+        // A miss reads the file this resolution found: the path is resolved once.
+        const { module, outcome } = yield* (cache.peekL1(id) === undefined
+          ? Effect.provideService(cache.get(key), CurrentResolution, resolved)
+          : cache.get(key))
         const { bytes, etag } = encoded(module)
         // Only after an L1 hit answered here: the first hit of each path still gets its span.
         if (fast._tag === "Some" && outcome === "l1") {
           fast.value.l1Answer(module, bytes, etag, javascriptContentType)
-          fast.value.remember(urlPath, true, keyString(key), captured)
+          fast.value.remember(urlPath, true, id, captured)
         }
-        const headers = { ...corsHeaders, etag, "cache-control": "no-cache", "x-module-cache": outcome }
-        if (ifNoneMatches(ifNoneMatch, etag)) return HttpServerResponse.empty({ status: 304, headers })
-        return HttpServerResponse.uint8Array(bytes, { headers, contentType: javascriptContentType })
+        return conditional(request, bytes, etag, javascriptContentType, { "x-module-cache": outcome })
       }).pipe(Effect.catch((error) => Effect.succeed(errorResponse(error, hidden))))
 
-    const health = Effect.gen(function*() {
-      const exit = yield* Effect.exit(Effect.tryPromise(() => stat(files.realmDir)))
-      const shown = files.realmUrl.startsWith("file:") ? {} : { realmUrl: files.realmUrl }
-      if (exit._tag === "Success" && exit.value.isDirectory()) {
-        return adminJson(200, { status: "ok", ...shown } satisfies HealthBody)
-      }
-      return adminJson(503, {
-        status: "unavailable",
-        ...shown,
-        message: "the realm directory is not available"
-      } satisfies HealthBody)
-    })
-
-    /** Runs an admin route only for a caller that presents the admin token (and is no browser page). */
-    const guarded = <E, R>(
-      handler: Effect.Effect<HttpServerResponse.HttpServerResponse, E, R>
-    ): Effect.Effect<HttpServerResponse.HttpServerResponse, E, R | HttpServerRequest.HttpServerRequest> =>
-      Effect.gen(function*() {
-        const request = yield* HttpServerRequest.HttpServerRequest
-        const refuse = (status: number, error: string, message: string) =>
-          adminJson(status, { error, message, path: pathOf(request.url) } satisfies ErrorBody, status === 401
-            ? { "www-authenticate": "Bearer" }
-            : {})
-        if (request.headers["origin"] !== undefined) {
-          return refuse(403, "Forbidden", "admin routes do not answer browser requests from other origins")
-        }
-        if (adminToken._tag === "None") return refuse(403, "Forbidden", "no admin token is configured")
-        const presented = AdminToken.bearerOf(request.headers["authorization"])
-        if (presented === undefined || !AdminToken.matches(adminToken.value.token, presented)) {
-          return refuse(401, "Unauthorized", "this route needs Authorization: Bearer <admin token>")
-        }
-        return yield* handler
-      })
-
-    const stats = Effect.map(cache.stats, (counters) => {
-      const body: StatsBody = { realmUrl: files.realmUrl, ...counters }
-      return adminJson(200, body)
-    })
-
-    /** The keys a request path names: its canonical path, or (when it is gone) its candidates, plus cached keys below it. */
-    const keysOf = (plain: string) =>
-      Effect.gen(function*() {
-        const encoded = encodePath(plain.startsWith("/") ? plain : `/${plain}`)
-        const lexical = yield* FileSystemSources.validatePath(encoded)
-        const resolved = yield* Effect.exit(files.resolve(encoded))
-        const keys = new Set<string>()
-        const known = files.knownPaths()
-        if (resolved._tag === "Success") {
-          keys.add(resolved.value.path)
-        } else {
-          // A path that names no file now: only keys this process has read (and may cache)
-          // are invalidated, so that invalidating made-up paths writes nothing.
-          const candidates = FileSystemSources.isExecutable(lexical)
-            ? [lexical]
-            : FileSystemSources.executableExtensions.map((extension) => lexical + extension)
-          for (const candidate of candidates) if (known.includes(candidate)) keys.add(candidate)
-        }
-        const prefix = lexical.replace(/\/?index\.html$/, "")
-        for (const path of known) {
-          if (prefix !== "" && path.startsWith(`${prefix}/`)) keys.add(path)
-        }
-        return Array.from(keys).sort()
-      })
-
-    const invalidate = Effect.gen(function*() {
-      const query = yield* Effect.exit(HttpRouter.schemaParams(InvalidateQuery))
-      if (query._tag === "Failure") {
-        return adminJson(400, { error: "BadRequest", message: "path must be given at most once", path: "" } satisfies ErrorBody)
-      }
-      const target = query.value.path
-      if (target === undefined || target === "" || target === "/") {
-        raw.clear()
-        yield* cache.invalidateRealm(files.realmUrl)
-        return adminJson(200, { invalidated: "realm", realmUrl: files.realmUrl, paths: [] } satisfies InvalidateBody)
-      }
-      const keys = yield* keysOf(target)
-      const lexical = yield* FileSystemSources.validatePath(encodePath(target.startsWith("/") ? target : `/${target}`))
-      raw.invalidate(lexical.replace(/\/?index\.html$/, ""))
-      yield* Effect.forEach(keys, (key) => cache.invalidate(moduleKey(files.realmUrl, key)), { discard: true })
-      return adminJson(200, { invalidated: "module", realmUrl: files.realmUrl, paths: keys } satisfies InvalidateBody)
-    }).pipe(Effect.catch((error) => Effect.succeed(adminJson(statusOf(error), errorBodyOf(error, hidden)))))
-
-    const refusePreflight = (request: HttpServerRequest.HttpServerRequest) =>
-      Effect.succeed(adminJson(403, {
-        error: "Forbidden",
-        message: "admin routes answer no cross-origin requests",
-        path: pathOf(request.url)
-      } satisfies ErrorBody))
-
-    yield* router.add("GET", "/_cache/health", health)
-    yield* router.add("GET", "/_cache/stats", guarded(stats))
-    yield* router.add("POST", "/_cache/invalidate", guarded(invalidate))
-    yield* router.add("OPTIONS", "/_cache/*", refusePreflight)
+    yield* AdminRoutes.add(router, { cache, files, raw, hidden })
     yield* router.add("OPTIONS", "/*", (request) => Effect.succeed(preflight(request)))
     yield* router.add("OPTIONS", "/", (request) => Effect.succeed(preflight(request)))
     yield* router.add("GET", "/*", serveFile)
@@ -534,7 +213,7 @@ export const notFoundMiddleware = <E, R>(
       Effect.gen(function*() {
         const request = yield* HttpServerRequest.HttpServerRequest
         const urlPath = pathOf(request.url)
-        const checked = yield* Effect.exit(FileSystemSources.validatePath(urlPath))
+        const checked = yield* Effect.exit(validatePath(urlPath))
         if (checked._tag === "Failure") {
           const error = Exit.findErrorOption(checked)
           if (error._tag === "Some") return errorResponse(error.value)
@@ -544,188 +223,16 @@ export const notFoundMiddleware = <E, R>(
       })
   )
 
+
 // -----------------------------------------------------------------------------
 // Watcher
 // -----------------------------------------------------------------------------
 
-/** What the watcher reports to its consumer: changed paths, or that the watch was lost or regained. */
-type WatchEvent =
-  | { readonly _tag: "Changed"; readonly path: string }
-  | { readonly _tag: "Unknown" }
-
-/** How long the realm must be quiet before the watcher invalidates (atomic saves come as several events). */
-const batchWindow = Duration.millis(25)
-
-/** The longest the watcher gathers events under constant churn before it invalidates. */
-const maxBatchWait = Duration.millis(500)
-
-/** How often the watcher checks that its watch is alive, and re-opens a lost one. */
-const superviseInterval = Duration.millis(500)
-
 /**
  * Watches the realm directory and invalidates changed modules through
- * {@link ModuleCache.invalidate} (which also tells peers).
+ * {@link ModuleCache.invalidate} (which also tells peers); see {@link Watcher}.
  */
-export const watcher: Layer.Layer<never, never, ModuleCache | RealmFiles> = Layer.effectDiscard(Effect.gen(function*() {
-  const cache = yield* ModuleCache
-  const files = yield* RealmFiles
-  const events = yield* Queue.unbounded<WatchEvent>()
-  const fast = Option.getOrUndefined(yield* Effect.serviceOption(FastPath.FastPath))
-  const raw = Option.getOrUndefined(yield* Effect.serviceOption(RawFileCache.RawFileCache))
-  const watching = (value: boolean) => {
-    files.watched(value)
-    fast?.watched(value)
-    raw?.watched(value)
-  }
-
-  let current: { readonly watcher: RealmWatcher.TreeWatch; readonly ino: number } | undefined
-  let lost = false
-
-  const close = () => {
-    if (current === undefined) return
-    const { watcher } = current
-    current = undefined
-    watching(false)
-    try {
-      watcher.close()
-    } catch {
-      // already closed
-    }
-  }
-
-  const open = Effect.tryPromise(async () => {
-    const info = await stat(files.realmDir)
-    let handle: RealmWatcher.TreeWatch | undefined
-    // An event about the realm directory itself (moved or deleted): the watch is re-opened.
-    const giveUp = () => {
-      if (handle === undefined || current?.watcher !== handle) return
-      close()
-      lost = true
-      Queue.offerUnsafe(events, { _tag: "Unknown" })
-    }
-    handle = await RealmWatcher.watchTree({
-      root: files.realmDir,
-      // (The embedded store's own writes land in the ignored data directory.)
-      isIgnored: files.isIgnored,
-      onChange: (relative) => {
-        files.changed()
-        fast?.changed()
-        Queue.offerUnsafe(events, { _tag: "Changed", path: relative })
-      },
-      onLost: giveUp
-    })
-    current = { watcher: handle, ino: info.ino }
-    watching(true)
-  })
-
-  /** Re-opens a lost watch; notices a realm directory that vanished or was replaced. */
-  const supervise = Effect.gen(function*() {
-    if (current !== undefined) {
-      const info = yield* Effect.exit(Effect.tryPromise(() => stat(files.realmDir)))
-      if (info._tag === "Success" && info.value.ino === current.ino) return
-      yield* Effect.logWarning(`module-transpile-cache: lost the watch of ${files.realmDir}`)
-      close()
-      lost = true
-      Queue.offerUnsafe(events, { _tag: "Unknown" })
-    }
-    const opened = yield* Effect.exit(open)
-    if (opened._tag === "Success" && lost) {
-      lost = false
-      yield* Effect.logInfo(`module-transpile-cache: watching ${files.realmDir} again`)
-      Queue.offerUnsafe(events, { _tag: "Unknown" })
-    }
-  })
-
-  const keysOf = (changed: string): ReadonlyArray<string> => {
-    const relative = changed.split(path.sep).join("/")
-    if (relative === "" || files.isIgnored(relative)) return []
-    const keys = new Set<string>()
-    if (FileSystemSources.isExecutable(relative)) keys.add(relative)
-    for (const known of files.knownPaths()) {
-      if (known === relative || known.startsWith(`${relative}/`)) keys.add(known)
-    }
-    return Array.from(keys)
-  }
-
-  /**
-   * After a lost watch: re-reads every module this process has read, and invalidates only
-   * those whose content hash changed (or that are gone). Never a realm-wide wipe.
-   */
-  const rescan = Effect.gen(function*() {
-    let invalidated = 0
-    yield* Effect.forEach(files.knownPaths(), (known) =>
-      Effect.gen(function*() {
-        const before = files.knownHash(known)
-        const key = moduleKey(files.realmUrl, known)
-        const now = yield* Effect.exit(files.read(key))
-        const gone = now._tag === "Failure"
-        if (!gone && now.value.hash === before) return
-        invalidated++
-        yield* cache.invalidate(key)
-        if (gone) files.forget(known)
-      }), { discard: true, concurrency: 8 })
-    yield* Effect.logInfo(`module-transpile-cache: rescanned the realm; ${invalidated} module(s) changed`)
-  })
-
-  const apply = (batch: ReadonlyArray<WatchEvent>) =>
-    Effect.gen(function*() {
-      if (batch.some((event) => event._tag === "Unknown")) {
-        raw?.clear()
-        yield* rescan
-        return
-      }
-      const keys = new Set<string>()
-      for (const event of batch) {
-        if (event._tag !== "Changed") continue
-        raw?.invalidate(event.path.split(path.sep).join("/"))
-        for (const key of keysOf(event.path)) keys.add(key)
-      }
-      yield* Effect.forEach(keys, (key) =>
-        Effect.andThen(
-          cache.invalidate(moduleKey(files.realmUrl, key)),
-          Effect.promise(() =>
-            stat(path.join(files.realmDir, ...key.split("/"))).then(() => undefined, () => files.forget(key))
-          )
-        ), { discard: true, concurrency: 8 })
-    })
-
-  yield* Effect.addFinalizer(() => Effect.sync(close))
-  const first = yield* Effect.exit(open)
-  if (first._tag === "Failure") {
-    lost = true
-    yield* Effect.logWarning(`module-transpile-cache: cannot watch ${files.realmDir} yet; retrying`)
-  }
-  yield* supervise.pipe(Effect.repeat(Schedule.spaced(superviseInterval)), Effect.forkScoped)
-  yield* Effect.gen(function*() {
-    // Debounced: gathers events until the realm is quiet for a batch window, or for at most
-    // maxBatchWait under constant churn.
-    // Keeps only what apply needs: each changed path once, and one Unknown (under "").
-    const batch = new Map<string, WatchEvent>()
-    const add = (gathered: Iterable<WatchEvent>) => {
-      for (const event of gathered) batch.set(event._tag === "Changed" ? event.path : "", event)
-    }
-    // Leading edge: the first changes after a quiet spell are applied at once, so that an
-    // edit reaches the next request without waiting for the window.
-    add(yield* Queue.takeAll(events))
-    const leading = Array.from(batch.values())
-    batch.clear()
-    yield* apply(leading)
-    // Trailing edge: what follows (the rest of an atomic save, a checkout) is gathered and
-    // applied once, so that a half-written state is never the last one applied.
-    const started = Date.now()
-    for (;;) {
-      yield* Effect.sleep(batchWindow)
-      const rest = yield* Queue.clear(events)
-      add(rest)
-      if (rest.length === 0 || Date.now() - started >= Duration.toMillis(maxBatchWait)) break
-    }
-    if (batch.size > 0) yield* apply(Array.from(batch.values()))
-  }).pipe(
-    Effect.catchCause((cause) => Effect.logWarning("module-transpile-cache: watcher batch failed", cause)),
-    Effect.forever,
-    Effect.forkScoped
-  )
-}))
+export const watcher: Layer.Layer<never, never, ModuleCache | RealmFiles> = Watcher.layer
 
 // -----------------------------------------------------------------------------
 // Preload

@@ -19,10 +19,10 @@ import * as fs from "node:fs/promises"
 import * as path from "node:path"
 
 /** The most directories one tree watch holds. */
-export const maxDirectories = 10_000
+const maxDirectories = 10_000
 
 /** What a tree watch reports to. */
-export interface TreeWatchOptions {
+interface TreeWatchOptions {
   readonly root: string
   readonly isIgnored: (relativePath: string) => boolean
   readonly onChange: (relativePath: string) => void

@@ -1,0 +1,64 @@
+/**
+ * The JSON bodies the realm server answers with: errors, and the admin routes' answers.
+ *
+ * @since 0.3.0
+ */
+import { Schema } from "effect"
+import { ConnectionStats } from "../domain/DatabaseConnections.ts"
+
+/** The JSON body of every error response. */
+export const ErrorBody = Schema.Struct({
+  error: Schema.String,
+  message: Schema.String,
+  path: Schema.String,
+  reason: Schema.optional(Schema.String),
+  line: Schema.optional(Schema.NullOr(Schema.Number)),
+  column: Schema.optional(Schema.NullOr(Schema.Number)),
+  size: Schema.optional(Schema.Number),
+  limit: Schema.optional(Schema.Number)
+})
+export type ErrorBody = typeof ErrorBody.Type
+
+/** The body of `GET /_cache/stats`: the cache's counters and the realm URL. */
+export const StatsBody = Schema.Struct({
+  realmUrl: Schema.String,
+  transpiles: Schema.Number,
+  l1Hits: Schema.Number,
+  l2Hits: Schema.Number,
+  coalesced: Schema.Number,
+  fallbacks: Schema.Number,
+  errors: Schema.Number,
+  persistFailures: Schema.Number,
+  l1Bytes: Schema.Number,
+  l1Entries: Schema.Number,
+  inFlight: Schema.Number,
+  preloadedEntries: Schema.Number,
+  preloadedBytes: Schema.Number,
+  preloadMillis: Schema.Number,
+  store: Schema.String,
+  coordinator: Schema.String,
+  refusals: Schema.Number,
+  connections: Schema.optional(ConnectionStats)
+})
+export type StatsBody = typeof StatsBody.Type
+
+/** The body of `POST /_cache/invalidate`. */
+export const InvalidateBody = Schema.Struct({
+  invalidated: Schema.Literals(["module", "realm"]),
+  realmUrl: Schema.String,
+  /** The canonical paths invalidated (empty for a realm). */
+  paths: Schema.Array(Schema.String)
+})
+export type InvalidateBody = typeof InvalidateBody.Type
+
+/** The body of `GET /_cache/health`. */
+export const HealthBody = Schema.Struct({
+  status: Schema.Literals(["ok", "unavailable"]),
+  /** Omitted when it is a `file:` URL (it would show a file-system path to anyone). */
+  realmUrl: Schema.optional(Schema.String),
+  message: Schema.optional(Schema.String)
+})
+export type HealthBody = typeof HealthBody.Type
+
+/** The query of `POST /_cache/invalidate`. */
+export const InvalidateQuery = Schema.Struct({ path: Schema.optional(Schema.String) })
