@@ -55,6 +55,24 @@ const serve = async (realm: string) => {
   return { url: `http://127.0.0.1:${port}`, fast, transpiler }
 }
 
+/** The realm on PGlite in `dataDir`, until `close` (the data directory is locked while it runs). */
+const servePglite = async (realm: string, dataDir: string) => {
+  const port = await freePort()
+  const fast = new FastPathHandler()
+  const scope = Effect.runSync(Scope.make())
+  await Effect.runPromise(Layer.buildWithScope(
+    RealmServer.layer({
+      realmDir: realm,
+      store: { _tag: "pglite", dataDir },
+      port,
+      adminToken: Redacted.make(token),
+      fastPath: fast
+    }).pipe(Layer.provide(TestTranspiler.layer(TestTranspiler.make()))),
+    scope
+  ))
+  return { url: `http://127.0.0.1:${port}`, fast, close: () => Effect.runPromise(Scope.close(scope, Exit.void)) }
+}
+
 /** The same realm through `RealmServer.routes` in an app of its own: the router answers everything. */
 const serveRoutesOnly = async (realm: string) => {
   const port = await freePort()
@@ -96,6 +114,43 @@ const eventually = async <A>(check: () => Promise<A | undefined>, timeoutMs: num
 }
 
 describe("fast path", () => {
+  it("after a restart, answers the first request of each preloaded module, under its own path only", async () => {
+    const realm = makeRealm({ "a.ts": "export const a: number = 1\n", "b.gts": "export const b = 2\n" })
+    const dataDir = path.join(makeRealm({}), "store")
+    const first = await servePglite(realm, dataDir)
+    const before = new Map<string, RawResponse>()
+    for (const p of ["/a.ts", "/b.gts"]) {
+      const response = await request(first.url, p)
+      expect(response.headers["x-module-cache"]).toBe("transpiled")
+      before.set(p, response)
+    }
+    await first.close()
+
+    const second = await servePglite(realm, dataDir)
+    try {
+      for (const p of ["/a.ts", "/b.gts"]) {
+        const answered = second.fast.answered
+        const response = await request(second.url, p)
+        expect(second.fast.answered, `${p} answered by the fast path`).toBe(answered + 1)
+        expect(response.status).toBe(200)
+        expect(response.headers["x-module-cache"]).toBe("l1")
+        expect(response.body).toBe(before.get(p)!.body)
+        expect(response.headers.etag).toBe(before.get(p)!.headers.etag)
+      }
+      // Another path that resolves to a preloaded module is left to the router the first time.
+      const answered = second.fast.answered
+      const aliased = await request(second.url, "/b")
+      expect(aliased.headers["x-module-cache"]).toBe("l1")
+      expect(second.fast.answered).toBe(answered)
+      // An invalidation drops the preloaded answer like any other.
+      expect((await request(second.url, "/_cache/invalidate?path=/a.ts", { method: "POST", headers: admin })).status).toBe(200)
+      const invalidated = await request(second.url, "/a.ts")
+      expect(invalidated.headers["x-module-cache"]).toBe("transpiled")
+    } finally {
+      await second.close()
+    }
+  }, 60_000)
+
   it("answers warm hits, 304s and HEADs with the router's status, headers and bytes", async () => {
     const files = {
       "a.ts": "export const a = 1\n",

@@ -40,6 +40,8 @@ export interface PreloadSummary {
   readonly millis: number
   /** Why the store could not be read, when it could not. */
   readonly error?: string | undefined
+  /** The keys put into L1, most recently read first. */
+  readonly keys: ReadonlyArray<ModuleKey>
 }
 
 /** What a preload works on. */
@@ -90,6 +92,7 @@ export const run = Effect.fn("ModuleCache.preload")(function*(options: PreloadOp
   let bytes = 0
   let invalidated = 0
   let error: string | undefined
+  const keys: Array<ModuleKey> = []
   if (exit._tag === "Success") {
     const verified = exit.value
     // Least recently read first: L1 evicts its oldest insertions first.
@@ -100,6 +103,7 @@ export const run = Effect.fn("ModuleCache.preload")(function*(options: PreloadOp
       if (!isPending(row.key) && l1.fillSince(module, lockKey(row.key), snapshot)) {
         entries++
         bytes += Buffer.byteLength(module.body, "utf8")
+        keys.push(row.key)
       } else {
         invalidated++
       }
@@ -109,7 +113,7 @@ export const run = Effect.fn("ModuleCache.preload")(function*(options: PreloadOp
     yield* Effect.logWarning(`module-transpile-cache: preload of ${realmUrl} failed; starting cold`, exit.cause)
   }
   const millis = (yield* Clock.currentTimeMillis) - started
-  const summary: PreloadSummary = { realmUrl, entries, bytes, rows, stale, invalidated, millis, error }
+  const summary: PreloadSummary = { realmUrl, entries, bytes, rows, stale, invalidated, millis, error, keys: keys.reverse() }
   yield* Effect.annotateCurrentSpan({
     "mtc.preload.entries": entries,
     "mtc.preload.bytes": bytes,

@@ -4,8 +4,9 @@
  * the Effect router, with header blocks and ETags computed once per cached entry.
  *
  * How it stays correct:
- * - It knows only request paths that the router answered before ({@link FastPath.remember}),
- *   each mapped to its canonical path. The map is cleared on every file event of the watcher
+ * - It knows only request paths that the router answered before, or that name a module the
+ *   preload put into L1 (`RealmServer.preloader`) under its own canonical path
+ *   ({@link FastPath.remember}), each mapped to its canonical path. The map is cleared on every file event of the watcher
  *   (a new or deleted file can change what an extensionless path resolves to) and is used
  *   only while a watcher reports changes, like the resolution memo of `RealmFiles`.
  * - A module is answered only while it is the key's current L1 entry (`ModuleCache.peekL1`):

@@ -77,7 +77,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from "node:ht
 import * as ModuleCacheModule from "../cache/ModuleCache.ts"
 import { ModuleCache, type ModuleCacheOptions } from "../cache/ModuleCache.ts"
 import * as Preload from "../cache/Preload.ts"
-import { type CachedModule, javascriptContentType, keyString, moduleKey } from "../domain/Domain.ts"
+import { type CachedModule, javascriptContentType, keyString, type ModuleKey, moduleKey } from "../domain/Domain.ts"
 import type { SourceReadError } from "../domain/Errors.ts"
 import type { ModuleSources } from "../domain/ModuleSources.ts"
 import type { Transpiler } from "../domain/Transpiler.ts"
@@ -90,7 +90,7 @@ import * as FastPath from "./FastPath.ts"
 import * as FileSystemSources from "./FileSystemSources.ts"
 import { CurrentResolution, fileSystem, RealmFiles } from "./FileSystemSources.ts"
 import type { ErrorBody } from "./HttpBodies.ts"
-import { pathOf, validatePath } from "./PathRules.ts"
+import { encodePath, pathOf, validatePath } from "./PathRules.ts"
 import * as RawFileCache from "./RawFileCache.ts"
 import { adminJson, conditional, contentTypeOf, isAdminPath, json, moduleEtag, preflight, rawEtag } from "./Responses.ts"
 import * as ScopedCss from "./ScopedCss.ts"
@@ -246,11 +246,44 @@ export const watcher: Layer.Layer<never, never, ModuleCache | RealmFiles> = Watc
 export const preloader: Layer.Layer<never, never, ModuleCache | RealmFiles> = Layer.effectDiscard(Effect.gen(function*() {
   const cache = yield* ModuleCache
   const files = yield* RealmFiles
+  const fast = yield* Effect.serviceOption(FastPath.FastPath)
+  // Before the preload: a file event during it keeps its routes from the fast path.
+  const captured = Option.match(fast, { onNone: () => 0, onSome: (handler) => handler.capture() })
   const summary = yield* cache.preload(files.realmUrl)
+  if (Option.isSome(fast)) yield* routePreloaded(fast.value, cache, files, summary.keys, captured)
   if (summary.rows > 0 || summary.error !== undefined) {
     yield* Effect.logInfo(`module-transpile-cache: ${Preload.formatSummary(summary)}`)
   }
 }))
+
+/**
+ * Gives the fast path a route to each preloaded module, so that a restarted process answers
+ * even the first request of a path there (no span: hits are counted, see {@link FastPath}).
+ * A route is kept only where the module's own path resolves to it, as the router would
+ * resolve it, and no file event came since `captured`.
+ */
+const routePreloaded = (
+  fast: FastPath.FastPathHandler,
+  cache: ModuleCache["Service"],
+  files: RealmFiles["Service"],
+  keys: ReadonlyArray<ModuleKey>,
+  captured: number
+) => {
+  const encoder = new TextEncoder()
+  return Effect.forEach(keys, (key) => {
+    const urlPath = `/${encodePath(key.path)}`
+    return files.resolve(urlPath).pipe(
+      Effect.map((resolved) => {
+        const id = keyString(key)
+        const module = cache.peekL1(id)
+        if (!resolved.executable || resolved.path !== key.path || module === undefined) return
+        fast.l1Answer(module, encoder.encode(module.body), moduleEtag(module), javascriptContentType)
+        fast.remember(urlPath, true, id, captured)
+      }),
+      Effect.ignore
+    )
+  }, { concurrency: 16, discard: true })
+}
 
 // -----------------------------------------------------------------------------
 // Layers
