@@ -326,7 +326,8 @@ describe("faults of a serve fleet on Postgres", () => {
     }
     const realm = realmWith({ big: 6 }, large)
     const paths = realm.paths["big"]!
-    const servers = await startFleet(3, realm.dir, faultEnv(dbUrl))
+    // Babel, not the native engine (which strips these in milliseconds): the locks are held for a while.
+    const servers = await startFleet(3, realm.dir, { ...faultEnv(dbUrl), MTC_ENGINE: "babel" })
     const [victim, ...peers] = servers as [ServerProcess, ...Array<ServerProcess>]
     const victimPid = pidOf(victim)
     // The fleet session (LISTEN and the advisory locks) of the victim.
