@@ -21,6 +21,7 @@ import { type GetError, isTranspilePoolError, type ModuleBuildError, type StoreE
 import { refusalCounter, refusalSchedule } from "../internal/refusal.ts"
 import { Invalidations } from "../domain/Invalidations.ts"
 import { defaultMaxBytes, L1Cache } from "./L1Cache.ts"
+import * as L2Reads from "./L2Reads.ts"
 import { ModuleSources } from "../domain/ModuleSources.ts"
 import * as Preload from "./Preload.ts"
 import { Transpiler } from "../domain/Transpiler.ts"
@@ -106,6 +107,11 @@ export interface ModuleCacheOptions {
   readonly drainTimeout?: Duration.Input
   /** Bound on the bytes a preload puts into L1 (default: the L1 bound, which also caps it; 0 turns preloading off). */
   readonly preloadBytes?: number | undefined
+  /**
+   * Whether misses that arrive together read L2 in batches (one `readMany` for many keys)
+   * rather than one `read` each (default: {@link batchL2ReadsByDefault} for the store's kind).
+   */
+  readonly batchL2Reads?: boolean | undefined
 }
 
 /** The defaults of {@link ModuleCacheOptions}. */
@@ -118,6 +124,10 @@ export const defaults = {
   persistRetryBase: Duration.millis(50),
   drainTimeout: Duration.seconds(5)
 } as const
+
+/** Whether misses read L2 in batches by default, by store kind: where it measurably helps. */
+export const batchL2ReadsByDefault = (kind: TranspileStore["Service"]["kind"]): boolean =>
+  kind === "postgres" || kind === "pglite"
 
 const getCounter = Metric.counter("module_cache_gets", { description: "ModuleCache.get calls by outcome" })
 const outcomeCounters: Record<ReportedOutcome, Metric.Counter<number>> = {
@@ -242,7 +252,9 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
     )
 
   /** An L2 read, waiting out refusals for at most `bound` (default the coalesce deadline). */
-  const readL2 = (key: ModuleKey, bound = deadline) => waitOutRefusals("read", store.read(key), bound)
+  const readL2 = (key: ModuleKey, bound = deadline, read = store.read) => waitOutRefusals("read", read(key), bound)
+  /** The miss read: batched with the misses that arrive together (see {@link L2Reads}), or one `read` each. */
+  const readMiss = (options.batchL2Reads ?? batchL2ReadsByDefault(store.kind)) ? L2Reads.make(store) : store.read
 
   /**
    * Best effort for an L2 operation: refusals waited out, then retried on the persist
@@ -399,7 +411,7 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
       // follows is conditioned on the empty state and loses against the tombstone.
       return yield* Effect.asVoid(transpileAndPersist(job, undefined, "transpiled"))
     }
-    const row = yield* Effect.option(readL2(key).pipe(Effect.withSpan("ModuleCache.readL2")))
+    const row = yield* Effect.option(readL2(key, deadline, readMiss).pipe(Effect.withSpan("ModuleCache.readL2")))
     const loaded = row._tag === "None"
       ? yield* fallback(job, undefined, "store")
       : fromRow(row.value, source, "l2") ?? (yield* coalesce(job, row.value.captured))
@@ -571,7 +583,8 @@ export const optionsConfig: Config.Config<ModuleCacheOptions> = Config.all({
   persistRetries: Config.withDefault(Config.Int("MTC_PERSIST_RETRIES"), defaults.persistRetries),
   persistRetryBase: Config.withDefault(Config.Duration("MTC_PERSIST_RETRY_BASE"), defaults.persistRetryBase),
   drainTimeout: Config.withDefault(Config.Duration("MTC_DRAIN_TIMEOUT"), defaults.drainTimeout),
-  preloadBytes: Config.Int("MTC_L1_PRELOAD_BYTES").pipe(Config.option, Config.map(Option.getOrUndefined))
+  preloadBytes: Config.Int("MTC_L1_PRELOAD_BYTES").pipe(Config.option, Config.map(Option.getOrUndefined)),
+  batchL2Reads: Config.Boolean("MTC_L2_BATCH_READS").pipe(Config.option, Config.map(Option.getOrUndefined))
 }).pipe(Config.map(({ pollInitial, pollMax, ...rest }): ModuleCacheOptions => ({
   ...rest,
   ...(pollInitial._tag === "Some" ? { pollInitial: pollInitial.value } : {}),
