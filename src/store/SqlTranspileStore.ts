@@ -179,7 +179,9 @@ export const make = (
 
     /**
      * Selects the rows of the keys `source` lists (as `k(realm_url, canonical_path, ord)`),
-     * one per key in `ord` order, with nulls for a missing row.
+     * one per key in `ord` order, with nulls for a missing row. Each key is looked up by the
+     * primary key (a lateral join), never by a scan of the table, whatever the planner's
+     * statistics (PGlite has no autovacuum to gather them).
      */
     const selectRows = (source: Statement.Fragment) =>
       sql`
@@ -187,9 +189,13 @@ export const make = (
                COALESCE(c.generation, 0) AS generation, COALESCE(r.epoch, 0) AS realm_epoch,
                COALESCE(c.accessed_at < now() - ${touchAfterMillis}::float8 * interval '1 millisecond', false) AS stale
         FROM ${source}
-        LEFT JOIN module_transpile_cache AS c
-          ON c.realm_url = k.realm_url AND c.canonical_path = k.canonical_path
-        LEFT JOIN module_transpile_cache_realm AS r ON r.realm_url = k.realm_url
+        LEFT JOIN LATERAL (
+          SELECT * FROM module_transpile_cache
+          WHERE realm_url = k.realm_url AND canonical_path = k.canonical_path
+        ) AS c ON true
+        LEFT JOIN LATERAL (
+          SELECT epoch FROM module_transpile_cache_realm WHERE realm_url = k.realm_url
+        ) AS r ON true
         ORDER BY k.ord
       `.pipe(Effect.flatMap(decodeReadRows))
 
