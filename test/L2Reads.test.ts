@@ -8,6 +8,8 @@ import { moduleKey, type ModuleKey } from "../src/domain/Domain.ts"
 import { StoreError } from "../src/domain/Errors.ts"
 import { absent, none, type StoredRow, TranspileStore } from "../src/domain/TranspileStore.ts"
 import * as L2Reads from "../src/cache/L2Reads.ts"
+import { batchL2ReadsByDefault } from "../src/cache/ModuleCache.ts"
+import { idle, makeCache, makeWorld, keyOf as worldKey } from "./support/world.ts"
 
 const keyOf = (path: string) => moduleKey("https://realm.test/", path)
 /** The fake row of a key: its path in the generation, so that each caller can check it got its own. */
@@ -158,4 +160,52 @@ describe("L2Reads", () => {
       yield* release(yield* next)
       expect(yield* Fiber.join(again)).toEqual(rowOf(keyOf("m9.ts")))
     }))
+
+  describe("in ModuleCache", () => {
+    /** A cache over an L2 that already holds the modules, counting the store's reads by kind. */
+    const warmCache = (paths: ReadonlyArray<string>, batchL2Reads: boolean | undefined) =>
+      Effect.gen(function*() {
+        const world = yield* makeWorld(Object.fromEntries(paths.map((p) => [p, `export const v = ${JSON.stringify(p)}`])))
+        const writer = yield* makeCache(world, { fleet: false })
+        yield* Effect.forEach(paths, (p) => writer.get(worldKey(p)), { concurrency: "unbounded" })
+        yield* idle(writer)
+        const reads: Array<string> = []
+        const batches: Array<ReadonlyArray<string>> = []
+        const store = TranspileStore.of({
+          ...world.store,
+          read: (key) => Effect.andThen(Effect.sync(() => reads.push(key.path)), world.store.read(key)),
+          readMany: (keys) =>
+            Effect.andThen(Effect.sync(() => batches.push(keys.map((key) => key.path))), world.store.readMany(keys))
+        })
+        const cache = yield* makeCache({ ...world, store }, { fleet: false, batchL2Reads })
+        return { cache, reads, batches }
+      })
+    const paths = ["a.ts", "b.ts", "c.ts", "d.ts"]
+
+    it.effect("with batchL2Reads, misses that arrive together are read by one readMany and served from L2", () =>
+      Effect.gen(function*() {
+        const { batches, cache, reads } = yield* warmCache(paths, true)
+        const results = yield* Effect.forEach(paths, (p) => cache.get(worldKey(p)), { concurrency: "unbounded" })
+        expect(results.map((r) => r.outcome)).toEqual(["l2", "l2", "l2", "l2"])
+        expect(results.map((r) => r.module.body)).toEqual(paths.map((p) => expect.stringContaining(JSON.stringify(p))))
+        expect(batches).toEqual([paths])
+        expect(reads).toEqual([])
+      }))
+
+    it.effect("without it, each miss reads its own row", () =>
+      Effect.gen(function*() {
+        const { batches, cache, reads } = yield* warmCache(paths, false)
+        const results = yield* Effect.forEach(paths, (p) => cache.get(worldKey(p)), { concurrency: "unbounded" })
+        expect(results.map((r) => r.outcome)).toEqual(["l2", "l2", "l2", "l2"])
+        expect(batches).toEqual([])
+        expect([...reads].sort()).toEqual(paths)
+      }))
+
+    it("batches by default on the store kinds where it measurably helps only", () => {
+      expect(batchL2ReadsByDefault("memory")).toBe(false)
+      expect(batchL2ReadsByDefault("none")).toBe(false)
+      expect(batchL2ReadsByDefault("pglite")).toBe(true)
+      expect(batchL2ReadsByDefault("postgres")).toBe(true)
+    })
+  })
 })
