@@ -8,7 +8,7 @@ import { moduleKey, type ModuleKey } from "../src/domain/Domain.ts"
 import { StoreError } from "../src/domain/Errors.ts"
 import { absent, none, type StoredRow, TranspileStore } from "../src/domain/TranspileStore.ts"
 import * as L2Reads from "../src/cache/L2Reads.ts"
-import { batchL2ReadsByDefault } from "../src/cache/ModuleCache.ts"
+import * as ModuleCache from "../src/cache/ModuleCache.ts"
 import { idle, makeCache, makeWorld, keyOf as worldKey } from "./support/world.ts"
 
 const keyOf = (path: string) => moduleKey("https://realm.test/", path)
@@ -192,20 +192,14 @@ describe("L2Reads", () => {
         expect(reads).toEqual([])
       }))
 
-    it.effect("without it, each miss reads its own row", () =>
+    it.effect("without it (the default), each miss reads its own row", () =>
       Effect.gen(function*() {
-        const { batches, cache, reads } = yield* warmCache(paths, false)
+        expect(ModuleCache.defaults.batchL2Reads).toBe(false)
+        const { batches, cache, reads } = yield* warmCache(paths, undefined)
         const results = yield* Effect.forEach(paths, (p) => cache.get(worldKey(p)), { concurrency: "unbounded" })
         expect(results.map((r) => r.outcome)).toEqual(["l2", "l2", "l2", "l2"])
         expect(batches).toEqual([])
         expect([...reads].sort()).toEqual(paths)
       }))
-
-    it("batches by default on the store kinds where it measurably helps only", () => {
-      expect(batchL2ReadsByDefault("memory")).toBe(false)
-      expect(batchL2ReadsByDefault("none")).toBe(false)
-      expect(batchL2ReadsByDefault("pglite")).toBe(true)
-      expect(batchL2ReadsByDefault("postgres")).toBe(true)
-    })
   })
 })

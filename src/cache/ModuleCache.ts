@@ -109,7 +109,7 @@ export interface ModuleCacheOptions {
   readonly preloadBytes?: number | undefined
   /**
    * Whether misses that arrive together read L2 in batches (one `readMany` for many keys)
-   * rather than one `read` each (default: {@link batchL2ReadsByDefault} for the store's kind).
+   * rather than one `read` each (default false).
    */
   readonly batchL2Reads?: boolean | undefined
 }
@@ -122,12 +122,10 @@ export const defaults = {
   deadline: Duration.seconds(10),
   persistRetries: 3,
   persistRetryBase: Duration.millis(50),
-  drainTimeout: Duration.seconds(5)
+  drainTimeout: Duration.seconds(5),
+  // Off: on neither SQL store did it measurably shorten a restart's load (scratchpad/bench-preload.ts).
+  batchL2Reads: false
 } as const
-
-/** Whether misses read L2 in batches by default, by store kind: where it measurably helps. */
-export const batchL2ReadsByDefault = (kind: TranspileStore["Service"]["kind"]): boolean =>
-  kind === "postgres" || kind === "pglite"
 
 const getCounter = Metric.counter("module_cache_gets", { description: "ModuleCache.get calls by outcome" })
 const outcomeCounters: Record<ReportedOutcome, Metric.Counter<number>> = {
@@ -254,7 +252,7 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
   /** An L2 read, waiting out refusals for at most `bound` (default the coalesce deadline). */
   const readL2 = (key: ModuleKey, bound = deadline, read = store.read) => waitOutRefusals("read", read(key), bound)
   /** The miss read: batched with the misses that arrive together (see {@link L2Reads}), or one `read` each. */
-  const readMiss = (options.batchL2Reads ?? batchL2ReadsByDefault(store.kind)) ? L2Reads.make(store) : store.read
+  const readMiss = (options.batchL2Reads ?? defaults.batchL2Reads) ? L2Reads.make(store) : store.read
 
   /**
    * Best effort for an L2 operation: refusals waited out, then retried on the persist
@@ -584,7 +582,7 @@ export const optionsConfig: Config.Config<ModuleCacheOptions> = Config.all({
   persistRetryBase: Config.withDefault(Config.Duration("MTC_PERSIST_RETRY_BASE"), defaults.persistRetryBase),
   drainTimeout: Config.withDefault(Config.Duration("MTC_DRAIN_TIMEOUT"), defaults.drainTimeout),
   preloadBytes: Config.Int("MTC_L1_PRELOAD_BYTES").pipe(Config.option, Config.map(Option.getOrUndefined)),
-  batchL2Reads: Config.Boolean("MTC_L2_BATCH_READS").pipe(Config.option, Config.map(Option.getOrUndefined))
+  batchL2Reads: Config.withDefault(Config.Boolean("MTC_L2_BATCH_READS"), defaults.batchL2Reads)
 }).pipe(Config.map(({ pollInitial, pollMax, ...rest }): ModuleCacheOptions => ({
   ...rest,
   ...(pollInitial._tag === "Some" ? { pollInitial: pollInitial.value } : {}),
