@@ -30,7 +30,7 @@ export interface L2ReadsOptions {
 }
 
 /** The defaults of {@link L2ReadsOptions}. */
-export const defaults = { window: Duration.zero, maxBatch: 100, concurrency: 1 } as const
+const defaults = { window: Duration.zero, maxBatch: 100, concurrency: 1 } as const
 
 interface L2Read extends Request.Request<StoredRow, StoreError> {
   readonly key: ModuleKey
