@@ -56,7 +56,9 @@ describe("preload on PGlite", () => {
       const reads: Array<string> = []
       const counted = TranspileStore.of({
         ...store,
-        read: (key) => Effect.andThen(Effect.sync(() => reads.push(key.path)), store.read(key))
+        read: (key) => Effect.andThen(Effect.sync(() => reads.push(key.path)), store.read(key)),
+        readMany: (keys) =>
+          Effect.andThen(Effect.sync(() => reads.push(...keys.map((key) => key.path))), store.readMany(keys))
       })
       const files = yield* FileSystemSources.make({ realmDir })
       const transpiler = TestTranspiler.make()

@@ -64,7 +64,7 @@ const sqlOnlySuite = (it: Vitest.MethodsNonLive<SqlClient.SqlClient>, kind: SqlT
       ])
     }))
 
-  it.effect("a read refreshes accessed_at only when it is older than a minute", () =>
+  it.effect("a read (or readMany) refreshes accessed_at only when it is older than a minute", () =>
     Effect.gen(function*() {
       const sql = yield* SqlClient.SqlClient
       const store = yield* SqlTranspileStore.make({ kind })
@@ -88,12 +88,14 @@ const sqlOnlySuite = (it: Vitest.MethodsNonLive<SqlClient.SqlClient>, kind: SqlT
           UPDATE module_transpile_cache SET accessed_at = now() - ${seconds}::float8 * interval '1 second'
           WHERE realm_url = ${key.realmUrl} AND canonical_path = ${key.path}
         `
-      yield* setAccessedSecondsAgo(30)
-      yield* store.read(key)
-      expect(yield* secondsSinceAccess).toBeGreaterThanOrEqual(29)
-      yield* setAccessedSecondsAgo(90)
-      yield* store.read(key)
-      expect(yield* secondsSinceAccess).toBeLessThan(5)
+      for (const read of [store.read, (k: typeof key) => store.readMany([k, k])]) {
+        yield* setAccessedSecondsAgo(30)
+        yield* read(key)
+        expect(yield* secondsSinceAccess).toBeGreaterThanOrEqual(29)
+        yield* setAccessedSecondsAgo(90)
+        yield* read(key)
+        expect(yield* secondsSinceAccess).toBeLessThan(5)
+      }
     }))
 }
 

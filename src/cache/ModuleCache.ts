@@ -108,6 +108,11 @@ export interface ModuleCacheOptions {
   readonly drainTimeout?: Duration.Input
   /** Bound on the bytes a preload puts into L1 (default: the L1 bound, which also caps it; 0 turns preloading off). */
   readonly preloadBytes?: number | undefined
+  /**
+   * Whether misses that arrive together read L2 in batches (one `readMany` for many keys)
+   * rather than one `read` each (default false).
+   */
+  readonly batchL2Reads?: boolean | undefined
 }
 
 /** The defaults of {@link ModuleCacheOptions}. */
@@ -118,7 +123,9 @@ export const defaults = {
   deadline: Duration.seconds(10),
   persistRetries: 3,
   persistRetryBase: Duration.millis(50),
-  drainTimeout: Duration.seconds(5)
+  drainTimeout: Duration.seconds(5),
+  // Off: on neither SQL store did it measurably shorten a restart's load (scratchpad/bench-preload.ts).
+  batchL2Reads: false
 } as const
 
 export {
@@ -165,7 +172,8 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
   const l2 = StoreAccess.make(store, counters, {
     refusalBound: deadline,
     retryBase: options.persistRetryBase ?? defaults.persistRetryBase,
-    retries: options.persistRetries ?? defaults.persistRetries
+    retries: options.persistRetries ?? defaults.persistRetries,
+    batchMisses: options.batchL2Reads ?? defaults.batchL2Reads
   })
   const polls = pollSchedule(options.pollInitial ?? defaults.pollInitial, options.pollMax ?? defaults.pollMax)
   // Loads run in fibers of their own: drained on close (the finalizer below), then interrupted.
@@ -326,7 +334,7 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
     // A tombstone is on its way: L2 may still hold the old row, so skip it. The write that
     // follows is conditioned on the empty state and loses against the tombstone.
     if (pending.covers(source.key)) return transpileAndPersist(source, emptyCapture, "transpiled", deliver)
-    return l2.read(source.key).pipe(Effect.matchEffect({
+    return l2.readMiss(source.key).pipe(Effect.matchEffect({
       onFailure: (error) => fallback(source, emptyCapture, "store", error, deliver),
       onSuccess: (row) => {
         const hit = fromRow(row, source, "l2")
@@ -480,7 +488,8 @@ export const optionsConfig: Config.Config<ModuleCacheOptions> = Config.all({
   persistRetries: Config.withDefault(Config.Int("MTC_PERSIST_RETRIES"), defaults.persistRetries),
   persistRetryBase: Config.withDefault(Config.Duration("MTC_PERSIST_RETRY_BASE"), defaults.persistRetryBase),
   drainTimeout: Config.withDefault(Config.Duration("MTC_DRAIN_TIMEOUT"), defaults.drainTimeout),
-  preloadBytes: Config.Int("MTC_L1_PRELOAD_BYTES").pipe(Config.option, Config.map(Option.getOrUndefined))
+  preloadBytes: Config.Int("MTC_L1_PRELOAD_BYTES").pipe(Config.option, Config.map(Option.getOrUndefined)),
+  batchL2Reads: Config.withDefault(Config.Boolean("MTC_L2_BATCH_READS"), defaults.batchL2Reads)
 }).pipe(Config.map(({ pollInitial, pollMax, ...rest }): ModuleCacheOptions => ({
   ...rest,
   ...(pollInitial._tag === "Some" ? { pollInitial: pollInitial.value } : {}),

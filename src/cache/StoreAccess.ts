@@ -11,6 +11,7 @@ import type { StoreError } from "../domain/Errors.ts"
 import type { StoredRow, TranspileStore, WriteRequest } from "../domain/TranspileStore.ts"
 import { refusalSchedule } from "../internal/refusal.ts"
 import type { CacheCounters } from "./CacheCounters.ts"
+import * as L2Reads from "./L2Reads.ts"
 
 /** The read path's access to `store`, counting refusals and given-up writes in `counters`. */
 export const make = (
@@ -23,8 +24,11 @@ export const make = (
     readonly retryBase: Duration.Input
     /** Retries of a write or tombstone before it is given up. */
     readonly retries: number
+    /** Whether misses that arrive together read L2 with one `readMany` (see {@link L2Reads}). */
+    readonly batchMisses: boolean
   }
 ) => {
+  const readMissed = options.batchMisses ? L2Reads.make(store) : store.read
   const refusals = refusalSchedule(options.refusalBound)
   const retries = Schedule.exponential(options.retryBase).pipe(Schedule.jittered)
 
@@ -64,6 +68,8 @@ export const make = (
   return {
     /** Reads a key's row, waiting out refusals. */
     read: (key: ModuleKey): Effect.Effect<StoredRow, StoreError> => waitOutRefusals("read", store.read(key)),
+    /** Reads the row of a key missed in L1, batched with other misses if so configured, waiting out refusals. */
+    readMiss: (key: ModuleKey): Effect.Effect<StoredRow, StoreError> => waitOutRefusals("read", readMissed(key)),
     /** Writes a row, best effort. */
     persist: (request: WriteRequest): Effect.Effect<void> =>
       bestEffort("write", store.write(request)).pipe(

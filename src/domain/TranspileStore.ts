@@ -98,6 +98,11 @@ export class TranspileStore extends Context.Service<TranspileStore, {
   /** Reads a key's row and the state a later write is conditioned on. */
   readonly read: (key: ModuleKey) => Effect.Effect<StoredRow, StoreError>
   /**
+   * Reads many keys' rows in one round trip: the rows `read` would give, one per key, in the
+   * order of `keys` (a key given twice reads twice). Keys may span realms.
+   */
+  readonly readMany: (keys: ReadonlyArray<ModuleKey>) => Effect.Effect<ReadonlyArray<StoredRow>, StoreError>
+  /**
    * Writes with OCC: applies only if the row's generation is still `<= captured.generation`
    * and the realm epoch is still `captured.realmEpoch`. Returns whether it applied.
    */
@@ -132,6 +137,7 @@ export const emptyCapture: Captured = { generation: 0, realmEpoch: 0 }
 export const none: TranspileStore["Service"] = TranspileStore.of({
   kind: "none",
   read: () => Effect.succeed(absent(emptyCapture)),
+  readMany: (keys) => Effect.succeed(keys.map(() => absent(emptyCapture))),
   write: () => Effect.succeed(false),
   tombstone: () => Effect.succeed(0),
   wipeRealm: () => Effect.void,

@@ -70,19 +70,22 @@ export const make: Effect.Effect<TranspileStore["Service"]> = Effect.sync(() => 
     return evicted
   }
 
+  /** A key's row as read at `now`, which counts as a read of it. */
+  const readAt = (key: ModuleKey, now: number): StoredRow => {
+    const row = rows.get(keyString(key))
+    const captured = { generation: row?.generation ?? 0, realmEpoch: epochOf(key.realmUrl) }
+    if (row === undefined || row.content === undefined) return absent(captured)
+    rows.set(keyString(key), { ...row, accessedAt: now })
+    const common = { captured, fingerprint: row.fingerprint, sourceHash: row.sourceHash }
+    return row.content._tag === "Module"
+      ? { _tag: "Module", ...common, module: row.content.module }
+      : { _tag: "Failure", ...common, error: row.content.error }
+  }
+
   return TranspileStore.of({
     kind: "memory",
-    read: (key) =>
-      Effect.map(Clock.currentTimeMillis, (now): StoredRow => {
-        const row = rows.get(keyString(key))
-        const captured = { generation: row?.generation ?? 0, realmEpoch: epochOf(key.realmUrl) }
-        if (row === undefined || row.content === undefined) return absent(captured)
-        rows.set(keyString(key), { ...row, accessedAt: now })
-        const common = { captured, fingerprint: row.fingerprint, sourceHash: row.sourceHash }
-        return row.content._tag === "Module"
-          ? { _tag: "Module", ...common, module: row.content.module }
-          : { _tag: "Failure", ...common, error: row.content.error }
-      }),
+    read: (key) => Effect.map(Clock.currentTimeMillis, (now) => readAt(key, now)),
+    readMany: (keys) => Effect.map(Clock.currentTimeMillis, (now) => keys.map((key) => readAt(key, now))),
     write: (request) =>
       Effect.map(Clock.currentTimeMillis, (now) => {
         const id = keyString(request.key)

@@ -38,7 +38,7 @@
 import { PgClient } from "@effect/sql-pg"
 import { Effect, Layer, Option, Schema, SchemaGetter, type Scope, Stream } from "effect"
 import * as Reactivity from "effect/reactivity/Reactivity"
-import { SqlClient } from "effect/sql"
+import { SqlClient, type Statement } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import * as DataDirLock from "./DataDirLock.ts"
 import { hash64, type ModuleKey, moduleKey } from "../domain/Domain.ts"
@@ -123,6 +123,38 @@ export const realmLockSpace = 0x6d7463
 export const realmLockId = (realmUrl: string): number =>
   Number(BigInt.asIntN(32, hash64(`realm-lock|${realmUrl}`)))
 
+/** Whether a read row is live and was last read longer than `touchAfterMillis` ago. */
+const needsTouch = (row: typeof ReadRow.Type): boolean => row.stale && (row.body !== null || row.failure !== null)
+
+/** The {@link StoredRow} of a read row. */
+const storedRow = (row: typeof ReadRow.Type): StoredRow => {
+  const captured = { generation: row.generation, realmEpoch: row.realm_epoch }
+  const fingerprint = row.fingerprint ?? ""
+  const sourceHash = row.source_hash ?? ""
+  if (row.body !== null) {
+    return {
+      _tag: "Module",
+      captured,
+      fingerprint,
+      sourceHash,
+      module: {
+        body: row.body,
+        headers: row.headers ?? {},
+        dependencyKeys: row.dependency_keys ?? [],
+        sourceHash
+      }
+    }
+  }
+  // A failure this version cannot decode (another version's error) is a miss.
+  if (row.failure !== null) {
+    return Option.match(decodeFailure(row.failure), {
+      onNone: (): StoredRow => absent(captured),
+      onSome: (error): StoredRow => ({ _tag: "Failure", captured, fingerprint, sourceHash, error })
+    })
+  }
+  return absent(captured)
+}
+
 /** A `StoreError` of `operation` that keeps its cause and says whether a retry can help. */
 const toStoreError = (operation: string) => (error: { readonly message: string }): StoreError =>
   new StoreError({
@@ -154,54 +186,46 @@ export const make = (
     const annotate = (operation: string, attributes: Record<string, unknown>) =>
       Effect.annotateCurrentSpan({ "mtc.store.kind": kind, "mtc.store.operation": operation, ...attributes })
 
+    /**
+     * Selects the rows of the keys `source` lists (as `k(realm_url, canonical_path, ord)`),
+     * one per key in `ord` order, with nulls for a missing row. Each key is looked up by the
+     * primary key (a lateral join), never by a scan of the table, whatever the planner's
+     * statistics (PGlite has no autovacuum to gather them).
+     */
+    const selectRows = (source: Statement.Fragment) =>
+      sql`
+        SELECT c.body, c.headers, c.dependency_keys, c.failure, c.fingerprint, c.source_hash,
+               COALESCE(c.generation, 0) AS generation, COALESCE(r.epoch, 0) AS realm_epoch,
+               COALESCE(c.accessed_at < now() - ${touchAfterMillis}::float8 * interval '1 millisecond', false) AS stale
+        FROM ${source}
+        LEFT JOIN LATERAL (
+          SELECT * FROM module_transpile_cache
+          WHERE realm_url = k.realm_url AND canonical_path = k.canonical_path
+        ) AS c ON true
+        LEFT JOIN LATERAL (
+          SELECT epoch FROM module_transpile_cache_realm WHERE realm_url = k.realm_url
+        ) AS r ON true
+        ORDER BY k.ord
+      `.pipe(Effect.flatMap(decodeReadRows))
+
     const read = Effect.fn("TranspileStore.read")(
       function*(key: ModuleKey) {
         yield* annotate("read", { "mtc.realm": key.realmUrl, "mtc.path": key.path })
-        const rows = yield* sql`
-          SELECT c.body, c.headers, c.dependency_keys, c.failure, c.fingerprint, c.source_hash,
-                 COALESCE(c.generation, 0) AS generation, COALESCE(r.epoch, 0) AS realm_epoch,
-                 COALESCE(c.accessed_at < now() - ${touchAfterMillis}::float8 * interval '1 millisecond', false) AS stale
-          FROM (SELECT ${key.realmUrl}::text AS realm_url, ${key.path}::text AS canonical_path) AS k
-          LEFT JOIN module_transpile_cache AS c
-            ON c.realm_url = k.realm_url AND c.canonical_path = k.canonical_path
-          LEFT JOIN module_transpile_cache_realm AS r ON r.realm_url = k.realm_url
-        `.pipe(Effect.flatMap(decodeReadRows))
+        const rows = yield* selectRows(
+          sql`(SELECT ${key.realmUrl}::text AS realm_url, ${key.path}::text AS canonical_path, 1 AS ord) AS k`
+        )
         const row = rows[0]
         if (row === undefined) return absent(emptyCapture)
         // accessed_at (what prune ages rows by) is refreshed at most once per touchAfterMillis,
         // so a hit costs one SELECT, not a write.
-        if (row.stale && (row.body !== null || row.failure !== null)) {
+        if (needsTouch(row)) {
           yield* sql`
             UPDATE module_transpile_cache SET accessed_at = now()
             WHERE realm_url = ${key.realmUrl} AND canonical_path = ${key.path}
           `
         }
-        const captured = { generation: row.generation, realmEpoch: row.realm_epoch }
-        const fingerprint = row.fingerprint ?? ""
-        const sourceHash = row.source_hash ?? ""
-        let result: StoredRow
-        if (row.body !== null) {
-          result = {
-            _tag: "Module",
-            captured,
-            fingerprint,
-            sourceHash,
-            module: {
-              body: row.body,
-              headers: row.headers ?? {},
-              dependencyKeys: row.dependency_keys ?? [],
-              sourceHash
-            }
-          }
-        } else if (row.failure !== null) {
-          // A failure this version cannot decode (another version's error) is a miss.
-          result = Option.match(decodeFailure(row.failure), {
-            onNone: (): StoredRow => absent(captured),
-            onSome: (error): StoredRow => ({ _tag: "Failure", captured, fingerprint, sourceHash, error })
-          })
-        } else {
-          result = absent(captured)
-        }
+        const result = storedRow(row)
+        const captured = result.captured
         yield* Effect.annotateCurrentSpan({
           "mtc.store.row": result._tag,
           "mtc.generation": captured.generation,
@@ -210,6 +234,41 @@ export const make = (
         return result
       },
       Effect.mapError(toStoreError("read"))
+    )
+
+    /** The keys as two parallel text arrays, for `unnest`. */
+    const keyArrays = (keys: ReadonlyArray<ModuleKey>) =>
+      [keys.map((key) => key.realmUrl), keys.map((key) => key.path)] as const
+
+    const readMany = Effect.fn("TranspileStore.readMany")(
+      function*(keys: ReadonlyArray<ModuleKey>) {
+        yield* annotate("readMany", { "mtc.store.keys": keys.length })
+        if (keys.length === 0) return []
+        const [realms, paths] = keyArrays(keys)
+        const rows = yield* selectRows(
+          sql`unnest(${realms}::text[], ${paths}::text[]) WITH ORDINALITY AS k(realm_url, canonical_path, ord)`
+        )
+        // As in `read`: the rows last read long enough ago are touched, all in one statement.
+        const stale = keys.filter((_, i) => rows[i] !== undefined && needsTouch(rows[i]))
+        if (stale.length > 0) {
+          const [staleRealms, stalePaths] = keyArrays(stale)
+          yield* sql`
+            UPDATE module_transpile_cache AS c SET accessed_at = now()
+            FROM unnest(${staleRealms}::text[], ${stalePaths}::text[]) AS k(realm_url, canonical_path)
+            WHERE c.realm_url = k.realm_url AND c.canonical_path = k.canonical_path
+          `
+        }
+        const result = keys.map((_, i) => {
+          const row = rows[i]
+          return row === undefined ? absent(emptyCapture) : storedRow(row)
+        })
+        yield* Effect.annotateCurrentSpan({
+          "mtc.store.hits": result.filter((row) => row._tag !== "Absent").length,
+          "mtc.store.touched": stale.length
+        })
+        return result
+      },
+      Effect.mapError(toStoreError("readMany"))
     )
 
     /** Takes the realm's lock for the rest of the transaction: shared for writes, exclusive for wipes. */
@@ -425,7 +484,7 @@ export const make = (
         )
       }))
 
-    return TranspileStore.of({ kind, read, write, tombstone, wipeRealm, prune, preload })
+    return TranspileStore.of({ kind, read, readMany, write, tombstone, wipeRealm, prune, preload })
   })
 
 /**

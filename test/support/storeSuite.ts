@@ -231,6 +231,68 @@ export const storeSuite = <R>(it: Vitest.MethodsNonLive<R>, backend: StoreBacken
       expectModule(yield* store.read(big), "now small")
     }))
 
+  it.effect("readMany reads the rows read would, one per key in order: hits, misses, tombstones, failures, other fingerprints and realms", () =>
+    Effect.gen(function*() {
+      const store = yield* backend.makeStore
+      const realm = realmOf()
+      const wiped = realmOf()
+      const key = (name: string) => moduleKey(realm, name)
+      const zero = { generation: 0, realmEpoch: 0 }
+      yield* write(store, key("hit.ts"), zero, moduleContent("hit"))
+      yield* write(store, key("other-fp.ts"), zero, moduleContent("other"), { fingerprint: "fp-2" })
+      yield* write(store, key("tombstoned.ts"), zero, moduleContent("gone"))
+      yield* store.tombstone(key("tombstoned.ts"))
+      yield* write(store, key("failed.ts"), zero, {
+        _tag: "Failure",
+        error: new TranspileError({ path: "failed.ts", message: "boom", line: 1, column: 2 })
+      })
+      yield* write(store, moduleKey(wiped, "live.ts"), zero, moduleContent("wiped"))
+      yield* store.wipeRealm(wiped)
+      const keys = [
+        key("hit.ts"),
+        key("missing.ts"),
+        key("other-fp.ts"),
+        key("tombstoned.ts"),
+        key("failed.ts"),
+        moduleKey(wiped, "live.ts"),
+        moduleKey(wiped, "never.ts"),
+        key("hit.ts")
+      ]
+      const many = yield* store.readMany(keys)
+      expect(many).toEqual(yield* Effect.forEach(keys, (k) => store.read(k)))
+      expect(many.map((row) => row._tag)).toEqual(["Module", "Absent", "Module", "Absent", "Failure", "Absent", "Absent", "Module"])
+      expectModule(many[0]!, "hit")
+      expect(isUsable(many[0]!, fingerprint, "hash-1")).toBe(true)
+      expect(isUsable(many[2]!, fingerprint, "hash-1")).toBe(false)
+      expect(isUsable(many[2]!, "fp-2", "hash-1")).toBe(true)
+      expect(many[1]).toEqual({ _tag: "Absent", captured: zero })
+      expect(many[3]).toEqual({ _tag: "Absent", captured: { generation: 1, realmEpoch: 0 } })
+      assert(many[4]!._tag === "Failure")
+      expect(many[4]!.error).toBeInstanceOf(TranspileError)
+      expect(many[5]).toEqual({ _tag: "Absent", captured: { generation: 1, realmEpoch: 1 } })
+      expect(many[6]).toEqual({ _tag: "Absent", captured: { generation: 0, realmEpoch: 1 } })
+      // A capture from readMany conditions a write as one from read does.
+      expect(yield* write(store, key("missing.ts"), many[1]!.captured, moduleContent("now"))).toBe(true)
+      expect(yield* write(store, key("tombstoned.ts"), zero, moduleContent("stale"))).toBe(false)
+      expect(yield* write(store, key("tombstoned.ts"), many[3]!.captured, moduleContent("fresh"))).toBe(true)
+    }))
+
+  it.effect("readMany of no keys is empty; of many keys, reads each", () =>
+    Effect.gen(function*() {
+      const store = yield* backend.makeStore
+      expect(yield* store.readMany([])).toEqual([])
+      const realm = realmOf()
+      const keys = Array.from({ length: 150 }, (_, i) => moduleKey(realm, `many/${i}.ts`))
+      yield* Effect.forEach(keys.filter((_, i) => i % 3 === 0), (k) =>
+        write(store, k, { generation: 0, realmEpoch: 0 }, moduleContent(`body ${k.path}`)), { concurrency: 8 })
+      const many = yield* store.readMany(keys)
+      expect(many).toHaveLength(150)
+      many.forEach((row, i) => {
+        if (i % 3 === 0) expectModule(row, `body ${keys[i]!.path}`)
+        else expect(row).toEqual({ _tag: "Absent", captured: { generation: 0, realmEpoch: 0 } })
+      })
+    }))
+
   it.effect("prune removes old tombstones and failures, and rows not read for a while", () =>
     Effect.gen(function*() {
       const store = yield* backend.makeStore
