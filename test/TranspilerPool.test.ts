@@ -254,6 +254,16 @@ describe("TranspilerPool", () => {
       expect(heldSpan?.status._tag).toBe("Ended")
     })))
 
+  it.live.skipIf(process.platform !== "linux")("on Linux, its workers run 10 nice levels below the main thread", () =>
+    Effect.gen(function*() {
+      yield* sharedPool
+      // Field 19 of /proc/<pid>/task/<tid>/stat is the thread's nice value (after the `(comm)` field).
+      const niceOf = (stat: string) => Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[16])
+      const own = niceOf(readFileSync("/proc/thread-self/stat", "utf8"))
+      const threads = readdirSync("/proc/self/task").map((tid) => niceOf(readFileSync(`/proc/self/task/${tid}/stat`, "utf8")))
+      expect(threads).toContain(Math.min(19, own + 10))
+    }))
+
   it.live("stops its workers when its scope closes: jobs still queued are interrupted", () =>
     Effect.gen(function*() {
       const outcome = yield* Effect.scoped(Effect.gen(function*() {

@@ -14,6 +14,7 @@
  * @since 0.2.0
  */
 import { Cause, Effect, Exit, Schema } from "effect"
+import { getPriority, setPriority } from "node:os"
 import { performance } from "node:perf_hooks"
 import { isMainThread, type MessagePort, parentPort, workerData } from "node:worker_threads"
 import * as BabelTranspiler from "./BabelTranspiler.ts"
@@ -101,6 +102,21 @@ const warmUpInputs: ReadonlyArray<TranspileInput> = [
 ]
 
 /**
+ * Transpiles are batch work: on Linux (where a priority is per thread) the worker runs 10 nice
+ * levels below its process, so that the main thread (warm hits, health probes, handing out
+ * jobs) is not preempted by the workers it wakes. Best effort: elsewhere, or when refused,
+ * the worker keeps its priority.
+ */
+const lowerPriority = (): void => {
+  if (process.platform !== "linux") return
+  try {
+    setPriority(Math.min(19, getPriority() + 10))
+  } catch {
+    // not permitted: keep the default priority
+  }
+}
+
+/**
  * Serves jobs on the parent port: builds the transpiler from `workerData.options`, reports
  * `Ready`, then answers each job. `wrap` lets a test entry put a handler around the real one.
  */
@@ -109,6 +125,7 @@ export const serve = async (wrap: (handler: Handler) => Handler = (handler) => h
   if (port === null) throw new Error("TranspileWorker.serve runs in a worker thread only")
   const init: unknown = workerData
   if (!isWorkerInit(init)) throw new Error("TranspileWorker: unexpected workerData")
+  lowerPriority()
   let handler: Handler
   try {
     // The options are plain data of BabelTranspilerOptions, passed through without looking inside.
