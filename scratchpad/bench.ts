@@ -16,12 +16,14 @@ import { type BenchRow, benchL1 } from "./bench-l1.ts"
 import { benchL2 } from "./bench-l2.ts"
 import { benchPipelines } from "./bench-pipelines.ts"
 import { benchPooler } from "./bench-pooler.ts"
+import { benchSources } from "./bench-sources.ts"
 import { benchWake } from "./bench-wake.ts"
 import { benchWorkers } from "./bench-workers.ts"
 
 const sections: Array<[string, () => Promise<Array<BenchRow>>]> = [
   ["L1 hit vs Map", benchL1],
   ["L2 hit vs SELECT", benchL2],
+  ["realm file reads", benchSources],
   ["herd", benchHerd],
   ["waiter wake-up", benchWake],
   ["HTTP warm hits", benchHttp],

@@ -23,15 +23,30 @@
  * {@link ModuleNotFoundError}; a realm directory that is gone, or any other I/O failure, is
  * a {@link SourceReadError}.
  *
- * File access goes through Effect's `FileSystem` (the one in the context, else Node's),
- * except the open-then-verify read of a file's bytes (see `openVerified`).
+ * The realm directory's real path and the walk go through Effect's `FileSystem` (the one in
+ * the context, else Node's). The per-file steps (the candidates' `stat` and `realpath`, the
+ * open-then-verify read of a file's bytes, see `openVerified`) are synchronous `node:fs`
+ * calls, each of which cannot block: none of them opens anything but the final `open`, which
+ * is `O_NONBLOCK` and refuses to read what is not a regular file. A threadpool round trip and
+ * a promise per step cost the event loop more than the step itself; files over 1 MiB are
+ * still read on the threadpool. The realm is taken to be on a local file system.
  *
  * @since 0.1.0
  */
 import { NodeFileSystem } from "@effect/platform-node"
 import { Context, Effect, FileSystem, Layer, Option } from "effect"
-import { constants as fsConstants, existsSync } from "node:fs"
-import * as fs from "node:fs/promises"
+import {
+  closeSync,
+  constants as fsConstants,
+  existsSync,
+  fstatSync,
+  openSync,
+  readFile,
+  readlinkSync,
+  readSync,
+  realpathSync,
+  statSync
+} from "node:fs"
 import * as path from "node:path"
 import { pathToFileURL } from "node:url"
 import { defaultMaxSourceBytes, hashSource, type ModuleKey, type ModuleSource } from "../domain/Domain.ts"
@@ -104,14 +119,23 @@ export interface ResolveOptions {
   readonly excluded?: ReadonlyArray<string> | undefined
 }
 
+/**
+ * The realm's real path, read again on every resolution and read (the realm directory may be
+ * a symlink that is repointed, or be removed): through the context's `FileSystem`, then a
+ * synchronous `stat` that it is a directory (a `stat` opens nothing, so it cannot block).
+ */
 const realmRealPath = (fsys: FileSystem.FileSystem, realmDir: string): Effect.Effect<string, SourceReadError> =>
-  Effect.gen(function*() {
-    const real = yield* fsys.realPath(realmDir)
-    const info = yield* fsys.stat(real)
-    if (info.type !== "Directory") return yield* Effect.fail(new Error("not a directory"))
-    return real
-  }).pipe(
+  fsys.realPath(realmDir).pipe(
     nodeCall,
+    Effect.flatMap((real) =>
+      Effect.try({
+        try: () => {
+          if (!statSync(real).isDirectory()) throw new Error("not a directory")
+          return real
+        },
+        catch: (cause) => cause
+      })
+    ),
     Effect.mapError((cause) =>
       new SourceReadError({
         path: realmDir,
@@ -122,15 +146,19 @@ const realmRealPath = (fsys: FileSystem.FileSystem, realmDir: string): Effect.Ef
     )
   )
 
-/** Absolute real paths of the excluded directories (those that exist; others by their plain path). */
-const excludedRealPaths = (
-  fsys: FileSystem.FileSystem,
-  realmDir: string,
-  excluded: ReadonlyArray<string>
-): Effect.Effect<ReadonlyArray<string>> =>
-  Effect.forEach(excluded, (dir) => {
+/**
+ * Absolute real paths of the excluded directories (those that exist; others by their plain
+ * path). `realpath` only looks names up (it opens nothing), so the synchronous call cannot
+ * block on what a name refers to.
+ */
+const excludedRealPaths = (realmDir: string, excluded: ReadonlyArray<string>): ReadonlyArray<string> =>
+  excluded.map((dir) => {
     const absolute = path.resolve(realmDir, dir)
-    return fsys.realPath(absolute).pipe(Effect.orElseSucceed(() => absolute))
+    try {
+      return realpathSync.native(absolute)
+    } catch {
+      return absolute
+    }
   })
 
 type Probe =
@@ -138,19 +166,22 @@ type Probe =
   | { readonly _tag: "Missing" }
   | { readonly _tag: "Failed"; readonly cause: unknown }
 
-/** Whether a regular file is at a path, and its real path. */
-const probe = (fsys: FileSystem.FileSystem, file: string): Effect.Effect<Probe> =>
-  Effect.gen(function*() {
-    const info = yield* fsys.stat(file)
-    if (info.type !== "File") return { _tag: "Missing" } as const
-    return { _tag: "File", real: yield* fsys.realPath(file) } as const
-  }).pipe(
-    nodeCall,
-    Effect.catch((cause): Effect.Effect<Probe> => {
-      const code = errorCode(cause)
-      return Effect.succeed(code === "ENOENT" || code === "ENOTDIR" ? { _tag: "Missing" } : { _tag: "Failed", cause })
-    })
-  )
+/**
+ * Whether a regular file is at a path, and its real path. Synchronous: `stat` and `realpath`
+ * only look names up and read inodes, they open nothing, so a FIFO or device under the name
+ * cannot block them (the realm is taken to be on a local file system). A missing name costs
+ * no exception (`throwIfNoEntry: false`), the common case of the extension candidates.
+ */
+const probe = (file: string): Probe => {
+  try {
+    const info = statSync(file, { throwIfNoEntry: false })
+    if (info === undefined || !info.isFile()) return { _tag: "Missing" }
+    return { _tag: "File", real: realpathSync.native(file) }
+  } catch (cause) {
+    const code = errorCode(cause)
+    return code === "ENOENT" || code === "ENOTDIR" ? { _tag: "Missing" } : { _tag: "Failed", cause }
+  }
+}
 
 const resolveIn = (
   fsys: FileSystem.FileSystem,
@@ -161,14 +192,14 @@ const resolveIn = (
   Effect.gen(function*() {
     const relative = yield* validatePath(urlPath)
     const realm = yield* realmRealPath(fsys, realmDir)
-    const excluded = yield* excludedRealPaths(fsys, realm, options.excluded ?? [])
+    const excluded = excludedRealPaths(realm, options.excluded ?? [])
     const lexical = path.join(realm, ...relative.split("/"))
     if (!isInside(lexical, realm) || lexical === realm) return yield* invalid(urlPath, "path traversal")
     for (const dir of excluded) {
       if (isInside(lexical, dir)) return yield* invalid(urlPath, "the data directory is not served")
     }
     for (const candidate of candidatesOf(relative)) {
-      const found = yield* probe(fsys, path.join(realm, ...candidate.split("/")))
+      const found = probe(path.join(realm, ...candidate.split("/")))
       if (found._tag === "Missing") continue
       if (found._tag === "Failed") {
         if (errorCode(found.cause) === "ENAMETOOLONG") return yield* invalid(urlPath, "name too long")
@@ -219,23 +250,115 @@ const openFlags = fsConstants.O_RDONLY | (fsConstants.O_NOFOLLOW ?? 0) | (fsCons
 const procFd = existsSync("/proc/self/fd")
 
 /**
+ * Files up to this size are read synchronously on the event loop; larger ones (up to the size
+ * limit) on libuv's threadpool, so that no read holds the event loop for long.
+ */
+const syncReadBytes = 1024 * 1024
+
+/**
  * The real path of what a descriptor has open: the kernel's `/proc/self/fd/N` on Linux;
  * elsewhere the path's real path, which must read the same before and after a check of its
- * device and inode by the caller (undefined when it changed in between).
+ * device and inode by the caller (undefined when it changed in between). Synchronous: the
+ * `readlink` asks the kernel for the descriptor's path, and `realpath` only looks names up;
+ * neither opens anything.
  */
-const openedPath = async (handle: fs.FileHandle, file: string): Promise<string | undefined> => {
-  if (procFd) return fs.readlink(`/proc/self/fd/${handle.fd}`)
-  const first = await fs.realpath(file)
-  const second = await fs.realpath(file)
+const openedPath = (fd: number, file: string): string | undefined => {
+  if (procFd) return readlinkSync(`/proc/self/fd/${fd}`)
+  const first = realpathSync.native(file)
+  const second = realpathSync.native(file)
   return first === second ? first : undefined
 }
 
-/** What {@link make}'s open-then-verify read found. */
+/** What the open-then-verify read found; `Large` is a verified file whose descriptor is still open. */
 type OpenResult =
   | { readonly _tag: "Read"; readonly buffer: Buffer }
+  | { readonly _tag: "Large"; readonly fd: number }
   | { readonly _tag: "TooLarge"; readonly size: number }
   | { readonly _tag: "NotRegular" }
   | { readonly _tag: "Moved" }
+
+/**
+ * Reads a verified regular file of `size` bytes (by `fstat`, at most the limit) with one
+ * `read` into a buffer of `size + 1` bytes: a read that fills it means the file grew since,
+ * and reading goes on into a larger buffer, up to one byte past the limit (too large). A short
+ * read reads on until end of file. Synchronous: a regular file on a local disk does not block
+ * (at most a disk read of {@link syncReadBytes}).
+ */
+const readSmall = (fd: number, size: number, limit: number): OpenResult => {
+  let buffer = Buffer.allocUnsafeSlow(size + 1)
+  let total = 0
+  for (;;) {
+    if (total === buffer.length) {
+      if (total > limit) return { _tag: "TooLarge", size: Math.max(total, fstatSync(fd).size) }
+      const grown = Buffer.allocUnsafeSlow(Math.min(limit + 1, Math.max(2 * total, fstatSync(fd).size + 1)))
+      buffer.copy(grown, 0, 0, total)
+      buffer = grown
+    }
+    const read = readSync(fd, buffer, total, buffer.length - total, total)
+    total += read
+    if (read === 0 || total === size) return { _tag: "Read", buffer: buffer.subarray(0, total) }
+  }
+}
+
+/** Reads a verified file larger than {@link syncReadBytes} on the threadpool, then closes its descriptor. */
+const readLarge = (fd: number, limit: number): Effect.Effect<OpenResult, unknown> =>
+  Effect.callback<OpenResult, unknown>((resume) => {
+    readFile(fd, (error, buffer) => {
+      try {
+        closeSync(fd)
+      } catch (closeError) {
+        error ??= closeError as NodeJS.ErrnoException
+      }
+      if (error !== null) return resume(Effect.fail(error))
+      resume(Effect.succeed(
+        buffer.byteLength > limit ? { _tag: "TooLarge", size: buffer.byteLength } : { _tag: "Read", buffer }
+      ))
+    })
+  })
+
+/**
+ * Open, then verify: one descriptor, opened with `O_NOFOLLOW | O_NONBLOCK` (a symlink in the
+ * last component fails, a FIFO or device never blocks the open), then `fstat`ed (a regular
+ * file only), then checked by the descriptor's own real path (on Linux the kernel's
+ * `/proc/self/fd/N`, which no later swap can change; elsewhere the path's real path, read
+ * twice around a `stat` that must match the descriptor's device and inode): it must be the
+ * canonical path `relative` inside the realm `realmReal`. Only then read, from that
+ * descriptor. A directory of the path swapped for a symlink to the outside between the
+ * checks and the open is caught, whichever way the swaps go.
+ *
+ * Synchronous up to the read of a file over {@link syncReadBytes} (the realm is taken to be
+ * on a local file system): the open cannot block (`O_NONBLOCK`: a FIFO or device opens at
+ * once, and nothing is read before `fstat` says it is a regular file); `fstat`, the
+ * `readlink` of `/proc/self/fd/N` and `stat` read inodes and names, they open nothing; the
+ * read is of a regular file (see {@link readSmall}); `close` of a descriptor only read from
+ * flushes nothing. This stays on `node:fs`: Effect's `FileSystem.open` has no `O_NONBLOCK`
+ * (a FIFO would block the open) and its `File` exposes no descriptor path to verify.
+ */
+const openVerified = (
+  realmReal: string,
+  excluded: ReadonlyArray<string>,
+  file: string,
+  relative: string,
+  limit: number
+): OpenResult => {
+  const fd = openSync(file, openFlags)
+  let large = false
+  try {
+    const opened = fstatSync(fd)
+    if (!opened.isFile()) return { _tag: "NotRegular" }
+    const real = openedPath(fd, file)
+    if (real === undefined) return { _tag: "Moved" }
+    const now = statSync(real)
+    if (now.dev !== opened.dev || now.ino !== opened.ino) return { _tag: "Moved" }
+    const canonical = canonicalOf(realmReal, excluded, real)
+    if ("reason" in canonical || canonical.path !== relative) return { _tag: "Moved" }
+    if (opened.size > limit) return { _tag: "TooLarge", size: opened.size }
+    large = opened.size > syncReadBytes
+    return large ? { _tag: "Large", fd } : readSmall(fd, opened.size, limit)
+  } finally {
+    if (!large) closeSync(fd)
+  }
+}
 
 // -----------------------------------------------------------------------------
 // Service
@@ -319,7 +442,7 @@ export const make = Effect.fnUntraced(function*(options: FileSystemSourcesOption
   const realmUrl = options.realmUrl ?? `${pathToFileURL(realm).href}/`
   const maxSourceBytes = options.maxSourceBytes ?? defaultMaxSourceBytes
   const excludedInput = options.excluded ?? []
-  const excluded = yield* excludedRealPaths(fsys, realm, excludedInput)
+  const excluded = excludedRealPaths(realm, excludedInput)
   const known = new Map<string, string>()
   const resolutions = new Map<string, { readonly resolved: ResolvedPath; readonly at: number }>()
   /** The resolutions this realm made: only those are reused by a read (another realm's never). */
@@ -327,99 +450,93 @@ export const make = Effect.fnUntraced(function*(options: FileSystemSourcesOption
   let watching = false
   let epoch = 0
 
-  /**
-   * Open, then verify: one descriptor, opened with `O_NOFOLLOW | O_NONBLOCK` (a symlink in the
-   * last component fails, a FIFO or device never blocks the open), then `fstat`ed (a regular
-   * file only), then checked by the descriptor's own real path (on Linux the kernel's
-   * `/proc/self/fd/N`, which no later swap can change; elsewhere the path's real path, read
-   * twice around a `stat` that must match the descriptor's device and inode): it must be the
-   * canonical path inside the realm. Only then read, from that descriptor. A directory of
-   * the path swapped for a symlink to the outside between the checks and the open is caught,
-   * whichever way the swaps go.
-   *
-   * This stays on `node:fs`: Effect's `FileSystem.open` has no `O_NONBLOCK` (a FIFO would
-   * block the open) and its `File` exposes no descriptor path to verify.
-   */
-  const openVerified = async (
-    realmReal: string,
-    file: string,
-    relative: string,
-    limit: number
-  ): Promise<OpenResult> => {
-    const handle = await fs.open(file, openFlags)
-    try {
-      const opened = await handle.stat()
-      if (!opened.isFile()) return { _tag: "NotRegular" }
-      const real = await openedPath(handle, file)
-      if (real === undefined) return { _tag: "Moved" }
-      const now = await fs.stat(real)
-      if (now.dev !== opened.dev || now.ino !== opened.ino) return { _tag: "Moved" }
-      const canonical = canonicalOf(realmReal, excluded, real)
-      if ("reason" in canonical || canonical.path !== relative) return { _tag: "Moved" }
-      if (opened.size > limit) return { _tag: "TooLarge", size: opened.size }
-      const buffer = await handle.readFile()
-      if (buffer.byteLength > limit) return { _tag: "TooLarge", size: buffer.byteLength }
-      return { _tag: "Read", buffer }
-    } finally {
-      await handle.close()
+  /** The typed error of an open-then-verify read that threw (a system error). */
+  const failureOf = (relative: string, cause: unknown): ReadError => {
+    const code = errorCode(cause)
+    if (code === "ENOENT" || code === "ENOTDIR") return new ModuleNotFoundError({ path: relative })
+    if (code === "ELOOP") return invalid(relative, "a symlink in the last component")
+    return new SourceReadError({ path: relative, message: describeError(cause) })
+  }
+
+  /** The bytes of an open-then-verify read, or its typed error. */
+  const outcomeOf = (relative: string, opened: OpenResult): Effect.Effect<Uint8Array, ReadError> => {
+    switch (opened._tag) {
+      case "TooLarge":
+        return Effect.fail(new SourceTooLargeError({ path: relative, size: opened.size, limit: maxSourceBytes }))
+      case "NotRegular":
+        return Effect.fail(invalid(relative, "not a regular file"))
+      case "Moved":
+        return Effect.fail(invalid(relative, "the file changed while it was opened (it resolves outside the realm)"))
+      case "Large":
+        return Effect.flatMap(
+          Effect.mapError(readLarge(opened.fd, maxSourceBytes), (cause) => failureOf(relative, cause)),
+          (read) => outcomeOf(relative, read)
+        )
+      case "Read":
+        return Effect.succeed(opened.buffer)
     }
   }
 
   /** Reads the file at `file` (real path of `relative` in the realm `current`) through {@link openVerified}. */
   const readVerified = (current: string, file: string, relative: string): Effect.Effect<Uint8Array, ReadError> =>
-    Effect.tryPromise({
-      try: () => openVerified(current, file, relative, maxSourceBytes),
-      catch: (cause) => {
-        const code = errorCode(cause)
-        if (code === "ENOENT" || code === "ENOTDIR") return new ModuleNotFoundError({ path: relative })
-        if (code === "ELOOP") return invalid(relative, "a symlink in the last component")
-        return new SourceReadError({ path: relative, message: describeError(cause) })
+    Effect.suspend(() => {
+      let opened: OpenResult
+      try {
+        opened = openVerified(current, excluded, file, relative, maxSourceBytes)
+      } catch (cause) {
+        return Effect.fail(failureOf(relative, cause))
       }
-    }).pipe(Effect.flatMap((bytes): Effect.Effect<Uint8Array, ReadError> => {
-      switch (bytes._tag) {
-        case "TooLarge":
-          return Effect.fail(new SourceTooLargeError({ path: relative, size: bytes.size, limit: maxSourceBytes }))
-        case "NotRegular":
-          return Effect.fail(invalid(relative, "not a regular file"))
-        case "Moved":
-          return Effect.fail(invalid(relative, "the file changed while it was opened (it resolves outside the realm)"))
-        case "Read":
-          return Effect.succeed(bytes.buffer)
-      }
-    }))
+      return outcomeOf(relative, opened)
+    })
 
-  /** Reads a file by its canonical path, under the size limit. */
+  /**
+   * The bytes of `relative` when a read by a known real path failed: the file is probed (as
+   * resolving its path would) to say why, then read. A too-large file is final: that error
+   * comes only after the file was verified.
+   */
+  const orProbed = (current: string, file: string, relative: string) =>
+    Effect.catch((error: ReadError): Effect.Effect<Uint8Array, ReadError> => {
+      if (error._tag === "SourceTooLargeError") return Effect.fail(error)
+      const found = probe(file)
+      if (found._tag === "Missing") return Effect.fail(new ModuleNotFoundError({ path: relative }))
+      if (found._tag === "Failed") {
+        return Effect.fail(new SourceReadError({ path: relative, message: describeError(found.cause) }))
+      }
+      const canonical = canonicalOf(current, excluded, found.real)
+      if ("reason" in canonical) return Effect.fail(invalid(relative, canonical.reason))
+      // Keys are canonical: a symlink's key would never be invalidated by edits of its target.
+      if (canonical.path !== relative) {
+        return Effect.fail(invalid(relative, `not a canonical path (the file is ${canonical.path})`))
+      }
+      return readVerified(current, file, relative)
+    })
+
+  /**
+   * Reads a file by its canonical path, under the size limit. The open-then-verify read
+   * checks all that resolving the path would (a regular file, at its canonical path in the
+   * realm, not excluded), so it comes first; only when it fails is the path probed, which
+   * says why as a resolution would.
+   */
   const readChecked = (modulePath: string): Effect.Effect<RawFile & { readonly file: string }, ReadError> =>
     Effect.gen(function*() {
       const relative = yield* validatePath(encodePath(modulePath))
       const current = yield* realmRealPath(fsys, realmDir)
       const file = path.join(current, ...relative.split("/"))
-      const found = yield* probe(fsys, file)
-      if (found._tag === "Missing") {
-        return yield* new ModuleNotFoundError({ path: relative })
-      }
-      if (found._tag === "Failed") return yield* new SourceReadError({ path: relative, message: describeError(found.cause) })
-      const canonical = canonicalOf(current, excluded, found.real)
-      if ("reason" in canonical) return yield* invalid(relative, canonical.reason)
-      // Keys are canonical: a symlink's key would never be invalidated by edits of its target.
-      if (canonical.path !== relative) {
-        return yield* invalid(relative, `not a canonical path (the file is ${canonical.path})`)
-      }
-      const bytes = yield* readVerified(current, file, relative)
-      return { path: relative, bytes, file: found.real }
+      const bytes = yield* readVerified(current, file, relative).pipe(orProbed(current, file, relative))
+      return { path: relative, bytes, file }
     })
 
   /**
    * Reads a file the current request already resolved (see {@link CurrentResolution}),
    * without resolving it again: the realm's real path is the resolved file's own prefix.
-   * Any failure falls back to {@link readChecked}, which then says what is wrong.
+   * Any failure but a too-large file falls back to {@link readChecked}, which then says what is wrong.
    */
   const readResolved = (resolved: ResolvedPath): Effect.Effect<RawFile & { readonly file: string }, ReadError> => {
     const current = resolved.file.slice(0, resolved.file.length - resolved.path.length - 1)
     if (path.join(current, ...resolved.path.split("/")) !== resolved.file) return readChecked(resolved.path)
     return readVerified(current, resolved.file, resolved.path).pipe(
       Effect.map((bytes) => ({ path: resolved.path, bytes, file: resolved.file })),
-      Effect.catch(() => readChecked(resolved.path))
+      Effect.catch((error) => error._tag === "SourceTooLargeError" ? Effect.fail(error) : readChecked(resolved.path))
     )
   }
 
