@@ -57,32 +57,21 @@ describe("StoreAccess", () => {
       expect(counters.snapshot()).toMatchObject({ persistFailures: 0, refusals: 0 })
     }))
 
-  it.live("a write that fails transiently is retried until it succeeds", () =>
-    Effect.gen(function*() {
-      const { attempts, store } = failingStore([transient, transient])
-      const { counters, l2 } = yield* access(store)
-      yield* l2.persist(request)
-      expect(attempts.write).toBe(3)
-      expect(counters.snapshot().persistFailures).toBe(0)
-    }))
-
-  it.live("a write is given up after its retries, and counted", () =>
-    Effect.gen(function*() {
-      const { attempts, store } = failingStore([transient, transient, transient, transient, transient])
-      const { counters, l2 } = yield* access(store)
-      yield* l2.persist(request)
-      expect(attempts.write).toBe(4)
-      expect(counters.snapshot().persistFailures).toBe(1)
-    }))
-
-  it.live("a write that cannot succeed is not retried", () =>
-    Effect.gen(function*() {
-      const { attempts, store } = failingStore([permanent])
-      const { counters, l2 } = yield* access(store)
-      yield* l2.persist(request)
-      expect(attempts.write).toBe(1)
-      expect(counters.snapshot().persistFailures).toBe(1)
-    }))
+  const writes = [
+    { name: "a write that fails transiently is retried until it succeeds", failures: [transient, transient], attempts: 3, given: 0 },
+    { name: "a write is given up after its retries, and counted", failures: Array(5).fill(transient), attempts: 4, given: 1 },
+    { name: "a write that cannot succeed is not retried", failures: [permanent], attempts: 1, given: 1 }
+  ]
+  for (const write of writes) {
+    it.live(write.name, () =>
+      Effect.gen(function*() {
+        const { attempts, store } = failingStore(write.failures)
+        const { counters, l2 } = yield* access(store)
+        yield* l2.persist(request)
+        expect(attempts.write).toBe(write.attempts)
+        expect(counters.snapshot().persistFailures).toBe(write.given)
+      }))
+  }
 
   it.live("a refused read is waited out: each refusal counted, then the read answers", () =>
     Effect.gen(function*() {
