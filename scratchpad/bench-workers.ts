@@ -7,9 +7,11 @@
  *    pool against nginx `proxy_cache_lock` in front of an uncached Babel upstream (a node:http
  *    server running the in-process transpiler on every request). Skipped, with a message, when
  *    nginx is not installed (`apt-get install nginx-light wrk`).
- * 3. `warm` throughput in modules/s with 1 worker and with all workers.
+ * 3. `warm` throughput in modules/s with 1 worker and with all workers, with the native engine
+ *    (where the main thread bounds it) and with `MTC_ENGINE=babel` (where the transpile does),
+ *    side by side: medians of 3 alternating rounds.
  *
- * Run: npx node scratchpad/bench-workers.ts
+ * Run: npx node scratchpad/bench-workers.ts (section 3 alone: `node scratchpad/run-one.ts bench-workers benchWarmScaling`)
  */
 import { type ChildProcess, execFileSync, spawn } from "node:child_process"
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
@@ -261,40 +263,64 @@ const oneHostHerd = async (): Promise<Array<BenchRow>> => {
 }
 
 // -----------------------------------------------------------------------------
-// 3. warm throughput
+// 3. warm throughput: the pool's scaling, per engine
 // -----------------------------------------------------------------------------
 
-const WARM_MODULES = 48
+/**
+ * The realm of each engine: large enough that a round with every worker takes over a second.
+ * With the native engine (oxc) a worker transpiles a 16 KiB module in about 0.5 ms and the
+ * main thread (reading files, the read path) is the bottleneck; with `MTC_ENGINE=babel` the
+ * transpile dominates, as when the pool was written.
+ */
+const WARM_ENGINES = [
+  { engine: "native", modules: 1200 },
+  { engine: "babel", modules: 160 }
+] as const
 const WARM_KIB = 16
+const WARM_ROUNDS = 3
 
-const warmThroughput = async (workers: number, realm: string): Promise<number> => {
-  const result = await runCli(["warm", realm, "--store", "memory", "--transpile-workers", String(workers)], { timeoutMs: 300_000 })
+const warmThroughput = async (realm: string, engine: string, workers: number): Promise<number> => {
+  const result = await runCli(["warm", realm, "--store", "memory", "--transpile-workers", String(workers)], {
+    env: { MTC_ENGINE: engine },
+    timeoutMs: 300_000
+  })
   const match = /warmed (\d+) modules? in ([\d.]+) s/.exec(result.stdout)
   if (result.code !== 0 || match === null) throw new Error(`warm failed (${result.code}): ${result.stdout}\n${result.stderr}`)
   return Number(match[1]) / Number(match[2])
 }
 
-const warmRows = async (): Promise<Array<BenchRow>> => {
+/**
+ * `warm` in modules/s with 1 worker and with all, for each engine: the runs alternate within
+ * a round (so that other load on the machine falls on all of them alike); medians of the rounds.
+ */
+export const benchWarmScaling = async (): Promise<Array<BenchRow>> => {
   const all = availableParallelism()
-  const realm = makeRealm(
-    "mtc-bench-warm-",
-    Object.fromEntries(Array.from({ length: WARM_MODULES }, (_, i) => [`w${i}.ts`, moduleOf(`W${i}`, WARM_KIB * 1024)]))
-  )
+  const realms = WARM_ENGINES.map(({ engine, modules }) => ({
+    engine,
+    modules,
+    dir: makeRealm(
+      `mtc-bench-warm-${engine}-`,
+      Object.fromEntries(Array.from({ length: modules }, (_, i) => [`w${i}.ts`, moduleOf(`W${i}`, WARM_KIB * 1024)]))
+    ),
+    one: [] as Array<number>,
+    many: [] as Array<number>
+  }))
   try {
-    const one: Array<number> = []
-    const many: Array<number> = []
-    for (let round = 0; round < 3; round++) {
-      one.push(await warmThroughput(1, realm))
-      many.push(await warmThroughput(all, realm))
+    for (let round = 0; round < WARM_ROUNDS; round++) {
+      for (const realm of realms) {
+        realm.one.push(await warmThroughput(realm.dir, realm.engine, 1))
+        realm.many.push(await warmThroughput(realm.dir, realm.engine, all))
+      }
     }
-    const median = (values: Array<number>) => percentile(values, 50)
-    return [
-      { name: `warm ${WARM_MODULES} x ${WARM_KIB} KiB, 1 worker (modules/s, median of 3)`, value: median(one).toFixed(1) },
-      { name: `warm ${WARM_MODULES} x ${WARM_KIB} KiB, ${all} workers (modules/s, median of 3)`, value: median(many).toFixed(1) },
-      { name: `warm throughput, ${all} workers / 1`, value: `${(median(many) / median(one)).toFixed(2)}x` }
-    ]
+    const median = (values: ReadonlyArray<number>) => percentile(values, 50)
+    const rounds = (values: ReadonlyArray<number>) => values.map((value) => value.toFixed(0)).join(" ")
+    return realms.map(({ engine, many, modules, one }) => ({
+      name: `warm ${modules} x ${WARM_KIB} KiB, MTC_ENGINE=${engine}: modules/s 1 worker | ${all} workers | ${all}/1 (median of ${WARM_ROUNDS})`,
+      value: `${median(one).toFixed(0)} | ${median(many).toFixed(0)} | ${(median(many) / median(one)).toFixed(2)}x` +
+        ` (rounds: ${rounds(one)} | ${rounds(many)})`
+    }))
   } finally {
-    rmSync(realm, { recursive: true, force: true })
+    for (const realm of realms) rmSync(realm.dir, { recursive: true, force: true })
   }
 }
 
@@ -309,7 +335,7 @@ export const benchWorkers = async (): Promise<Array<BenchRow>> => {
   rows.push({ name: `${label}, ${availableParallelism()} workers`, value: fmt(pooled.herd) })
   rows.push({ name: `${label}, in-process (MTC_TRANSPILE_WORKERS=0)`, value: fmt(inProcess.herd) })
   rows.push(...await oneHostHerd())
-  rows.push(...await warmRows())
+  rows.push(...await benchWarmScaling())
   agent.destroy()
   return rows
 }

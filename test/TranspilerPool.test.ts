@@ -197,6 +197,29 @@ describe("TranspilerPool", () => {
       expect(pool.state()).toMatchObject({ busy: 0, queued: 0, restarts: restartsBefore })
     })))
 
+  it.live("a finished job's worker takes the next queued job before the finished job's caller resumes", () =>
+    Effect.scoped(Effect.gen(function*() {
+      const faults = yield* faultChannel
+      const pool = yield* sharedPool
+      // What the pool looked like when the held job's caller resumed, synchronously on its reply.
+      let seen: TranspilerPool.PoolState | undefined
+      const held = yield* Effect.forkChild(
+        pool.service.transpile({ path: "held.ts", source: "// __HOLD__\nexport {}" }).pipe(
+          Effect.tap(() => Effect.sync(() => (seen = pool.state())))
+        )
+      )
+      yield* faults.awaitStarted("held.ts")
+      const queued = yield* Effect.forkChild(pool.service.transpile(small("queued")))
+      yield* until(pool, (state) => state.queued === 1)
+      faults.release()
+      yield* Fiber.join(held)
+      expect(seen).toMatchObject({ busy: 1, queued: 0 })
+      expect((yield* Fiber.join(queued)).body).toBe("export const queued = 1;")
+      yield* faults.awaitStarted("queued.ts")
+      expect(pool.state()).toMatchObject({ busy: 0, queued: 0 })
+      expect(yield* gaugeValue(TranspilerPool.busyWorkersGauge)).toBe(0)
+    })))
+
   it.live("a full queue fails the job with TranspileQueueFullError; queued jobs still run, and so does the next", () =>
     Effect.scoped(Effect.gen(function*() {
       const faults = yield* faultChannel

@@ -105,6 +105,7 @@ export class L1Cache {
   private readonly keyGenerations = new Map<bigint, number>()
   private readonly realmGenerations = new Map<string, number>()
   private readonly realmsByHash = new Map<bigint, string>()
+  private readonly realms = new Set<string>()
   private flushGeneration = 0
   private counter = 0
 
@@ -160,6 +161,9 @@ export class L1Cache {
 
   /** Registers a realm, so that a peer's invalidation of it (by hash) reaches this L1. */
   registerRealm(realmUrl: string): void {
+    // Hashed once per realm: every load registers its realm.
+    if (this.realms.has(realmUrl)) return
+    this.realms.add(realmUrl)
     this.realmsByHash.set(realmHash(realmUrl), realmUrl)
   }
 

@@ -8,7 +8,7 @@
  * @since 0.1.0
  */
 import { Cause, Clock, Config, Context, Duration, Effect, Exit, FiberSet, Layer, Option, type Scope } from "effect"
-import { Coordinator, type CoordinatorError, type Waiter } from "../domain/Coordinator.ts"
+import { Coordinator, type CoordinatorError, none as noCoordinator, type Waiter } from "../domain/Coordinator.ts"
 import { type ConnectionStats, DatabaseConnections } from "../domain/DatabaseConnections.ts"
 import {
   type CachedModule,
@@ -313,17 +313,27 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
     }
   })
 
+  const coalesceSpan = { attributes: { "mtc.coordinator": coordinator.kind }, captureStackTrace: false } as const
+
   /** Coalescing: one process of the fleet (the lock's holder) transpiles; the others wait for its row. */
   const coalesce = (source: ModuleSource, captured: Captured, deliver: Deliver) =>
-    Effect.scoped(Effect.gen(function*() {
-      // Registered before the try-lock, so that a winner finishing in between wakes us.
-      const waiter = yield* coordinator.register(source.key)
-      return yield* lock(source.key).pipe(Effect.matchEffect({
-        onFailure: (error) => fallback(source, captured, "coordinator", error, deliver),
-        onSuccess: (won) =>
-          won ? asWinner(source, captured, deliver) : asLoser(source, captured, waiter, deliver)
-      }))
-    })).pipe(Effect.withSpan("ModuleCache.coalesce", { attributes: { "mtc.coordinator": coordinator.kind } }))
+    Effect.withSpan(
+      // With no coordinator nobody waits and the lock is always free: the caller is the winner
+      // at once, without the scope, the waiter and the lock it would register and release.
+      coordinator === noCoordinator
+        ? asWinner(source, captured, deliver)
+        : Effect.scoped(Effect.gen(function*() {
+          // Registered before the try-lock, so that a winner finishing in between wakes us.
+          const waiter = yield* coordinator.register(source.key)
+          return yield* lock(source.key).pipe(Effect.matchEffect({
+            onFailure: (error) => fallback(source, captured, "coordinator", error, deliver),
+            onSuccess: (won) =>
+              won ? asWinner(source, captured, deliver) : asLoser(source, captured, waiter, deliver)
+          }))
+        })),
+      "ModuleCache.coalesce",
+      coalesceSpan
+    )
 
   /**
    * The read path below L1, top to bottom: L2, then coalescing with the fleet, then a

@@ -13,6 +13,31 @@ import { refusalSchedule } from "../internal/refusal.ts"
 import type { CacheCounters } from "./CacheCounters.ts"
 import * as L2Reads from "./L2Reads.ts"
 
+/**
+ * `Effect.retry(options)`, with the retry's machinery (its schedule's driver) set up only
+ * once the effect failed with an error `while` accepts: an operation that succeeds at once,
+ * as nearly all do, pays for one `catch`. The first failure is replayed into the retry, so
+ * the schedule, `times` and `while` see the same errors as `Effect.retry`'s.
+ */
+const retryFailed = (options: {
+  readonly schedule: Schedule.Schedule<unknown, StoreError>
+  readonly times?: number
+  readonly while: (error: StoreError) => boolean
+}) =>
+<A>(effect: Effect.Effect<A, StoreError>): Effect.Effect<A, StoreError> =>
+  Effect.catch(effect, (first) => {
+    if (!options.while(first)) return Effect.fail(first)
+    let replayed = false
+    return Effect.retry(
+      Effect.suspend(() => {
+        if (replayed) return effect
+        replayed = true
+        return Effect.fail(first)
+      }),
+      options
+    )
+  })
+
 /** The read path's access to `store`, counting refusals and given-up writes in `counters`. */
 export const make = (
   store: TranspileStore["Service"],
@@ -48,14 +73,14 @@ export const make = (
           )
           : Effect.void
       ),
-      Effect.retry({ schedule: refusals, while: (error) => error.refused === true })
+      retryFailed({ schedule: refusals, while: (error) => error.refused === true })
     )
 
   /** Refusals waited out, then retried while retryable, then logged as a warning and counted. */
   const bestEffort = <A>(operation: string, effect: Effect.Effect<A, StoreError>): Effect.Effect<void> =>
     waitOutRefusals(operation, effect).pipe(
       // A refusal already had its wait; this schedule is for the other transient failures.
-      Effect.retry({ schedule: retries, times: options.retries, while: (error) => error.retryable && error.refused !== true }),
+      retryFailed({ schedule: retries, times: options.retries, while: (error) => error.retryable && error.refused !== true }),
       Effect.asVoid,
       Effect.catch((error) =>
         Effect.andThen(
@@ -72,9 +97,11 @@ export const make = (
     readMiss: (key: ModuleKey): Effect.Effect<StoredRow, StoreError> => waitOutRefusals("read", readMissed(key)),
     /** Writes a row, best effort. */
     persist: (request: WriteRequest): Effect.Effect<void> =>
-      bestEffort("write", store.write(request)).pipe(
-        Effect.withSpan("ModuleCache.persist", { attributes: { "mtc.path": request.key.path } })
-      ),
+      // Data-first: the pipeable withSpan captures a stack trace on every call.
+      Effect.withSpan(bestEffort("write", store.write(request)), "ModuleCache.persist", {
+        attributes: { "mtc.path": request.key.path },
+        captureStackTrace: false
+      }),
     /** Tombstones a key, best effort. */
     tombstone: (key: ModuleKey): Effect.Effect<void> => bestEffort("tombstone", store.tombstone(key)),
     /** Wipes a realm, best effort. */

@@ -38,7 +38,7 @@ import * as path from "node:path"
 import * as AdminToken from "../server/AdminToken.ts"
 import * as BabelTranspiler from "../transpiler/BabelTranspiler.ts"
 import * as DataDirLock from "../store/DataDirLock.ts"
-import { moduleKey, type Outcome } from "../domain/Domain.ts"
+import { type GetResult, moduleKey, type Outcome } from "../domain/Domain.ts"
 import type { GetError } from "../domain/Errors.ts"
 import { messageOf } from "../internal/errors.ts"
 import * as FileSystemSources from "../server/FileSystemSources.ts"
@@ -303,27 +303,68 @@ const formatSummary = (entries: ReadonlyArray<WarmEntry>, elapsedMillis: number)
   return lines.join("\n")
 }
 
+/** Reports progress on stderr (synchronously: it runs once per module). */
 const progress = (total: number) => {
   const tty = process.stderr.isTTY === true
   let lastTenth = -1
-  return (done: number, current: string) =>
-    Effect.sync(() => {
-      if (tty) {
-        const width = 24
-        const filled = total === 0 ? width : Math.round((done / total) * width)
-        const line = `[${"#".repeat(filled)}${"-".repeat(width - filled)}] ${done}/${total} ${current}`
-        const columns = process.stderr.columns ?? 100
-        process.stderr.write(`\r${line.slice(0, columns - 1).padEnd(columns - 1)}`)
-        if (done === total) process.stderr.write("\n")
-        return
-      }
-      const tenth = total === 0 ? 10 : Math.floor((done / total) * 10)
-      if (tenth !== lastTenth || done === total) {
-        lastTenth = tenth
-        process.stderr.write(`warm: ${done}/${total}\n`)
-      }
-    })
+  return (done: number, current: string): void => {
+    if (tty) {
+      const width = 24
+      const filled = total === 0 ? width : Math.round((done / total) * width)
+      const line = `[${"#".repeat(filled)}${"-".repeat(width - filled)}] ${done}/${total} ${current}`
+      const columns = process.stderr.columns ?? 100
+      process.stderr.write(`\r${line.slice(0, columns - 1).padEnd(columns - 1)}`)
+      if (done === total) process.stderr.write("\n")
+      return
+    }
+    const tenth = total === 0 ? 10 : Math.floor((done / total) * 10)
+    if (tenth !== lastTenth || done === total) {
+      lastTenth = tenth
+      process.stderr.write(`warm: ${done}/${total}\n`)
+    }
+  }
 }
+
+/**
+ * Gets every path through the cache, `concurrency` at a time, and records each one's
+ * result. The work per module is the `get` and a few assignments: `concurrency` fibers each
+ * take the next path until none is left (no fiber or generator per module).
+ */
+const warmAll = (
+  cache: ModuleCache["Service"],
+  realmUrl: string,
+  paths: ReadonlyArray<string>,
+  concurrency: number
+): Effect.Effect<Array<WarmEntry>> =>
+  Effect.suspend(() => {
+    const entries = new Array<WarmEntry>(paths.length)
+    const report = progress(paths.length)
+    let next = 0
+    let done = 0
+    const record = (index: number, exit: Exit.Exit<GetResult, GetError>): void => {
+      const modulePath = paths[index]!
+      entries[index] = Exit.isSuccess(exit)
+        ? { path: modulePath, outcome: exit.value.outcome, error: undefined }
+        : { path: modulePath, outcome: undefined, error: Option.getOrUndefined(Exit.findErrorOption(exit)) }
+      report(++done, modulePath)
+    }
+    const takeNext = (): Effect.Effect<void> => {
+      if (next >= paths.length) return Effect.void
+      const index = next++
+      return Effect.flatMap(Effect.exit(cache.get(moduleKey(realmUrl, paths[index]!))), (exit) => {
+        record(index, exit)
+        return takeNext()
+      })
+    }
+    if (paths.length === 0) report(0, "")
+    return Effect.as(
+      Effect.all(Array.from({ length: Math.min(concurrency, paths.length) }, takeNext), {
+        concurrency: "unbounded",
+        discard: true
+      }),
+      entries
+    )
+  })
 
 /** `warm <realmDir>`: transpiles every executable module into L2. */
 const warm = Command.make(
@@ -344,22 +385,7 @@ const warm = Command.make(
       const cache = yield* ModuleCache
       const started = yield* Clock.currentTimeMillis
       const paths = yield* files.walk
-      const report = progress(paths.length)
-      let done = 0
-      const entries = yield* Effect.forEach(paths, (modulePath) =>
-        Effect.gen(function*() {
-          const exit = yield* Effect.exit(cache.get(moduleKey(files.realmUrl, modulePath)))
-          done++
-          yield* report(done, modulePath)
-          return Exit.isSuccess(exit)
-            ? { path: modulePath, outcome: exit.value.outcome, error: undefined }
-            : {
-              path: modulePath,
-              outcome: undefined,
-              error: Option.getOrUndefined(Exit.findErrorOption(exit))
-            }
-        }), { concurrency })
-      if (paths.length === 0) yield* report(0, "")
+      const entries = yield* warmAll(cache, files.realmUrl, paths, concurrency)
       const elapsed = (yield* Clock.currentTimeMillis) - started
       // What a server starting now would preload (the same bulk read and source check).
       const preloaded = yield* cache.preload(files.realmUrl)

@@ -170,9 +170,13 @@ export const makePool = Effect.fnUntraced(function*(options: TranspilerPoolOptio
   let nextId = 0
   let closed = false
 
+  // The values last published: a gauge is updated only when its value changed (while every
+  // worker is busy, a finished job's worker takes the next one and neither changes).
+  let publishedQueued = -1
+  let publishedBusy = -1
   const publish = (): void => {
-    queueLengthGauge.updateUnsafe(queued, context)
-    busyWorkersGauge.updateUnsafe(busy, context)
+    if (queued !== publishedQueued) queueLengthGauge.updateUnsafe(publishedQueued = queued, context)
+    if (busy !== publishedBusy) busyWorkersGauge.updateUnsafe(publishedBusy = busy, context)
   }
   const countRestart = (reason: RestartReason): void => {
     restarts++
@@ -290,7 +294,6 @@ export const makePool = Effect.fnUntraced(function*(options: TranspilerPoolOptio
     clearTimeout(running.timer)
     member.job = undefined
     busy--
-    publish()
     let result: Effect.Effect<TranspiledModule, TranspilerError>
     switch (reply._tag) {
       case "Done":
@@ -307,8 +310,10 @@ export const makePool = Effect.fnUntraced(function*(options: TranspilerPoolOptio
         result = Effect.die(new Error(reply.message))
         break
     }
-    settle(running.job, result, member.index, running.startedAt, reply.runMillis)
+    // The freed worker takes the next job first (which publishes the gauges): settling resumes
+    // the caller's fiber at once, and the worker need not wait for what it does next.
     dispatch()
+    settle(running.job, result, member.index, running.startedAt, reply.runMillis)
   }
 
   const nextQueued = (): Job | undefined => {
@@ -327,7 +332,7 @@ export const makePool = Effect.fnUntraced(function*(options: TranspilerPoolOptio
   }
 
   function dispatch(): void {
-    if (closed) return
+    if (closed) return publish()
     for (const member of members) {
       if (member === undefined || !member.ready || member.gone || member.job !== undefined) continue
       const job = nextQueued()
