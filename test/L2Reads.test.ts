@@ -2,13 +2,14 @@
  * Batched L2 reads, with gates (Deferreds) around a fake store's `readMany`: no sleeps.
  */
 import { assert, describe, expect, it } from "@effect/vitest"
-import { Deferred, Effect, Exit, Fiber, Queue } from "effect"
+import { Deferred, Effect, Exit, Fiber, Queue, Redacted } from "effect"
 import { TestClock } from "effect/testing"
 import { moduleKey, type ModuleKey } from "../src/domain/Domain.ts"
 import { StoreError } from "../src/domain/Errors.ts"
 import { absent, none, type StoredRow, TranspileStore } from "../src/domain/TranspileStore.ts"
 import * as L2Reads from "../src/cache/L2Reads.ts"
 import * as ModuleCache from "../src/cache/ModuleCache.ts"
+import * as ModuleCacheLive from "../src/live/ModuleCacheLive.ts"
 import { idle, makeCache, makeWorld, keyOf as worldKey } from "./support/world.ts"
 
 const keyOf = (path: string) => moduleKey("https://realm.test/", path)
@@ -191,6 +192,13 @@ describe("L2Reads", () => {
         expect(batches).toEqual([paths])
         expect(reads).toEqual([])
       }))
+
+    it("is on by default for PGlite only (it runs one statement at a time)", () => {
+      expect(ModuleCacheLive.storeDefaults({ _tag: "pglite", dataDir: undefined }).batchL2Reads).toBe(true)
+      expect(ModuleCacheLive.storeDefaults({ _tag: "memory" }).batchL2Reads).toBeUndefined()
+      expect(ModuleCacheLive.storeDefaults({ _tag: "postgres", url: Redacted.make("postgres://x") }).batchL2Reads)
+        .toBeUndefined()
+    })
 
     it.effect("without it (the default), each miss reads its own row", () =>
       Effect.gen(function*() {

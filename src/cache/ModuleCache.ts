@@ -110,7 +110,7 @@ export interface ModuleCacheOptions {
   readonly preloadBytes?: number | undefined
   /**
    * Whether misses that arrive together read L2 in batches (one `readMany` for many keys)
-   * rather than one `read` each (default false).
+   * rather than one `read` each (default false here; `ModuleCacheLive` turns it on for PGlite).
    */
   readonly batchL2Reads?: boolean | undefined
 }
@@ -124,7 +124,6 @@ export const defaults = {
   persistRetries: 3,
   persistRetryBase: Duration.millis(50),
   drainTimeout: Duration.seconds(5),
-  // Off: on neither SQL store did it measurably shorten a restart's load (scratchpad/bench-preload.ts).
   batchL2Reads: false
 } as const
 
@@ -499,9 +498,10 @@ export const optionsConfig: Config.Config<ModuleCacheOptions> = Config.all({
   persistRetryBase: Config.withDefault(Config.Duration("MTC_PERSIST_RETRY_BASE"), defaults.persistRetryBase),
   drainTimeout: Config.withDefault(Config.Duration("MTC_DRAIN_TIMEOUT"), defaults.drainTimeout),
   preloadBytes: Config.Int("MTC_L1_PRELOAD_BYTES").pipe(Config.option, Config.map(Option.getOrUndefined)),
-  batchL2Reads: Config.withDefault(Config.Boolean("MTC_L2_BATCH_READS"), defaults.batchL2Reads)
-}).pipe(Config.map(({ pollInitial, pollMax, ...rest }): ModuleCacheOptions => ({
+  batchL2Reads: Config.option(Config.Boolean("MTC_L2_BATCH_READS"))
+}).pipe(Config.map(({ batchL2Reads, pollInitial, pollMax, ...rest }): ModuleCacheOptions => ({
   ...rest,
+  ...(batchL2Reads._tag === "Some" ? { batchL2Reads: batchL2Reads.value } : {}),
   ...(pollInitial._tag === "Some" ? { pollInitial: pollInitial.value } : {}),
   ...(pollMax._tag === "Some" ? { pollMax: pollMax.value } : {})
 })))
