@@ -12,7 +12,10 @@
  * - against bare `node:http` servers that re-transpile every module on each request with the
  *   fastest transforms installed here (esbuild's and oxc's `transformSync`, TypeScript strip
  *   only), and against Vite's dev server, also restarted before each load: what a dev server
- *   that keeps nothing does. "Fastest re-transform" is the fastest of these.
+ *   that keeps nothing does. "Fastest re-transform" is the fastest of these;
+ * - against the floor: a bare `node:http` process that transformed everything before it
+ *   listened and answers from memory, doing no work per request (what any Node server's
+ *   first load after a start costs).
  *
  * Every server is a process of its own, restarted before each load; the configurations take
  * turns, round after round, so that a change in the machine's load hits them all alike.
@@ -22,7 +25,7 @@
  * The same file is the baseline server: npx node scratchpad/bench-preload.ts --serve esbuild|oxc DIR
  */
 import { type ChildProcess, spawn } from "node:child_process"
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import * as http from "node:http"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
@@ -31,9 +34,11 @@ import { type GraphLoad, hasWrk, loadGraphWithWrk } from "./wrk-graph.ts"
 
 const MODULES = 300
 const CONCURRENCY = 16
+/** The baseline that does no work per request: what any Node server's first load costs. */
+const floorName = "bare node:http answering from memory (the floor)"
 const ROUNDS = Number(process.env["PRELOAD_ROUNDS"] ?? 5)
 
-type Engine = "esbuild" | "oxc" | "vite"
+type Engine = "esbuild" | "oxc" | "vite" | "static"
 
 // -----------------------------------------------------------------------------
 // The baseline server (a child process of the bench)
@@ -64,7 +69,19 @@ const serveBaseline = async (engine: Engine, dir: string) => {
     : await import("oxc-transform").then((oxc) => (source: string, file: string) =>
       oxc.transformSync(file, source, { lang: "ts" }).code
     )
+  // "static": the floor of any Node server, every body transformed before listening and
+  // answered from memory (nothing is read or transformed per request).
+  const answered = new Map<string, Buffer>()
+  if (engine === "static") {
+    for (const file of readdirSync(dir)) answered.set(`/${file}`, Buffer.from(transform(readFileSync(join(dir, file), "utf8"), file)))
+  }
   const server = http.createServer((request, response) => {
+    const ready = answered.get(request.url ?? "")
+    if (ready !== undefined) {
+      response.writeHead(200, { "content-type": "text/javascript; charset=utf-8", "content-length": ready.length })
+      response.end(ready)
+      return
+    }
     const path = decodeURIComponent((request.url ?? "/").split("?")[0]!)
     if (path.includes("..")) {
       response.writeHead(400).end()
@@ -218,8 +235,12 @@ export const benchPreload = async (): Promise<Array<{ name: string; value: strin
       readonly ours: boolean
     }
     const configurations: Array<Configuration> = [
-      ...(["esbuild", "oxc", "vite"] as const).map((engine): Configuration => ({
-        name: engine === "vite" ? "Vite 8 dev server" : `${engine} transformSync server`,
+      ...(["esbuild", "oxc", "vite", "static"] as const).map((engine): Configuration => ({
+        name: engine === "vite"
+          ? "Vite 8 dev server"
+          : engine === "static"
+          ? floorName
+          : `${engine} transformSync server`,
         start: () => startProcess([selfPath, "--serve", engine, realm], {}, "/_probe.ts"),
         ours: false
       })),
@@ -250,7 +271,7 @@ export const benchPreload = async (): Promise<Array<{ name: string; value: strin
       }
     }
 
-    const baselines = configurations.filter((c) => !c.ours).map((c) => ({ name: c.name, load: median(results.get(c.name)!.loads) }))
+    const baselines = configurations.filter((c) => !c.ours && c.name !== floorName).map((c) => ({ name: c.name, load: median(results.get(c.name)!.loads) }))
     const fastest = baselines.reduce((a, b) => (b.load < a.load ? b : a))
     for (const configuration of configurations) {
       const r = results.get(configuration.name)!
@@ -270,6 +291,10 @@ export const benchPreload = async (): Promise<Array<{ name: string; value: strin
       rows.push({
         name: `${store}: ${fastest.name} load / (preload + restart load)`,
         value: `${(fastest.load / (median(on.loads) + median(on.preloads))).toFixed(2)}x`
+      })
+      rows.push({
+        name: `${store}: restart load with preload / ${floorName} load`,
+        value: `${(median(on.loads) / median(results.get(floorName)!.loads)).toFixed(2)}x`
       })
       rows.push({ name: `${store}: restart load, preload off (batched L2 reads on) / on`, value: `${(median(off.loads) / median(on.loads)).toFixed(2)}x` })
       rows.push({ name: `${store}: fresh load / restart load with preload`, value: `${(coldLoad.ms / median(on.loads)).toFixed(1)}x` })
