@@ -23,7 +23,7 @@
  */
 import { Context } from "effect"
 import type { IncomingMessage, ServerResponse } from "node:http"
-import type { CachedModule } from "../domain/Domain.ts"
+import { type CachedModule, javascriptContentType } from "../domain/Domain.ts"
 import type { ModuleCache } from "../cache/ModuleCache.ts"
 import type { CachedAnswer, RawFiles } from "./RawFileCache.ts"
 
@@ -110,14 +110,13 @@ export class FastPathHandler {
     this.raw = raw
   }
 
-  /** The answer of a module as an L1 hit, computed once per module object. */
-  l1Answer(module: CachedModule, bytes: Uint8Array, etag: string, contentType: string): CachedAnswer {
-    let answer = this.encodings.get(module)
-    if (answer === undefined) {
-      answer = answerOf(bytes, etag, contentType, "l1")
-      this.encodings.set(module, answer)
-    }
-    return answer
+  /**
+   * Remembers that a request path leads to a module (see {@link remember}), whose answer as an
+   * L1 hit is computed once per module object from its encoded body and ETag.
+   */
+  rememberModule(urlPath: string, id: string, module: CachedModule, bytes: Uint8Array, etag: string, captured: number): void {
+    if (!this.encodings.has(module)) this.encodings.set(module, answerOf(bytes, etag, javascriptContentType, "l1"))
+    this.remember(urlPath, true, id, captured)
   }
 
   /** The generation before a request resolves its path; {@link remember} uses it. */

@@ -182,8 +182,7 @@ export const routes: Layer.Layer<never, never, HttpRouter.HttpRouter | ModuleCac
         const { bytes, etag } = encoded(module)
         // Only after an L1 hit answered here: the first hit of each path still gets its span.
         if (fast._tag === "Some" && outcome === "l1") {
-          fast.value.l1Answer(module, bytes, etag, javascriptContentType)
-          fast.value.remember(urlPath, true, id, captured)
+          fast.value.rememberModule(urlPath, id, module, bytes, etag, captured)
         }
         return conditional(request, bytes, etag, javascriptContentType, { "x-module-cache": outcome })
       }).pipe(Effect.catch((error) => Effect.succeed(errorResponse(error, hidden))))
@@ -277,8 +276,7 @@ const routePreloaded = (
         const id = keyString(key)
         const module = cache.peekL1(id)
         if (!resolved.executable || resolved.path !== key.path || module === undefined) return
-        fast.l1Answer(module, encoder.encode(module.body), moduleEtag(module), javascriptContentType)
-        fast.remember(urlPath, true, id, captured)
+        fast.rememberModule(urlPath, id, module, encoder.encode(module.body), moduleEtag(module), captured)
       }),
       Effect.ignore
     )
