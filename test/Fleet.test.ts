@@ -8,6 +8,7 @@ import { join } from "node:path"
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
 import { dropDatabase, freshDatabase, psql } from "./support/database.ts"
 import { type FleetProcess, percentile, startProcess } from "./support/fleet.ts"
+import { until } from "./support/load.ts"
 
 let url: string
 let database: string
@@ -152,8 +153,7 @@ describe("fleet on Postgres", () => {
     const [a, b] = await fleet(2)
     const first = await a!.get(path!)
     // A answers before its L2 write commits; B must find the row, not A's lock.
-    for (let i = 0; i < 100 && (await a!.stats()).inFlight > 0; i++) await new Promise((r) => setTimeout(r, 20))
-    expect((await a!.stats()).inFlight).toBe(0)
+    await until(async () => (await a!.stats()).inFlight === 0, 2000, "A's L2 write committed", 20)
     expect((await b!.get(path!)).outcome).toBe("l2")
     expect((await b!.get(path!)).outcome).toBe("l1")
     writeFileSync(join(realmDir, path!), "export const value = 'edited'\n")
