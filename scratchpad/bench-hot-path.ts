@@ -16,20 +16,11 @@ import { join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { request, startServer } from "../test/support/server.ts"
 import { type BenchRow, median } from "./bench-l1.ts"
+import { hasWrk } from "./wrk-graph.ts"
 
 const ROUNDS = 3
 const EDITS = 15
 const WRK_ARGS = ["-t1", "-c32", "-d4s", "--latency"]
-
-const hasWrk = (): boolean => {
-  try {
-    execFileSync("wrk", ["--version"], { stdio: "ignore" })
-    return true
-  } catch (error) {
-    // wrk --version exits 1 after printing its version
-    return (error as { status?: number }).status === 1
-  }
-}
 
 interface WrkResult {
   readonly rps: number
