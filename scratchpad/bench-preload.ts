@@ -5,7 +5,8 @@
  * same two cores took as long as the server's whole answer and hid the difference.
  *
  * - on PGlite and on Postgres: a fresh server (empty L2: Babel transpiles everything), a
- *   restart with the L1 preload (the default), and restarts with it off
+ *   restart with the L1 preload and the JIT warm-up (the defaults: see src/server/JitWarmup.ts),
+ *   one with the warm-up off (`MTC_WARMUP_REQUESTS=0`), and restarts with the preload off
  *   (`MTC_L1_PRELOAD_BYTES=0`: every module is an L2 read on the request path), with the misses'
  *   L2 reads batched (`MTC_L2_BATCH_READS=1`: one `readMany` for the misses that arrive
  *   together) and not (`MTC_L2_BATCH_READS=0`: one `read` each), side by side;
@@ -15,12 +16,12 @@
  *   that keeps nothing does. "Fastest re-transform" is the fastest of these;
  * - against the floor: a bare `node:http` process that transformed everything before it
  *   listened and answers from memory, doing no work per request (what any Node server's
- *   first load after a start costs).
+ *   first load after a start costs, with V8 not yet having compiled its serving path).
  *
  * Every server is a process of its own, restarted before each load; the configurations take
  * turns, round after round, so that a change in the machine's load hits them all alike.
  * "start" is the time from spawn until the server answers (polled every 50 ms; for `serve` it
- * includes the preload). Baselines are probed with a module outside the graph.
+ * includes the preload and the warm-up, which are also shown apart). Baselines are probed with a module outside the graph.
  * Run: npx node scratchpad/bench-preload.ts   (DATABASE_URL as for the tests)
  * The same file is the baseline server: npx node scratchpad/bench-preload.ts --serve esbuild|oxc DIR
  */
@@ -191,8 +192,11 @@ const startServe = (realm: string, store: "pg" | "pglite", env: Record<string, s
     "/_cache/health"
   )
 
-const stats = (url: string): Promise<{ preloadMillis: number; preloadedEntries: number; transpiles: number }> =>
-  fetch(`${url}/_cache/stats`, admin).then((r) => r.json() as Promise<{ preloadMillis: number; preloadedEntries: number; transpiles: number }>)
+interface Stats {
+  readonly preloadMillis: number
+  readonly warmupMillis?: number
+}
+const stats = (url: string): Promise<Stats> => fetch(`${url}/_cache/stats`, admin).then((r) => r.json() as Promise<Stats>)
 
 const median = (values: ReadonlyArray<number>): number => {
   const sorted = [...values].sort((a, b) => a - b)
@@ -245,7 +249,7 @@ export const benchPreload = async (): Promise<Array<{ name: string; value: strin
         ours: false
       })),
       ...(["pglite", "pg"] as const).flatMap((store) =>
-        ([["on", {}], ...(["off", "on"] as const).map((batch) =>
+        ([["on", {}], ["on, JIT warm-up off", { MTC_WARMUP_REQUESTS: "0" }], ...(["off", "on"] as const).map((batch) =>
           [`off, batched L2 reads ${batch}`, { MTC_L1_PRELOAD_BYTES: "0", MTC_L2_BATCH_READS: batch === "on" ? "1" : "0" }] as const
         )] as const).map(([preload, env]): Configuration => ({
           name: `${store}: restart, preload ${preload}`,
@@ -255,17 +259,21 @@ export const benchPreload = async (): Promise<Array<{ name: string; value: strin
       )
     ]
     writeFileSync(join(realm, "_probe.ts"), "export {}\n")
-    const results = new Map<string, { loads: Array<number>; starts: Array<number>; preloads: Array<number>; outcomes: Record<string, number> }>()
+    const results = new Map<
+      string,
+      { loads: Array<number>; starts: Array<number>; preloads: Array<number>; warmups: Array<number>; outcomes: Record<string, number> }
+    >()
     for (let round = 0; round < ROUNDS; round++) {
       for (const configuration of configurations) {
         const server = await configuration.start()
         const load = await loadGraph(server.url)
-        const preloadMillis = configuration.ours ? (await stats(server.url)).preloadMillis : 0
+        const { preloadMillis, warmupMillis = 0 } = configuration.ours ? await stats(server.url) : { preloadMillis: 0 }
         await server.stop()
-        const result = results.get(configuration.name) ?? { loads: [], starts: [], preloads: [], outcomes: {} }
+        const result = results.get(configuration.name) ?? { loads: [], starts: [], preloads: [], warmups: [], outcomes: {} }
         result.loads.push(load.ms)
         result.starts.push(server.startMs)
         result.preloads.push(preloadMillis)
+        result.warmups.push(warmupMillis)
         result.outcomes = load.outcomes
         results.set(configuration.name, result)
       }
@@ -275,7 +283,7 @@ export const benchPreload = async (): Promise<Array<{ name: string; value: strin
     const fastest = baselines.reduce((a, b) => (b.load < a.load ? b : a))
     for (const configuration of configurations) {
       const r = results.get(configuration.name)!
-      const extra = configuration.ours ? `; preload ${fmt(median(r.preloads))}` : ""
+      const extra = configuration.ours ? `; preload ${fmt(median(r.preloads))}, JIT warm-up ${fmt(median(r.warmups))}` : ""
       rows.push({
         name: `${configuration.name}: load of ${MODULES} modules, c=${CONCURRENCY} (start${extra}) ${JSON.stringify(r.outcomes)}`,
         value: `${fmt(median(r.loads))} (${fmt(median(r.starts))}${extra})`
@@ -283,14 +291,16 @@ export const benchPreload = async (): Promise<Array<{ name: string; value: strin
     }
     for (const store of ["pglite", "pg"] as const) {
       const on = results.get(`${store}: restart, preload on`)!
+      const unwarmed = results.get(`${store}: restart, preload on, JIT warm-up off`)!
       const off = results.get(`${store}: restart, preload off, batched L2 reads on`)!
       const unbatched = results.get(`${store}: restart, preload off, batched L2 reads off`)!
       const coldLoad = cold.get(store)!
       rows.push({ name: `${store}: fresh server (Babel, 1 run): load`, value: `${fmt(coldLoad.ms)} ${JSON.stringify(coldLoad.outcomes)}` })
       rows.push({ name: `${store}: ${fastest.name} load / restart load with preload`, value: `${(fastest.load / median(on.loads)).toFixed(2)}x` })
+      rows.push({ name: `${store}: ${fastest.name} load / restart load with preload, JIT warm-up off`, value: `${(fastest.load / median(unwarmed.loads)).toFixed(2)}x` })
       rows.push({
-        name: `${store}: ${fastest.name} load / (preload + restart load)`,
-        value: `${(fastest.load / (median(on.loads) + median(on.preloads))).toFixed(2)}x`
+        name: `${store}: ${fastest.name} load / (preload + JIT warm-up + restart load)`,
+        value: `${(fastest.load / (median(on.loads) + median(on.preloads) + median(on.warmups))).toFixed(2)}x`
       })
       rows.push({
         name: `${store}: restart load with preload / ${floorName} load`,

@@ -6,9 +6,12 @@
  *
  * wrk has no "n requests" mode; its Lua script hands out the paths in order, counts the
  * responses (and their `x-module-cache` outcomes) and stops at the last one, reading a
- * monotonic clock through LuaJIT's FFI. Connections that ask after the last path get the
- * probe path, which must not answer 200 (a missing file: cheap, and not counted). Only 200s
- * count, so a module that fails shows as a load that does not finish. Needs `wrk` (`apt-get install wrk`).
+ * monotonic clock through LuaJIT's FFI. Once every path is handed out, the other connections
+ * idle (wrk's `delay()`) rather than send more: extra requests would compete with the graph's
+ * last responses, more so on a server whose 404 costs more than its hit. Should one slip
+ * through anyway, it asks for the probe path, which must not answer 200 (`probes` counts them).
+ * Only 200s count, so a module that fails shows as a load that does not finish. Needs `wrk`
+ * (`apt-get install wrk`).
  */
 import { execFileSync, spawn } from "node:child_process"
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
@@ -32,6 +35,8 @@ export interface GraphLoad {
   readonly ms: number
   /** Responses by `x-module-cache` header ("none" when absent). */
   readonly outcomes: Record<string, number>
+  /** Requests for the probe path sent before the last response (0 unless wrk raced the idling). */
+  readonly probes: number
 }
 
 const script = (paths: ReadonlyArray<string>, probe: string) => `
@@ -51,7 +56,19 @@ verified = false
 issued = 0
 answered = 0
 started = 0
+granted = 0
+probes = 0
 outcomes = {}
+-- A connection asks here before each request (but the first): it goes at once while paths
+-- are left that no other connection was granted, and otherwise idles until wrk is stopped,
+-- so that no probe competes with the graph's last responses.
+function delay()
+  if issued + granted < #paths then
+    granted = granted + 1
+    return 0
+  end
+  return 3600000
+end
 function request()
   -- wrk calls request() once on this state to check the script before any connection
   if not verified then
@@ -59,8 +76,13 @@ function request()
     return wrk.format("GET", probe)
   end
   if issued == 0 then started = now() end
+  if granted > 0 then granted = granted - 1 end
   issued = issued + 1
-  local path = paths[issued] or probe
+  local path = paths[issued]
+  if path == nil then
+    probes = probes + 1
+    path = probe
+  end
   return wrk.format("GET", path)
 end
 function response(status, headers, body)
@@ -71,8 +93,8 @@ function response(status, headers, body)
   if answered == #paths then
     local parts = {}
     for k, v in pairs(outcomes) do table.insert(parts, string.format("%q:%d", k, v)) end
-    io.write(string.format("MTC_GRAPH {\\"ms\\":%.3f,\\"answered\\":%d,\\"outcomes\\":{%s}}\\n",
-      now() - started, answered, table.concat(parts, ",")))
+    io.write(string.format("MTC_GRAPH {\\"ms\\":%.3f,\\"answered\\":%d,\\"probes\\":%d,\\"outcomes\\":{%s}}\\n",
+      now() - started, answered, probes, table.concat(parts, ",")))
     io.flush()
     wrk.thread:stop()
   end
@@ -105,7 +127,7 @@ export const loadGraphWithWrk = (
       if (line === undefined) return
       child.kill("SIGINT")
       const parsed = JSON.parse(line.slice("MTC_GRAPH ".length)) as GraphLoad
-      resolve({ ms: parsed.ms, outcomes: parsed.outcomes })
+      resolve({ ms: parsed.ms, outcomes: parsed.outcomes, probes: parsed.probes })
     })
     child.stderr.setEncoding("utf8").on("data", (chunk: string) => (out += chunk))
     child.on("error", reject)

@@ -7,11 +7,12 @@ import { NodeHttpServer } from "@effect/platform-node"
 import { Effect, Exit, Layer, Redacted, Scope } from "effect"
 import { HttpRouter } from "effect/http"
 import { writeFileSync } from "node:fs"
-import { createServer } from "node:http"
+import { createServer, type Server } from "node:http"
 import * as net from "node:net"
 import * as path from "node:path"
 import { afterAll, describe, expect, it } from "vitest"
 import { FastPathHandler } from "../src/server/FastPath.ts"
+import * as JitWarmup from "../src/server/JitWarmup.ts"
 import * as RealmServer from "../src/server/RealmServer.ts"
 import * as TestTranspiler from "../src/transpiler/TestTranspiler.ts"
 import { makeRealm, type RawResponse, removeRealms, request } from "./support/server.ts"
@@ -56,7 +57,7 @@ const serve = async (realm: string) => {
 }
 
 /** The realm on PGlite in `dataDir`, until `close` (the data directory is locked while it runs). */
-const servePglite = async (realm: string, dataDir: string) => {
+const servePglite = async (realm: string, dataDir: string, warmupRequests?: number) => {
   const port = await freePort()
   const fast = new FastPathHandler()
   const scope = Effect.runSync(Scope.make())
@@ -66,7 +67,8 @@ const servePglite = async (realm: string, dataDir: string) => {
       store: { _tag: "pglite", dataDir },
       port,
       adminToken: Redacted.make(token),
-      fastPath: fast
+      fastPath: fast,
+      warmupRequests
     }).pipe(Layer.provide(TestTranspiler.layer(TestTranspiler.make()))),
     scope
   ))
@@ -86,6 +88,8 @@ const serveRoutesOnly = async (realm: string) => {
 }
 
 const admin = { authorization: `Bearer ${token}` }
+
+const stats = async (url: string) => JSON.parse((await request(url, "/_cache/stats", { headers: admin })).body) as RealmServer.StatsBody
 
 /** Headers as sent, without the date (and the connection headers, which the test client picks). */
 const headersOf = (response: RawResponse) => {
@@ -128,6 +132,12 @@ describe("fast path", () => {
 
     const second = await servePglite(realm, dataDir)
     try {
+      // Before it listened, the JIT warm-up's requests were all answered by the fast path, and none counted.
+      expect(second.fast.warmupAnswered).toBe(JitWarmup.defaultRequests)
+      expect(second.fast.answered).toBe(0)
+      const counted = await stats(second.url)
+      expect(counted).toMatchObject({ l1Hits: 0, l2Hits: 0, transpiles: 0, warmupRequests: JitWarmup.defaultRequests })
+      expect(counted.warmupMillis).toBeGreaterThan(0)
       for (const p of ["/a.ts", "/b.gts"]) {
         const answered = second.fast.answered
         const response = await request(second.url, p)
@@ -149,6 +159,31 @@ describe("fast path", () => {
     } finally {
       await second.close()
     }
+  }, 60_000)
+
+  it("the JIT warm-up: off with 0 requests, and its throwaway listener closed", async () => {
+    const realm = makeRealm({ "a.ts": "export const a: number = 1\n" })
+    const dataDir = path.join(makeRealm({}), "store")
+    const first = await servePglite(realm, dataDir)
+    expect((await request(first.url, "/a.ts")).headers["x-module-cache"]).toBe("transpiled")
+    expect(first.fast.warmupAnswered, "nothing preloaded, nothing to warm up with").toBe(0)
+    await first.close()
+    const second = await servePglite(realm, dataDir, 0)
+    try {
+      expect(second.fast.warmupAnswered).toBe(0)
+      expect((await request(second.url, "/a.ts")).headers["x-module-cache"]).toBe("l1")
+    } finally {
+      await second.close()
+    }
+
+    // On its own: the requests go round robin over the paths, a path without a route gets a
+    // 503 from the throwaway server, and that server is closed afterwards.
+    const fast = new FastPathHandler()
+    let made: Server | undefined
+    const summary = await Effect.runPromise(JitWarmup.warmUp(() => (made = createServer()), fast, ["/nothing.ts"], 7))
+    expect(summary).toMatchObject({ requests: 7, fastPath: 0 })
+    expect(made?.listening).toBe(false)
+    expect(fast.warming).toBe(false)
   }, 60_000)
 
   it("answers warm hits, 304s and HEADs with the router's status, headers and bytes", async () => {

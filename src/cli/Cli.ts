@@ -42,6 +42,7 @@ import { type GetResult, moduleKey, type Outcome } from "../domain/Domain.ts"
 import type { GetError } from "../domain/Errors.ts"
 import { messageOf } from "../internal/errors.ts"
 import * as FileSystemSources from "../server/FileSystemSources.ts"
+import * as JitWarmup from "../server/JitWarmup.ts"
 import { RealmFiles } from "../server/FileSystemSources.ts"
 import { ModuleCache, optionsConfig } from "../cache/ModuleCache.ts"
 import * as ModuleCacheLive from "../live/ModuleCacheLive.ts"
@@ -247,7 +248,11 @@ const serve = Command.make(
     }
     const { pool, realm: options } = yield* realmOptions(input)
     const admin = yield* AdminToken.serverToken.pipe(Effect.mapError((error) => new CliFailure({ message: error.message })))
-    const { limits, prune } = yield* Config.all({ limits: RealmServer.limitsConfig, prune: Pruner.optionsConfig }).pipe(
+    const { limits, prune, warmupRequests } = yield* Config.all({
+      limits: RealmServer.limitsConfig,
+      prune: Pruner.optionsConfig,
+      warmupRequests: JitWarmup.requestsConfig
+    }).pipe(
       Effect.mapError(configurationFailure)
     )
     const server = RealmServer.layer({
@@ -257,7 +262,8 @@ const serve = Command.make(
       adminToken: admin.token,
       writeTokenFile: admin.generated,
       limits,
-      prune
+      prune,
+      warmupRequests
     }).pipe(
       Layer.provide(TranspilerPool.layer(pool)),
       Layer.provide(Tracing.layer)

@@ -14,12 +14,13 @@
  *
  * @since 0.3.0
  */
-import { Effect } from "effect"
+import { Effect, Option } from "effect"
 import { HttpRouter, HttpServerRequest, type HttpServerResponse } from "effect/http"
 import { moduleKey } from "../domain/Domain.ts"
 import type { ModuleCache } from "../cache/ModuleCache.ts"
 import * as AdminToken from "./AdminToken.ts"
 import { errorBodyOf, statusOf } from "./ErrorMapping.ts"
+import { FastPath } from "./FastPath.ts"
 import { fileSystem, type RealmFiles } from "./FileSystemSources.ts"
 import { type ErrorBody, type HealthBody, type InvalidateBody, InvalidateQuery, type StatsBody } from "./HttpBodies.ts"
 import { candidatesOf, encodePath, keysCovering, pathOf, validatePath } from "./PathRules.ts"
@@ -39,6 +40,7 @@ interface AdminContext {
 export const add = Effect.fnUntraced(function*(router: HttpRouter.HttpRouter, context: AdminContext) {
   const { cache, files, hidden, raw } = context
   const adminToken = yield* Effect.serviceOption(AdminToken.AdminToken)
+  const fast = yield* Effect.serviceOption(FastPath)
   const fsys = yield* fileSystem
 
   const health = Effect.gen(function*() {
@@ -76,7 +78,11 @@ export const add = Effect.fnUntraced(function*(router: HttpRouter.HttpRouter, co
     })
 
   const stats = Effect.map(cache.stats, (counters) => {
-    const body: StatsBody = { realmUrl: files.realmUrl, ...counters }
+    const warmup = Option.match(fast, {
+      onNone: () => ({}),
+      onSome: (handler) => ({ warmupRequests: handler.warmupAnswered, warmupMillis: handler.warmupMillis })
+    })
+    const body: StatsBody = { realmUrl: files.realmUrl, ...counters, ...warmup }
     return adminJson(200, body)
   })
 

@@ -99,8 +99,17 @@ export class FastPathHandler {
   private generation = 0
   private cache: ModuleCache["Service"] | undefined
   private raw: RawFiles | undefined
-  /** Requests answered here so far. */
+  /** Requests answered here so far, but for those of a start's warm-up. */
   answered = 0
+  /**
+   * Set during a start's JIT warm-up (see `JitWarmup`): its answers are counted in
+   * {@link warmupAnswered}, not as L1 hits nor in {@link answered}.
+   */
+  warming = false
+  /** Requests answered while {@link warming}. */
+  warmupAnswered = 0
+  /** How long the start's warm-up took, in milliseconds (set by `JitWarmup`). */
+  warmupMillis = 0
   /** Per module object: its answer as an L1 hit, computed once. */
   private readonly encodings = new WeakMap<CachedModule, CachedAnswer>()
 
@@ -117,6 +126,16 @@ export class FastPathHandler {
   rememberModule(urlPath: string, id: string, module: CachedModule, bytes: Uint8Array, etag: string, captured: number): void {
     if (!this.encodings.has(module)) this.encodings.set(module, answerOf(bytes, etag, javascriptContentType, "l1"))
     this.remember(urlPath, true, id, captured)
+  }
+
+  /** Up to `limit` request paths remembered as leading to modules. */
+  modulePaths(limit: number): Array<string> {
+    const paths: Array<string> = []
+    for (const [path, route] of this.routes) {
+      if (paths.length >= limit) break
+      if (route.module) paths.push(path)
+    }
+    return paths
   }
 
   /** The generation before a request resolves its path; {@link remember} uses it. */
@@ -172,7 +191,7 @@ export class FastPathHandler {
       if (cache === undefined || module === undefined) return false
       answer = this.encodings.get(module)
       if (answer === undefined) return false
-      cache.countL1Hit()
+      if (!this.warming) cache.countL1Hit()
     } else {
       answer = this.raw?.get(route.id)
       if (answer === undefined) return false
@@ -186,7 +205,8 @@ export class FastPathHandler {
       if (method === "HEAD") response.end()
       else response.end(answer.bytes)
     }
-    this.answered++
+    if (this.warming) this.warmupAnswered++
+    else this.answered++
     return true
   }
 }

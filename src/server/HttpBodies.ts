@@ -35,6 +35,9 @@ export const StatsBody = Schema.Struct({
   preloadedEntries: Schema.Number,
   preloadedBytes: Schema.Number,
   preloadMillis: Schema.Number,
+  /** Requests of the start's JIT warm-up answered by the fast path (absent without `RealmServer.layer`'s fast path). */
+  warmupRequests: Schema.optional(Schema.Number),
+  warmupMillis: Schema.optional(Schema.Number),
   store: Schema.String,
   coordinator: Schema.String,
   refusals: Schema.Number,

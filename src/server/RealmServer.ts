@@ -88,6 +88,7 @@ import * as AdminToken from "./AdminToken.ts"
 import { errorResponse } from "./ErrorMapping.ts"
 import * as FastPath from "./FastPath.ts"
 import * as FileSystemSources from "./FileSystemSources.ts"
+import * as JitWarmup from "./JitWarmup.ts"
 import { CurrentResolution, fileSystem, RealmFiles } from "./FileSystemSources.ts"
 import type { ErrorBody } from "./HttpBodies.ts"
 import { encodePath, pathOf, validatePath } from "./PathRules.ts"
@@ -326,6 +327,11 @@ export interface ServeOptions extends RealmOptions {
    * it off; a handler of your own lets you read its `answered` count. Default: on.
    */
   readonly fastPath?: FastPath.FastPathHandler | false | undefined
+  /**
+   * Requests of the start's JIT warm-up ({@link JitWarmup}): answered on a throwaway
+   * listener from the preloaded modules, before the server listens. Default 1000; 0 turns it off.
+   */
+  readonly warmupRequests?: number | undefined
 }
 
 /** The HTTP server's timeouts and connection cap. */
@@ -462,7 +468,21 @@ export const layer = (options: ServeOptions): Layer.Layer<never, ServeLayerError
   )
   // The watcher, then the preload, then the server: an edit during the preload is seen, and
   // the server listens once L1 is warm.
-  const warmStart = options.watch === false ? preloader : Layer.provideMerge(preloader, watcher)
+  const preload = options.watch === false ? preloader : Layer.provideMerge(preloader, watcher)
+  // Then the JIT warm-up of the serving path, on a throwaway listener, before the real one listens.
+  const jitWarmup = Layer.effectDiscard(Effect.gen(function*() {
+    if (fast === undefined) return
+    // The routes install the same services when they are built, after this.
+    fast.install(yield* ModuleCache, yield* RawFileCache.RawFileCache)
+    const requests = options.warmupRequests ?? JitWarmup.defaultRequests
+    const summary = yield* JitWarmup.warmUp(() => makeNodeServer(limits, fast), fast, fast.modulePaths(requests), requests)
+    if (summary.requests > 0) {
+      yield* Effect.logDebug(
+        `module-transpile-cache: JIT warm-up, ${summary.requests} requests (${summary.fastPath} by the fast path) in ${summary.millis.toFixed(0)} ms`
+      )
+    }
+  }))
+  const warmStart = Layer.provide(jitWarmup, preload)
   // The drain is built first, so it is released last: after the server stopped taking requests.
   const app = server.pipe(Layer.provide(warmStart))
   return app.pipe(
