@@ -261,16 +261,26 @@ export const benchPreload = async (): Promise<Array<{ name: string; value: strin
     writeFileSync(join(realm, "_probe.ts"), "export {}\n")
     const results = new Map<
       string,
-      { loads: Array<number>; starts: Array<number>; preloads: Array<number>; warmups: Array<number>; outcomes: Record<string, number> }
+      {
+        loads: Array<number>
+        secondLoads: Array<number>
+        starts: Array<number>
+        preloads: Array<number>
+        warmups: Array<number>
+        outcomes: Record<string, number>
+      }
     >()
     for (let round = 0; round < ROUNDS; round++) {
       for (const configuration of configurations) {
         const server = await configuration.start()
         const load = await loadGraph(server.url)
         const { preloadMillis, warmupMillis = 0 } = configuration.ours ? await stats(server.url) : { preloadMillis: 0 }
+        // A baseline's second load on the same process: its serving path compiled by V8, as ours is by the warm-up.
+        const second = configuration.ours ? undefined : await loadGraph(server.url)
         await server.stop()
-        const result = results.get(configuration.name) ?? { loads: [], starts: [], preloads: [], warmups: [], outcomes: {} }
+        const result = results.get(configuration.name) ?? { loads: [], secondLoads: [], starts: [], preloads: [], warmups: [], outcomes: {} }
         result.loads.push(load.ms)
+        if (second !== undefined) result.secondLoads.push(second.ms)
         result.starts.push(server.startMs)
         result.preloads.push(preloadMillis)
         result.warmups.push(warmupMillis)
@@ -288,6 +298,7 @@ export const benchPreload = async (): Promise<Array<{ name: string; value: strin
         name: `${configuration.name}: load of ${MODULES} modules, c=${CONCURRENCY} (start${extra}) ${JSON.stringify(r.outcomes)}`,
         value: `${fmt(median(r.loads))} (${fmt(median(r.starts))}${extra})`
       })
+      if (!configuration.ours) rows.push({ name: `${configuration.name}: second load on the same process (JIT-warm)`, value: fmt(median(r.secondLoads)) })
     }
     for (const store of ["pglite", "pg"] as const) {
       const on = results.get(`${store}: restart, preload on`)!
@@ -297,6 +308,10 @@ export const benchPreload = async (): Promise<Array<{ name: string; value: strin
       const coldLoad = cold.get(store)!
       rows.push({ name: `${store}: fresh server (Babel, 1 run): load`, value: `${fmt(coldLoad.ms)} ${JSON.stringify(coldLoad.outcomes)}` })
       rows.push({ name: `${store}: ${fastest.name} load / restart load with preload`, value: `${(fastest.load / median(on.loads)).toFixed(2)}x` })
+      rows.push({
+        name: `${store}: ${fastest.name} second load (JIT-warm) / restart load with preload`,
+        value: `${(median(results.get(fastest.name)!.secondLoads) / median(on.loads)).toFixed(2)}x`
+      })
       rows.push({ name: `${store}: ${fastest.name} load / restart load with preload, JIT warm-up off`, value: `${(fastest.load / median(unwarmed.loads)).toFixed(2)}x` })
       rows.push({
         name: `${store}: ${fastest.name} load / (preload + JIT warm-up + restart load)`,
