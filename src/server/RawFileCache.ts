@@ -11,7 +11,8 @@
  * @since 0.1.0
  */
 import { Context, Layer } from "effect"
-import { defaultMaxBytes, evictClock } from "../cache/L1Cache.ts"
+import { defaultMaxBytes } from "../cache/L1Cache.ts"
+import { ClockMap } from "../internal/ClockMap.ts"
 
 /** A cached answer: the body, its ETag, and the header blocks of a 200 and a 304 (flat `[name, value, ...]`). */
 export interface CachedAnswer {
@@ -23,15 +24,9 @@ export interface CachedAnswer {
   readonly notModified: ReadonlyArray<string>
 }
 
-interface Entry {
-  readonly answer: CachedAnswer
-  used: boolean
-}
-
 /** The raw-file store of one realm. Synchronous: every method is a few map operations. */
 export class RawFiles {
-  private readonly entries = new Map<string, Entry>()
-  private totalBytes = 0
+  private readonly entries: ClockMap<CachedAnswer>
   private generation = 0
   private watching = false
 
@@ -39,14 +34,12 @@ export class RawFiles {
 
   constructor(maxBytes: number = defaultMaxBytes) {
     this.maxBytes = maxBytes
+    this.entries = new ClockMap<CachedAnswer>(maxBytes)
   }
 
   /** The cached answer of a canonical path, marked as used. */
   get(canonicalPath: string): CachedAnswer | undefined {
-    const entry = this.entries.get(canonicalPath)
-    if (entry === undefined) return undefined
-    entry.used = true
-    return entry.answer
+    return this.entries.get(canonicalPath)
   }
 
   /** The generation before a read; a later {@link fill} with it counts only if nothing was invalidated meanwhile. */
@@ -57,28 +50,21 @@ export class RawFiles {
   /** Stores an answer read after `captured`, if nothing was invalidated since and a watcher is on. */
   fill(canonicalPath: string, answer: CachedAnswer, captured: number): boolean {
     if (!this.watching || captured !== this.generation) return false
-    const bytes = answer.bytes.byteLength
-    if (this.maxBytes <= 0 || bytes > this.maxBytes) return false
-    this.remove(canonicalPath)
-    this.entries.set(canonicalPath, { answer, used: false })
-    this.totalBytes += bytes
-    this.evict(canonicalPath)
-    return true
+    return this.entries.set(canonicalPath, answer, answer.bytes.byteLength)
   }
 
   /** Drops a realm-relative path and every path below it (a changed file or directory). */
   invalidate(relativePath: string): void {
     this.generation++
-    this.remove(relativePath)
+    this.entries.delete(relativePath)
     const prefix = `${relativePath}/`
-    for (const id of this.entries.keys()) if (relativePath === "" || id.startsWith(prefix)) this.remove(id)
+    for (const [id] of this.entries) if (relativePath === "" || id.startsWith(prefix)) this.entries.delete(id)
   }
 
   /** Drops everything. */
   clear(): void {
     this.generation++
     this.entries.clear()
-    this.totalBytes = 0
   }
 
   /** Whether a watcher reports changes; entries are kept only while it does. */
@@ -88,22 +74,11 @@ export class RawFiles {
   }
 
   get bytes(): number {
-    return this.totalBytes
+    return this.entries.bytes
   }
 
   get size(): number {
     return this.entries.size
-  }
-
-  private evict(keep: string): void {
-    evictClock(this.entries, () => this.totalBytes > this.maxBytes, keep, (id) => this.remove(id))
-  }
-
-  private remove(id: string): void {
-    const entry = this.entries.get(id)
-    if (entry === undefined) return
-    this.entries.delete(id)
-    this.totalBytes -= entry.answer.bytes.byteLength
   }
 }
 

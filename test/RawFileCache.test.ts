@@ -1,0 +1,49 @@
+/**
+ * The raw-file store's rules, on its own: kept only while watched, a fill that raced an
+ * invalidation dropped, invalidation of a path and everything below it, and the byte bound
+ * with CLOCK eviction (a used entry gets a second round).
+ */
+import { describe, expect, it } from "vitest"
+import { answerOf } from "../src/server/FastPath.ts"
+import { RawFiles } from "../src/server/RawFileCache.ts"
+
+const answer = (bytes: number) => answerOf(new Uint8Array(bytes), `"${bytes}"`, "text/plain")
+
+describe("RawFiles", () => {
+  it("keeps nothing while no watcher reports changes", () => {
+    const raw = new RawFiles(100)
+    expect(raw.fill("a.txt", answer(10), raw.capture())).toBe(false)
+    raw.watched(true)
+    expect(raw.fill("a.txt", answer(10), raw.capture())).toBe(true)
+    expect(raw.get("a.txt")?.bytes.byteLength).toBe(10)
+    raw.watched(false)
+    expect(raw.get("a.txt")).toBeUndefined()
+    expect(raw.bytes).toBe(0)
+  })
+
+  it("drops a fill that raced an invalidation, and invalidates a path with everything below it", () => {
+    const raw = new RawFiles(100)
+    raw.watched(true)
+    const captured = raw.capture()
+    raw.invalidate("elsewhere.txt")
+    expect(raw.fill("a.txt", answer(10), captured)).toBe(false)
+    for (const path of ["dir/a.txt", "dir/sub/b.txt", "dirt.txt"]) raw.fill(path, answer(10), raw.capture())
+    raw.invalidate("dir")
+    expect([raw.get("dir/a.txt"), raw.get("dir/sub/b.txt")]).toEqual([undefined, undefined])
+    expect(raw.get("dirt.txt")).toBeDefined()
+    expect(raw.size).toBe(1)
+    expect(raw.bytes).toBe(10)
+  })
+
+  it("holds its byte bound, evicting the oldest unused entry first", () => {
+    const raw = new RawFiles(30)
+    raw.watched(true)
+    expect(raw.fill("big.txt", answer(31), raw.capture())).toBe(false)
+    for (const path of ["a.txt", "b.txt", "c.txt"]) raw.fill(path, answer(10), raw.capture())
+    raw.get("a.txt")
+    raw.fill("d.txt", answer(10), raw.capture())
+    // a was used, so b (the oldest unused) went.
+    expect(["a.txt", "b.txt", "c.txt", "d.txt"].map((path) => raw.get(path) !== undefined)).toEqual([true, false, true, true])
+    expect(raw.bytes).toBe(30)
+  })
+})
