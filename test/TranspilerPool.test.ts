@@ -277,14 +277,19 @@ describe("TranspilerPool", () => {
       expect(heldSpan?.status._tag).toBe("Ended")
     })))
 
-  it.live.skipIf(process.platform !== "linux")("on Linux, its workers run 10 nice levels below the main thread", () =>
+  it.live.skipIf(process.platform !== "linux")("on Linux, its workers run 10 nice levels below the main thread, or as many as `nice` says", () =>
     Effect.gen(function*() {
       yield* sharedPool
       // Field 19 of /proc/<pid>/task/<tid>/stat is the thread's nice value (after the `(comm)` field).
       const niceOf = (stat: string) => Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[16])
       const own = niceOf(readFileSync("/proc/thread-self/stat", "utf8"))
-      const threads = readdirSync("/proc/self/task").map((tid) => niceOf(readFileSync(`/proc/self/task/${tid}/stat`, "utf8")))
-      expect(threads).toContain(Math.min(19, own + 10))
+      const threads = () => readdirSync("/proc/self/task").map((tid) => niceOf(readFileSync(`/proc/self/task/${tid}/stat`, "utf8")))
+      expect(threads()).toContain(Math.min(19, own + 10))
+      expect(threads()).not.toContain(Math.min(19, own + 3))
+      yield* Effect.scoped(Effect.gen(function*() {
+        yield* faultPool({ nice: 3 })
+        expect(threads()).toContain(Math.min(19, own + 3))
+      }))
     }))
 
   it.live("stops its workers when its scope closes: jobs still queued are interrupted", () =>

@@ -32,7 +32,9 @@ export const WorkerInit = Schema.Struct({
   /** The URL the worker was spawned from: only that module starts serving. */
   entry: Schema.String,
   /** The transpiler's options, handed to `BabelTranspiler.make` as they are (plain data). */
-  options: Schema.Record(Schema.String, Schema.Unknown)
+  options: Schema.Record(Schema.String, Schema.Unknown),
+  /** Nice levels the worker runs below its process (see `lowerPriority`). */
+  nice: Schema.Number
 })
 export type WorkerInit = typeof WorkerInit.Type
 
@@ -102,15 +104,15 @@ const warmUpInputs: ReadonlyArray<TranspileInput> = [
 ]
 
 /**
- * Transpiles are batch work: on Linux (where a priority is per thread) the worker runs 10 nice
- * levels below its process, so that the main thread (warm hits, health probes, handing out
- * jobs) is not preempted by the workers it wakes. Best effort: elsewhere, or when refused,
- * the worker keeps its priority.
+ * Transpiles are batch work: on Linux (where a priority is per thread) the worker runs `nice`
+ * levels (default 10) below its process, so that the main thread (warm hits, health probes,
+ * handing out jobs) is not preempted by the workers it wakes. Best effort: elsewhere, or when
+ * refused, the worker keeps its priority.
  */
-const lowerPriority = (): void => {
-  if (process.platform !== "linux") return
+const lowerPriority = (nice: number): void => {
+  if (process.platform !== "linux" || nice <= 0) return
   try {
-    setPriority(Math.min(19, getPriority() + 10))
+    setPriority(Math.min(19, getPriority() + nice))
   } catch {
     // not permitted: keep the default priority
   }
@@ -125,7 +127,7 @@ export const serve = async (wrap: (handler: Handler) => Handler = (handler) => h
   if (port === null) throw new Error("TranspileWorker.serve runs in a worker thread only")
   const init: unknown = workerData
   if (!isWorkerInit(init)) throw new Error("TranspileWorker: unexpected workerData")
-  lowerPriority()
+  lowerPriority(init.nice)
   let handler: Handler
   try {
     // The options are plain data of BabelTranspilerOptions, passed through without looking inside.

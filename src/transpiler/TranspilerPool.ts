@@ -59,6 +59,12 @@ export interface TranspilerPoolOptions {
   readonly timeout?: Duration.Input
   /** Jobs that may wait for a worker (default 4096); one more fails with `TranspileQueueFullError`. */
   readonly maxQueue?: number
+  /**
+   * Nice levels the workers run below the process on Linux (default 10; 0 to 19), so that the
+   * event loop wins the CPU. The price: on a host whose cores other processes keep busy, the
+   * workers get a small share of them (at 10, about a tenth of a core against one busy process).
+   */
+  readonly nice?: number
   /** The worker entry module (default `TranspileWorker` next to this module). */
   readonly workerUrl?: URL
 }
@@ -67,7 +73,8 @@ export interface TranspilerPoolOptions {
 export const defaults = {
   workers: availableParallelism(),
   timeout: Duration.seconds(30),
-  maxQueue: 4096
+  maxQueue: 4096,
+  nice: 10
 } as const
 
 /** The worker entry next to this module: `.ts` when run from `src`, `.js` from a build. */
@@ -157,6 +164,7 @@ export const makePool = Effect.fnUntraced(function*(options: TranspilerPoolOptio
   const maxQueue = Math.max(0, options.maxQueue ?? defaults.maxQueue)
   const workerUrl = options.workerUrl ?? defaultWorkerUrl
   const maxMemoryMb = options.maxMemoryMb
+  const nice = Math.min(19, Math.max(0, Math.trunc(options.nice ?? defaults.nice)))
   // Worker events arrive outside any fiber: metrics are updated directly, in the pool's context.
   const context = yield* Effect.context<never>()
 
@@ -185,7 +193,7 @@ export const makePool = Effect.fnUntraced(function*(options: TranspilerPoolOptio
 
   /** Starts a worker in a slot; `onStart` is told once whether it came up (and with the expected fingerprint). */
   const spawn = (index: number, onStart: (error: TranspileWorkerStartError | undefined) => void): void => {
-    const init: WorkerInit = { entry: workerUrl.href, options: { ...transpilerOptions } }
+    const init: WorkerInit = { entry: workerUrl.href, options: { ...transpilerOptions }, nice }
     const worker = new Worker(workerUrl, {
       workerData: init,
       ...(maxMemoryMb === undefined ? {} : { resourceLimits: { maxOldGenerationSizeMb: maxMemoryMb } })
@@ -449,14 +457,19 @@ export const make = (
 export const layer = (options: TranspilerPoolOptions = {}): Layer.Layer<Transpiler, TranspilerStartError> =>
   Layer.effect(Transpiler, make(options))
 
-/** The pool's settings from `MTC_TRANSPILE_WORKERS`, `MTC_TRANSPILE_MAX_MEMORY` (MiB) and `MTC_TRANSPILE_TIMEOUT`. */
+/**
+ * The pool's settings from `MTC_TRANSPILE_WORKERS`, `MTC_TRANSPILE_MAX_MEMORY` (MiB),
+ * `MTC_TRANSPILE_TIMEOUT` and `MTC_TRANSPILE_NICE`.
+ */
 export const optionsConfig: Config.Config<Omit<TranspilerPoolOptions, "transpiler" | "workerUrl">> = Config.all({
   workers: Config.withDefault(Config.Int("MTC_TRANSPILE_WORKERS"), defaults.workers),
   maxMemoryMb: Config.option(Config.Int("MTC_TRANSPILE_MAX_MEMORY")),
-  timeout: Config.withDefault(Config.Duration("MTC_TRANSPILE_TIMEOUT"), defaults.timeout)
-}).pipe(Config.map(({ maxMemoryMb, timeout, workers }) => ({
+  timeout: Config.withDefault(Config.Duration("MTC_TRANSPILE_TIMEOUT"), defaults.timeout),
+  nice: Config.withDefault(Config.Int("MTC_TRANSPILE_NICE"), defaults.nice)
+}).pipe(Config.map(({ maxMemoryMb, nice, timeout, workers }) => ({
   workers,
   timeout,
+  nice,
   ...(maxMemoryMb._tag === "Some" ? { maxMemoryMb: maxMemoryMb.value } : {})
 })))
 
