@@ -113,7 +113,7 @@ export class FastPathHandler {
   /** Per module object: its answer as an L1 hit, computed once. */
   private readonly encodings = new WeakMap<CachedModule, CachedAnswer>()
 
-  /** Connects the services the answers come from (the routes do, when they are built). */
+  /** Connects the services the answers come from (`RealmServer.layer` does, when it builds the {@link FastPath} service). */
   install(cache: ModuleCache["Service"], raw: RawFiles): void {
     this.cache = cache
     this.raw = raw

@@ -142,7 +142,6 @@ export const routes: Layer.Layer<never, never, HttpRouter.HttpRouter | ModuleCac
       () => new RawFileCache.RawFiles(0)
     )
     const fast = yield* Effect.serviceOption(FastPath.FastPath)
-    if (fast._tag === "Some") fast.value.install(cache, raw)
 
     // An L1 hit returns the same module object each time: encode it and hash its ETag once.
     const encodings = new WeakMap<CachedModule, { readonly bytes: Uint8Array; readonly etag: string }>()
@@ -472,8 +471,6 @@ export const layer = (options: ServeOptions): Layer.Layer<never, ServeLayerError
   // Then the JIT warm-up of the serving path, on a throwaway listener, before the real one listens.
   const jitWarmup = Layer.effectDiscard(Effect.gen(function*() {
     if (fast === undefined) return
-    // The routes install the same services when they are built, after this.
-    fast.install(yield* ModuleCache, yield* RawFileCache.RawFileCache)
     const requests = options.warmupRequests ?? JitWarmup.defaultRequests
     const summary = yield* JitWarmup.warmUp(() => makeNodeServer(limits, fast), fast, fast.modulePaths(requests), requests)
     if (summary.requests > 0) {
@@ -486,7 +483,14 @@ export const layer = (options: ServeOptions): Layer.Layer<never, ServeLayerError
   // The drain is built first, so it is released last: after the server stopped taking requests.
   const app = server.pipe(Layer.provide(warmStart))
   return app.pipe(
-    Layer.provide(fast === undefined ? Layer.empty : Layer.succeed(FastPath.FastPath, fast)),
+    Layer.provide(fast === undefined ? Layer.empty : Layer.effect(
+      FastPath.FastPath,
+      // Connected to the realm's cache and raw files before the watcher, the preload, the warm-up or the routes use it.
+      Effect.gen(function*() {
+        fast.install(yield* ModuleCache, yield* RawFileCache.RawFileCache)
+        return fast
+      })
+    )),
     Layer.provide(layerServices(options))
   )
 }
