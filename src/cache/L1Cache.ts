@@ -49,10 +49,7 @@ export class L1Cache {
   private flushGeneration = 0
   private counter = 0
 
-  readonly maxBytes: number
-
   constructor(maxBytes: number = defaultMaxBytes) {
-    this.maxBytes = maxBytes
     this.entries = new ClockMap<Entry>(maxBytes, (entry) => {
       const ids = this.byHash.get(entry.hash)
       ids?.delete(keyString(entry.module.key))
@@ -155,5 +152,9 @@ export class L1Cache {
 
   get size(): number {
     return this.entries.size
+  }
+
+  get maxBytes(): number {
+    return this.entries.maxBytes
   }
 }

@@ -30,10 +30,7 @@ export class RawFiles {
   private generation = 0
   private watching = false
 
-  readonly maxBytes: number
-
   constructor(maxBytes: number = defaultMaxBytes) {
-    this.maxBytes = maxBytes
     this.entries = new ClockMap<CachedAnswer>(maxBytes)
   }
 
@@ -79,6 +76,10 @@ export class RawFiles {
 
   get size(): number {
     return this.entries.size
+  }
+
+  get maxBytes(): number {
+    return this.entries.maxBytes
   }
 }
 
