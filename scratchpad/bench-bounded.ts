@@ -10,7 +10,7 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { Effect, type Layer, Redacted } from "effect"
 import type { SqlClient } from "effect/sql"
-import { moduleKey } from "../src/domain/Domain.ts"
+import { moduleKey, versionedKey } from "../src/domain/Domain.ts"
 import * as Migrations from "../src/store/Migrations.ts"
 import * as PgliteClient from "../src/store/PgliteClient.ts"
 import * as SqlTranspileStore from "../src/store/SqlTranspileStore.ts"
@@ -25,7 +25,7 @@ const wipeMillis = (store: SqlTranspileStore.SqlStoreKind, realm: string, rounds
     const s = yield* SqlTranspileStore.make({ kind: store })
     const samples: Array<number> = []
     for (let r = 0; r < rounds; r++) {
-      yield* Effect.forEach(Array.from({ length: 50 }, (_, i) => moduleKey(realm, `m${i}.ts`)), (key) =>
+      yield* Effect.forEach(Array.from({ length: 50 }, (_, i) => versionedKey(moduleKey(realm, `m${i}.ts`), "fp")), (key) =>
         Effect.flatMap(s.read(key), (row) =>
           s.write({
             key,

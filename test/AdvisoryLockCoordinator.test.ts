@@ -9,11 +9,11 @@ import type { PgConnection } from "@effect/sql-pg"
 import { Duration, Effect, Exit } from "effect"
 import { ConnectionError, SqlError } from "effect/sql/SqlError"
 import { CoordinatorError } from "../src/domain/Coordinator.ts"
-import { moduleKey } from "../src/domain/Domain.ts"
+import { moduleKey, versionedKey } from "../src/domain/Domain.ts"
 import * as AdvisoryLockCoordinator from "../src/fleet/AdvisoryLockCoordinator.ts"
 import { WaiterRegistry } from "../src/fleet/Waiters.ts"
 
-const key = moduleKey("https://realm.test/", "a.ts")
+const key = versionedKey(moduleKey("https://realm.test/", "a.ts"), "fp-test")
 
 /** A session whose lock queries answer from `answers` (true, false or a failure), logging each. */
 const fakeSession = (answers: Array<boolean | "fail">) => {

@@ -4,7 +4,7 @@
 import { assert, describe, expect, it } from "@effect/vitest"
 import { Deferred, Effect, Exit, Fiber, Queue, Redacted } from "effect"
 import { TestClock } from "effect/testing"
-import { moduleKey, type ModuleKey } from "../src/domain/Domain.ts"
+import { moduleKey, type VersionedKey, versionedKey } from "../src/domain/Domain.ts"
 import { StoreError } from "../src/domain/Errors.ts"
 import { absent, none, type StoredRow, TranspileStore } from "../src/domain/TranspileStore.ts"
 import * as L2Reads from "../src/cache/L2Reads.ts"
@@ -12,9 +12,9 @@ import * as ModuleCache from "../src/cache/ModuleCache.ts"
 import * as ModuleCacheLive from "../src/live/ModuleCacheLive.ts"
 import { idle, makeCache, makeWorld, keyOf as worldKey } from "./support/world.ts"
 
-const keyOf = (path: string) => moduleKey("https://realm.test/", path)
+const keyOf = (path: string): VersionedKey => versionedKey(moduleKey("https://realm.test/", path), "fp-test")
 /** The fake row of a key: its path in the generation, so that each caller can check it got its own. */
-const rowOf = (key: ModuleKey): StoredRow => absent({ generation: Number(key.path.replace(/\D/g, "")), realmEpoch: 0 })
+const rowOf = (key: VersionedKey): StoredRow => absent({ generation: Number(key.path.replace(/\D/g, "")), realmEpoch: 0 })
 
 interface Call {
   readonly keys: ReadonlyArray<string>

@@ -7,7 +7,7 @@
 import { PgClient } from "@effect/sql-pg"
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
 import { Effect, Exit, Fiber, Layer, Redacted, Scope } from "effect"
-import { moduleKey, realmHash, lockKey } from "../src/domain/Domain.ts"
+import { keyHash, lockKey, moduleKey, realmHash, versionedKey } from "../src/domain/Domain.ts"
 import type { InvalidationEvent } from "../src/domain/Invalidations.ts"
 import * as LeaseCoordinator from "../src/fleet/LeaseCoordinator.ts"
 import * as Migrations from "../src/store/Migrations.ts"
@@ -21,7 +21,7 @@ beforeAll(() => {
 afterAll(() => dropDatabase(url))
 
 const realm = "https://lease.test/"
-const key = moduleKey(realm, "a.ts")
+const key = versionedKey(moduleKey(realm, "a.ts"), "fp-test")
 
 /** One "process": a pool (unprepared statements, as behind a pooler) in its own scope. */
 const member = (scope: Scope.Scope, lease: LeaseCoordinator.LeaseOptions = {}) =>
@@ -74,7 +74,7 @@ describe("LeaseCoordinator", () => {
       yield* a.coordinator.unlock(key)
       expect(leases()).toBe("1")
       // The lease of an owner that died: taken over once expired, not before.
-      const other = moduleKey(realm, "b.ts")
+      const other = versionedKey(moduleKey(realm, "b.ts"), "fp-test")
       psql(`INSERT INTO module_transpile_cache_lease VALUES (${lockKey(other)}, 'dead', now() + interval '1 minute')`, url)
       expect(yield* b.coordinator.tryLock(other)).toBe(false)
       psql(`UPDATE module_transpile_cache_lease SET expires_at = now() - interval '1 second' WHERE owner = 'dead'`, url)
@@ -121,7 +121,7 @@ describe("PolledInvalidations", () => {
       yield* a.invalidations.publishKey(key)
       yield* a.invalidations.publishRealm(realm)
       for (let i = 0; i < 100 && heardB.length < 2; i++) yield* Effect.sleep("20 millis")
-      expect(heardB).toEqual([{ _tag: "Key", hash: lockKey(key) }, { _tag: "Realm", hash: realmHash(realm) }])
+      expect(heardB).toEqual([{ _tag: "Key", hash: keyHash(key) }, { _tag: "Realm", hash: realmHash(realm) }])
       expect(heardA).toEqual([])
       // Entries a process never read are gone (pruned after a long outage; here the head
       // jumps past them): it flushes its L1.

@@ -6,6 +6,7 @@ import { assert, describe, expect, it } from "@effect/vitest"
 import { Deferred, Effect, Exit, Fiber } from "effect"
 import { TestClock } from "effect/testing"
 import { TranspileError } from "../src/domain/Errors.ts"
+import * as TestTranspiler from "../src/transpiler/TestTranspiler.ts"
 import { syntaxErrorMarker } from "../src/transpiler/TestTranspiler.ts"
 import { idle, keyOf, makeCache, makeWorld, realm, settle } from "./support/world.ts"
 
@@ -49,7 +50,7 @@ describe("ModuleCache", () => {
       expect(fresh.module.body).toContain("'new'")
       expect(world.transpiler.calls()).toBe(2)
       yield* idle(cache)
-      const row = yield* world.store.read(a)
+      const row = yield* world.readRow(a)
       assert(row._tag === "Module")
       expect(row.module.body).toContain("'new'")
       expect((yield* cache.get(a)).outcome).toBe("l1")
@@ -126,7 +127,7 @@ describe("ModuleCache", () => {
       world.transpiler.ungate()
       yield* Deferred.succeed(gate.release, undefined)
       yield* Fiber.join(first)
-      expect((yield* world.store.read(a))._tag).toBe("Absent")
+      expect((yield* world.readRow(a))._tag).toBe("Absent")
       const fresh = yield* cache.get(a)
       expect(fresh.outcome).toBe("transpiled")
       expect(fresh.module.body).toContain("'new'")
@@ -148,7 +149,7 @@ describe("ModuleCache", () => {
       expect(world.transpiler.calls()).toBe(2)
       yield* Deferred.succeed(gate.release, undefined)
       yield* Fiber.join(invalidating)
-      expect((yield* world.store.read(a))._tag).toBe("Absent")
+      expect((yield* world.readRow(a))._tag).toBe("Absent")
     }))
 
   it.effect("an L2 row for another source hash is a miss", () =>
@@ -288,4 +289,57 @@ describe("ModuleCache", () => {
       expect(fresh.outcome).toBe("transpiled")
       expect(fresh.module.body).toContain("'new'")
     }))
+
+  describe("two versions on one store and fleet", () => {
+    it.effect("a version never waits on the other's transpile, and neither overwrites the other's row", () =>
+      Effect.gen(function*() {
+        const world = yield* makeWorld({ "a.ts": "export const a = 1" })
+        const newer = TestTranspiler.make({ fingerprint: "test-transpiler-2" })
+        const old = yield* makeCache(world)
+        const next = yield* makeCache(world, { transpiler: newer })
+        // The old version holds the key's lock while its transpile is gated.
+        const gate = yield* world.transpiler.gate
+        const oldGet = yield* Effect.forkChild(old.get(a))
+        yield* Deferred.await(gate.started)
+        // The new version transpiles at once: no lock, no waiter of the old version's.
+        const fresh = yield* next.get(a)
+        expect(fresh.outcome).toBe("transpiled")
+        expect(fresh.module.fingerprint).toBe("test-transpiler-2")
+        yield* Deferred.succeed(gate.release, undefined)
+        expect((yield* Fiber.join(oldGet)).outcome).toBe("transpiled")
+        yield* idle(old)
+        yield* idle(next)
+        expect(world.transpiler.calls()).toBe(1)
+        expect(newer.calls()).toBe(1)
+        // Each version's row is there, and a restart of either reads its own.
+        expect((yield* makeCache(world).pipe(Effect.flatMap((cache) => cache.get(a)))).outcome).toBe("l2")
+        expect((yield* makeCache(world, { transpiler: newer }).pipe(Effect.flatMap((cache) => cache.get(a)))).outcome)
+          .toBe("l2")
+        expect((yield* world.store.versions(realm)).map((version) => version.fingerprint).sort()).toEqual([
+          "test-transpiler-1",
+          "test-transpiler-2"
+        ])
+      }))
+
+    it.effect("an invalidation by either version drops both versions' L1 and L2 entries", () =>
+      Effect.gen(function*() {
+        const world = yield* makeWorld({ "a.ts": "export const v = 'old'" })
+        const newer = TestTranspiler.make({ fingerprint: "test-transpiler-2" })
+        const old = yield* makeCache(world)
+        const next = yield* makeCache(world, { transpiler: newer })
+        yield* old.get(a)
+        yield* next.get(a)
+        yield* idle(old)
+        yield* idle(next)
+        expect((yield* next.get(a)).outcome).toBe("l1")
+        world.sources.set(a, "export const v = 'new'")
+        yield* old.invalidate(a)
+        const fresh = yield* next.get(a)
+        expect(fresh.outcome).toBe("transpiled")
+        expect(fresh.module.body).toContain("'new'")
+        const again = yield* old.get(a)
+        expect(again.outcome).toBe("transpiled")
+        expect(again.module.body).toContain("'new'")
+      }))
+  })
 })

@@ -6,7 +6,7 @@ import { PgClient } from "@effect/sql-pg"
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
 import { Context, Deferred, Effect, Exit, Fiber, Layer, Redacted, Scope } from "effect"
 import { SqlClient } from "effect/sql"
-import { moduleKey } from "../src/domain/Domain.ts"
+import { moduleKey, versionedKey } from "../src/domain/Domain.ts"
 import type { InvalidationEvent } from "../src/domain/Invalidations.ts"
 import * as PgFleet from "../src/fleet/PgFleet.ts"
 import * as PgSession from "../src/fleet/PgSession.ts"
@@ -20,7 +20,7 @@ beforeAll(() => {
 })
 afterAll(() => dropDatabase(url))
 
-const key = moduleKey("https://realm.test/", "a.ts")
+const key = versionedKey(moduleKey("https://realm.test/", "a.ts"), "fp-test")
 
 const member = (scope: Scope.Scope) =>
   Effect.gen(function*() {

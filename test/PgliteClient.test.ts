@@ -12,7 +12,7 @@ import { Cause, Deferred, Effect, Exit, Fiber } from "effect"
 import { SqlClient } from "effect/sql"
 import { SqlError } from "effect/sql/SqlError"
 import * as DataDirLock from "../src/store/DataDirLock.ts"
-import { moduleKey } from "../src/domain/Domain.ts"
+import { moduleKey, versionedKey } from "../src/domain/Domain.ts"
 import * as PgliteClient from "../src/store/PgliteClient.ts"
 import * as SqlTranspileStore from "../src/store/SqlTranspileStore.ts"
 
@@ -149,7 +149,7 @@ describe("the embedded store's data directory", () => {
 
   it.live("a store survives a restart on the same directory", () =>
     Effect.gen(function*() {
-      const key = moduleKey("https://realm.test/restart/", "a.gts")
+      const key = versionedKey(moduleKey("https://realm.test/restart/", "a.gts"), "fp")
       const written = yield* Effect.scoped(Effect.gen(function*() {
         const store = yield* storeAt(dataDir)
         yield* store.tombstone(key)

@@ -8,7 +8,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
 import { Effect, Layer, Random, Redacted } from "effect"
-import { hashSource, type ModuleKey, moduleKey } from "../src/domain/Domain.ts"
+import { hashSource, type ModuleKey, moduleKey, versionedKey } from "../src/domain/Domain.ts"
 import { ModuleCache } from "../src/cache/ModuleCache.ts"
 import * as ModuleCacheLive from "../src/live/ModuleCacheLive.ts"
 import * as ModuleSources from "../src/domain/ModuleSources.ts"
@@ -101,7 +101,7 @@ describe("randomized races on Postgres", () => {
           for (const [k, v] of edited) raise(index, k, v)
         } else {
           // A slow writer: captures the row state, sleeps, then writes the bytes it had.
-          const row = yield* store.read(key)
+          const row = yield* store.read(versionedKey(key, inner.service.fingerprint))
           const captured: Captured = row.captured
           const text = content(key, version.get(key.path) ?? 0)
           yield* Effect.flatMap(Random.nextIntBetween(0, 5), (ms) => Effect.sleep(ms))

@@ -2,11 +2,11 @@ import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
 import * as CacheCounters from "../src/cache/CacheCounters.ts"
 import * as StoreAccess from "../src/cache/StoreAccess.ts"
-import { moduleKey } from "../src/domain/Domain.ts"
+import { moduleKey, versionedKey } from "../src/domain/Domain.ts"
 import { StoreError } from "../src/domain/Errors.ts"
 import { emptyCapture, none, TranspileStore } from "../src/domain/TranspileStore.ts"
 
-const key = moduleKey("http://realm/", "a.ts")
+const key = versionedKey(moduleKey("http://realm/", "a.ts"), "f")
 const request = {
   key,
   captured: emptyCapture,

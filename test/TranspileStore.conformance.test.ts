@@ -11,7 +11,7 @@ import { afterAll, expect, layer, type Vitest } from "@effect/vitest"
 import { Effect, Layer, Redacted } from "effect"
 import { SqlClient } from "effect/sql"
 import { TestClock } from "effect/testing"
-import { moduleKey } from "../src/domain/Domain.ts"
+import { moduleKey, versionedKey } from "../src/domain/Domain.ts"
 import * as MemoryTranspileStore from "../src/store/MemoryTranspileStore.ts"
 import * as Migrations from "../src/store/Migrations.ts"
 import * as PgliteClient from "../src/store/PgliteClient.ts"
@@ -68,7 +68,7 @@ const sqlOnlySuite = (it: Vitest.MethodsNonLive<SqlClient.SqlClient>, kind: SqlT
     Effect.gen(function*() {
       const sql = yield* SqlClient.SqlClient
       const store = yield* SqlTranspileStore.make({ kind })
-      const key = moduleKey(`https://realm.test/${kind}/touch/${randomUUID()}/`, "a.gts")
+      const key = versionedKey(moduleKey(`https://realm.test/${kind}/touch/${randomUUID()}/`, "a.gts"), "fp")
       yield* store.write({
         key,
         captured: { generation: 0, realmEpoch: 0 },

@@ -322,7 +322,7 @@ describe("TranspilerPool in a ModuleCache", () => {
       const cache = yield* makeCache(world, { deadline: "10 minutes" })
       const first = yield* Effect.flip(cache.get(keyOf("crash.ts")))
       expect(first).toBeInstanceOf(TranspileWorkerCrashError)
-      expect((yield* world.store.read(keyOf("crash.ts")))._tag).toBe("Absent")
+      expect((yield* world.readRow(keyOf("crash.ts")))._tag).toBe("Absent")
       const second = yield* Effect.flip(cache.get(keyOf("crash.ts")))
       expect(second).toBeInstanceOf(TranspileWorkerCrashError)
       // Each get ran the job again (a crashing thread may die before its "started" note is sent).

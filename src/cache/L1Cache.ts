@@ -9,7 +9,7 @@
  *
  * @since 0.1.0
  */
-import { type CachedModule, keyString, lockKey, type ModuleKey, realmHash } from "../domain/Domain.ts"
+import { type CachedModule, keyString, keyHash, type ModuleKey, realmHash } from "../domain/Domain.ts"
 import { ClockMap } from "../internal/ClockMap.ts"
 
 /** The default bound on L1's total bytes: 64 MiB. */
@@ -123,7 +123,7 @@ export class L1Cache {
   }
 
   invalidateKey(key: ModuleKey): void {
-    this.invalidateHash(lockKey(key))
+    this.invalidateHash(keyHash(key))
   }
 
   /** Bumps the realm's generation and drops its entries. */

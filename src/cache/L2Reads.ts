@@ -15,7 +15,7 @@
  * @since 0.1.0
  */
 import { Deferred, Duration, Effect, Exit, Request, RequestResolver } from "effect"
-import type { ModuleKey } from "../domain/Domain.ts"
+import type { VersionedKey } from "../domain/Domain.ts"
 import type { StoreError } from "../domain/Errors.ts"
 import type { StoredRow, TranspileStore } from "../domain/TranspileStore.ts"
 
@@ -33,7 +33,7 @@ export interface L2ReadsOptions {
 const defaults = { window: Duration.zero, maxBatch: 100, concurrency: 1 } as const
 
 interface L2Read extends Request.Request<StoredRow, StoreError> {
-  readonly key: ModuleKey
+  readonly key: VersionedKey
 }
 const L2Read = Request.of<L2Read>()
 
@@ -41,7 +41,7 @@ const L2Read = Request.of<L2Read>()
 export const make = (
   store: TranspileStore["Service"],
   options: L2ReadsOptions = {}
-): (key: ModuleKey) => Effect.Effect<StoredRow, StoreError> => {
+): (key: VersionedKey) => Effect.Effect<StoredRow, StoreError> => {
   const window = Duration.fromInputUnsafe(options.window ?? defaults.window)
   const concurrency = Math.max(1, options.concurrency ?? defaults.concurrency)
   let inFlight = 0

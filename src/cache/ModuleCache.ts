@@ -13,12 +13,14 @@ import { type ConnectionStats, DatabaseConnections } from "../domain/DatabaseCon
 import {
   type CachedModule,
   type GetResult,
+  keyHash,
   keyString,
-  lockKey,
   type ModuleKey,
   type ModuleSource,
   type Outcome,
-  type ReportedOutcome
+  type ReportedOutcome,
+  type VersionedKey,
+  versionedKey
 } from "../domain/Domain.ts"
 import {
   type GetError,
@@ -251,13 +253,16 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
       ])
     }).pipe(Effect.andThen(transpileAndPersist(source, captured, "fallback", deliver)))
 
+  /** The key of this version of a module: what L2 reads and the fleet coalesces by. */
+  const ours = (key: ModuleKey): VersionedKey => versionedKey(key, fingerprint)
+
   /** Takes the key's lock, if free, for the rest of the scope: whether it was taken. */
-  const lock = (key: ModuleKey) =>
+  const lock = (key: VersionedKey) =>
     Effect.acquireRelease(coordinator.tryLock(key), (won) => (won ? coordinator.unlock(key) : Effect.void))
 
   /** Holds the lock: re-reads L2 (a peer may have written it), else transpiles and persists, then tells the waiters. */
   const asWinner = Effect.fnUntraced(function*(source: ModuleSource, captured: Captured, deliver: Deliver) {
-    const row = yield* l2.read(source.key).pipe(
+    const row = yield* l2.read(ours(source.key)).pipe(
       Effect.catch((error) =>
         Effect.as(
           Effect.all([
@@ -271,18 +276,18 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
     const hit = row === undefined ? undefined : fromRow(row, source, "l2")
     if (hit !== undefined) return hit
     const loaded = yield* transpileAndPersist(source, row?.captured ?? captured, "transpiled", deliver)
-    yield* coordinator.notifyPopulated(source.key)
+    yield* coordinator.notifyPopulated(ours(source.key))
     return loaded
   })
 
   /** One look of a loser: L2 (the winner's row?), then the lock (did the winner give it up?). */
   const look = (source: ModuleSource): Effect.Effect<Option.Option<Look>, never, Scope.Scope> =>
-    l2.read(source.key).pipe(Effect.matchEffect({
+    l2.read(ours(source.key)).pipe(Effect.matchEffect({
       onFailure: (error) => Effect.succeedSome<Look>({ _tag: "Failed", reason: "store", captured: emptyCapture, error }),
       onSuccess: (row) => {
         const hit = fromRow(row, source, "coalesced")
         if (hit !== undefined) return Effect.succeedSome<Look>({ _tag: "Answered", loaded: hit })
-        return lock(source.key).pipe(Effect.matchEffect({
+        return lock(ours(source.key)).pipe(Effect.matchEffect({
           onFailure: (error) =>
             Effect.succeedSome<Look>({ _tag: "Failed", reason: "coordinator", captured: row.captured, error }),
           onSuccess: (won) =>
@@ -323,8 +328,9 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
         ? asWinner(source, captured, deliver)
         : Effect.scoped(Effect.gen(function*() {
           // Registered before the try-lock, so that a winner finishing in between wakes us.
-          const waiter = yield* coordinator.register(source.key)
-          return yield* lock(source.key).pipe(Effect.matchEffect({
+          const key = ours(source.key)
+          const waiter = yield* coordinator.register(key)
+          return yield* lock(key).pipe(Effect.matchEffect({
             onFailure: (error) => fallback(source, captured, "coordinator", error, deliver),
             onSuccess: (won) =>
               won ? asWinner(source, captured, deliver) : asLoser(source, captured, waiter, deliver)
@@ -343,7 +349,7 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
     // A tombstone is on its way: L2 may still hold the old row, so skip it. The write that
     // follows is conditioned on the empty state and loses against the tombstone.
     if (pending.covers(source.key)) return transpileAndPersist(source, emptyCapture, "transpiled", deliver)
-    return l2.readMiss(source.key).pipe(Effect.matchEffect({
+    return l2.readMiss(ours(source.key)).pipe(Effect.matchEffect({
       onFailure: (error) => fallback(source, emptyCapture, "store", error, deliver),
       onSuccess: (row) => {
         const hit = fromRow(row, source, "l2")
@@ -383,7 +389,7 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
       Effect.suspend(() => {
         const module = l1.get(keyString(key))
         if (module !== undefined) return Effect.as(report("l1"), { module, outcome: "l1" as const })
-        const hash = lockKey(key)
+        const hash = keyHash(key)
         return flights.run(keyString(key), { realmUrl: key.realmUrl, hash }, (answer) => load(key, hash, answer)).pipe(
           Effect.tap((result) => report(result.outcome)),
           Effect.tapError(() => report("error"))

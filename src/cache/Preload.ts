@@ -19,7 +19,7 @@
  * @since 0.1.0
  */
 import { Cause, Clock, Effect, Stream } from "effect"
-import { type CachedModule, lockKey, type ModuleKey } from "../domain/Domain.ts"
+import { type CachedModule, keyHash, type ModuleKey } from "../domain/Domain.ts"
 import type { L1Cache } from "./L1Cache.ts"
 import type { ModuleSources } from "../domain/ModuleSources.ts"
 import type { PreloadedRow, TranspileStore } from "../domain/TranspileStore.ts"
@@ -100,7 +100,7 @@ export const run = Effect.fn("ModuleCache.preload")(function*(options: PreloadOp
       const row = verified[at]
       if (row === undefined) continue
       const module: CachedModule = { ...row.module, key: row.key, fingerprint: options.fingerprint }
-      if (!isPending(row.key) && l1.fillSince(module, lockKey(row.key), snapshot)) {
+      if (!isPending(row.key) && l1.fillSince(module, keyHash(row.key), snapshot)) {
         entries++
         bytes += Buffer.byteLength(module.body, "utf8")
         keys.push(row.key)

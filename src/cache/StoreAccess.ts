@@ -6,7 +6,7 @@
  * @since 0.1.0
  */
 import { Duration, Effect, Schedule } from "effect"
-import type { ModuleKey } from "../domain/Domain.ts"
+import type { ModuleKey, VersionedKey } from "../domain/Domain.ts"
 import type { StoreError } from "../domain/Errors.ts"
 import type { StoredRow, TranspileStore, WriteRequest } from "../domain/TranspileStore.ts"
 import { refusalSchedule } from "../internal/refusal.ts"
@@ -92,9 +92,9 @@ export const make = (
 
   return {
     /** Reads a key's row, waiting out refusals. */
-    read: (key: ModuleKey): Effect.Effect<StoredRow, StoreError> => waitOutRefusals("read", store.read(key)),
+    read: (key: VersionedKey): Effect.Effect<StoredRow, StoreError> => waitOutRefusals("read", store.read(key)),
     /** Reads the row of a key missed in L1, batched with other misses if so configured, waiting out refusals. */
-    readMiss: (key: ModuleKey): Effect.Effect<StoredRow, StoreError> => waitOutRefusals("read", readMissed(key)),
+    readMiss: (key: VersionedKey): Effect.Effect<StoredRow, StoreError> => waitOutRefusals("read", readMissed(key)),
     /** Writes a row, best effort. */
     persist: (request: WriteRequest): Effect.Effect<void> =>
       // Data-first: the pipeable withSpan captures a stack trace on every call.

@@ -7,7 +7,7 @@
  * @since 0.1.0
  */
 import { Context, Effect, Layer, Schema, type Scope } from "effect"
-import type { ModuleKey } from "./Domain.ts"
+import type { VersionedKey } from "./Domain.ts"
 
 /** The coordinator could not take part (its lock session is down, say); the caller falls back. */
 export class CoordinatorError extends Schema.TaggedError<CoordinatorError>()("CoordinatorError", {
@@ -25,17 +25,21 @@ export interface Waiter {
   readonly wake: Effect.Effect<void>
 }
 
-/** Fleet-wide coalescing. */
+/**
+ * Fleet-wide coalescing, per {@link VersionedKey}: two versions of the server (two pipeline
+ * fingerprints) on one database take different locks and wake different waiters, so neither
+ * waits on the other.
+ */
 export class Coordinator extends Context.Service<Coordinator, {
   readonly kind: "postgres" | "memory" | "none"
   /** Registers a waiter for the key for the life of the scope. */
-  readonly register: (key: ModuleKey) => Effect.Effect<Waiter, never, Scope.Scope>
+  readonly register: (key: VersionedKey) => Effect.Effect<Waiter, never, Scope.Scope>
   /** Tries to become the key's transpiler. `true` means the caller holds the lock until `unlock`. */
-  readonly tryLock: (key: ModuleKey) => Effect.Effect<boolean, CoordinatorError>
+  readonly tryLock: (key: VersionedKey) => Effect.Effect<boolean, CoordinatorError>
   /** Releases a lock taken with `tryLock`. */
-  readonly unlock: (key: ModuleKey) => Effect.Effect<void>
+  readonly unlock: (key: VersionedKey) => Effect.Effect<void>
   /** Tells every waiter of the key that its row (or recorded failure) is committed. */
-  readonly notifyPopulated: (key: ModuleKey) => Effect.Effect<void>
+  readonly notifyPopulated: (key: VersionedKey) => Effect.Effect<void>
 }>()("module-transpile-cache/Coordinator") {}
 
 /** A coordinator for a single process: every lock is granted, no one ever waits. */

@@ -18,8 +18,24 @@ export const moduleKey = (realmUrl: string, path: string): ModuleKey => ({ realm
 /** The in-process map key of a module: `<realmUrl>|<path>`. */
 export const keyString = (key: ModuleKey): string => `${key.realmUrl}|${key.path}`
 
-/** The fleet-wide coalesce key of a module: `transpile|<realmUrl>|<path>`. */
-export const coalesceKey = (key: ModuleKey): string => `transpile|${key.realmUrl}|${key.path}`
+/**
+ * A module key of one version of the output: the key and the pipeline fingerprint. L2 keeps
+ * a row per versioned key, and a fleet coalesces per versioned key, so two versions of the
+ * server on one database never wait on nor overwrite each other.
+ */
+export interface VersionedKey extends ModuleKey {
+  readonly fingerprint: string
+}
+
+/** Builds a {@link VersionedKey}. */
+export const versionedKey = (key: ModuleKey, fingerprint: string): VersionedKey => ({
+  realmUrl: key.realmUrl,
+  path: key.path,
+  fingerprint
+})
+
+/** The fleet-wide coalesce key of one version of a module: `transpile|<fingerprint>|<realmUrl>|<path>`. */
+export const coalesceKey = (key: VersionedKey): string => `transpile|${key.fingerprint}|${key.realmUrl}|${key.path}`
 
 /**
  * The signed 64-bit hash of a string (the first 8 bytes of its SHA-256). It is both the
@@ -28,8 +44,17 @@ export const coalesceKey = (key: ModuleKey): string => `transpile|${key.realmUrl
 export const hash64 = (value: string): bigint =>
   createHash("sha256").update(value).digest().readBigInt64BE(0)
 
-/** The hash of a module's coalesce key. */
-export const lockKey = (key: ModuleKey): bigint => hash64(coalesceKey(key))
+/**
+ * The hash of a versioned key's coalesce key: its advisory-lock key, lease key and the payload of
+ * its "populated" NOTIFY.
+ */
+export const lockKey = (key: VersionedKey): bigint => hash64(coalesceKey(key))
+
+/**
+ * The version-blind hash of a module key (`transpile|<realmUrl>|<path>`): the payload of its
+ * invalidation, which every version of the server applies, and how L1 finds its entries.
+ */
+export const keyHash = (key: ModuleKey): bigint => hash64(`transpile|${key.realmUrl}|${key.path}`)
 
 /** The hash of a realm URL, used as the payload of a realm-wide invalidation. */
 export const realmHash = (realmUrl: string): bigint => hash64(`realm|${realmUrl}`)

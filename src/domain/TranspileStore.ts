@@ -7,7 +7,7 @@
  * @since 0.1.0
  */
 import { Context, Effect, Stream } from "effect"
-import type { ModuleKey, TranspiledModule } from "./Domain.ts"
+import type { ModuleKey, TranspiledModule, VersionedKey } from "./Domain.ts"
 import type { ModuleBuildError, StoreError } from "./Errors.ts"
 
 /** The state a reader saw, on which its later write is conditioned. */
@@ -61,8 +61,8 @@ export interface PruneOptions {
   /** Rows not read for this many milliseconds. */
   readonly unreadForMillis: number
   /**
-   * A cap on the bytes of each realm's live rows (bodies and recorded failures). Over it,
-   * the least recently read rows are tombstoned (never deleted, so OCC still holds) until
+   * A cap on the bytes of each realm's live rows (bodies and recorded failures), every version
+   * counted. Over it, the least recently read rows (an old version's first, once nobody reads it) are tombstoned (never deleted, so OCC still holds) until
    * the realm fits; the tombstones go with a later prune. No cap when absent.
    */
   readonly maxBytesPerRealm?: number | undefined
@@ -88,6 +88,17 @@ export interface PreloadedRow {
   readonly module: TranspiledModule
 }
 
+/** The live rows of one fingerprint in a realm, as `versions` reports them. */
+export interface StoredVersion {
+  readonly fingerprint: string
+  /** Live rows: modules and recorded failures. */
+  readonly rows: number
+  /** Their bytes (bodies and encoded failures), as the byte cap counts them. */
+  readonly bytes: number
+  /** When a row of this version was last read or written (ISO 8601), as finely as reads refresh it. */
+  readonly lastReadAt: string
+}
+
 /** Rows per preload read, by default. */
 export const defaultPreloadPageSize = 500
 
@@ -95,21 +106,30 @@ export const defaultPreloadPageSize = 500
 export class TranspileStore extends Context.Service<TranspileStore, {
   /** The layer's kind, for stats and spans. */
   readonly kind: "postgres" | "pglite" | "memory" | "none"
-  /** Reads a key's row and the state a later write is conditioned on. */
-  readonly read: (key: ModuleKey) => Effect.Effect<StoredRow, StoreError>
+  /**
+   * Reads the row of one version of a key (the key's row of that fingerprint), and the state a
+   * later write is conditioned on: the key's generation, over the rows of every version.
+   */
+  readonly read: (key: VersionedKey) => Effect.Effect<StoredRow, StoreError>
   /**
    * Reads many keys' rows in one round trip: the rows `read` would give, one per key, in the
-   * order of `keys` (a key given twice reads twice). Keys may span realms.
+   * order of `keys` (a key given twice reads twice). Keys may span realms and fingerprints.
    */
-  readonly readMany: (keys: ReadonlyArray<ModuleKey>) => Effect.Effect<ReadonlyArray<StoredRow>, StoreError>
+  readonly readMany: (keys: ReadonlyArray<VersionedKey>) => Effect.Effect<ReadonlyArray<StoredRow>, StoreError>
   /**
-   * Writes with OCC: applies only if the row's generation is still `<= captured.generation`
-   * and the realm epoch is still `captured.realmEpoch`. Returns whether it applied.
+   * Writes the row of the request's fingerprint with OCC: applies only if no row of the key
+   * (of any version) has a generation above `captured.generation`, and the realm epoch is
+   * still `captured.realmEpoch`. Returns whether it applied. Never touches another
+   * fingerprint's row.
    */
   readonly write: (request: WriteRequest) => Effect.Effect<boolean, StoreError>
-  /** Tombstones a key (`body NULL, generation + 1`; a row is made when none exists). Returns the new generation. */
+  /**
+   * Tombstones a key in every version: each of its rows becomes `body NULL` at the key's next
+   * generation (a row is made when none exists), so that a write of any version captured
+   * before fails. Returns the new generation.
+   */
   readonly tombstone: (key: ModuleKey) => Effect.Effect<number, StoreError>
-  /** Wipes a realm: tombstones its rows and bumps its epoch, so that every earlier capture fails to write. */
+  /** Wipes a realm (every version): tombstones its rows and bumps its epoch, so that every earlier capture fails to write. */
   readonly wipeRealm: (realmUrl: string) => Effect.Effect<void, StoreError>
   /**
    * Removes old tombstones and rows not read for a while, then applies the byte cap.
@@ -124,6 +144,11 @@ export class TranspileStore extends Context.Service<TranspileStore, {
    * `accessed_at`.
    */
   readonly preload: (request: PreloadRequest) => Stream.Stream<PreloadedRow, StoreError>
+  /**
+   * The versions present in L2 for a realm: per fingerprint, its live rows, their bytes and
+   * when one was last read. Most recently read first.
+   */
+  readonly versions: (realmUrl: string) => Effect.Effect<ReadonlyArray<StoredVersion>, StoreError>
 }>()("module-transpile-cache/TranspileStore") {}
 
 /** Whether a row may be served for the given fingerprint and current source hash. */
@@ -142,7 +167,8 @@ export const none: TranspileStore["Service"] = TranspileStore.of({
   tombstone: () => Effect.succeed(0),
   wipeRealm: () => Effect.void,
   prune: () => Effect.succeed(0),
-  preload: () => Stream.empty
+  preload: () => Stream.empty,
+  versions: () => Effect.succeed([])
 })
 
 /** The row of a key that has none, or a tombstone. */

@@ -5,7 +5,7 @@
  * @since 0.1.0
  */
 import { Effect, Layer } from "effect"
-import { lockKey, realmHash } from "../domain/Domain.ts"
+import { keyHash, lockKey, realmHash } from "../domain/Domain.ts"
 import { Coordinator } from "../domain/Coordinator.ts"
 import { type InvalidationEvent, Invalidations } from "../domain/Invalidations.ts"
 import { WaiterRegistry } from "./Waiters.ts"
@@ -68,7 +68,7 @@ export const makeInvalidations = (fleet: MemoryFleet): Effect.Effect<Invalidatio
       })
     return Invalidations.of({
       kind: "memory",
-      publishKey: (key) => publish({ _tag: "Key", hash: lockKey(key) }),
+      publishKey: (key) => publish({ _tag: "Key", hash: keyHash(key) }),
       publishRealm: (realmUrl) => publish({ _tag: "Realm", hash: realmHash(realmUrl) }),
       subscribe: (handler) =>
         // Delivered synchronously, so that a peer's L1 is clean when `publish` returns.

@@ -8,7 +8,7 @@
 import { PgClient, type PgConnection } from "@effect/sql-pg"
 import { Context, Duration, Effect, Layer } from "effect"
 import { Coordinator } from "../domain/Coordinator.ts"
-import { lockKey, realmHash } from "../domain/Domain.ts"
+import { keyHash, realmHash } from "../domain/Domain.ts"
 import { Invalidations } from "../domain/Invalidations.ts"
 import * as Tuning from "../internal/tuning.ts"
 import * as AdvisoryLockCoordinator from "./AdvisoryLockCoordinator.ts"
@@ -78,7 +78,7 @@ export const make = Effect.fnUntraced(function*(options: PgFleetOptions = {}) {
 
   const invalidations = Invalidations.of({
     kind: "postgres",
-    publishKey: (key) => publish("k", lockKey(key)),
+    publishKey: (key) => publish("k", keyHash(key)),
     publishRealm: (realmUrl) => publish("r", realmHash(realmUrl)),
     subscribe: subscribers.subscribe
   })

@@ -17,7 +17,7 @@
  */
 import { Duration, Effect, Layer, Schedule } from "effect"
 import { SqlClient } from "effect/sql"
-import { lockKey, realmHash } from "../domain/Domain.ts"
+import { keyHash, realmHash } from "../domain/Domain.ts"
 import { Invalidations } from "../domain/Invalidations.ts"
 import * as Tuning from "../internal/tuning.ts"
 import * as InvalidationNotice from "./InvalidationNotice.ts"
@@ -132,7 +132,7 @@ export const make = Effect.fnUntraced(function*(options: PolledInvalidationsOpti
 
   return Invalidations.of({
     kind: "postgres",
-    publishKey: (key) => publish(key.realmUrl, "k", lockKey(key)),
+    publishKey: (key) => publish(key.realmUrl, "k", keyHash(key)),
     publishRealm: (realmUrl) => publish(realmUrl, "r", realmHash(realmUrl)),
     subscribe
   })

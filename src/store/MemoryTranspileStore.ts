@@ -5,11 +5,12 @@
  * @since 0.1.0
  */
 import { Clock, Effect, Layer, Stream } from "effect"
-import { keyString, type ModuleKey } from "../domain/Domain.ts"
+import { keyString, type ModuleKey, moduleKey, type VersionedKey } from "../domain/Domain.ts"
 import {
   absent,
   type PreloadedRow,
   type StoredRow,
+  type StoredVersion,
   TranspileStore,
   type WriteContent
 } from "../domain/TranspileStore.ts"
@@ -24,17 +25,49 @@ interface Row {
   readonly accessedAt: number
 }
 
+/** The map key of a row: its module key and its fingerprint. */
+const rowId = (key: ModuleKey, fingerprint: string): string => `${keyString(key)}|${fingerprint}`
+
 /** Makes an empty in-memory store. */
 export const make: Effect.Effect<TranspileStore["Service"]> = Effect.sync(() => {
   const rows = new Map<string, Row>()
+  /** The fingerprints of each module key's rows, by `keyString`. */
+  const versionsOfKey = new Map<string, Set<string>>()
   const epochs = new Map<string, number>()
   const epochOf = (realmUrl: string) => epochs.get(realmUrl) ?? 0
 
-  const tombstoneRow = (key: ModuleKey, now: number): Row => ({
-    key,
-    generation: (rows.get(keyString(key))?.generation ?? 0) + 1,
+  const rowsOfKey = (key: ModuleKey): Array<Row> => {
+    const fingerprints = versionsOfKey.get(keyString(key))
+    if (fingerprints === undefined) return []
+    const found: Array<Row> = []
+    for (const fingerprint of fingerprints) {
+      const row = rows.get(rowId(key, fingerprint))
+      if (row !== undefined) found.push(row)
+    }
+    return found
+  }
+  /** The key's generation: the highest over the rows of every version. */
+  const generationOf = (key: ModuleKey): number =>
+    rowsOfKey(key).reduce((highest, row) => Math.max(highest, row.generation), 0)
+
+  const put = (row: Row): void => {
+    rows.set(rowId(row.key, row.fingerprint), row)
+    const id = keyString(row.key)
+    let fingerprints = versionsOfKey.get(id)
+    if (fingerprints === undefined) versionsOfKey.set(id, fingerprints = new Set())
+    fingerprints.add(row.fingerprint)
+  }
+  const remove = (row: Row): void => {
+    rows.delete(rowId(row.key, row.fingerprint))
+    const fingerprints = versionsOfKey.get(keyString(row.key))
+    fingerprints?.delete(row.fingerprint)
+    if (fingerprints?.size === 0) versionsOfKey.delete(keyString(row.key))
+  }
+
+  const tombstoneOf = (row: Row, generation: number, now: number): Row => ({
+    ...row,
+    generation,
     content: undefined,
-    fingerprint: "",
     sourceHash: "",
     updatedAt: now,
     accessedAt: now
@@ -62,7 +95,7 @@ export const make: Effect.Effect<TranspileStore["Service"]> = Effect.sync(() => 
       for (const row of list) {
         running += row.content === undefined ? 0 : sizeOf(row.content)
         if (running > cap) {
-          rows.set(keyString(row.key), tombstoneRow(row.key, now))
+          put(tombstoneOf(row, row.generation + 1, now))
           evicted++
         }
       }
@@ -70,12 +103,12 @@ export const make: Effect.Effect<TranspileStore["Service"]> = Effect.sync(() => 
     return evicted
   }
 
-  /** A key's row as read at `now`, which counts as a read of it. */
-  const readAt = (key: ModuleKey, now: number): StoredRow => {
-    const row = rows.get(keyString(key))
-    const captured = { generation: row?.generation ?? 0, realmEpoch: epochOf(key.realmUrl) }
+  /** A versioned key's row as read at `now`, which counts as a read of it. */
+  const readAt = (key: VersionedKey, now: number): StoredRow => {
+    const row = rows.get(rowId(key, key.fingerprint))
+    const captured = { generation: generationOf(key), realmEpoch: epochOf(key.realmUrl) }
     if (row === undefined || row.content === undefined) return absent(captured)
-    rows.set(keyString(key), { ...row, accessedAt: now })
+    put({ ...row, accessedAt: now })
     const common = { captured, fingerprint: row.fingerprint, sourceHash: row.sourceHash }
     return row.content._tag === "Module"
       ? { _tag: "Module", ...common, module: row.content.module }
@@ -88,12 +121,10 @@ export const make: Effect.Effect<TranspileStore["Service"]> = Effect.sync(() => 
     readMany: (keys) => Effect.map(Clock.currentTimeMillis, (now) => keys.map((key) => readAt(key, now))),
     write: (request) =>
       Effect.map(Clock.currentTimeMillis, (now) => {
-        const id = keyString(request.key)
-        const existing = rows.get(id)
         if (epochOf(request.key.realmUrl) !== request.captured.realmEpoch) return false
-        if (existing !== undefined && existing.generation > request.captured.generation) return false
-        rows.set(id, {
-          key: request.key,
+        if (generationOf(request.key) > request.captured.generation) return false
+        put({
+          key: moduleKey(request.key.realmUrl, request.key.path),
           generation: request.captured.generation,
           content: request.content,
           fingerprint: request.fingerprint,
@@ -105,29 +136,31 @@ export const make: Effect.Effect<TranspileStore["Service"]> = Effect.sync(() => 
       }),
     tombstone: (key) =>
       Effect.map(Clock.currentTimeMillis, (now) => {
-        const row = tombstoneRow(key, now)
-        rows.set(keyString(key), row)
-        return row.generation
+        const generation = generationOf(key) + 1
+        const existing = rowsOfKey(key)
+        for (const row of existing) put(tombstoneOf(row, generation, now))
+        if (existing.length === 0) {
+          put({ key: moduleKey(key.realmUrl, key.path), generation, content: undefined, fingerprint: "", sourceHash: "", updatedAt: now, accessedAt: now })
+        }
+        return generation
       }),
     wipeRealm: (realmUrl) =>
       Effect.map(Clock.currentTimeMillis, (now) => {
         epochs.set(realmUrl, epochOf(realmUrl) + 1)
         for (const row of rows.values()) {
-          if (row.key.realmUrl === realmUrl && row.content !== undefined) {
-            rows.set(keyString(row.key), tombstoneRow(row.key, now))
-          }
+          if (row.key.realmUrl === realmUrl && row.content !== undefined) put(tombstoneOf(row, row.generation + 1, now))
         }
       }),
     prune: (options) =>
       Effect.map(Clock.currentTimeMillis, (now) => {
         let removed = 0
-        for (const [id, row] of rows) {
+        for (const row of [...rows.values()]) {
           const isTombstone = row.content === undefined || row.content._tag === "Failure"
           if (
             (isTombstone && now - row.updatedAt > options.tombstonesOlderThanMillis) ||
             now - row.accessedAt > options.unreadForMillis
           ) {
-            rows.delete(id)
+            remove(row)
             removed++
           }
         }
@@ -155,6 +188,26 @@ export const make: Effect.Effect<TranspileStore["Service"]> = Effect.sync(() => 
           taken.push(preloaded)
         }
         return Stream.fromIterable(taken)
+      }),
+    versions: (realmUrl) =>
+      Effect.sync(() => {
+        const byFingerprint = new Map<string, { rows: number; bytes: number; lastRead: number }>()
+        for (const row of rows.values()) {
+          if (row.key.realmUrl !== realmUrl || row.content === undefined) continue
+          const version = byFingerprint.get(row.fingerprint) ?? { rows: 0, bytes: 0, lastRead: 0 }
+          version.rows++
+          version.bytes += sizeOf(row.content)
+          version.lastRead = Math.max(version.lastRead, row.accessedAt)
+          byFingerprint.set(row.fingerprint, version)
+        }
+        return [...byFingerprint]
+          .sort(([a, x], [b, y]) => y.lastRead - x.lastRead || (a < b ? -1 : a > b ? 1 : 0))
+          .map(([fingerprint, version]): StoredVersion => ({
+            fingerprint,
+            rows: version.rows,
+            bytes: version.bytes,
+            lastReadAt: new Date(version.lastRead).toISOString()
+          }))
       })
   })
 })

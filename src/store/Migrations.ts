@@ -21,6 +21,7 @@ import { migration as createCache } from "../../migrations/0001_create_module_tr
 import { migration as createRealm } from "../../migrations/0002_create_module_transpile_cache_realm.ts"
 import { migration as indexLiveRows } from "../../migrations/0003_index_live_rows_by_realm.ts"
 import { migration as createPooler } from "../../migrations/0004_create_module_transpile_cache_pooler.ts"
+import { migration as versionRows } from "../../migrations/0005_version_rows_by_fingerprint.ts"
 import type { MigrationOptions } from "../../migrations/MigrationOptions.ts"
 import { hash64 } from "../domain/Domain.ts"
 
@@ -33,25 +34,30 @@ const migrationsTable = "module_transpile_cache_migrations"
 /** The advisory-lock key that serialises concurrent runs. */
 const migrationLockKey: bigint = hash64(`migrations|${migrationsTable}`)
 
-/** The migrations, by `<id>_<name>`. */
-const loader = (options: MigrationOptions): Migrator.Loader =>
-  Migrator.fromRecord({
+/** The migrations, by `<id>_<name>`, up to and including id `through`. */
+const loader = (options: MigrationOptions, through: number): Migrator.Loader =>
+  Migrator.fromRecord(Object.fromEntries(Object.entries({
     "1_create_module_transpile_cache": createCache(options),
     "2_create_module_transpile_cache_realm": createRealm(options),
     "3_index_live_rows_by_realm": indexLiveRows(options),
-    "4_create_module_transpile_cache_pooler": createPooler(options)
-  })
+    "4_create_module_transpile_cache_pooler": createPooler(options),
+    "5_version_rows_by_fingerprint": versionRows(options)
+  }).filter(([name]) => Number.parseInt(name, 10) <= through)))
 
-/** Runs the pending migrations; returns the ones this call applied. */
+/**
+ * Runs the pending migrations; returns the ones this call applied. `through` stops after that
+ * id (for tests of a migration over a schema of an earlier release); by default all run.
+ */
 export const run = (
-  options: MigrationOptions
+  options: MigrationOptions,
+  through: number = Number.POSITIVE_INFINITY
 ): Effect.Effect<ReadonlyArray<readonly [id: number, name: string]>, Migrator.MigrationError | SqlError, SqlClient.SqlClient> =>
   Effect.gen(function*() {
     const sql = yield* SqlClient.SqlClient
     return yield* sql.withTransaction(
       Effect.andThen(
         sql`SELECT pg_advisory_xact_lock(${migrationLockKey})`,
-        Migrator.make({})({ loader: loader(options), table: migrationsTable })
+        Migrator.make({})({ loader: loader(options, through), table: migrationsTable })
       )
     )
   }).pipe(Effect.withSpan("Migrations.run", { attributes: { "mtc.unlogged": options.unlogged } }))

@@ -3,24 +3,32 @@
  * (`@effect/sql-pg`) or on embedded PGlite, through the same `SqlClient` and the same
  * migrations.
  *
- * - **read**: one statement. It reads the row and the realm epoch, and refreshes
- *   `accessed_at` only when it is older than `touchAfterMillis` (a minute by default), so a
- *   hit costs no extra write.
- * - **write** (OCC): in one transaction, takes the realm's lock in shared mode, then upserts
- *   in one statement that applies only if the realm epoch is still the captured one and the
- *   row's generation is still `<=` the captured one (an `INSERT ... SELECT ... WHERE epoch`
- *   with `ON CONFLICT ... DO UPDATE ... WHERE generation`). The writer stores the generation it
- *   captured. A wipe takes the same lock in exclusive mode, so a write and a wipe of one realm
- *   never overlap: a write either commits before the wipe (which then tombstones it) or sees
- *   the wipe's epoch and is rejected, including for keys that had no row.
- *   The realm lock is a transaction-level advisory lock in the two-int4 key space
- *   `(realmLockSpace, realmLockId(realmUrl))`, apart from the coordinator's bigint keys.
- *   Advisory locks queue fairly, so writers arriving after a waiting wipe wait for it
- *   (a row lock `FOR SHARE` on the realm row would let a stream of writers starve the wipe).
- * - **tombstone**: `body NULL, generation + 1` (a row of generation 1 when there was none);
- *   never a DELETE, which would let a slow writer resurrect stale bytes.
+ * A key has a row per version (fingerprint): `(realm_url, canonical_path, fingerprint)` is the
+ * primary key. The key's **generation** is the highest generation over its rows, so an
+ * invalidation, which bumps every row of the key, defeats the writes of every version.
+ *
+ * - **read**: one statement. It reads the row of the requested fingerprint, the key's
+ *   generation and the realm epoch, and refreshes `accessed_at` only when it is older than
+ *   `touchAfterMillis` (a minute by default), so a hit costs no extra write.
+ * - **write** (OCC): in one transaction, takes the realm's lock and the key's lock in shared
+ *   mode, then upserts the row of its fingerprint in one statement that applies only if the
+ *   realm epoch is still the captured one and no row of the key has a generation above the
+ *   captured one (an `INSERT ... SELECT ... WHERE` with `ON CONFLICT ... DO UPDATE ... WHERE
+ *   generation`). The writer stores the generation it captured. A wipe takes the realm lock
+ *   in exclusive mode, so a write and a wipe of one realm never overlap: a write either
+ *   commits before the wipe (which then tombstones it) or sees the wipe's epoch and is
+ *   rejected, including for keys that had no row. A tombstone takes the key's lock in
+ *   exclusive mode, so a write of a version that has no row yet cannot slip in beside it.
+ *   The locks are transaction-level advisory locks in the two-int4 key spaces
+ *   `(realmLockSpace, realmLockId(realmUrl))` and `(keyLockSpace, keyLockId(key))`, apart from
+ *   the coordinator's bigint keys. Advisory locks queue fairly, so writers arriving after a
+ *   waiting wipe wait for it (a row lock `FOR SHARE` on the realm row would let a stream of
+ *   writers starve the wipe).
+ * - **tombstone**: every row of the key, of every version, becomes `body NULL` at the key's
+ *   generation + 1 (a row of fingerprint `''` at generation 1 when the key has none); never a
+ *   DELETE, which would let a slow writer resurrect stale bytes.
  * - **wipeRealm**: in one transaction, bumps the realm epoch, then tombstones the realm's live
- *   rows (through a partial index of them: the realm's old tombstones cost nothing, and need
+ *   rows of every version (through a partial index of them: the realm's old tombstones cost nothing, and need
  *   no bump, since the new epoch already defeats every earlier capture).
  * - **prune**: deletes tombstones and recorded failures made more than
  *   `tombstonesOlderThanMillis` ago, and rows not read for `unreadForMillis`. Choose both far
@@ -41,7 +49,7 @@ import * as Reactivity from "effect/reactivity/Reactivity"
 import { SqlClient, type Statement } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import * as DataDirLock from "./DataDirLock.ts"
-import { hash64, type ModuleKey, moduleKey } from "../domain/Domain.ts"
+import { hash64, type ModuleKey, moduleKey, type VersionedKey } from "../domain/Domain.ts"
 import { SourceTooLargeError, StoreError, TranspileError } from "../domain/Errors.ts"
 import { isRefusal, isRetryable, refusalSchedule } from "../internal/refusal.ts"
 import * as Migrations from "./Migrations.ts"
@@ -55,6 +63,7 @@ import {
   type PreloadRequest,
   type PruneOptions,
   type StoredRow,
+  type StoredVersion,
   TranspileStore,
   type WriteRequest
 } from "../domain/TranspileStore.ts"
@@ -108,6 +117,10 @@ const PreloadPageRow = Schema.Struct({
 })
 const decodePreloadPageRows = Schema.decodeUnknownEffect(Schema.Array(PreloadPageRow))
 
+/** A row of `versions`. */
+const VersionRow = Schema.Struct({ fingerprint: Schema.String, rows: Int8, bytes: Int8, last_read_at: Schema.String })
+const decodeVersionRows = Schema.decodeUnknownEffect(Schema.Array(VersionRow))
+
 const CountRow = Schema.Struct({ removed: Int8 })
 const decodeCountRows = Schema.decodeUnknownEffect(Schema.Array(CountRow))
 
@@ -122,6 +135,13 @@ export const realmLockSpace = 0x6d7463
 /** The second key of a realm's advisory lock: a signed 32-bit hash of its URL. */
 export const realmLockId = (realmUrl: string): number =>
   Number(BigInt.asIntN(32, hash64(`realm-lock|${realmUrl}`)))
+
+/** The first key of the module-key advisory locks: "mtk" in ASCII. */
+export const keyLockSpace = 0x6d746b
+
+/** The second key of a module key's advisory lock: a signed 32-bit hash of the key (every version). */
+export const keyLockId = (key: ModuleKey): number =>
+  Number(BigInt.asIntN(32, hash64(`key-lock|${key.realmUrl}|${key.path}`)))
 
 /** Whether a read row is live and was last read longer than `touchAfterMillis` ago. */
 const needsTouch = (row: typeof ReadRow.Type): boolean => row.stale && (row.body !== null || row.failure !== null)
@@ -187,21 +207,26 @@ export const make = (
       Effect.annotateCurrentSpan({ "mtc.store.kind": kind, "mtc.store.operation": operation, ...attributes })
 
     /**
-     * Selects the rows of the keys `source` lists (as `k(realm_url, canonical_path, ord)`),
-     * one per key in `ord` order, with nulls for a missing row. Each key is looked up by the
-     * primary key (a lateral join), never by a scan of the table, whatever the planner's
-     * statistics (PGlite has no autovacuum to gather them).
+     * Selects the rows of the versioned keys `source` lists (as `k(realm_url, canonical_path,
+     * fingerprint, ord)`), one per key in `ord` order, with nulls for a missing row, and each
+     * key's generation over all its versions. Each key is looked up by the primary key (lateral
+     * joins), never by a scan of the table, whatever the planner's statistics (PGlite has no
+     * autovacuum to gather them).
      */
     const selectRows = (source: Statement.Fragment) =>
       sql`
         SELECT c.body, c.headers, c.dependency_keys, c.failure, c.fingerprint, c.source_hash,
-               COALESCE(c.generation, 0) AS generation, COALESCE(r.epoch, 0) AS realm_epoch,
+               COALESCE(g.generation, 0) AS generation, COALESCE(r.epoch, 0) AS realm_epoch,
                COALESCE(c.accessed_at < now() - ${touchAfterMillis}::float8 * interval '1 millisecond', false) AS stale
         FROM ${source}
         LEFT JOIN LATERAL (
           SELECT * FROM module_transpile_cache
-          WHERE realm_url = k.realm_url AND canonical_path = k.canonical_path
+          WHERE realm_url = k.realm_url AND canonical_path = k.canonical_path AND fingerprint = k.fingerprint
         ) AS c ON true
+        LEFT JOIN LATERAL (
+          SELECT max(generation) AS generation FROM module_transpile_cache
+          WHERE realm_url = k.realm_url AND canonical_path = k.canonical_path
+        ) AS g ON true
         LEFT JOIN LATERAL (
           SELECT epoch FROM module_transpile_cache_realm WHERE realm_url = k.realm_url
         ) AS r ON true
@@ -209,10 +234,11 @@ export const make = (
       `.pipe(Effect.flatMap(decodeReadRows))
 
     const read = Effect.fn("TranspileStore.read")(
-      function*(key: ModuleKey) {
+      function*(key: VersionedKey) {
         yield* annotate("read", { "mtc.realm": key.realmUrl, "mtc.path": key.path })
         const rows = yield* selectRows(
-          sql`(SELECT ${key.realmUrl}::text AS realm_url, ${key.path}::text AS canonical_path, 1 AS ord) AS k`
+          sql`(SELECT ${key.realmUrl}::text AS realm_url, ${key.path}::text AS canonical_path,
+                      ${key.fingerprint}::text AS fingerprint, 1 AS ord) AS k`
         )
         const row = rows[0]
         if (row === undefined) return absent(emptyCapture)
@@ -221,7 +247,7 @@ export const make = (
         if (needsTouch(row)) {
           yield* sql`
             UPDATE module_transpile_cache SET accessed_at = now()
-            WHERE realm_url = ${key.realmUrl} AND canonical_path = ${key.path}
+            WHERE realm_url = ${key.realmUrl} AND canonical_path = ${key.path} AND fingerprint = ${key.fingerprint}
           `
         }
         const result = storedRow(row)
@@ -236,26 +262,28 @@ export const make = (
       Effect.mapError(toStoreError("read"))
     )
 
-    /** The keys as two parallel text arrays, for `unnest`. */
-    const keyArrays = (keys: ReadonlyArray<ModuleKey>) =>
-      [keys.map((key) => key.realmUrl), keys.map((key) => key.path)] as const
+    /** The versioned keys as three parallel text arrays, for `unnest`. */
+    const keyArrays = (keys: ReadonlyArray<VersionedKey>) =>
+      [keys.map((key) => key.realmUrl), keys.map((key) => key.path), keys.map((key) => key.fingerprint)] as const
 
     const readMany = Effect.fn("TranspileStore.readMany")(
-      function*(keys: ReadonlyArray<ModuleKey>) {
+      function*(keys: ReadonlyArray<VersionedKey>) {
         yield* annotate("readMany", { "mtc.store.keys": keys.length })
         if (keys.length === 0) return []
-        const [realms, paths] = keyArrays(keys)
+        const [realms, paths, fingerprints] = keyArrays(keys)
         const rows = yield* selectRows(
-          sql`unnest(${realms}::text[], ${paths}::text[]) WITH ORDINALITY AS k(realm_url, canonical_path, ord)`
+          sql`unnest(${realms}::text[], ${paths}::text[], ${fingerprints}::text[])
+              WITH ORDINALITY AS k(realm_url, canonical_path, fingerprint, ord)`
         )
         // As in `read`: the rows last read long enough ago are touched, all in one statement.
         const stale = keys.filter((_, i) => rows[i] !== undefined && needsTouch(rows[i]))
         if (stale.length > 0) {
-          const [staleRealms, stalePaths] = keyArrays(stale)
+          const [staleRealms, stalePaths, staleFingerprints] = keyArrays(stale)
           yield* sql`
             UPDATE module_transpile_cache AS c SET accessed_at = now()
-            FROM unnest(${staleRealms}::text[], ${stalePaths}::text[]) AS k(realm_url, canonical_path)
-            WHERE c.realm_url = k.realm_url AND c.canonical_path = k.canonical_path
+            FROM unnest(${staleRealms}::text[], ${stalePaths}::text[], ${staleFingerprints}::text[])
+              AS k(realm_url, canonical_path, fingerprint)
+            WHERE c.realm_url = k.realm_url AND c.canonical_path = k.canonical_path AND c.fingerprint = k.fingerprint
           `
         }
         const result = keys.map((_, i) => {
@@ -271,13 +299,19 @@ export const make = (
       Effect.mapError(toStoreError("readMany"))
     )
 
-    /** Takes the realm's lock for the rest of the transaction: shared for writes, exclusive for wipes. */
-    const lockRealm = (realmUrl: string, mode: "shared" | "exclusive") => {
-      const id = realmLockId(realmUrl)
-      return mode === "shared"
-        ? sql`SELECT pg_advisory_xact_lock_shared(${realmLockSpace}, ${id})`
-        : sql`SELECT pg_advisory_xact_lock(${realmLockSpace}, ${id})`
-    }
+    /** Takes the realm's lock for the rest of the transaction: exclusive, for wipes. */
+    const lockRealm = (realmUrl: string) =>
+      sql`SELECT pg_advisory_xact_lock(${realmLockSpace}, ${realmLockId(realmUrl)})`
+
+    /** Takes the key's lock for the rest of the transaction: exclusive, for tombstones. */
+    const lockKey = (key: ModuleKey) => sql`SELECT pg_advisory_xact_lock(${keyLockSpace}, ${keyLockId(key)})`
+
+    /** Takes the realm's and the key's locks, shared, for the rest of a write's transaction. */
+    const lockForWrite = (key: ModuleKey) =>
+      sql`
+        SELECT pg_advisory_xact_lock_shared(${realmLockSpace}, ${realmLockId(key.realmUrl)}),
+               pg_advisory_xact_lock_shared(${keyLockSpace}, ${keyLockId(key)})
+      `
 
     const write = Effect.fn("TranspileStore.write")(
       function*(request: WriteRequest) {
@@ -295,9 +329,10 @@ export const make = (
         const dependencyKeys = content._tag === "Module" ? jsonText(content.module.dependencyKeys) : null
         const failure = content._tag === "Failure" ? jsonText(encodeFailure(content.error)) : null
         const written = yield* sql.withTransaction(Effect.gen(function*() {
-          // The lock comes first, in a statement of its own: the upsert's snapshot is taken
-          // after it, so it sees the epoch of any wipe that committed before.
-          yield* lockRealm(key.realmUrl, "shared")
+          // The locks come first, in a statement of their own: the upsert's snapshot is taken
+          // after them, so it sees the epoch of any wipe and the rows of any tombstone that
+          // committed before.
+          yield* lockForWrite(key)
           const rows = yield* sql`
             INSERT INTO module_transpile_cache AS c
               (realm_url, canonical_path, body, headers, dependency_keys, failure,
@@ -308,9 +343,13 @@ export const make = (
             WHERE COALESCE(
               (SELECT epoch FROM module_transpile_cache_realm WHERE realm_url = ${key.realmUrl}), 0
             ) = ${captured.realmEpoch}
-            ON CONFLICT (realm_url, canonical_path) DO UPDATE SET
+              AND COALESCE(
+                (SELECT max(generation) FROM module_transpile_cache
+                 WHERE realm_url = ${key.realmUrl} AND canonical_path = ${key.path}), 0
+              ) <= ${captured.generation}
+            ON CONFLICT (realm_url, canonical_path, fingerprint) DO UPDATE SET
               body = EXCLUDED.body, headers = EXCLUDED.headers, dependency_keys = EXCLUDED.dependency_keys,
-              failure = EXCLUDED.failure, fingerprint = EXCLUDED.fingerprint, source_hash = EXCLUDED.source_hash,
+              failure = EXCLUDED.failure, source_hash = EXCLUDED.source_hash,
               generation = EXCLUDED.generation, created_at = now(), accessed_at = now()
             WHERE c.generation <= EXCLUDED.generation
             RETURNING 1 AS written
@@ -326,15 +365,30 @@ export const make = (
     const tombstone = Effect.fn("TranspileStore.tombstone")(
       function*(key: ModuleKey) {
         yield* annotate("tombstone", { "mtc.realm": key.realmUrl, "mtc.path": key.path })
-        const rows = yield* sql`
-          INSERT INTO module_transpile_cache AS c (realm_url, canonical_path, generation)
-          VALUES (${key.realmUrl}, ${key.path}, 1)
-          ON CONFLICT (realm_url, canonical_path) DO UPDATE SET
-            body = NULL, headers = NULL, dependency_keys = NULL, failure = NULL,
-            fingerprint = NULL, source_hash = NULL,
-            generation = c.generation + 1, created_at = now(), accessed_at = now()
-          RETURNING c.generation
-        `.pipe(Effect.flatMap(decodeGenerationRows))
+        const rows = yield* sql.withTransaction(Effect.andThen(
+          // The lock first, in a statement of its own: the tombstone's snapshot then holds
+          // every row of the key that a write committed before, and no write runs beside it.
+          lockKey(key),
+          sql`
+            WITH next AS (
+              SELECT COALESCE(max(generation), 0) + 1 AS generation FROM module_transpile_cache
+              WHERE realm_url = ${key.realmUrl} AND canonical_path = ${key.path}
+            ), bumped AS (
+              UPDATE module_transpile_cache AS c SET
+                body = NULL, headers = NULL, dependency_keys = NULL, failure = NULL, source_hash = NULL,
+                generation = next.generation, created_at = now(), accessed_at = now()
+              FROM next
+              WHERE c.realm_url = ${key.realmUrl} AND c.canonical_path = ${key.path}
+              RETURNING 1
+            ), made AS (
+              INSERT INTO module_transpile_cache (realm_url, canonical_path, fingerprint, generation)
+              SELECT ${key.realmUrl}, ${key.path}, '', next.generation FROM next
+              WHERE NOT EXISTS (SELECT 1 FROM bumped)
+              RETURNING 1
+            )
+            SELECT generation FROM next
+          `.pipe(Effect.flatMap(decodeGenerationRows))
+        ))
         const generation = rows[0]?.generation ?? 0
         yield* Effect.annotateCurrentSpan("mtc.generation", generation)
         return generation
@@ -347,15 +401,14 @@ export const make = (
         yield* annotate("wipeRealm", { "mtc.realm": realmUrl })
         yield* sql.withTransaction(Effect.gen(function*() {
           // Exclusive: waits for the writes in flight, and holds off new ones until the wipe commits.
-          yield* lockRealm(realmUrl, "exclusive")
+          yield* lockRealm(realmUrl)
           yield* sql`
             INSERT INTO module_transpile_cache_realm AS r (realm_url, epoch) VALUES (${realmUrl}, 1)
             ON CONFLICT (realm_url) DO UPDATE SET epoch = r.epoch + 1
           `
           yield* sql`
             UPDATE module_transpile_cache SET
-              body = NULL, headers = NULL, dependency_keys = NULL, failure = NULL,
-              fingerprint = NULL, source_hash = NULL,
+              body = NULL, headers = NULL, dependency_keys = NULL, failure = NULL, source_hash = NULL,
               generation = generation + 1, created_at = now(), accessed_at = now()
             WHERE realm_url = ${realmUrl} AND (body IS NOT NULL OR failure IS NOT NULL)
           `
@@ -365,25 +418,26 @@ export const make = (
     )
 
     /**
-     * Tombstones each realm's least recently read live rows beyond `cap` bytes. A tombstone,
-     * never a DELETE: a writer that captured an evicted row is still rejected.
+     * Tombstones each realm's least recently read live rows beyond `cap` bytes, every version
+     * counted (so an old version's rows go first once nobody reads them). A tombstone, never
+     * a DELETE: a writer that captured an evicted row is still rejected.
      */
     const evictOverCap = (cap: number) =>
       sql`
         WITH sized AS (
-          SELECT realm_url, canonical_path,
+          SELECT realm_url, canonical_path, fingerprint,
                  sum(COALESCE(octet_length(body), 0) + COALESCE(octet_length(failure::text), 0)) OVER (
-                   PARTITION BY realm_url ORDER BY accessed_at DESC, canonical_path
+                   PARTITION BY realm_url ORDER BY accessed_at DESC, canonical_path, fingerprint
                  ) AS running
           FROM module_transpile_cache
           WHERE body IS NOT NULL OR failure IS NOT NULL
         ), evicted AS (
           UPDATE module_transpile_cache AS c SET
-            body = NULL, headers = NULL, dependency_keys = NULL, failure = NULL,
-            fingerprint = NULL, source_hash = NULL,
+            body = NULL, headers = NULL, dependency_keys = NULL, failure = NULL, source_hash = NULL,
             generation = c.generation + 1, created_at = now(), accessed_at = now()
           FROM sized AS s
-          WHERE c.realm_url = s.realm_url AND c.canonical_path = s.canonical_path AND s.running > ${cap}
+          WHERE c.realm_url = s.realm_url AND c.canonical_path = s.canonical_path
+            AND c.fingerprint = s.fingerprint AND s.running > ${cap}
           RETURNING 1
         )
         SELECT count(*) AS removed FROM evicted
@@ -484,7 +538,29 @@ export const make = (
         )
       }))
 
-    return TranspileStore.of({ kind, read, readMany, write, tombstone, wipeRealm, prune, preload })
+    const versions = Effect.fn("TranspileStore.versions")(
+      function*(realmUrl: string) {
+        yield* annotate("versions", { "mtc.realm": realmUrl })
+        const rows = yield* sql`
+          SELECT fingerprint, count(*) AS rows,
+                 sum(COALESCE(octet_length(body), 0) + COALESCE(octet_length(failure::text), 0)) AS bytes,
+                 to_char(max(accessed_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS last_read_at
+          FROM module_transpile_cache
+          WHERE realm_url = ${realmUrl} AND (body IS NOT NULL OR failure IS NOT NULL)
+          GROUP BY fingerprint
+          ORDER BY max(accessed_at) DESC, fingerprint
+        `.pipe(Effect.flatMap(decodeVersionRows))
+        return rows.map((row): StoredVersion => ({
+          fingerprint: row.fingerprint,
+          rows: row.rows,
+          bytes: row.bytes,
+          lastReadAt: row.last_read_at
+        }))
+      },
+      Effect.mapError(toStoreError("versions"))
+    )
+
+    return TranspileStore.of({ kind, read, readMany, write, tombstone, wipeRealm, prune, preload, versions })
   })
 
 /**

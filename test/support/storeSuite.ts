@@ -5,7 +5,13 @@
 import { randomUUID } from "node:crypto"
 import { assert, expect, type Vitest } from "@effect/vitest"
 import { Deferred, Effect, type Scope, Stream } from "effect"
-import { moduleKey, type ModuleKey, type TranspiledModule } from "../../src/domain/Domain.ts"
+import {
+  moduleKey as plainKey,
+  type ModuleKey,
+  type TranspiledModule,
+  type VersionedKey,
+  versionedKey
+} from "../../src/domain/Domain.ts"
 import { SourceTooLargeError, TranspileError } from "../../src/domain/Errors.ts"
 import {
   type Captured,
@@ -36,6 +42,12 @@ export interface StoreBackend<R> {
 }
 
 const fingerprint = "fp-1"
+
+/** A key of the suite's version (fingerprint `fp-1`). */
+const moduleKey = (realmUrl: string, path: string): VersionedKey => versionedKey(plainKey(realmUrl, path), fingerprint)
+
+/** The same key of another version. */
+const ofVersion = (key: ModuleKey, other: string): VersionedKey => versionedKey(key, other)
 const hour = 60 * 60 * 1000
 
 const freshRealm = (backend: string): string => `https://realm.test/${backend}/${randomUUID()}/`
@@ -180,7 +192,7 @@ export const storeSuite = <R>(it: Vitest.MethodsNonLive<R>, backend: StoreBacken
       expect(yield* store.read(noRow)).toEqual({ _tag: "Absent", captured: { generation: 1, realmEpoch: 2 } })
     }))
 
-  it.effect("another fingerprint or another source hash counts as a miss", () =>
+  it.effect("another source hash counts as a miss; another fingerprint reads a row of its own", () =>
     Effect.gen(function*() {
       const store = yield* backend.makeStore
       const key = moduleKey(realmOf(), "fp.gts")
@@ -188,15 +200,85 @@ export const storeSuite = <R>(it: Vitest.MethodsNonLive<R>, backend: StoreBacken
       const row = yield* store.read(key)
       expect(row._tag).toBe("Module")
       expect(isUsable(row, fingerprint, "hash-1")).toBe(true)
-      expect(isUsable(row, "fp-2", "hash-1")).toBe(false)
       expect(isUsable(row, fingerprint, "hash-2")).toBe(false)
-      // The miss still captures the row's state, so the rewrite under the new pipeline applies.
+      // Another version has no row of this key yet, but captures the key's generation.
+      const other = yield* store.read(ofVersion(key, "fp-2"))
+      expect(other).toEqual({ _tag: "Absent", captured: { generation: 0, realmEpoch: 0 } })
       expect(
-        yield* write(store, key, row.captured, moduleContent("body 2", "hash-2"), { fingerprint: "fp-2" })
+        yield* write(store, key, other.captured, moduleContent("body 2", "hash-2"), { fingerprint: "fp-2" })
       ).toBe(true)
-      const rewritten = yield* store.read(key)
+      const rewritten = yield* store.read(ofVersion(key, "fp-2"))
       expect(isUsable(rewritten, "fp-2", "hash-2")).toBe(true)
-      expect(isUsable(rewritten, fingerprint, "hash-2")).toBe(false)
+      // The first version's row is untouched.
+      expect(isUsable(yield* store.read(key), fingerprint, "hash-1")).toBe(true)
+    }))
+
+  it.effect("versions side by side: each fingerprint writes and reads its own row, neither overwrites the other", () =>
+    Effect.gen(function*() {
+      const store = yield* backend.makeStore
+      const realm = realmOf()
+      const v1 = moduleKey(realm, "a.gts")
+      const v2 = ofVersion(v1, "fp-2")
+      const zero = { generation: 0, realmEpoch: 0 }
+      expect(yield* write(store, v1, zero, moduleContent("v1 bytes"))).toBe(true)
+      expect(yield* write(store, v2, zero, moduleContent("v2 bytes"), { fingerprint: "fp-2" })).toBe(true)
+      // Each version rewrites its row as often as it likes; the other's stays.
+      expect(yield* write(store, v1, zero, moduleContent("v1 again"))).toBe(true)
+      expectModule(yield* store.read(v1), "v1 again")
+      const second = expectModule(yield* store.read(v2), "v2 bytes")
+      expect(second.fingerprint).toBe("fp-2")
+      expect((yield* store.readMany([v1, v2, v1])).map((row) => row._tag === "Module" ? row.module.body : row._tag))
+        .toEqual(["v1 again", "v2 bytes", "v1 again"])
+      // Preload reads one version's rows only.
+      const preloaded = yield* Effect.map(
+        Stream.runCollect(store.preload({ realmUrl: realm, fingerprint: "fp-2", maxBytes: 10_000 })),
+        (rows) => Array.from(rows, (row) => row.module.body)
+      )
+      expect(preloaded).toEqual(["v2 bytes"])
+      // The versions present, most recently read first.
+      yield* store.read(v2)
+      const versions = yield* store.versions(realm)
+      expect(versions.map((version) => [version.fingerprint, version.rows, version.bytes]).sort()).toEqual([
+        [fingerprint, 1, "v1 again".length],
+        ["fp-2", 1, "v2 bytes".length]
+      ])
+      expect(versions.every((version) => !Number.isNaN(Date.parse(version.lastReadAt)))).toBe(true)
+      expect(yield* store.versions(realmOf())).toEqual([])
+    }))
+
+  it.effect("a tombstone covers every version, and defeats a write of a version that had no row when it landed", () =>
+    Effect.gen(function*() {
+      const store = yield* backend.makeStore
+      const realm = realmOf()
+      const v1 = moduleKey(realm, "edited.gts")
+      const v2 = ofVersion(v1, "fp-2")
+      const v3 = ofVersion(v1, "fp-3")
+      const zero = { generation: 0, realmEpoch: 0 }
+      yield* write(store, v1, zero, moduleContent("v1"))
+      yield* write(store, v2, zero, moduleContent("v2"), { fingerprint: "fp-2" })
+      // Version 3 captures (no row yet), then the edit lands while it transpiles.
+      const captured3 = (yield* store.read(v3)).captured
+      expect(captured3).toEqual(zero)
+      expect(yield* store.tombstone(plainKey(realm, "edited.gts"))).toBe(1)
+      const after = { _tag: "Absent", captured: { generation: 1, realmEpoch: 0 } }
+      expect(yield* store.read(v1)).toEqual(after)
+      expect(yield* store.read(v2)).toEqual(after)
+      expect(yield* store.read(v3)).toEqual(after)
+      expect(yield* write(store, v3, captured3, moduleContent("stale v3"), { fingerprint: "fp-3" })).toBe(false)
+      expect(yield* write(store, v2, zero, moduleContent("stale v2"), { fingerprint: "fp-2" })).toBe(false)
+      expect(yield* store.read(v3)).toEqual(after)
+      expect(yield* store.versions(realm)).toEqual([])
+      // Writers that captured the tombstone write, each its own row.
+      expect(yield* write(store, v1, after.captured, moduleContent("fresh v1"))).toBe(true)
+      expect(yield* write(store, v3, after.captured, moduleContent("fresh v3"), { fingerprint: "fp-3" })).toBe(true)
+      expectModule(yield* store.read(v1), "fresh v1")
+      expectModule(yield* store.read(v3), "fresh v3")
+      expect(yield* store.read(v2)).toEqual(after)
+      // A realm wipe covers every version too.
+      yield* store.wipeRealm(realm)
+      expect((yield* store.read(v1))._tag).toBe("Absent")
+      expect((yield* store.read(v3))._tag).toBe("Absent")
+      expect(yield* store.versions(realm)).toEqual([])
     }))
 
   it.effect("a recorded failure is served to readers of its generation only", () =>
@@ -260,11 +342,12 @@ export const storeSuite = <R>(it: Vitest.MethodsNonLive<R>, backend: StoreBacken
       ]
       const many = yield* store.readMany(keys)
       expect(many).toEqual(yield* Effect.forEach(keys, (k) => store.read(k)))
-      expect(many.map((row) => row._tag)).toEqual(["Module", "Absent", "Module", "Absent", "Failure", "Absent", "Absent", "Module"])
+      // Another version's row is not ours: a miss for this fingerprint.
+      expect(many.map((row) => row._tag)).toEqual(["Module", "Absent", "Absent", "Absent", "Failure", "Absent", "Absent", "Module"])
       expectModule(many[0]!, "hit")
       expect(isUsable(many[0]!, fingerprint, "hash-1")).toBe(true)
-      expect(isUsable(many[2]!, fingerprint, "hash-1")).toBe(false)
-      expect(isUsable(many[2]!, "fp-2", "hash-1")).toBe(true)
+      expect(many[2]).toEqual({ _tag: "Absent", captured: zero })
+      expect(isUsable((yield* store.readMany([ofVersion(key("other-fp.ts"), "fp-2")]))[0]!, "fp-2", "hash-1")).toBe(true)
       expect(many[1]).toEqual({ _tag: "Absent", captured: zero })
       expect(many[3]).toEqual({ _tag: "Absent", captured: { generation: 1, realmEpoch: 0 } })
       assert(many[4]!._tag === "Failure")
@@ -351,7 +434,7 @@ export const storeSuite = <R>(it: Vitest.MethodsNonLive<R>, backend: StoreBacken
         Stream.runCollect(store.preload({ realmUrl: realm, fingerprint, maxBytes, pageSize: 2 }))
       const all = yield* preload(1000)
       expect(all.map((row) => row.key.path)).toEqual(["b.ts", "c.ts", "a.ts"])
-      expect(all[0]).toEqual({ key: key("b"), module: moduleOf("b".repeat(10), "hash-b") })
+      expect(all[0]).toEqual({ key: plainKey(realm, "b.ts"), module: moduleOf("b".repeat(10), "hash-b") })
       expect((yield* preload(29)).map((row) => row.key.path)).toEqual(["b.ts", "c.ts"])
       expect(yield* preload(9)).toEqual([])
       expect(yield* preload(0)).toEqual([])
@@ -409,6 +492,32 @@ export const storeSuite = <R>(it: Vitest.MethodsNonLive<R>, backend: StoreBacken
       expect(yield* prune()).toBe(1)
       expect(yield* write(store, key, freshCapture, moduleContent("fresh v2"))).toBe(true)
       expect(expectModule(yield* store.read(key), "fresh v2").captured).toEqual({ generation: 1, realmEpoch: 0 })
+    }))
+
+  it.effect("the byte cap counts every version, and evicts the version nobody reads first", () =>
+    Effect.gen(function*() {
+      const store = yield* backend.makeStore
+      const realm = realmOf()
+      const zero = { generation: 0, realmEpoch: 0 }
+      const cap = { tombstonesOlderThanMillis: 24 * hour, unreadForMillis: 48 * hour, maxBytesPerRealm: 1500 }
+      // Prune is store-wide: first bring the realms of earlier tests of this store under the cap.
+      yield* store.prune(cap)
+      for (const name of ["a.ts", "b.ts"]) {
+        yield* write(store, ofVersion(moduleKey(realm, name), "fp-old"), zero, moduleContent("o".repeat(600)), {
+          fingerprint: "fp-old"
+        })
+      }
+      // The old version is gone: nobody has read its rows for an hour. The new one writes its own.
+      yield* backend.age(realm, hour)
+      for (const name of ["a.ts", "b.ts"]) yield* write(store, moduleKey(realm, name), zero, moduleContent("n".repeat(600)))
+      expect((yield* store.versions(realm)).map((version) => [version.fingerprint, version.bytes])).toEqual([
+        [fingerprint, 1200],
+        ["fp-old", 1200]
+      ])
+      expect(yield* store.prune(cap)).toBeGreaterThanOrEqual(2)
+      expect((yield* store.versions(realm)).map((version) => [version.fingerprint, version.rows])).toEqual([[fingerprint, 2]])
+      expectModule(yield* store.read(moduleKey(realm, "a.ts")), "n".repeat(600))
+      expect((yield* store.read(ofVersion(moduleKey(realm, "a.ts"), "fp-old")))._tag).toBe("Absent")
     }))
 
   it.effect("the byte cap tombstones a realm's least recently read rows beyond it, and rejects their stale writers", () =>

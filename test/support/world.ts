@@ -4,7 +4,7 @@
  */
 import { Deferred, Effect, type Scope } from "effect"
 import * as Coordinator from "../../src/domain/Coordinator.ts"
-import { type ModuleKey, moduleKey } from "../../src/domain/Domain.ts"
+import { type ModuleKey, moduleKey, versionedKey } from "../../src/domain/Domain.ts"
 import * as Invalidations from "../../src/domain/Invalidations.ts"
 import * as MemoryFleet from "../../src/fleet/MemoryFleet.ts"
 import * as MemoryTranspileStore from "../../src/store/MemoryTranspileStore.ts"
@@ -12,7 +12,7 @@ import * as ModuleCache from "../../src/cache/ModuleCache.ts"
 import * as ModuleSources from "../../src/domain/ModuleSources.ts"
 import * as TestTranspiler from "../../src/transpiler/TestTranspiler.ts"
 import { Transpiler } from "../../src/domain/Transpiler.ts"
-import { TranspileStore } from "../../src/domain/TranspileStore.ts"
+import { type StoredRow, TranspileStore } from "../../src/domain/TranspileStore.ts"
 
 export const realm = "https://realm.test/"
 export const keyOf = (path: string): ModuleKey => moduleKey(realm, path)
@@ -28,6 +28,8 @@ export interface World {
   readonly transpiler: TestTranspiler.TestTranspiler
   readonly store: TranspileStore["Service"]
   readonly fleet: MemoryFleet.MemoryFleet
+  /** Reads a key's L2 row of the world's transpiler's version. */
+  readonly readRow: (key: ModuleKey) => Effect.Effect<StoredRow>
   /** Gates the next calls of a store operation. */
   readonly gateStore: (operation: "read" | "write" | "tombstone") => Effect.Effect<StoreGate>
 }
@@ -51,10 +53,12 @@ export const makeWorld = (files: Record<string, string> = {}): Effect.Effect<Wor
       write: (request) => held("write", inner.write(request)),
       tombstone: (key) => held("tombstone", inner.tombstone(key))
     })
+    const transpiler = TestTranspiler.make()
     return {
       sources: ModuleSources.makeMemory(Object.entries(files).map(([path, content]) => [keyOf(path), content])),
-      transpiler: TestTranspiler.make(),
+      transpiler,
       store,
+      readRow: (key) => Effect.orDie(inner.read(versionedKey(key, transpiler.service.fingerprint))),
       fleet: MemoryFleet.makeFleet(),
       gateStore: (operation) =>
         Effect.gen(function*() {
@@ -65,17 +69,23 @@ export const makeWorld = (files: Record<string, string> = {}): Effect.Effect<Wor
     }
   })
 
-/** A cache over the world; `fleet: false` gives it no coordinator and no peers. */
+/**
+ * A cache over the world; `fleet: false` gives it no coordinator and no peers. `transpiler`
+ * replaces the world's (another version of the server, with a fingerprint of its own).
+ */
 export const makeCache = (
   world: World,
-  options: ModuleCache.ModuleCacheOptions & { readonly fleet?: boolean } = {}
+  options: ModuleCache.ModuleCacheOptions & {
+    readonly fleet?: boolean
+    readonly transpiler?: TestTranspiler.TestTranspiler
+  } = {}
 ): Effect.Effect<ModuleCache.ModuleCache["Service"], never, Scope.Scope> =>
   Effect.gen(function*() {
     const fleet = options.fleet ?? true
     const coordinator = fleet ? yield* MemoryFleet.makeCoordinator(world.fleet) : Coordinator.none
     const invalidations = fleet ? yield* MemoryFleet.makeInvalidations(world.fleet) : Invalidations.none
     return yield* ModuleCache.make(options).pipe(
-      Effect.provideService(Transpiler, world.transpiler.service),
+      Effect.provideService(Transpiler, (options.transpiler ?? world.transpiler).service),
       Effect.provideService(ModuleSources.ModuleSources, world.sources.service),
       Effect.provideService(TranspileStore, world.store),
       Effect.provideService(Coordinator.Coordinator, coordinator),
