@@ -37,6 +37,7 @@ import {
   emptyCapture,
   isUsable,
   type StoredRow,
+  type StoredVersion,
   TranspileStore,
   type WriteContent
 } from "../domain/TranspileStore.ts"
@@ -60,6 +61,8 @@ export interface CacheStats extends Counts {
   readonly preloadMillis: number
   readonly store: string
   readonly coordinator: string
+  /** The pipeline fingerprint of this cache: the version of the output it reads and writes. */
+  readonly fingerprint: string
   /** This process's database connections, when it has a database. */
   readonly connections?: ConnectionStats
 }
@@ -73,6 +76,11 @@ export class ModuleCache extends Context.Service<ModuleCache, {
   /** Drops a whole realm here, wipes it from L2 and tells peers. */
   readonly invalidateRealm: (realmUrl: string) => Effect.Effect<void>
   readonly stats: Effect.Effect<CacheStats>
+  /**
+   * The versions (fingerprints) present in L2 for a realm, this cache's and others' (a deploy
+   * under way, or an old version's rows not yet pruned): rows, bytes and last read.
+   */
+  readonly versions: (realmUrl: string) => Effect.Effect<ReadonlyArray<StoredVersion>, StoreError>
   /**
    * Loads the realm's L2 rows of this pipeline into L1 in bulk, most recently read first, up
    * to the preload bound, checking each row's source first (see {@link Preload}). Never fails.
@@ -473,6 +481,7 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
     invalidate,
     invalidateRealm,
     preload,
+    versions: (realmUrl) => store.versions(realmUrl),
     stats: Effect.map(Effect.all([connections.stats, FiberSet.size(loads)]), ([connected, inFlight]) => ({
       ...counters.snapshot(),
       ...preloaded,
@@ -481,6 +490,7 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
       inFlight,
       store: store.kind,
       coordinator: coordinator.kind,
+      fingerprint,
       ...(connected === undefined ? {} : { connections: connected })
     }))
   })

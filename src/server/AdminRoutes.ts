@@ -3,7 +3,7 @@
  * refused (403).
  *
  * - `GET /_cache/health`: 200 when the realm directory is readable, else 503; no credential.
- * - `GET /_cache/stats`: the cache's counters ({@link StatsBody}).
+ * - `GET /_cache/stats`: the cache's counters and the versions in L2 for the realm ({@link StatsBody}).
  * - `POST /_cache/invalidate?path=P`: one module by its request path, canonicalised (a path
  *   that names no module of the realm writes nothing), or without `path` the whole realm
  *   ({@link InvalidateBody}).
@@ -77,12 +77,27 @@ export const add = Effect.fnUntraced(function*(router: HttpRouter.HttpRouter, co
       return yield* handler
     })
 
-  const stats = Effect.map(cache.stats, (counters) => {
+  /** The versions in L2, ours marked, or nothing when L2 cannot be read now (the counters still answer). */
+  const versionsBesides = (ours: string) =>
+    cache.versions(files.realmUrl).pipe(
+      Effect.timeoutOption("2 seconds"),
+      Effect.map(Option.map((found) => found.map((version) => ({ ...version, current: version.fingerprint === ours })))),
+      Effect.orElseSucceed(() => Option.none())
+    )
+
+  const stats = Effect.gen(function*() {
+    const snapshot = yield* cache.stats
+    const found = yield* versionsBesides(snapshot.fingerprint)
     const warmup = Option.match(fast, {
       onNone: () => ({}),
       onSome: (handler) => ({ warmupRequests: handler.warmupAnswered, warmupMillis: handler.warmupMillis })
     })
-    const body: StatsBody = { realmUrl: files.realmUrl, ...counters, ...warmup }
+    const body: StatsBody = {
+      realmUrl: files.realmUrl,
+      ...snapshot,
+      ...warmup,
+      ...(Option.isSome(found) ? { versions: found.value } : {})
+    }
     return adminJson(200, body)
   })
 

@@ -19,6 +19,17 @@ export const ErrorBody = Schema.Struct({
 })
 export type ErrorBody = typeof ErrorBody.Type
 
+/** A version of the output present in L2 for the realm (see `TranspileStore.versions`). */
+export const StoredVersionBody = Schema.Struct({
+  fingerprint: Schema.String,
+  /** Whether it is this process's version. */
+  current: Schema.Boolean,
+  rows: Schema.Number,
+  bytes: Schema.Number,
+  lastReadAt: Schema.String
+})
+export type StoredVersionBody = typeof StoredVersionBody.Type
+
 /** The body of `GET /_cache/stats`: the cache's counters and the realm URL. */
 export const StatsBody = Schema.Struct({
   realmUrl: Schema.String,
@@ -40,6 +51,10 @@ export const StatsBody = Schema.Struct({
   warmupMillis: Schema.optional(Schema.Number),
   store: Schema.String,
   coordinator: Schema.String,
+  /** This process's pipeline fingerprint. */
+  fingerprint: Schema.String,
+  /** The versions present in L2 for the realm, most recently read first (absent when L2 could not be read). */
+  versions: Schema.optional(Schema.Array(StoredVersionBody)),
   refusals: Schema.Number,
   connections: Schema.optional(ConnectionStats)
 })
