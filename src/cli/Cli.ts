@@ -221,6 +221,8 @@ const detailOf = (error: LayerFailure | AdminCallFailure): string => {
 
 /** A typed failure as one line for the user, naming the cause of a failed Postgres connection. */
 const explain = (what: string) => (error: LayerFailure | AdminCallFailure): CliFailure => {
+  // A TLS failure's message already names its cause, in one line.
+  if (error._tag === "PgTlsError") return new CliFailure({ message: `${what}: ${error.message}` })
   const connect = PgConnectError.classify(error)
   const detail = detailOf(error).split("\n")[0] ?? ""
   const named = connect === undefined ? "" : PgConnectError.describe(connect)
