@@ -104,6 +104,35 @@ describe("sslmode, as libpq means it", () => {
   })
 })
 
+describe("the direct URL behind a pooler (DATABASE_DIRECT_URL)", () => {
+  const services = (directParams: Record<string, string>) =>
+    ModuleCacheLive.services({
+      _tag: "postgres",
+      url: Redacted.make(cluster.url({ database: "mtc", params: { sslmode: "require" } })),
+      pooler: "transaction",
+      directUrl: Redacted.make(cluster.url({ database: "mtc", params: directParams })),
+      applicationTag: "tls-direct"
+    })
+
+  it("gets its own TLS settings: the fleet session on it and the pool both run over TLS", async () => {
+    const connections = await Effect.gen(function*() {
+      yield* Layer.build(services({ sslmode: "verify-full", sslrootcert: cluster.files.ca }))
+      return cluster.psql(`SELECT a.application_name || ':' || s.ssl FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid)
+        WHERE a.application_name LIKE 'module-transpile-cache:%:tls-direct' ORDER BY 1`)
+    }).pipe(Effect.scoped, Effect.runPromise)
+    expect(connections.split("\n")).toEqual(["module-transpile-cache:listen:tls-direct:true", "module-transpile-cache:pool:tls-direct:true"])
+  })
+
+  it("a TLS failure of the direct URL's session fails the layer with its cause, though the pool connects", async () => {
+    const error = await Layer.build(services({ sslmode: "verify-full", sslrootcert: cluster.files.otherCa })).pipe(
+      Effect.scoped,
+      Effect.flip,
+      Effect.runPromise
+    )
+    expect(error).toMatchObject({ _tag: "PgTlsError", reason: "CertificateUntrusted", issuer: "CN=mtc test CA" })
+  })
+})
+
 describe("a failed TLS connection names its cause", () => {
   it("verify-full with the wrong CA: the certificate is not trusted, with its subject and issuer", async () => {
     const error = await layerFailure(cluster.url({ database: "mtc", params: { sslmode: "verify-full", sslrootcert: cluster.files.otherCa } }))
