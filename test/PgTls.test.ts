@@ -9,6 +9,7 @@ import { Effect, Layer, Redacted } from "effect"
 import * as Reactivity from "effect/reactivity/Reactivity"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import * as ModuleCacheLive from "../src/live/ModuleCacheLive.ts"
+import * as PgConnectError from "../src/store/PgConnectError.ts"
 import * as PgTls from "../src/store/PgTls.ts"
 import { baseUrl } from "./support/database.ts"
 import { makeRealm, removeRealms, runCli } from "./support/server.ts"
@@ -101,6 +102,40 @@ describe("sslmode, as libpq means it", () => {
     }).pipe(Effect.scoped, Effect.runPromise)
     expect(connections.split("\n")).toContain("module-transpile-cache:listen:tls-layer:true")
     expect(connections).not.toContain(":false")
+  })
+})
+
+describe("settings and classification", () => {
+  it("the TLS parameters are taken out of the URL handed to the client; the rest stays", async () => {
+    const url = cluster.url({
+      password: "pw",
+      database: "mtc",
+      params: { application_name: "x y", sslmode: "no-verify", sslrootcert: cluster.files.ca, connect_timeout: "3" }
+    })
+    const tls = await Effect.runPromise(PgTls.resolve(Redacted.make(url)))
+    const handed = new URL(Redacted.value(tls.url))
+    expect([...handed.searchParams.keys()].sort()).toEqual(["application_name", "connect_timeout"])
+    expect(handed.searchParams.get("application_name")).toBe("x y")
+    expect(handed.password).toBe("pw")
+    expect(tls).toMatchObject({ mode: "no-verify", ssl: { rejectUnauthorized: false }, target: { host: "localhost", port: cluster.port } })
+  })
+
+  it("with no TLS parameter anywhere, the URL and the client's default are left as they were", async () => {
+    const url = cluster.url({ database: "mtc" })
+    const tls = await Effect.runPromise(PgTls.resolve(Redacted.make(url)))
+    expect(Redacted.value(tls.url)).toBe(url)
+    expect(PgTls.clientOptions(tls)).not.toHaveProperty("ssl")
+  })
+
+  it("the server's 28000 answers are told apart: TLS demanded, a client certificate, a password", () => {
+    expect(PgConnectError.classify({
+      code: "28000",
+      message: 'no pg_hba.conf entry for host "10.0.0.1", user "app", database "app", no encryption'
+    })).toBe("tls required")
+    expect(PgConnectError.classify({ code: "28000", message: "connection requires a valid client certificate" })).toBe("client certificate")
+    expect(PgConnectError.classify({ code: "28P01", message: 'password authentication failed for user "app"' })).toBe("authentication")
+    expect(PgConnectError.classify({ reason: { cause: { code: "ERR_TLS_CERT_ALTNAME_INVALID" } } })).toBe("host name mismatch")
+    expect(PgConnectError.classify({ cause: { code: "CERT_HAS_EXPIRED" } })).toBe("certificate expired")
   })
 })
 
