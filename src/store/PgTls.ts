@@ -157,11 +157,20 @@ const checkContext = (names: string, files: string, options: Tls.SecureContextOp
       })
   })
 
+/** A percent-decoded URL part; as it is when malformed (the client reports that). */
+const decoded = (part: string): string => {
+  try {
+    return decodeURIComponent(part)
+  } catch {
+    return part
+  }
+}
+
 /** Where the URL points (host and port as `@effect/sql-pg` reads them); `undefined` for a Unix socket. */
 const targetOf = (url: URL): Target | undefined => {
   const hostParam = url.searchParams.get("host")
   const bare = url.hostname.startsWith("[") && url.hostname.endsWith("]") ? url.hostname.slice(1, -1) : url.hostname
-  let host = hostParam ?? (bare === "" ? "localhost" : decodeURIComponent(bare))
+  let host = hostParam ?? (bare === "" ? "localhost" : decoded(bare))
   if (host.startsWith("/")) return undefined
   if (host === "") host = "localhost"
   const port = Number(url.searchParams.get("port") ?? (url.port === "" ? "5432" : url.port))
