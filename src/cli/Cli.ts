@@ -16,7 +16,9 @@
  *   else the token file `serve` wrote for that port (see {@link AdminToken}).
  *
  * Store selection: `--store` wins; without it, Postgres when `DATABASE_URL` is set, else the
- * embedded PGlite store in the data directory (default `<realmDir>/.transpile-cache`). The
+ * embedded PGlite store in the data directory (default `<realmDir>/.transpile-cache`).
+ * Postgres TLS follows libpq: `sslmode`, `sslrootcert`, `sslcert`, `sslkey` in the URL, or
+ * `PGSSLMODE` & co. (see `store/PgTls.ts`); a TLS failure is one line naming its cause. The
  * realm URL defaults to the `file://` URL of the realm directory with a trailing slash, so
  * processes serving the same directory share rows. `MTC_MAX_SOURCE_BYTES` bounds both the
  * transpiler and the files served; the `MTC_*` cache tuning variables are read as in
@@ -221,6 +223,8 @@ const detailOf = (error: LayerFailure | AdminCallFailure): string => {
 
 /** A typed failure as one line for the user, naming the cause of a failed Postgres connection. */
 const explain = (what: string) => (error: LayerFailure | AdminCallFailure): CliFailure => {
+  // A TLS failure's message already names its cause, in one line.
+  if (error._tag === "PgTlsError") return new CliFailure({ message: `${what}: ${error.message}` })
   const connect = PgConnectError.classify(error)
   const detail = detailOf(error).split("\n")[0] ?? ""
   const named = connect === undefined ? "" : PgConnectError.describe(connect)

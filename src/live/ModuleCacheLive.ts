@@ -19,6 +19,7 @@ import * as ModuleCache from "../cache/ModuleCache.ts"
 import type { ModuleSources } from "../domain/ModuleSources.ts"
 import * as PgFleet from "../fleet/PgFleet.ts"
 import * as PgSession from "../fleet/PgSession.ts"
+import * as PgTls from "../store/PgTls.ts"
 import * as PolledInvalidations from "../fleet/PolledInvalidations.ts"
 import * as SqlTranspileStore from "../store/SqlTranspileStore.ts"
 import type { Transpiler } from "../domain/Transpiler.ts"
@@ -29,6 +30,12 @@ export type StoreChoice =
   | {
     readonly _tag: "postgres"
     readonly url: Redacted.Redacted<string>
+    /**
+     * TLS parameters (`sslmode`, `sslrootcert`, `sslcert`, `sslkey`) under those of `url` and
+     * `directUrl`, which win: {@link postgresFromEnv} takes them from `PGSSLMODE`,
+     * `PGSSLROOTCERT`, `PGSSLCERT` and `PGSSLKEY`. See {@link PgTls} for their meaning.
+     */
+    readonly ssl?: PgTls.SslParams
     /**
      * The connection budget of the process (default 2): the fleet session (LISTEN, advisory
      * locks, NOTIFY) plus a pool of `budget - 1` connections for L2, opened on demand and
@@ -101,16 +108,53 @@ export const budgetOf = (store: { readonly maxConnections?: number; readonly poo
 const statsWait = Duration.millis(100)
 const statsTimeout = Duration.seconds(5)
 
+type PostgresChoice = Extract<StoreChoice, { readonly _tag: "postgres" }>
+
+/**
+ * The Postgres services with the TLS settings of each URL resolved first (a file that cannot
+ * be read fails here). A connection that fails for a TLS reason fails the layer with a
+ * {@link PgTls.PgTlsError} naming it: the store's (its first connection runs the
+ * migrations), and the fleet session's on a direct URL.
+ */
+const postgresServices = (store: PostgresChoice) =>
+  Layer.unwrap(Effect.gen(function*() {
+    const timeout = store.connectTimeout ?? defaults.connectTimeout
+    const main = yield* PgTls.resolve(store.url, store.ssl, { timeout })
+    const direct = store.directUrl === undefined ? undefined : yield* PgTls.resolve(store.directUrl, store.ssl, { timeout })
+    if (store.pooler === "transaction" && direct === undefined) {
+      return poolerServices(store, main).pipe(Layer.tapError((error) => failOnTls(error, main)))
+    }
+    const { poolSize } = budgetOf(store)
+    // With no pool, the store runs on the fleet session.
+    const storeTls = poolSize > 0 ? main : direct ?? main
+    return sessionServices(store, main, direct).pipe(Layer.tapError((error) => failOnTls(error, storeTls)))
+  }))
+
+/** Fails with the {@link PgTls.PgTlsError} of `error` when its cause is a TLS one. */
+const failOnTls = (error: unknown, tls: PgTls.ClientTls): Effect.Effect<void, PgTls.PgTlsError> =>
+  Effect.flatMap(PgTls.explain(error, tls), (named) => (named === undefined ? Effect.void : Effect.fail(named)))
+
+/**
+ * The fleet session on a direct URL must come up at start when it fails for a TLS reason
+ * (a setting, not an outage): the store's pool goes elsewhere and would not notice.
+ */
+const checkDirectSession = (direct: PgTls.ClientTls, wait: Duration.Input) =>
+  Layer.effectDiscard(Effect.gen(function*() {
+    const session = yield* PgSession.PgSession
+    yield* session.use(() => Effect.void, wait).pipe(
+      Effect.catch((error) => failOnTls(error, direct))
+    )
+  }))
+
 /** The Postgres services: fleet session, store on the pool (or on the session), fleet, connection stats. */
-const postgresServices = (store: Extract<StoreChoice, { readonly _tag: "postgres" }>) => {
-  if (store.pooler === "transaction" && store.directUrl === undefined) return poolerServices(store)
+const sessionServices = (store: PostgresChoice, main: PgTls.ClientTls, direct: PgTls.ClientTls | undefined) => {
   const { budget, poolSize } = budgetOf(store)
   const tag = store.applicationTag ?? String(process.pid)
-  const session = PgSession.layer(PgFleet.sessionOptions({ url: store.directUrl ?? store.url }, store.fleet, tag))
+  const session = PgSession.layer(PgFleet.sessionOptions(PgTls.clientOptions(direct ?? main), store.fleet, tag))
   const poolName = `module-transpile-cache:pool:${tag}`
   const sql = poolSize > 0
     ? PgClient.layer({
-      url: store.url,
+      ...PgTls.clientOptions(main),
       maxConnections: poolSize,
       minConnections: 0,
       idleTimeout: store.poolIdleTimeout ?? budgetDefaults.poolIdleTimeout,
@@ -171,7 +215,8 @@ const postgresServices = (store: Extract<StoreChoice, { readonly _tag: "postgres
     store.coordinate === false
       ? Layer.merge(Coordinator.layerNone, PgFleet.layerInvalidations(store.fleet))
       : PgFleet.layer(store.fleet),
-    connections
+    connections,
+    direct === undefined ? Layer.empty : checkDirectSession(direct, store.connectTimeout ?? defaults.connectTimeout)
   ).pipe(Layer.provide(session))
 }
 
@@ -187,11 +232,11 @@ const poolerStatements = { prepare: false, multiplex: false } as const
  * lease coordinator and the polled invalidation log share one pool of `budget` connections
  * through the pooler; none is held between statements.
  */
-const poolerServices = (store: Extract<StoreChoice, { readonly _tag: "postgres" }>) => {
+const poolerServices = (store: PostgresChoice, main: PgTls.ClientTls) => {
   const { budget } = budgetOf(store)
   const tag = store.applicationTag ?? String(process.pid)
   const sql = PgClient.layer({
-    url: store.url,
+    ...PgTls.clientOptions(main),
     maxConnections: budget,
     minConnections: 0,
     idleTimeout: store.poolIdleTimeout ?? budgetDefaults.poolIdleTimeout,
@@ -208,11 +253,12 @@ const poolerServices = (store: Extract<StoreChoice, { readonly _tag: "postgres" 
 
 /**
  * Why building the layers of a store choice fails: Postgres cannot be reached
- * (`SqlError`), the schema cannot be migrated or the store cannot start (`StoreError`), or a
- * PGlite data directory is held by another process (`DataDirLockedError`) or cannot be
- * locked (`DataDirLockError`). Every member is a tagged error, for `Effect.catchTag`.
+ * (`SqlError`), the schema cannot be migrated or the store cannot start (`StoreError`), a
+ * TLS setting or handshake fails (`PgTlsError`, naming the cause), or a PGlite data
+ * directory is held by another process (`DataDirLockedError`) or cannot be locked
+ * (`DataDirLockError`). Every member is a tagged error, for `Effect.catchTag`.
  */
-export type LayerError = SqlError | StoreError | DataDirLockedError | DataDirLockError
+export type LayerError = SqlError | StoreError | PgTls.PgTlsError | DataDirLockedError | DataDirLockError
 
 /** The store, coordinator and invalidations of a choice. */
 export const services = (
@@ -266,7 +312,8 @@ const behindPooler = (store: StoreChoice): boolean => store._tag === "postgres" 
  * The Postgres choice from the environment when `DATABASE_URL` is set: `MTC_PG_MAX_CONNECTIONS`,
  * `MTC_PG_POOL_SIZE`, `MTC_PG_IDLE_TIMEOUT`, `MTC_FLEET_SIZE`, `MTC_PG_HEADROOM`,
  * `MTC_PG_CONNECT_TIMEOUT`, `MTC_HEARTBEAT`, `MTC_SESSION_TIMEOUT`, `MTC_LOCK_TIMEOUT`, `MTC_PG_POOLER`
- * (`transaction`), `DATABASE_DIRECT_URL`, `MTC_LEASE_TTL`, `MTC_INVALIDATION_POLL`. `None` otherwise.
+ * (`transaction`), `DATABASE_DIRECT_URL`, `MTC_LEASE_TTL`, `MTC_INVALIDATION_POLL`, and the TLS
+ * defaults `PGSSLMODE`, `PGSSLROOTCERT`, `PGSSLCERT`, `PGSSLKEY`. `None` otherwise.
  */
 export const postgresFromEnv: Config.Config<Option.Option<StoreChoice>> = Config.all({
   url: Config.Redacted("DATABASE_URL").pipe(Config.option),
@@ -282,11 +329,13 @@ export const postgresFromEnv: Config.Config<Option.Option<StoreChoice>> = Config
   pooler: Config.Literal("transaction", "MTC_PG_POOLER").pipe(Config.option),
   directUrl: Config.Redacted("DATABASE_DIRECT_URL").pipe(Config.option),
   leaseTtl: Config.withDefault(Config.Duration("MTC_LEASE_TTL"), LeaseCoordinator.defaults.ttl),
-  pollInterval: Config.withDefault(Config.Duration("MTC_INVALIDATION_POLL"), PolledInvalidations.defaults.interval)
+  pollInterval: Config.withDefault(Config.Duration("MTC_INVALIDATION_POLL"), PolledInvalidations.defaults.interval),
+  ssl: PgTls.envConfig
 }).pipe(Config.map((c) =>
   Option.map(c.url, (url): StoreChoice => ({
     _tag: "postgres",
     url,
+    ...(Object.keys(c.ssl).length === 0 ? {} : { ssl: c.ssl }),
     maxConnections: c.maxConnections,
     ...Option.match(c.poolSize, { onNone: () => ({}), onSome: (poolSize) => ({ poolSize }) }),
     poolIdleTimeout: c.poolIdleTimeout,

@@ -2,12 +2,42 @@
  * Names the cause of a failed Postgres connection, so that an operator reads "connection
  * refused" or "authentication failed" rather than a bare "failed to connect". A pure
  * function over the error and its chain of causes (`reason`, `cause`, `error`, `errors`).
+ * TLS failures are named too: the server without TLS, or demanding it; a certificate not
+ * trusted, for another host, or expired; a client certificate required.
  *
  * @since 0.1.0
  */
 
 /** Why a connection to Postgres failed. */
-type ConnectFailure = "refused" | "unknown database" | "authentication" | "timeout" | "unknown host"
+export type ConnectFailure =
+  | "refused"
+  | "unknown database"
+  | "authentication"
+  | "timeout"
+  | "unknown host"
+  | TlsFailure
+
+/** Why a TLS connection to Postgres failed (see {@link PgTls}). */
+export type TlsFailure =
+  | "server without tls"
+  | "tls required"
+  | "certificate untrusted"
+  | "host name mismatch"
+  | "certificate expired"
+  | "client certificate"
+
+/** Whether a failure is one of the TLS ones. */
+export const isTlsFailure = (failure: ConnectFailure | undefined): failure is TlsFailure =>
+  failure !== undefined && tlsFailures.has(failure)
+
+const tlsFailures: ReadonlySet<ConnectFailure> = new Set<TlsFailure>([
+  "server without tls",
+  "tls required",
+  "certificate untrusted",
+  "host name mismatch",
+  "certificate expired",
+  "client certificate"
+])
 
 /** The SQLSTATE codes and system error codes of each cause. */
 const byCode: Readonly<Record<string, ConnectFailure>> = {
@@ -18,8 +48,37 @@ const byCode: Readonly<Record<string, ConnectFailure>> = {
   "28000": "authentication",
   ETIMEDOUT: "timeout",
   ENOTFOUND: "unknown host",
-  EAI_AGAIN: "unknown host"
+  EAI_AGAIN: "unknown host",
+  // Node's verification of the server's certificate (OpenSSL's X509_V_ERR_* names).
+  SELF_SIGNED_CERT_IN_CHAIN: "certificate untrusted",
+  DEPTH_ZERO_SELF_SIGNED_CERT: "certificate untrusted",
+  UNABLE_TO_VERIFY_LEAF_SIGNATURE: "certificate untrusted",
+  UNABLE_TO_GET_ISSUER_CERT: "certificate untrusted",
+  UNABLE_TO_GET_ISSUER_CERT_LOCALLY: "certificate untrusted",
+  CERT_UNTRUSTED: "certificate untrusted",
+  CERT_SIGNATURE_FAILURE: "certificate untrusted",
+  CERT_REJECTED: "certificate untrusted",
+  INVALID_CA: "certificate untrusted",
+  CERT_HAS_EXPIRED: "certificate expired",
+  CERT_NOT_YET_VALID: "certificate expired",
+  ERR_TLS_CERT_ALTNAME_INVALID: "host name mismatch",
+  // The server's alerts when it wants a client certificate, or does not trust ours.
+  ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED: "client certificate",
+  ERR_SSL_TLSV1_ALERT_UNKNOWN_CA: "client certificate",
+  ERR_SSL_SSLV3_ALERT_BAD_CERTIFICATE: "client certificate",
+  ERR_SSL_SSLV3_ALERT_CERTIFICATE_UNKNOWN: "client certificate"
 }
+
+/**
+ * Messages that name a TLS cause more precisely than their SQLSTATE: the server answers
+ * both "only TLS here" and "no valid client certificate" with 28000, which alone would read
+ * as a credentials problem. Checked before the codes.
+ */
+const tlsByMessage: ReadonlyArray<readonly [RegExp, TlsFailure]> = [
+  [/does not support TLS|Server refused TLS/i, "server without tls"],
+  [/no pg_hba\.conf entry .*no encryption/i, "tls required"],
+  [/requires a valid client certificate|certificate authentication failed/i, "client certificate"]
+]
 
 const byMessage: ReadonlyArray<readonly [RegExp, ConnectFailure]> = [
   [/ECONNREFUSED|connection refused/i, "refused"],
@@ -51,6 +110,11 @@ const chainOf = (error: unknown): ReadonlyArray<object> => {
 export const classify = (error: unknown): ConnectFailure | undefined => {
   const chain = chainOf(error)
   for (const link of chain) {
+    if ("message" in link && typeof link.message === "string") {
+      for (const [pattern, failure] of tlsByMessage) if (pattern.test(link.message)) return failure
+    }
+  }
+  for (const link of chain) {
     if ("_tag" in link && link._tag === "AuthenticationError") return "authentication"
     if ("code" in link && typeof link.code === "string") {
       const known = byCode[link.code]
@@ -78,6 +142,18 @@ export const describe = (failure: ConnectFailure): string => {
       return "connecting to Postgres timed out (is the host reachable? see MTC_PG_CONNECT_TIMEOUT)"
     case "unknown host":
       return "the Postgres host name does not resolve (check the host in DATABASE_URL)"
+    case "server without tls":
+      return "the Postgres server does not support TLS (the sslmode asks for it)"
+    case "tls required":
+      return "Postgres accepts no unencrypted connection (pg_hba.conf has no entry without TLS: use sslmode=require or stronger)"
+    case "certificate untrusted":
+      return "the Postgres server's certificate is not trusted (give its CA as sslrootcert)"
+    case "host name mismatch":
+      return "the Postgres server's certificate does not name the host connected to (sslmode=verify-full checks it)"
+    case "certificate expired":
+      return "the Postgres server's certificate has expired or is not yet valid"
+    case "client certificate":
+      return "the Postgres server requires a client certificate it trusts (sslcert and sslkey)"
   }
 }
 

@@ -33,7 +33,9 @@ export const requirements: ReadonlyArray<Requirement> = [
   { command: "chromium", debianPackage: "chromium", neededBy: "test/Browser.test.ts", pathVariable: "CHROMIUM_PATH" },
   { command: "psql", debianPackage: "postgresql-client", neededBy: "test/support/database.ts" },
   { command: "pgbouncer", debianPackage: "pgbouncer", neededBy: "test/support/pgbouncer.ts (test/Pooler.test.ts)" },
-  { command: "pg_isready", debianPackage: "postgresql-client", neededBy: "this script's Postgres check" }
+  { command: "pg_isready", debianPackage: "postgresql-client", neededBy: "this script's Postgres check" },
+  { command: "openssl", debianPackage: "openssl", neededBy: "test/support/tlsPostgres.ts (test/PgTls.test.ts, test/TlsFleet.test.ts)" },
+  { command: "runuser", debianPackage: "util-linux", neededBy: "test/support/tlsPostgres.ts (runs its own Postgres cluster as the postgres user)" }
 ]
 
 const searchPath = (): Array<string> => [
