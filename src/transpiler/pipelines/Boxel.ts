@@ -15,11 +15,12 @@
  *
  * @since 0.2.0
  */
-import { types, type PluginItem, type PluginObject } from "@babel/core"
+import { type PluginAPI, type PluginObject, type PluginTarget, types } from "@babel/core"
 import type * as ScopedCssTransform from "glimmer-scoped-css/ast-transform"
 import { createRequire } from "node:module"
 import { resolve } from "node:path"
 import * as Ember from "./Ember.ts"
+import * as HostPackages from "./HostPackages.ts"
 import { foreignPlugin, type Pipeline, versionOf } from "./Pipeline.ts"
 
 const loaderMember = (name: string): types.MemberExpression =>
@@ -59,30 +60,109 @@ const require = createRequire(import.meta.url)
 
 const scopedCssOptions = { noGlobal: true } as const
 
+/** The ember-concurrency majors whose async-arrow transform the pipeline drives. */
+export const emberConcurrencyMajors: ReadonlyArray<number> = [4, 5]
+
+/** Where the async-arrow transforms of ember-concurrency 4 and 5 import `buildTask` from. */
+export const transformRuntime = "ember-concurrency/async-arrow-runtime"
+
+/**
+ * Where the `boxel` pipeline's output imports `buildTask` from: the module Boxel's host
+ * provides (its loader shims it; Boxel's own realm server emits it), and which
+ * ember-concurrency 3.1, 4 and 5 all ship (4 and 5 re-export it as `async-arrow-runtime`,
+ * the name their transform uses, which Boxel's host does not provide).
+ */
+export const asyncArrowRuntime = "ember-concurrency/-private/async-arrow-runtime"
+
+/** The subpath of {@link asyncArrowRuntime} in ember-concurrency's package. */
+const asyncArrowRuntimeSubpath = "./-private/async-arrow-runtime"
+
+/**
+ * Points the imports of `buildTask` that the async-arrow transform added at
+ * {@link asyncArrowRuntime}. Imports the module itself wrote are left as written.
+ */
+const runtimeImportRewrite = (): PluginObject => {
+  const written = new WeakSet<types.Node>()
+  const runtimeImports = (program: types.Program): ReadonlyArray<types.ImportDeclaration> =>
+    program.body.filter((node): node is types.ImportDeclaration =>
+      node.type === "ImportDeclaration" && node.source.value === transformRuntime
+    )
+  return {
+    name: "module-transpile-cache/async-arrow-runtime",
+    // before any visitor runs (the transform works in its Program visitor): what the module wrote
+    pre(file) {
+      for (const node of runtimeImports(file.ast.program)) written.add(node)
+    },
+    post(file) {
+      for (const node of runtimeImports(file.ast.program)) {
+        if (!written.has(node)) node.source = types.stringLiteral(asyncArrowRuntime)
+      }
+    }
+  }
+}
+
+/**
+ * ember-concurrency's async-arrow transform of a package. 4.x's declares Babel 7 alone
+ * (`api.assertVersion(7)`; 5.x's, the same code plus the removal of the factory import it
+ * made unused, declares `^7 || ^8`): it is run on Babel 8 with its version check answered,
+ * and test/HostPackages.test.ts shows its output equal to the same transform on Babel 7.29.
+ */
+const asyncArrowTransformOf = (pkg: HostPackages.HostPackage): PluginTarget => {
+  const plugin = pkg.require("ember-concurrency/async-arrow-task-transform")
+  if (typeof plugin !== "function") throw new TypeError(`${pkg.dir}/async-arrow-task-transform is not a Babel plugin`)
+  if (pkg.major !== 4) return foreignPlugin(plugin)
+  return foreignPlugin((api: PluginAPI, options: unknown, dirname: string): unknown =>
+    plugin(
+      Object.create(api, {
+        assertVersion: { value: (range: string | number) => (range === 7 ? undefined : api.assertVersion(range)) }
+      }),
+      options,
+      dirname
+    )
+  )
+}
+
 const pipelines = new Map<string, Pipeline>()
 
-/** The `boxel` pipeline, over the template compiler of `emberSource` (default: this package's ember-source). */
-export const make = (emberSource?: string): Pipeline => {
-  const key = resolve(emberSource ?? Ember.defaultEmberSource())
+/**
+ * The `boxel` pipeline, over the template compiler of `emberSource` and the
+ * ember-concurrency and decorator-transforms of `hostPackages` (default: the ones beside
+ * this package; the ember-source of `hostPackages` when only that is given).
+ */
+export const make = (emberSource?: string, hostPackages?: string): Pipeline => {
+  const dir = Ember.emberSourceDir("boxel", emberSource, hostPackages)
+  const key = JSON.stringify([dir, hostPackages === undefined ? null : resolve(hostPackages)])
   const known = pipelines.get(key)
   if (known !== undefined) return known
+  // ember-concurrency from the host: its transform, and the runtime module its output imports.
+  const emberConcurrency = HostPackages.requireDrivable(
+    "boxel",
+    HostPackages.locate("boxel", "ember-concurrency", hostPackages),
+    hostPackages,
+    emberConcurrencyMajors,
+    ["./async-arrow-task-transform", asyncArrowRuntimeSubpath]
+  )
   // Loaded here, not on import: a process that runs another pipeline never pays for them.
-  // ember-concurrency 5's own Babel plugin for `task(async () => ...)` (CommonJS).
-  const asyncArrowTaskTransform: PluginItem = foreignPlugin(require("ember-concurrency/async-arrow-task-transform"))
+  const asyncArrowTaskTransform = asyncArrowTransformOf(emberConcurrency)
   const { generateScopedCSSPlugin }: typeof ScopedCssTransform = require("glimmer-scoped-css/ast-transform")
   const pipeline = Ember.makeWith({
     name: "boxel",
-    emberSource: key,
+    emberSource: dir,
+    hostPackages,
     decoratorOptions: {},
+    decoratorRuntime: "./globals",
     transforms: [generateScopedCSSPlugin(scopedCssOptions)],
     transformsConfig: [["glimmer-scoped-css/ast-transform#generateScopedCSSPlugin", scopedCssOptions]],
-    before: [[asyncArrowTaskTransform, ["ember-concurrency/async-arrow-task-transform", {}]]],
+    before: [
+      [asyncArrowTaskTransform, ["ember-concurrency/async-arrow-task-transform", {}]],
+      [runtimeImportRewrite, ["module-transpile-cache/async-arrow-runtime", { runtime: asyncArrowRuntime }]]
+    ],
     after: [[loaderRewrites, ["module-transpile-cache/boxel-loader", { revision: 1 }]]],
     versions: {
-      "ember-concurrency": versionOf(require, "ember-concurrency"),
+      "ember-concurrency": emberConcurrency.version,
       "glimmer-scoped-css": versionOf(require, "glimmer-scoped-css")
     },
-    revision: 1
+    revision: 2
   })
   pipelines.set(key, pipeline)
   return pipeline
