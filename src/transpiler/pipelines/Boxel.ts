@@ -79,7 +79,8 @@ const asyncArrowRuntimeSubpath = "./-private/async-arrow-runtime"
 
 /**
  * Points the imports of `buildTask` that the async-arrow transform added at
- * {@link asyncArrowRuntime}. Imports the module itself wrote are left as written.
+ * {@link asyncArrowRuntime}. What the module imported itself is left as written (the
+ * transform may add its specifier to such an import: it is moved out to an import of its own).
  */
 const runtimeImportRewrite = (): PluginObject => {
   const written = new WeakSet<types.Node>()
@@ -91,11 +92,21 @@ const runtimeImportRewrite = (): PluginObject => {
     name: "module-transpile-cache/async-arrow-runtime",
     // before any visitor runs (the transform works in its Program visitor): what the module wrote
     pre(file) {
-      for (const node of runtimeImports(file.ast.program)) written.add(node)
+      for (const node of runtimeImports(file.ast.program)) {
+        written.add(node)
+        for (const specifier of node.specifiers) written.add(specifier)
+      }
     },
     post(file) {
+      const body = file.ast.program.body
       for (const node of runtimeImports(file.ast.program)) {
-        if (!written.has(node)) node.source = types.stringLiteral(asyncArrowRuntime)
+        const added = node.specifiers.filter((specifier) => !written.has(specifier))
+        if (!written.has(node)) {
+          node.source = types.stringLiteral(asyncArrowRuntime)
+        } else if (added.length > 0) {
+          node.specifiers = node.specifiers.filter((specifier) => written.has(specifier))
+          body.splice(body.indexOf(node) + 1, 0, types.importDeclaration(added, types.stringLiteral(asyncArrowRuntime)))
+        }
       }
     }
   }
@@ -107,7 +118,7 @@ const runtimeImportRewrite = (): PluginObject => {
  * made unused, declares `^7 || ^8`): it is run on Babel 8 with its version check answered,
  * and test/HostPackages.test.ts shows its output equal to the same transform on Babel 7.29.
  */
-const asyncArrowTransformOf = (pkg: HostPackages.HostPackage): PluginTarget => {
+export const asyncArrowTransform = (pkg: HostPackages.HostPackage): PluginTarget => {
   const plugin = pkg.require("ember-concurrency/async-arrow-task-transform")
   if (typeof plugin !== "function") throw new TypeError(`${pkg.dir}/async-arrow-task-transform is not a Babel plugin`)
   if (pkg.major !== 4) return foreignPlugin(plugin)
@@ -143,7 +154,7 @@ export const make = (emberSource?: string, hostPackages?: string): Pipeline => {
     ["./async-arrow-task-transform", asyncArrowRuntimeSubpath]
   )
   // Loaded here, not on import: a process that runs another pipeline never pays for them.
-  const asyncArrowTaskTransform = asyncArrowTransformOf(emberConcurrency)
+  const asyncArrowTaskTransform = asyncArrowTransform(emberConcurrency)
   const { generateScopedCSSPlugin }: typeof ScopedCssTransform = require("glimmer-scoped-css/ast-transform")
   const pipeline = Ember.makeWith({
     name: "boxel",
