@@ -119,7 +119,7 @@ const runtimeImportRewrite = (): PluginObject => {
  * and test/HostPackages.test.ts shows its output equal to the same transform on Babel 7.29.
  */
 export const asyncArrowTransform = (pkg: HostPackages.HostPackage): PluginTarget => {
-  const plugin = pkg.require("ember-concurrency/async-arrow-task-transform")
+  const plugin = HostPackages.load("boxel", pkg, "./async-arrow-task-transform")
   if (typeof plugin !== "function") throw new TypeError(`${pkg.dir}/async-arrow-task-transform is not a Babel plugin`)
   if (pkg.major !== 4) return foreignPlugin(plugin)
   return foreignPlugin((api: PluginAPI, options: unknown, dirname: string): unknown =>
@@ -149,7 +149,6 @@ export const make = (emberSource?: string, hostPackages?: string): Pipeline => {
   const emberConcurrency = HostPackages.requireDrivable(
     "boxel",
     HostPackages.locate("boxel", "ember-concurrency", hostPackages),
-    hostPackages,
     emberConcurrencyMajors,
     ["./async-arrow-task-transform", asyncArrowRuntimeSubpath]
   )

@@ -124,12 +124,11 @@ export const makeWith = (parts: EmberPipelineParts): Pipeline => {
   const decoratorPackage = HostPackages.requireDrivable(
     parts.name,
     HostPackages.locate(parts.name, "decorator-transforms", parts.hostPackages),
-    parts.hostPackages,
     decoratorTransformsMajors,
     [parts.decoratorRuntime]
   )
   // Loaded here, not on import: a process that runs only the standard pipeline never pays for them.
-  const decoratorTransforms = foreignPlugin(defaultExport(decoratorPackage.require("decorator-transforms")))
+  const decoratorTransforms = foreignPlugin(defaultExport(HostPackages.load(parts.name, decoratorPackage, "")))
   const templateCompilationPlugin = foreignPlugin(defaultExport(require("babel-plugin-ember-template-compilation/browser")))
   const templateOptions = { compiler: compiler.module, targetFormat: "wire", transforms: [...parts.transforms] }
   const before = parts.before.map(([plugin]) => plugin)

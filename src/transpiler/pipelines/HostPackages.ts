@@ -12,9 +12,9 @@
  *
  * @since 0.3.0
  */
-import { existsSync, readFileSync } from "node:fs"
+import { existsSync, readFileSync, realpathSync } from "node:fs"
 import { createRequire } from "node:module"
-import { join, resolve } from "node:path"
+import { join, relative, resolve } from "node:path"
 import { HostPackageError } from "./Pipeline.ts"
 
 /** A package as found: its directory and version, and a `require` inside it. */
@@ -26,8 +26,8 @@ export interface HostPackage {
   readonly major: number
   /** `require` from the package's own directory: its entries by its own name, its dependencies. */
   readonly require: NodeJS.Require
-  /** Whether it came from the host's directory (else it is the one installed beside this package). */
-  readonly fromHost: boolean
+  /** The host's `node_modules` it came from, resolved; empty for the one installed beside this package. */
+  readonly hostPackages: string
 }
 
 const isRecord = (u: unknown): u is Record<string, unknown> => u !== null && typeof u === "object"
@@ -47,13 +47,16 @@ const bundledDir = (name: string): string | undefined =>
  */
 export const locate = (pipeline: string, name: string, hostPackages: string | undefined): HostPackage => {
   const fromHost = hostPackages !== undefined
-  const where = fromHost ? resolve(hostPackages) : "beside module-transpile-cache"
-  const fail = (message: string) =>
-    new HostPackageError({ pipeline, packageName: name, hostPackages: fromHost ? where : "", message })
+  const where = fromHost ? resolve(hostPackages) : ""
+  const fail = (message: string) => new HostPackageError({ pipeline, packageName: name, hostPackages: where, message })
   if (fromHost && !existsSync(where)) throw fail(`the host packages directory ${where} does not exist`)
   const dir = fromHost ? join(where, name) : bundledDir(name)
   if (dir === undefined || !existsSync(join(dir, "package.json"))) {
-    throw fail(`no ${name} in ${where}: the ${pipeline} pipeline needs the host's ${name}`)
+    throw fail(
+      fromHost
+        ? `no ${name} in ${where}: the ${pipeline} pipeline needs the host's ${name}`
+        : `${name} is not installed beside module-transpile-cache: the ${pipeline} pipeline needs it`
+    )
   }
   let parsed: unknown
   try {
@@ -70,18 +73,48 @@ export const locate = (pipeline: string, name: string, hostPackages: string | un
     version: parsed.version,
     major: Number.parseInt(parsed.version, 10),
     require: createRequire(join(dir, "package.json")),
-    fromHost
+    hostPackages: where
   }
 }
 
 /**
+ * The file of a package's entry (`""`) or subpath (`"./runtime-esm"`), resolved by the
+ * package's own name through its `exports`; undefined when it has none there, or when the
+ * name would resolve to another copy (a package without `exports` cannot name itself).
+ */
+export const fileOf = (pkg: HostPackage, subpath: string): string | undefined => {
+  let file: string
+  try {
+    file = realpathSync(pkg.require.resolve(subpath === "" ? pkg.name : `${pkg.name}${subpath.slice(1)}`))
+  } catch {
+    return undefined
+  }
+  const inside = relative(realpathSync(pkg.dir), file)
+  return inside.startsWith("..") ? undefined : file
+}
+
+/** Loads a package's entry or subpath (see {@link fileOf}); throws a {@link HostPackageError} when it has none. */
+export const load = (pipeline: string, pkg: HostPackage, subpath: string): unknown => {
+  const file = fileOf(pkg, subpath)
+  if (file === undefined) {
+    throw new HostPackageError({
+      pipeline,
+      packageName: pkg.name,
+      hostPackages: pkg.hostPackages,
+      message: `${pkg.name} ${pkg.version} in ${pkg.dir} has no ${subpath === "" ? "entry" : subpath} of its own`
+    })
+  }
+  const loaded: unknown = pkg.require(file)
+  return loaded
+}
+
+/**
  * Checks that a package is a version the pipeline drives: its major is one of `majors`, and
- * it exports every subpath in `needs` (the runtime modules the output will import).
+ * it exports every subpath in `needs` (its plugin, the runtime modules the output will import).
  */
 export const requireDrivable = (
   pipeline: string,
   pkg: HostPackage,
-  hostPackages: string | undefined,
   majors: ReadonlyArray<number>,
   needs: ReadonlyArray<string> = []
 ): HostPackage => {
@@ -89,24 +122,16 @@ export const requireDrivable = (
     new HostPackageError({
       pipeline,
       packageName: pkg.name,
-      hostPackages: hostPackages === undefined ? "" : resolve(hostPackages),
+      hostPackages: pkg.hostPackages,
       message
     })
   const supported = majors.map((major) => `${major}.x`).join(" or ")
   if (!majors.includes(pkg.major)) {
     throw fail(`${pkg.name} ${pkg.version} in ${pkg.dir} cannot be driven by the ${pipeline} pipeline (it drives ${pkg.name} ${supported})`)
   }
-  const missing = needs.filter((subpath) => {
-    try {
-      // by its own name, through its `exports`: the file must be there too
-      pkg.require.resolve(`${pkg.name}${subpath.slice(1)}`)
-      return false
-    } catch {
-      return true
-    }
-  })
+  const missing = needs.filter((subpath) => fileOf(pkg, subpath) === undefined)
   if (missing.length > 0) {
-    throw fail(`${pkg.name} ${pkg.version} in ${pkg.dir} does not export ${missing.join(", ")}, which the ${pipeline} pipeline's output imports`)
+    throw fail(`${pkg.name} ${pkg.version} in ${pkg.dir} does not export ${missing.join(", ")}, which the ${pipeline} pipeline needs`)
   }
   return pkg
 }
