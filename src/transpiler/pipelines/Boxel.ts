@@ -2,7 +2,8 @@
  * The `boxel` pipeline: {@link Ember}'s, plus what Boxel's realm server does to a module.
  *
  * In order: ember-concurrency's async-arrow task transform (`task(async () => ...)` becomes
- * a generator task), TypeScript, `decorator-transforms` with its default options (calls to
+ * a generator task; the host's ember-concurrency, 4.x or 5.x, with `buildTask` imported from
+ * {@link asyncArrowRuntime}, the module Boxel's host provides), TypeScript, `decorator-transforms` with its default options (calls to
  * the `dt7948` global, which the host installs with `import "decorator-transforms/globals"`),
  * the template compiler with `glimmer-scoped-css` (`<style scoped>` becomes scoped
  * attributes and an import of a virtual `./<file>.<base64>.glimmer-scoped.css` module, which
@@ -11,7 +12,9 @@
  * `import.meta.loader.import(new URL(x, import.meta.url).href)` when `x` is a path-like
  * string literal (`./`, `../`, `/`, or containing `://`), else `import.meta.loader.import(x)`.
  *
- * All run on Babel 8 (Boxel itself runs Babel 7.29; see the README).
+ * All run on Babel 8 (Boxel itself runs Babel 7.29; see the README). ember-concurrency,
+ * decorator-transforms and ember-source come from the host's `node_modules` when
+ * `hostPackages` names it (see {@link HostPackages}).
  *
  * @since 0.2.0
  */

@@ -12,6 +12,8 @@
  * All run on Babel 8. The template compiler comes from an `ember-source` directory, by
  * default the one this package depends on; a deployment points it at the ember-source its
  * host runs (a template compiled by one version must run on the same version's runtime).
+ * decorator-transforms and ember-source come from the host's `node_modules` when
+ * `hostPackages` names it (see {@link HostPackages}): the output calls the host's runtime.
  *
  * @since 0.2.0
  */
