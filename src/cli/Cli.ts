@@ -2,7 +2,7 @@
  * The `transpile-cache` command line:
  *
  * - `serve <realmDir> [--port 4201] [--host 127.0.0.1] [--realm-url URL] [--data-dir DIR] [--store pg|pglite|memory]
- *   [--pipeline standard|ember|boxel] [--engine native|babel] [--ember-source DIR]`
+ *   [--pipeline standard|ember|boxel] [--engine native|babel] [--ember-source DIR] [--host-packages DIR]`
  *   serves a realm (see {@link RealmServer}) until SIGINT or SIGTERM, then shuts down
  *   gracefully. It logs one line `... listening on http://HOST:PORT/ ...` once it accepts
  *   requests.
@@ -24,6 +24,8 @@
  * transpiler and the files served; the `MTC_*` cache tuning variables are read as in
  * `ModuleCache.optionsConfig`. The pipeline comes from `--pipeline`, else `MTC_PIPELINE`, else
  * `standard`; the ember-source of `ember`/`boxel` from `--ember-source`, else `MTC_EMBER_SOURCE`;
+ * the host's `node_modules` (where the packages whose runtimes the output imports come from)
+ * from `--host-packages`, else `MTC_HOST_PACKAGES`;
  * the engine of `standard` from `--engine`, else `MTC_ENGINE`, else `native` (oxc).
  *
  * Transpiles run in a pool of worker threads (see {@link TranspilerPool}): `--transpile-workers N`
@@ -136,6 +138,10 @@ const storeFlags = {
     Flag.String("ember-source"),
     "ember-source directory whose template compiler ember/boxel use (default: MTC_EMBER_SOURCE, else the installed one)"
   ),
+  hostPackages: optionalFlag(
+    Flag.String("host-packages"),
+    "The host's node_modules: ember/boxel take decorator-transforms, ember-concurrency and ember-source from there (default: MTC_HOST_PACKAGES, else the installed ones)"
+  ),
   transpileWorkers: optionalFlag(
     Flag.Int("transpile-workers"),
     "Transpile worker threads (default: MTC_TRANSPILE_WORKERS, else the available parallelism; 0: in-process)"
@@ -155,19 +161,22 @@ interface RealmInput {
   readonly pipeline: Option.Option<BabelTranspiler.PipelineName>
   readonly engine: Option.Option<BabelTranspiler.EngineName>
   readonly emberSource: Option.Option<string>
+  readonly hostPackages: Option.Option<string>
 }
 
-/** The transpiler's options: the flags win over `MTC_PIPELINE`, `MTC_ENGINE` and `MTC_EMBER_SOURCE`. */
+/** The transpiler's options: the flags win over `MTC_PIPELINE`, `MTC_ENGINE`, `MTC_EMBER_SOURCE` and `MTC_HOST_PACKAGES`. */
 const transpilerOptions = Effect.fnUntraced(function*(input: RealmInput) {
   const fromEnv = yield* BabelTranspiler.optionsConfig.pipe(
     Effect.mapError(configurationFailure)
   )
   const emberSource = Option.getOrUndefined(input.emberSource) ?? fromEnv.emberSource
+  const hostPackages = Option.getOrUndefined(input.hostPackages) ?? fromEnv.hostPackages
   return {
     ...fromEnv,
     pipeline: Option.getOrElse(input.pipeline, () => fromEnv.pipeline ?? BabelTranspiler.defaultPipeline),
     engine: Option.getOrElse(input.engine, () => fromEnv.engine ?? BabelTranspiler.defaultEngine),
-    ...(emberSource === undefined ? {} : { emberSource: path.resolve(emberSource) })
+    ...(emberSource === undefined ? {} : { emberSource: path.resolve(emberSource) }),
+    ...(hostPackages === undefined ? {} : { hostPackages: path.resolve(hostPackages) })
   } satisfies BabelTranspiler.BabelTranspilerOptions
 })
 

@@ -30,7 +30,7 @@ import * as ContentTag from "./ContentTag.ts"
 import * as Oxc from "./engines/Oxc.ts"
 import { fingerprintOfPipeline } from "./Fingerprint.ts"
 import { hasTemplates, isDeclarationFile, moduleKindOf, supportedExtensions } from "./ModuleKind.ts"
-import type { ModuleKind, PipelineLoadError } from "./pipelines/Pipeline.ts"
+import type { ModuleKind, PipelineError } from "./pipelines/Pipeline.ts"
 import * as Standard from "./pipelines/Standard.ts"
 import { fromThrown, inModuleSource, inTemplate } from "./TranspileErrors.ts"
 import { type BabelTranspilerOptions, engineOf, optionsConfig, pipelineOf } from "./TranspilerOptions.ts"
@@ -49,7 +49,15 @@ export {
   versionsOf
 } from "./Fingerprint.ts"
 export { isDeclarationFile, moduleKindOf, supportedExtensions } from "./ModuleKind.ts"
-export { isPipelineName, type ModuleKind, PipelineLoadError, type PipelineName, pipelineNames } from "./pipelines/Pipeline.ts"
+export {
+  HostPackageError,
+  isPipelineName,
+  type ModuleKind,
+  type PipelineError,
+  PipelineLoadError,
+  type PipelineName,
+  pipelineNames
+} from "./pipelines/Pipeline.ts"
 export { originalPosition, toTranspileError } from "./TranspileErrors.ts"
 export {
   type BabelTranspilerOptions,
@@ -57,6 +65,7 @@ export {
   emberSourceConfig,
   engineConfig,
   engineOf,
+  hostPackagesConfig,
   maxSourceBytesConfig,
   optionsConfig,
   pipelineNameConfig,
@@ -66,9 +75,10 @@ export {
 /**
  * Makes a Babel {@link Transpiler} running the pipeline the options choose. The
  * content-tag preprocessor is created on first use. Fails when the pipeline cannot be
- * loaded (an `emberSource` without a template compiler).
+ * loaded (an `emberSource` without a template compiler, a `hostPackages` without a package
+ * the pipeline needs or with a version it cannot drive).
  */
-export const make = (options: BabelTranspilerOptions = {}): Effect.Effect<Transpiler["Service"], PipelineLoadError> =>
+export const make = (options: BabelTranspilerOptions = {}): Effect.Effect<Transpiler["Service"], PipelineError> =>
   Effect.map(pipelineOf(options), (pipeline) => {
     const limit = options.maxSourceBytes ?? defaultMaxSourceBytes
     const engine = engineOf(pipeline, options)
@@ -156,11 +166,14 @@ export const make = (options: BabelTranspilerOptions = {}): Effect.Effect<Transp
   })
 
 /** A layer of the Babel {@link Transpiler}. */
-export const layer = (options: BabelTranspilerOptions = {}): Layer.Layer<Transpiler, PipelineLoadError> =>
+export const layer = (options: BabelTranspilerOptions = {}): Layer.Layer<Transpiler, PipelineError> =>
   Layer.effect(Transpiler, make(options))
 
-/** A layer of the Babel {@link Transpiler}, its options read from `MTC_MAX_SOURCE_BYTES`, `MTC_PIPELINE`, `MTC_ENGINE` and `MTC_EMBER_SOURCE`. */
-export const layerConfig: Layer.Layer<Transpiler, Config.ConfigError | PipelineLoadError> = Layer.effect(
+/**
+ * A layer of the Babel {@link Transpiler}, its options read from `MTC_MAX_SOURCE_BYTES`,
+ * `MTC_PIPELINE`, `MTC_ENGINE`, `MTC_EMBER_SOURCE` and `MTC_HOST_PACKAGES`.
+ */
+export const layerConfig: Layer.Layer<Transpiler, Config.ConfigError | PipelineError> = Layer.effect(
   Transpiler,
   Effect.gen(function*() {
     const options = yield* optionsConfig

@@ -12,7 +12,7 @@ import { hashSource } from "../domain/Domain.ts"
 import { babelOptions } from "./Babel.ts"
 import * as Oxc from "./engines/Oxc.ts"
 import { kindsByExtension } from "./ModuleKind.ts"
-import { type Pipeline, type PipelineLoadError, readVersion, versionOf } from "./pipelines/Pipeline.ts"
+import { type Pipeline, type PipelineError, readVersion, versionOf } from "./pipelines/Pipeline.ts"
 import * as Standard from "./pipelines/Standard.ts"
 import { type BabelTranspilerOptions, engineOf, pipelineOf } from "./TranspilerOptions.ts"
 
@@ -109,8 +109,9 @@ export const pipelineFingerprint = (): string => fingerprintOfPipeline(Standard.
 
 /**
  * The fingerprint of the pipeline that options choose: a deterministic function of the
- * options and the installed packages (the pipeline name, every plugin's version and
- * options, and the template compiler's version), the same in every thread and process.
+ * options and the packages used (the pipeline name, every plugin's version and options,
+ * the host's packages' versions, and the template compiler's version), the same in every
+ * thread and process.
  */
-export const fingerprintFor = (options: BabelTranspilerOptions = {}): Effect.Effect<string, PipelineLoadError> =>
+export const fingerprintFor = (options: BabelTranspilerOptions = {}): Effect.Effect<string, PipelineError> =>
   Effect.map(pipelineOf(options), (pipeline) => fingerprintOfPipeline(pipeline, engineOf(pipeline, options)))

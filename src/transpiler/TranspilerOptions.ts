@@ -10,7 +10,7 @@ import { messageOf } from "../internal/errors.ts"
 import * as Oxc from "./engines/Oxc.ts"
 import * as Boxel from "./pipelines/Boxel.ts"
 import * as Ember from "./pipelines/Ember.ts"
-import { type Pipeline, PipelineLoadError, type PipelineName, pipelineNames } from "./pipelines/Pipeline.ts"
+import { HostPackageError, type Pipeline, type PipelineError, PipelineLoadError, type PipelineName, pipelineNames } from "./pipelines/Pipeline.ts"
 import * as Standard from "./pipelines/Standard.ts"
 
 /**
@@ -28,6 +28,14 @@ export interface BabelTranspilerOptions {
    */
   readonly emberSource?: string
   /**
+   * The host's `node_modules`: the packages whose runtime the `ember` and `boxel` output
+   * imports come from there (decorator-transforms, ember-concurrency for `boxel`, and
+   * ember-source unless `emberSource` is given), so the output imports what the host
+   * provides. Defaults to the packages beside this one. A package missing there, or of a
+   * version the pipeline cannot drive, fails with a `HostPackageError`.
+   */
+  readonly hostPackages?: string
+  /**
    * The engine of the `standard` pipeline: `native` (oxc-transform, the default) or
    * `babel`. The `ember` and `boxel` pipelines always run Babel.
    */
@@ -41,7 +49,7 @@ export const defaultPipeline: PipelineName = "standard"
  * The pipeline that options choose, loaded (the template compiler of `ember`/`boxel` is
  * loaded synchronously, once per ember-source directory).
  */
-export const pipelineOf = (options: BabelTranspilerOptions = {}): Effect.Effect<Pipeline, PipelineLoadError> =>
+export const pipelineOf = (options: BabelTranspilerOptions = {}): Effect.Effect<Pipeline, PipelineError> =>
   Effect.try({
     try: () => {
       const name = options.pipeline ?? defaultPipeline
@@ -49,13 +57,13 @@ export const pipelineOf = (options: BabelTranspilerOptions = {}): Effect.Effect<
         case "standard":
           return Standard.make()
         case "ember":
-          return Ember.make(options.emberSource)
+          return Ember.make(options.emberSource, options.hostPackages)
         case "boxel":
-          return Boxel.make(options.emberSource)
+          return Boxel.make(options.emberSource, options.hostPackages)
       }
     },
     catch: (cause) =>
-      cause instanceof PipelineLoadError
+      cause instanceof PipelineLoadError || cause instanceof HostPackageError
         ? cause
         : new PipelineLoadError({ pipeline: options.pipeline ?? defaultPipeline, message: messageOf(cause) })
   })
@@ -82,12 +90,18 @@ export const engineConfig: Config.Config<Oxc.EngineName> = Config.Literals(Oxc.e
 /** The `ember-source` directory from `MTC_EMBER_SOURCE`, if set. */
 export const emberSourceConfig: Config.Config<Option.Option<string>> = Config.option(Config.String("MTC_EMBER_SOURCE"))
 
-/** The options from `MTC_MAX_SOURCE_BYTES`, `MTC_PIPELINE`, `MTC_ENGINE` and `MTC_EMBER_SOURCE`. */
+/** The host's `node_modules` from `MTC_HOST_PACKAGES`, if set. */
+export const hostPackagesConfig: Config.Config<Option.Option<string>> = Config.option(Config.String("MTC_HOST_PACKAGES"))
+
+/** The options from `MTC_MAX_SOURCE_BYTES`, `MTC_PIPELINE`, `MTC_ENGINE`, `MTC_EMBER_SOURCE` and `MTC_HOST_PACKAGES`. */
 export const optionsConfig: Config.Config<BabelTranspilerOptions> = Config.all({
   maxSourceBytes: maxSourceBytesConfig,
   pipeline: pipelineNameConfig,
   engine: engineConfig,
-  emberSource: emberSourceConfig
-}).pipe(Config.map(({ emberSource, ...rest }) =>
-  Option.isSome(emberSource) ? { ...rest, emberSource: emberSource.value } : rest
-))
+  emberSource: emberSourceConfig,
+  hostPackages: hostPackagesConfig
+}).pipe(Config.map(({ emberSource, hostPackages, ...rest }) => ({
+  ...rest,
+  ...(Option.isSome(emberSource) ? { emberSource: emberSource.value } : {}),
+  ...(Option.isSome(hostPackages) ? { hostPackages: hostPackages.value } : {})
+})))

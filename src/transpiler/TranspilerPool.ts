@@ -89,7 +89,7 @@ export class TranspileWorkerStartError extends Schema.TaggedError<TranspileWorke
 }) {}
 
 /** Why a pool could not start: a worker failed to, or the pipeline could not be loaded. */
-export type TranspilerStartError = TranspileWorkerStartError | BabelTranspiler.PipelineLoadError
+export type TranspilerStartError = TranspileWorkerStartError | BabelTranspiler.PipelineError
 
 // -----------------------------------------------------------------------------
 // Metrics
@@ -475,7 +475,8 @@ export const optionsConfig: Config.Config<Omit<TranspilerPoolOptions, "transpile
 
 /**
  * {@link layer} with its settings from {@link optionsConfig} and the transpiler's from
- * `BabelTranspiler.optionsConfig` (`MTC_MAX_SOURCE_BYTES`, `MTC_PIPELINE`, `MTC_EMBER_SOURCE`).
+ * `BabelTranspiler.optionsConfig` (`MTC_MAX_SOURCE_BYTES`, `MTC_PIPELINE`, `MTC_EMBER_SOURCE`,
+ * `MTC_HOST_PACKAGES`).
  */
 export const layerConfig: Layer.Layer<Transpiler, TranspilerStartError | Config.ConfigError> = Layer.unwrap(
   Effect.gen(function*() {

@@ -12,6 +12,8 @@
  * All run on Babel 8. The template compiler comes from an `ember-source` directory, by
  * default the one this package depends on; a deployment points it at the ember-source its
  * host runs (a template compiled by one version must run on the same version's runtime).
+ * decorator-transforms and ember-source come from the host's `node_modules` when
+ * `hostPackages` names it (see {@link HostPackages}): the output calls the host's runtime.
  *
  * @since 0.2.0
  */
@@ -20,6 +22,7 @@ import typescriptPlugin from "@babel/plugin-transform-typescript"
 import { existsSync } from "node:fs"
 import { createRequire } from "node:module"
 import { dirname, join, resolve } from "node:path"
+import * as HostPackages from "./HostPackages.ts"
 import { defaultExport, foreignPlugin, type ModuleKind, type Pipeline, PipelineLoadError, readVersion, versionOf } from "./Pipeline.ts"
 
 /** Where ember-source keeps its template compiler: 7.x, 6.x (ESM), older (a CommonJS bundle). */
@@ -32,6 +35,19 @@ const compilerCandidates = [
 /** The `ember-source` directory this package depends on. */
 export const defaultEmberSource = (): string =>
   dirname(createRequire(import.meta.url).resolve("ember-source/package.json"))
+
+/**
+ * The ember-source directory of a pipeline: `emberSource` when given, else the host's
+ * (`<hostPackages>/ember-source`, which must exist), else the one beside this package.
+ */
+export const emberSourceDir = (pipeline: string, emberSource: string | undefined, hostPackages: string | undefined): string =>
+  resolve(
+    emberSource ??
+      (hostPackages === undefined ? defaultEmberSource() : HostPackages.locate(pipeline, "ember-source", hostPackages).dir)
+  )
+
+/** The decorator-transforms majors the pipelines drive: 2.x has `runtime-esm` and the `dt7948` global of Boxel's host. */
+export const decoratorTransformsMajors: ReadonlyArray<number> = [2]
 
 /** A loaded template compiler and the version of the ember-source it came from. */
 interface TemplateCompiler {
@@ -48,9 +64,9 @@ const compilers = new Map<string, TemplateCompiler>()
  */
 const loadTemplateCompiler = (
   pipeline: string,
-  emberSource: string | undefined
+  emberSource: string
 ): TemplateCompiler => {
-  const dir = resolve(emberSource ?? defaultEmberSource())
+  const dir = resolve(emberSource)
   const known = compilers.get(dir)
   if (known !== undefined) return known
   const fail = (message: string) => new PipelineLoadError({ pipeline, message })
@@ -81,9 +97,14 @@ const loadTemplateCompiler = (
 /** The options of the Ember-shaped pipelines. */
 interface EmberPipelineParts {
   readonly name: "ember" | "boxel"
-  readonly emberSource: string | undefined
+  /** The ember-source directory (see {@link emberSourceDir}). */
+  readonly emberSource: string
+  /** The host's `node_modules`, where decorator-transforms comes from; undefined: the one beside this package. */
+  readonly hostPackages: string | undefined
   /** decorator-transforms' options: where its runtime comes from. */
   readonly decoratorOptions: Readonly<Record<string, unknown>>
+  /** The decorator-transforms subpath the output imports (`./runtime-esm`, or `./globals` the host imports). */
+  readonly decoratorRuntime: string
   /** Template AST transforms, with their fingerprint entries. */
   readonly transforms: ReadonlyArray<unknown>
   readonly transformsConfig: ReadonlyArray<unknown>
@@ -101,8 +122,15 @@ const typescriptOptions = { allowDeclareFields: true } as const
 export const makeWith = (parts: EmberPipelineParts): Pipeline => {
   const compiler = loadTemplateCompiler(parts.name, parts.emberSource)
   const require = createRequire(import.meta.url)
+  // decorator-transforms from the host: its output calls the host's runtime.
+  const decoratorPackage = HostPackages.requireDrivable(
+    parts.name,
+    HostPackages.locate(parts.name, "decorator-transforms", parts.hostPackages),
+    decoratorTransformsMajors,
+    [parts.decoratorRuntime]
+  )
   // Loaded here, not on import: a process that runs only the standard pipeline never pays for them.
-  const decoratorTransforms = foreignPlugin(defaultExport(require("decorator-transforms")))
+  const decoratorTransforms = foreignPlugin(defaultExport(HostPackages.load(parts.name, decoratorPackage, "")))
   const templateCompilationPlugin = foreignPlugin(defaultExport(require("babel-plugin-ember-template-compilation/browser")))
   const templateOptions = { compiler: compiler.module, targetFormat: "wire", transforms: [...parts.transforms] }
   const before = parts.before.map(([plugin]) => plugin)
@@ -129,7 +157,7 @@ export const makeWith = (parts: EmberPipelineParts): Pipeline => {
     plugins,
     versions: {
       "@babel/plugin-transform-typescript": versionOf(require, "@babel/plugin-transform-typescript"),
-      "decorator-transforms": versionOf(require, "decorator-transforms"),
+      "decorator-transforms": decoratorPackage.version,
       "babel-plugin-ember-template-compilation": versionOf(require, "babel-plugin-ember-template-compilation"),
       "@glimmer/syntax": versionOf(createRequire(require.resolve("babel-plugin-ember-template-compilation")), "@glimmer/syntax"),
       // the template compiler's version: wire format must match the host's runtime
@@ -150,15 +178,22 @@ const decoratorRuntime = "decorator-transforms/runtime-esm"
 
 const pipelines = new Map<string, Pipeline>()
 
-/** The `ember` pipeline, over the template compiler of `emberSource` (default: this package's ember-source). */
-export const make = (emberSource?: string): Pipeline => {
-  const key = resolve(emberSource ?? defaultEmberSource())
+/**
+ * The `ember` pipeline, over the template compiler of `emberSource` and the
+ * decorator-transforms of `hostPackages` (default: the ones beside this package; the
+ * ember-source of `hostPackages` when only that is given).
+ */
+export const make = (emberSource?: string, hostPackages?: string): Pipeline => {
+  const dir = emberSourceDir("ember", emberSource, hostPackages)
+  const key = JSON.stringify([dir, hostPackages === undefined ? null : resolve(hostPackages)])
   const known = pipelines.get(key)
   if (known !== undefined) return known
   const pipeline = makeWith({
     name: "ember",
-    emberSource: key,
+    emberSource: dir,
+    hostPackages,
     decoratorOptions: { runtime: { import: decoratorRuntime } },
+    decoratorRuntime: "./runtime-esm",
     transforms: [],
     transformsConfig: [],
     before: [],

@@ -46,6 +46,21 @@ export class PipelineLoadError extends Schema.TaggedError<PipelineLoadError>()("
 }) {}
 
 /**
+ * A package whose runtime the pipeline's output imports is missing from the host's
+ * `node_modules` (`hostPackages`; empty when the packages beside this one were used), or is
+ * a version the pipeline cannot drive. Never answered by falling back to another copy.
+ */
+export class HostPackageError extends Schema.TaggedError<HostPackageError>()("HostPackageError", {
+  pipeline: Schema.String,
+  packageName: Schema.String,
+  hostPackages: Schema.String,
+  message: Schema.String
+}) {}
+
+/** Why a pipeline could not be loaded. */
+export type PipelineError = PipelineLoadError | HostPackageError
+
+/**
  * A third-party Babel plugin whose declared type does not fit @babel/core 8's
  * `PluginTarget`: typed against Babel 7's declarations, or an async plugin factory
  * (babel-plugin-ember-template-compilation), which Babel 8 runs under `transformAsync` but
