@@ -38,7 +38,7 @@ import {
   TranspileStore,
   type WriteContent
 } from "../domain/TranspileStore.ts"
-import { CacheCounters, type Counts, type FallbackReason } from "./CacheCounters.ts"
+import { CacheCounters, type Counts, type FallbackReason, InvalidationSource, type RecentError } from "./CacheCounters.ts"
 import { defaultMaxBytes, L1Cache } from "./L1Cache.ts"
 import { PendingInvalidations } from "./PendingInvalidations.ts"
 import * as Preload from "./Preload.ts"
@@ -50,6 +50,8 @@ import { pollSchedule, pollUntil } from "./WaitSchedule.ts"
 export interface CacheStats extends Counts {
   readonly l1Bytes: number
   readonly l1Entries: number
+  /** The bound on L1's bytes. */
+  readonly l1MaxBytes: number
   /** Loads running, including those that answered and are still writing L2. */
   readonly inFlight: number
   /** Entries put into L1 by preloads, their bytes, and the time the preloads took. */
@@ -58,6 +60,8 @@ export interface CacheStats extends Counts {
   readonly preloadMillis: number
   readonly store: string
   readonly coordinator: string
+  /** The last transpile errors of this instance, oldest first (bounded). */
+  readonly recentErrors: ReadonlyArray<RecentError>
   /** This process's database connections, when it has a database. */
   readonly connections?: ConnectionStats
 }
@@ -83,7 +87,11 @@ export class ModuleCache extends Context.Service<ModuleCache, {
    * than the last `invalidate` that returned (for the HTTP fast path; see `FastPath`).
    */
   readonly peekL1: (id: string) => CachedModule | undefined
-  /** Counts an L1 hit answered outside `get` (the stats counter and the outcome metric; no span). */
+  /**
+   * Counts an L1 hit answered outside `get` in the stats counter (no span, no metric update:
+   * the caller folds its hits into `module_cache_gets_total` when metrics are read, as the
+   * HTTP fast path does).
+   */
   readonly countL1Hit: () => void
 }>()("module-transpile-cache/ModuleCache") {}
 
@@ -132,7 +140,7 @@ export {
   transpileCounter,
   /** L2 writes and tombstones given up after their retries. */
   persistFailureCounter,
-  /** How long losers waited for a winner, in milliseconds. */
+  /** How long losers waited for a winner, in seconds. */
   waitHistogram
 } from "./CacheCounters.ts"
 
@@ -207,6 +215,7 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
         if (exit._tag === "Success") return Effect.succeed({ _tag: "Module", module: exit.value })
         const error = Cause.findErrorOption(exit.cause)
         if (error._tag === "None") return Effect.failCause(exit.cause)
+        counters.transpileFailed(source.key.realmUrl, source.key.path, error.value)
         if (isTranspilePoolError(error.value)) return Effect.fail(error.value)
         return Effect.succeed({ _tag: "Failure", error: error.value })
       })
@@ -370,9 +379,9 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
       return yield* loaded
     })
 
-  const report = (outcome: ReportedOutcome) =>
+  const report = (outcome: ReportedOutcome, realmUrl: string) =>
     Effect.suspend(() => {
-      counters.outcome(outcome)
+      counters.outcome(outcome, realmUrl)
       return Effect.annotateCurrentSpan("mtc.outcome", outcome)
     })
 
@@ -382,11 +391,11 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
     Effect.withSpan(
       Effect.suspend(() => {
         const module = l1.get(keyString(key))
-        if (module !== undefined) return Effect.as(report("l1"), { module, outcome: "l1" as const })
+        if (module !== undefined) return Effect.as(report("l1", key.realmUrl), { module, outcome: "l1" as const })
         const hash = lockKey(key)
         return flights.run(keyString(key), { realmUrl: key.realmUrl, hash }, (answer) => load(key, hash, answer)).pipe(
-          Effect.tap((result) => report(result.outcome)),
-          Effect.tapError(() => report("error"))
+          Effect.tap((result) => report(result.outcome, key.realmUrl)),
+          Effect.tapError(() => report("error", key.realmUrl))
         )
       }),
       "ModuleCache.get",
@@ -396,6 +405,7 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
   const invalidate = (key: ModuleKey): Effect.Effect<void> =>
     Effect.gen(function*() {
       const id = keyString(key)
+      counters.invalidated(yield* InvalidationSource)
       l1.invalidateKey(key)
       flights.forget((_, flight) => flight === id)
       yield* pending.tombstoning(key, l2.tombstone(key))
@@ -404,6 +414,7 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
 
   const invalidateRealm = (realmUrl: string): Effect.Effect<void> =>
     Effect.gen(function*() {
+      counters.invalidated(yield* InvalidationSource)
       l1.invalidateRealm(realmUrl)
       flights.forget((flight) => flight.realmUrl === realmUrl)
       yield* pending.wiping(realmUrl, l2.wipeRealm(realmUrl))
@@ -412,6 +423,7 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
 
   /** A peer's invalidation (by hash) drops the L1 entries and in-flight loads it names here. */
   const onPeerInvalidation = (event: InvalidationEvent): void => {
+    if (event._tag !== "Flush") counters.invalidated("peer")
     switch (event._tag) {
       case "Key": {
         l1.invalidateHash(event.hash)
@@ -463,15 +475,17 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
   return ModuleCache.of({
     get,
     peekL1: (id) => l1.get(id),
-    countL1Hit: () => counters.outcome("l1"),
+    countL1Hit: () => counters.l1HitUnmetered(),
     invalidate,
     invalidateRealm,
     preload,
     stats: Effect.map(Effect.all([connections.stats, FiberSet.size(loads)]), ([connected, inFlight]) => ({
       ...counters.snapshot(),
       ...preloaded,
+      recentErrors: counters.recentErrors(),
       l1Bytes: l1.bytes,
       l1Entries: l1.size,
+      l1MaxBytes,
       inFlight,
       store: store.kind,
       coordinator: coordinator.kind,

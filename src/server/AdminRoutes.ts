@@ -4,6 +4,7 @@
  *
  * - `GET /_cache/health`: 200 when the realm directory is readable, else 503; no credential.
  * - `GET /_cache/stats`: the cache's counters ({@link StatsBody}).
+ * - `GET /_cache/metrics` and the live page `GET /_cache/`: see {@link MetricsRoutes}.
  * - `POST /_cache/invalidate?path=P`: one module by its request path, canonicalised (a path
  *   that names no module of the realm writes nothing), or without `path` the whole realm
  *   ({@link InvalidateBody}).
@@ -21,6 +22,7 @@ import type { ModuleCache } from "../cache/ModuleCache.ts"
 import * as AdminToken from "./AdminToken.ts"
 import { errorBodyOf, statusOf } from "./ErrorMapping.ts"
 import { FastPath } from "./FastPath.ts"
+import * as MetricsRoutes from "./MetricsRoutes.ts"
 import { fileSystem, type RealmFiles } from "./FileSystemSources.ts"
 import { type ErrorBody, type HealthBody, type InvalidateBody, InvalidateQuery, type StatsBody } from "./HttpBodies.ts"
 import { candidatesOf, encodePath, keysCovering, pathOf, validatePath } from "./PathRules.ts"
@@ -82,7 +84,13 @@ export const add = Effect.fnUntraced(function*(router: HttpRouter.HttpRouter, co
       onNone: () => ({}),
       onSome: (handler) => ({ warmupRequests: handler.warmupAnswered, warmupMillis: handler.warmupMillis })
     })
-    const body: StatsBody = { realmUrl: files.realmUrl, ...counters, ...warmup }
+    const body: StatsBody = {
+      realmUrl: files.realmUrl,
+      ...counters,
+      ...warmup,
+      rawFileBytes: raw.bytes,
+      realms: [{ realmUrl: files.realmUrl, modules: counters.l1Entries, errors: counters.errors }]
+    }
     return adminJson(200, body)
   })
 
@@ -134,4 +142,5 @@ export const add = Effect.fnUntraced(function*(router: HttpRouter.HttpRouter, co
   yield* router.add("GET", "/_cache/stats", guarded(stats))
   yield* router.add("POST", "/_cache/invalidate", guarded(invalidate))
   yield* router.add("OPTIONS", "/_cache/*", refusePreflight)
+  yield* MetricsRoutes.add(router, { cache, files, raw, guarded })
 })

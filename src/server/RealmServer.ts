@@ -84,6 +84,7 @@ import type { Transpiler } from "../domain/Transpiler.ts"
 import * as ModuleCacheLive from "../live/ModuleCacheLive.ts"
 import * as Pruner from "../store/Pruner.ts"
 import * as AdminRoutes from "./AdminRoutes.ts"
+import * as AnswerMetrics from "./AnswerMetrics.ts"
 import * as AdminToken from "./AdminToken.ts"
 import { errorResponse } from "./ErrorMapping.ts"
 import * as FastPath from "./FastPath.ts"
@@ -190,8 +191,9 @@ export const routes: Layer.Layer<never, never, HttpRouter.HttpRouter | ModuleCac
     yield* AdminRoutes.add(router, { cache, files, raw, hidden })
     yield* router.add("OPTIONS", "/*", (request) => Effect.succeed(preflight(request)))
     yield* router.add("OPTIONS", "/", (request) => Effect.succeed(preflight(request)))
-    yield* router.add("GET", "/*", serveFile)
-    yield* router.add("GET", "/", serveFile)
+    const timedServeFile = AnswerMetrics.timedRoute(files.realmUrl, serveFile)
+    yield* router.add("GET", "/*", timedServeFile)
+    yield* router.add("GET", "/", timedServeFile)
   })
 )
 
