@@ -131,7 +131,7 @@ const transpileErrorsOf = (kind: TranspileErrorKind, realmUrl: string) => {
 }
 
 /**
- * Registers every counter series of a realm at its current value (0 when new), so that a
+ * Registers every counter series of a realm (and the cache's histograms) at its current value (0 when new), so that a
  * scrape shows them before their first event: Prometheus' `rate()` and `increase()` need the
  * zero to see the first increase.
  */
@@ -143,6 +143,8 @@ export const touchCounters = (realmUrl: string, context: Context.Context<never>)
   transpileCounter.updateUnsafe(0, context)
   persistFailureCounter.updateUnsafe(0, context)
   refusalCounter.updateUnsafe(0, context)
+  // Reading a histogram registers it, with every bucket at zero.
+  for (const histogram of [waitHistogram, l2ReadHistogram, l2WriteHistogram]) histogram.valueUnsafe(context)
 }
 
 /** One of the last transpile errors, for `stats` (a realm-relative path, never a file-system one). */
@@ -182,11 +184,13 @@ export class CacheCounters {
   }
 
   private readonly recent: Array<RecentError> = []
+  private readonly gets: Record<ReportedOutcome, number> = { l1: 0, l2: 0, transpiled: 0, coalesced: 0, fallback: 0, error: 0 }
 
   /** A `get` of a key of `realmUrl` answered (or failed) this way. */
   outcome(outcome: ReportedOutcome, realmUrl: string): void {
     const count = outcomeCounts[outcome]
     if (count !== undefined) this.counts[count]++
+    this.gets[outcome]++
     getsOf(realmUrl, outcome).updateUnsafe(1, this.context)
   }
 
@@ -197,6 +201,12 @@ export class CacheCounters {
    */
   l1HitUnmetered(): void {
     this.counts.l1Hits++
+    this.gets.l1++
+  }
+
+  /** Gets by outcome so far, fast-path hits included. */
+  getsByOutcome(): Record<ReportedOutcome, number> {
+    return { ...this.gets }
   }
 
   /** A transpile of `path` failed with an error tagged `tag`. */

@@ -60,6 +60,8 @@ export interface CacheStats extends Counts {
   readonly preloadMillis: number
   readonly store: string
   readonly coordinator: string
+  /** Gets by outcome (`l1` includes hits counted by `countL1Hit`). */
+  readonly gets: Readonly<Record<ReportedOutcome, number>>
   /** The last transpile errors of this instance, oldest first (bounded). */
   readonly recentErrors: ReadonlyArray<RecentError>
   /** This process's database connections, when it has a database. */
@@ -483,6 +485,7 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
       ...counters.snapshot(),
       ...preloaded,
       recentErrors: counters.recentErrors(),
+      gets: counters.getsByOutcome(),
       l1Bytes: l1.bytes,
       l1Entries: l1.size,
       l1MaxBytes,

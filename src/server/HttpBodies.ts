@@ -70,6 +70,15 @@ export const StatsBody = Schema.Struct({
   rawFileBytes: Schema.optional(Schema.Number),
   /** The realms served, one today. */
   realms: Schema.optional(Schema.Array(RealmStatsBody)),
+  /** Gets by outcome (l1 includes the fast path's hits). */
+  gets: Schema.optional(Schema.Struct({
+    l1: Schema.Number,
+    l2: Schema.Number,
+    transpiled: Schema.Number,
+    coalesced: Schema.Number,
+    fallback: Schema.Number,
+    error: Schema.Number
+  })),
   /** The last transpile errors of this process, oldest first (at most 20). */
   recentErrors: Schema.optional(Schema.Array(RecentErrorBody))
 })
