@@ -90,12 +90,21 @@ export const html = `<!doctype html>
 export const script = `"use strict";
 (() => {
   const tokenKey = "module-transpile-cache/admin-token";
+  const samplesKey = "module-transpile-cache/samples";
   const pollMillis = 2000;
   const windowSeconds = 600;
   const outcomes = ["l1", "l2", "transpiled", "coalesced", "fallback", "error"];
   const colors = { l1: "#2b8a3e", l2: "#1971c2", transpiled: "#e8590c", coalesced: "#9c36b5", fallback: "#c92a2a", error: "#212529" };
   const $ = (id) => document.getElementById(id);
-  const samples = [];
+  // The samples of this tab survive a reload (not the token's refusal): a chart keeps its minutes.
+  const samples = (() => {
+    try {
+      const kept = JSON.parse(sessionStorage.getItem(samplesKey) || "[]");
+      return Array.isArray(kept) ? kept : [];
+    } catch {
+      return [];
+    }
+  })();
   let chart;
   let timer;
 
@@ -162,8 +171,12 @@ export const script = `"use strict";
     const now = Date.now() / 1000;
     const counts = {};
     for (const outcome of outcomes) counts[outcome] = total(metrics, "module_cache_gets_total", (l) => l.outcome === outcome);
+    // A counter that went down: the server restarted, and the samples before are of another process.
+    const last = samples[samples.length - 1];
+    if (last !== undefined && outcomes.some((o) => counts[o] < last.counts[o])) samples.length = 0;
     samples.push({ t: now, counts });
     while (samples.length > 2 && samples[0].t < now - windowSeconds) samples.shift();
+    sessionStorage.setItem(samplesKey, JSON.stringify(samples));
 
     const previous = samples.length > 1 ? samples[samples.length - 2] : undefined;
     const tbody = $("gets").tBodies[0];
@@ -180,7 +193,12 @@ export const script = `"use strict";
     const hits = (c) => c.l1 + c.l2;
     const span = samples.length > 1 ? all(counts) - all(first.counts) : all(counts);
     const spanHits = samples.length > 1 ? hits(counts) - hits(first.counts) : hits(counts);
-    setText("hit-ratio", span > 0 ? (100 * spanHits / span).toFixed(1) + " %" : "no gets yet");
+    const ever = all(counts);
+    setText("hit-ratio", span > 0
+      ? (100 * spanHits / span).toFixed(1) + " % (last " + Math.max(1, Math.round((now - first.t) / 60)) + " min)"
+      : ever > 0
+      ? (100 * hits(counts) / ever).toFixed(1) + " % (since the server started)"
+      : "no gets yet");
 
     setText("transpiles", String(stats.transpiles));
     for (const q of [50, 90, 99]) setText("transpile-p" + q, seconds(quantile(metrics, "module_cache_transpile_seconds", q / 100)));
@@ -266,6 +284,8 @@ export const script = `"use strict";
     } catch (error) {
       if (error.refused) {
         sessionStorage.removeItem(tokenKey);
+        sessionStorage.removeItem(samplesKey);
+        samples.length = 0;
         return login("The server refused that token.");
       }
       setText("status", "cannot reach the server: " + error.message);
