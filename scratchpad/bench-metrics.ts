@@ -10,7 +10,7 @@
  * Needs `wrk`. Run: BEFORE_CHECKOUT=/path/to/old/checkout npx node scratchpad/bench-metrics.ts
  */
 import { type ChildProcess, execFileSync, spawn } from "node:child_process"
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import * as http from "node:http"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
@@ -21,10 +21,20 @@ import { hasWrk } from "./wrk-graph.ts"
 const ROUNDS = Number(process.env.ROUNDS ?? 7)
 const WRK_ARGS = ["-t1", "-c32", "-d3s"]
 
-const wrkRps = (url: string): number => {
+/** CPU time (user + system) of a process so far, in seconds, from /proc (Linux; clock ticks of 10 ms). */
+const cpuSeconds = (pid: number): number => {
+  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").replace(/^.*\) /, "").split(" ")
+  return (Number(fields[11]) + Number(fields[12])) / 100
+}
+
+/** One wrk run: requests per second, and the server's CPU microseconds per request (robust to a busy machine). */
+const wrkRun = (url: string, pid: number): { readonly rps: number; readonly cpuMicros: number } => {
+  const cpuBefore = cpuSeconds(pid)
   const out = execFileSync("wrk", [...WRK_ARGS, url], { encoding: "utf8" })
+  const cpu = cpuSeconds(pid) - cpuBefore
   if (/Non-2xx/.test(out)) throw new Error(`errors from ${url}:\n${out}`)
-  return Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? "0")
+  const requests = Number(/(\d+) requests in/.exec(out)?.[1] ?? "0")
+  return { rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? "0"), cpuMicros: (cpu * 1e6) / Math.max(requests, 1) }
 }
 
 const get = (url: string, headers: Record<string, string> = {}): Promise<{ status: number; body: string }> =>
@@ -85,7 +95,8 @@ export const benchMetrics = async (): Promise<Array<BenchRow>> => {
     const scraped = await get(`${servers[1]!.url}/_cache/metrics`, { authorization: adminAuthorization })
     if (scraped.status !== 200) throw new Error(`metrics answered ${scraped.status}`)
     const results = servers.map(() => [] as Array<number>)
-    for (const server of servers) wrkRps(`${server.url}/mod.ts`) // warm-up
+    const cpu = servers.map(() => [] as Array<number>)
+    for (const server of servers) wrkRun(`${server.url}/mod.ts`, server.child.pid ?? 0) // warm-up
     for (let round = 0; round < ROUNDS; round++) {
       // Alternate which goes first, so that a drift in the machine's load hits both alike.
       const order = round % 2 === 0 ? [0, 1] : [1, 0]
@@ -94,7 +105,9 @@ export const benchMetrics = async (): Promise<Array<BenchRow>> => {
         const scraper = index === 1
           ? setInterval(() => void get(`${server.url}/_cache/metrics`, { authorization: adminAuthorization }), 1000)
           : undefined
-        results[index]!.push(wrkRps(`${server.url}/mod.ts`))
+        const run = wrkRun(`${server.url}/mod.ts`, server.child.pid ?? 0)
+        results[index]!.push(run.rps)
+        cpu[index]!.push(run.cpuMicros)
         if (scraper !== undefined) clearInterval(scraper)
       }
     }
@@ -102,11 +115,14 @@ export const benchMetrics = async (): Promise<Array<BenchRow>> => {
     const ratios = results[0]!.map((value, i) => results[1]![i]! / value)
     process.stderr.write(`bench-metrics: without ${results[0]!.map((v) => v.toFixed(0)).join(" ")}\n`)
     process.stderr.write(`bench-metrics: with    ${results[1]!.map((v) => v.toFixed(0)).join(" ")}\n`)
+    const [cpuWithout, cpuWith] = cpu.map(median) as [number, number]
     return [
       { name: `warm hits without metrics (wrk -t1 -c32 -d3s, req/s, median of ${ROUNDS})`, value: without.toFixed(0) },
       { name: `warm hits with metrics, scraped every 1 s (req/s, median of ${ROUNDS})`, value: withMetrics.toFixed(0) },
       { name: "with / without (ratio of medians)", value: `${(withMetrics / without).toFixed(3)}x` },
-      { name: "with / without (median of the per-round ratios)", value: `${median(ratios).toFixed(3)}x` }
+      { name: "with / without (median of the per-round ratios)", value: `${median(ratios).toFixed(3)}x` },
+      { name: "server CPU per warm hit, without / with (µs, median)", value: `${cpuWithout.toFixed(1)} / ${cpuWith.toFixed(1)}` },
+      { name: "CPU per hit, without / with (the throughput a saturated core allows, as a ratio)", value: `${(cpuWithout / cpuWith).toFixed(3)}x` }
     ]
   } finally {
     for (const server of servers) await stop(server.child)

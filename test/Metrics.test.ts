@@ -128,7 +128,9 @@ describe("Prometheus metrics of serve", () => {
       transpile_pool_busy_workers: "gauge",
       module_cache_loads_in_flight: "gauge",
       module_cache_pg_connections: "gauge",
-      module_cache_pg_server_connections: "gauge"
+      module_cache_pg_server_connections: "gauge",
+      module_cache_l2_bytes: "gauge",
+      module_cache_l2_rows: "gauge"
     })
 
     const samples = parse(text)
@@ -152,6 +154,12 @@ describe("Prometheus metrics of serve", () => {
     expect(sum(samples, "module_cache_pg_server_connections")).toBeGreaterThanOrEqual(sum(samples, "module_cache_pg_connections"))
     expect(sum(samples, "module_cache_l1_entries")).toBe(stats["l1Entries"])
     expect(sum(samples, "module_cache_raw_file_bytes")).toBeGreaterThan(0)
+    // L2 of the realm: m0's row was tombstoned by the invalidation, bad.ts's failure is recorded.
+    const [realmStats] = stats["realms"] as Array<{ l2Rows: number; l2Bytes: number }>
+    expect(realmStats?.l2Rows).toBe(1)
+    expect(sum(samples, "module_cache_l2_rows")).toBe(1)
+    expect(sum(samples, "module_cache_l2_bytes")).toBe(realmStats?.l2Bytes)
+    expect(realmStats?.l2Bytes).toBeGreaterThan(0)
     // One realm label value: the realm's URL.
     const realms = new Set(samples.filter((s) => s.name === "module_cache_gets_total").map((s) => s.labels["realm"]))
     expect([...realms]).toEqual([stats["realmUrl"]])

@@ -33,6 +33,7 @@ import { Transpiler } from "../domain/Transpiler.ts"
 import {
   type Captured,
   emptyCapture,
+  type RealmUsage,
   isUsable,
   type StoredRow,
   TranspileStore,
@@ -95,6 +96,11 @@ export class ModuleCache extends Context.Service<ModuleCache, {
    * HTTP fast path does).
    */
   readonly countL1Hit: () => void
+  /**
+   * The realm's live rows and bytes in L2 (`TranspileStore.usage`), for stats and metrics;
+   * undefined when the store does not report them or cannot be read within 2 seconds.
+   */
+  readonly realmUsage: (realmUrl: string) => Effect.Effect<RealmUsage | undefined>
 }>()("module-transpile-cache/ModuleCache") {}
 
 /** Tuning of a ModuleCache. Every field has a default; see the README for the environment names. */
@@ -478,6 +484,12 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
     get,
     peekL1: (id) => l1.get(id),
     countL1Hit: () => counters.l1HitUnmetered(),
+    realmUsage: (realmUrl) =>
+      store.usage === undefined ? Effect.succeed(undefined) : store.usage(realmUrl).pipe(
+        Effect.timeoutOption("2 seconds"),
+        Effect.map(Option.getOrUndefined),
+        Effect.orElseSucceed(() => undefined)
+      ),
     invalidate,
     invalidateRealm,
     preload,

@@ -124,7 +124,19 @@ export class TranspileStore extends Context.Service<TranspileStore, {
    * `accessed_at`.
    */
   readonly preload: (request: PreloadRequest) => Stream.Stream<PreloadedRow, StoreError>
+  /**
+   * The realm's live rows (modules and recorded failures, of every fingerprint) and their
+   * bytes, as the byte cap counts them: for `stats` and the metrics. Optional: a store
+   * without it reports none.
+   */
+  readonly usage?: ((realmUrl: string) => Effect.Effect<RealmUsage, StoreError>) | undefined
 }>()("module-transpile-cache/TranspileStore") {}
+
+/** What a realm holds in L2 (see `TranspileStore.usage`). */
+export interface RealmUsage {
+  readonly rows: number
+  readonly bytes: number
+}
 
 /** Whether a row may be served for the given fingerprint and current source hash. */
 export const isUsable = (row: StoredRow, fingerprint: string, sourceHash: string): boolean =>

@@ -79,7 +79,7 @@ export const add = Effect.fnUntraced(function*(router: HttpRouter.HttpRouter, co
       return yield* handler
     })
 
-  const stats = Effect.map(cache.stats, (counters) => {
+  const stats = Effect.map(Effect.all([cache.stats, cache.realmUsage(files.realmUrl)]), ([counters, usage]) => {
     const warmup = Option.match(fast, {
       onNone: () => ({}),
       onSome: (handler) => ({ warmupRequests: handler.warmupAnswered, warmupMillis: handler.warmupMillis })
@@ -89,7 +89,12 @@ export const add = Effect.fnUntraced(function*(router: HttpRouter.HttpRouter, co
       ...counters,
       ...warmup,
       rawFileBytes: raw.bytes,
-      realms: [{ realmUrl: files.realmUrl, modules: counters.l1Entries, errors: counters.errors }]
+      realms: [{
+        realmUrl: files.realmUrl,
+        modules: counters.l1Entries,
+        errors: counters.errors,
+        ...(usage === undefined ? {} : { l2Rows: usage.rows, l2Bytes: usage.bytes })
+      }]
     }
     return adminJson(200, body)
   })

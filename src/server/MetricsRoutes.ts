@@ -20,6 +20,7 @@ import { PrometheusMetrics } from "effect/observability"
 import { readFile } from "node:fs/promises"
 import { createRequire } from "node:module"
 import { getsOf, touchCounters } from "../cache/CacheCounters.ts"
+import { realmLabel } from "../internal/realmLabel.ts"
 import type { ModuleCache } from "../cache/ModuleCache.ts"
 import * as TranspilerPool from "../transpiler/TranspilerPool.ts"
 import { fastPathSeriesOf } from "./AnswerMetrics.ts"
@@ -44,6 +45,8 @@ const gauges = {
   pgServerMax: gauge("module_cache_pg_server_max_connections", "The Postgres server's max_connections"),
   pgBudget: gauge("module_cache_pg_connection_budget", "Postgres connections this process may open at most")
 } as const
+const l2BytesGauge = gauge("module_cache_l2_bytes", "Bytes of a realm's live L2 rows (every version), as the L2 cap counts them")
+const l2RowsGauge = gauge("module_cache_l2_rows", "A realm's live L2 rows (modules and recorded failures, every version)")
 
 /** Guards an admin route (see `AdminRoutes`): the admin token, and no cross-origin browser. */
 export type Guard = <E, R>(
@@ -112,6 +115,9 @@ export const add = Effect.fnUntraced(function*(router: HttpRouter.HttpRouter, co
   const { cache, files, guarded, raw } = context
   const fast = yield* Effect.serviceOption(FastPath)
   const fold = Option.map(fast, (handler) => folder(files.realmUrl, handler))
+  const realm = realmLabel(files.realmUrl)
+  const l2Bytes = Metric.withAttributes(l2BytesGauge, { realm })
+  const l2Rows = Metric.withAttributes(l2RowsGauge, { realm })
   const registry = yield* Effect.context<never>()
   touchCounters(files.realmUrl, registry)
   for (const reason of ["crash", "memory", "timeout", "start"]) {
@@ -119,13 +125,14 @@ export const add = Effect.fnUntraced(function*(router: HttpRouter.HttpRouter, co
   }
 
   const metrics = Effect.gen(function*() {
-    const stats = yield* cache.stats
+    const [stats, usage] = yield* Effect.all([cache.stats, cache.realmUsage(files.realmUrl)])
     yield* Effect.all([
       Metric.update(gauges.l1Bytes, stats.l1Bytes),
       Metric.update(gauges.l1Entries, stats.l1Entries),
       Metric.update(gauges.l1MaxBytes, stats.l1MaxBytes),
       Metric.update(gauges.rawFileBytes, raw.bytes),
       Metric.update(gauges.inFlight, stats.inFlight),
+      ...(usage === undefined ? [] : [Metric.update(l2Bytes, usage.bytes), Metric.update(l2Rows, usage.rows)]),
       ...(stats.connections === undefined ? [] : [
         Metric.update(gauges.pgConnections, stats.connections.open),
         Metric.update(gauges.pgServerConnections, stats.connections.serverOpen),

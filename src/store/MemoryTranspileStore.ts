@@ -135,6 +135,17 @@ export const make: Effect.Effect<TranspileStore["Service"]> = Effect.sync(() => 
         if (cap !== undefined) removed += evictOverCap(cap, now)
         return removed
       }),
+    usage: (realmUrl) =>
+      Effect.sync(() => {
+        let count = 0
+        let bytes = 0
+        for (const row of rows.values()) {
+          if (row.key.realmUrl !== realmUrl || row.content === undefined) continue
+          count++
+          bytes += sizeOf(row.content)
+        }
+        return { rows: count, bytes }
+      }),
     preload: (request) =>
       Stream.suspend(() => {
         const live: Array<{ readonly row: Row; readonly preloaded: PreloadedRow }> = []

@@ -54,6 +54,7 @@ import {
   type PreloadedRow,
   type PreloadRequest,
   type PruneOptions,
+  type RealmUsage,
   type StoredRow,
   TranspileStore,
   type WriteRequest
@@ -110,6 +111,9 @@ const decodePreloadPageRows = Schema.decodeUnknownEffect(Schema.Array(PreloadPag
 
 const CountRow = Schema.Struct({ removed: Int8 })
 const decodeCountRows = Schema.decodeUnknownEffect(Schema.Array(CountRow))
+
+const UsageRow = Schema.Struct({ rows: Schema.Number, bytes: Schema.Number })
+const decodeUsageRows = Schema.decodeUnknownEffect(Schema.Array(UsageRow))
 
 /** A recorded failure, as stored in the `failure` column. */
 export const RecordedFailure = Schema.Union([TranspileError, SourceTooLargeError])
@@ -484,7 +488,19 @@ export const make = (
         )
       }))
 
-    return TranspileStore.of({ kind, read, readMany, write, tombstone, wipeRealm, prune, preload })
+    const usage = (realmUrl: string): Effect.Effect<RealmUsage, StoreError> =>
+      sql`
+        SELECT count(*)::float8 AS rows,
+               COALESCE(sum(COALESCE(octet_length(body), 0) + COALESCE(octet_length(failure::text), 0)), 0)::float8 AS bytes
+        FROM module_transpile_cache
+        WHERE realm_url = ${realmUrl} AND (body IS NOT NULL OR failure IS NOT NULL)
+      `.pipe(
+        Effect.flatMap(decodeUsageRows),
+        Effect.map((found) => found[0] ?? { rows: 0, bytes: 0 }),
+        Effect.mapError(toStoreError("usage"))
+      )
+
+    return TranspileStore.of({ kind, read, readMany, write, tombstone, wipeRealm, prune, preload, usage })
   })
 
 /**

@@ -411,6 +411,21 @@ export const storeSuite = <R>(it: Vitest.MethodsNonLive<R>, backend: StoreBacken
       expect(expectModule(yield* store.read(key), "fresh v2").captured).toEqual({ generation: 1, realmEpoch: 0 })
     }))
 
+  it.effect("usage counts a realm's live rows of every fingerprint and their bytes, as the byte cap does", () =>
+    Effect.gen(function*() {
+      const store = yield* backend.makeStore
+      assert(store.usage !== undefined, "every store of the library reports its usage")
+      const realm = realmOf()
+      const zero = { generation: 0, realmEpoch: 0 }
+      expect(yield* store.usage(realm)).toEqual({ rows: 0, bytes: 0 })
+      yield* write(store, moduleKey(realm, "a.ts"), zero, moduleContent("a".repeat(1000)))
+      yield* write(store, moduleKey(realm, "b.ts"), zero, moduleContent("b".repeat(500)), { fingerprint: "fp-2" })
+      yield* write(store, moduleKey(realm, "c.ts"), zero, moduleContent("c".repeat(700)))
+      yield* store.tombstone(moduleKey(realm, "c.ts"))
+      yield* write(store, moduleKey(realmOf(), "other.ts"), zero, moduleContent("o".repeat(900)))
+      expect(yield* store.usage(realm)).toEqual({ rows: 2, bytes: 1500 })
+    }))
+
   it.effect("the byte cap tombstones a realm's least recently read rows beyond it, and rejects their stale writers", () =>
     Effect.gen(function*() {
       const store = yield* backend.makeStore
