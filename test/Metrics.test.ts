@@ -268,6 +268,26 @@ describe("Prometheus metrics of serve", () => {
     }
   }, 120_000)
 
+  it("counts invalidations by source: the API, the watcher, and a peer's", async () => {
+    const peer = await startServer({ realmDir: realm, store: "pg", env: { DATABASE_URL: dbUrl } })
+    const invalidations = async (target: ServerProcess) => {
+      const response = await request(target.url, "/_cache/metrics")
+      const samples = parse(response.body)
+      const bySource = (source: string) => sum(samples, "module_cache_invalidations_total", (l) => l.source === source)
+      return { api: bySource("api"), watcher: bySource("watcher"), peer: bySource("peer") }
+    }
+    const before = await invalidations(server)
+    const peerBefore = await invalidations(peer)
+    // An API invalidation here reaches the peer as a peer's.
+    expect((await request(server.url, "/_cache/invalidate?path=m1.ts", { method: "POST" })).status).toBe(200)
+    expect((await invalidations(server)).api).toBe(before.api + 1)
+    await eventually(async () => ((await invalidations(peer)).peer > peerBefore.peer ? true : undefined), 10_000, "a peer invalidation counted")
+    // An edit on disk: each process's watcher invalidates the module.
+    writeFileSync(path.join(realm, "m2.ts"), "export const value: number = 22\n")
+    await eventually(async () => ((await invalidations(server)).watcher > before.watcher ? true : undefined), 10_000, "a watcher invalidation counted")
+    await peer.stop()
+  }, 90_000)
+
   it("a realm label per realm URL, at most 100 values", async () => {
     // Checked in-process on the helper: one process serves one realm today.
     const { realmLabel, maxRealmLabels } = await import("../src/internal/realmLabel.ts")

@@ -33,8 +33,9 @@
  * Module and file responses carry `access-control-allow-origin: *`; `OPTIONS` answers their
  * preflights. Error bodies name realm-relative paths only, never a file-system path.
  *
- * **Admin routes** (`/_cache/*`: health, stats, invalidate) carry no CORS headers; stats and
- * invalidate need the {@link AdminToken}. See {@link AdminRoutes}.
+ * **Admin routes** (`/_cache/*`: health, stats, invalidate, metrics and the live page) carry no
+ * CORS headers; stats, metrics and invalidate need the {@link AdminToken}. See {@link AdminRoutes}
+ * and {@link MetricsRoutes}. Answer times are recorded by outcome ({@link AnswerMetrics}).
  *
  * **Watcher** ({@link watcher}): a watch of every directory of the realm invalidates the key of
  * every file that is created, changed, deleted or renamed (and every cached key below a
@@ -85,6 +86,7 @@ import * as ModuleCacheLive from "../live/ModuleCacheLive.ts"
 import * as Pruner from "../store/Pruner.ts"
 import * as AdminRoutes from "./AdminRoutes.ts"
 import * as AnswerMetrics from "./AnswerMetrics.ts"
+import type * as MetricsRoutes from "./MetricsRoutes.ts"
 import * as AdminToken from "./AdminToken.ts"
 import { errorResponse } from "./ErrorMapping.ts"
 import * as FastPath from "./FastPath.ts"
