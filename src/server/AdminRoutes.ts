@@ -20,7 +20,7 @@ import { HttpRouter, HttpServerRequest, type HttpServerResponse } from "effect/h
 import { moduleKey } from "../domain/Domain.ts"
 import type { ModuleCache } from "../cache/ModuleCache.ts"
 import * as AdminToken from "./AdminToken.ts"
-import { errorBodyOf, statusOf } from "./ErrorMapping.ts"
+import { errorBodyOf, scrubPaths, statusOf } from "./ErrorMapping.ts"
 import { FastPath } from "./FastPath.ts"
 import * as MetricsRoutes from "./MetricsRoutes.ts"
 import { fileSystem, type RealmFiles } from "./FileSystemSources.ts"
@@ -88,6 +88,8 @@ export const add = Effect.fnUntraced(function*(router: HttpRouter.HttpRouter, co
       realmUrl: files.realmUrl,
       ...counters,
       ...warmup,
+      // As in error bodies: no file-system path of the realm in a message.
+      recentErrors: counters.recentErrors.map((error) => ({ ...error, message: scrubPaths(error.message, hidden) })),
       rawFileBytes: raw.bytes,
       realms: [{
         realmUrl: files.realmUrl,
