@@ -178,6 +178,8 @@ describe("Prometheus metrics of serve", () => {
       expect((await request(server.url, route, { method: "OPTIONS", headers: { origin: "http://evil.example" } })).status)
         .toBe(403)
     }
+    const bare = await request(server.url, "/_cache", { admin: false })
+    expect({ status: bare.status, location: bare.headers["location"] }).toEqual({ status: 308, location: "/_cache/" })
     // The page and its scripts need no token: they hold no figure and no path.
     for (const route of ["/_cache/", "/_cache/live.js", "/_cache/uplot.js", "/_cache/uplot.css"]) {
       const response = await request(server.url, route, { admin: false })

@@ -7,7 +7,7 @@
  *   Postgres connections), and the fast path's plain counters are folded in: its module
  *   hits into `module_cache_gets_total{outcome="l1"}`, its answer times registered as the
  *   `module_cache_answer_seconds{path="fast_path"}` series for the length of the render.
- * - `GET /_cache/` the live page ({@link LivePage}), `GET /_cache/live.js` its script and
+ * - `GET /_cache/` the live page ({@link LivePage}; `/_cache` redirects there), `GET /_cache/live.js` its script and
  *   `GET /_cache/uplot.js` / `uplot.css` the chart library, served from the installed `uplot`
  *   package. No credential: they hold no figure and no path; the page asks for the admin
  *   token and reads `stats` and `metrics` with it.
@@ -158,7 +158,13 @@ export const add = Effect.fnUntraced(function*(router: HttpRouter.HttpRouter, co
   const failed = () => HttpServerResponse.text("not available\n", { status: 500 })
 
   yield* router.add("GET", "/_cache/metrics", guarded(metrics))
-  yield* router.add("GET", "/_cache/", Effect.succeed(asset(LivePage.html, "text/html; charset=utf-8")))
+  // The router matches `/_cache` here too; the page's relative URLs need the trailing slash.
+  yield* router.add("GET", "/_cache/", (request) =>
+    Effect.succeed(
+      request.url.split("?")[0] === "/_cache"
+        ? HttpServerResponse.redirect("/_cache/", { status: 308 })
+        : asset(LivePage.html, "text/html; charset=utf-8")
+    ))
   yield* router.add("GET", "/_cache/live.js", Effect.succeed(asset(LivePage.script, "text/javascript; charset=utf-8")))
   yield* router.add(
     "GET",
