@@ -71,6 +71,8 @@ describe("Prometheus metrics of serve", () => {
   const metrics = async () => {
     const response = await request(server.url, "/_cache/metrics")
     expect(response.status).toBe(200)
+    expect(response.headers["content-type"]).toBe("text/plain; version=0.0.4; charset=utf-8")
+    expect(response.headers["access-control-allow-origin"]).toBeUndefined()
     return response.body
   }
 
