@@ -149,7 +149,9 @@ export {
   /** L2 writes and tombstones given up after their retries. */
   persistFailureCounter,
   /** How long losers waited for a winner, in seconds. */
-  waitHistogram
+  waitHistogram,
+  /** Who invalidates (`api` by default; provide `watcher` around a file watcher's calls), for `module_cache_invalidations_total`. */
+  InvalidationSource
 } from "./CacheCounters.ts"
 
 /** A module's answer, or its failure (recorded in L2, shared with every waiter). */

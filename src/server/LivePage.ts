@@ -271,6 +271,7 @@ export const script = `"use strict";
   };
 
   const poll = async () => {
+    clearTimeout(timer);
     const token = sessionStorage.getItem(tokenKey);
     if (token === null) return login();
     try {
