@@ -88,7 +88,7 @@ describe("stats and invalidate", () => {
     expect(noToken.stdout + noToken.stderr).toContain("401")
 
     const run = (args: ReadonlyArray<string>) => runCli(args, { env })
-    const stats = await run(["stats", "--url", server.url])
+    const stats = await run(["stats", "--json", "--url", server.url])
     expect(stats.code, stats.stderr).toBe(0)
     const counters: unknown = JSON.parse(stats.stdout)
     expect(counters).toMatchObject({ transpiles: 2, store: "memory" })

@@ -7,7 +7,7 @@
  *   against the memory store and prints `transpiled`, then `l1`;
  * - a consumer TypeScript file (test/fixtures/package/consumer.ts) and that example
  *   typecheck, strict, against the installed types;
- * - the installed `transpile-cache serve` answers a module, with its migrations run from
+ * - the installed `transpile-cache serve` answers a module (and serves its live page with uPlot), with its migrations run from
  *   the package on a fresh Postgres database, where the module's row lands.
  *
  * npm reuses its cache (`--prefer-offline`); nothing optional is installed.
@@ -155,6 +155,14 @@ describe("the packed package, installed into an empty project", () => {
       const body = await answer.text()
       expect(body).toContain("export const title = \"card\"")
       expect(body).not.toContain(": string")
+      // The live page and its chart library, resolved from the installed dependencies (no CDN).
+      const page = await fetch(`${first.url}/_cache/`)
+      expect(page.status).toBe(200)
+      expect(await page.text()).toContain("<script src=\"uplot.js\"></script>")
+      const uplot = await fetch(`${first.url}/_cache/uplot.js`)
+      expect(uplot.status).toBe(200)
+      expect(await uplot.text()).toContain("uPlot")
+      expect((await fetch(`${first.url}/_cache/live.js`)).status).toBe(200)
     } finally {
       // It shuts down by itself on SIGTERM (an exit code, not death by the signal).
       expect(await first.stop()).toSatisfy(Number.isInteger)

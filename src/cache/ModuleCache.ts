@@ -41,7 +41,7 @@ import {
   TranspileStore,
   type WriteContent
 } from "../domain/TranspileStore.ts"
-import { CacheCounters, type Counts, type FallbackReason } from "./CacheCounters.ts"
+import { CacheCounters, type Counts, type FallbackReason, InvalidationSource, type RecentError } from "./CacheCounters.ts"
 import { defaultMaxBytes, L1Cache } from "./L1Cache.ts"
 import { PendingInvalidations } from "./PendingInvalidations.ts"
 import * as Preload from "./Preload.ts"
@@ -53,6 +53,8 @@ import { pollSchedule, pollUntil } from "./WaitSchedule.ts"
 export interface CacheStats extends Counts {
   readonly l1Bytes: number
   readonly l1Entries: number
+  /** The bound on L1's bytes. */
+  readonly l1MaxBytes: number
   /** Loads running, including those that answered and are still writing L2. */
   readonly inFlight: number
   /** Entries put into L1 by preloads, their bytes, and the time the preloads took. */
@@ -63,6 +65,10 @@ export interface CacheStats extends Counts {
   readonly coordinator: string
   /** The pipeline fingerprint of this cache: the version of the output it reads and writes. */
   readonly fingerprint: string
+  /** Gets by outcome (`l1` includes hits counted by `countL1Hit`). */
+  readonly gets: Readonly<Record<ReportedOutcome, number>>
+  /** The last transpile errors of this instance, oldest first (bounded). */
+  readonly recentErrors: ReadonlyArray<RecentError>
   /** This process's database connections, when it has a database. */
   readonly connections?: ConnectionStats
 }
@@ -93,9 +99,25 @@ export class ModuleCache extends Context.Service<ModuleCache, {
    * than the last `invalidate` that returned (for the HTTP fast path; see `FastPath`).
    */
   readonly peekL1: (id: string) => CachedModule | undefined
-  /** Counts an L1 hit answered outside `get` (the stats counter and the outcome metric; no span). */
+  /**
+   * Counts an L1 hit answered outside `get` in the stats counter (no span, no metric update:
+   * the caller folds its hits into `module_cache_gets_total` when metrics are read, as the
+   * HTTP fast path does).
+   */
   readonly countL1Hit: () => void
+  /**
+   * The realm's L2 usage, for stats and metrics: its versions ({@link versions}) and their
+   * live rows and bytes in total; undefined when L2 cannot be read within 2 seconds.
+   */
+  readonly realmUsage: (realmUrl: string) => Effect.Effect<RealmUsage | undefined>
 }>()("module-transpile-cache/ModuleCache") {}
+
+/** What a realm holds in L2, every version counted (see `ModuleCache.realmUsage`). */
+export interface RealmUsage {
+  readonly rows: number
+  readonly bytes: number
+  readonly versions: ReadonlyArray<StoredVersion>
+}
 
 /** Tuning of a ModuleCache. Every field has a default; see the README for the environment names. */
 export interface ModuleCacheOptions {
@@ -142,8 +164,10 @@ export {
   transpileCounter,
   /** L2 writes and tombstones given up after their retries. */
   persistFailureCounter,
-  /** How long losers waited for a winner, in milliseconds. */
-  waitHistogram
+  /** How long losers waited for a winner, in seconds. */
+  waitHistogram,
+  /** Who invalidates (`api` by default; provide `watcher` around a file watcher's calls), for `module_cache_invalidations_total`. */
+  InvalidationSource
 } from "./CacheCounters.ts"
 
 /** A module's answer, or its failure (recorded in L2, shared with every waiter). */
@@ -217,6 +241,7 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
         if (exit._tag === "Success") return Effect.succeed({ _tag: "Module", module: exit.value })
         const error = Cause.findErrorOption(exit.cause)
         if (error._tag === "None") return Effect.failCause(exit.cause)
+        counters.transpileFailed(source.key.realmUrl, source.key.path, error.value)
         if (isTranspilePoolError(error.value)) return Effect.fail(error.value)
         return Effect.succeed({ _tag: "Failure", error: error.value })
       })
@@ -384,9 +409,9 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
       return yield* loaded
     })
 
-  const report = (outcome: ReportedOutcome) =>
+  const report = (outcome: ReportedOutcome, realmUrl: string) =>
     Effect.suspend(() => {
-      counters.outcome(outcome)
+      counters.outcome(outcome, realmUrl)
       return Effect.annotateCurrentSpan("mtc.outcome", outcome)
     })
 
@@ -396,11 +421,11 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
     Effect.withSpan(
       Effect.suspend(() => {
         const module = l1.get(keyString(key))
-        if (module !== undefined) return Effect.as(report("l1"), { module, outcome: "l1" as const })
+        if (module !== undefined) return Effect.as(report("l1", key.realmUrl), { module, outcome: "l1" as const })
         const hash = keyHash(key)
         return flights.run(keyString(key), { realmUrl: key.realmUrl, hash }, (answer) => load(key, hash, answer)).pipe(
-          Effect.tap((result) => report(result.outcome)),
-          Effect.tapError(() => report("error"))
+          Effect.tap((result) => report(result.outcome, key.realmUrl)),
+          Effect.tapError(() => report("error", key.realmUrl))
         )
       }),
       "ModuleCache.get",
@@ -410,6 +435,7 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
   const invalidate = (key: ModuleKey): Effect.Effect<void> =>
     Effect.gen(function*() {
       const id = keyString(key)
+      counters.invalidated(yield* InvalidationSource)
       l1.invalidateKey(key)
       flights.forget((_, flight) => flight === id)
       yield* pending.tombstoning(key, l2.tombstone(key))
@@ -418,6 +444,7 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
 
   const invalidateRealm = (realmUrl: string): Effect.Effect<void> =>
     Effect.gen(function*() {
+      counters.invalidated(yield* InvalidationSource)
       l1.invalidateRealm(realmUrl)
       flights.forget((flight) => flight.realmUrl === realmUrl)
       yield* pending.wiping(realmUrl, l2.wipeRealm(realmUrl))
@@ -426,6 +453,7 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
 
   /** A peer's invalidation (by hash) drops the L1 entries and in-flight loads it names here. */
   const onPeerInvalidation = (event: InvalidationEvent): void => {
+    if (event._tag !== "Flush") counters.invalidated("peer")
     switch (event._tag) {
       case "Key": {
         l1.invalidateHash(event.hash)
@@ -477,7 +505,18 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
   return ModuleCache.of({
     get,
     peekL1: (id) => l1.get(id),
-    countL1Hit: () => counters.outcome("l1"),
+    countL1Hit: () => counters.l1HitUnmetered(),
+    realmUsage: (realmUrl) =>
+      store.versions(realmUrl).pipe(
+        Effect.timeoutOption("2 seconds"),
+        Effect.map(Option.map((versions): RealmUsage => ({
+          rows: versions.reduce((sum, version) => sum + version.rows, 0),
+          bytes: versions.reduce((sum, version) => sum + version.bytes, 0),
+          versions
+        }))),
+        Effect.map(Option.getOrUndefined),
+        Effect.orElseSucceed(() => undefined)
+      ),
     invalidate,
     invalidateRealm,
     preload,
@@ -485,8 +524,11 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
     stats: Effect.map(Effect.all([connections.stats, FiberSet.size(loads)]), ([connected, inFlight]) => ({
       ...counters.snapshot(),
       ...preloaded,
+      recentErrors: counters.recentErrors(),
+      gets: counters.getsByOutcome(),
       l1Bytes: l1.bytes,
       l1Entries: l1.size,
+      l1MaxBytes,
       inFlight,
       store: store.kind,
       coordinator: coordinator.kind,

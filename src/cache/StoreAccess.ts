@@ -90,15 +90,25 @@ export const make = (
       )
     )
 
+  /** `effect`, its time (either way) handed to `record` in seconds. */
+  const timed = <A, E>(effect: Effect.Effect<A, E>, record: (seconds: number) => void): Effect.Effect<A, E> =>
+    Effect.suspend(() => {
+      const started = performance.now()
+      return Effect.onExit(effect, () => Effect.sync(() => record((performance.now() - started) / 1000)))
+    })
+  const readTime = (seconds: number) => counters.l2Read(seconds)
+  const writeTime = (seconds: number) => counters.l2Written(seconds)
+
   return {
     /** Reads a key's row, waiting out refusals. */
-    read: (key: VersionedKey): Effect.Effect<StoredRow, StoreError> => waitOutRefusals("read", store.read(key)),
+    read: (key: VersionedKey): Effect.Effect<StoredRow, StoreError> => timed(waitOutRefusals("read", store.read(key)), readTime),
     /** Reads the row of a key missed in L1, batched with other misses if so configured, waiting out refusals. */
-    readMiss: (key: VersionedKey): Effect.Effect<StoredRow, StoreError> => waitOutRefusals("read", readMissed(key)),
+    readMiss: (key: VersionedKey): Effect.Effect<StoredRow, StoreError> =>
+      timed(waitOutRefusals("read", readMissed(key)), readTime),
     /** Writes a row, best effort. */
     persist: (request: WriteRequest): Effect.Effect<void> =>
       // Data-first: the pipeable withSpan captures a stack trace on every call.
-      Effect.withSpan(bestEffort("write", store.write(request)), "ModuleCache.persist", {
+      Effect.withSpan(timed(bestEffort("write", store.write(request)), writeTime), "ModuleCache.persist", {
         attributes: { "mtc.path": request.key.path },
         captureStackTrace: false
       }),

@@ -54,6 +54,7 @@ import * as PgConnectError from "../store/PgConnectError.ts"
 import * as Preload from "../cache/Preload.ts"
 import * as Pruner from "../store/Pruner.ts"
 import * as RealmServer from "../server/RealmServer.ts"
+import * as StatsTable from "./StatsTable.ts"
 import * as Tracing from "../live/Tracing.ts"
 import * as TranspilerPool from "../transpiler/TranspilerPool.ts"
 
@@ -470,15 +471,22 @@ const callServer = <A>(url: string, effect: Effect.Effect<A, CliFailure | AdminC
 /** `stats`: prints a running server's cache counters. */
 const stats = Command.make(
   "stats",
-  { url: urlFlag },
-  Effect.fnUntraced(function*({ url }) {
+  {
+    url: urlFlag,
+    json: Flag.Boolean("json").pipe(Flag.withDescription("Print the server's JSON instead of a table"), Flag.withDefault(false))
+  },
+  Effect.fnUntraced(function*({ json, url }) {
     const target = adminUrl(url, "/_cache/stats")
     return yield* callServer(
       target,
       Effect.gen(function*() {
         const client = yield* HttpClient.HttpClient
         const headers = yield* authorization(url)
-        yield* printJson(RealmServer.StatsBody, yield* client.get(target, { headers }))
+        const response = yield* client.get(target, { headers })
+        if (json) return yield* printJson(RealmServer.StatsBody, response)
+        const body = yield* response.json
+        if (response.status >= 400) return yield* new CliFailure({ message: `${response.status}: ${JSON.stringify(body)}` })
+        yield* Console.log(StatsTable.format(yield* Schema.decodeUnknownEffect(RealmServer.StatsBody)(body)))
       })
     )
   })

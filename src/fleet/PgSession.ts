@@ -87,7 +87,7 @@ export class PgSession extends Context.Service<PgSession, {
 /** Connects refused by the server, by this process. */
 export const refusalCounter = refusal.refusalCounter
 /** Reconnects of the fleet session. */
-export const reconnectCounter = Metric.counter("module_cache_listen_reconnects", {
+export const reconnectCounter = Metric.counter("module_cache_listen_reconnects_total", {
   description: "Reconnects of the LISTEN connection"
 })
 

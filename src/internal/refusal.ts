@@ -11,7 +11,7 @@
 import { Duration, Metric, Schedule } from "effect"
 
 /** Connects refused by a database that is up, by this process (fleet session, pool, L2 operations). */
-export const refusalCounter = Metric.counter("module_cache_pg_refusals", {
+export const refusalCounter = Metric.counter("module_cache_pg_refusals_total", {
   description: "Postgres connects refused by a server that is up (too many clients, ...)"
 })
 

@@ -4,6 +4,7 @@
  *
  * - `GET /_cache/health`: 200 when the realm directory is readable, else 503; no credential.
  * - `GET /_cache/stats`: the cache's counters and the versions in L2 for the realm ({@link StatsBody}).
+ * - `GET /_cache/metrics` and the live page `GET /_cache/`: see {@link MetricsRoutes}.
  * - `POST /_cache/invalidate?path=P`: one module by its request path, canonicalised (a path
  *   that names no module of the realm writes nothing), or without `path` the whole realm
  *   ({@link InvalidateBody}).
@@ -19,8 +20,9 @@ import { HttpRouter, HttpServerRequest, type HttpServerResponse } from "effect/h
 import { moduleKey } from "../domain/Domain.ts"
 import type { ModuleCache } from "../cache/ModuleCache.ts"
 import * as AdminToken from "./AdminToken.ts"
-import { errorBodyOf, statusOf } from "./ErrorMapping.ts"
+import { errorBodyOf, scrubPaths, statusOf } from "./ErrorMapping.ts"
 import { FastPath } from "./FastPath.ts"
+import * as MetricsRoutes from "./MetricsRoutes.ts"
 import { fileSystem, type RealmFiles } from "./FileSystemSources.ts"
 import { type ErrorBody, type HealthBody, type InvalidateBody, InvalidateQuery, type StatsBody } from "./HttpBodies.ts"
 import { candidatesOf, encodePath, keysCovering, pathOf, validatePath } from "./PathRules.ts"
@@ -77,26 +79,28 @@ export const add = Effect.fnUntraced(function*(router: HttpRouter.HttpRouter, co
       return yield* handler
     })
 
-  /** The versions in L2, ours marked, or nothing when L2 cannot be read now (the counters still answer). */
-  const versionsBesides = (ours: string) =>
-    cache.versions(files.realmUrl).pipe(
-      Effect.timeoutOption("2 seconds"),
-      Effect.map(Option.map((found) => found.map((version) => ({ ...version, current: version.fingerprint === ours })))),
-      Effect.orElseSucceed(() => Option.none())
-    )
-
-  const stats = Effect.gen(function*() {
-    const snapshot = yield* cache.stats
-    const found = yield* versionsBesides(snapshot.fingerprint)
+  const stats = Effect.map(Effect.all([cache.stats, cache.realmUsage(files.realmUrl)]), ([counters, usage]) => {
     const warmup = Option.match(fast, {
       onNone: () => ({}),
       onSome: (handler) => ({ warmupRequests: handler.warmupAnswered, warmupMillis: handler.warmupMillis })
     })
     const body: StatsBody = {
       realmUrl: files.realmUrl,
-      ...snapshot,
+      ...counters,
       ...warmup,
-      ...(Option.isSome(found) ? { versions: found.value } : {})
+      // As in error bodies: no file-system path of the realm in a message.
+      recentErrors: counters.recentErrors.map((error) => ({ ...error, message: scrubPaths(error.message, hidden) })),
+      rawFileBytes: raw.bytes,
+      realms: [{
+        realmUrl: files.realmUrl,
+        modules: counters.l1Entries,
+        errors: counters.errors,
+        ...(usage === undefined ? {} : { l2Rows: usage.rows, l2Bytes: usage.bytes })
+      }],
+      // The versions in L2, ours marked (left out when L2 cannot be read now: the counters still answer).
+      ...(usage === undefined ? {} : {
+        versions: usage.versions.map((version) => ({ ...version, current: version.fingerprint === counters.fingerprint }))
+      })
     }
     return adminJson(200, body)
   })
@@ -149,4 +153,5 @@ export const add = Effect.fnUntraced(function*(router: HttpRouter.HttpRouter, co
   yield* router.add("GET", "/_cache/stats", guarded(stats))
   yield* router.add("POST", "/_cache/invalidate", guarded(invalidate))
   yield* router.add("OPTIONS", "/_cache/*", refusePreflight)
+  yield* MetricsRoutes.add(router, { cache, files, raw, guarded })
 })

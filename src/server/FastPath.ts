@@ -16,8 +16,10 @@
  * - Anything else falls through to the router: other methods, `/_cache/*`, requests with a
  *   body, HTTP/2, paths never answered, misses, errors (which are never cached).
  *
- * Hits are counted (`ModuleCache.countL1Hit`: the stats counter and the `l1` outcome metric)
- * but not traced: only requests that reach the router get spans.
+ * Hits are counted (`ModuleCache.countL1Hit` for the stats, and plain counters here: module
+ * hits and answer times, which the metrics route folds into `module_cache_gets_total` and
+ * `module_cache_answer_seconds` when it renders, see `MetricsRoutes`) but not traced: only
+ * requests that reach the router get spans, and no hit makes an Effect call.
  *
  * @since 0.1.0
  */
@@ -25,6 +27,7 @@ import { Context } from "effect"
 import type { IncomingMessage, ServerResponse } from "node:http"
 import { type CachedModule, javascriptContentType } from "../domain/Domain.ts"
 import type { ModuleCache } from "../cache/ModuleCache.ts"
+import { answerBoundaries, PlainHistogram } from "./AnswerMetrics.ts"
 import type { CachedAnswer, RawFiles } from "./RawFileCache.ts"
 
 /** Headers of module and file responses: CORS for any origin, and no content sniffing (the router's too). */
@@ -101,6 +104,13 @@ export class FastPathHandler {
   private raw: RawFiles | undefined
   /** Requests answered here so far, but for those of a start's warm-up. */
   answered = 0
+  /** Of {@link answered}, those of modules (L1 hits). */
+  moduleHits = 0
+  /** Answer times of module hits (`l1`) and raw files (`raw`), in seconds, but for the warm-up's. */
+  readonly answerTimes = {
+    l1: new PlainHistogram(answerBoundaries),
+    raw: new PlainHistogram(answerBoundaries)
+  } as const
   /**
    * Set during a start's JIT warm-up (see `JitWarmup`): its answers are counted in
    * {@link warmupAnswered}, not as L1 hits nor in {@link answered}.
@@ -179,6 +189,7 @@ export class FastPathHandler {
     const query = url.indexOf("?")
     const route = this.routes.get(query === -1 ? url : url.slice(0, query))
     if (route === undefined) return false
+    const started = performance.now()
     const headers = request.headers
     if (
       request.httpVersionMajor !== 1 || headers["content-length"] !== undefined ||
@@ -205,8 +216,17 @@ export class FastPathHandler {
       if (method === "HEAD") response.end()
       else response.end(answer.bytes)
     }
-    if (this.warming) this.warmupAnswered++
-    else this.answered++
+    if (this.warming) {
+      this.warmupAnswered++
+    } else {
+      this.answered++
+      if (route.module) {
+        this.moduleHits++
+        this.answerTimes.l1.observe((performance.now() - started) / 1000)
+      } else {
+        this.answerTimes.raw.observe((performance.now() - started) / 1000)
+      }
+    }
     return true
   }
 }

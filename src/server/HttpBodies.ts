@@ -29,6 +29,28 @@ export const StoredVersionBody = Schema.Struct({
   lastReadAt: Schema.String
 })
 export type StoredVersionBody = typeof StoredVersionBody.Type
+/** One of the last transpile errors in `stats` (a realm-relative path). */
+export const RecentErrorBody = Schema.Struct({
+  realmUrl: Schema.String,
+  path: Schema.String,
+  kind: Schema.String,
+  message: Schema.String,
+  line: Schema.optional(Schema.UndefinedOr(Schema.Number)),
+  column: Schema.optional(Schema.UndefinedOr(Schema.Number)),
+  /** Milliseconds since the epoch. */
+  at: Schema.Number
+})
+export type RecentErrorBody = typeof RecentErrorBody.Type
+
+/** A realm of the process in `stats`: its modules in L1, its failed gets, and its L2 rows and bytes when the store reports them. */
+export const RealmStatsBody = Schema.Struct({
+  realmUrl: Schema.String,
+  modules: Schema.Number,
+  errors: Schema.Number,
+  l2Rows: Schema.optional(Schema.Number),
+  l2Bytes: Schema.optional(Schema.Number)
+})
+export type RealmStatsBody = typeof RealmStatsBody.Type
 
 /** The body of `GET /_cache/stats`: the cache's counters and the realm URL. */
 export const StatsBody = Schema.Struct({
@@ -42,6 +64,7 @@ export const StatsBody = Schema.Struct({
   persistFailures: Schema.Number,
   l1Bytes: Schema.Number,
   l1Entries: Schema.Number,
+  l1MaxBytes: Schema.optional(Schema.Number),
   inFlight: Schema.Number,
   preloadedEntries: Schema.Number,
   preloadedBytes: Schema.Number,
@@ -56,7 +79,22 @@ export const StatsBody = Schema.Struct({
   /** The versions present in L2 for the realm, most recently read first (absent when L2 could not be read). */
   versions: Schema.optional(Schema.Array(StoredVersionBody)),
   refusals: Schema.Number,
-  connections: Schema.optional(ConnectionStats)
+  connections: Schema.optional(ConnectionStats),
+  /** Raw files kept in memory by the server, their bytes. */
+  rawFileBytes: Schema.optional(Schema.Number),
+  /** The realms served, one today. */
+  realms: Schema.optional(Schema.Array(RealmStatsBody)),
+  /** Gets by outcome (l1 includes the fast path's hits). */
+  gets: Schema.optional(Schema.Struct({
+    l1: Schema.Number,
+    l2: Schema.Number,
+    transpiled: Schema.Number,
+    coalesced: Schema.Number,
+    fallback: Schema.Number,
+    error: Schema.Number
+  })),
+  /** The last transpile errors of this process, oldest first (at most 20). */
+  recentErrors: Schema.optional(Schema.Array(RecentErrorBody))
 })
 export type StatsBody = typeof StatsBody.Type
 

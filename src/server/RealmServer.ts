@@ -33,8 +33,9 @@
  * Module and file responses carry `access-control-allow-origin: *`; `OPTIONS` answers their
  * preflights. Error bodies name realm-relative paths only, never a file-system path.
  *
- * **Admin routes** (`/_cache/*`: health, stats, invalidate) carry no CORS headers; stats and
- * invalidate need the {@link AdminToken}. See {@link AdminRoutes}.
+ * **Admin routes** (`/_cache/*`: health, stats, invalidate, metrics and the live page) carry no
+ * CORS headers; stats, metrics and invalidate need the {@link AdminToken}. See {@link AdminRoutes}
+ * and {@link MetricsRoutes}. Answer times are recorded by outcome ({@link AnswerMetrics}).
  *
  * **Watcher** ({@link watcher}): a watch of every directory of the realm invalidates the key of
  * every file that is created, changed, deleted or renamed (and every cached key below a
@@ -84,6 +85,8 @@ import type { Transpiler } from "../domain/Transpiler.ts"
 import * as ModuleCacheLive from "../live/ModuleCacheLive.ts"
 import * as Pruner from "../store/Pruner.ts"
 import * as AdminRoutes from "./AdminRoutes.ts"
+import * as AnswerMetrics from "./AnswerMetrics.ts"
+import type * as MetricsRoutes from "./MetricsRoutes.ts"
 import * as AdminToken from "./AdminToken.ts"
 import { errorResponse } from "./ErrorMapping.ts"
 import * as FastPath from "./FastPath.ts"
@@ -190,8 +193,9 @@ export const routes: Layer.Layer<never, never, HttpRouter.HttpRouter | ModuleCac
     yield* AdminRoutes.add(router, { cache, files, raw, hidden })
     yield* router.add("OPTIONS", "/*", (request) => Effect.succeed(preflight(request)))
     yield* router.add("OPTIONS", "/", (request) => Effect.succeed(preflight(request)))
-    yield* router.add("GET", "/*", serveFile)
-    yield* router.add("GET", "/", serveFile)
+    const timedServeFile = AnswerMetrics.timedRoute(files.realmUrl, serveFile)
+    yield* router.add("GET", "/*", timedServeFile)
+    yield* router.add("GET", "/", timedServeFile)
   })
 )
 

@@ -21,6 +21,7 @@
 import { Clock, Duration, Effect, type FileSystem, Layer, Option, Queue, Schedule, type Scope, Stream } from "effect"
 import * as path from "node:path"
 import { moduleKey } from "../domain/Domain.ts"
+import { InvalidationSource } from "../cache/CacheCounters.ts"
 import { ModuleCache } from "../cache/ModuleCache.ts"
 import * as FastPath from "./FastPath.ts"
 import { fileSystem, RealmFiles } from "./FileSystemSources.ts"
@@ -266,6 +267,8 @@ export const layer: Layer.Layer<never, never, ModuleCache | RealmFiles> = Layer.
     batched(),
     Stream.runForEach((batch) =>
       apply(batch).pipe(
+        // Counted as the watcher's in the invalidations metric.
+        Effect.provideService(InvalidationSource, "watcher"),
         Effect.catchCause((cause) => Effect.logWarning("module-transpile-cache: watcher batch failed", cause))
       )
     ),

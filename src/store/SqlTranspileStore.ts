@@ -124,6 +124,7 @@ const decodeVersionRows = Schema.decodeUnknownEffect(Schema.Array(VersionRow))
 const CountRow = Schema.Struct({ removed: Int8 })
 const decodeCountRows = Schema.decodeUnknownEffect(Schema.Array(CountRow))
 
+
 /** A recorded failure, as stored in the `failure` column. */
 export const RecordedFailure = Schema.Union([TranspileError, SourceTooLargeError])
 const decodeFailure = Schema.decodeUnknownOption(RecordedFailure)

@@ -33,6 +33,8 @@ import { hasTemplates, isDeclarationFile, moduleKindOf, supportedExtensions } fr
 import type { ModuleKind, PipelineError } from "./pipelines/Pipeline.ts"
 import * as Standard from "./pipelines/Standard.ts"
 import { fromThrown, inModuleSource, inTemplate } from "./TranspileErrors.ts"
+import { isMainThread } from "node:worker_threads"
+import { timed, transpileTimeOf } from "./TranspileMetrics.ts"
 import { type BabelTranspilerOptions, engineOf, optionsConfig, pipelineOf } from "./TranspilerOptions.ts"
 
 export { dependencyKeysOf } from "./CompiledModule.ts"
@@ -162,7 +164,10 @@ export const make = (options: BabelTranspilerOptions = {}): Effect.Effect<Transp
         captureStackTrace: false
       })
 
-    return Transpiler.of({ fingerprint, transpile })
+    // Timed here only in-process: a worker's transpiles are timed by the pool, in the main thread.
+    if (!isMainThread) return Transpiler.of({ fingerprint, transpile })
+    const time = transpileTimeOf(pipeline.name, engine)
+    return Transpiler.of({ fingerprint, transpile: (input) => timed(time, transpile(input)) })
   })
 
 /** A layer of the Babel {@link Transpiler}. */

@@ -40,6 +40,7 @@ import {
   TranspileTimeoutError,
   TranspileWorkerCrashError
 } from "../domain/Errors.ts"
+import * as TranspileMetrics from "./TranspileMetrics.ts"
 import { BuildFailure, isWorkerReply, type WorkerInit, type WorkerJob, type WorkerReply } from "./TranspileWorker.ts"
 import { type TranspileInput, Transpiler } from "../domain/Transpiler.ts"
 
@@ -100,7 +101,7 @@ export const queueLengthGauge = Metric.gauge("transpile_pool_queue_length", { de
 /** Workers running a job. */
 export const busyWorkersGauge = Metric.gauge("transpile_pool_busy_workers", { description: "Transpile workers running a job" })
 /** Workers replaced, by reason (`crash`, `memory`, `timeout`, `start`). */
-export const restartCounter = Metric.counter("transpile_pool_worker_restarts", { description: "Transpile workers replaced, by reason" })
+export const restartCounter = Metric.counter("transpile_pool_worker_restarts_total", { description: "Transpile workers replaced, by reason" })
 
 type RestartReason = "crash" | "memory" | "timeout" | "start"
 
@@ -167,6 +168,7 @@ export const makePool = Effect.fnUntraced(function*(options: TranspilerPoolOptio
   const nice = Math.min(19, Math.max(0, Math.trunc(options.nice ?? defaults.nice)))
   // Worker events arrive outside any fiber: metrics are updated directly, in the pool's context.
   const context = yield* Effect.context<never>()
+  const transpileTime = TranspileMetrics.transpileTimeOf(pipeline.name, engine)
 
   const members: Array<Member | undefined> = Array.from({ length: size }, () => undefined)
   /** FIFO of jobs; interrupted ones are marked settled and skipped. */
@@ -293,6 +295,7 @@ export const makePool = Effect.fnUntraced(function*(options: TranspilerPoolOptio
       "mtc.worker.run_ms": runMillis,
       "mtc.worker.index": worker
     }
+    transpileTime.updateUnsafe(runMillis / 1000, context)
     job.settle(Effect.andThen(Effect.annotateCurrentSpan(attributes), result))
   }
 

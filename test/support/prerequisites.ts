@@ -3,7 +3,7 @@
  * runs vitest (package.json's `test` script runs this first):
  *
  * - the Debian packages of the tools in {@link requirements} (Chromium for the browser test,
- *   psql for the test databases, PgBouncer for the pooler test), through `apt-get update` then `apt-get install`, when
+ *   psql for the test databases, PgBouncer for the pooler test, Prometheus for the metrics test), through `apt-get update` then `apt-get install`, when
  *   running as root on a machine with apt-get;
  * - a stopped local Postgres cluster is started (`pg_ctlcluster`), when root.
  *
@@ -35,7 +35,9 @@ export const requirements: ReadonlyArray<Requirement> = [
   { command: "pgbouncer", debianPackage: "pgbouncer", neededBy: "test/support/pgbouncer.ts (test/Pooler.test.ts)" },
   { command: "pg_isready", debianPackage: "postgresql-client", neededBy: "this script's Postgres check" },
   { command: "openssl", debianPackage: "openssl", neededBy: "test/support/tlsPostgres.ts (test/PgTls.test.ts, test/TlsFleet.test.ts)" },
-  { command: "runuser", debianPackage: "util-linux", neededBy: "test/support/tlsPostgres.ts (runs its own Postgres cluster as the postgres user)" }
+  { command: "runuser", debianPackage: "util-linux", neededBy: "test/support/tlsPostgres.ts (runs its own Postgres cluster as the postgres user)" },
+  { command: "promtool", debianPackage: "prometheus", neededBy: "test/Metrics.test.ts (promtool check metrics)" },
+  { command: "prometheus", debianPackage: "prometheus", neededBy: "test/Metrics.test.ts (a real scrape)" }
 ]
 
 const searchPath = (): Array<string> => [

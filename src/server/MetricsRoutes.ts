@@ -1,0 +1,179 @@
+/**
+ * What an operator scrapes and looks at:
+ *
+ * - `GET /_cache/metrics` (admin token): every metric of the process's Metric registry in
+ *   Prometheus' text format, rendered by Effect's own `PrometheusMetrics.formatUnsafe`. Before
+ *   it renders, the gauges read at scrape time are set (L1, raw files, loads in flight,
+ *   Postgres connections), and the fast path's plain counters are folded in: its module
+ *   hits into `module_cache_gets_total{outcome="l1"}`, its answer times registered as the
+ *   `module_cache_answer_seconds{path="fast_path"}` series for the length of the render.
+ * - `GET /_cache/` the live page ({@link LivePage}; `/_cache` redirects there), `GET /_cache/live.js` its script and
+ *   `GET /_cache/uplot.js` / `uplot.css` the chart library, served from the installed `uplot`
+ *   package. No credential: they hold no figure and no path; the page asks for the admin
+ *   token and reads `stats` and `metrics` with it.
+ *
+ * @since 0.5.0
+ */
+import { Effect, Metric, Option } from "effect"
+import { type HttpRouter, type HttpServerRequest, HttpServerResponse } from "effect/http"
+import { PrometheusMetrics } from "effect/observability"
+import { readFile } from "node:fs/promises"
+import { createRequire } from "node:module"
+import { getsOf, touchCounters } from "../cache/CacheCounters.ts"
+import { realmLabel } from "../internal/realmLabel.ts"
+import type { ModuleCache } from "../cache/ModuleCache.ts"
+import * as TranspilerPool from "../transpiler/TranspilerPool.ts"
+import { fastPathSeriesOf } from "./AnswerMetrics.ts"
+import { FastPath, type FastPathHandler } from "./FastPath.ts"
+import type { RealmFiles } from "./FileSystemSources.ts"
+import * as LivePage from "./LivePage.ts"
+import type { RawFiles } from "./RawFileCache.ts"
+
+/** The content type Prometheus' text format is served with. */
+export const prometheusContentType = "text/plain; version=0.0.4; charset=utf-8"
+
+const gauge = (name: string, description: string) => Metric.gauge(name, { description })
+/** Gauges set from the cache's stats when metrics are read. */
+const gauges = {
+  l1Bytes: gauge("module_cache_l1_bytes", "Bytes of transpiled modules in L1"),
+  l1Entries: gauge("module_cache_l1_entries", "Modules in L1"),
+  l1MaxBytes: gauge("module_cache_l1_max_bytes", "The bound on L1's bytes"),
+  rawFileBytes: gauge("module_cache_raw_file_bytes", "Bytes of raw files the server keeps in memory"),
+  inFlight: gauge("module_cache_loads_in_flight", "Loads running, including those writing L2 after they answered"),
+  pgConnections: gauge("module_cache_pg_connections", "Postgres connections this process holds, as the server counts them"),
+  pgServerConnections: gauge("module_cache_pg_server_connections", "Connections the Postgres server holds, from every client"),
+  pgServerMax: gauge("module_cache_pg_server_max_connections", "The Postgres server's max_connections"),
+  pgBudget: gauge("module_cache_pg_connection_budget", "Postgres connections this process may open at most")
+} as const
+const l2BytesGauge = gauge("module_cache_l2_bytes", "Bytes of a realm's live L2 rows (every version), as the L2 cap counts them")
+const l2RowsGauge = gauge("module_cache_l2_rows", "A realm's live L2 rows (modules and recorded failures, every version)")
+
+/** Guards an admin route (see `AdminRoutes`): the admin token, and no cross-origin browser. */
+export type Guard = <E, R>(
+  handler: Effect.Effect<HttpServerResponse.HttpServerResponse, E, R>
+) => Effect.Effect<HttpServerResponse.HttpServerResponse, E, R | HttpServerRequest.HttpServerRequest>
+
+/** What the metrics route reads. */
+export interface MetricsContext {
+  readonly cache: ModuleCache["Service"]
+  readonly files: RealmFiles["Service"]
+  readonly raw: RawFiles
+  readonly guarded: Guard
+}
+
+/**
+ * Folds a fast path's plain counters into the registry: its module hits since the last fold
+ * into `module_cache_gets_total{outcome="l1"}`; returns a function that registers its answer
+ * times for one render (and returns their removal).
+ */
+const folder = (realmUrl: string, fast: FastPathHandler) => {
+  let folded = 0
+  const l1Gets = getsOf(realmUrl, "l1")
+  const l1Times = fastPathSeriesOf(realmUrl, "l1")
+  const rawTimes = fastPathSeriesOf(realmUrl, "raw")
+  const noop = () => {}
+  return (context: Parameters<typeof PrometheusMetrics.formatUnsafe>[0]) => {
+    const hits = fast.moduleHits
+    if (hits > folded) {
+      l1Gets.updateUnsafe(hits - folded, context)
+      folded = hits
+    }
+    const registrations = [
+      Metric.registerUnsafe(l1Times, context, { get: () => fast.answerTimes.l1.state(), update: noop, modify: noop }),
+      Metric.registerUnsafe(rawTimes, context, { get: () => fast.answerTimes.raw.state(), update: noop, modify: noop })
+    ]
+    return () => {
+      for (const registration of registrations) registration.remove()
+    }
+  }
+}
+
+/** A static asset of the page: no CORS, `no-cache`, and a content-security policy for the page itself. */
+const asset = (body: string, contentType: string) =>
+  HttpServerResponse.text(body, {
+    contentType,
+    headers: {
+      "x-content-type-options": "nosniff",
+      "cache-control": "no-cache",
+      "content-security-policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:",
+      "referrer-policy": "no-referrer",
+      "x-frame-options": "DENY"
+    }
+  })
+
+const requireHere = createRequire(import.meta.url)
+/** A file of the installed `uplot` package, read once. */
+const uplotFile = (file: string) => {
+  let text: Promise<string> | undefined
+  return Effect.tryPromise(() => (text ??= readFile(requireHere.resolve(`uplot/dist/${file}`), "utf8")))
+}
+const uplotJs = uplotFile("uPlot.iife.min.js")
+const uplotCss = uplotFile("uPlot.min.css")
+
+/** Adds `/_cache/metrics` and the live page's routes to a router. */
+export const add = Effect.fnUntraced(function*(router: HttpRouter.HttpRouter, context: MetricsContext) {
+  const { cache, files, guarded, raw } = context
+  const fast = yield* Effect.serviceOption(FastPath)
+  const fold = Option.map(fast, (handler) => folder(files.realmUrl, handler))
+  const realm = realmLabel(files.realmUrl)
+  const l2Bytes = Metric.withAttributes(l2BytesGauge, { realm })
+  const l2Rows = Metric.withAttributes(l2RowsGauge, { realm })
+  const registry = yield* Effect.context<never>()
+  touchCounters(files.realmUrl, registry)
+  for (const reason of ["crash", "memory", "timeout", "start"]) {
+    Metric.withAttributes(TranspilerPool.restartCounter, { reason }).updateUnsafe(0, registry)
+  }
+
+  const metrics = Effect.gen(function*() {
+    const [stats, usage] = yield* Effect.all([cache.stats, cache.realmUsage(files.realmUrl)])
+    yield* Effect.all([
+      Metric.update(gauges.l1Bytes, stats.l1Bytes),
+      Metric.update(gauges.l1Entries, stats.l1Entries),
+      Metric.update(gauges.l1MaxBytes, stats.l1MaxBytes),
+      Metric.update(gauges.rawFileBytes, raw.bytes),
+      Metric.update(gauges.inFlight, stats.inFlight),
+      ...(usage === undefined ? [] : [Metric.update(l2Bytes, usage.bytes), Metric.update(l2Rows, usage.rows)]),
+      ...(stats.connections === undefined ? [] : [
+        Metric.update(gauges.pgConnections, stats.connections.open),
+        Metric.update(gauges.pgServerConnections, stats.connections.serverOpen),
+        Metric.update(gauges.pgServerMax, stats.connections.serverMax),
+        Metric.update(gauges.pgBudget, stats.connections.budget)
+      ])
+    ], { discard: true })
+    const services = yield* Effect.context<never>()
+    // Synchronous from the fold to the removal: a concurrent scrape never sees the registration of another.
+    let unregister: (() => void) | undefined
+    try {
+      if (fold._tag === "Some") unregister = fold.value(services)
+      const body = PrometheusMetrics.formatUnsafe(services)
+      return HttpServerResponse.text(body, {
+        contentType: prometheusContentType,
+        headers: { "x-content-type-options": "nosniff", "cache-control": "no-store" }
+      })
+    } finally {
+      unregister?.()
+    }
+  })
+
+  const failed = () => HttpServerResponse.text("not available\n", { status: 500 })
+
+  yield* router.add("GET", "/_cache/metrics", guarded(metrics))
+  // The router matches `/_cache` here too; the page's relative URLs need the trailing slash.
+  yield* router.add("GET", "/_cache/", (request) =>
+    Effect.succeed(
+      request.url.split("?")[0] === "/_cache"
+        ? HttpServerResponse.redirect("/_cache/", { status: 308 })
+        : asset(LivePage.html, "text/html; charset=utf-8")
+    ))
+  yield* router.add("GET", "/_cache/live.js", Effect.succeed(asset(LivePage.script, "text/javascript; charset=utf-8")))
+  yield* router.add(
+    "GET",
+    "/_cache/uplot.js",
+    Effect.match(uplotJs, { onFailure: failed, onSuccess: (text) => asset(text, "text/javascript; charset=utf-8") })
+  )
+  yield* router.add(
+    "GET",
+    "/_cache/uplot.css",
+    Effect.match(uplotCss, { onFailure: failed, onSuccess: (text) => asset(text, "text/css; charset=utf-8") })
+  )
+})
