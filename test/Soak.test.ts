@@ -10,7 +10,7 @@
  * the editor and the sampler are done, so a slower machine soaks longer rather than doing
  * less. Set it higher for a longer run.
  */
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
+import { mkdtempSync, renameSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import * as path from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
@@ -170,7 +170,11 @@ describe("soak", () => {
         const version = ++versions[i]!
         const p = modulePath(i)
         const writtenAt = performance.now()
-        writeFileSync(path.join(realm, "mods", `m${i}.ts`), moduleSource(i, version))
+        // An atomic save (as editors make them): a write in place can be read half done, and a
+        // module read while its file is empty is rightly served empty until the watcher catches up.
+        const file = path.join(realm, "mods", `m${i}.ts`)
+        writeFileSync(`${file}.tmp`, moduleSource(i, version))
+        renameSync(`${file}.tmp`, file)
         const confirmedAt = new Array<number>(servers.length).fill(0)
         await until(async () => {
           for (let s = 0; s < servers.length; s++) {
