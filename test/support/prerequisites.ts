@@ -3,7 +3,8 @@
  * runs vitest (package.json's `test` script runs this first):
  *
  * - the Debian packages of the tools in {@link requirements} (Chromium for the browser test,
- *   psql for the test databases, PgBouncer for the pooler test), through `apt-get update` then `apt-get install`, when
+ *   psql for the test databases, PgBouncer for the pooler test, nginx for the rolling restart),
+ *   through `apt-get update` then `apt-get install`, when
  *   running as root on a machine with apt-get;
  * - a stopped local Postgres cluster is started (`pg_ctlcluster`), when root.
  *
@@ -33,6 +34,7 @@ export const requirements: ReadonlyArray<Requirement> = [
   { command: "chromium", debianPackage: "chromium", neededBy: "test/Browser.test.ts", pathVariable: "CHROMIUM_PATH" },
   { command: "psql", debianPackage: "postgresql-client", neededBy: "test/support/database.ts" },
   { command: "pgbouncer", debianPackage: "pgbouncer", neededBy: "test/support/pgbouncer.ts (test/Pooler.test.ts)" },
+  { command: "nginx", debianPackage: "nginx-light", neededBy: "test/support/nginx.ts (test/RollingRestart.test.ts)" },
   { command: "pg_isready", debianPackage: "postgresql-client", neededBy: "this script's Postgres check" }
 ]
 
