@@ -21,7 +21,7 @@
 import { Config, Duration, Effect, type Scope } from "effect"
 import { HttpServerError } from "effect/http"
 import { type IncomingMessage, type RequestListener, type Server, ServerResponse } from "node:http"
-import type { AddressInfo } from "node:net"
+import { type AddressInfo, Server as NetServer } from "node:net"
 
 /** How long a drain waits for the requests it accepted by default. */
 export const defaultDrainTimeout: Duration.Duration = Duration.seconds(10)
@@ -98,17 +98,32 @@ export const serve = (
 const drain = (listener: Listener, server: Server, timeoutMillis: number): Effect.Effect<void> =>
   Effect.callback<void>((resume) => {
     listener.draining = true
-    const sweep = setInterval(() => server.closeIdleConnections(), sweepMillis)
+    let over = false
+    let sweep: ReturnType<typeof setInterval> | undefined
     const deadline = setTimeout(() => server.closeAllConnections(), timeoutMillis)
-    // Closes the listening socket and the idle connections; calls back once no connection is left.
-    server.close(() => {
+    const end = () => {
+      over = true
       clearInterval(sweep)
       clearTimeout(deadline)
+    }
+    // A request whose bytes reached the socket but were not read yet would look idle: the first
+    // sweep waits for the event loop's next poll phase, which reads them (and the request is then
+    // answered, with `connection: close`).
+    setImmediate(() =>
+      setImmediate(() => {
+        if (over) return
+        server.closeIdleConnections()
+        sweep = setInterval(() => server.closeIdleConnections(), sweepMillis)
+      })
+    )
+    // net.Server's close: the listening socket closes and, once no connection is left, it calls
+    // back. (http.Server's own close would also destroy the idle-looking connections at once.)
+    NetServer.prototype.close.call(server, () => {
+      end()
       resume(Effect.void)
     })
     return Effect.sync(() => {
-      clearInterval(sweep)
-      clearTimeout(deadline)
+      end()
       server.closeAllConnections()
     })
   })
