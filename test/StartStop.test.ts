@@ -121,8 +121,8 @@ describe("drain on SIGTERM", () => {
     const slow = await RawConnection.open(server.port)
     slow.get("/big.ts")
     // The load is in flight in the server before the signal.
-    for (;;) {
-      if ((await stats(server)).inFlight > 0) break
+    while ((await stats(server)).inFlight === 0) {
+      if (slow.hasData) throw new Error("the transpile ended before the signal could be sent: use a bigger module")
     }
     const exit = server.stop("SIGTERM")
     await idle.closed
