@@ -10,7 +10,8 @@
  *
  * **Drain.** Closing the scope of {@link serve} (what `serve` does on SIGTERM or SIGINT):
  * 1. the listening socket closes: no connection is accepted any more;
- * 2. idle keep-alive connections are closed at once, so that a proxy does not send on them;
+ * 2. idle keep-alive connections are closed at once (after the event loop's next poll phase, so
+ *    that a request already on its way is read, and answered), so that a proxy does not send on them;
  * 3. every request received (or whose first bytes had arrived) is answered, with
  *    `connection: close`, and its connection closes after that response; a connection whose
  *    response had already gone out with `keep-alive` is closed as soon as it is idle;
