@@ -3,9 +3,10 @@
  *
  * - `serve <realmDir> [--port 4201] [--host 127.0.0.1] [--realm-url URL] [--data-dir DIR] [--store pg|pglite|memory]
  *   [--pipeline standard|ember|boxel] [--engine native|babel] [--ember-source DIR] [--host-packages DIR]`
- *   serves a realm (see {@link RealmServer}) until SIGINT or SIGTERM, then shuts down
- *   gracefully. It logs one line `... listening on http://HOST:PORT/ ...` once it accepts
- *   requests.
+ *   serves a realm (see {@link RealmServer}) until SIGINT or SIGTERM, then drains (see
+ *   {@link Listener}: it stops accepting, answers what it accepted with `connection: close`,
+ *   within `MTC_HTTP_DRAIN_TIMEOUT`) and exits 0. It listens only once the router is attached,
+ *   and logs one line `... listening on http://HOST:PORT/ ...` then.
  * - `warm <realmDir> [same store flags] [--concurrency N]` transpiles every executable
  *   module into L2. Progress goes to stderr (one `\r` line on a terminal, a line per tenth
  *   otherwise), the summary to stdout; it ends with the line of a preload run afterwards
@@ -47,6 +48,7 @@ import type { GetError } from "../domain/Errors.ts"
 import { messageOf } from "../internal/errors.ts"
 import * as FileSystemSources from "../server/FileSystemSources.ts"
 import * as JitWarmup from "../server/JitWarmup.ts"
+import * as Listener from "../server/Listener.ts"
 import { RealmFiles } from "../server/FileSystemSources.ts"
 import { ModuleCache, optionsConfig } from "../cache/ModuleCache.ts"
 import * as ModuleCacheLive from "../live/ModuleCacheLive.ts"
@@ -262,10 +264,11 @@ const serve = Command.make(
     }
     const { pool, realm: options } = yield* realmOptions(input)
     const admin = yield* AdminToken.serverToken.pipe(Effect.mapError((error) => new CliFailure({ message: error.message })))
-    const { limits, prune, warmupRequests } = yield* Config.all({
+    const { drainTimeout, limits, prune, warmupRequests } = yield* Config.all({
       limits: RealmServer.limitsConfig,
       prune: Pruner.optionsConfig,
-      warmupRequests: JitWarmup.requestsConfig
+      warmupRequests: JitWarmup.requestsConfig,
+      drainTimeout: Listener.drainTimeoutConfig
     }).pipe(
       Effect.mapError(configurationFailure)
     )
@@ -277,7 +280,8 @@ const serve = Command.make(
       writeTokenFile: admin.generated,
       limits,
       prune,
-      warmupRequests
+      warmupRequests,
+      gracefulShutdownTimeout: drainTimeout
     }).pipe(
       Layer.provide(TranspilerPool.layer(pool)),
       Layer.provide(Tracing.layer)

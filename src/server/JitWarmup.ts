@@ -77,7 +77,9 @@ const listen = (makeServer: () => Server, fast: FastPathHandler) =>
     Effect.callback<Server, Error>((resume) => {
       const server = makeServer()
       // What the fast path does not answer reaches no router here.
-      server.on("request", (_request, response) => response.writeHead(503, { "content-length": 0 }).end())
+      server.on("request", (request, response) => {
+        if (!fast.handle(request, response)) response.writeHead(503, { "content-length": 0 }).end()
+      })
       server.once("error", (error) => resume(Effect.fail(error)))
       server.listen(0, "127.0.0.1", () => {
         fast.warming = true

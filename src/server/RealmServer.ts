@@ -72,9 +72,10 @@
  * @since 0.1.0
  */
 import { NodeHttpServer } from "@effect/platform-node"
-import { Config, Duration, Effect, Exit, Layer, Option, type Redacted } from "effect"
+import { Config, Duration, Effect, Exit, Layer, Option, type Redacted, Scope } from "effect"
 import { HttpRouter, HttpServer, HttpServerError, HttpServerRequest, type HttpServerResponse } from "effect/http"
-import { createServer, type IncomingMessage, type ServerResponse } from "node:http"
+import { NetAddress } from "effect/net"
+import { createServer, type RequestListener } from "node:http"
 import * as ModuleCacheModule from "../cache/ModuleCache.ts"
 import { ModuleCache, type ModuleCacheOptions } from "../cache/ModuleCache.ts"
 import * as Preload from "../cache/Preload.ts"
@@ -92,6 +93,7 @@ import { errorResponse } from "./ErrorMapping.ts"
 import * as FastPath from "./FastPath.ts"
 import * as FileSystemSources from "./FileSystemSources.ts"
 import * as JitWarmup from "./JitWarmup.ts"
+import * as Listener from "./Listener.ts"
 import { CurrentResolution, fileSystem, RealmFiles } from "./FileSystemSources.ts"
 import type { ErrorBody } from "./HttpBodies.ts"
 import { encodePath, pathOf, validatePath } from "./PathRules.ts"
@@ -314,7 +316,10 @@ export interface ServeOptions extends RealmOptions {
   readonly host?: string | undefined
   /** Watch the realm directory for changes (default true). */
   readonly watch?: boolean | undefined
-  /** How long shutdown waits for in-flight requests (default 10 s). */
+  /**
+   * How long a drain waits for the requests it accepted (default 10 s, `MTC_HTTP_DRAIN_TIMEOUT` in
+   * `serve`); past it their connections are closed. See {@link Listener}.
+   */
   readonly gracefulShutdownTimeout?: Duration.Input | undefined
   /**
    * The admin token (see {@link AdminToken}). Without one, the guarded admin routes refuse
@@ -374,25 +379,21 @@ export const limitsConfig: Config.Config<ConnectionLimits> = Config.all({
   maxConnections: Config.withDefault(Config.Int("MTC_MAX_CONNECTIONS"), defaultLimits.maxConnections)
 })
 
-/** Node's HTTP server under the given limits; `fast` answers warm requests before the router sees them. */
-const makeNodeServer = (limits: ConnectionLimits, fast?: FastPath.FastPathHandler) => {
+/**
+ * Node's HTTP server under the given limits, with the response class of `listener` (which closes
+ * connections while it drains). It has no request handler yet: see {@link Listener.serve}.
+ */
+const makeNodeServer = (limits: ConnectionLimits, listener: Listener.Listener) => {
   const requestTimeout = Math.max(limits.requestTimeoutMillis, limits.headersTimeoutMillis)
   const server = createServer({
     keepAliveTimeout: limits.keepAliveTimeoutMillis,
     headersTimeout: limits.headersTimeoutMillis,
     requestTimeout,
     // How often Node checks the two timeouts above (its default, 30 s, would let a slow client stay that much longer).
-    connectionsCheckingInterval: Math.max(100, Math.min(1000, Math.floor(limits.headersTimeoutMillis / 4)))
+    connectionsCheckingInterval: Math.max(100, Math.min(1000, Math.floor(limits.headersTimeoutMillis / 4))),
+    ServerResponse: listener.ServerResponse
   })
   server.maxConnections = limits.maxConnections
-  if (fast !== undefined) {
-    // The router listens to "request" (NodeHttpServer); a request the fast path answered never reaches it.
-    const emit = server.emit
-    server.emit = function(this: typeof server, event: string | symbol, ...args: Array<unknown>): boolean {
-      if (event === "request" && fast.handle(args[0] as IncomingMessage, args[1] as ServerResponse)) return true
-      return emit.apply(this, [event, ...args] as Parameters<typeof emit>)
-    } as typeof server.emit
-  }
   // Node applies the headers timeout only once a request's first bytes arrived: a connection
   // that sends nothing at all is closed here, after the same time.
   server.on("connection", (socket) => {
@@ -404,6 +405,22 @@ const makeNodeServer = (limits: ConnectionLimits, fast?: FastPath.FastPathHandle
   })
   return server
 }
+
+/**
+ * A router layer without the request-level markers in its type (`HttpRouter.Request<...>`, which
+ * exist only in types: what a middleware provides to or needs from each request), as
+ * `HttpRouter.serve` drops them.
+ */
+const withoutRequestMarkers = <A, E, R>(
+  layer: Layer.Layer<A, E, R>
+): Layer.Layer<A, HttpRouter.Request.Without<E>, HttpRouter.Request.Without<R>> =>
+  layer as Layer.Layer<A, never, never> as Layer.Layer<A, HttpRouter.Request.Without<E>, HttpRouter.Request.Without<R>>
+
+/** The router's handler behind the fast path: a request the fast path answered never reaches the router. */
+const withFastPath = (fast: FastPath.FastPathHandler | undefined, router: RequestListener): RequestListener =>
+  fast === undefined ? router : (request, response) => {
+    if (!fast.handle(request, response)) router(request, response)
+  }
 
 /** Why {@link layerServices} fails: the store's {@link ModuleCacheLive.LayerError}, or the realm directory cannot be read. */
 export type RealmLayerError = ModuleCacheLive.LayerError | SourceReadError
@@ -433,41 +450,45 @@ export type ServeLayerError = RealmLayerError | HttpServerError.ServeError | Adm
 
 /**
  * Serves a realm on Node's HTTP server: {@link routes} and {@link watcher} over
- * {@link layerServices}. Logs `listening on <url>` once it accepts requests. Closing the
- * layer stops accepting, lets in-flight requests finish (up to the graceful timeout),
- * then closes the cache and its store.
+ * {@link layerServices}. It listens only once the router is attached (see {@link Listener}), and
+ * logs `listening on <url>` then. Closing the layer drains: it stops accepting, closes idle
+ * keep-alive connections, answers every request it accepted (with `connection: close`), within
+ * the graceful timeout; then it closes the cache and its store.
  */
 export const layer = (options: ServeOptions): Layer.Layer<never, ServeLayerError, Transpiler> => {
   const limits = { ...defaultLimits, ...options.limits }
   const fast = options.fastPath === false ? undefined : options.fastPath ?? new FastPath.FastPathHandler()
-  const node = NodeHttpServer.layer(() => makeNodeServer(limits, fast), {
-    port: options.port ?? 4201,
-    host: options.host ?? "127.0.0.1",
-    gracefulShutdownTimeout: options.gracefulShutdownTimeout ?? Duration.seconds(10)
-  })
-  const listenLog = Layer.effectDiscard(Effect.gen(function*() {
+  const listener = new Listener.Listener()
+  // A global router middleware sees RouteNotFound (the `middleware` option of `HttpRouter.serve`
+  // wraps the server after the router has answered, so it never would).
+  const router = withoutRequestMarkers(
+    Layer.merge(routes, HttpRouter.middleware(notFoundMiddleware, { global: true })).pipe(
+      Layer.provideMerge(HttpRouter.layer)
+    )
+  )
+  const server = Layer.effectDiscard(Effect.gen(function*() {
     const files = yield* RealmFiles
-    const server = yield* HttpServer.HttpServer
-    if (options.writeTokenFile === true && options.adminToken !== undefined && server.address._tag !== "UnixPathAddress") {
+    const app = (yield* HttpRouter.HttpRouter).asHttpEffect()
+    // Request fibers run in a scope of their own, closed after the drain (which waits for them).
+    const requests = yield* Scope.fork(yield* Effect.scope, "parallel")
+    const handler = yield* NodeHttpServer.makeHandler(app, { scope: requests })
+    const address = yield* Listener.serve(listener, makeNodeServer(limits, listener), withFastPath(fast, handler), {
+      port: options.port ?? 4201,
+      host: options.host ?? "127.0.0.1",
+      drainTimeout: options.gracefulShutdownTimeout ?? Listener.defaultDrainTimeout
+    })
+    if (options.writeTokenFile === true && options.adminToken !== undefined) {
       // Before the listening line: whoever waits for it finds the file.
-      yield* AdminToken.writeTokenFile(AdminToken.tokenFileOf(server.address.port), options.adminToken)
+      yield* AdminToken.writeTokenFile(AdminToken.tokenFileOf(address.port), options.adminToken)
     }
-    yield* HttpServer.addressFormattedWith((url) =>
-      Effect.logInfo(`module-transpile-cache listening on ${url}/ (realm ${files.realmUrl}, store ${options.store._tag})`)
+    const url = yield* Effect.fromResult(NetAddress.inetAddressFromIpString(address.address, address.port)).pipe(
+      Effect.map(HttpServer.formatAddress),
+      Effect.orElseSucceed(() => `http://${address.address}:${address.port}`)
     )
-  }))
-  const server = listenLog.pipe(
-    Layer.provide(
-      // A global router middleware sees RouteNotFound (the `middleware` option of `serve`
-      // wraps the server after the router has answered, so it never would).
-      HttpRouter.serve(Layer.merge(routes, HttpRouter.middleware(notFoundMiddleware, { global: true })), {
-        disableListenLog: true,
-        disableLogger: true
-      }).pipe(
-        Layer.provideMerge(node),
-        Layer.provide(options.adminToken === undefined ? Layer.empty : AdminToken.layer(options.adminToken))
-      )
-    )
+    yield* Effect.logInfo(`module-transpile-cache listening on ${url}/ (realm ${files.realmUrl}, store ${options.store._tag})`)
+  })).pipe(
+    Layer.provide(router),
+    Layer.provide(options.adminToken === undefined ? Layer.empty : AdminToken.layer(options.adminToken))
   )
   // The watcher, then the preload, then the server: an edit during the preload is seen, and
   // the server listens once L1 is warm.
@@ -476,7 +497,8 @@ export const layer = (options: ServeOptions): Layer.Layer<never, ServeLayerError
   const jitWarmup = Layer.effectDiscard(Effect.gen(function*() {
     if (fast === undefined) return
     const requests = options.warmupRequests ?? JitWarmup.defaultRequests
-    const summary = yield* JitWarmup.warmUp(() => makeNodeServer(limits, fast), fast, fast.modulePaths(requests), requests)
+    const makeServer = () => makeNodeServer(limits, new Listener.Listener())
+    const summary = yield* JitWarmup.warmUp(makeServer, fast, fast.modulePaths(requests), requests)
     if (summary.requests > 0) {
       yield* Effect.logDebug(
         `module-transpile-cache: JIT warm-up, ${summary.requests} requests (${summary.fastPath} by the fast path) in ${summary.millis.toFixed(0)} ms`
@@ -484,7 +506,7 @@ export const layer = (options: ServeOptions): Layer.Layer<never, ServeLayerError
     }
   }))
   const warmStart = Layer.provide(jitWarmup, preload)
-  // The drain is built first, so it is released last: after the server stopped taking requests.
+  // The warm start is built before the server listens; the server drains before the cache closes.
   const app = server.pipe(Layer.provide(warmStart))
   return app.pipe(
     Layer.provide(fast === undefined ? Layer.empty : Layer.effect(

@@ -3,7 +3,8 @@
  * runs vitest (package.json's `test` script runs this first):
  *
  * - the Debian packages of the tools in {@link requirements} (Chromium for the browser test,
- *   psql for the test databases, PgBouncer for the pooler test, Prometheus for the metrics test), through `apt-get update` then `apt-get install`, when
+ *   psql for the test databases, PgBouncer for the pooler test, Prometheus for the metrics test,
+ *   nginx for the rolling restart), through `apt-get update` then `apt-get install`, when
  *   running as root on a machine with apt-get;
  * - a stopped local Postgres cluster is started (`pg_ctlcluster`), when root.
  *
@@ -37,7 +38,8 @@ export const requirements: ReadonlyArray<Requirement> = [
   { command: "openssl", debianPackage: "openssl", neededBy: "test/support/tlsPostgres.ts (test/PgTls.test.ts, test/TlsFleet.test.ts)" },
   { command: "runuser", debianPackage: "util-linux", neededBy: "test/support/tlsPostgres.ts (runs its own Postgres cluster as the postgres user)" },
   { command: "promtool", debianPackage: "prometheus", neededBy: "test/Metrics.test.ts (promtool check metrics)" },
-  { command: "prometheus", debianPackage: "prometheus", neededBy: "test/Metrics.test.ts (a real scrape)" }
+  { command: "prometheus", debianPackage: "prometheus", neededBy: "test/Metrics.test.ts (a real scrape)" },
+  { command: "nginx", debianPackage: "nginx-light", neededBy: "test/support/nginx.ts (test/RollingRestart.test.ts)" }
 ]
 
 const searchPath = (): Array<string> => [

@@ -10,6 +10,7 @@
 import { type ChildProcess, spawn } from "node:child_process"
 import { mkdtempSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs"
 import * as http from "node:http"
+import { createServer } from "node:net"
 import { tmpdir } from "node:os"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
@@ -91,6 +92,8 @@ export interface StartOptions {
   readonly env?: Record<string, string> | undefined
   /** How long to wait for the listening line and a healthy answer (default 60 s). */
   readonly timeoutMs?: number | undefined
+  /** The port to listen on (default 0: a free one). */
+  readonly port?: number | undefined
 }
 
 const spawnCli = (args: ReadonlyArray<string>, env: Record<string, string> | undefined) => {
@@ -119,9 +122,9 @@ const exited = (child: ChildProcess): Promise<number | string | null> =>
 
 const listening = /listening on (http:\/\/[^\s/]+)\//
 
-/** Starts `serve <realmDir> --port 0 --store <store>` and waits until `/_cache/health` answers 200. */
+/** Starts `serve <realmDir> --port <port, default 0> --store <store>` and waits until `/_cache/health` answers 200. */
 export const startServer = async (options: StartOptions): Promise<ServerProcess> => {
-  const args = ["serve", options.realmDir, "--port", "0", "--store", options.store ?? "memory", ...(options.args ?? [])]
+  const args = ["serve", options.realmDir, "--port", String(options.port ?? 0), "--store", options.store ?? "memory", ...(options.args ?? [])]
   const { child, output } = spawnCli(args, { MTC_ADMIN_TOKEN: testAdminToken, ...options.env })
   const deadline = Date.now() + (options.timeoutMs ?? 60_000)
   let url: string | undefined
@@ -264,6 +267,18 @@ export const jsonOf = (response: RawResponse): Record<string, unknown> => {
   }
   return { ...parsed }
 }
+
+/** A TCP port free on 127.0.0.1 right now (bound to port 0, then closed). */
+export const freePort = (): Promise<number> =>
+  new Promise((resolve, reject) => {
+    const server = createServer()
+    server.once("error", reject)
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address()
+      const port = typeof address === "object" && address !== null ? address.port : 0
+      server.close(() => resolve(port))
+    })
+  })
 
 export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
 
