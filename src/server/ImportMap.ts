@@ -1,0 +1,246 @@
+/**
+ * The realm's import map: each module's plain URL mapped to its {@link ImmutableUrls}
+ * immutable URL, so that a browser that reloads a page asks the server for the page alone.
+ *
+ * - **What it lists**: the modules of the realm this process has read (`RealmFiles.knownPaths`:
+ *   requested, preloaded or warmed), each at the version of its current L1 entry, plus the
+ *   extensionless request paths that resolved to one of them (`/greeting` for `greeting.gts`),
+ *   mapped to that module's immutable URL: `./greeting` and `./greeting.gts` are then one
+ *   module instance in the page, fetched once (under plain URLs they are two). A known module that is not in L1 (an edit invalidated it) is fetched
+ *   through the cache first, at most {@link maxGetsPerBuild} per build, so the map names
+ *   the edited module's new version at once; one that fails (a transpile error, a deleted
+ *   file) is left out, and the browser asks for its plain URL.
+ * - **Served** as JSON at `GET /_cache/importmap.json` (for loaders of their own, such as a
+ *   Boxel host's) and **injected** into the realm's HTML pages that opt in with a
+ *   `<script type="importmap" data-realm>` element: its content (empty, or a map of the
+ *   page's own, e.g. bare specifiers) is replaced by the realm's map merged with the page's.
+ *   The page's entries win, and those of its values that point at a realm module are
+ *   rewritten to that module's immutable URL (an import map is not applied twice, so
+ *   `"@ember/renderer": "./vendor/.../index.js"` must name the immutable URL itself).
+ * - **Fresh after an edit**: the page is answered with `cache-control: no-cache` and an ETag
+ *   of its bytes, map included, so a reload revalidates it and gets the new map when a module
+ *   changed; the map names only current versions (an invalidation drops the L1 entry first).
+ *   Imports inside modules are never rewritten: an edit changes only the edited module's entry.
+ *
+ * @since 0.4.0
+ */
+import { Effect, Option, Schema } from "effect"
+import type { HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
+import type { ModuleCache } from "../cache/ModuleCache.ts"
+import { type CachedModule, keyString, moduleKey } from "../domain/Domain.ts"
+import type { RealmFiles, ResolvedPath } from "./FileSystemSources.ts"
+import { immutableUrl, versionOfEtag } from "./ImmutableUrls.ts"
+import { isExecutable, pathOf } from "./PathRules.ts"
+import type { CachedAnswer } from "./RawFileCache.ts"
+import { conditional, moduleEtag, rawEtag } from "./Responses.ts"
+
+/** An import map, as the HTML standard defines it (the parts this server reads and writes). */
+export const ImportMapJson = Schema.Struct({
+  imports: Schema.optional(Schema.Record(Schema.String, Schema.String)),
+  scopes: Schema.optional(Schema.Record(Schema.String, Schema.Record(Schema.String, Schema.String))),
+  integrity: Schema.optional(Schema.Record(Schema.String, Schema.String))
+})
+export type ImportMapJson = typeof ImportMapJson.Type
+
+/** The path of the JSON map. */
+export const importMapPath = "/_cache/importmap.json"
+
+/** Modules that are known but not in L1 fetched through the cache by one build, at most. */
+export const maxGetsPerBuild = 256
+
+/** Extensionless request paths remembered, at most (then forgotten all at once, as the fast path does). */
+const maxAliases = 10_000
+
+/** The base URL page-relative values are resolved against: only its path matters. */
+const pageOrigin = "http://realm.invalid"
+
+/** The opening tag of a page's placeholder, its content, and its closing tag. */
+const placeholder = /(<script\b[^>]*\bdata-realm\b[^>]*>)([\s\S]*?)(<\/script\s*>)/i
+
+/** Whether an opening `<script ...>` tag is an import map's. */
+const isImportMapTag = (tag: string): boolean => /\btype\s*=\s*["']?importmap["'\s>]/i.test(tag)
+
+const decodeMap = Schema.decodeUnknownOption(ImportMapJson)
+const decoder = new TextDecoder()
+const encoder = new TextEncoder()
+
+/**
+ * The request path of a canonical module path as a browser writes it: what the URL parser
+ * makes of it (`@` and `+` stay, a space becomes `%20`), so that the map's keys equal the
+ * URLs the browser resolves imports to. `%`, `?` and `#` are encoded first.
+ */
+export const browserPathOf = (canonicalPath: string): string =>
+  new URL(`/${canonicalPath.replace(/%/g, "%25").replace(/\?/g, "%3F").replace(/#/g, "%23")}`, pageOrigin).pathname
+
+/** JSON safe inside a `<script>` element: no `<` that could close it or open a comment. */
+const scriptSafe = (value: unknown): string => JSON.stringify(value).replace(/</g, "\\u003c")
+
+/** The import map of one realm (see the module doc). */
+export class RealmImportMap {
+  private readonly aliases = new Map<string, string>()
+  private readonly versions = new WeakMap<CachedModule, string>()
+
+  private readonly cache: ModuleCache["Service"]
+  private readonly files: RealmFiles["Service"]
+
+  constructor(cache: ModuleCache["Service"], files: RealmFiles["Service"]) {
+    this.cache = cache
+    this.files = files
+  }
+
+  /**
+   * Notes a request path the router resolved to a module: an extensionless one (or any path
+   * that is not the module's own) is listed in the map from then on, while it still resolves
+   * to a module.
+   */
+  noteRequest(urlPath: string, resolved: ResolvedPath): void {
+    if (!resolved.executable || urlPath === browserPathOf(resolved.path)) return
+    if (this.aliases.size >= maxAliases) this.aliases.clear()
+    this.aliases.set(urlPath, resolved.path)
+  }
+
+  private versionOf(module: CachedModule): string {
+    let version = this.versions.get(module)
+    if (version === undefined) {
+      version = versionOfEtag(moduleEtag(module))
+      this.versions.set(module, version)
+    }
+    return version
+  }
+
+  /** The map's entries now: plain request path to immutable URL, sorted by path. */
+  readonly entries: Effect.Effect<ReadonlyMap<string, string>> = Effect.suspend(() => {
+    const realmUrl = this.files.realmUrl
+    const known = this.files.knownPaths().filter(isExecutable)
+    const current = new Map<string, CachedModule>()
+    const missing: Array<string> = []
+    for (const path of known) {
+      const module = this.cache.peekL1(keyString(moduleKey(realmUrl, path)))
+      if (module !== undefined) current.set(path, module)
+      else if (missing.length < maxGetsPerBuild) missing.push(path)
+    }
+    const fetchMissing = Effect.forEach(missing, (path) =>
+      this.cache.get(moduleKey(realmUrl, path)).pipe(
+        Effect.map(({ module }) => {
+          current.set(path, module)
+        }),
+        Effect.ignore
+      ), { concurrency: 8, discard: true })
+    const aliases = Effect.forEach(Array.from(this.aliases.keys()), (alias) =>
+      Effect.map(Effect.option(this.files.resolve(alias)), (resolved) => {
+        if (Option.isNone(resolved) || !resolved.value.executable) {
+          this.aliases.delete(alias)
+          return undefined
+        }
+        return [alias, resolved.value.path] as const
+      }), { concurrency: 8 })
+    return Effect.map(Effect.andThen(fetchMissing, aliases), (resolvedAliases) => {
+      const out: Array<readonly [string, string]> = []
+      const urls = new Map<string, string>()
+      for (const [path, module] of current) {
+        const urlPath = browserPathOf(path)
+        const url = immutableUrl(urlPath, this.versionOf(module))
+        urls.set(path, url)
+        out.push([urlPath, url])
+      }
+      // An extensionless path leads to its module's own immutable URL: one module, one URL.
+      for (const alias of resolvedAliases) {
+        const url = alias === undefined ? undefined : urls.get(alias[1])
+        if (alias !== undefined && url !== undefined) out.push([alias[0], url])
+      }
+      out.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))
+      return new Map(out)
+    })
+  }).pipe(Effect.withSpan("ImportMap.entries"))
+
+  /** The map as JSON (`{ "imports": { ... } }`): what `GET /_cache/importmap.json` answers. */
+  readonly json: Effect.Effect<ImportMapJson> = Effect.map(this.entries, (entries) => ({
+    imports: Object.fromEntries(entries)
+  }))
+
+  /**
+   * A page of the realm with the map injected, or undefined when the page does not opt in
+   * (no `<script type="importmap" data-realm>`, or one whose content is not an import map).
+   */
+  render(urlPath: string, page: Uint8Array): Effect.Effect<Uint8Array | undefined> {
+    const html = decoder.decode(page)
+    const found = placeholder.exec(html)
+    if (found === null || !isImportMapTag(found[1]!)) return Effect.succeed(undefined)
+    const content = found[2]!.trim()
+    let own: ImportMapJson = {}
+    if (content !== "") {
+      let parsed: unknown
+      try {
+        parsed = JSON.parse(content)
+      } catch {
+        return Effect.succeed(undefined)
+      }
+      const decoded = decodeMap(parsed)
+      if (Option.isNone(decoded)) return Effect.succeed(undefined)
+      own = decoded.value
+    }
+    return Effect.map(this.entries, (entries) => {
+      const merged = mergeMaps(urlPath, entries, own)
+      const start = found.index + found[1]!.length
+      const end = start + found[2]!.length
+      return encoder.encode(`${html.slice(0, start)}${scriptSafe(merged)}${html.slice(end)}`)
+    })
+  }
+}
+
+/**
+ * The realm's entries under the page's own map: the page's keys win, and its values that
+ * name a realm module (same origin, no query) become that module's immutable URL.
+ */
+export const mergeMaps = (urlPath: string, entries: ReadonlyMap<string, string>, own: ImportMapJson): ImportMapJson => {
+  const base = `${pageOrigin}${urlPath}`
+  const rewrite = (specifiers: Readonly<Record<string, string>>): Record<string, string> => {
+    const out: Record<string, string> = {}
+    for (const [key, value] of Object.entries(specifiers)) {
+      let target: URL | undefined
+      try {
+        target = new URL(value, base)
+      } catch {
+        target = undefined
+      }
+      const immutable = target !== undefined && target.origin === pageOrigin && target.search === "" && target.hash === ""
+        ? entries.get(target.pathname)
+        : undefined
+      out[key] = immutable ?? value
+    }
+    return out
+  }
+  const imports = { ...Object.fromEntries(entries), ...rewrite(own.imports ?? {}) }
+  return {
+    ...own,
+    imports,
+    ...(own.scopes === undefined ? {} : {
+      scopes: Object.fromEntries(Object.entries(own.scopes).map(([scope, specifiers]) => [scope, rewrite(specifiers)]))
+    })
+  }
+}
+
+/**
+ * An HTML page of the realm (its cached raw answer): with the map injected when it opts in,
+ * answered with `cache-control: no-cache` and an ETag of the bytes sent (`304` on a match);
+ * undefined when it does not opt in.
+ */
+export const pageAnswer = (
+  importMap: RealmImportMap,
+  request: HttpServerRequest.HttpServerRequest,
+  raw: CachedAnswer,
+  contentType: string
+): Effect.Effect<HttpServerResponse.HttpServerResponse | undefined> =>
+  Effect.map(importMap.render(pathOf(request.url), raw.bytes), (page) =>
+    page === undefined ? undefined : conditional(request, page, rawEtag(page), contentType))
+
+/** Whether a raw file may be a page that opts in (checked before anything is decoded). */
+export const mayOptIn = (canonicalPath: string): boolean => /\.html?$/i.test(canonicalPath)
+
+/** Adds `GET /_cache/importmap.json` to a router: public like the modules, with their CORS headers. */
+export const addRoute = (router: HttpRouter.HttpRouter, importMap: RealmImportMap) =>
+  router.add("GET", importMapPath, (request) =>
+    Effect.map(importMap.json, (map) => {
+      const bytes = encoder.encode(JSON.stringify(map))
+      return conditional(request, bytes, rawEtag(bytes), "application/json; charset=utf-8")
+    }))
