@@ -30,7 +30,7 @@ import type { ModuleCache } from "../cache/ModuleCache.ts"
 import { type CachedModule, keyString, moduleKey } from "../domain/Domain.ts"
 import type { RealmFiles, ResolvedPath } from "./FileSystemSources.ts"
 import { immutableUrl, versionOfEtag } from "./ImmutableUrls.ts"
-import { isExecutable, pathOf } from "./PathRules.ts"
+import { pathOf } from "./PathRules.ts"
 import type { CachedAnswer } from "./RawFileCache.ts"
 import { conditional, moduleEtag, rawEtag } from "./Responses.ts"
 
@@ -78,7 +78,20 @@ const scriptSafe = (value: unknown): string => JSON.stringify(value).replace(/</
 /** The import map of one realm (see the module doc). */
 export class RealmImportMap {
   private readonly aliases = new Map<string, string>()
-  private readonly versions = new WeakMap<CachedModule, string>()
+  private readonly urls = new WeakMap<CachedModule, { readonly urlPath: string; readonly url: string }>()
+  /** The last build: its module objects (in order), its aliases, and its entries. */
+  private last: {
+    readonly modules: ReadonlyArray<CachedModule>
+    readonly aliasKey: string
+    readonly entries: ReadonlyMap<string, string>
+  } | undefined
+  /** Answers computed from one build's entries (the JSON map, and each page that opts in). */
+  private readonly rendered = new WeakMap<
+    ReadonlyMap<string, string>,
+    Map<string, RenderedAnswer & { readonly source: unknown }>
+  >()
+  /** Each page's template (null: it does not opt in), per bytes object of the raw-file cache. */
+  private readonly templates = new WeakMap<Uint8Array, PageTemplate | null>()
 
   private readonly cache: ModuleCache["Service"]
   private readonly files: RealmFiles["Service"]
@@ -99,19 +112,21 @@ export class RealmImportMap {
     this.aliases.set(urlPath, resolved.path)
   }
 
-  private versionOf(module: CachedModule): string {
-    let version = this.versions.get(module)
-    if (version === undefined) {
-      version = versionOfEtag(moduleEtag(module))
-      this.versions.set(module, version)
+  /** A module's plain request path and immutable URL, computed once per module object. */
+  private urlsOf(path: string, module: CachedModule): { readonly urlPath: string; readonly url: string } {
+    let urls = this.urls.get(module)
+    if (urls === undefined) {
+      const urlPath = browserPathOf(path)
+      urls = { urlPath, url: immutableUrl(urlPath, versionOfEtag(moduleEtag(module))) }
+      this.urls.set(module, urls)
     }
-    return version
+    return urls
   }
 
   /** The map's entries now: plain request path to immutable URL, sorted by path. */
   readonly entries: Effect.Effect<ReadonlyMap<string, string>> = Effect.suspend(() => {
     const realmUrl = this.files.realmUrl
-    const known = this.files.knownPaths().filter(isExecutable)
+    const known = this.files.knownPaths()
     const current = new Map<string, CachedModule>()
     const missing: Array<string> = []
     for (const path of known) {
@@ -135,11 +150,18 @@ export class RealmImportMap {
         return [alias, resolved.value.path] as const
       }), { concurrency: 8 })
     return Effect.map(Effect.andThen(fetchMissing, aliases), (resolvedAliases) => {
+      // The same module objects (and aliases) as the last build: its entries, as they were.
+      const modules = Array.from(current.values())
+      const aliasKey = resolvedAliases.map((alias) => alias === undefined ? "" : `${alias[0]}\n${alias[1]}`).join("\n")
+      const last = this.last
+      if (
+        last !== undefined && last.aliasKey === aliasKey && last.modules.length === modules.length &&
+        last.modules.every((module, i) => module === modules[i])
+      ) return last.entries
       const out: Array<readonly [string, string]> = []
       const urls = new Map<string, string>()
       for (const [path, module] of current) {
-        const urlPath = browserPathOf(path)
-        const url = immutableUrl(urlPath, this.versionOf(module))
+        const { url, urlPath } = this.urlsOf(path, module)
         urls.set(path, url)
         out.push([urlPath, url])
       }
@@ -149,7 +171,9 @@ export class RealmImportMap {
         if (alias !== undefined && url !== undefined) out.push([alias[0], url])
       }
       out.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))
-      return new Map(out)
+      const entries: ReadonlyMap<string, string> = new Map(out)
+      this.last = { modules, aliasKey, entries }
+      return entries
     })
   }).pipe(Effect.withSpan("ImportMap.entries"))
 
@@ -158,34 +182,77 @@ export class RealmImportMap {
     imports: Object.fromEntries(entries)
   }))
 
+  /** The JSON map's bytes and ETag, computed once per build of the entries. */
+  readonly jsonAnswer: Effect.Effect<RenderedAnswer> = Effect.map(this.entries, (entries) =>
+    this.memo(entries, importMapPath, undefined, () => encoder.encode(JSON.stringify({ imports: Object.fromEntries(entries) }))))
+
   /**
-   * A page of the realm with the map injected, or undefined when the page does not opt in
-   * (no `<script type="importmap" data-realm>`, or one whose content is not an import map).
+   * A page of the realm (its bytes, as served raw at `urlPath`) with the map injected, or
+   * undefined when the page does not opt in (no `<script type="importmap" data-realm>`, or
+   * one whose content is not an import map). Computed once per page and build of the entries.
    */
-  render(urlPath: string, page: Uint8Array): Effect.Effect<Uint8Array | undefined> {
-    const html = decoder.decode(page)
-    const found = placeholder.exec(html)
-    if (found === null || !isImportMapTag(found[1]!)) return Effect.succeed(undefined)
-    const content = found[2]!.trim()
-    let own: ImportMapJson = {}
-    if (content !== "") {
-      let parsed: unknown
-      try {
-        parsed = JSON.parse(content)
-      } catch {
-        return Effect.succeed(undefined)
-      }
-      const decoded = decodeMap(parsed)
-      if (Option.isNone(decoded)) return Effect.succeed(undefined)
-      own = decoded.value
+  render(urlPath: string, page: Uint8Array): Effect.Effect<RenderedAnswer | undefined> {
+    let template = this.templates.get(page)
+    if (template === undefined) {
+      template = templateOf(page)
+      this.templates.set(page, template)
     }
-    return Effect.map(this.entries, (entries) => {
-      const merged = mergeMaps(urlPath, entries, own)
-      const start = found.index + found[1]!.length
-      const end = start + found[2]!.length
-      return encoder.encode(`${html.slice(0, start)}${scriptSafe(merged)}${html.slice(end)}`)
-    })
+    const found = template
+    if (found === null) return Effect.succeed(undefined)
+    return Effect.map(this.entries, (entries) =>
+      this.memo(entries, urlPath, page, () =>
+        encoder.encode(`${found.before}${scriptSafe(mergeMaps(urlPath, entries, found.own))}${found.after}`)))
   }
+
+  private memo(entries: ReadonlyMap<string, string>, key: string, source: unknown, make: () => Uint8Array): RenderedAnswer {
+    let forEntries = this.rendered.get(entries)
+    if (forEntries === undefined) {
+      forEntries = new Map()
+      this.rendered.set(entries, forEntries)
+    }
+    const hit = forEntries.get(key)
+    if (hit !== undefined && hit.source === source) return hit
+    const bytes = make()
+    const answer = { source, bytes, etag: rawEtag(bytes) }
+    if (forEntries.size >= 64) forEntries.clear()
+    forEntries.set(key, answer)
+    return answer
+  }
+}
+
+/** Bytes to send and their ETag. */
+export interface RenderedAnswer {
+  readonly bytes: Uint8Array
+  readonly etag: string
+}
+
+/** A page that opts in: the HTML around its placeholder's content, and the page's own map. */
+interface PageTemplate {
+  readonly before: string
+  readonly after: string
+  readonly own: ImportMapJson
+}
+
+/** The template of a page, or null when it does not opt in. */
+const templateOf = (page: Uint8Array): PageTemplate | null => {
+  const html = decoder.decode(page)
+  const found = placeholder.exec(html)
+  if (found === null || !isImportMapTag(found[1]!)) return null
+  const content = found[2]!.trim()
+  let own: ImportMapJson = {}
+  if (content !== "") {
+    let parsed: unknown
+    try {
+      parsed = JSON.parse(content)
+    } catch {
+      return null
+    }
+    const decoded = decodeMap(parsed)
+    if (Option.isNone(decoded)) return null
+    own = decoded.value
+  }
+  const start = found.index + found[1]!.length
+  return { before: html.slice(0, start), after: html.slice(start + found[2]!.length), own }
 }
 
 /**
@@ -232,7 +299,7 @@ export const pageAnswer = (
   contentType: string
 ): Effect.Effect<HttpServerResponse.HttpServerResponse | undefined> =>
   Effect.map(importMap.render(pathOf(request.url), raw.bytes), (page) =>
-    page === undefined ? undefined : conditional(request, page, rawEtag(page), contentType))
+    page === undefined ? undefined : conditional(request, page.bytes, page.etag, contentType))
 
 /** Whether a raw file may be a page that opts in (checked before anything is decoded). */
 export const mayOptIn = (canonicalPath: string): boolean => /\.html?$/i.test(canonicalPath)
@@ -240,7 +307,4 @@ export const mayOptIn = (canonicalPath: string): boolean => /\.html?$/i.test(can
 /** Adds `GET /_cache/importmap.json` to a router: public like the modules, with their CORS headers. */
 export const addRoute = (router: HttpRouter.HttpRouter, importMap: RealmImportMap) =>
   router.add("GET", importMapPath, (request) =>
-    Effect.map(importMap.json, (map) => {
-      const bytes = encoder.encode(JSON.stringify(map))
-      return conditional(request, bytes, rawEtag(bytes), "application/json; charset=utf-8")
-    }))
+    Effect.map(importMap.jsonAnswer, (map) => conditional(request, map.bytes, map.etag, "application/json; charset=utf-8")))

@@ -1,0 +1,126 @@
+/**
+ * The realm's import map, piece by piece: request paths as a browser writes them, the merge
+ * with a page's own map, which pages opt in, and the page's bytes (and so its ETag) changing
+ * exactly when a module's version does. The whole thing in Chromium: ImmutableReload.test.ts.
+ */
+import { Effect } from "effect"
+import { describe, expect, it } from "vitest"
+import type { ModuleCache } from "../src/cache/ModuleCache.ts"
+import type { CachedModule } from "../src/domain/Domain.ts"
+import type { RealmFiles } from "../src/server/FileSystemSources.ts"
+import * as ImmutableUrls from "../src/server/ImmutableUrls.ts"
+import { browserPathOf, mergeMaps, RealmImportMap } from "../src/server/ImportMap.ts"
+import { moduleEtag } from "../src/server/Responses.ts"
+
+const realmUrl = "https://realm.test/"
+
+const moduleOf = (path: string, sourceHash: string): CachedModule => ({
+  key: { realmUrl, path },
+  body: "export {}",
+  headers: {},
+  dependencyKeys: [],
+  sourceHash,
+  fingerprint: "fp"
+})
+
+/** A map over an L1 that is a plain Map (by key id) and a realm that has read `paths`. */
+const makeMap = (paths: ReadonlyArray<string>) => {
+  const l1 = new Map<string, CachedModule>(paths.map((path) => [`${realmUrl}|${path}`, moduleOf(path, `h-${path}`)]))
+  const cache = {
+    peekL1: (id: string) => l1.get(id),
+    get: () => Effect.die("not expected")
+  } as unknown as ModuleCache["Service"]
+  const files = {
+    realmUrl,
+    knownPaths: () => paths,
+    resolve: () => Effect.die("not expected")
+  } as unknown as RealmFiles["Service"]
+  return { l1, map: new RealmImportMap(cache, files) }
+}
+
+const encode = (text: string) => new TextEncoder().encode(text)
+const decode = (bytes: Uint8Array) => new TextDecoder().decode(bytes)
+
+describe("import map", () => {
+  it("keys are request paths as a browser's URL parser writes them", () => {
+    expect(browserPathOf("vendor/@ember/renderer/index.js")).toBe("/vendor/@ember/renderer/index.js")
+    expect(browserPathOf("a b/c+d.ts")).toBe("/a%20b/c+d.ts")
+    expect(browserPathOf("100%/q?.ts")).toBe("/100%25/q%3F.ts")
+    expect(browserPathOf("é.ts")).toBe("/%C3%A9.ts")
+  })
+
+  it("an immutable URL is the plain path with ?_v=<16 hex of the ETag>; any other query is plain", () => {
+    const etag = moduleEtag(moduleOf("a.ts", "h"))
+    const version = ImmutableUrls.versionOfEtag(etag)
+    expect(version).toMatch(/^[0-9a-f]{16}$/)
+    expect(ImmutableUrls.immutableUrl("/a.ts", version)).toBe(`/a.ts?_v=${version}`)
+    expect(ImmutableUrls.requestedVersion(`/a.ts?_v=${version}`)).toBe(version)
+    expect(ImmutableUrls.requestedVersion("/a.ts")).toBeUndefined()
+    expect(ImmutableUrls.requestedVersion("/a.ts?v=1")).toBeUndefined()
+    expect(ImmutableUrls.requestedVersion("/a.ts?x=1&_v=1")).toBeUndefined()
+  })
+
+  it("merges a page's own map: its keys win, and its values that name realm modules point at their immutable URLs", () => {
+    const entries = new Map([
+      ["/app.ts", "/app.ts?_v=1111111111111111"],
+      ["/vendor/x.js", "/vendor/x.js?_v=2222222222222222"]
+    ])
+    expect(mergeMaps("/sub/page.html", entries, {
+      imports: {
+        x: "../vendor/x.js",
+        y: "/vendor/x.js?keep",
+        z: "https://elsewhere.test/vendor/x.js",
+        "/app.ts": "/other.ts"
+      },
+      scopes: { "/sub/": { x: "/vendor/x.js" } }
+    })).toEqual({
+      imports: {
+        "/app.ts": "/other.ts",
+        "/vendor/x.js": "/vendor/x.js?_v=2222222222222222",
+        x: "/vendor/x.js?_v=2222222222222222",
+        y: "/vendor/x.js?keep",
+        z: "https://elsewhere.test/vendor/x.js"
+      },
+      scopes: { "/sub/": { x: "/vendor/x.js?_v=2222222222222222" } }
+    })
+  })
+
+  it("injects into pages that opt in; others, and a placeholder that is no import map, are left alone", () => {
+    const { map } = makeMap(["app.ts"])
+    const render = (html: string) => Effect.runSync(map.render("/index.html", encode(html)))
+    expect(render("<script type=\"importmap\"></script>")).toBeUndefined()
+    expect(render("<script data-realm></script>")).toBeUndefined()
+    expect(render("<script type=\"importmap\" data-realm>{ not json</script>")).toBeUndefined()
+    expect(render("<script type=\"importmap\" data-realm>[1]</script>")).toBeUndefined()
+    const page = render("<head><script type=\"importmap\" data-realm></script></head>")
+    expect(page).toBeDefined()
+    const version = ImmutableUrls.versionOfEtag(moduleEtag(moduleOf("app.ts", "h-app.ts")))
+    expect(decode(page!.bytes)).toBe(
+      `<head><script type="importmap" data-realm>{"imports":{"/app.ts":"/app.ts?_v=${version}"}}</script></head>`
+    )
+  })
+
+  it("nothing in a path can close the script element", () => {
+    const { map } = makeMap(["x</script><script>alert(1)</script>.ts"])
+    const page = Effect.runSync(map.render("/", encode("<script type=\"importmap\" data-realm></script>")))
+    const html = decode(page!.bytes)
+    expect(html.match(/<\/script>/g)).toHaveLength(1)
+    expect(JSON.parse(html.slice(html.indexOf(">") + 1, html.lastIndexOf("<"))).imports).toBeDefined()
+  })
+
+  it("the page's bytes and ETag change when a module's version changes, and only then", () => {
+    const { l1, map } = makeMap(["a.ts", "b.ts"])
+    const html = encode("<script type=\"importmap\" data-realm>{\"imports\":{\"b\":\"./b.ts\"}}</script>")
+    const render = () => Effect.runSync(map.render("/index.html", html))!
+    const first = render()
+    const second = render()
+    expect(second.etag).toBe(first.etag)
+    // b.ts edited: its L1 entry is another module (another source hash)
+    l1.set(`${realmUrl}|b.ts`, moduleOf("b.ts", "h-b-2"))
+    const third = render()
+    expect(third.etag).not.toBe(first.etag)
+    const before = JSON.parse(decode(first.bytes).replace(/^<script[^>]*>|<\/script>$/g, "")).imports
+    const after = JSON.parse(decode(third.bytes).replace(/^<script[^>]*>|<\/script>$/g, "")).imports
+    expect(Object.keys(after).filter((key) => after[key] !== before[key]).sort()).toEqual(["/b.ts", "b"])
+  })
+})
