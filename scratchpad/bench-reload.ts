@@ -80,13 +80,20 @@ const timeReloads = async (browser: Browser, way: string, url: string, warmLoads
   cdp.on("Network.requestWillBeSent", () => sent++)
   cdp.on("Network.requestServedFromCache", () => fromCache++)
   const ready = () => page.locator("#out[data-ready=\"true\"]").waitFor({ timeout: 120_000 })
+  // No request for 500 ms (Vite's HMR socket stays open, so Playwright's "networkidle" may never come).
+  const settle = async () => {
+    for (let seen = -1; seen !== sent;) {
+      seen = sent
+      await new Promise((resolve) => setTimeout(resolve, 500))
+    }
+  }
   await page.goto(url)
   await ready()
   for (let i = 0; i < warmLoads; i++) {
     await page.reload()
     await ready()
   }
-  await page.waitForLoadState("networkidle")
+  await settle()
   const times: Array<number> = []
   const network: Array<number> = []
   for (let i = 0; i < reloads; i++) {
@@ -96,7 +103,7 @@ const timeReloads = async (browser: Browser, way: string, url: string, warmLoads
     await page.reload({ waitUntil: "commit" })
     await ready()
     times.push(performance.now() - started)
-    await page.waitForLoadState("networkidle")
+    await settle()
     network.push(sent - fromCache)
   }
   await context.close()

@@ -167,6 +167,19 @@ describe("immutable URLs through the import map, in Chromium", () => {
     // a query that is not a version is a plain request, as before
     expect((await request(server.url, "/note.txt?x=1")).headers["cache-control"]).toBe("no-cache")
 
+    // The JSON map is public like the modules: no token, their CORS headers, their preflight.
+    const json = await request(server.url, "/_cache/importmap.json", { admin: false, headers: { origin: "https://host.test" } })
+    expect(json.status).toBe(200)
+    expect(json.headers["access-control-allow-origin"]).toBe("*")
+    const asked = await request(server.url, "/_cache/importmap.json", {
+      method: "OPTIONS",
+      admin: false,
+      headers: { origin: "https://host.test", "access-control-request-method": "GET", "access-control-request-headers": "if-none-match" }
+    })
+    expect(asked.status).toBe(204)
+    // the admin routes still refuse theirs
+    expect((await request(server.url, "/_cache/stats", { method: "OPTIONS", admin: false })).status).toBe(403)
+
     // The page that opts in: the map injected, revalidated by an ETag of what was sent.
     const page = await request(server.url, "/index.html")
     expect(page.status).toBe(200)

@@ -32,7 +32,7 @@ import type { RealmFiles, ResolvedPath } from "./FileSystemSources.ts"
 import { immutableUrl, versionOfEtag } from "./ImmutableUrls.ts"
 import { pathOf } from "./PathRules.ts"
 import type { CachedAnswer } from "./RawFileCache.ts"
-import { conditional, moduleEtag, rawEtag } from "./Responses.ts"
+import { conditional, moduleEtag, preflight, rawEtag } from "./Responses.ts"
 
 /** An import map, as the HTML standard defines it (the parts this server reads and writes). */
 export const ImportMapJson = Schema.Struct({
@@ -304,7 +304,11 @@ export const pageAnswer = (
 /** Whether a raw file may be a page that opts in (checked before anything is decoded). */
 export const mayOptIn = (canonicalPath: string): boolean => /\.html?$/i.test(canonicalPath)
 
-/** Adds `GET /_cache/importmap.json` to a router: public like the modules, with their CORS headers. */
+/** Adds `GET /_cache/importmap.json` (and its preflight) to a router: public like the modules, with their CORS headers. */
 export const addRoute = (router: HttpRouter.HttpRouter, importMap: RealmImportMap) =>
-  router.add("GET", importMapPath, (request) =>
-    Effect.map(importMap.jsonAnswer, (map) => conditional(request, map.bytes, map.etag, "application/json; charset=utf-8")))
+  Effect.andThen(
+    router.add("GET", importMapPath, (request) =>
+      Effect.map(importMap.jsonAnswer, (map) => conditional(request, map.bytes, map.etag, "application/json; charset=utf-8"))),
+    // A loader on another origin that sends headers of its own asks first, as it does for modules.
+    router.add("OPTIONS", importMapPath, (request) => Effect.succeed(preflight(request)))
+  )
