@@ -6,10 +6,14 @@
  *   requested, preloaded or warmed), each at the version of its current L1 entry, plus the
  *   extensionless request paths that resolved to one of them (`/greeting` for `greeting.gts`),
  *   mapped to that module's immutable URL: `./greeting` and `./greeting.gts` are then one
- *   module instance in the page, fetched once (under plain URLs they are two). A known module that is not in L1 (an edit invalidated it) is fetched
- *   through the cache first, at most {@link maxGetsPerBuild} per build, so the map names
- *   the edited module's new version at once; one that fails (a transpile error, a deleted
- *   file) is left out, and the browser asks for its plain URL.
+ *   module instance in the page, fetched once (under plain URLs they are two). A known
+ *   module that is not in L1 (an edit invalidated it) is fetched through the cache first, at
+ *   most {@link maxGetsPerBuild} per build, so the map names the edited module's new version
+ *   at once; one that fails (a transpile error, a deleted file) is left out, and the browser
+ *   asks for its plain URL.
+ * - **Built once per change**: the entries are rebuilt only when the L1 module objects (or
+ *   the extensionless paths) differ from the last build's, and the JSON and each page are
+ *   rendered once per build.
  * - **Served** as JSON at `GET /_cache/importmap.json` (for loaders of their own, such as a
  *   Boxel host's) and **injected** into the realm's HTML pages that opt in with a
  *   `<script type="importmap" data-realm>` element: its content (empty, or a map of the
