@@ -14,18 +14,27 @@ import { moduleEtag } from "../src/server/Responses.ts"
 
 const realmUrl = "https://realm.test/"
 
-const moduleOf = (path: string, sourceHash: string): CachedModule => ({
+const moduleOf = (path: string, sourceHash: string, dependencyKeys: ReadonlyArray<string> = []): CachedModule => ({
   key: { realmUrl, path },
   body: "export {}",
   headers: {},
-  dependencyKeys: [],
+  dependencyKeys,
   sourceHash,
   fingerprint: "fp"
 })
 
-/** A map over an L1 that is a plain Map (by key id) and a realm that has read `paths`. */
-const makeMap = (paths: ReadonlyArray<string>) => {
-  const l1 = new Map<string, CachedModule>(paths.map((path) => [`${realmUrl}|${path}`, moduleOf(path, `h-${path}`)]))
+/**
+ * A map over an L1 that is a plain Map (by key id) and a realm that has read `paths` (with
+ * their dependency keys), where `aliases` (request path to canonical path) resolve.
+ */
+const makeMap = (
+  paths: ReadonlyArray<string>,
+  dependencies: Readonly<Record<string, ReadonlyArray<string>>> = {},
+  aliases: Readonly<Record<string, string>> = {}
+) => {
+  const l1 = new Map<string, CachedModule>(
+    paths.map((path) => [`${realmUrl}|${path}`, moduleOf(path, `h-${path}`, dependencies[path])])
+  )
   const cache = {
     peekL1: (id: string) => l1.get(id),
     get: () => Effect.die("not expected")
@@ -33,9 +42,14 @@ const makeMap = (paths: ReadonlyArray<string>) => {
   const files = {
     realmUrl,
     knownPaths: () => paths,
-    resolve: () => Effect.die("not expected")
+    resolve: (urlPath: string) =>
+      aliases[urlPath] === undefined
+        ? Effect.die("not expected")
+        : Effect.succeed({ path: aliases[urlPath], file: `/realm/${aliases[urlPath]}`, executable: true })
   } as unknown as RealmFiles["Service"]
-  return { l1, map: new RealmImportMap(cache, files) }
+  const map = new RealmImportMap(cache, files)
+  for (const [alias, path] of Object.entries(aliases)) map.noteRequest(alias, { path, file: `/realm/${path}`, executable: true })
+  return { l1, map }
 }
 
 const encode = (text: string) => new TextEncoder().encode(text)
@@ -97,6 +111,33 @@ describe("import map", () => {
     const version = ImmutableUrls.versionOfEtag(moduleEtag(moduleOf("app.ts", "h-app.ts")))
     expect(decode(page!.bytes)).toBe(
       `<head><script type="importmap" data-realm>{"imports":{"/app.ts":"/app.ts?_v=${version}"}}</script></head>`
+    )
+  })
+
+  it("a page lists the modules its module scripts reach (the JSON map lists every known one)", () => {
+    const { map } = makeMap(
+      ["a.ts", "b.ts", "vendor/y.js", "vendor/z.js", "unused.ts"],
+      { "a.ts": ["./b", "@x/y", "./a.ts.scoped.css", "https://elsewhere.test/q.js"], "b.ts": ["./vendor/y.js?raw", "/vendor/z.js"] },
+      { "/b": "b.ts" }
+    )
+    const imports = (html: string) => {
+      const page = Effect.runSync(map.render("/index.html", encode(html)))!
+      const text = decode(page.bytes)
+      return JSON.parse(text.slice(text.indexOf("{"), text.indexOf("</script>"))).imports as Record<string, string>
+    }
+    const own = "<script type=\"importmap\" data-realm>{\"imports\":{\"@x/y\":\"./vendor/y.js\"}}</script>"
+    const inline = imports(`${own}<script type="module">import { a } from "./a.ts"; a()</script>`)
+    expect(Object.keys(inline).sort()).toEqual(["/a.ts", "/b", "/b.ts", "/vendor/y.js", "/vendor/z.js", "@x/y"])
+    expect(inline["/b"]).toBe(inline["/b.ts"])
+    expect(inline["@x/y"]).toBe(inline["/vendor/y.js"])
+    expect(inline["@x/y"]).toMatch(/^\/vendor\/y\.js\?_v=[0-9a-f]{16}$/)
+    // the same through a src attribute
+    expect(imports(`${own}<script src="./a.ts" type="module"></script>`)).toEqual(inline)
+    // a page without module scripts lists the whole map, as the JSON does
+    const whole = imports(own)
+    expect(Object.keys(whole)).toContain("/unused.ts")
+    expect(Object.keys(Effect.runSync(map.json).imports ?? {}).sort()).toEqual(
+      ["/a.ts", "/b", "/b.ts", "/unused.ts", "/vendor/y.js", "/vendor/z.js"]
     )
   })
 

@@ -14,13 +14,15 @@
  * - **Built once per change**: the entries are rebuilt only when the L1 module objects (or
  *   the extensionless paths) differ from the last build's, and the JSON and each page are
  *   rendered once per build.
- * - **Served** as JSON at `GET /_cache/importmap.json` (for loaders of their own, such as a
- *   Boxel host's) and **injected** into the realm's HTML pages that opt in with a
+ * - **Served** whole as JSON at `GET /_cache/importmap.json` (for loaders of their own, such
+ *   as a Boxel host's) and **injected** into the realm's HTML pages that opt in with a
  *   `<script type="importmap" data-realm>` element: its content (empty, or a map of the
  *   page's own, e.g. bare specifiers) is replaced by the realm's map merged with the page's.
  *   The page's entries win, and those of its values that point at a realm module are
  *   rewritten to that module's immutable URL (an import map is not applied twice, so
- *   `"@ember/renderer": "./vendor/.../index.js"` must name the immutable URL itself).
+ *   `"@ember/renderer": "./vendor/.../index.js"` must name the immutable URL itself). A page
+ *   lists only what its module scripts reach through the modules' dependency keys
+ *   ({@link reachable}), so its map grows with its graph, not with the realm.
  * - **Fresh after an edit**: the page is answered with `cache-control: no-cache` and an ETag
  *   of its bytes, map included, so a reload revalidates it and gets the new map when a module
  *   changed; the map names only current versions (an invalidation drops the L1 entry first).
@@ -28,6 +30,7 @@
  *
  * @since 0.4.0
  */
+import { initSync as initLexer, parse as lexModule } from "es-module-lexer"
 import { Effect, Option, Schema } from "effect"
 import type { HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
 import type { ModuleCache } from "../cache/ModuleCache.ts"
@@ -87,7 +90,7 @@ export class RealmImportMap {
   private last: {
     readonly modules: ReadonlyArray<CachedModule>
     readonly aliasKey: string
-    readonly entries: ReadonlyMap<string, string>
+    readonly build: Build
   } | undefined
   /** Answers computed from one build's entries (the JSON map, and each page that opts in). */
   private readonly rendered = new WeakMap<
@@ -128,7 +131,12 @@ export class RealmImportMap {
   }
 
   /** The map's entries now: plain request path to immutable URL, sorted by path. */
-  readonly entries: Effect.Effect<ReadonlyMap<string, string>> = Effect.suspend(() => {
+  readonly entries: Effect.Effect<ReadonlyMap<string, string>> = Effect.suspend(() => this.build).pipe(
+    Effect.map((build) => build.entries)
+  )
+
+  /** The map's entries now, with the module each request path leads to (see {@link Build}). */
+  private readonly build: Effect.Effect<Build> = Effect.suspend(() => {
     const realmUrl = this.files.realmUrl
     const known = this.files.knownPaths()
     const current = new Map<string, CachedModule>()
@@ -161,25 +169,31 @@ export class RealmImportMap {
       if (
         last !== undefined && last.aliasKey === aliasKey && last.modules.length === modules.length &&
         last.modules.every((module, i) => module === modules[i])
-      ) return last.entries
+      ) return last.build
       const out: Array<readonly [string, string]> = []
-      const urls = new Map<string, string>()
+      const targets = new Map<string, Target>()
+      const byPath = new Map<string, Target>()
       for (const [path, module] of current) {
         const { url, urlPath } = this.urlsOf(path, module)
-        urls.set(path, url)
+        const target = { url, urlPath, module }
+        byPath.set(path, target)
+        targets.set(urlPath, target)
         out.push([urlPath, url])
       }
       // An extensionless path leads to its module's own immutable URL: one module, one URL.
       for (const alias of resolvedAliases) {
-        const url = alias === undefined ? undefined : urls.get(alias[1])
-        if (alias !== undefined && url !== undefined) out.push([alias[0], url])
+        const target = alias === undefined ? undefined : byPath.get(alias[1])
+        if (alias !== undefined && target !== undefined) {
+          targets.set(alias[0], target)
+          out.push([alias[0], target.url])
+        }
       }
       out.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))
-      const entries: ReadonlyMap<string, string> = new Map(out)
-      this.last = { modules, aliasKey, entries }
-      return entries
+      const build: Build = { entries: new Map(out), targets }
+      this.last = { modules, aliasKey, build }
+      return build
     })
-  }).pipe(Effect.withSpan("ImportMap.entries"))
+  }).pipe(Effect.withSpan("ImportMap.build"))
 
   /** The map as JSON (`{ "imports": { ... } }`): what `GET /_cache/importmap.json` answers. */
   readonly json: Effect.Effect<ImportMapJson> = Effect.map(this.entries, (entries) => ({
@@ -203,9 +217,14 @@ export class RealmImportMap {
     }
     const found = template
     if (found === null) return Effect.succeed(undefined)
-    return Effect.map(this.entries, (entries) =>
-      this.memo(entries, urlPath, page, () =>
-        encoder.encode(`${found.before}${scriptSafe(mergeMaps(urlPath, entries, found.own))}${found.after}`)))
+    return Effect.map(this.build, (build) =>
+      this.memo(build.entries, urlPath, page, () => {
+        const listed = found.entrySpecifiers === undefined
+          ? build.entries
+          : reachable(urlPath, found.entrySpecifiers, found.own, build.targets)
+        const merged = mergeMaps(urlPath, listed, found.own, build.entries)
+        return encoder.encode(`${found.before}${scriptSafe(merged)}${found.after}`)
+      }))
   }
 
   private memo(entries: ReadonlyMap<string, string>, key: string, source: unknown, make: () => Uint8Array): RenderedAnswer {
@@ -230,11 +249,126 @@ export interface RenderedAnswer {
   readonly etag: string
 }
 
+/** Where a request path leads in one build: the module, its own request path and its immutable URL. */
+export interface Target {
+  readonly urlPath: string
+  readonly url: string
+  readonly module: CachedModule
+}
+
+/** One build of the map: its entries (sorted), and the target of each entry's request path. */
+export interface Build {
+  readonly entries: ReadonlyMap<string, string>
+  readonly targets: ReadonlyMap<string, Target>
+}
+
 /** A page that opts in: the HTML around its placeholder's content, and the page's own map. */
 interface PageTemplate {
   readonly before: string
   readonly after: string
   readonly own: ImportMapJson
+  /**
+   * What the page's module scripts import (`<script type="module" src>`, and the imports of
+   * inline module scripts); undefined when it has no module script (then the whole map is listed).
+   */
+  readonly entrySpecifiers: ReadonlyArray<string> | undefined
+}
+
+const moduleScripts = /<script\b([^>]*)>([\s\S]*?)<\/script\s*>/gi
+const isModuleScript = (attributes: string): boolean => /\btype\s*=\s*["']?module["'\s]|\btype\s*=\s*["']?module$/i.test(attributes)
+const srcOf = (attributes: string): string | undefined => /\bsrc\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>]+))/i.exec(attributes)?.slice(1).find((v) => v !== undefined)
+
+let lexerReady = false
+
+/** The specifiers a module's text imports (static, and dynamic with a literal), read by es-module-lexer. */
+const importsOf = (code: string): ReadonlyArray<string> => {
+  try {
+    if (!lexerReady) {
+      initLexer()
+      lexerReady = true
+    }
+    return lexModule(code)[0].flatMap((record) => record.n === undefined || record.d === -2 ? [] : [record.n])
+  } catch {
+    return []
+  }
+}
+
+/** What a page's module scripts import, or undefined when it has none. */
+const entrySpecifiersOf = (html: string): ReadonlyArray<string> | undefined => {
+  const found: Array<string> = []
+  let any = false
+  for (const match of html.matchAll(moduleScripts)) {
+    const attributes = match[1]!
+    if (!isModuleScript(attributes)) continue
+    any = true
+    const src = srcOf(attributes)
+    if (src !== undefined) found.push(src)
+    else found.push(...importsOf(match[2]!))
+  }
+  return any ? found : undefined
+}
+
+/**
+ * The entries a page reaches: from what its module scripts import, through each listed
+ * module's dependency keys, resolved as the browser resolves them (relative and absolute
+ * URLs against the importer's URL, bare specifiers through the page's own `imports`).
+ * A module this build does not list ends the walk there: the browser asks for it plainly.
+ */
+export const reachable = (
+  pageUrlPath: string,
+  entrySpecifiers: ReadonlyArray<string>,
+  own: ImportMapJson,
+  targets: ReadonlyMap<string, Target>
+): ReadonlyMap<string, string> => {
+  const listed = new Map<string, string>()
+  const seen = new Set<string>()
+  const pending: Array<readonly [string, string]> = entrySpecifiers.map((specifier) => [specifier, pageUrlPath])
+  const bare = Object.entries(own.imports ?? {})
+  for (let next = pending.pop(); next !== undefined; next = pending.pop()) {
+    const urlPath = resolveSpecifier(next[0], next[1], pageUrlPath, bare)
+    if (urlPath === undefined || seen.has(urlPath)) continue
+    seen.add(urlPath)
+    const target = targets.get(urlPath)
+    if (target === undefined) continue
+    listed.set(urlPath, target.url)
+    if (seen.has(target.urlPath) && target.urlPath !== urlPath) continue
+    seen.add(target.urlPath)
+    listed.set(target.urlPath, target.url)
+    for (const specifier of target.module.dependencyKeys) pending.push([specifier, target.urlPath])
+  }
+  return new Map([...listed].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0)))
+}
+
+/** The same-origin request path a specifier resolves to from `base`, or undefined (another origin, a query, no mapping). */
+const resolveSpecifier = (
+  specifier: string,
+  base: string,
+  pageUrlPath: string,
+  bare: ReadonlyArray<readonly [string, string]>
+): string | undefined => {
+  let target: URL | undefined
+  try {
+    if (/^(?:\/|\.\/|\.\.\/)/.test(specifier) || /^[a-z][a-z0-9+.-]*:/i.test(specifier)) {
+      target = new URL(specifier, `${pageOrigin}${base}`)
+    } else {
+      // A bare specifier: the page's exact entry, else its longest prefix entry ending in "/".
+      let best: readonly [string, string] | undefined
+      for (const entry of bare) {
+        if (entry[0] === specifier) {
+          best = entry
+          break
+        }
+        if (entry[0].endsWith("/") && specifier.startsWith(entry[0]) && (best === undefined || entry[0].length > best[0].length)) {
+          best = entry
+        }
+      }
+      if (best === undefined) return undefined
+      target = new URL(best[1] + specifier.slice(best[0].length), `${pageOrigin}${pageUrlPath}`)
+    }
+  } catch {
+    return undefined
+  }
+  return target.origin === pageOrigin && target.search === "" ? target.pathname : undefined
 }
 
 /** The template of a page, or null when it does not opt in. */
@@ -256,14 +390,19 @@ const templateOf = (page: Uint8Array): PageTemplate | null => {
     own = decoded.value
   }
   const start = found.index + found[1]!.length
-  return { before: html.slice(0, start), after: html.slice(start + found[2]!.length), own }
+  return { before: html.slice(0, start), after: html.slice(start + found[2]!.length), own, entrySpecifiers: entrySpecifiersOf(html) }
 }
 
 /**
  * The realm's entries under the page's own map: the page's keys win, and its values that
  * name a realm module (same origin, no query) become that module's immutable URL.
  */
-export const mergeMaps = (urlPath: string, entries: ReadonlyMap<string, string>, own: ImportMapJson): ImportMapJson => {
+export const mergeMaps = (
+  urlPath: string,
+  entries: ReadonlyMap<string, string>,
+  own: ImportMapJson,
+  lookup: ReadonlyMap<string, string> = entries
+): ImportMapJson => {
   const base = `${pageOrigin}${urlPath}`
   const rewrite = (specifiers: Readonly<Record<string, string>>): Record<string, string> => {
     const out: Record<string, string> = {}
@@ -275,7 +414,7 @@ export const mergeMaps = (urlPath: string, entries: ReadonlyMap<string, string>,
         target = undefined
       }
       const immutable = target !== undefined && target.origin === pageOrigin && target.search === "" && target.hash === ""
-        ? entries.get(target.pathname)
+        ? lookup.get(target.pathname)
         : undefined
       out[key] = immutable ?? value
     }
