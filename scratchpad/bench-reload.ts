@@ -12,7 +12,8 @@
  * Each way gets a fresh browser context, loads the page until warm, then times 9 reloads
  * (from `page.reload()` until the page has rendered); requests that reached the network are
  * counted with CDP (`requestWillBeSent` minus `requestServedFromCache`). Then the size of the
- * import map (JSON and gzip) and the time to build the page with it, for 300 and 3000 modules.
+ * import map (JSON and gzip) and the time to answer the page with it, for 300 and 3000 modules,
+ * and for a page that loads 300 modules of a realm of 3000.
  *
  * Run: npx node scratchpad/bench-reload.ts
  */
@@ -116,10 +117,13 @@ const timeReloads = async (browser: Browser, way: string, url: string, warmLoads
   }
 }
 
-/** The map's size and the page's build time for a realm of `count` modules, every module requested once. */
-const mapSize = async (count: number) => {
+/**
+ * The map's size and the page's answer time for a realm of `count` modules, every module
+ * requested once, behind a page that loads `reached` of them.
+ */
+const mapSize = async (count: number, reached: number = count) => {
   const dir = mkdtempSync(path.join(tmpdir(), `mtc-map-${count}-`))
-  const graph = writeGraphRealm(dir, count)
+  const graph = writeGraphRealm(dir, count, { reached })
   const server = await startServer({ realmDir: dir, store: "memory" })
   try {
     for (let i = 0; i < graph.modules.length; i += 32) {
@@ -128,23 +132,38 @@ const mapSize = async (count: number) => {
     const map = await request(server.url, "/_cache/importmap.json")
     const bytes = Buffer.byteLength(map.body)
     const pageTimes: Array<number> = []
-    for (let i = 0; i < 21; i++) {
+    let page = ""
+    // 100 to warm the JIT up, then 101 timed
+    for (let i = 0; i < 201; i++) {
       const started = performance.now()
-      await request(server.url, "/index.html")
-      pageTimes.push(performance.now() - started)
+      page = (await request(server.url, "/index.html")).body
+      if (i >= 100) pageTimes.push(performance.now() - started)
     }
+    const pageMap = page.slice(page.indexOf("data-realm>") + "data-realm>".length, page.indexOf("</script>"))
     const entries = Object.keys((JSON.parse(map.body) as { imports: Record<string, string> }).imports).length
     return {
       modules: count,
+      pageLoads: reached,
       entries,
       jsonBytes: bytes,
       gzipBytes: gzipSync(map.body).byteLength,
       bytesPerEntry: Math.round(bytes / entries),
+      pageEntries: Object.keys((JSON.parse(pageMap) as { imports: Record<string, string> }).imports).length,
+      pageMapBytes: Buffer.byteLength(pageMap),
       pageMs: Number(median(pageTimes).toFixed(2))
     }
   } finally {
     await server.stop()
     rmSync(dir, { recursive: true, force: true })
+  }
+}
+
+/** Only the map sizes: `npx node scratchpad/run-one.ts bench-reload benchMapSizes`. */
+export const benchMapSizes = async () => {
+  try {
+    return [await mapSize(300), await mapSize(3000), await mapSize(3000, 300)]
+  } finally {
+    await stopAll()
   }
 }
 
@@ -182,7 +201,7 @@ export const benchReload = async () => {
     rmSync(dir, { recursive: true, force: true })
   }
   const [ours, plain, viteTiming] = timings as [Timing, Timing, Timing]
-  const sizes = [await mapSize(300), await mapSize(3000)]
+  const sizes = [await mapSize(300), await mapSize(3000), await mapSize(3000, 300)]
   return [
     ...timings.map((t) => ({ section: `reload, 300 modules, +${latencyMs} ms/request`, ...t })),
     { section: "ratio", way: "Vite / immutable", value: `${(viteTiming.medianMs / ours.medianMs).toFixed(1)}x` },

@@ -1,6 +1,6 @@
 /**
  * A generated realm of N TypeScript modules behind one HTML page, for the reload tests
- * and benches: `main.ts` imports `label.ts` and every `lib/dG/mK.ts`; each of those imports
+ * and benches: `main.ts` imports `label.ts` and every `lib/dG/mK.ts` (or the first few); each of those imports
  * the label back, by a `../../label` (extensionless) or `../../label.ts` import. The page
  * renders `<label>:<sum>` into `#out` and sets `data-ready`.
  */
@@ -40,8 +40,17 @@ export const graphPage = (withImportMap: boolean): string =>
 export const labelSource = (label: string): string => `export const label: string = ${JSON.stringify(label)}\n`
 
 /** Writes a graph realm of `count` modules (at least 3) into `dir`; the page is `index.html`. */
-export const writeGraphRealm = (dir: string, count: number, options: { readonly withImportMap?: boolean } = {}): GraphRealm => {
+export const writeGraphRealm = (
+  dir: string,
+  count: number,
+  options: {
+    readonly withImportMap?: boolean
+    /** How many of the modules the page loads (main, label and the first libs); default all. */
+    readonly reached?: number
+  } = {}
+): GraphRealm => {
   const libs = count - 2
+  const imported = Math.min(libs, (options.reached ?? count) - 2)
   const modules: Array<string> = ["main.ts", "label.ts"]
   const write = (name: string, text: string) => {
     mkdirSync(path.dirname(path.join(dir, name)), { recursive: true })
@@ -54,7 +63,7 @@ export const writeGraphRealm = (dir: string, count: number, options: { readonly 
     modules.push(name)
     const label = i % 2 === 0 ? "../../label" : "../../label.ts"
     write(name, `import { label } from "${label}"\n\nexport const value${i}: number = ${i} + label.length * 0\n`)
-    imports.push(`import { value${i} } from "./${name}"`)
+    if (i < imported) imports.push(`import { value${i} } from "./${name}"`)
   }
   write(
     "main.ts",
@@ -63,7 +72,7 @@ import { label } from "./label.ts"
 
 export function render(root: HTMLElement | null): void {
   if (root === null) return
-  const sum: number = ${Array.from({ length: libs }, (_, i) => `value${i}`).join(" + ") || "0"}
+  const sum: number = ${Array.from({ length: imported }, (_, i) => `value${i}`).join(" + ") || "0"}
   root.textContent = \`\${label}:\${sum}\`
   root.dataset.ready = "true"
 }
