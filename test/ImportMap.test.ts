@@ -7,6 +7,7 @@ import { Effect } from "effect"
 import { describe, expect, it } from "vitest"
 import type { ModuleCache } from "../src/cache/ModuleCache.ts"
 import type { CachedModule } from "../src/domain/Domain.ts"
+import { ModuleNotFoundError } from "../src/domain/Errors.ts"
 import type { RealmFiles } from "../src/server/FileSystemSources.ts"
 import * as ImmutableUrls from "../src/server/ImmutableUrls.ts"
 import { browserPathOf, mergeMaps, RealmImportMap } from "../src/server/ImportMap.ts"
@@ -44,7 +45,7 @@ const makeMap = (
     knownPaths: () => paths,
     resolve: (urlPath: string) =>
       aliases[urlPath] === undefined
-        ? Effect.die("not expected")
+        ? Effect.fail(new ModuleNotFoundError({ path: urlPath }))
         : Effect.succeed({ path: aliases[urlPath], file: `/realm/${aliases[urlPath]}`, executable: true })
   } as unknown as RealmFiles["Service"]
   const map = new RealmImportMap(cache, files)
@@ -139,6 +140,48 @@ describe("import map", () => {
     expect(Object.keys(Effect.runSync(map.json).imports ?? {}).sort()).toEqual(
       ["/a.ts", "/b", "/b.ts", "/unused.ts", "/vendor/y.js", "/vendor/z.js"]
     )
+  })
+
+  it("a page's first render fetches what it reaches and this process has not read: immutable URLs from the first load", () => {
+    const sources: Record<string, ReadonlyArray<string>> = { "a.ts": ["./b", "./missing.ts"], "b.ts": ["./c.ts"], "c.ts": [], "d.ts": [] }
+    const known: Array<string> = []
+    const l1 = new Map<string, CachedModule>()
+    const gets: Array<string> = []
+    const cache = {
+      peekL1: (id: string) => l1.get(id),
+      get: (key: { readonly path: string }) => {
+        gets.push(key.path)
+        const dependencies = sources[key.path]
+        if (dependencies === undefined) return Effect.fail(new ModuleNotFoundError({ path: key.path }))
+        const module = moduleOf(key.path, `h-${key.path}`, dependencies)
+        l1.set(`${realmUrl}|${key.path}`, module)
+        if (!known.includes(key.path)) known.push(key.path)
+        return Effect.succeed({ module, outcome: "transpiled" })
+      }
+    } as unknown as ModuleCache["Service"]
+    const files = {
+      realmUrl,
+      knownPaths: () => known,
+      resolve: (urlPath: string) => {
+        const path = urlPath === "/b" ? "b.ts" : urlPath.slice(1)
+        return sources[path] === undefined
+          ? Effect.fail(new ModuleNotFoundError({ path: urlPath }))
+          : Effect.succeed({ path, file: `/realm/${path}`, executable: true })
+      }
+    } as unknown as RealmFiles["Service"]
+    const map = new RealmImportMap(cache, files)
+    const html = encode("<script type=\"importmap\" data-realm></script><script type=\"module\">import \"./a.ts\"</script>")
+    const page = Effect.runSync(map.render("/index.html", html))!
+    const text = decode(page.bytes)
+    const imports = JSON.parse(text.slice(text.indexOf("{"), text.indexOf("</script>"))).imports as Record<string, string>
+    expect(Object.keys(imports).sort()).toEqual(["/a.ts", "/b", "/b.ts", "/c.ts"])
+    expect(imports["/b"]).toBe(imports["/b.ts"])
+    // d.ts is not reached; missing.ts does not resolve and is left out (the browser asks for its plain URL)
+    expect(gets.sort()).toEqual(["a.ts", "b.ts", "c.ts"])
+    // the next render reads nothing and answers the same bytes
+    gets.length = 0
+    expect(Effect.runSync(map.render("/index.html", html))!.etag).toBe(page.etag)
+    expect(gets).toEqual([])
   })
 
   it("nothing in a path can close the script element", () => {

@@ -22,7 +22,10 @@
  *   rewritten to that module's immutable URL (an import map is not applied twice, so
  *   `"@ember/renderer": "./vendor/.../index.js"` must name the immutable URL itself). A page
  *   lists only what its module scripts reach through the modules' dependency keys
- *   ({@link reachable}), so its map grows with its graph, not with the realm.
+ *   ({@link reachable}), so its map grows with its graph, not with the realm. When a page's
+ *   map is built, the modules it reaches that this process has not read yet are fetched
+ *   through the cache first (at most {@link maxDiscoveredPerPage}), so even a first load
+ *   gets immutable URLs.
  * - **Fresh after an edit**: the page is answered with `cache-control: no-cache` and an ETag
  *   of its bytes, map included, so a reload revalidates it and gets the new map when a module
  *   changed; the map names only current versions (an invalidation drops the L1 entry first).
@@ -35,7 +38,7 @@ import { Effect, Option, Schema } from "effect"
 import type { HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
 import type { ModuleCache } from "../cache/ModuleCache.ts"
 import { type CachedModule, keyString, moduleKey } from "../domain/Domain.ts"
-import type { RealmFiles, ResolvedPath } from "./FileSystemSources.ts"
+import { CurrentResolution, type RealmFiles, type ResolvedPath } from "./FileSystemSources.ts"
 import { immutableUrl, versionOfEtag } from "./ImmutableUrls.ts"
 import { pathOf } from "./PathRules.ts"
 import type { CachedAnswer } from "./RawFileCache.ts"
@@ -54,6 +57,9 @@ export const importMapPath = "/_cache/importmap.json"
 
 /** Modules that are known but not in L1 fetched through the cache by one build, at most. */
 export const maxGetsPerBuild = 256
+
+/** Modules a page's first render fetches through the cache, at most (see `RealmImportMap.discover`). */
+export const maxDiscoveredPerPage = 2000
 
 /** Extensionless request paths remembered, at most (then forgotten all at once, as the fast path does). */
 const maxAliases = 10_000
@@ -217,24 +223,91 @@ export class RealmImportMap {
     }
     const found = template
     if (found === null) return Effect.succeed(undefined)
-    return Effect.map(this.build, (build) =>
-      this.memo(build.entries, urlPath, page, () => {
-        const listed = found.entrySpecifiers === undefined
-          ? build.entries
-          : reachable(urlPath, found.entrySpecifiers, found.own, build.targets)
-        const merged = mergeMaps(urlPath, listed, found.own, build.entries)
-        return encoder.encode(`${found.before}${scriptSafe(merged)}${found.after}`)
-      }))
+    const make = (build: Build) => () => {
+      const listed = found.entrySpecifiers === undefined
+        ? build.entries
+        : reachable(urlPath, found.entrySpecifiers, found.own, build.targets)
+      const merged = mergeMaps(urlPath, listed, found.own, build.entries)
+      return encoder.encode(`${found.before}${scriptSafe(merged)}${found.after}`)
+    }
+    return Effect.flatMap(this.build, (build) => {
+      const hit = this.cached(build.entries, urlPath, page)
+      if (hit !== undefined) return Effect.succeed(hit)
+      // A new build (or a new page): first fetch what the page reaches and this process has
+      // not read yet, so that even a first load gets immutable URLs.
+      return this.discover(urlPath, found, build).pipe(
+        Effect.flatMap((fetched) => fetched ? this.build : Effect.succeed(build)),
+        Effect.map((latest) => this.memo(latest.entries, urlPath, page, make(latest)))
+      )
+    })
+  }
+
+  /**
+   * Walks what a page reaches (as {@link reachable} does) and fetches through the cache each
+   * module the build does not list yet (at most {@link maxDiscoveredPerPage}), with the
+   * extensionless paths it meets. True when it fetched any.
+   */
+  private discover(pageUrlPath: string, template: PageTemplate, build: Build): Effect.Effect<boolean> {
+    const entrySpecifiers = template.entrySpecifiers
+    if (entrySpecifiers === undefined) return Effect.succeed(false)
+    const bare = Object.entries(template.own.imports ?? {})
+    const realmUrl = this.files.realmUrl
+    const seen = new Set<string>()
+    let fetched = 0
+    const level = (specifiers: ReadonlyArray<readonly [string, string]>): Effect.Effect<void> => {
+      const todo: Array<string> = []
+      for (const [specifier, base] of specifiers) {
+        const urlPath = resolveSpecifier(specifier, base, pageUrlPath, bare)
+        if (urlPath === undefined || seen.has(urlPath)) continue
+        seen.add(urlPath)
+        todo.push(urlPath)
+      }
+      if (todo.length === 0) return Effect.void
+      const next: Array<readonly [string, string]> = []
+      const follow = (module: CachedModule, base: string) => {
+        for (const specifier of module.dependencyKeys) next.push([specifier, base])
+      }
+      return Effect.forEach(todo, (urlPath) => {
+        const target = build.targets.get(urlPath)
+        if (target !== undefined) {
+          follow(target.module, target.urlPath)
+          return Effect.void
+        }
+        if (fetched >= maxDiscoveredPerPage) return Effect.void
+        fetched++
+        return this.files.resolve(urlPath).pipe(
+          Effect.flatMap((resolved) =>
+            resolved.executable
+              ? Effect.map(
+                Effect.provideService(this.cache.get(moduleKey(realmUrl, resolved.path)), CurrentResolution, resolved),
+                ({ module }) => {
+                  this.noteRequest(urlPath, resolved)
+                  follow(module, browserPathOf(resolved.path))
+                }
+              )
+              : Effect.void
+          ),
+          Effect.ignore
+        )
+      }, { concurrency: 8, discard: true }).pipe(Effect.andThen(Effect.suspend(() => level(next))))
+    }
+    return Effect.map(level(entrySpecifiers.map((specifier) => [specifier, pageUrlPath] as const)), () => fetched > 0)
+  }
+
+  /** A page (or the JSON) already rendered from these entries. */
+  private cached(entries: ReadonlyMap<string, string>, key: string, source: unknown): RenderedAnswer | undefined {
+    const hit = this.rendered.get(entries)?.get(key)
+    return hit !== undefined && hit.source === source ? hit : undefined
   }
 
   private memo(entries: ReadonlyMap<string, string>, key: string, source: unknown, make: () => Uint8Array): RenderedAnswer {
+    const hit = this.cached(entries, key, source)
+    if (hit !== undefined) return hit
     let forEntries = this.rendered.get(entries)
     if (forEntries === undefined) {
       forEntries = new Map()
       this.rendered.set(entries, forEntries)
     }
-    const hit = forEntries.get(key)
-    if (hit !== undefined && hit.source === source) return hit
     const bytes = make()
     const answer = { source, bytes, etag: rawEtag(bytes) }
     if (forEntries.size >= 64) forEntries.clear()
