@@ -2,76 +2,22 @@
  * The demo realm in a real browser: headless Chromium loads the page from a real server
  * (`--pipeline ember`), Ember's own ESM runtime (served from the realm, through the cache)
  * renders the precompiled .gts components, a click updates a `@tracked` counter, and a
- * reload is answered from the cache.
+ * reload is answered from the cache: the page opts into the realm's import map, so every
+ * module is fetched once, at its immutable URL, and a reload asks for the page (and its
+ * stylesheet) alone.
  */
 import { cpSync, existsSync, mkdtempSync, rmSync } from "node:fs"
-import * as http from "node:http"
 import { tmpdir } from "node:os"
 import * as path from "node:path"
 import { type Browser, chromium } from "playwright-core"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { which } from "./support/prerequisites.ts"
 import { vendorEmber } from "./support/demo-vendor.ts"
+import { startRecorder } from "./support/recorder.ts"
 import { root, type ServerProcess, startServer, stopAll } from "./support/server.ts"
 
 const executablePath = process.env.CHROMIUM_PATH ?? which("chromium") ?? "/usr/bin/chromium"
 const demoRealm = path.join(root, "demo-realm")
-
-/** One request as the server answered it. */
-interface Exchange {
-  readonly path: string
-  readonly ifNoneMatch: string | undefined
-  readonly status: number
-  readonly etag: string | undefined
-  readonly cache: string | undefined
-}
-
-/**
- * An HTTP proxy in front of the server that records every exchange as the server answered
- * it. (Chromium reports a revalidated module as `200` to the page once Ember has rendered,
- * so the statuses are taken on the wire.)
- */
-const startRecorder = (target: string) =>
-  new Promise<{ readonly url: string; readonly exchanges: Array<Exchange>; readonly close: () => Promise<void> }>(
-    (resolve) => {
-      const upstream = new URL(target)
-      const exchanges: Array<Exchange> = []
-      const proxy = http.createServer((req, res) => {
-        const forward = http.request({
-          host: upstream.hostname,
-          port: upstream.port,
-          path: req.url,
-          method: req.method,
-          headers: req.headers
-        }, (answer) => {
-          const header = (name: string) => {
-            const value = answer.headers[name]
-            return typeof value === "string" ? value : undefined
-          }
-          exchanges.push({
-            path: new URL(req.url ?? "/", target).pathname,
-            ifNoneMatch: typeof req.headers["if-none-match"] === "string" ? req.headers["if-none-match"] : undefined,
-            status: answer.statusCode ?? 0,
-            etag: header("etag"),
-            cache: header("x-module-cache")
-          })
-          res.writeHead(answer.statusCode ?? 502, answer.headers)
-          answer.pipe(res)
-        })
-        forward.on("error", () => res.destroy())
-        req.pipe(forward)
-      })
-      proxy.listen(0, "127.0.0.1", () => {
-        const address = proxy.address()
-        const port = address !== null && typeof address === "object" ? address.port : 0
-        resolve({
-          url: `http://127.0.0.1:${port}`,
-          exchanges,
-          close: () => new Promise((done) => proxy.close(() => done()))
-        })
-      })
-    }
-  )
 
 describe("demo realm in Chromium", () => {
   let realm: string
@@ -153,36 +99,36 @@ describe("demo realm in Chromium", () => {
     ]
     await page.waitForLoadState("networkidle")
     const firstLoad = recorder.exchanges.splice(0)
+    // The page carries the realm's import map: its request transpiled every module it reaches
+    // (Ember's runtime too, through the bare specifiers of the page's own map), so even the
+    // first load asks for each module once, at its immutable URL, answered from L1.
+    expect(firstLoad[0]).toMatchObject({ path: "/index.html", status: 200, cacheControl: "no-cache" })
     for (const module of modules) {
-      const exchange = firstLoad.find((entry) => entry.path === module)
+      const exchange = firstLoad.find((entry) => entry.path === (module === "/greeting" ? "/greeting.gts" : module))
       expect(exchange, module).toBeDefined()
-      expect(exchange?.status, module).toBe(200)
-      expect(exchange?.cache, module).toBe("transpiled")
+      expect(exchange?.search, module).toMatch(/^\?_v=[0-9a-f]{16}$/)
+      expect(exchange?.status, `${module}: ${JSON.stringify(exchange)}`).toBe(200)
+      expect(exchange?.cacheControl, module).toBe("public, max-age=31536000, immutable")
+      expect(exchange?.cache, module).toBe("l1")
     }
+    const moduleRequests = firstLoad.filter((entry) => entry.cache !== undefined)
+    expect(moduleRequests.length).toBeGreaterThan(100)
+    expect(moduleRequests.filter((entry) => entry.status !== 200 || entry.search === "")).toEqual([])
+    // each module once
+    expect(new Set(moduleRequests.map((entry) => entry.path)).size).toBe(moduleRequests.length)
     // no runtime template compiler was ever requested
     expect(firstLoad.filter((entry) => /template-compiler/.test(entry.path))).toEqual([])
     expect(firstLoad.every((entry) => entry.status === 200)).toBe(true)
 
+    // A reload revalidates the page (304) and the stylesheet (a plain URL), and asks for no module.
     await page.reload()
     await page.locator("#app[data-ready=\"true\"]").waitFor({ timeout: 60_000 })
     // a fresh render: the count starts again at 2
     expect(await text("#count")).toBe("2")
     expect(await text("#greeting")).toBe("Hello from REALM!")
     await page.waitForLoadState("networkidle")
-    const reload = recorder.exchanges.splice(0)
-    for (const module of modules) {
-      const exchange = reload.find((entry) => entry.path === module)
-      const first = firstLoad.find((entry) => entry.path === module)
-      expect(exchange, module).toBeDefined()
-      // revalidated by its ETag (cache-control: no-cache) and answered from L1
-      expect(exchange?.ifNoneMatch, module).toBe(first?.etag)
-      expect(exchange?.status, `${module}: ${JSON.stringify(exchange)}`).toBe(304)
-      expect(exchange?.cache, module).toBe("l1")
-    }
-    // every module of the page, Ember's runtime included, came from the cache
-    const modulesReloaded = reload.filter((entry) => entry.cache !== undefined)
-    expect(modulesReloaded.length).toBeGreaterThan(100)
-    expect(modulesReloaded.filter((entry) => entry.status !== 304 || entry.cache !== "l1")).toEqual([])
+    const warm = recorder.exchanges.splice(0)
+    expect(warm.map((entry) => [entry.path, entry.status])).toEqual([["/index.html", 304], ["/style.css", 304]])
 
     await page.locator("#increment").click()
     await expect.poll(() => text("#count")).toBe("3")

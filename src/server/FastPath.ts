@@ -187,6 +187,8 @@ export class FastPathHandler {
     const url = request.url
     if (url === undefined) return false
     const query = url.indexOf("?")
+    // An immutable URL (`?_v=<version>`, see ImmutableUrls): the router checks its version.
+    if (query !== -1 && url.startsWith("_v=", query + 1)) return false
     const route = this.routes.get(query === -1 ? url : url.slice(0, query))
     if (route === undefined) return false
     const started = performance.now()

@@ -92,6 +92,8 @@ import * as AdminToken from "./AdminToken.ts"
 import { errorResponse } from "./ErrorMapping.ts"
 import * as FastPath from "./FastPath.ts"
 import * as FileSystemSources from "./FileSystemSources.ts"
+import * as ImmutableUrls from "./ImmutableUrls.ts"
+import * as ImportMap from "./ImportMap.ts"
 import * as JitWarmup from "./JitWarmup.ts"
 import * as Listener from "./Listener.ts"
 import { CurrentResolution, fileSystem, RealmFiles } from "./FileSystemSources.ts"
@@ -147,6 +149,8 @@ export const routes: Layer.Layer<never, never, HttpRouter.HttpRouter | ModuleCac
       () => new RawFileCache.RawFiles(0)
     )
     const fast = yield* Effect.serviceOption(FastPath.FastPath)
+    // Immutable URLs (`?_v=<version>`) and the import map of the realm's pages.
+    const importMap = new ImportMap.RealmImportMap(cache, files)
 
     // An L1 hit returns the same module object each time: encode it and hash its ETag once.
     const encodings = new WeakMap<CachedModule, { readonly bytes: Uint8Array; readonly etag: string }>()
@@ -167,6 +171,7 @@ export const routes: Layer.Layer<never, never, HttpRouter.HttpRouter | ModuleCac
         // Before resolving: a file event during the request keeps its resolution from the fast path.
         const captured = fast._tag === "Some" ? fast.value.capture() : 0
         const resolved = yield* files.resolve(urlPath)
+        const version = ImmutableUrls.requestedVersion(request.url)
         if (!resolved.executable) {
           let answer = raw.get(resolved.path)
           if (answer === undefined) {
@@ -174,6 +179,14 @@ export const routes: Layer.Layer<never, never, HttpRouter.HttpRouter | ModuleCac
             const file = yield* Effect.provideService(files.readRaw(resolved.path), CurrentResolution, resolved)
             answer = FastPath.answerOf(file.bytes, rawEtag(file.bytes), contentTypeOf(resolved.path))
             raw.fill(resolved.path, answer, before)
+          }
+          if (version !== undefined) {
+            return ImmutableUrls.answer(request, version, answer.bytes, answer.etag, contentTypeOf(resolved.path))
+          }
+          if (ImportMap.mayOptIn(resolved.path)) {
+            // A page that opts in gets the map, computed per request: never from the fast path.
+            const page = yield* ImportMap.pageAnswer(importMap, request, answer, contentTypeOf(resolved.path))
+            if (page !== undefined) return page
           }
           if (fast._tag === "Some") fast.value.remember(urlPath, false, resolved.path, captured)
           return conditional(request, answer.bytes, answer.etag, contentTypeOf(resolved.path))
@@ -189,10 +202,15 @@ export const routes: Layer.Layer<never, never, HttpRouter.HttpRouter | ModuleCac
         if (fast._tag === "Some" && outcome === "l1") {
           fast.value.rememberModule(urlPath, id, module, bytes, etag, captured)
         }
+        importMap.noteRequest(urlPath, resolved)
+        if (version !== undefined) {
+          return ImmutableUrls.answer(request, version, bytes, etag, javascriptContentType, { "x-module-cache": outcome })
+        }
         return conditional(request, bytes, etag, javascriptContentType, { "x-module-cache": outcome })
       }).pipe(Effect.catch((error) => Effect.succeed(errorResponse(error, hidden))))
 
     yield* AdminRoutes.add(router, { cache, files, raw, hidden })
+    yield* ImportMap.addRoute(router, importMap)
     yield* router.add("OPTIONS", "/*", (request) => Effect.succeed(preflight(request)))
     yield* router.add("OPTIONS", "/", (request) => Effect.succeed(preflight(request)))
     const timedServeFile = AnswerMetrics.timedRoute(files.realmUrl, serveFile)

@@ -31,7 +31,7 @@ export interface Requirement {
 }
 
 export const requirements: ReadonlyArray<Requirement> = [
-  { command: "chromium", debianPackage: "chromium", neededBy: "test/Browser.test.ts", pathVariable: "CHROMIUM_PATH" },
+  { command: "chromium", debianPackage: "chromium", neededBy: "test/Browser.test.ts, test/ImmutableReload.test.ts", pathVariable: "CHROMIUM_PATH" },
   { command: "psql", debianPackage: "postgresql-client", neededBy: "test/support/database.ts" },
   { command: "pgbouncer", debianPackage: "pgbouncer", neededBy: "test/support/pgbouncer.ts (test/Pooler.test.ts)" },
   { command: "pg_isready", debianPackage: "postgresql-client", neededBy: "this script's Postgres check" },
