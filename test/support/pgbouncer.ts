@@ -5,10 +5,10 @@
  */
 import { type ChildProcess, spawn } from "node:child_process"
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
-import { createServer } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { which } from "./prerequisites.ts"
+import { freePort } from "./server.ts"
 
 export interface PgBouncer {
   readonly port: number
@@ -21,17 +21,6 @@ export interface PgBouncer {
   /** Stops it for good and removes its directory. */
   readonly close: () => Promise<void>
 }
-
-const freePort = (): Promise<number> =>
-  new Promise((resolve, reject) => {
-    const server = createServer()
-    server.once("error", reject)
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address()
-      const port = typeof address === "object" && address !== null ? address.port : 0
-      server.close(() => resolve(port))
-    })
-  })
 
 const waitForPort = async (port: number, deadline: number): Promise<void> => {
   const { connect } = await import("node:net")

@@ -10,9 +10,9 @@
  */
 import { execFileSync } from "node:child_process"
 import { chmodSync, chownSync, existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs"
-import { createServer } from "node:net"
 import { tmpdir } from "node:os"
 import * as path from "node:path"
+import { freePort } from "./server.ts"
 
 /** The directory of the newest installed Postgres server binaries (`initdb`, `pg_ctl`). */
 export const postgresBin = (): string => {
@@ -56,17 +56,6 @@ export interface TlsCluster {
   /** Stops the cluster at once and removes its directory. Safe to call twice. */
   readonly stop: () => void
 }
-
-const freePort = (): Promise<number> =>
-  new Promise((resolve, reject) => {
-    const server = createServer()
-    server.once("error", reject)
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address()
-      const port = typeof address === "object" && address !== null ? address.port : 0
-      server.close(() => resolve(port))
-    })
-  })
 
 const run = (command: string, args: ReadonlyArray<string>, cwd?: string): string =>
   execFileSync(command, args, { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"], ...(cwd === undefined ? {} : { cwd }) })
