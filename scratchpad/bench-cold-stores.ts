@@ -222,6 +222,7 @@ interface Profile {
 
 const component = (frame: ProfileNode["callFrame"]): string => {
   const url = frame.url
+  if (url.startsWith("wasm://")) return "pglite (WASM Postgres)"
   if (url === "") return frame.functionName.startsWith("(") ? frame.functionName : "(native)"
   if (url.includes("pglite")) return "pglite (WASM Postgres)"
   if (url.includes("@effect/sql-pg")) return "@effect/sql-pg"

@@ -6,8 +6,10 @@
  *   per connection, named by the `application_name` of its startup message. A statement is an
  *   Execute (`E`) or a simple Query (`Q`); a round trip is a Sync (`S`) or a simple Query, the
  *   points where the client waits for the server (pipelined ones may overlap).
- * - **PGlite**: every `PGlite.query` / `exec` call is a statement (and a round trip through the
- *   WebAssembly Postgres, on the event loop); the time inside them is summed.
+ * - **PGlite**: every `PGlite.query` / `exec` call on the main thread is a statement (and a
+ *   round trip through the WebAssembly Postgres, on the event loop); the time inside them is
+ *   summed. With PGlite in its worker thread, the `Query` messages posted to it are counted
+ *   (no time: it runs off the event loop).
  *
  * On SIGUSR2 the counts so far are written as JSON to `MTC_BENCH_COUNT_FILE` (with a sequence
  * number). With `MTC_BENCH_PROFILE_DIR` set, the first SIGUSR2 also starts the V8 CPU profiler
@@ -18,6 +20,7 @@ import { writeFileSync } from "node:fs"
 import { Session } from "node:inspector"
 import * as net from "node:net"
 import { join } from "node:path"
+import { isMainThread, Worker } from "node:worker_threads"
 import { PGlite } from "@electric-sql/pglite"
 
 interface Counts {
@@ -112,7 +115,19 @@ net.Socket.prototype.write = function(this: net.Socket, chunk: unknown, ...rest:
   return (write as (...args: Array<unknown>) => boolean).call(this, chunk, ...rest)
 } as typeof net.Socket.prototype.write
 
-for (const method of ["query", "exec"] as const) {
+// PGlite in its worker thread (src/store/PgliteWorker.ts): the statements the main thread posts.
+const postMessage = Worker.prototype.postMessage
+Worker.prototype.postMessage = function(this: Worker, message: unknown, ...rest: Array<unknown>) {
+  if (typeof message === "object" && message !== null && (message as { _tag?: unknown })._tag === "Query") {
+    pglite.statements++
+    const text = shape(String((message as { sql?: unknown }).sql))
+    pglite.texts[text] = (pglite.texts[text] ?? 0) + 1
+  }
+  return (postMessage as (...args: Array<unknown>) => void).call(this, message, ...rest)
+}
+
+// PGlite on this thread (MTC_PGLITE_WORKER=0); not in worker threads, whose counts this thread cannot see.
+for (const method of isMainThread ? ["query", "exec"] as const : []) {
   const original = PGlite.prototype[method] as (...args: Array<unknown>) => Promise<unknown>
   ;(PGlite.prototype as unknown as Record<string, unknown>)[method] = async function(this: PGlite, ...args: Array<unknown>) {
     pglite.statements++
@@ -129,13 +144,13 @@ for (const method of ["query", "exec"] as const) {
 
 let sequence = 0
 const profileDir = process.env["MTC_BENCH_PROFILE_DIR"]
-const session = profileDir === undefined ? undefined : new Session()
+const session = profileDir === undefined || !isMainThread ? undefined : new Session()
 if (session !== undefined) {
   session.connect()
   session.post("Profiler.enable")
   session.post("Profiler.setSamplingInterval", { interval: 200 })
 }
-process.on("SIGUSR2", () => {
+if (isMainThread) process.on("SIGUSR2", () => {
   sequence++
   const file = process.env["MTC_BENCH_COUNT_FILE"]
   if (file !== undefined) {

@@ -123,6 +123,11 @@ export interface ModuleCacheOptions {
    * rather than one `read` each (default false here; `ModuleCacheLive` turns it on for PGlite).
    */
   readonly batchL2Reads?: boolean | undefined
+  /**
+   * Whether L2 writes that land together go as one batch (one transaction with one multi-row
+   * OCC upsert, each row checked on its own) when the store can (default true).
+   */
+  readonly batchL2Writes?: boolean | undefined
 }
 
 /** The defaults of {@link ModuleCacheOptions}. */
@@ -134,7 +139,8 @@ export const defaults = {
   persistRetries: 3,
   persistRetryBase: Duration.millis(50),
   drainTimeout: Duration.seconds(5),
-  batchL2Reads: false
+  batchL2Reads: false,
+  batchL2Writes: true
 } as const
 
 export {
@@ -182,7 +188,8 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
     refusalBound: deadline,
     retryBase: options.persistRetryBase ?? defaults.persistRetryBase,
     retries: options.persistRetries ?? defaults.persistRetries,
-    batchMisses: options.batchL2Reads ?? defaults.batchL2Reads
+    batchMisses: options.batchL2Reads ?? defaults.batchL2Reads,
+    batchWrites: options.batchL2Writes ?? defaults.batchL2Writes
   })
   const polls = pollSchedule(options.pollInitial ?? defaults.pollInitial, options.pollMax ?? defaults.pollMax)
   // Loads run in fibers of their own: drained on close (the finalizer below), then interrupted.
@@ -268,7 +275,10 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
   const lock = (key: VersionedKey) =>
     Effect.acquireRelease(coordinator.tryLock(key), (won) => (won ? coordinator.unlock(key) : Effect.void))
 
-  /** Holds the lock: re-reads L2 (a peer may have written it), else transpiles and persists, then tells the waiters. */
+  /**
+   * Holds the lock: re-reads L2 (a peer may have written it between our read and our lock),
+   * else transpiles and persists, then tells the waiters.
+   */
   const asWinner = Effect.fnUntraced(function*(source: ModuleSource, captured: Captured, deliver: Deliver) {
     const row = yield* l2.read(ours(source.key)).pipe(
       Effect.catch((error) =>
@@ -332,8 +342,11 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
     Effect.withSpan(
       // With no coordinator nobody waits and the lock is always free: the caller is the winner
       // at once, without the scope, the waiter and the lock it would register and release.
+      // It transpiles on the state its miss read captured, without the winner's re-read: no
+      // lock orders it after a peer's write, so a re-read would only narrow a race the OCC
+      // upsert settles anyway (the lower generation loses; an equal one rewrites alike bytes).
       coordinator === noCoordinator
-        ? asWinner(source, captured, deliver)
+        ? transpileAndPersist(source, captured, "transpiled", deliver)
         : Effect.scoped(Effect.gen(function*() {
           // Registered before the try-lock, so that a winner finishing in between wakes us.
           const key = ours(source.key)
@@ -514,7 +527,8 @@ export const optionsConfig: Config.Config<ModuleCacheOptions> = Config.all({
   persistRetryBase: Config.withDefault(Config.Duration("MTC_PERSIST_RETRY_BASE"), defaults.persistRetryBase),
   drainTimeout: Config.withDefault(Config.Duration("MTC_DRAIN_TIMEOUT"), defaults.drainTimeout),
   preloadBytes: Config.Int("MTC_L1_PRELOAD_BYTES").pipe(Config.option, Config.map(Option.getOrUndefined)),
-  batchL2Reads: Config.option(Config.Boolean("MTC_L2_BATCH_READS"))
+  batchL2Reads: Config.option(Config.Boolean("MTC_L2_BATCH_READS")),
+  batchL2Writes: Config.withDefault(Config.Boolean("MTC_L2_BATCH_WRITES"), defaults.batchL2Writes)
 }).pipe(Config.map(({ batchL2Reads, pollInitial, pollMax, ...rest }): ModuleCacheOptions => ({
   ...rest,
   ...(batchL2Reads._tag === "Some" ? { batchL2Reads: batchL2Reads.value } : {}),

@@ -100,6 +100,12 @@ const ReadRow = Schema.Struct({
 })
 const decodeReadRows = Schema.decodeUnknownEffect(Schema.Array(ReadRow))
 
+/** A row `writeMany` wrote. */
+const WrittenRow = Schema.Struct({ realm_url: Schema.String, canonical_path: Schema.String, fingerprint: Schema.String })
+const decodeWrittenRows = Schema.decodeUnknownEffect(Schema.Array(WrittenRow))
+const versionedId = (realmUrl: string, path: string, fingerprint: string): string =>
+  `${realmUrl}\u0000${path}\u0000${fingerprint}`
+
 const GenerationRow = Schema.Struct({ generation: Int8 })
 const decodeGenerationRows = Schema.decodeUnknownEffect(Schema.Array(GenerationRow))
 
@@ -362,6 +368,104 @@ export const make = (
       Effect.mapError(toStoreError("write"))
     )
 
+    /**
+     * Takes the shared locks of every realm and key of a batch, in one statement, in one
+     * global order (realms before keys, each by id): two batches and a tombstone or wipe
+     * waiting between them can never wait on each other in a cycle.
+     */
+    const lockForWriteMany = (requests: ReadonlyArray<WriteRequest>) => {
+      const realms = [...new Set(requests.map((request) => realmLockId(request.key.realmUrl)))].sort((a, b) => a - b)
+      const keys = [...new Set(requests.map((request) => keyLockId(request.key)))].sort((a, b) => a - b)
+      const spaces = [...realms.map(() => realmLockSpace), ...keys.map(() => keyLockSpace)]
+      return sql`
+        SELECT count(pg_advisory_xact_lock_shared(k.space, k.id)) AS locked
+        FROM unnest(${spaces}::int4[], ${[...realms, ...keys]}::int4[]) WITH ORDINALITY AS k(space, id, ord)
+      `
+    }
+
+    /** One row of a batched write, as `jsonb_to_recordset` reads it. */
+    const batchRow = (request: WriteRequest) => {
+      const content = request.content
+      return {
+        realm_url: request.key.realmUrl,
+        canonical_path: request.key.path,
+        fingerprint: request.fingerprint,
+        source_hash: request.sourceHash,
+        body: content._tag === "Module" ? content.module.body : null,
+        headers: content._tag === "Module" ? content.module.headers : null,
+        dependency_keys: content._tag === "Module" ? content.module.dependencyKeys : null,
+        failure: content._tag === "Failure" ? encodeFailure(content.error) : null,
+        generation: request.captured.generation,
+        realm_epoch: request.captured.realmEpoch
+      }
+    }
+
+    /**
+     * One transaction over requests of distinct versioned keys: the locks first (as in
+     * `write`), then one upsert whose rows each carry their own OCC conditions.
+     */
+    const writeDistinct = (requests: ReadonlyArray<WriteRequest>) =>
+      sql.withTransaction(Effect.gen(function*() {
+        yield* lockForWriteMany(requests)
+        return yield* sql`
+          INSERT INTO module_transpile_cache AS c
+            (realm_url, canonical_path, body, headers, dependency_keys, failure,
+             fingerprint, source_hash, generation, created_at, accessed_at)
+          SELECT k.realm_url, k.canonical_path, k.body, k.headers, k.dependency_keys, k.failure,
+                 k.fingerprint, k.source_hash, k.generation, now(), now()
+          FROM jsonb_to_recordset(${jsonText(requests.map(batchRow))}::jsonb) AS k(
+            realm_url text, canonical_path text, fingerprint text, source_hash text, body text,
+            headers jsonb, dependency_keys jsonb, failure jsonb, generation int8, realm_epoch int8
+          )
+          WHERE COALESCE(
+            (SELECT epoch FROM module_transpile_cache_realm AS r WHERE r.realm_url = k.realm_url), 0
+          ) = k.realm_epoch
+            AND COALESCE(
+              (SELECT max(generation) FROM module_transpile_cache AS g
+               WHERE g.realm_url = k.realm_url AND g.canonical_path = k.canonical_path), 0
+            ) <= k.generation
+          ON CONFLICT (realm_url, canonical_path, fingerprint) DO UPDATE SET
+            body = EXCLUDED.body, headers = EXCLUDED.headers, dependency_keys = EXCLUDED.dependency_keys,
+            failure = EXCLUDED.failure, source_hash = EXCLUDED.source_hash,
+            generation = EXCLUDED.generation, created_at = now(), accessed_at = now()
+          WHERE c.generation <= EXCLUDED.generation
+          RETURNING c.realm_url, c.canonical_path, c.fingerprint
+        `.pipe(Effect.flatMap(decodeWrittenRows))
+      }))
+
+    const writeMany = Effect.fn("TranspileStore.writeMany")(
+      function*(requests: ReadonlyArray<WriteRequest>) {
+        yield* annotate("writeMany", { "mtc.store.keys": requests.length })
+        const written = new Array<boolean>(requests.length).fill(false)
+        // An upsert may touch a row once: a versioned key given twice goes in a later
+        // transaction, after the first (as two `write`s in that order would).
+        let remaining = requests.map((request, index) => ({ request, index }))
+        while (remaining.length > 0) {
+          const seen = new Set<string>()
+          const round: typeof remaining = []
+          const later: typeof remaining = []
+          for (const entry of remaining) {
+            const id = versionedId(entry.request.key.realmUrl, entry.request.key.path, entry.request.fingerprint)
+            if (seen.has(id)) later.push(entry)
+            else {
+              seen.add(id)
+              round.push(entry)
+            }
+          }
+          const rows = yield* writeDistinct(round.map((entry) => entry.request))
+          const applied = new Set(rows.map((row) => versionedId(row.realm_url, row.canonical_path, row.fingerprint)))
+          for (const entry of round) {
+            const { fingerprint, key } = entry.request
+            written[entry.index] = applied.has(versionedId(key.realmUrl, key.path, fingerprint))
+          }
+          remaining = later
+        }
+        yield* Effect.annotateCurrentSpan("mtc.store.written", written.filter(Boolean).length)
+        return written
+      },
+      Effect.mapError(toStoreError("writeMany"))
+    )
+
     const tombstone = Effect.fn("TranspileStore.tombstone")(
       function*(key: ModuleKey) {
         yield* annotate("tombstone", { "mtc.realm": key.realmUrl, "mtc.path": key.path })
@@ -560,7 +664,7 @@ export const make = (
       Effect.mapError(toStoreError("versions"))
     )
 
-    return TranspileStore.of({ kind, read, readMany, write, tombstone, wipeRealm, prune, preload, versions })
+    return TranspileStore.of({ kind, read, readMany, write, writeMany, tombstone, wipeRealm, prune, preload, versions })
   })
 
 /**
@@ -611,10 +715,16 @@ export const layerPg = (
 export interface PgliteStoreOptions extends Omit<SqlStoreOptions, "kind"> {
   /** The data directory; `undefined` keeps the store in memory (nothing survives a restart). */
   readonly dataDir: string | undefined
+  /**
+   * Whether PGlite runs in a worker thread (default true): its statements then never hold up
+   * the event loop. Still one instance and one writer per data directory.
+   */
+  readonly worker?: boolean | undefined
 }
 
 /**
- * The embedded store: PGlite at `dataDir`, migrated first. The data directory is locked
+ * The embedded store: PGlite at `dataDir` (in a worker thread unless `worker: false`),
+ * migrated first. The data directory is locked
  * until the scope closes (after PGlite is closed); a second process (or a second store in
  * this one) on the same directory fails with `DataDirLockedError`.
  */
@@ -627,11 +737,12 @@ export const makePglite = (
 > =>
   Effect.gen(function*() {
     if (options.dataDir !== undefined) yield* DataDirLock.acquire(options.dataDir)
-    const client = yield* PgliteClient.make({ dataDir: options.dataDir }).pipe(
+    const client = yield* PgliteClient.make({ dataDir: options.dataDir, worker: options.worker ?? true }).pipe(
       Effect.mapError(connectError),
       Effect.provideServiceEffect(Reactivity.Reactivity, Reactivity.make)
     )
-    return yield* migrateAndMake({ ...options, kind: "pglite" }).pipe(
+    const { dataDir: _, worker: __, ...storeOptions } = options
+    return yield* migrateAndMake({ ...storeOptions, kind: "pglite" }).pipe(
       Effect.provideService(SqlClient.SqlClient, client)
     )
   })
