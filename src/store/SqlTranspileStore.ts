@@ -55,6 +55,7 @@ import { isRefusal, isRetryable, refusalSchedule } from "../internal/refusal.ts"
 import * as Migrations from "./Migrations.ts"
 import * as PgConnectError from "./PgConnectError.ts"
 import * as PgliteClient from "./PgliteClient.ts"
+import { RowCatalog } from "./RowCatalog.ts"
 import {
   absent,
   defaultPreloadPageSize,
@@ -76,6 +77,12 @@ export interface SqlStoreOptions {
   readonly kind: SqlStoreKind
   /** A read refreshes `accessed_at` only when it is older than this. Default: one minute. */
   readonly touchAfterMillis?: number | undefined
+  /**
+   * Whether this store is the only writer of its table (the embedded store: its data directory
+   * is locked to this process). A read of a row that is absent, or a tombstone, is then answered
+   * from memory ({@link RowCatalog}), without a statement. Default false.
+   */
+  readonly ownsTable?: boolean | undefined
 }
 
 /** int8 arrives as a bigint (sql-pg, and PGlite with our parsers); the store speaks numbers. */
@@ -105,6 +112,18 @@ const WrittenRow = Schema.Struct({ realm_url: Schema.String, canonical_path: Sch
 const decodeWrittenRows = Schema.decodeUnknownEffect(Schema.Array(WrittenRow))
 const versionedId = (realmUrl: string, path: string, fingerprint: string): string =>
   `${realmUrl}\u0000${path}\u0000${fingerprint}`
+
+/** A row of the catalog's load, and of the realm epochs. */
+const CatalogRow = Schema.Struct({
+  realm_url: Schema.String,
+  canonical_path: Schema.String,
+  fingerprint: Schema.String,
+  generation: Int8,
+  live: Schema.Boolean
+})
+const decodeCatalogRows = Schema.decodeUnknownEffect(Schema.Array(CatalogRow))
+const decodeRealmEpochRows = Schema.decodeUnknownEffect(Schema.Array(Schema.Struct({ realm_url: Schema.String, epoch: Int8 })))
+const decodeEpochRows = Schema.decodeUnknownEffect(Schema.Array(Schema.Struct({ epoch: Int8 })))
 
 const GenerationRow = Schema.Struct({ generation: Int8 })
 const decodeGenerationRows = Schema.decodeUnknownEffect(Schema.Array(GenerationRow))
@@ -208,6 +227,33 @@ export const make = (
     const sql = yield* SqlClient.SqlClient
     const kind = options.kind
     const touchAfterMillis = options.touchAfterMillis ?? 60_000
+    const catalog = options.ownsTable === true ? new RowCatalog() : undefined
+
+    /**
+     * Loads the catalog in one transaction: on PGlite that holds the one session, so no
+     * change commits between its two reads and the catalog's replacement.
+     */
+    const loadCatalog = (into: RowCatalog) =>
+      sql.withTransaction(Effect.gen(function*() {
+        const rows = yield* sql`
+          SELECT realm_url, canonical_path, fingerprint, generation,
+                 (body IS NOT NULL OR failure IS NOT NULL) AS live
+          FROM module_transpile_cache
+        `.pipe(Effect.flatMap(decodeCatalogRows))
+        const epochs = yield* sql`SELECT realm_url, epoch FROM module_transpile_cache_realm`.pipe(
+          Effect.flatMap(decodeRealmEpochRows)
+        )
+        into.replace(
+          rows.map((row) => ({
+            realmUrl: row.realm_url,
+            path: row.canonical_path,
+            fingerprint: row.fingerprint,
+            generation: row.generation,
+            live: row.live
+          })),
+          epochs.map((row) => [row.realm_url, row.epoch] as const)
+        )
+      })).pipe(Effect.catch(() => Effect.sync(() => into.disable())))
 
     const annotate = (operation: string, attributes: Record<string, unknown>) =>
       Effect.annotateCurrentSpan({ "mtc.store.kind": kind, "mtc.store.operation": operation, ...attributes })
@@ -362,6 +408,7 @@ export const make = (
           `
           return rows.length > 0
         }))
+        if (written) catalog?.wrote(key.realmUrl, key.path, request.fingerprint, captured.generation)
         yield* Effect.annotateCurrentSpan("mtc.store.written", written)
         return written
       },
@@ -455,8 +502,10 @@ export const make = (
           const rows = yield* writeDistinct(round.map((entry) => entry.request))
           const applied = new Set(rows.map((row) => versionedId(row.realm_url, row.canonical_path, row.fingerprint)))
           for (const entry of round) {
-            const { fingerprint, key } = entry.request
-            written[entry.index] = applied.has(versionedId(key.realmUrl, key.path, fingerprint))
+            const { captured, fingerprint, key } = entry.request
+            const wrote = applied.has(versionedId(key.realmUrl, key.path, fingerprint))
+            written[entry.index] = wrote
+            if (wrote) catalog?.wrote(key.realmUrl, key.path, fingerprint, captured.generation)
           }
           remaining = later
         }
@@ -494,6 +543,7 @@ export const make = (
           `.pipe(Effect.flatMap(decodeGenerationRows))
         ))
         const generation = rows[0]?.generation ?? 0
+        catalog?.tombstoned(key.realmUrl, key.path, generation)
         yield* Effect.annotateCurrentSpan("mtc.generation", generation)
         return generation
       },
@@ -503,20 +553,23 @@ export const make = (
     const wipeRealm = Effect.fn("TranspileStore.wipeRealm")(
       function*(realmUrl: string) {
         yield* annotate("wipeRealm", { "mtc.realm": realmUrl })
-        yield* sql.withTransaction(Effect.gen(function*() {
+        const epoch = yield* sql.withTransaction(Effect.gen(function*() {
           // Exclusive: waits for the writes in flight, and holds off new ones until the wipe commits.
           yield* lockRealm(realmUrl)
-          yield* sql`
+          const epochs = yield* sql`
             INSERT INTO module_transpile_cache_realm AS r (realm_url, epoch) VALUES (${realmUrl}, 1)
             ON CONFLICT (realm_url) DO UPDATE SET epoch = r.epoch + 1
-          `
+            RETURNING epoch
+          `.pipe(Effect.flatMap(decodeEpochRows))
           yield* sql`
             UPDATE module_transpile_cache SET
               body = NULL, headers = NULL, dependency_keys = NULL, failure = NULL, source_hash = NULL,
               generation = generation + 1, created_at = now(), accessed_at = now()
             WHERE realm_url = ${realmUrl} AND (body IS NOT NULL OR failure IS NOT NULL)
           `
+          return epochs[0]?.epoch ?? 0
         }))
+        catalog?.wiped(realmUrl, epoch)
       },
       Effect.mapError(toStoreError("wipeRealm"))
     )
@@ -567,6 +620,8 @@ export const make = (
         const removed = rows[0]?.removed ?? 0
         const cap = pruneOptions.maxBytesPerRealm
         const evicted = cap === undefined ? 0 : yield* evictOverCap(cap)
+        // Rows were deleted: the catalog is loaded again.
+        if (catalog !== undefined) yield* loadCatalog(catalog)
         if (kind === "pglite") {
           yield* sql`VACUUM module_transpile_cache`
           yield* sql`CHECKPOINT`
@@ -664,7 +719,39 @@ export const make = (
       Effect.mapError(toStoreError("versions"))
     )
 
-    return TranspileStore.of({ kind, read, readMany, write, writeMany, tombstone, wipeRealm, prune, preload, versions })
+    const service = TranspileStore.of({ kind, read, readMany, write, writeMany, tombstone, wipeRealm, prune, preload, versions })
+    if (catalog === undefined) return service
+    yield* loadCatalog(catalog)
+    /** A change whose outcome is unknown (it failed, or was interrupted) turns the catalog off. */
+    const changing = <A, E>(effect: Effect.Effect<A, E>) =>
+      Effect.onError(effect, () => Effect.sync(() => catalog.disable()))
+    /** A row the catalog knows to be absent (or a tombstone), without a statement. */
+    const known = (key: VersionedKey): StoredRow | undefined => {
+      const captured = catalog.absent(key.realmUrl, key.path, key.fingerprint)
+      return captured === undefined ? undefined : absent(captured)
+    }
+    return TranspileStore.of({
+      ...service,
+      read: (key) => Effect.suspend(() => {
+        const row = known(key)
+        return row === undefined ? read(key) : Effect.succeed(row)
+      }),
+      readMany: (keys) =>
+        Effect.suspend(() => {
+          const answers = keys.map(known)
+          const unknown = keys.filter((_, i) => answers[i] === undefined)
+          if (unknown.length === 0) return Effect.succeed(answers as ReadonlyArray<StoredRow>)
+          return Effect.map(readMany(unknown), (rows) => {
+            let next = 0
+            return answers.map((answer) => answer ?? rows[next++] ?? absent(emptyCapture))
+          })
+        }),
+      write: (request) => changing(write(request)),
+      writeMany: (requests) => changing(writeMany(requests)),
+      tombstone: (key) => changing(tombstone(key)),
+      wipeRealm: (realmUrl) => changing(wipeRealm(realmUrl)),
+      prune: (pruneOptions) => changing(prune(pruneOptions))
+    })
   })
 
 /**
@@ -742,7 +829,8 @@ export const makePglite = (
       Effect.provideServiceEffect(Reactivity.Reactivity, Reactivity.make)
     )
     const { dataDir: _, worker: __, ...storeOptions } = options
-    return yield* migrateAndMake({ ...storeOptions, kind: "pglite" }).pipe(
+    // The data directory is this process's alone: the store owns its table.
+    return yield* migrateAndMake({ ownsTable: true, ...storeOptions, kind: "pglite" }).pipe(
       Effect.provideService(SqlClient.SqlClient, client)
     )
   })
