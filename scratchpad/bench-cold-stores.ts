@@ -11,8 +11,18 @@
  * With `BENCH_PROFILE=DIR`, one extra load per store is profiled (V8 CPU profile of the main
  * thread over the same window) and summarised: self time by component and the top functions.
  *
+ * With `COLD_HERD=3`, instead: a cold herd of 3 fresh `serve` processes on one fresh Postgres
+ * database, each loading the whole graph at the same time; the wall time and the transpiles
+ * summed over the processes (exactly one per module is the claim).
+ *
+ * With `COLD_BEFORE=DIR` (a copy of the tree before a change, sharing node_modules), each
+ * store but memory also runs from DIR, interleaved with this tree's: before and after side by side.
+ *
+ * With `COLD_HITS=1`, instead: warm hits of one module during a cold load on PGlite, with
+ * PGlite in its worker thread and on the event loop (`MTC_PGLITE_WORKER=0`).
+ *
  * Run: npx node scratchpad/bench-cold-stores.ts   (DATABASE_URL as for the tests;
- * COLD_ROUNDS=3, COLD_STORES=memory,pglite,pg, BENCH_PROFILE=/tmp/prof)
+ * COLD_ROUNDS=3, COLD_STORES=memory,pglite,pg, BENCH_PROFILE=/tmp/prof, COLD_HERD=3)
  */
 import { type ChildProcess, spawn } from "node:child_process"
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
@@ -25,8 +35,13 @@ import { hasWrk, loadGraphWithWrk } from "./wrk-graph.ts"
 const MODULES = 300
 const CONCURRENCY = 16
 const ROUNDS = Number(process.env["COLD_ROUNDS"] ?? 3)
-type Store = "memory" | "pglite" | "pg"
-const STORES = (process.env["COLD_STORES"] ?? "memory,pglite,pg").split(",") as Array<Store>
+/** A store, run from this tree, or from the tree at `COLD_BEFORE` (`pglite@before`). */
+type Store = string
+type StoreKind = "memory" | "pglite" | "pg"
+const BEFORE = process.env["COLD_BEFORE"]
+const STORES: Array<Store> = (process.env["COLD_STORES"] ?? "memory,pglite,pg").split(",")
+  .flatMap((store) => (BEFORE === undefined || store === "memory" ? [store] : [`${store}@before`, store]))
+const kindOf = (store: Store): StoreKind => store.split("@")[0] as StoreKind
 
 /** A module of about 4 KiB of TypeScript importing two others (as in bench-preload.ts). */
 const moduleSource = (i: number): string => {
@@ -76,13 +91,13 @@ const startServe = (realm: string, store: Store, env: Record<string, string>, da
         "--import",
         counterPath,
         "--max-old-space-size=512",
-        binPath,
+        store.endsWith("@before") && BEFORE !== undefined ? join(BEFORE, "src/bin.ts") : binPath,
         "serve",
         realm,
         "--port",
         "0",
         "--store",
-        store,
+        kindOf(store),
         "--data-dir",
         join(dataDir, "pglite")
       ],
@@ -183,7 +198,7 @@ interface Run {
 const coldRun = async (realm: string, store: Store, env: Record<string, string> = {}): Promise<Run> => {
   const dataDir = mkdtempSync(join(tmpdir(), "mtc-bench-cold-data-"))
   const { dropDatabase, freshDatabase } = await import("../test/support/database.ts")
-  const databaseUrl = store === "pg" ? freshDatabase("bench_cold") : undefined
+  const databaseUrl = kindOf(store) === "pg" ? freshDatabase("bench_cold") : undefined
   try {
     const server = await startServe(realm, store, {
       ...(databaseUrl === undefined ? {} : { DATABASE_URL: databaseUrl }),
@@ -202,6 +217,81 @@ const coldRun = async (realm: string, store: Store, env: Record<string, string> 
   } finally {
     if (env["MTC_BENCH_PROFILE_DIR"] === undefined) rmSync(dataDir, { recursive: true, force: true })
     if (databaseUrl !== undefined) dropDatabase(databaseUrl)
+  }
+}
+
+/**
+ * A cold herd: `processes` fresh `serve` processes on one fresh Postgres database, each loaded
+ * with the whole graph at once (one wrk per process, all started together). The wall time is
+ * from the start until the last load finished; the transpiles are summed over the processes.
+ */
+const coldHerd = async (realm: string, processes: number) => {
+  const { dropDatabase, freshDatabase } = await import("../test/support/database.ts")
+  const databaseUrl = freshDatabase("bench_cold_herd")
+  const dirs = Array.from({ length: processes }, () => mkdtempSync(join(tmpdir(), "mtc-bench-herd-data-")))
+  try {
+    const servers = await Promise.all(dirs.map((dir) => startServe(realm, "pg", { DATABASE_URL: databaseUrl }, dir)))
+    try {
+      const started = performance.now()
+      const loads = await Promise.all(
+        servers.map((server) => loadGraphWithWrk(server.url, paths, { concurrency: CONCURRENCY, probe: "/_not_a_module.ts" }))
+      )
+      const wall = performance.now() - started
+      await Promise.all(servers.map((server) => drained(server.url)))
+      const stats = await Promise.all(servers.map((server) =>
+        fetch(`${server.url}/_cache/stats`, admin).then((r) => r.json() as Promise<{ transpiles: number; fallbacks?: unknown }>)
+      ))
+      return {
+        wall,
+        loads: loads.map((load) => load.ms),
+        transpiles: stats.reduce((sum, s) => sum + s.transpiles, 0),
+        outcomes: loads.map((load) => load.outcomes)
+      }
+    } finally {
+      await Promise.all(servers.map((server) => server.stop()))
+    }
+  } finally {
+    for (const dir of dirs) rmSync(dir, { recursive: true, force: true })
+    dropDatabase(databaseUrl)
+  }
+}
+
+/**
+ * Warm hits during a cold load on PGlite: one warm module (outside the graph) is requested one
+ * at a time over keep-alive while wrk loads the graph cold; the hits' latencies, p50 and p99.
+ */
+const hitsDuringColdLoad = async (realm: string, env: Record<string, string>) => {
+  const dataDir = mkdtempSync(join(tmpdir(), "mtc-bench-hits-data-"))
+  try {
+    const server = await startServe(realm, "pglite", env, dataDir)
+    try {
+      const agent = new http.Agent({ keepAlive: true, maxSockets: 1 })
+      const get = (path: string) =>
+        new Promise<number>((resolve, reject) => {
+          const started = performance.now()
+          http.get(`${server.url}${path}`, { agent }, (response) => {
+            response.resume()
+            response.on("end", () => resolve(performance.now() - started))
+          }).on("error", reject)
+        })
+      for (let i = 0; i < 50; i++) await get("/warm.ts")
+      const latencies: Array<number> = []
+      let loading = true
+      const hits = (async () => {
+        while (loading) latencies.push(await get("/warm.ts"))
+      })()
+      const load = await loadGraphWithWrk(server.url, paths, { concurrency: CONCURRENCY, probe: "/_not_a_module.ts" })
+      loading = false
+      await hits
+      agent.destroy()
+      const sorted = [...latencies].sort((a, b) => a - b)
+      const at = (q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? Number.NaN
+      return { loadMs: load.ms, hits: sorted.length, p50: at(0.5), p99: at(0.99), max: sorted[sorted.length - 1] ?? Number.NaN }
+    } finally {
+      await server.stop()
+    }
+  } finally {
+    rmSync(dataDir, { recursive: true, force: true })
   }
 }
 
@@ -269,6 +359,27 @@ const main = async () => {
   const realm = mkdtempSync(join(tmpdir(), "mtc-bench-cold-"))
   for (let i = 0; i < MODULES; i++) writeFileSync(join(realm, `m${i}.ts`), moduleSource(i))
   try {
+    if (process.env["COLD_HITS"] !== undefined) {
+      writeFileSync(join(realm, "warm.ts"), moduleSource(0).replace(/\.\/m\d+\.ts/g, "./warm-dep.ts"))
+      for (let round = 0; round < ROUNDS; round++) {
+        for (const [name, env] of [["PGlite in its worker", {}], ["PGlite on the event loop", { MTC_PGLITE_WORKER: "0" }]] as const) {
+          const r = await hitsDuringColdLoad(realm, env)
+          console.log(`round ${round + 1} ${name}: cold load ${r.loadMs.toFixed(0)} ms; ${r.hits} warm hits meanwhile, p50 ${r.p50.toFixed(1)} ms, p99 ${r.p99.toFixed(1)} ms, max ${r.max.toFixed(1)} ms`)
+        }
+      }
+      return
+    }
+    const herd = Number(process.env["COLD_HERD"] ?? 0)
+    if (herd > 0) {
+      const walls: Array<number> = []
+      for (let round = 0; round < ROUNDS; round++) {
+        const result = await coldHerd(realm, herd)
+        walls.push(result.wall)
+        console.log(`herd round ${round + 1}: ${herd} processes on Postgres, ${result.wall.toFixed(0)} ms wall (loads ${result.loads.map((ms) => ms.toFixed(0)).join(", ")}), ${result.transpiles} transpiles for ${MODULES} modules ${JSON.stringify(result.outcomes)}`)
+      }
+      console.log(`cold herd of ${herd} processes, best of ${ROUNDS}: ${Math.min(...walls).toFixed(0)} ms`)
+      return
+    }
     const runs = new Map<Store, Array<Run>>(STORES.map((store) => [store, []]))
     // One unmeasured load first: the machine's caches, the first wrk and psql runs.
     await coldRun(realm, "memory")
@@ -287,10 +398,10 @@ const main = async () => {
     for (const store of STORES) {
       const run = best(store)
       const conns = Object.entries(run.delta.byConnection)
-      const statements = store === "pglite"
+      const statements = kindOf(store) === "pglite"
         ? perModule(run.delta.pglite.statements)
         : conns.map(([name, c]) => `${name.replace("module-transpile-cache:", "")} ${perModule(c.statements)}`).join(", ") || "0"
-      const trips = store === "pglite"
+      const trips = kindOf(store) === "pglite"
         ? `${perModule(run.delta.pglite.statements)} (${(run.delta.pglite.millis).toFixed(0)} ms in PGlite)`
         : conns.map(([name, c]) => `${name.replace("module-transpile-cache:", "")} ${perModule(c.roundTrips)}`).join(", ") || "0"
       const ratio = memory === undefined ? "" : `${(run.ms / memory).toFixed(2)}x`
@@ -300,7 +411,7 @@ const main = async () => {
       const run = best(store)
       if (store === "memory") continue
       console.log(`\n${store}: statements during the load, by text`)
-      const texts = store === "pglite"
+      const texts = kindOf(store) === "pglite"
         ? run.delta.pglite.texts
         : Object.assign({}, ...Object.entries(run.delta.byConnection).map(([name, c]) =>
           Object.fromEntries(Object.entries(c.parsed).map(([text, n]) => [`[${name.replace("module-transpile-cache:", "")}] ${text}`, n]))
