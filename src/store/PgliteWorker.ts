@@ -6,6 +6,9 @@
  * held up routing and hits for as long as the statement ran. Here the instance lives in a
  * worker of its own, and the main thread only posts statements and receives their rows.
  *
+ * The thread runs {@link defaultNice} levels below the process (on Linux), as the transpile
+ * workers do: under load the event loop gets the CPU first.
+ *
  * Still one instance, one session and one writer per data directory: the worker is the only
  * owner of the directory, which the process keeps locked ({@link DataDirLock}) for as long as
  * the worker runs; `PgliteClient` keeps serialising statements and transactions over it.
@@ -19,6 +22,7 @@
  * @since 0.3.0
  */
 import { PGlite, type Results } from "@electric-sql/pglite"
+import { getPriority, setPriority } from "node:os"
 import { extname } from "node:path"
 import { fileURLToPath } from "node:url"
 import { isMainThread, parentPort, Worker, workerData } from "node:worker_threads"
@@ -28,6 +32,25 @@ interface WorkerInit {
   /** The URL the worker was spawned from: only that module starts serving. */
   readonly entry: string
   readonly dataDir: string | undefined
+  /** Nice levels the thread runs below its process (Linux). */
+  readonly nice: number
+}
+
+/**
+ * The nice levels the PGlite thread runs below the process by default: those of the transpile
+ * workers (`MTC_TRANSPILE_NICE`'s default), so that the event loop (routing, hits) wins the
+ * CPU over L2 writes, which no request waits for.
+ */
+export const defaultNice = 10
+
+/** Lowers this thread's priority by `nice` (on Linux, a worker thread's own). */
+const lowerPriority = (nice: number): void => {
+  if (process.platform !== "linux" || nice <= 0) return
+  try {
+    setPriority(Math.min(19, getPriority() + nice))
+  } catch {
+    // not permitted: keep the default priority
+  }
 }
 
 /** The query options the store uses. */
@@ -80,6 +103,7 @@ const errorOf = (fields: ErrorFields): Error => Object.assign(new Error(fields.m
 const serve = async (init: WorkerInit) => {
   const port = parentPort
   if (port === null) return
+  lowerPriority(init.nice)
   let db: PGlite
   try {
     db = await PGlite.create(init.dataDir, pgliteOptions)
@@ -125,9 +149,9 @@ const workerUrl = new URL(`./PgliteWorker${extname(fileURLToPath(import.meta.url
  * Starts PGlite at `dataDir` in a worker thread; resolves once it is open. A worker that
  * dies fails every statement in flight and every later one (as a closed PGlite would).
  */
-export const open = (dataDir: string | undefined): Promise<PgliteSession> =>
+export const open = (dataDir: string | undefined, nice: number = defaultNice): Promise<PgliteSession> =>
   new Promise((resolve, reject) => {
-    const worker = new Worker(workerUrl, { workerData: { entry: workerUrl.href, dataDir } satisfies WorkerInit })
+    const worker = new Worker(workerUrl, { workerData: { entry: workerUrl.href, dataDir, nice } satisfies WorkerInit })
     const pending = new Map<number, { resolve: (value: unknown) => void; reject: (error: Error) => void }>()
     let nextId = 0
     let gone: Error | undefined
