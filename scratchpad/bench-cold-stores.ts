@@ -21,8 +21,10 @@
  * With `COLD_HITS=1`, instead: warm hits of one module during a cold load on PGlite, with
  * PGlite in its worker thread and on the event loop (`MTC_PGLITE_WORKER=0`).
  *
+ * `vite` in COLD_STORES adds Vite's dev server (bench-preload.ts's baseline), fresh each round.
+ *
  * Run: npx node scratchpad/bench-cold-stores.ts   (DATABASE_URL as for the tests;
- * COLD_ROUNDS=3, COLD_STORES=memory,pglite,pg, BENCH_PROFILE=/tmp/prof, COLD_HERD=3)
+ * COLD_ROUNDS=3, COLD_STORES=memory,pglite,pg,vite, BENCH_PROFILE=/tmp/prof, COLD_HERD=3)
  */
 import { type ChildProcess, spawn } from "node:child_process"
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
@@ -40,7 +42,7 @@ type Store = string
 type StoreKind = "memory" | "pglite" | "pg"
 const BEFORE = process.env["COLD_BEFORE"]
 const STORES: Array<Store> = (process.env["COLD_STORES"] ?? "memory,pglite,pg").split(",")
-  .flatMap((store) => (BEFORE === undefined || store === "memory" ? [store] : [`${store}@before`, store]))
+  .flatMap((store) => (BEFORE === undefined || store === "memory" || store === "vite" ? [store] : [`${store}@before`, store]))
 const kindOf = (store: Store): StoreKind => store.split("@")[0] as StoreKind
 
 /** A module of about 4 KiB of TypeScript importing two others (as in bench-preload.ts). */
@@ -195,7 +197,43 @@ interface Run {
   readonly delta: Delta
 }
 
+/**
+ * Vite's dev server (bench-preload.ts's baseline, a process of its own), started fresh, with
+ * the graph loaded once cold: what a dev server that keeps nothing does on its first load.
+ */
+const viteRun = (realm: string): Promise<Run> =>
+  new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [fileURLToPath(new URL("./bench-preload.ts", import.meta.url)), "--serve", "vite", realm], {
+      env: { ...process.env, NO_COLOR: "1" },
+      stdio: ["ignore", "pipe", "pipe"]
+    })
+    let output = ""
+    child.stderr?.on("data", (chunk: Buffer) => {
+      output += chunk.toString()
+    })
+    child.once("exit", (code) => reject(new Error(`vite exited ${code}:\n${output}`)))
+    child.stdout?.on("data", (chunk: Buffer) => {
+      output += chunk.toString()
+      const match = /listening on (http:\/\/[^\s/]+)\//.exec(output)
+      if (match?.[1] === undefined) return
+      const url = match[1]
+      child.stdout?.removeAllListeners("data")
+      const poll = () =>
+        http.get(`${url}/_probe.ts`, (response) => {
+          response.resume()
+          if (response.statusCode !== 200) return setTimeout(poll, 50)
+          void loadGraphWithWrk(url, paths, { concurrency: CONCURRENCY, probe: "/_not_a_module.ts" }).then((load) => {
+            child.removeAllListeners("exit")
+            child.once("exit", () => resolve({ ms: load.ms, outcomes: load.outcomes, delta: { byConnection: {}, pglite: { statements: 0, millis: 0, texts: {} } } }))
+            child.kill("SIGTERM")
+          }, reject)
+        }).on("error", () => setTimeout(poll, 50))
+      poll()
+    })
+  })
+
 const coldRun = async (realm: string, store: Store, env: Record<string, string> = {}): Promise<Run> => {
+  if (store === "vite") return viteRun(realm)
   const dataDir = mkdtempSync(join(tmpdir(), "mtc-bench-cold-data-"))
   const { dropDatabase, freshDatabase } = await import("../test/support/database.ts")
   const databaseUrl = kindOf(store) === "pg" ? freshDatabase("bench_cold") : undefined
@@ -358,6 +396,7 @@ const main = async () => {
   if (!hasWrk()) throw new Error("wrk is not installed")
   const realm = mkdtempSync(join(tmpdir(), "mtc-bench-cold-"))
   for (let i = 0; i < MODULES; i++) writeFileSync(join(realm, `m${i}.ts`), moduleSource(i))
+  writeFileSync(join(realm, "_probe.ts"), "export {}\n")
   try {
     if (process.env["COLD_HITS"] !== undefined) {
       writeFileSync(join(realm, "warm.ts"), moduleSource(0).replace(/\.\/m\d+\.ts/g, "./warm-dep.ts"))
@@ -409,7 +448,7 @@ const main = async () => {
     }
     for (const store of STORES) {
       const run = best(store)
-      if (store === "memory") continue
+      if (store === "memory" || store === "vite") continue
       console.log(`\n${store}: statements during the load, by text`)
       const texts = kindOf(store) === "pglite"
         ? run.delta.pglite.texts
