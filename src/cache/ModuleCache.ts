@@ -337,26 +337,37 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
 
   const coalesceSpan = { attributes: { "mtc.coordinator": coordinator.kind }, captureStackTrace: false } as const
 
-  /** Coalescing: one process of the fleet (the lock's holder) transpiles; the others wait for its row. */
-  const coalesce = (source: ModuleSource, captured: Captured, deliver: Deliver) =>
+  /**
+   * A miss with a coordinator: the lock first, then one read of L2. A read made after the lock
+   * was taken sees every row a previous holder committed before it unlocked, so the winner
+   * needs no second read (read first, a peer could write and unlock between the read and the
+   * lock, and the winner would have to read again). An L2 hit is answered as soon as it is
+   * read; the lock, if taken, is given back after.
+   */
+  const lockThenRead = (source: ModuleSource, deliver: Deliver) =>
     Effect.withSpan(
-      // With no coordinator nobody waits and the lock is always free: the caller is the winner
-      // at once, without the scope, the waiter and the lock it would register and release.
-      // It transpiles on the state its miss read captured, without the winner's re-read: no
-      // lock orders it after a peer's write, so a re-read would only narrow a race the OCC
-      // upsert settles anyway (the lower generation loses; an equal one rewrites alike bytes).
-      coordinator === noCoordinator
-        ? transpileAndPersist(source, captured, "transpiled", deliver)
-        : Effect.scoped(Effect.gen(function*() {
-          // Registered before the try-lock, so that a winner finishing in between wakes us.
-          const key = ours(source.key)
-          const waiter = yield* coordinator.register(key)
-          return yield* lock(key).pipe(Effect.matchEffect({
-            onFailure: (error) => fallback(source, captured, "coordinator", error, deliver),
-            onSuccess: (won) =>
-              won ? asWinner(source, captured, deliver) : asLoser(source, captured, waiter, deliver)
-          }))
-        })),
+      Effect.scoped(Effect.gen(function*() {
+        const key = ours(source.key)
+        // Registered before the try-lock, so that a winner finishing in between wakes us.
+        const waiter = yield* coordinator.register(key)
+        const won = yield* lock(key).pipe(Effect.match({
+          onFailure: (error) => ({ _tag: "Failed" as const, error }),
+          onSuccess: (taken) => ({ _tag: "Done" as const, taken })
+        }))
+        return yield* l2.readMiss(key).pipe(Effect.matchEffect({
+          onFailure: (error) => fallback(source, emptyCapture, "store", error, deliver),
+          onSuccess: (row) => {
+            const hit = fromRow(row, source, "l2")
+            if (hit !== undefined) return Effect.as(deliver(hit), hit)
+            if (won._tag === "Failed") return fallback(source, row.captured, "coordinator", won.error, deliver)
+            if (!won.taken) return asLoser(source, row.captured, waiter, deliver)
+            return Effect.tap(
+              transpileAndPersist(source, row.captured, "transpiled", deliver),
+              () => coordinator.notifyPopulated(key)
+            )
+          }
+        }))
+      })),
       "ModuleCache.coalesce",
       coalesceSpan
     )
@@ -370,11 +381,17 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
     // A tombstone is on its way: L2 may still hold the old row, so skip it. The write that
     // follows is conditioned on the empty state and loses against the tombstone.
     if (pending.covers(source.key)) return transpileAndPersist(source, emptyCapture, "transpiled", deliver)
+    if (coordinator !== noCoordinator) return lockThenRead(source, deliver)
     return l2.readMiss(ours(source.key)).pipe(Effect.matchEffect({
       onFailure: (error) => fallback(source, emptyCapture, "store", error, deliver),
       onSuccess: (row) => {
         const hit = fromRow(row, source, "l2")
-        return hit !== undefined ? Effect.succeed(hit) : coalesce(source, row.captured, deliver)
+        // With no coordinator nobody waits and the lock is always free: the caller transpiles at
+        // once, on the state its read captured. No lock orders that read after a peer's write, so
+        // a second read would only narrow a race the OCC upsert settles anyway.
+        return hit !== undefined
+          ? Effect.succeed(hit)
+          : Effect.withSpan(transpileAndPersist(source, row.captured, "transpiled", deliver), "ModuleCache.coalesce", coalesceSpan)
       }
     }))
   }
