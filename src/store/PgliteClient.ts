@@ -13,6 +13,8 @@
  * - Committing an aborted transaction fails, as on sql-pg (PGlite answers `ROLLBACK`
  *   without an error).
  * - Inside a transaction, `sql.reserve` deadlocks on the single session; do not use it.
+ * - With `worker: true`, the instance lives in a worker thread ({@link PgliteWorker}) and
+ *   `withPglite` hands over that thread's session (`query` and `close` only).
  * - One process per data directory: two processes on one directory corrupt it. Take
  *   {@link DataDirLock} first (`SqlTranspileStore.layerPglite` does).
  *
