@@ -18,6 +18,9 @@
  * With `COLD_BEFORE=DIR` (a copy of the tree before a change, sharing node_modules), each
  * store but memory also runs from DIR, interleaved with this tree's: before and after side by side.
  *
+ * With `COLD_L2=1` (and `COLD_STORES=pg`), each load is of L2 hits instead: a first server
+ * fills L2, a second one with the preload off loads the graph from it.
+ *
  * With `COLD_HITS=1`, instead: warm hits of one module during a cold load on PGlite, with
  * PGlite in its worker thread and on the event loop (`MTC_PGLITE_WORKER=0`).
  *
@@ -232,8 +235,40 @@ const viteRun = (realm: string): Promise<Run> =>
     })
   })
 
+/**
+ * L2 hits: a first server fills L2 (and stops), then a second one, with the preload off, loads
+ * the graph from L2 (every module an L1 miss and an L2 hit): what the lock-first read path costs
+ * a hit on Postgres.
+ */
+const l2HitRun = async (realm: string, store: Store): Promise<Run> => {
+  const { dropDatabase, freshDatabase } = await import("../test/support/database.ts")
+  const databaseUrl = freshDatabase("bench_l2_hits")
+  const dataDir = mkdtempSync(join(tmpdir(), "mtc-bench-l2-data-"))
+  try {
+    const env = { DATABASE_URL: databaseUrl, MTC_L1_PRELOAD_BYTES: "0", MTC_WARMUP_REQUESTS: "0" }
+    const filler = await startServe(realm, store, env, dataDir)
+    await loadGraphWithWrk(filler.url, paths, { concurrency: CONCURRENCY, probe: "/_not_a_module.ts" })
+    await drained(filler.url)
+    await filler.stop()
+    const server = await startServe(realm, store, env, dataDir)
+    try {
+      const before = await snapshot(server, 1)
+      const load = await loadGraphWithWrk(server.url, paths, { concurrency: CONCURRENCY, probe: "/_not_a_module.ts" })
+      await drained(server.url)
+      const after = await snapshot(server, 2)
+      return { ms: load.ms, outcomes: load.outcomes, delta: delta(before, after) }
+    } finally {
+      await server.stop()
+    }
+  } finally {
+    rmSync(dataDir, { recursive: true, force: true })
+    dropDatabase(databaseUrl)
+  }
+}
+
 const coldRun = async (realm: string, store: Store, env: Record<string, string> = {}): Promise<Run> => {
   if (store === "vite") return viteRun(realm)
+  if (process.env["COLD_L2"] !== undefined) return l2HitRun(realm, store)
   const dataDir = mkdtempSync(join(tmpdir(), "mtc-bench-cold-data-"))
   const { dropDatabase, freshDatabase } = await import("../test/support/database.ts")
   const databaseUrl = kindOf(store) === "pg" ? freshDatabase("bench_cold") : undefined

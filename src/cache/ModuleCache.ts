@@ -338,6 +338,22 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
   const coalesceSpan = { attributes: { "mtc.coordinator": coordinator.kind }, captureStackTrace: false } as const
 
   /**
+   * What the L1 misses of this cache found in L2 lately: an exponentially weighted share of hits
+   * (each miss weighs 1/16). While most were hits (a peer transpiled them, or the preload was
+   * off), a miss reads first and takes no lock for a hit; while most were misses (a cold load),
+   * it takes the lock first and reads once.
+   */
+  const l2Hits = {
+    share: 0,
+    observe(hit: boolean): void {
+      this.share += ((hit ? 1 : 0) - this.share) / 16
+    },
+    likely(): boolean {
+      return this.share >= 0.5
+    }
+  }
+
+  /**
    * A miss with a coordinator: the lock first, then one read of L2. A read made after the lock
    * was taken sees every row a previous holder committed before it unlocked, so the winner
    * needs no second read (read first, a peer could write and unlock between the read and the
@@ -358,6 +374,7 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
           onFailure: (error) => fallback(source, emptyCapture, "store", error, deliver),
           onSuccess: (row) => {
             const hit = fromRow(row, source, "l2")
+            l2Hits.observe(hit !== undefined)
             if (hit !== undefined) return Effect.as(deliver(hit), hit)
             if (won._tag === "Failed") return fallback(source, row.captured, "coordinator", won.error, deliver)
             if (!won.taken) return asLoser(source, row.captured, waiter, deliver)
@@ -377,11 +394,42 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
    * transpile persisted to L2. Gives the module's answer or failure; `deliver` hands it to
    * the callers as soon as it is known, before the L2 write.
    */
+  /**
+   * A miss with a coordinator, read first: a hit costs one read and no lock. A miss then takes
+   * the lock, and its winner reads again (a peer may have written and unlocked in between).
+   */
+  const readThenLock = (source: ModuleSource, deliver: Deliver) =>
+    l2.readMiss(ours(source.key)).pipe(Effect.matchEffect({
+      onFailure: (error) => fallback(source, emptyCapture, "store", error, deliver),
+      onSuccess: (row) => {
+        const hit = fromRow(row, source, "l2")
+        l2Hits.observe(hit !== undefined)
+        if (hit !== undefined) return Effect.succeed(hit)
+        return Effect.withSpan(
+          Effect.scoped(Effect.gen(function*() {
+            // Registered before the try-lock, so that a winner finishing in between wakes us.
+            const key = ours(source.key)
+            const waiter = yield* coordinator.register(key)
+            return yield* lock(key).pipe(Effect.matchEffect({
+              onFailure: (error) => fallback(source, row.captured, "coordinator", error, deliver),
+              onSuccess: (won) =>
+                won ? asWinner(source, row.captured, deliver) : asLoser(source, row.captured, waiter, deliver)
+            }))
+          })),
+          "ModuleCache.coalesce",
+          coalesceSpan
+        )
+      }
+    }))
+
   const resolve = (source: ModuleSource, deliver: Deliver): Effect.Effect<Loaded, TranspilerError> => {
     // A tombstone is on its way: L2 may still hold the old row, so skip it. The write that
     // follows is conditioned on the empty state and loses against the tombstone.
     if (pending.covers(source.key)) return transpileAndPersist(source, emptyCapture, "transpiled", deliver)
-    if (coordinator !== noCoordinator) return lockThenRead(source, deliver)
+    if (coordinator !== noCoordinator) {
+      // Both orders are exact; the cheaper one depends on what misses find in L2 lately.
+      return l2Hits.likely() ? readThenLock(source, deliver) : lockThenRead(source, deliver)
+    }
     return l2.readMiss(ours(source.key)).pipe(Effect.matchEffect({
       onFailure: (error) => fallback(source, emptyCapture, "store", error, deliver),
       onSuccess: (row) => {
