@@ -238,6 +238,30 @@ describe("ModuleCache", () => {
       expect(world.transpiler.calls()).toBe(1)
     }))
 
+  it.live("after a run of L2 hits (misses read first, then lock), a herd still gives exactly one transpile per module", () =>
+    Effect.gen(function*() {
+      const warm = Array.from({ length: 24 }, (_, i) => `w${i}.ts`)
+      const cold = Array.from({ length: 5 }, (_, i) => `c${i}.ts`)
+      const world = yield* makeWorld(Object.fromEntries([...warm, ...cold].map((m) => [m, `export const x = "${m}"`])))
+      const [filler, ...caches] = yield* Effect.all([makeCache(world), makeCache(world), makeCache(world)])
+      // The filler transpiles the warm modules; the two others find every one in L2.
+      yield* Effect.forEach(warm, (m) => filler!.get(keyOf(m)))
+      for (const cache of caches) {
+        const outcomes = yield* Effect.forEach(warm, (m) => Effect.map(cache.get(keyOf(m)), (r) => r.outcome))
+        expect(new Set(outcomes)).toEqual(new Set(["l2"]))
+      }
+      expect(world.transpiler.calls()).toBe(warm.length)
+      // Their misses now read before they lock; a cold herd is still coalesced.
+      const results = yield* Effect.all(
+        caches.flatMap((cache) => cold.flatMap((m) => Array.from({ length: 8 }, () => cache.get(keyOf(m))))),
+        { concurrency: "unbounded" }
+      )
+      expect(world.transpiler.calls()).toBe(warm.length + cold.length)
+      for (const m of cold) {
+        expect(new Set(results.filter((r) => r.module.key.path === m).map((r) => r.module.body)).size).toBe(1)
+      }
+    }))
+
   it.effect("a loser takes over when the winner gives up its lock", () =>
     Effect.gen(function*() {
       const world = yield* makeWorld({ "a.ts": "export const a = 1" })

@@ -38,6 +38,34 @@ const advisoryLocks = () => Number(psql(`SELECT count(*) FROM pg_locks l JOIN pg
 const sessions = () => Number(psql(`SELECT count(*) FROM pg_stat_activity WHERE datname = '${database}'`))
 
 describe("PgFleet", () => {
+  it.live("lock operations that arrive together run as one statement, each with its own answer; a populated notice rides with its unlock", () =>
+    Effect.gen(function*() {
+      const scope = yield* Scope.make()
+      const a = yield* member(scope)
+      const b = yield* member(scope)
+      const keys = Array.from({ length: 12 }, (_, i) => versionedKey(moduleKey("https://realm.test/", `batch/${i}.ts`), "fp-test"))
+      // One of them is b's already: a's try-lock of it fails, the others succeed.
+      expect(yield* b.coordinator.tryLock(keys[0]!)).toBe(true)
+      const won = yield* Effect.forEach(keys, (k) => a.coordinator.tryLock(k), { concurrency: "unbounded" })
+      expect(won).toEqual(keys.map((_, i) => i !== 0))
+      expect(advisoryLocks()).toBe(12)
+      // b waits on the others; a announces them populated and unlocks them, all at once.
+      const waiters = yield* Effect.forEach(keys.slice(1), (k) => b.coordinator.register(k).pipe(Scope.provide(scope)))
+      const woken = yield* Effect.forkChild(Effect.forEach(waiters, (w) => w.wake, { concurrency: "unbounded" }))
+      yield* Effect.forEach(
+        keys.slice(1),
+        (k) => Effect.andThen(a.coordinator.notifyPopulated(k), a.coordinator.unlock(k)),
+        { concurrency: "unbounded" }
+      )
+      yield* Fiber.join(woken).pipe(Effect.timeout("2 seconds"))
+      expect(advisoryLocks()).toBe(1)
+      expect(yield* Effect.forEach(keys.slice(1), (k) => b.coordinator.tryLock(k), { concurrency: "unbounded" }))
+        .toEqual(keys.slice(1).map(() => true))
+      yield* Effect.forEach(keys, (k) => b.coordinator.unlock(k), { concurrency: "unbounded" })
+      expect(advisoryLocks()).toBe(0)
+      yield* Scope.close(scope, Exit.void)
+    }))
+
   it.live("locks are exclusive across processes' sessions and released on unlock and on close", () =>
     Effect.gen(function*() {
       const scopeA = yield* Scope.make()

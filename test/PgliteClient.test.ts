@@ -19,8 +19,10 @@ import * as SqlTranspileStore from "../src/store/SqlTranspileStore.ts"
 const root = fs.mkdtempSync(path.join(os.tmpdir(), "mtc-pglite-"))
 afterAll(() => fs.rmSync(root, { recursive: true, force: true }))
 
-layer(PgliteClient.layer({ dataDir: undefined }), { excludeTestServices: true, timeout: "60 seconds" })(
-  "PgliteClient",
+// Every case on PGlite on this thread, and in its worker thread (what the embedded store runs).
+for (const worker of [false, true]) {
+layer(PgliteClient.layer({ dataDir: undefined, worker }), { excludeTestServices: true, timeout: "60 seconds" })(
+  worker ? "PgliteClient in a worker thread" : "PgliteClient",
   (it) => {
     it.effect("decodes int8 as bigint and date as text, and binds json as typed jsonb", () =>
       Effect.gen(function*() {
@@ -140,8 +142,30 @@ layer(PgliteClient.layer({ dataDir: undefined }), { excludeTestServices: true, t
         const outside = yield* client.withPglite((db) => db.query<{ n: number }>("SELECT count(*)::int AS n FROM raw_t"))
         expect(outside.rows).toEqual([{ n: 1 }])
       }))
+
+    if (worker) {
+      it.effect("a long statement leaves the event loop free", () =>
+        Effect.gen(function*() {
+          const sql = yield* SqlClient.SqlClient
+          // Turns of the event loop while the statement runs: on this thread, WebAssembly
+          // Postgres would hold it for the whole statement.
+          let turns = 0
+          let done = false
+          const spin = () => {
+            turns++
+            if (!done) setImmediate(spin)
+          }
+          setImmediate(spin)
+          const [row] = yield* sql<{ n: bigint }>`SELECT count(*) AS n FROM generate_series(1, 2000000)`.pipe(
+            Effect.ensuring(Effect.sync(() => { done = true }))
+          )
+          expect(row?.n).toBe(2000000n)
+          expect(turns).toBeGreaterThan(20)
+        }))
+    }
   }
 )
+}
 
 describe("the embedded store's data directory", () => {
   const dataDir = path.join(root, "store")

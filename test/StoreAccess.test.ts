@@ -38,7 +38,7 @@ const access = (store: TranspileStore["Service"]) =>
     const counters = new CacheCounters.CacheCounters(context)
     return {
       counters,
-      l2: StoreAccess.make(store, counters, { refusalBound: "1 second", retryBase: "1 millis", retries: 3, batchMisses: false })
+      l2: StoreAccess.make(store, counters, { refusalBound: "1 second", retryBase: "1 millis", retries: 3, batchMisses: false, batchWrites: false })
     }
   })
 

@@ -145,6 +145,11 @@ export interface ModuleCacheOptions {
    * rather than one `read` each (default false here; `ModuleCacheLive` turns it on for PGlite).
    */
   readonly batchL2Reads?: boolean | undefined
+  /**
+   * Whether L2 writes that land together go as one batch (one transaction with one multi-row
+   * OCC upsert, each row checked on its own) when the store can (default true).
+   */
+  readonly batchL2Writes?: boolean | undefined
 }
 
 /** The defaults of {@link ModuleCacheOptions}. */
@@ -156,7 +161,8 @@ export const defaults = {
   persistRetries: 3,
   persistRetryBase: Duration.millis(50),
   drainTimeout: Duration.seconds(5),
-  batchL2Reads: false
+  batchL2Reads: false,
+  batchL2Writes: true
 } as const
 
 export {
@@ -206,7 +212,8 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
     refusalBound: deadline,
     retryBase: options.persistRetryBase ?? defaults.persistRetryBase,
     retries: options.persistRetries ?? defaults.persistRetries,
-    batchMisses: options.batchL2Reads ?? defaults.batchL2Reads
+    batchMisses: options.batchL2Reads ?? defaults.batchL2Reads,
+    batchWrites: options.batchL2Writes ?? defaults.batchL2Writes
   })
   const polls = pollSchedule(options.pollInitial ?? defaults.pollInitial, options.pollMax ?? defaults.pollMax)
   // Loads run in fibers of their own: drained on close (the finalizer below), then interrupted.
@@ -293,7 +300,10 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
   const lock = (key: VersionedKey) =>
     Effect.acquireRelease(coordinator.tryLock(key), (won) => (won ? coordinator.unlock(key) : Effect.void))
 
-  /** Holds the lock: re-reads L2 (a peer may have written it), else transpiles and persists, then tells the waiters. */
+  /**
+   * Holds the lock: re-reads L2 (a peer may have written it between our read and our lock),
+   * else transpiles and persists, then tells the waiters.
+   */
   const asWinner = Effect.fnUntraced(function*(source: ModuleSource, captured: Captured, deliver: Deliver) {
     const row = yield* l2.read(ours(source.key)).pipe(
       Effect.catch((error) =>
@@ -352,23 +362,54 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
 
   const coalesceSpan = { attributes: { "mtc.coordinator": coordinator.kind }, captureStackTrace: false } as const
 
-  /** Coalescing: one process of the fleet (the lock's holder) transpiles; the others wait for its row. */
-  const coalesce = (source: ModuleSource, captured: Captured, deliver: Deliver) =>
+  /**
+   * What the L1 misses of this cache found in L2 lately: an exponentially weighted share of hits
+   * (each miss weighs 1/16). While most were hits (a peer transpiled them, or the preload was
+   * off), a miss reads first and takes no lock for a hit; while most were misses (a cold load),
+   * it takes the lock first and reads once.
+   */
+  const l2Hits = {
+    share: 0,
+    observe(hit: boolean): void {
+      this.share += ((hit ? 1 : 0) - this.share) / 16
+    },
+    likely(): boolean {
+      return this.share >= 0.5
+    }
+  }
+
+  /**
+   * A miss with a coordinator: the lock first, then one read of L2. A read made after the lock
+   * was taken sees every row a previous holder committed before it unlocked, so the winner
+   * needs no second read (read first, a peer could write and unlock between the read and the
+   * lock, and the winner would have to read again). An L2 hit is answered as soon as it is
+   * read; the lock, if taken, is given back after.
+   */
+  const lockThenRead = (source: ModuleSource, deliver: Deliver) =>
     Effect.withSpan(
-      // With no coordinator nobody waits and the lock is always free: the caller is the winner
-      // at once, without the scope, the waiter and the lock it would register and release.
-      coordinator === noCoordinator
-        ? asWinner(source, captured, deliver)
-        : Effect.scoped(Effect.gen(function*() {
-          // Registered before the try-lock, so that a winner finishing in between wakes us.
-          const key = ours(source.key)
-          const waiter = yield* coordinator.register(key)
-          return yield* lock(key).pipe(Effect.matchEffect({
-            onFailure: (error) => fallback(source, captured, "coordinator", error, deliver),
-            onSuccess: (won) =>
-              won ? asWinner(source, captured, deliver) : asLoser(source, captured, waiter, deliver)
-          }))
-        })),
+      Effect.scoped(Effect.gen(function*() {
+        const key = ours(source.key)
+        // Registered before the try-lock, so that a winner finishing in between wakes us.
+        const waiter = yield* coordinator.register(key)
+        const won = yield* lock(key).pipe(Effect.match({
+          onFailure: (error) => ({ _tag: "Failed" as const, error }),
+          onSuccess: (taken) => ({ _tag: "Done" as const, taken })
+        }))
+        return yield* l2.readMiss(key).pipe(Effect.matchEffect({
+          onFailure: (error) => fallback(source, emptyCapture, "store", error, deliver),
+          onSuccess: (row) => {
+            const hit = fromRow(row, source, "l2")
+            l2Hits.observe(hit !== undefined)
+            if (hit !== undefined) return Effect.as(deliver(hit), hit)
+            if (won._tag === "Failed") return fallback(source, row.captured, "coordinator", won.error, deliver)
+            if (!won.taken) return asLoser(source, row.captured, waiter, deliver)
+            return Effect.tap(
+              transpileAndPersist(source, row.captured, "transpiled", deliver),
+              () => coordinator.notifyPopulated(key)
+            )
+          }
+        }))
+      })),
       "ModuleCache.coalesce",
       coalesceSpan
     )
@@ -378,15 +419,52 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
    * transpile persisted to L2. Gives the module's answer or failure; `deliver` hands it to
    * the callers as soon as it is known, before the L2 write.
    */
+  /**
+   * A miss with a coordinator, read first: a hit costs one read and no lock. A miss then takes
+   * the lock, and its winner reads again (a peer may have written and unlocked in between).
+   */
+  const readThenLock = (source: ModuleSource, deliver: Deliver) =>
+    l2.readMiss(ours(source.key)).pipe(Effect.matchEffect({
+      onFailure: (error) => fallback(source, emptyCapture, "store", error, deliver),
+      onSuccess: (row) => {
+        const hit = fromRow(row, source, "l2")
+        l2Hits.observe(hit !== undefined)
+        if (hit !== undefined) return Effect.succeed(hit)
+        return Effect.withSpan(
+          Effect.scoped(Effect.gen(function*() {
+            // Registered before the try-lock, so that a winner finishing in between wakes us.
+            const key = ours(source.key)
+            const waiter = yield* coordinator.register(key)
+            return yield* lock(key).pipe(Effect.matchEffect({
+              onFailure: (error) => fallback(source, row.captured, "coordinator", error, deliver),
+              onSuccess: (won) =>
+                won ? asWinner(source, row.captured, deliver) : asLoser(source, row.captured, waiter, deliver)
+            }))
+          })),
+          "ModuleCache.coalesce",
+          coalesceSpan
+        )
+      }
+    }))
+
   const resolve = (source: ModuleSource, deliver: Deliver): Effect.Effect<Loaded, TranspilerError> => {
     // A tombstone is on its way: L2 may still hold the old row, so skip it. The write that
     // follows is conditioned on the empty state and loses against the tombstone.
     if (pending.covers(source.key)) return transpileAndPersist(source, emptyCapture, "transpiled", deliver)
+    if (coordinator !== noCoordinator) {
+      // Both orders are exact; the cheaper one depends on what misses find in L2 lately.
+      return l2Hits.likely() ? readThenLock(source, deliver) : lockThenRead(source, deliver)
+    }
     return l2.readMiss(ours(source.key)).pipe(Effect.matchEffect({
       onFailure: (error) => fallback(source, emptyCapture, "store", error, deliver),
       onSuccess: (row) => {
         const hit = fromRow(row, source, "l2")
-        return hit !== undefined ? Effect.succeed(hit) : coalesce(source, row.captured, deliver)
+        // With no coordinator nobody waits and the lock is always free: the caller transpiles at
+        // once, on the state its read captured. No lock orders that read after a peer's write, so
+        // a second read would only narrow a race the OCC upsert settles anyway.
+        return hit !== undefined
+          ? Effect.succeed(hit)
+          : Effect.withSpan(transpileAndPersist(source, row.captured, "transpiled", deliver), "ModuleCache.coalesce", coalesceSpan)
       }
     }))
   }
@@ -556,7 +634,8 @@ export const optionsConfig: Config.Config<ModuleCacheOptions> = Config.all({
   persistRetryBase: Config.withDefault(Config.Duration("MTC_PERSIST_RETRY_BASE"), defaults.persistRetryBase),
   drainTimeout: Config.withDefault(Config.Duration("MTC_DRAIN_TIMEOUT"), defaults.drainTimeout),
   preloadBytes: Config.Int("MTC_L1_PRELOAD_BYTES").pipe(Config.option, Config.map(Option.getOrUndefined)),
-  batchL2Reads: Config.option(Config.Boolean("MTC_L2_BATCH_READS"))
+  batchL2Reads: Config.option(Config.Boolean("MTC_L2_BATCH_READS")),
+  batchL2Writes: Config.withDefault(Config.Boolean("MTC_L2_BATCH_WRITES"), defaults.batchL2Writes)
 }).pipe(Config.map(({ batchL2Reads, pollInitial, pollMax, ...rest }): ModuleCacheOptions => ({
   ...rest,
   ...(batchL2Reads._tag === "Some" ? { batchL2Reads: batchL2Reads.value } : {}),

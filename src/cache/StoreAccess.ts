@@ -12,6 +12,7 @@ import type { StoredRow, TranspileStore, WriteRequest } from "../domain/Transpil
 import { refusalSchedule } from "../internal/refusal.ts"
 import type { CacheCounters } from "./CacheCounters.ts"
 import * as L2Reads from "./L2Reads.ts"
+import * as L2Writes from "./L2Writes.ts"
 
 /**
  * `Effect.retry(options)`, with the retry's machinery (its schedule's driver) set up only
@@ -51,9 +52,13 @@ export const make = (
     readonly retries: number
     /** Whether misses that arrive together read L2 with one `readMany` (see {@link L2Reads}). */
     readonly batchMisses: boolean
+    /** Whether writes that land together go as one `writeMany`, when the store has it (see {@link L2Writes}). */
+    readonly batchWrites: boolean
   }
 ) => {
   const readMissed = options.batchMisses ? L2Reads.make(store) : store.read
+  const writeMany = store.writeMany
+  const write = options.batchWrites && writeMany !== undefined ? L2Writes.make(writeMany) : store.write
   const refusals = refusalSchedule(options.refusalBound)
   const retries = Schedule.exponential(options.retryBase).pipe(Schedule.jittered)
 
@@ -108,7 +113,7 @@ export const make = (
     /** Writes a row, best effort. */
     persist: (request: WriteRequest): Effect.Effect<void> =>
       // Data-first: the pipeable withSpan captures a stack trace on every call.
-      Effect.withSpan(timed(bestEffort("write", store.write(request)), writeTime), "ModuleCache.persist", {
+      Effect.withSpan(timed(bestEffort("write", write(request)), writeTime), "ModuleCache.persist", {
         attributes: { "mtc.path": request.key.path },
         captureStackTrace: false
       }),

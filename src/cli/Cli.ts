@@ -411,6 +411,12 @@ const warm = Command.make(
       const paths = yield* files.walk
       const entries = yield* warmAll(cache, files.realmUrl, paths, concurrency)
       const elapsed = (yield* Clock.currentTimeMillis) - started
+      // A load answers before its L2 write commits (writes go in batches, PGlite in its
+      // thread): wait for those writes, so that the preload below counts every module.
+      const written: Effect.Effect<void> = Effect.flatMap(cache.stats, (stats) =>
+        stats.inFlight === 0 ? Effect.void : Effect.andThen(Effect.sleep("10 millis"), written)
+      )
+      yield* Effect.timeoutOption(written, "10 seconds")
       // What a server starting now would preload (the same bulk read and source check).
       const preloaded = yield* cache.preload(files.realmUrl)
       yield* Console.log(`${formatSummary(entries, elapsed)}\n  ${Preload.formatSummary(preloaded)}`)

@@ -124,6 +124,12 @@ export class TranspileStore extends Context.Service<TranspileStore, {
    */
   readonly write: (request: WriteRequest) => Effect.Effect<boolean, StoreError>
   /**
+   * Writes many rows at once, each exactly as {@link write} would (its own OCC check against
+   * its key's generation and its realm's epoch), in fewer statements: whether each applied,
+   * in the order of `requests`. Optional: a store without it is written one `write` at a time.
+   */
+  readonly writeMany?: (requests: ReadonlyArray<WriteRequest>) => Effect.Effect<ReadonlyArray<boolean>, StoreError>
+  /**
    * Tombstones a key in every version: each of its rows becomes `body NULL` at the key's next
    * generation (a row is made when none exists), so that a write of any version captured
    * before fails. Returns the new generation.

@@ -67,7 +67,8 @@ export const make = Effect.fnUntraced(function*(options: PgFleetOptions = {}) {
     session,
     waiters,
     lockTimeout,
-    notifyPopulated: (hash) => Effect.ignore(notify(populatedChannel, hash.toString()))
+    notifyPopulated: (hash) => Effect.ignore(notify(populatedChannel, hash.toString())),
+    populatedChannel
   })
 
   const publish = (kind: InvalidationNotice.Kind, hash: bigint) =>

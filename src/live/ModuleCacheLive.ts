@@ -83,7 +83,12 @@ export type StoreChoice =
     /** The polled invalidation log behind a pooler with no `directUrl`. */
     readonly invalidationLog?: PolledInvalidations.PolledInvalidationsOptions
   }
-  | { readonly _tag: "pglite"; readonly dataDir: string | undefined }
+  | {
+    readonly _tag: "pglite"
+    readonly dataDir: string | undefined
+    /** Whether PGlite runs in a worker thread (default: `MTC_PGLITE_WORKER`, else true). */
+    readonly worker?: boolean
+  }
   | { readonly _tag: "memory" }
   /** No L2 at all: L1 only. */
   | { readonly _tag: "none" }
@@ -269,7 +274,12 @@ export const services = (
       return postgresServices(store)
     case "pglite":
       return Layer.mergeAll(
-        SqlTranspileStore.layerPglite({ dataDir: store.dataDir }),
+        Layer.unwrap(Effect.map(
+          Effect.orDie(Effect.gen(function*() {
+            return yield* Config.withDefault(Config.Boolean("MTC_PGLITE_WORKER"), true)
+          })),
+          (worker) => SqlTranspileStore.layerPglite({ dataDir: store.dataDir, worker: store.worker ?? worker })
+        )),
         Coordinator.layerNone,
         Invalidations.layerNone
       )

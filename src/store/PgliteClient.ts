@@ -13,6 +13,8 @@
  * - Committing an aborted transaction fails, as on sql-pg (PGlite answers `ROLLBACK`
  *   without an error).
  * - Inside a transaction, `sql.reserve` deadlocks on the single session; do not use it.
+ * - With `worker: true`, the instance lives in a worker thread ({@link PgliteWorker}) and
+ *   `withPglite` hands over that thread's session (`query` and `close` only).
  * - One process per data directory: two processes on one directory corrupt it. Take
  *   {@link DataDirLock} first (`SqlTranspileStore.layerPglite` does).
  *
@@ -38,6 +40,7 @@ import {
   UnknownError
 } from "effect/sql/SqlError"
 import { makeSingleSession, type Transform } from "../internal/sqlClient.ts"
+import * as PgliteWorker from "./PgliteWorker.ts"
 
 /** Options of a PGlite client. */
 export interface PgliteClientConfig {
@@ -45,6 +48,12 @@ export interface PgliteClientConfig {
   readonly dataDir?: string | undefined
   /** Extra span attributes of every statement. */
   readonly spanAttributes?: Readonly<Record<string, unknown>> | undefined
+  /**
+   * Whether PGlite runs in a worker thread of its own (see {@link PgliteWorker}), so that its
+   * statements never hold up the event loop (default false here; the embedded store turns it
+   * on unless `MTC_PGLITE_WORKER=0`).
+   */
+  readonly worker?: boolean | undefined
 }
 
 /** A `SqlClient` on PGlite, with a jsonb helper and raw access to the session. */
@@ -57,14 +66,14 @@ export interface PgliteClient extends SqlClient.SqlClient {
    * transaction's session when called inside one). Never call PGlite directly: it would
    * run inside another fiber's open transaction.
    */
-  readonly withPglite: <A>(f: (db: PGlite) => Promise<A>) => Effect.Effect<A, SqlError>
+  readonly withPglite: <A>(f: (db: PgliteWorker.PgliteSession) => Promise<A>) => Effect.Effect<A, SqlError>
 }
 
 /** The service tag of the PGlite client. */
 export const PgliteClient = Context.Service<PgliteClient>("module-transpile-cache/PgliteClient")
 
 /** OIDs used by the client. */
-const OID = { int8: 20, date: 1082, jsonb: 3802 } as const
+const OID = { jsonb: 3802 } as const
 
 /** A parameter bound with an explicit type: what the compiler emits for {@link PgliteClient.json}. */
 class TypedParam {
@@ -167,7 +176,7 @@ const toSqlError = (operation: string) => (cause: unknown): SqlError =>
  * The single session. Every call runs uninterruptibly: PGlite cannot cancel a statement,
  * so the permit stays held until the statement has really finished.
  */
-const makeConnection = (db: PGlite): SqlConnection.Connection => {
+const makeConnection = (db: PgliteWorker.PgliteSession): SqlConnection.Connection => {
   const query = (
     sql: string,
     params: ReadonlyArray<unknown>,
@@ -208,11 +217,14 @@ export const make = (
     const semaphore = yield* Semaphore.make(1)
     const db = yield* Effect.acquireRelease(
       Effect.tryPromise({
-        try: () =>
-          PGlite.create(config.dataDir, {
+        try: (): Promise<PgliteWorker.PgliteSession> =>
+          config.worker === true
+            ? PgliteWorker.open(config.dataDir)
             // int8 as bigint (as on sql-pg, never a lossy or number|bigint mix); date as its text.
-            parsers: { [OID.int8]: (value: string) => BigInt(value), [OID.date]: (value: string) => value }
-          }),
+            : PGlite.create(config.dataDir, PgliteWorker.pgliteOptions).then((db) => ({
+              query: (sql, params, options) => db.query(sql, params, options),
+              close: () => db.close()
+            })),
         catch: toSqlError("connect")
       }),
       (db) => semaphore.withPermit(Effect.promise(() => db.close()))
@@ -230,7 +242,7 @@ export const make = (
       ]
     })
     const transactionService = client.transactionService
-    const withPglite = <A>(f: (db: PGlite) => Promise<A>): Effect.Effect<A, SqlError> => {
+    const withPglite = <A>(f: (db: PgliteWorker.PgliteSession) => Promise<A>): Effect.Effect<A, SqlError> => {
       const call = Effect.uninterruptible(Effect.tryPromise({ try: () => f(db), catch: toSqlError("raw") }))
       // Inside a transaction this fiber's lease already holds the permit.
       return Effect.flatMap(

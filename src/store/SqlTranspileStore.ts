@@ -55,6 +55,7 @@ import { isRefusal, isRetryable, refusalSchedule } from "../internal/refusal.ts"
 import * as Migrations from "./Migrations.ts"
 import * as PgConnectError from "./PgConnectError.ts"
 import * as PgliteClient from "./PgliteClient.ts"
+import { RowCatalog } from "./RowCatalog.ts"
 import {
   absent,
   defaultPreloadPageSize,
@@ -76,6 +77,12 @@ export interface SqlStoreOptions {
   readonly kind: SqlStoreKind
   /** A read refreshes `accessed_at` only when it is older than this. Default: one minute. */
   readonly touchAfterMillis?: number | undefined
+  /**
+   * Whether this store is the only writer of its table (the embedded store: its data directory
+   * is locked to this process). A read of a row that is absent, or a tombstone, is then answered
+   * from memory ({@link RowCatalog}), without a statement. Default false.
+   */
+  readonly ownsTable?: boolean | undefined
 }
 
 /** int8 arrives as a bigint (sql-pg, and PGlite with our parsers); the store speaks numbers. */
@@ -99,6 +106,24 @@ const ReadRow = Schema.Struct({
   stale: Schema.Boolean
 })
 const decodeReadRows = Schema.decodeUnknownEffect(Schema.Array(ReadRow))
+
+/** A row `writeMany` wrote. */
+const WrittenRow = Schema.Struct({ realm_url: Schema.String, canonical_path: Schema.String, fingerprint: Schema.String })
+const decodeWrittenRows = Schema.decodeUnknownEffect(Schema.Array(WrittenRow))
+const versionedId = (realmUrl: string, path: string, fingerprint: string): string =>
+  `${realmUrl}\u0000${path}\u0000${fingerprint}`
+
+/** A row of the catalog's load, and of the realm epochs. */
+const CatalogRow = Schema.Struct({
+  realm_url: Schema.String,
+  canonical_path: Schema.String,
+  fingerprint: Schema.String,
+  generation: Int8,
+  live: Schema.Boolean
+})
+const decodeCatalogRows = Schema.decodeUnknownEffect(Schema.Array(CatalogRow))
+const decodeRealmEpochRows = Schema.decodeUnknownEffect(Schema.Array(Schema.Struct({ realm_url: Schema.String, epoch: Int8 })))
+const decodeEpochRows = Schema.decodeUnknownEffect(Schema.Array(Schema.Struct({ epoch: Int8 })))
 
 const GenerationRow = Schema.Struct({ generation: Int8 })
 const decodeGenerationRows = Schema.decodeUnknownEffect(Schema.Array(GenerationRow))
@@ -203,6 +228,33 @@ export const make = (
     const sql = yield* SqlClient.SqlClient
     const kind = options.kind
     const touchAfterMillis = options.touchAfterMillis ?? 60_000
+    const catalog = options.ownsTable === true ? new RowCatalog() : undefined
+
+    /**
+     * Loads the catalog in one transaction: on PGlite that holds the one session, so no
+     * change commits between its two reads and the catalog's replacement.
+     */
+    const loadCatalog = (into: RowCatalog) =>
+      sql.withTransaction(Effect.gen(function*() {
+        const rows = yield* sql`
+          SELECT realm_url, canonical_path, fingerprint, generation,
+                 (body IS NOT NULL OR failure IS NOT NULL) AS live
+          FROM module_transpile_cache
+        `.pipe(Effect.flatMap(decodeCatalogRows))
+        const epochs = yield* sql`SELECT realm_url, epoch FROM module_transpile_cache_realm`.pipe(
+          Effect.flatMap(decodeRealmEpochRows)
+        )
+        into.replace(
+          rows.map((row) => ({
+            realmUrl: row.realm_url,
+            path: row.canonical_path,
+            fingerprint: row.fingerprint,
+            generation: row.generation,
+            live: row.live
+          })),
+          epochs.map((row) => [row.realm_url, row.epoch] as const)
+        )
+      })).pipe(Effect.catch(() => Effect.sync(() => into.disable())))
 
     const annotate = (operation: string, attributes: Record<string, unknown>) =>
       Effect.annotateCurrentSpan({ "mtc.store.kind": kind, "mtc.store.operation": operation, ...attributes })
@@ -357,10 +409,111 @@ export const make = (
           `
           return rows.length > 0
         }))
+        if (written) catalog?.wrote(key.realmUrl, key.path, request.fingerprint, captured.generation)
         yield* Effect.annotateCurrentSpan("mtc.store.written", written)
         return written
       },
       Effect.mapError(toStoreError("write"))
+    )
+
+    /**
+     * Takes the shared locks of every realm and key of a batch, in one statement, in one
+     * global order (realms before keys, each by id): two batches and a tombstone or wipe
+     * waiting between them can never wait on each other in a cycle.
+     */
+    const lockForWriteMany = (requests: ReadonlyArray<WriteRequest>) => {
+      const realms = [...new Set(requests.map((request) => realmLockId(request.key.realmUrl)))].sort((a, b) => a - b)
+      const keys = [...new Set(requests.map((request) => keyLockId(request.key)))].sort((a, b) => a - b)
+      const spaces = [...realms.map(() => realmLockSpace), ...keys.map(() => keyLockSpace)]
+      return sql`
+        SELECT count(pg_advisory_xact_lock_shared(k.space, k.id)) AS locked
+        FROM unnest(${spaces}::int4[], ${[...realms, ...keys]}::int4[]) WITH ORDINALITY AS k(space, id, ord)
+      `
+    }
+
+    /** One row of a batched write, as `jsonb_to_recordset` reads it. */
+    const batchRow = (request: WriteRequest) => {
+      const content = request.content
+      return {
+        realm_url: request.key.realmUrl,
+        canonical_path: request.key.path,
+        fingerprint: request.fingerprint,
+        source_hash: request.sourceHash,
+        body: content._tag === "Module" ? content.module.body : null,
+        headers: content._tag === "Module" ? content.module.headers : null,
+        dependency_keys: content._tag === "Module" ? content.module.dependencyKeys : null,
+        failure: content._tag === "Failure" ? encodeFailure(content.error) : null,
+        generation: request.captured.generation,
+        realm_epoch: request.captured.realmEpoch
+      }
+    }
+
+    /**
+     * One transaction over requests of distinct versioned keys: the locks first (as in
+     * `write`), then one upsert whose rows each carry their own OCC conditions.
+     */
+    const writeDistinct = (requests: ReadonlyArray<WriteRequest>) =>
+      sql.withTransaction(Effect.gen(function*() {
+        yield* lockForWriteMany(requests)
+        return yield* sql`
+          INSERT INTO module_transpile_cache AS c
+            (realm_url, canonical_path, body, headers, dependency_keys, failure,
+             fingerprint, source_hash, generation, created_at, accessed_at)
+          SELECT k.realm_url, k.canonical_path, k.body, k.headers, k.dependency_keys, k.failure,
+                 k.fingerprint, k.source_hash, k.generation, now(), now()
+          FROM jsonb_to_recordset(${jsonText(requests.map(batchRow))}::jsonb) AS k(
+            realm_url text, canonical_path text, fingerprint text, source_hash text, body text,
+            headers jsonb, dependency_keys jsonb, failure jsonb, generation int8, realm_epoch int8
+          )
+          WHERE COALESCE(
+            (SELECT epoch FROM module_transpile_cache_realm AS r WHERE r.realm_url = k.realm_url), 0
+          ) = k.realm_epoch
+            AND COALESCE(
+              (SELECT max(generation) FROM module_transpile_cache AS g
+               WHERE g.realm_url = k.realm_url AND g.canonical_path = k.canonical_path), 0
+            ) <= k.generation
+          ON CONFLICT (realm_url, canonical_path, fingerprint) DO UPDATE SET
+            body = EXCLUDED.body, headers = EXCLUDED.headers, dependency_keys = EXCLUDED.dependency_keys,
+            failure = EXCLUDED.failure, source_hash = EXCLUDED.source_hash,
+            generation = EXCLUDED.generation, created_at = now(), accessed_at = now()
+          WHERE c.generation <= EXCLUDED.generation
+          RETURNING c.realm_url, c.canonical_path, c.fingerprint
+        `.pipe(Effect.flatMap(decodeWrittenRows))
+      }))
+
+    const writeMany = Effect.fn("TranspileStore.writeMany")(
+      function*(requests: ReadonlyArray<WriteRequest>) {
+        yield* annotate("writeMany", { "mtc.store.keys": requests.length })
+        const written = new Array<boolean>(requests.length).fill(false)
+        // An upsert may touch a row once: a versioned key given twice goes in a later
+        // transaction, after the first (as two `write`s in that order would).
+        let remaining = requests.map((request, index) => ({ request, index }))
+        while (remaining.length > 0) {
+          const seen = new Set<string>()
+          const round: typeof remaining = []
+          const later: typeof remaining = []
+          for (const entry of remaining) {
+            const id = versionedId(entry.request.key.realmUrl, entry.request.key.path, entry.request.fingerprint)
+            if (seen.has(id)) later.push(entry)
+            else {
+              seen.add(id)
+              round.push(entry)
+            }
+          }
+          const rows = yield* writeDistinct(round.map((entry) => entry.request))
+          const applied = new Set(rows.map((row) => versionedId(row.realm_url, row.canonical_path, row.fingerprint)))
+          for (const entry of round) {
+            const { captured, fingerprint, key } = entry.request
+            const wrote = applied.has(versionedId(key.realmUrl, key.path, fingerprint))
+            written[entry.index] = wrote
+            if (wrote) catalog?.wrote(key.realmUrl, key.path, fingerprint, captured.generation)
+          }
+          remaining = later
+        }
+        yield* Effect.annotateCurrentSpan("mtc.store.written", written.filter(Boolean).length)
+        return written
+      },
+      Effect.mapError(toStoreError("writeMany"))
     )
 
     const tombstone = Effect.fn("TranspileStore.tombstone")(
@@ -391,6 +544,7 @@ export const make = (
           `.pipe(Effect.flatMap(decodeGenerationRows))
         ))
         const generation = rows[0]?.generation ?? 0
+        catalog?.tombstoned(key.realmUrl, key.path, generation)
         yield* Effect.annotateCurrentSpan("mtc.generation", generation)
         return generation
       },
@@ -400,20 +554,23 @@ export const make = (
     const wipeRealm = Effect.fn("TranspileStore.wipeRealm")(
       function*(realmUrl: string) {
         yield* annotate("wipeRealm", { "mtc.realm": realmUrl })
-        yield* sql.withTransaction(Effect.gen(function*() {
+        const epoch = yield* sql.withTransaction(Effect.gen(function*() {
           // Exclusive: waits for the writes in flight, and holds off new ones until the wipe commits.
           yield* lockRealm(realmUrl)
-          yield* sql`
+          const epochs = yield* sql`
             INSERT INTO module_transpile_cache_realm AS r (realm_url, epoch) VALUES (${realmUrl}, 1)
             ON CONFLICT (realm_url) DO UPDATE SET epoch = r.epoch + 1
-          `
+            RETURNING epoch
+          `.pipe(Effect.flatMap(decodeEpochRows))
           yield* sql`
             UPDATE module_transpile_cache SET
               body = NULL, headers = NULL, dependency_keys = NULL, failure = NULL, source_hash = NULL,
               generation = generation + 1, created_at = now(), accessed_at = now()
             WHERE realm_url = ${realmUrl} AND (body IS NOT NULL OR failure IS NOT NULL)
           `
+          return epochs[0]?.epoch ?? 0
         }))
+        catalog?.wiped(realmUrl, epoch)
       },
       Effect.mapError(toStoreError("wipeRealm"))
     )
@@ -464,6 +621,8 @@ export const make = (
         const removed = rows[0]?.removed ?? 0
         const cap = pruneOptions.maxBytesPerRealm
         const evicted = cap === undefined ? 0 : yield* evictOverCap(cap)
+        // Rows were deleted: the catalog is loaded again.
+        if (catalog !== undefined) yield* loadCatalog(catalog)
         if (kind === "pglite") {
           yield* sql`VACUUM module_transpile_cache`
           yield* sql`CHECKPOINT`
@@ -561,7 +720,39 @@ export const make = (
       Effect.mapError(toStoreError("versions"))
     )
 
-    return TranspileStore.of({ kind, read, readMany, write, tombstone, wipeRealm, prune, preload, versions })
+    const service = TranspileStore.of({ kind, read, readMany, write, writeMany, tombstone, wipeRealm, prune, preload, versions })
+    if (catalog === undefined) return service
+    yield* loadCatalog(catalog)
+    /** A change whose outcome is unknown (it failed, or was interrupted) turns the catalog off. */
+    const changing = <A, E>(effect: Effect.Effect<A, E>) =>
+      Effect.onError(effect, () => Effect.sync(() => catalog.disable()))
+    /** A row the catalog knows to be absent (or a tombstone), without a statement. */
+    const known = (key: VersionedKey): StoredRow | undefined => {
+      const captured = catalog.absent(key.realmUrl, key.path, key.fingerprint)
+      return captured === undefined ? undefined : absent(captured)
+    }
+    return TranspileStore.of({
+      ...service,
+      read: (key) => Effect.suspend(() => {
+        const row = known(key)
+        return row === undefined ? read(key) : Effect.succeed(row)
+      }),
+      readMany: (keys) =>
+        Effect.suspend(() => {
+          const answers = keys.map(known)
+          const unknown = keys.filter((_, i) => answers[i] === undefined)
+          if (unknown.length === 0) return Effect.succeed(answers as ReadonlyArray<StoredRow>)
+          return Effect.map(readMany(unknown), (rows) => {
+            let next = 0
+            return answers.map((answer) => answer ?? rows[next++] ?? absent(emptyCapture))
+          })
+        }),
+      write: (request) => changing(write(request)),
+      writeMany: (requests) => changing(writeMany(requests)),
+      tombstone: (key) => changing(tombstone(key)),
+      wipeRealm: (realmUrl) => changing(wipeRealm(realmUrl)),
+      prune: (pruneOptions) => changing(prune(pruneOptions))
+    })
   })
 
 /**
@@ -612,10 +803,16 @@ export const layerPg = (
 export interface PgliteStoreOptions extends Omit<SqlStoreOptions, "kind"> {
   /** The data directory; `undefined` keeps the store in memory (nothing survives a restart). */
   readonly dataDir: string | undefined
+  /**
+   * Whether PGlite runs in a worker thread (default true): its statements then never hold up
+   * the event loop. Still one instance and one writer per data directory.
+   */
+  readonly worker?: boolean | undefined
 }
 
 /**
- * The embedded store: PGlite at `dataDir`, migrated first. The data directory is locked
+ * The embedded store: PGlite at `dataDir` (in a worker thread unless `worker: false`),
+ * migrated first. The data directory is locked
  * until the scope closes (after PGlite is closed); a second process (or a second store in
  * this one) on the same directory fails with `DataDirLockedError`.
  */
@@ -628,11 +825,13 @@ export const makePglite = (
 > =>
   Effect.gen(function*() {
     if (options.dataDir !== undefined) yield* DataDirLock.acquire(options.dataDir)
-    const client = yield* PgliteClient.make({ dataDir: options.dataDir }).pipe(
+    const client = yield* PgliteClient.make({ dataDir: options.dataDir, worker: options.worker ?? true }).pipe(
       Effect.mapError(connectError),
       Effect.provideServiceEffect(Reactivity.Reactivity, Reactivity.make)
     )
-    return yield* migrateAndMake({ ...options, kind: "pglite" }).pipe(
+    const { dataDir: _, worker: __, ...storeOptions } = options
+    // The data directory is this process's alone: the store owns its table.
+    return yield* migrateAndMake({ ownsTable: true, ...storeOptions, kind: "pglite" }).pipe(
       Effect.provideService(SqlClient.SqlClient, client)
     )
   })

@@ -1,0 +1,23 @@
+/**
+ * Batched L2 writes: OCC writes that land together go to the store as one
+ * {@link TranspileStore} `writeMany` (one transaction: one lock statement, one multi-row
+ * upsert) instead of one transaction each. Each write keeps its own OCC check (its key's
+ * generation, its realm's epoch) and learns whether it applied.
+ *
+ * Batches form as in {@link L2Reads} (see `internal/batching.ts`): the writes of one tick,
+ * and every write that arrives while the previous batch is in flight, up to 64. A failed
+ * `writeMany` fails every write of its batch with its error (each is then retried on its own
+ * by its caller).
+ *
+ * @since 0.3.0
+ */
+import type { Effect } from "effect"
+import type { StoreError } from "../domain/Errors.ts"
+import type { TranspileStore, WriteRequest } from "../domain/TranspileStore.ts"
+import * as Batching from "../internal/batching.ts"
+
+/** A batching writer over `writeMany`: call it as `store.write`. */
+export const make = (
+  writeMany: NonNullable<TranspileStore["Service"]["writeMany"]>,
+  options: Batching.BatchingOptions = {}
+): (request: WriteRequest) => Effect.Effect<boolean, StoreError> => Batching.make(writeMany, options)
