@@ -1,7 +1,7 @@
 /**
  * Calls that arrive together run as one: a batch opens with its first call and collects the
- * calls of the same tick, and, while `concurrency` batches are in flight, every call that
- * arrives meanwhile; at `maxBatch` calls it runs at once. One `run` answers the whole batch,
+ * calls of the same tick (or of `window`), and, while `concurrency` batches are in flight, every
+ * call that arrives meanwhile; at `maxBatch` calls it runs at once. One `run` answers the whole batch,
  * one answer per call in order; a failed `run` fails every call of its batch with its error.
  * A caller interrupted before its batch runs is left out of it.
  *
@@ -9,10 +9,12 @@
  *
  * @since 0.3.0
  */
-import { Deferred, Effect, Exit, Request, RequestResolver } from "effect"
+import { Deferred, Duration, Effect, Exit, Request, RequestResolver } from "effect"
 
 /** Options of {@link make}. */
 export interface BatchingOptions {
+  /** How long a batch collects calls at least (default 0: one scheduler yield, the calls of the same tick). */
+  readonly window?: Duration.Input | undefined
   /** Calls per batch at most (default 64). */
   readonly maxBatch?: number | undefined
   /** Batches in flight at most; a batch waits for a free slot, collecting calls (default 1). */
@@ -37,6 +39,9 @@ export const make = <In, A, E>(
     inFlight < concurrency ? Effect.void : Effect.andThen(Deferred.await(slotFreed), free)
   )
 
+  const window = Duration.fromInputUnsafe(options.window ?? Duration.zero)
+  const delay = Effect.andThen(Duration.isZero(window) ? Effect.yieldNow : Effect.sleep(window), free)
+
   const runBatch = (entries: ReadonlyArray<Request.Entry<Call<In, A, E>>>) =>
     Effect.acquireUseRelease(
       Effect.sync(() => inFlight++),
@@ -58,7 +63,7 @@ export const make = <In, A, E>(
     )
 
   const resolver = RequestResolver.make<Call<In, A, E>>(runBatch).pipe(
-    RequestResolver.setDelayEffect(Effect.andThen(Effect.yieldNow, free)),
+    RequestResolver.setDelayEffect(delay),
     RequestResolver.batchN(options.maxBatch ?? 64)
   )
   return (input) => Effect.request(call({ input }), resolver)
