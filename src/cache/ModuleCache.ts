@@ -83,11 +83,6 @@ export class ModuleCache extends Context.Service<ModuleCache, {
   readonly invalidateRealm: (realmUrl: string) => Effect.Effect<void>
   readonly stats: Effect.Effect<CacheStats>
   /**
-   * The versions (fingerprints) present in L2 for a realm, this cache's and others' (a deploy
-   * under way, or an old version's rows not yet pruned): rows, bytes and last read.
-   */
-  readonly versions: (realmUrl: string) => Effect.Effect<ReadonlyArray<StoredVersion>, StoreError>
-  /**
    * Loads the realm's L2 rows of this pipeline into L1 in bulk, most recently read first, up
    * to the preload bound, checking each row's source first (see {@link Preload}). Never fails.
    */
@@ -106,8 +101,10 @@ export class ModuleCache extends Context.Service<ModuleCache, {
    */
   readonly countL1Hit: () => void
   /**
-   * The realm's L2 usage, for stats and metrics: its versions ({@link versions}) and their
-   * live rows and bytes in total; undefined when L2 cannot be read within 2 seconds.
+   * The realm's L2 usage, for stats and metrics: the versions (fingerprints) present in L2 for
+   * it, this cache's and others' (a deploy under way, or an old version's rows not yet pruned),
+   * with rows, bytes and last read, and their live rows and bytes in total; undefined when L2
+   * cannot be read within 2 seconds.
    */
   readonly realmUsage: (realmUrl: string) => Effect.Effect<RealmUsage | undefined>
 }>()("module-transpile-cache/ModuleCache") {}
@@ -415,11 +412,6 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
     )
 
   /**
-   * The read path below L1, top to bottom: L2, then coalescing with the fleet, then a
-   * transpile persisted to L2. Gives the module's answer or failure; `deliver` hands it to
-   * the callers as soon as it is known, before the L2 write.
-   */
-  /**
    * A miss with a coordinator, read first: a hit costs one read and no lock. A miss then takes
    * the lock, and its winner reads again (a peer may have written and unlocked in between).
    */
@@ -447,6 +439,11 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
       }
     }))
 
+  /**
+   * The read path below L1, top to bottom: L2, then coalescing with the fleet, then a
+   * transpile persisted to L2. Gives the module's answer or failure; `deliver` hands it to
+   * the callers as soon as it is known, before the L2 write.
+   */
   const resolve = (source: ModuleSource, deliver: Deliver): Effect.Effect<Loaded, TranspilerError> => {
     // A tombstone is on its way: L2 may still hold the old row, so skip it. The write that
     // follows is conditioned on the empty state and loses against the tombstone.
@@ -598,7 +595,6 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
     invalidate,
     invalidateRealm,
     preload,
-    versions: (realmUrl) => store.versions(realmUrl),
     stats: Effect.map(Effect.all([connections.stats, FiberSet.size(loads)]), ([connected, inFlight]) => ({
       ...counters.snapshot(),
       ...preloaded,
