@@ -55,7 +55,8 @@ const get = (url: string, headers: Record<string, string> = {}): Promise<Reply> 
     }).on("error", reject)
   })
 
-const spawnListening = (script: string, args: ReadonlyArray<string>): Promise<{ url: string; child: ChildProcess }> =>
+/** Spawns a Node script that logs `listening on http://...`, and waits for that line. */
+export const spawnListening = (script: string, args: ReadonlyArray<string>): Promise<{ url: string; child: ChildProcess }> =>
   new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [fileURLToPath(new URL(script, import.meta.url)), ...args], {
       stdio: ["ignore", "pipe", "inherit"]
@@ -67,7 +68,8 @@ const spawnListening = (script: string, args: ReadonlyArray<string>): Promise<{ 
     child.once("exit", (code) => reject(new Error(`${script} exited ${code}`)))
   })
 
-const stop = (child: ChildProcess) =>
+/** Stops a child: SIGTERM, SIGKILL after 3 s. */
+export const stop = (child: ChildProcess) =>
   new Promise<void>((resolve) => {
     if (child.exitCode !== null || child.signalCode !== null) return resolve()
     child.once("exit", () => resolve())

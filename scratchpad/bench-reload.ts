@@ -17,39 +17,18 @@
  *
  * Run: npx node scratchpad/bench-reload.ts
  */
-import { type ChildProcess, spawn } from "node:child_process"
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import * as path from "node:path"
-import { fileURLToPath } from "node:url"
 import { gzipSync } from "node:zlib"
 import { type Browser, chromium, type Page } from "playwright-core"
 import { graphPage, writeGraphRealm } from "../test/support/graph-realm.ts"
 import { which } from "../test/support/prerequisites.ts"
 import { request, startServer, stopAll } from "../test/support/server.ts"
+import { spawnListening, stop } from "./bench-hot-path.ts"
 
 const latencyMs = 50
 const reloads = 9
-
-const spawnListening = (script: string, args: ReadonlyArray<string>): Promise<{ url: string; child: ChildProcess }> =>
-  new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [fileURLToPath(new URL(script, import.meta.url)), ...args], {
-      stdio: ["ignore", "pipe", "inherit"]
-    })
-    child.stdout?.on("data", (chunk: Buffer) => {
-      const match = /listening on (http:\/\/[^\s/]+)\//.exec(chunk.toString())
-      if (match?.[1]) resolve({ url: match[1], child })
-    })
-    child.once("exit", (code) => reject(new Error(`${script} exited ${code}`)))
-  })
-
-const stop = (child: ChildProcess) =>
-  new Promise<void>((resolve) => {
-    if (child.exitCode !== null || child.signalCode !== null) return resolve()
-    child.once("exit", () => resolve())
-    child.kill("SIGTERM")
-    setTimeout(() => child.kill("SIGKILL"), 3000).unref()
-  })
 
 const median = (values: ReadonlyArray<number>): number => {
   const sorted = [...values].sort((a, b) => a - b)

@@ -13,7 +13,7 @@ import { type Browser, chromium } from "playwright-core"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { which } from "./support/prerequisites.ts"
 import { vendorEmber } from "./support/demo-vendor.ts"
-import { startRecorder } from "./support/recorder.ts"
+import { pageErrors, startRecorder } from "./support/recorder.ts"
 import { root, type ServerProcess, startServer, stopAll } from "./support/server.ts"
 
 const executablePath = process.env.CHROMIUM_PATH ?? which("chromium") ?? "/usr/bin/chromium"
@@ -63,11 +63,7 @@ describe("demo realm in Chromium", () => {
   it("renders the components with Ember's runtime, a click updates the @tracked count, and a reload is answered from the cache", async () => {
     const recorder = await startRecorder(server.url)
     const page = await browser.newPage()
-    const errors: Array<string> = []
-    page.on("pageerror", (error) => errors.push(error.message))
-    page.on("console", (message) => {
-      if (message.type() === "error") errors.push(message.text())
-    })
+    const errors = pageErrors(page)
     const text = (selector: string) => page.locator(selector).textContent()
 
     await page.goto(`${recorder.url}/index.html`)

@@ -12,7 +12,7 @@ import { type Browser, chromium, type Page } from "playwright-core"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { labelSource, writeGraphRealm } from "./support/graph-realm.ts"
 import { which } from "./support/prerequisites.ts"
-import { type Exchange, startRecorder } from "./support/recorder.ts"
+import { type Exchange, pageErrors, startRecorder } from "./support/recorder.ts"
 import { eventually, request, type ServerProcess, startServer, stopAll } from "./support/server.ts"
 
 const executablePath = process.env.CHROMIUM_PATH ?? which("chromium") ?? "/usr/bin/chromium"
@@ -66,11 +66,7 @@ describe("immutable URLs through the import map, in Chromium", () => {
   it("a warm reload revalidates the page alone; after an edit exactly the edited module is fetched again", async () => {
     const recorder = await startRecorder(server.url)
     const page = await browser.newPage()
-    const errors: Array<string> = []
-    page.on("pageerror", (error) => errors.push(error.message))
-    page.on("console", (message) => {
-      if (message.type() === "error") errors.push(message.text())
-    })
+    const errors = pageErrors(page)
 
     // A first load: the page's request transpiles what the page reaches, so its map names
     // every module at its immutable URL, and each is fetched once, there.

@@ -10,6 +10,7 @@ import * as path from "node:path"
 import { type Browser, chromium } from "playwright-core"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { which } from "./support/prerequisites.ts"
+import { pageErrors } from "./support/recorder.ts"
 import {
   jsonOf,
   makeRealm,
@@ -52,11 +53,7 @@ describe("the live page in Chromium", () => {
 
   it("asks for the token, then shows the counts of a cold herd and warm hits, the last error and a chart", async () => {
     const page = await browser.newPage({ viewport: { width: 1200, height: 1100 } })
-    const errors: Array<string> = []
-    page.on("pageerror", (error) => errors.push(error.message))
-    page.on("console", (message) => {
-      if (message.type() === "error") errors.push(message.text())
-    })
+    const errors = pageErrors(page)
     const text = (selector: string) => page.locator(selector).textContent()
     await page.goto(`${server.url}/_cache/`)
 

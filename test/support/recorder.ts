@@ -4,6 +4,7 @@
  * on the wire). Used by the browser tests and benches.
  */
 import * as http from "node:http"
+import type { Page } from "playwright-core"
 
 /** One request as the server answered it. */
 export interface Exchange {
@@ -72,3 +73,13 @@ export const startRecorder = (target: string): Promise<Recorder> =>
       })
     })
   })
+
+/** Collects what a page reports as errors (uncaught exceptions and `console.error`), as they come. */
+export const pageErrors = (page: Page): Array<string> => {
+  const errors: Array<string> = []
+  page.on("pageerror", (error) => errors.push(error.message))
+  page.on("console", (message) => {
+    if (message.type() === "error") errors.push(message.text())
+  })
+  return errors
+}
