@@ -393,7 +393,8 @@ const component = (frame: ProfileNode["callFrame"]): string => {
   if (url.includes("/src/store/")) return "src/store"
   if (url.includes("/src/fleet/")) return "src/fleet"
   if (url.includes("/src/cache/")) return "src/cache"
-  if (url.includes("/src/server/")) return "src/server"
+  if (url.includes("/src/http/")) return "src/http"
+  if (url.includes("/src/realm/")) return "src/realm"
   if (url.includes("/src/")) return "src/other"
   if (url.startsWith("node:")) return "node internals"
   if (url.includes("node_modules/")) return `other modules`

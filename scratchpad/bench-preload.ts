@@ -5,7 +5,7 @@
  * same two cores took as long as the server's whole answer and hid the difference.
  *
  * - on PGlite and on Postgres: a fresh server (empty L2: Babel transpiles everything), a
- *   restart with the L1 preload and the JIT warm-up (the defaults: see src/server/JitWarmup.ts),
+ *   restart with the L1 preload and the JIT warm-up (the defaults: see src/http/JitWarmup.ts),
  *   one with the warm-up off (`MTC_WARMUP_REQUESTS=0`), and restarts with the preload off
  *   (`MTC_L1_PRELOAD_BYTES=0`: every module is an L2 read on the request path), with the misses'
  *   L2 reads batched (`MTC_L2_BATCH_READS=1`: one `readMany` for the misses that arrive

@@ -28,7 +28,7 @@ import * as path from "node:path"
 import { fileURLToPath, pathToFileURL } from "node:url"
 import { Effect } from "effect"
 import { moduleKey } from "../src/domain/Domain.ts"
-import type * as Current from "../src/server/FileSystemSources.ts"
+import type * as Current from "../src/realm/FileSystemSources.ts"
 import { type BenchRow, median } from "./bench-l1.ts"
 
 const MODULES = 300
@@ -198,7 +198,7 @@ const systemCalls = (implementation: string, pass: Pass, realm: string): SystemC
 const hasStrace = (): boolean => spawnSync("strace", ["-V"]).status === 0
 
 const loadCurrent = async (): Promise<Implementation> =>
-  (await import("../src/server/FileSystemSources.ts")) as Implementation
+  (await import("../src/realm/FileSystemSources.ts")) as Implementation
 
 const implementations = async (): Promise<Array<[string, Implementation]>> => {
   const baseline = await loadBaseline()

@@ -176,7 +176,7 @@ describe("hostile paths", () => {
     expectJsonError(await request(server.url, "/cafe%CC%81.ts"), 404, "ModuleNotFoundError", "NFD")
   })
 
-  // BUG (src/server/RealmServer.ts, `layer`): notFoundMiddleware is passed as the `middleware` option
+  // BUG (src/http/RealmServer.ts, `layer`): notFoundMiddleware is passed as the `middleware` option
   // of HttpRouter.serve, which wraps the whole server chain after the response is already
   // made, so it never sees RouteNotFound. Every request the router cannot match (a URL that
   // does not decode, another method) gets a bare 404: no JSON, no CORS header, where the

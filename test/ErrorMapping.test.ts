@@ -1,7 +1,7 @@
 /** Failures as HTTP answers: statuses, bodies, and no file-system path in any of them. */
 import { describe, expect, it } from "@effect/vitest"
 import * as Errors from "../src/domain/Errors.ts"
-import { errorBodyOf, errorResponse, scrubPaths, statusOf } from "../src/server/ErrorMapping.ts"
+import { errorBodyOf, errorResponse, scrubPaths, statusOf } from "../src/http/ErrorMapping.ts"
 
 describe("ErrorMapping", () => {
   it("maps every failure to its documented status", () => {

@@ -11,7 +11,7 @@ import { execFileSync } from "node:child_process"
 import { afterAll, describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { moduleKey } from "../src/domain/Domain.ts"
-import * as FileSystemSources from "../src/server/FileSystemSources.ts"
+import * as FileSystemSources from "../src/realm/FileSystemSources.ts"
 
 const realmDir = fs.mkdtempSync(path.join(os.tmpdir(), "mtc-file-reads-"))
 afterAll(() => fs.rmSync(realmDir, { recursive: true, force: true }))

@@ -16,7 +16,8 @@ const allowed: Readonly<Record<string, ReadonlyArray<string>>> = {
   store: ["domain", "internal", "migrations"],
   fleet: ["domain", "internal"],
   live: ["domain", "internal", "cache", "store", "fleet"],
-  server: ["domain", "internal", "cache", "store", "fleet", "transpiler", "live"],
+  realm: ["domain", "internal", "cache"],
+  http: ["domain", "internal", "cache", "store", "fleet", "transpiler", "live", "realm"],
   cli: ["*"],
   entry: ["*"],
   migrations: []
@@ -61,8 +62,8 @@ describe("import rules", () => {
   })
 
   it("flags a store that imports the server and a cache core that imports an adapter", () => {
-    expect(violations("src/store/SqlTranspileStore.ts", `import { x } from "../server/RealmServer.ts"`))
-      .toEqual(["src/store/SqlTranspileStore.ts imports src/server/RealmServer.ts"])
+    expect(violations("src/store/SqlTranspileStore.ts", `import { x } from "../http/RealmServer.ts"`))
+      .toEqual(["src/store/SqlTranspileStore.ts imports src/http/RealmServer.ts"])
     expect(violations("src/cache/ModuleCache.ts", `import type { X } from "../store/SqlTranspileStore.ts"`))
       .toEqual(["src/cache/ModuleCache.ts imports src/store/SqlTranspileStore.ts"])
     expect(violations("src/cache/ModuleCache.ts", `const m = await import("../fleet/PgFleet.ts")`))
@@ -74,6 +75,6 @@ describe("import rules", () => {
   it("allows a folder's own files, its allowed folders, and anything from the entry points", () => {
     expect(violations("src/cache/ModuleCache.ts", `import { L1Cache } from "./L1Cache.ts"\nimport { Transpiler } from "../domain/Transpiler.ts"`))
       .toEqual([])
-    expect(violations("src/index.ts", `export * as RealmServer from "./server/RealmServer.ts"`)).toEqual([])
+    expect(violations("src/index.ts", `export * as RealmServer from "./http/RealmServer.ts"`)).toEqual([])
   })
 })

@@ -5,7 +5,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Exit } from "effect"
 import * as path from "node:path"
-import * as PathRules from "../src/server/PathRules.ts"
+import * as PathRules from "../src/realm/PathRules.ts"
 
 const validated = (urlPath: string): string => {
   const exit = Effect.runSyncExit(PathRules.validatePath(urlPath))

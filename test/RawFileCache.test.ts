@@ -4,8 +4,8 @@
  * with CLOCK eviction (a used entry gets a second round).
  */
 import { describe, expect, it } from "vitest"
-import { answerOf } from "../src/server/FastPath.ts"
-import { RawFiles } from "../src/server/RawFileCache.ts"
+import { answerOf } from "../src/http/FastPath.ts"
+import { RawFiles } from "../src/realm/RawFileCache.ts"
 
 const answer = (bytes: number) => answerOf(new Uint8Array(bytes), `"${bytes}"`, "text/plain")
 

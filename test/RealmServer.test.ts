@@ -6,8 +6,8 @@ import { Effect, Exit } from "effect"
 import { rmSync, renameSync, writeFileSync } from "node:fs"
 import * as path from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import * as FileSystemSources from "../src/server/FileSystemSources.ts"
-import { ifNoneMatches, moduleEtag } from "../src/server/RealmServer.ts"
+import * as FileSystemSources from "../src/realm/FileSystemSources.ts"
+import { ifNoneMatches, moduleEtag } from "../src/http/RealmServer.ts"
 import { startOtlpReceiver } from "./support/otlp.ts"
 import {
   eventually,

@@ -9,7 +9,7 @@ import { TestClock } from "effect/testing"
 import { mkdirSync, writeFileSync } from "node:fs"
 import * as path from "node:path"
 import { afterAll } from "vitest"
-import * as Watcher from "../src/server/Watcher.ts"
+import * as Watcher from "../src/realm/Watcher.ts"
 import { makeRealm, removeRealms } from "./support/server.ts"
 
 afterAll(() => removeRealms())

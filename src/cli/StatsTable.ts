@@ -5,7 +5,7 @@
  *
  * @since 0.5.0
  */
-import type { StatsBody } from "../server/HttpBodies.ts"
+import type { StatsBody } from "../http/HttpBodies.ts"
 
 const bytes = (n: number): string =>
   n < 1024 ? `${n} B` : n < 1024 * 1024 ? `${(n / 1024).toFixed(1)} KiB` : `${(n / 1024 / 1024).toFixed(1)} MiB`

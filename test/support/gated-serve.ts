@@ -9,7 +9,7 @@
 import { NodeRuntime, NodeServices } from "@effect/platform-node"
 import { Cause, Deferred, Effect, Exit, Layer, Redacted, Runtime } from "effect"
 import { Transpiler } from "../../src/domain/Transpiler.ts"
-import * as RealmServer from "../../src/server/RealmServer.ts"
+import * as RealmServer from "../../src/http/RealmServer.ts"
 import * as TestTranspiler from "../../src/transpiler/TestTranspiler.ts"
 
 const realmDir = process.env["REALM_DIR"] ?? "."

@@ -13,7 +13,7 @@ export interface GraphRealm {
   readonly page: string
 }
 
-/** The page's import-map placeholder: the realm server fills it (see `src/server/ImportMap.ts`). */
+/** The page's import-map placeholder: the realm server fills it (see `src/http/ImportMap.ts`). */
 export const importMapPlaceholder = "<script type=\"importmap\" data-realm></script>"
 
 /** The page of a graph realm; with the placeholder or without it (for another dev server). */

@@ -5,7 +5,7 @@
  * sent exactly as given.
  */
 import { Schema } from "effect"
-import { StatsBody } from "../../src/server/RealmServer.ts"
+import { StatsBody } from "../../src/http/RealmServer.ts"
 import { readFileSync } from "node:fs"
 import { connect } from "node:net"
 import * as path from "node:path"

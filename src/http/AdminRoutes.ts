@@ -23,10 +23,10 @@ import * as AdminToken from "./AdminToken.ts"
 import { errorBodyOf, scrubPaths, statusOf } from "./ErrorMapping.ts"
 import { FastPath } from "./FastPath.ts"
 import * as MetricsRoutes from "./MetricsRoutes.ts"
-import { fileSystem, type RealmFiles } from "./FileSystemSources.ts"
+import { fileSystem, type RealmFiles } from "../realm/FileSystemSources.ts"
 import { type ErrorBody, type HealthBody, type InvalidateBody, InvalidateQuery, type StatsBody } from "./HttpBodies.ts"
-import { candidatesOf, encodePath, keysCovering, pathOf, validatePath } from "./PathRules.ts"
-import type { RawFiles } from "./RawFileCache.ts"
+import { candidatesOf, encodePath, keysCovering, pathOf, validatePath } from "../realm/PathRules.ts"
+import type { RawFiles } from "../realm/RawFileCache.ts"
 import { adminJson } from "./Responses.ts"
 
 /** What the admin routes act on. */

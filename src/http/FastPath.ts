@@ -28,7 +28,7 @@ import type { IncomingMessage, ServerResponse } from "node:http"
 import { type CachedModule, javascriptContentType } from "../domain/Domain.ts"
 import type { ModuleCache } from "../cache/ModuleCache.ts"
 import { answerBoundaries, PlainHistogram } from "./AnswerMetrics.ts"
-import type { CachedAnswer, RawFiles } from "./RawFileCache.ts"
+import type { CachedAnswer, RawFiles } from "../realm/RawFileCache.ts"
 
 /** Headers of module and file responses: CORS for any origin, and no content sniffing (the router's too). */
 export const corsHeaders = {

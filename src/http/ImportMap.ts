@@ -37,7 +37,7 @@ import { Effect, Option } from "effect"
 import type { HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
 import type { ModuleCache } from "../cache/ModuleCache.ts"
 import { type CachedModule, keyString, moduleKey } from "../domain/Domain.ts"
-import { CurrentResolution, type RealmFiles, type ResolvedPath } from "./FileSystemSources.ts"
+import { CurrentResolution, type RealmFiles, type ResolvedPath } from "../realm/FileSystemSources.ts"
 import { immutableUrl, versionOfEtag } from "./ImmutableUrls.ts"
 import {
   browserPathOf,
@@ -51,8 +51,8 @@ import {
   type Target,
   templateOf
 } from "./ImportMapPages.ts"
-import { pathOf } from "./PathRules.ts"
-import type { CachedAnswer } from "./RawFileCache.ts"
+import { pathOf } from "../realm/PathRules.ts"
+import type { CachedAnswer } from "../realm/RawFileCache.ts"
 import { conditional, moduleEtag, preflight, rawEtag } from "./Responses.ts"
 
 export { browserPathOf, ImportMapJson, mergeMaps, reachable } from "./ImportMapPages.ts"

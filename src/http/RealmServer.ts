@@ -91,18 +91,18 @@ import type * as MetricsRoutes from "./MetricsRoutes.ts"
 import * as AdminToken from "./AdminToken.ts"
 import { errorResponse } from "./ErrorMapping.ts"
 import * as FastPath from "./FastPath.ts"
-import * as FileSystemSources from "./FileSystemSources.ts"
+import * as FileSystemSources from "../realm/FileSystemSources.ts"
 import * as ImmutableUrls from "./ImmutableUrls.ts"
 import * as ImportMap from "./ImportMap.ts"
 import * as JitWarmup from "./JitWarmup.ts"
 import * as Listener from "./Listener.ts"
-import { CurrentResolution, fileSystem, RealmFiles } from "./FileSystemSources.ts"
+import { CurrentResolution, fileSystem, RealmFiles } from "../realm/FileSystemSources.ts"
 import type { ErrorBody } from "./HttpBodies.ts"
-import { encodePath, pathOf, validatePath } from "./PathRules.ts"
-import * as RawFileCache from "./RawFileCache.ts"
+import { encodePath, pathOf, validatePath } from "../realm/PathRules.ts"
+import * as RawFileCache from "../realm/RawFileCache.ts"
 import { adminJson, conditional, contentTypeOf, isAdminPath, json, moduleEtag, preflight, rawEtag } from "./Responses.ts"
 import * as ScopedCss from "./ScopedCss.ts"
-import * as Watcher from "./Watcher.ts"
+import * as Watcher from "../realm/Watcher.ts"
 
 export { errorBodyOf, errorResponse, scrubPaths, statusOf } from "./ErrorMapping.ts"
 export { ifNoneMatches } from "./FastPath.ts"
@@ -255,7 +255,16 @@ export const notFoundMiddleware = <E, R>(
  * Watches the realm directory and invalidates changed modules through
  * {@link ModuleCache.invalidate} (which also tells peers); see {@link Watcher}.
  */
-export const watcher: Layer.Layer<never, never, ModuleCache | RealmFiles> = Watcher.layer
+export const watcher: Layer.Layer<never, never, ModuleCache | RealmFiles> = Layer.effectDiscard(Effect.gen(function*() {
+  const fast = Option.getOrUndefined(yield* Effect.serviceOption(FastPath.FastPath))
+  yield* Watcher.watch({
+    cache: yield* ModuleCache,
+    files: yield* RealmFiles,
+    raw: Option.getOrUndefined(yield* Effect.serviceOption(RawFileCache.RawFileCache)),
+    onChange: () => fast?.changed(),
+    onWatching: (watching) => fast?.watched(watching)
+  })
+}))
 
 // -----------------------------------------------------------------------------
 // Preload

@@ -25,9 +25,9 @@ import type { ModuleCache } from "../cache/ModuleCache.ts"
 import * as TranspilerPool from "../transpiler/TranspilerPool.ts"
 import { fastPathSeriesOf } from "./AnswerMetrics.ts"
 import { FastPath, type FastPathHandler } from "./FastPath.ts"
-import type { RealmFiles } from "./FileSystemSources.ts"
+import type { RealmFiles } from "../realm/FileSystemSources.ts"
 import * as LivePage from "./LivePage.ts"
-import type { RawFiles } from "./RawFileCache.ts"
+import type { RawFiles } from "../realm/RawFileCache.ts"
 
 /** The content type Prometheus' text format is served with. */
 export const prometheusContentType = "text/plain; version=0.0.4; charset=utf-8"

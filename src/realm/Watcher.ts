@@ -23,7 +23,6 @@ import * as path from "node:path"
 import { moduleKey } from "../domain/Domain.ts"
 import { InvalidationSource } from "../cache/CacheCounters.ts"
 import { ModuleCache } from "../cache/ModuleCache.ts"
-import * as FastPath from "./FastPath.ts"
 import { fileSystem, RealmFiles } from "./FileSystemSources.ts"
 import { isExecutable, keysCovering, toPosix } from "./PathRules.ts"
 import * as RawFileCache from "./RawFileCache.ts"
@@ -191,17 +190,26 @@ export const batched = (timing: BatchTiming = {}) =>
     return Stream.fromPull(Effect.succeed(pull))
   }))
 
+/** What a realm's watcher works on: its files, the cache it invalidates, and who else hears of changes. */
+export interface WatchTarget {
+  readonly cache: ModuleCache["Service"]
+  readonly files: RealmFiles["Service"]
+  /** The raw files cached in memory, dropped as their files change. */
+  readonly raw?: RawFileCache.RawFiles | undefined
+  /** A file event came (before its batch is applied): what request paths resolve to may have changed. */
+  readonly onChange?: (() => void) | undefined
+  /** Whether the watch is reporting changes (false while a lost watch is re-opened). */
+  readonly onWatching?: ((watching: boolean) => void) | undefined
+}
+
 /**
- * Watches the realm directory and invalidates changed modules through
+ * Watches the realm directory, in the current scope, and invalidates changed modules through
  * {@link ModuleCache.invalidate} (which also tells peers), and changed raw files in the
  * {@link RawFileCache}. A batch that fails is logged; the watcher goes on.
  */
-export const layer: Layer.Layer<never, never, ModuleCache | RealmFiles> = Layer.effectDiscard(Effect.gen(function*() {
-  const cache = yield* ModuleCache
-  const files = yield* RealmFiles
+export const watch = Effect.fnUntraced(function*(options: WatchTarget) {
+  const { cache, files, raw } = options
   const fsys = yield* fileSystem
-  const fast = Option.getOrUndefined(yield* Effect.serviceOption(FastPath.FastPath))
-  const raw = Option.getOrUndefined(yield* Effect.serviceOption(RawFileCache.RawFileCache))
 
   /**
    * After a lost watch: re-reads every module this process has read, and invalidates only
@@ -255,12 +263,12 @@ export const layer: Layer.Layer<never, never, ModuleCache | RealmFiles> = Layer.
     isIgnored: files.isIgnored,
     onChange: () => {
       files.changed()
-      fast?.changed()
+      options.onChange?.()
     },
     onWatching: (watching) => {
       files.watched(watching)
-      fast?.watched(watching)
       raw?.watched(watching)
+      options.onWatching?.(watching)
     }
   })
   yield* changes.pipe(
@@ -274,4 +282,5 @@ export const layer: Layer.Layer<never, never, ModuleCache | RealmFiles> = Layer.
     ),
     Effect.forkScoped
   )
-}))
+})
+

@@ -25,7 +25,7 @@ import { HttpServerResponse } from "effect/http"
 import type { HttpServerRequest } from "effect/http"
 import { corsHeaders, ifNoneMatches } from "./FastPath.ts"
 import type { ErrorBody } from "./HttpBodies.ts"
-import { pathOf } from "./PathRules.ts"
+import { pathOf } from "../realm/PathRules.ts"
 import { json } from "./Responses.ts"
 
 /** The query prefix of an immutable URL (`?_v=<version>`). `FastPath.handle` checks the same text. */
