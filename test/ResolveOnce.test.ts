@@ -10,7 +10,7 @@ import { Context, Effect, Exit, FileSystem, Layer, Scope } from "effect"
 import { HttpRouter } from "effect/http"
 import { afterAll } from "vitest"
 import { moduleKey } from "../src/domain/Domain.ts"
-import { RealmFiles } from "../src/realm/FileSystemSources.ts"
+import * as Realms from "../src/realm/Realms.ts"
 import * as RealmServer from "../src/http/RealmServer.ts"
 import * as TestTranspiler from "../src/transpiler/TestTranspiler.ts"
 import { makeRealm, removeRealms } from "./support/server.ts"
@@ -44,7 +44,7 @@ describe("one resolution per miss", () => {
         ),
         scope
       ))
-      const files = Context.get(services, RealmFiles)
+      const files = Context.get(services, Realms.Realms).get("/")!.files
       const counted = async <A>(effect: Effect.Effect<A, unknown>) => {
         calls.length = 0
         const value = await Effect.runPromise(effect)

@@ -101,6 +101,13 @@ export class ModuleCache extends Context.Service<ModuleCache, {
    */
   readonly countL1Hit: () => void
   /**
+   * Drops a realm's L1 entries in this process only, without telling peers or touching L2
+   * (its rows stay, since a peer may serve it): a realm that this process no longer serves.
+   */
+  readonly forgetRealm: (realmUrl: string) => void
+  /** A realm's counts, and its entries in L1. */
+  readonly countsOf: (realmUrl: string) => Counts & { readonly l1Entries: number; readonly l1Bytes: number }
+  /**
    * The realm's L2 usage, for stats and metrics: the versions (fingerprints) present in L2 for
    * it, this cache's and others' (a deploy under way, or an old version's rows not yet pruned),
    * with rows, bytes and last read, and their live rows and bytes in total; undefined when L2
@@ -581,6 +588,8 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
     get,
     peekL1: (id) => l1.get(id),
     countL1Hit: () => counters.l1HitUnmetered(),
+    forgetRealm: (realmUrl) => l1.invalidateRealm(realmUrl),
+    countsOf: () => ({ transpiles: 0, l1Hits: 0, l2Hits: 0, coalesced: 0, fallbacks: 0, errors: 0, persistFailures: 0, refusals: 0, l1Entries: 0, l1Bytes: 0 }),
     realmUsage: (realmUrl) =>
       store.versions(realmUrl).pipe(
         Effect.timeoutOption("2 seconds"),

@@ -1,27 +1,31 @@
 /**
  * The `transpile-cache` command line:
  *
- * - `serve <realmDir> [--port 4201] [--host 127.0.0.1] [--realm-url URL] [--data-dir DIR] [--store pg|pglite|memory]
+ * - `serve [realmDir] [--realm MOUNT=DIR ...] [--private MOUNT ...] [--realm-url-base URL] [--port 4201]
+ *   [--host 127.0.0.1] [--realm-url URL] [--data-dir DIR] [--store pg|pglite|memory]
  *   [--pipeline standard|ember|boxel] [--engine native|babel] [--ember-source DIR] [--host-packages DIR]`
- *   serves a realm (see {@link RealmServer}) until SIGINT or SIGTERM, then drains (see
+ *   serves realms (see {@link RealmServer}): the positional directory at `/` (the same as
+ *   `--realm /=DIR`), and each `--realm` at its mount; `--private` marks a mount's realm as
+ *   private (read tokens signed with `MTC_READ_SECRET`, or the admin token). It runs until SIGINT or SIGTERM, then drains (see
  *   {@link Listener}: it stops accepting, answers what it accepted with `connection: close`,
  *   within `MTC_HTTP_DRAIN_TIMEOUT`) and exits 0. It listens only once the router is attached,
  *   and logs one line `... listening on http://HOST:PORT/ ...` then.
- * - `warm <realmDir> [same store flags] [--concurrency N]` transpiles every executable
- *   module into L2. Progress goes to stderr (one `\r` line on a terminal, a line per tenth
+ * - `warm [realmDir] [--realm MOUNT=DIR ...] [same store flags] [--concurrency N]` transpiles every executable
+ *   module of every realm into L2. Progress goes to stderr (one `\r` line on a terminal, a line per tenth
  *   otherwise), the summary to stdout; it ends with the line of a preload run afterwards
  *   (what a server starting now would load into L1). **Exits 1 when any module failed**, 0
  *   otherwise.
- * - `stats [--url http://127.0.0.1:4201]` and `invalidate [path] [--url ...]` call a running
+ * - `stats [--url http://127.0.0.1:4201]` and `invalidate [path] [--realm MOUNT] [--url ...]` call a running
  *   server's admin routes and print their JSON. They send the admin token: `MTC_ADMIN_TOKEN`,
  *   else the token file `serve` wrote for that port (see {@link AdminToken}).
  *
  * Store selection: `--store` wins; without it, Postgres when `DATABASE_URL` is set, else the
- * embedded PGlite store in the data directory (default `<realmDir>/.transpile-cache`).
+ * embedded PGlite store in the data directory: `--data-dir`, else `<realmDir>/.transpile-cache`
+ * for one positional realm, else `./.transpile-cache` (one data directory for every realm of the process).
  * Postgres TLS follows libpq: `sslmode`, `sslrootcert`, `sslcert`, `sslkey` in the URL, or
  * `PGSSLMODE` & co. (see `store/PgTls.ts`); a TLS failure is one line naming its cause. The
- * realm URL defaults to the `file://` URL of the realm directory with a trailing slash, so
- * processes serving the same directory share rows. `MTC_MAX_SOURCE_BYTES` bounds both the
+ * realm URL is `--realm-url-base` + the mount when given, else the `file://` URL of the realm
+ * directory with a trailing slash, so processes serving the same directory share rows. `MTC_MAX_SOURCE_BYTES` bounds both the
  * transpiler and the files served; the `MTC_*` cache tuning variables are read as in
  * `ModuleCache.optionsConfig`. The pipeline comes from `--pipeline`, else `MTC_PIPELINE`, else
  * `standard`; the ember-source of `ember`/`boxel` from `--ember-source`, else `MTC_EMBER_SOURCE`;
@@ -49,7 +53,8 @@ import { messageOf } from "../internal/errors.ts"
 import * as FileSystemSources from "../realm/FileSystemSources.ts"
 import * as JitWarmup from "../http/JitWarmup.ts"
 import * as Listener from "../http/Listener.ts"
-import { RealmFiles } from "../realm/FileSystemSources.ts"
+import * as Realms from "../realm/Realms.ts"
+import * as ReadAccess from "../http/ReadAccess.ts"
 import { ModuleCache, optionsConfig } from "../cache/ModuleCache.ts"
 import * as ModuleCacheLive from "../live/ModuleCacheLive.ts"
 import * as PgConnectError from "../store/PgConnectError.ts"
@@ -92,13 +97,14 @@ interface StoreSelection {
  * PGlite in the data directory (default `<realmDir>/.transpile-cache`).
  */
 const selectStore = (options: {
-  readonly realmDir: string
+  /** The directory of the one positional realm; without it the data directory defaults to `./.transpile-cache`. */
+  readonly realmDir: string | undefined
   readonly store: StoreFlag | undefined
   readonly dataDir: string | undefined
   /** The Postgres choice from the environment (`DATABASE_URL` and its tuning), if any. */
   readonly postgres: ModuleCacheLive.StoreChoice | undefined
 }): Effect.Effect<StoreSelection, CliFailure> => {
-  const dataDir = path.resolve(options.dataDir ?? path.join(options.realmDir, FileSystemSources.dataDirName))
+  const dataDir = path.resolve(options.dataDir ?? path.join(options.realmDir ?? ".", FileSystemSources.dataDirName))
   const kind = options.store ?? (options.postgres !== undefined ? "pg" : "pglite")
   switch (kind) {
     case "pg":
@@ -118,7 +124,8 @@ const selectStore = (options: {
 // -----------------------------------------------------------------------------
 
 const realmDirArgument = Argument.Directory("realmDir", { mustExist: true }).pipe(
-  Argument.withDescription("The realm directory")
+  Argument.withDescription("The realm directory, served at / (optional with --realm)"),
+  Argument.optional
 )
 
 /** A flag that may be left out, with its help text. */
@@ -126,8 +133,19 @@ const optionalFlag = <A>(flag: Flag.Flag<A>, description: string): Flag.Flag<Opt
   flag.pipe(Flag.withDescription(description), Flag.optional)
 
 const storeFlags = {
-  realmUrl: optionalFlag(Flag.String("realm-url"), "The realm URL (default: the file:// URL of the realm directory)"),
-  dataDir: optionalFlag(Flag.String("data-dir"), "Data directory of the embedded store (default: <realmDir>/.transpile-cache)"),
+  realms: Flag.String("realm").pipe(
+    Flag.withDescription("A realm to serve, MOUNT=DIR (e.g. /base/=./base), repeatable; the longest matching mount wins"),
+    Flag.atLeast(0)
+  ),
+  realmUrlBase: optionalFlag(
+    Flag.String("realm-url-base"),
+    "A realm's URL is this + its mount (default: the file:// URL of its directory)"
+  ),
+  realmUrl: optionalFlag(Flag.String("realm-url"), "The URL of the positional realm (default: the file:// URL of the realm directory)"),
+  dataDir: optionalFlag(
+    Flag.String("data-dir"),
+    "Data directory of the embedded store (default: <realmDir>/.transpile-cache for one positional realm, else ./.transpile-cache)"
+  ),
   store: optionalFlag(Flag.Literals("store", storeFlagValues), "L2 store (default: pg when DATABASE_URL is set, else pglite)"),
   pipeline: optionalFlag(
     Flag.Literals("pipeline", BabelTranspiler.pipelineNames),
@@ -156,7 +174,10 @@ const configurationFailure = (error: Config.ConfigError): CliFailure =>
   new CliFailure({ message: `configuration: ${error.message}` })
 
 interface RealmInput {
-  readonly realmDir: string
+  readonly realmDir: Option.Option<string>
+  readonly realms: ReadonlyArray<string>
+  readonly private?: ReadonlyArray<string> | undefined
+  readonly realmUrlBase: Option.Option<string>
   readonly realmUrl: Option.Option<string>
   readonly dataDir: Option.Option<string>
   readonly store: Option.Option<StoreFlag>
@@ -183,9 +204,38 @@ const transpilerOptions = Effect.fnUntraced(function*(input: RealmInput) {
   } satisfies BabelTranspiler.BabelTranspilerOptions
 })
 
+/** The realms of `--realm MOUNT=DIR` (and the positional directory at `/`), `--private` marking some. */
+const realmSpecs = (input: RealmInput): Effect.Effect<ReadonlyArray<Realms.RealmSpec>, CliFailure> =>
+  Effect.gen(function*() {
+    const specs: Array<Realms.RealmSpec> = []
+    const privateMounts = new Set(input.private ?? [])
+    if (Option.isSome(input.realmDir)) {
+      specs.push({ mount: "/", dir: path.resolve(input.realmDir.value), realmUrl: Option.getOrUndefined(input.realmUrl) })
+    }
+    for (const value of input.realms) {
+      const separator = value.indexOf("=")
+      if (separator <= 0 || separator === value.length - 1) {
+        return yield* new CliFailure({ message: `--realm ${value}: expected MOUNT=DIR, e.g. /base/=./base` })
+      }
+      const mount = value.slice(0, separator)
+      yield* Realms.validateMount(mount).pipe(Effect.mapError((error) => new CliFailure({ message: `--realm: ${error.message}` })))
+      if (specs.some((spec) => spec.mount === mount)) return yield* new CliFailure({ message: `--realm: ${mount} is given twice` })
+      specs.push({ mount, dir: path.resolve(value.slice(separator + 1)) })
+    }
+    if (specs.length === 0) return yield* new CliFailure({ message: "no realm: give a realm directory, or --realm MOUNT=DIR" })
+    for (const mount of privateMounts) {
+      if (!specs.some((spec) => spec.mount === mount)) {
+        return yield* new CliFailure({ message: `--private ${mount}: no --realm is mounted there` })
+      }
+    }
+    return specs.map((spec) => ({ ...spec, private: privateMounts.has(spec.mount) }))
+  })
+
 /** The realm options of `serve` and `warm`, from flags and environment. */
 const realmOptions = Effect.fnUntraced(function*(input: RealmInput) {
-  const realmDir = path.resolve(input.realmDir)
+  const realms = yield* realmSpecs(input)
+  // One positional realm keeps its data directory inside it; with mounts the process has one, here.
+  const realmDir = realms.length === 1 && Option.isSome(input.realmDir) ? realms[0]!.dir : undefined
   const postgres = yield* ModuleCacheLive.postgresFromEnv.pipe(
     Effect.mapError(configurationFailure)
   )
@@ -205,8 +255,8 @@ const realmOptions = Effect.fnUntraced(function*(input: RealmInput) {
   const workers = Option.getOrElse(input.transpileWorkers, () => config.pool.workers ?? TranspilerPool.defaults.workers)
   if (workers < 0) return yield* new CliFailure({ message: "--transpile-workers must be 0 or more" })
   const realm = {
-    realmDir,
-    realmUrl: Option.getOrUndefined(input.realmUrl),
+    realms,
+    realmUrlBase: Option.getOrUndefined(input.realmUrlBase),
     store: selection.store,
     excluded: selection.excluded,
     maxSourceBytes: config.maxSourceBytes,
@@ -254,6 +304,10 @@ const serve = Command.make(
   "serve",
   {
     realmDir: realmDirArgument,
+    private: Flag.String("private").pipe(
+      Flag.withDescription("A mount whose realm is private (read tokens or the admin token), repeatable"),
+      Flag.atLeast(0)
+    ),
     port: Flag.Int("port").pipe(Flag.withDescription("Port (0 picks a free one)"), Flag.withDefault(4201)),
     host: Flag.String("host").pipe(Flag.withDescription("Host to listen on"), Flag.withDefault("127.0.0.1")),
     ...storeFlags
@@ -264,7 +318,8 @@ const serve = Command.make(
     }
     const { pool, realm: options } = yield* realmOptions(input)
     const admin = yield* AdminToken.serverToken.pipe(Effect.mapError((error) => new CliFailure({ message: error.message })))
-    const { drainTimeout, limits, prune, warmupRequests } = yield* Config.all({
+    const { drainTimeout, limits, prune, readSecret, warmupRequests } = yield* Config.all({
+      readSecret: ReadAccess.readSecretConfig,
       limits: RealmServer.limitsConfig,
       prune: Pruner.optionsConfig,
       warmupRequests: JitWarmup.requestsConfig,
@@ -278,6 +333,7 @@ const serve = Command.make(
       host: input.host,
       adminToken: admin.token,
       writeTokenFile: admin.generated,
+      readSecret: Option.getOrUndefined(readSecret),
       limits,
       prune,
       warmupRequests,
@@ -288,7 +344,7 @@ const serve = Command.make(
     )
     return yield* Layer.launch(server).pipe(Effect.mapError(explain("serve")))
   })
-).pipe(Command.withDescription("Serve a realm directory, transpiled and cached"))
+).pipe(Command.withDescription("Serve realm directories, transpiled and cached"))
 
 // -----------------------------------------------------------------------------
 // warm
@@ -405,11 +461,17 @@ const warm = Command.make(
     const { pool, realm: options } = yield* realmOptions(input)
     const concurrency = Math.max(1, Option.getOrElse(input.concurrency, () => Math.max(4, 2 * (pool.workers ?? 0))))
     const run = Effect.gen(function*() {
-      const files = yield* RealmFiles
+      const realms = yield* Realms.Realms
       const cache = yield* ModuleCache
       const started = yield* Clock.currentTimeMillis
-      const paths = yield* files.walk
-      const entries = yield* warmAll(cache, files.realmUrl, paths, concurrency)
+      const entries: Array<WarmEntry> = []
+      const mounted = realms.list()
+      for (const realm of mounted) {
+        const paths = yield* realm.files.walk
+        const shown = mounted.length === 1 ? paths : paths.map((p) => realm.mount.slice(1) + p)
+        const warmed = yield* warmAll(cache, realm.realmUrl, paths, concurrency)
+        entries.push(...warmed.map((entry, i) => ({ ...entry, path: shown[i]! })))
+      }
       const elapsed = (yield* Clock.currentTimeMillis) - started
       // A load answers before its L2 write commits (writes go in batches, PGlite in its
       // thread): wait for those writes, so that the preload below counts every module.
@@ -418,12 +480,13 @@ const warm = Command.make(
       )
       yield* Effect.timeoutOption(written, "10 seconds")
       // What a server starting now would preload (the same bulk read and source check).
-      const preloaded = yield* cache.preload(files.realmUrl)
-      yield* Console.log(`${formatSummary(entries, elapsed)}\n  ${Preload.formatSummary(preloaded)}`)
+      const preloaded = yield* Effect.forEach(mounted, (realm) => cache.preload(realm.realmUrl))
+      const lines = preloaded.map((summary, i) => `  ${mounted.length === 1 ? "" : `${mounted[i]!.mount} `}${Preload.formatSummary(summary)}`)
+      yield* Console.log(`${formatSummary(entries, elapsed)}\n${lines.join("\n")}`)
       if (entries.some((entry) => entry.error !== undefined)) process.exitCode = 1
     })
     return yield* run.pipe(
-      Effect.provide(RealmServer.layerServices(options).pipe(Layer.provide(TranspilerPool.layer(pool)))),
+      Effect.provide(RealmServer.layerServices({ ...options, watch: false }).pipe(Layer.provide(TranspilerPool.layer(pool)))),
       Effect.provide(Tracing.layer),
       Effect.mapError(explain("warm"))
     )
@@ -510,10 +573,14 @@ const invalidate = Command.make(
       Argument.withDescription("Module path, e.g. components/card.gts (default: the whole realm)"),
       Argument.optional
     ),
+    realm: optionalFlag(Flag.String("realm"), "The realm's mount (needed when the server mounts several)"),
     url: urlFlag
   },
   Effect.fnUntraced(function*(input) {
-    const query = Option.match(input.path, { onNone: () => "", onSome: (p) => `?path=${encodeURIComponent(p)}` })
+    const params = new URLSearchParams()
+    if (Option.isSome(input.realm)) params.set("realm", input.realm.value)
+    if (Option.isSome(input.path)) params.set("path", input.path.value)
+    const query = params.size === 0 ? "" : `?${params.toString().replace(/%2F/g, "/")}`
     const target = adminUrl(input.url, `/_cache/invalidate${query}`)
     return yield* callServer(
       target,

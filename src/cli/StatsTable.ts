@@ -46,11 +46,18 @@ export const format = (stats: StatsBody): string => {
       : `${c.open} open of a budget of ${c.budget} (pool ${c.poolSize}); server ${c.serverOpen} of ${c.serverMax}${c.fleetSize === undefined ? "" : `; fleet size ${c.fleetSize}`}; refusals ${stats.refusals}`
   ])
   lines.push(...columns(memory), "")
-  const realms = stats.realms ?? []
+  const realms = Object.values(stats.realms ?? {})
   if (realms.length > 0) {
     lines.push(...columns([
-      ["realm", "modules", "L2 bytes", "errors"],
-      ...realms.map((r) => [r.realmUrl, String(r.modules), r.l2Bytes === undefined ? "n/a" : bytes(r.l2Bytes), String(r.errors)])
+      ["mount", "realm", "modules", "transpiles", "L2 bytes", "errors"],
+      ...realms.map((r) => [
+        `${r.mount}${r.private ? " (private)" : ""}`,
+        r.realmUrl,
+        String(r.modules),
+        String(r.transpiles ?? 0),
+        r.l2Bytes === undefined ? "n/a" : bytes(r.l2Bytes),
+        String(r.errors)
+      ])
     ]), "")
   }
   const versions = stats.versions ?? []

@@ -86,18 +86,15 @@ const outcomeOf = (response: HttpServerResponse.HttpServerResponse): string => {
   return response.status >= 400 ? "error" : "raw"
 }
 
-/** A route handler of a realm, its answer times recorded by outcome. */
-export const timedRoute = <E, R>(
+/** A realm's answer, its time recorded by outcome. */
+export const timed = <E, R>(
   realmUrl: string,
-  handler: (request: HttpServerRequest.HttpServerRequest) => Effect.Effect<HttpServerResponse.HttpServerResponse, E, R>
-) => {
-  const realm = realmLabel(realmUrl)
-  return (request: HttpServerRequest.HttpServerRequest): Effect.Effect<HttpServerResponse.HttpServerResponse, E, R> =>
-    Effect.suspend(() => {
-      const started = performance.now()
-      return Effect.tap(
-        handler(request),
-        (response) => Metric.update(routerSeriesOf(realm, outcomeOf(response)), (performance.now() - started) / 1000)
-      )
-    })
-}
+  answer: Effect.Effect<HttpServerResponse.HttpServerResponse, E, R>
+): Effect.Effect<HttpServerResponse.HttpServerResponse, E, R> =>
+  Effect.suspend(() => {
+    const started = performance.now()
+    return Effect.tap(
+      answer,
+      (response) => Metric.update(routerSeriesOf(realmLabel(realmUrl), outcomeOf(response)), (performance.now() - started) / 1000)
+    )
+  })

@@ -28,13 +28,20 @@ import type { IncomingMessage, ServerResponse } from "node:http"
 import { type CachedModule, javascriptContentType } from "../domain/Domain.ts"
 import type { ModuleCache } from "../cache/ModuleCache.ts"
 import { answerBoundaries, PlainHistogram } from "./AnswerMetrics.ts"
-import type { CachedAnswer, RawFiles } from "../realm/RawFileCache.ts"
+import type { CachedAnswer } from "../realm/RawFileCache.ts"
+import type { MountedRealm } from "../realm/Realms.ts"
 
 /** Headers of module and file responses: CORS for any origin, and no content sniffing (the router's too). */
 export const corsHeaders = {
   "access-control-allow-origin": "*",
   "access-control-expose-headers": "etag, x-module-cache",
   "x-content-type-options": "nosniff"
+} as const
+
+/** Headers of a private realm's answers (see `ReadAccess`): no shared cache keeps them, and they vary by token. */
+export const privateHeaders = {
+  "cache-control": "private, no-cache",
+  "vary": "authorization"
 } as const
 
 /**
@@ -45,7 +52,8 @@ export const answerOf = (
   bytes: Uint8Array,
   etag: string,
   contentType: string,
-  moduleCache?: string
+  moduleCache?: string,
+  isPrivate = false
 ): CachedAnswer => {
   const common = [
     "access-control-allow-origin",
@@ -57,7 +65,8 @@ export const answerOf = (
     "etag",
     etag,
     "cache-control",
-    "no-cache",
+    isPrivate ? privateHeaders["cache-control"] : "no-cache",
+    ...(isPrivate ? ["vary", privateHeaders.vary] : []),
     ...(moduleCache === undefined ? [] : ["x-module-cache", moduleCache])
   ]
   return {
@@ -87,21 +96,32 @@ export const ifNoneMatches = (header: string | undefined, etag: string): boolean
   return false
 }
 
-/** Where a remembered request path leads: a module key (by id) or a raw file (by canonical path). */
+/** Where a remembered request path leads: a module key (by id) or a raw file (by canonical path) of a realm. */
 interface Route {
+  readonly realm: MountedRealm
+  /** The realm's generation when the route was remembered: the route holds while it has not moved. */
+  readonly generation: number
   readonly module: boolean
   readonly id: string
 }
 
+/** The fast path's counts of one realm, for its metrics. */
+export interface RealmAnswers {
+  /** Module hits (L1) answered here, but for the warm-up's. */
+  moduleHits: number
+  readonly answerTimes: { readonly l1: PlainHistogram; readonly raw: PlainHistogram }
+}
+
 const maxRoutes = 10_000
+
+/** Whether the bearer of an `Authorization` header is known to read a private realm (`ReadAccess.allowsCached`). */
+export type CachedReadCheck = (authorization: string | undefined, mount: string) => boolean
 
 /** The fast path of one server. */
 export class FastPathHandler {
   private readonly routes = new Map<string, Route>()
-  private watching = false
-  private generation = 0
   private cache: ModuleCache["Service"] | undefined
-  private raw: RawFiles | undefined
+  private readAllowed: CachedReadCheck = () => false
   /** Requests answered here so far, but for those of a start's warm-up. */
   answered = 0
   /** Of {@link answered}, those of modules (L1 hits). */
@@ -111,6 +131,8 @@ export class FastPathHandler {
     l1: new PlainHistogram(answerBoundaries),
     raw: new PlainHistogram(answerBoundaries)
   } as const
+  /** The same counts, per realm. */
+  private readonly byRealm = new WeakMap<MountedRealm, RealmAnswers>()
   /**
    * Set during a start's JIT warm-up (see `JitWarmup`): its answers are counted in
    * {@link warmupAnswered}, not as L1 hits nor in {@link answered}.
@@ -123,57 +145,69 @@ export class FastPathHandler {
   /** Per module object: its answer as an L1 hit, computed once. */
   private readonly encodings = new WeakMap<CachedModule, CachedAnswer>()
 
-  /** Connects the services the answers come from (`RealmServer.layer` does, when it builds the {@link FastPath} service). */
-  install(cache: ModuleCache["Service"], raw: RawFiles): void {
+  /**
+   * Connects the cache the answers come from, and the check of private realms' readers (without
+   * one, private realms are never answered here). `RealmServer.layer` does, when it builds the
+   * {@link FastPath} service.
+   */
+  install(cache: ModuleCache["Service"], readAllowed?: CachedReadCheck): void {
     this.cache = cache
-    this.raw = raw
+    if (readAllowed !== undefined) this.readAllowed = readAllowed
+  }
+
+  /** The fast path's counts of a realm. */
+  answersOf(realm: MountedRealm): RealmAnswers {
+    let answers = this.byRealm.get(realm)
+    if (answers === undefined) {
+      answers = { moduleHits: 0, answerTimes: { l1: new PlainHistogram(answerBoundaries), raw: new PlainHistogram(answerBoundaries) } }
+      this.byRealm.set(realm, answers)
+    }
+    return answers
   }
 
   /**
    * Remembers that a request path leads to a module (see {@link remember}), whose answer as an
    * L1 hit is computed once per module object from its encoded body and ETag.
    */
-  rememberModule(urlPath: string, id: string, module: CachedModule, bytes: Uint8Array, etag: string, captured: number): void {
-    if (!this.encodings.has(module)) this.encodings.set(module, answerOf(bytes, etag, javascriptContentType, "l1"))
-    this.remember(urlPath, true, id, captured)
+  rememberModule(
+    realm: MountedRealm,
+    urlPath: string,
+    id: string,
+    module: CachedModule,
+    bytes: Uint8Array,
+    etag: string,
+    captured: number
+  ): void {
+    if (!this.encodings.has(module)) {
+      this.encodings.set(module, answerOf(bytes, etag, javascriptContentType, "l1", realm.isPrivate))
+    }
+    this.remember(realm, urlPath, true, id, captured)
   }
 
-  /** Up to `limit` request paths remembered as leading to modules. */
+  /** Up to `limit` request paths of public realms remembered as leading to modules. */
   modulePaths(limit: number): Array<string> {
     const paths: Array<string> = []
     for (const [path, route] of this.routes) {
       if (paths.length >= limit) break
-      if (route.module) paths.push(path)
+      if (route.module && !route.realm.isPrivate) paths.push(path)
     }
     return paths
   }
 
-  /** The generation before a request resolves its path; {@link remember} uses it. */
-  capture(): number {
-    return this.generation
+  /** The realm's generation before a request resolves its path; {@link remember} uses it. */
+  capture(realm: MountedRealm): number {
+    return realm.generation
   }
 
   /**
    * Remembers that a request path (as sent, without its query) leads to a module or a raw
-   * file, if no file event came since `captured` (a resolution it overtook is not kept).
+   * file of a realm, if no file event of the realm came since `captured` (a resolution it
+   * overtook is not kept) and a watcher reports its changes.
    */
-  remember(urlPath: string, module: boolean, id: string, captured: number): void {
-    if (!this.watching || captured !== this.generation) return
+  remember(realm: MountedRealm, urlPath: string, module: boolean, id: string, captured: number): void {
+    if (!realm.watching || captured !== realm.generation) return
     if (this.routes.size >= maxRoutes) this.routes.clear()
-    this.routes.set(urlPath, { module, id })
-  }
-
-  /** A file event: what request paths resolve to may have changed. */
-  changed(): void {
-    this.generation++
-    this.routes.clear()
-  }
-
-  /** Whether a watcher reports changes; the fast path answers only while one does. */
-  watched(watching: boolean): void {
-    this.watching = watching
-    this.generation++
-    this.routes.clear()
+    this.routes.set(urlPath, { realm, generation: captured, module, id })
   }
 
   /**
@@ -181,7 +215,6 @@ export class FastPathHandler {
    * the router must answer it.
    */
   handle(request: IncomingMessage, response: ServerResponse): boolean {
-    if (!this.watching) return false
     const method = request.method
     if (method !== "GET" && method !== "HEAD") return false
     const url = request.url
@@ -189,14 +222,23 @@ export class FastPathHandler {
     const query = url.indexOf("?")
     // An immutable URL (`?_v=<version>`, see ImmutableUrls): the router checks its version.
     if (query !== -1 && url.startsWith("_v=", query + 1)) return false
-    const route = this.routes.get(query === -1 ? url : url.slice(0, query))
+    const urlPath = query === -1 ? url : url.slice(0, query)
+    const route = this.routes.get(urlPath)
     if (route === undefined) return false
+    const realm = route.realm
+    // A file event, a lost watch or the unmount since: what the path resolves to may differ.
+    if (route.generation !== realm.generation || !realm.watching) {
+      this.routes.delete(urlPath)
+      return false
+    }
     const started = performance.now()
     const headers = request.headers
     if (
       request.httpVersionMajor !== 1 || headers["content-length"] !== undefined ||
       headers["transfer-encoding"] !== undefined || headers["expect"] !== undefined
     ) return false
+    // A private realm only to a reader the router let in before (anyone else gets the router's 401).
+    if (realm.isPrivate && !this.readAllowed(headers.authorization, realm.mount)) return false
     let answer: CachedAnswer | undefined
     if (route.module) {
       const cache = this.cache
@@ -206,7 +248,7 @@ export class FastPathHandler {
       if (answer === undefined) return false
       if (!this.warming) cache.countL1Hit()
     } else {
-      answer = this.raw?.get(route.id)
+      answer = realm.raw.get(route.id)
       if (answer === undefined) return false
     }
     const ifNoneMatch = headers["if-none-match"]
@@ -222,11 +264,16 @@ export class FastPathHandler {
       this.warmupAnswered++
     } else {
       this.answered++
+      const seconds = (performance.now() - started) / 1000
+      const answers = this.answersOf(realm)
       if (route.module) {
         this.moduleHits++
-        this.answerTimes.l1.observe((performance.now() - started) / 1000)
+        answers.moduleHits++
+        this.answerTimes.l1.observe(seconds)
+        answers.answerTimes.l1.observe(seconds)
       } else {
-        this.answerTimes.raw.observe((performance.now() - started) / 1000)
+        this.answerTimes.raw.observe(seconds)
+        answers.answerTimes.raw.observe(seconds)
       }
     }
     return true

@@ -42,19 +42,32 @@ export const RecentErrorBody = Schema.Struct({
 })
 export type RecentErrorBody = typeof RecentErrorBody.Type
 
-/** A realm of the process in `stats`: its modules in L1, its failed gets, and its L2 rows and bytes when the store reports them. */
+/**
+ * A mounted realm in `stats` and `GET /_cache/realms`: its URL, whether it is private, its
+ * modules in L1, its raw files in memory, its counts, and its L2 rows and bytes when the
+ * store reports them.
+ */
 export const RealmStatsBody = Schema.Struct({
+  mount: Schema.String,
   realmUrl: Schema.String,
+  private: Schema.Boolean,
   modules: Schema.Number,
   errors: Schema.Number,
+  transpiles: Schema.optional(Schema.Number),
+  l1Hits: Schema.optional(Schema.Number),
+  l2Hits: Schema.optional(Schema.Number),
+  coalesced: Schema.optional(Schema.Number),
+  fallbacks: Schema.optional(Schema.Number),
+  rawFileBytes: Schema.optional(Schema.Number),
   l2Rows: Schema.optional(Schema.Number),
   l2Bytes: Schema.optional(Schema.Number)
 })
 export type RealmStatsBody = typeof RealmStatsBody.Type
 
-/** The body of `GET /_cache/stats`: the cache's counters and the realm URL. */
+/** The body of `GET /_cache/stats`: the process's counters in total, and each realm's by its mount. */
 export const StatsBody = Schema.Struct({
-  realmUrl: Schema.String,
+  /** The realm's URL when one realm is mounted. */
+  realmUrl: Schema.optional(Schema.String),
   transpiles: Schema.Number,
   l1Hits: Schema.Number,
   l2Hits: Schema.Number,
@@ -82,8 +95,8 @@ export const StatsBody = Schema.Struct({
   connections: Schema.optional(ConnectionStats),
   /** Raw files kept in memory by the server, their bytes. */
   rawFileBytes: Schema.optional(Schema.Number),
-  /** The realms served, one today. */
-  realms: Schema.optional(Schema.Array(RealmStatsBody)),
+  /** The realms served, by mount. */
+  realms: Schema.optional(Schema.Record(Schema.String, RealmStatsBody)),
   /** Gets by outcome (l1 includes the fast path's hits). */
   gets: Schema.optional(Schema.Struct({
     l1: Schema.Number,
@@ -101,6 +114,7 @@ export type StatsBody = typeof StatsBody.Type
 /** The body of `POST /_cache/invalidate`. */
 export const InvalidateBody = Schema.Struct({
   invalidated: Schema.Literals(["module", "realm"]),
+  mount: Schema.optional(Schema.String),
   realmUrl: Schema.String,
   /** The canonical paths invalidated (empty for a realm). */
   paths: Schema.Array(Schema.String)
@@ -110,11 +124,28 @@ export type InvalidateBody = typeof InvalidateBody.Type
 /** The body of `GET /_cache/health`. */
 export const HealthBody = Schema.Struct({
   status: Schema.Literals(["ok", "unavailable"]),
-  /** Omitted when it is a `file:` URL (it would show a file-system path to anyone). */
+  /** Omitted when it is a `file:` URL (it would show a file-system path to anyone), and when several realms are mounted. */
   realmUrl: Schema.optional(Schema.String),
+  /** The realms mounted. */
+  realms: Schema.optional(Schema.Number),
   message: Schema.optional(Schema.String)
 })
 export type HealthBody = typeof HealthBody.Type
 
-/** The query of `POST /_cache/invalidate`. */
-export const InvalidateQuery = Schema.Struct({ path: Schema.optional(Schema.String) })
+/** The query of `POST /_cache/invalidate`: the realm by its mount (needed when several are mounted), and a path in it. */
+export const InvalidateQuery = Schema.Struct({ path: Schema.optional(Schema.String), realm: Schema.optional(Schema.String) })
+
+/** The body of `POST /_cache/realms`: a realm to mount. */
+export const MountRequestBody = Schema.Struct({
+  mount: Schema.String,
+  /** An absolute directory. */
+  dir: Schema.String,
+  private: Schema.optional(Schema.Boolean),
+  /** Default: the server's realm URL base + the mount, else the directory's `file://` URL. */
+  realmUrl: Schema.optional(Schema.String)
+})
+export type MountRequestBody = typeof MountRequestBody.Type
+
+/** The body of `GET /_cache/realms`. */
+export const RealmsBody = Schema.Struct({ realms: Schema.Array(RealmStatsBody) })
+export type RealmsBody = typeof RealmsBody.Type

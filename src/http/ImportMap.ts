@@ -37,6 +37,7 @@ import { Effect, Option } from "effect"
 import type { HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
 import type { ModuleCache } from "../cache/ModuleCache.ts"
 import { type CachedModule, keyString, moduleKey } from "../domain/Domain.ts"
+import { ModuleNotFoundError } from "../domain/Errors.ts"
 import { CurrentResolution, type RealmFiles, type ResolvedPath } from "../realm/FileSystemSources.ts"
 import { immutableUrl, versionOfEtag } from "./ImmutableUrls.ts"
 import {
@@ -91,10 +92,26 @@ export class RealmImportMap {
 
   private readonly cache: ModuleCache["Service"]
   private readonly files: RealmFiles["Service"]
+  /** The realm's mount: its request paths are below it. */
+  private readonly mount: string
 
-  constructor(cache: ModuleCache["Service"], files: RealmFiles["Service"]) {
+  constructor(cache: ModuleCache["Service"], files: RealmFiles["Service"], mount = "/") {
     this.cache = cache
     this.files = files
+    this.mount = mount
+  }
+
+  /** The request path of a module of the realm, below its mount. */
+  private urlPathOf(canonicalPath: string): string {
+    const plain = browserPathOf(canonicalPath)
+    return this.mount === "/" ? plain : this.mount.slice(0, -1) + plain
+  }
+
+  /** Resolves a request path of the server in the realm: a path outside its mount names none of its modules. */
+  private resolve(urlPath: string) {
+    return urlPath.startsWith(this.mount)
+      ? this.files.resolve(urlPath.slice(this.mount.length - 1))
+      : Effect.fail(new ModuleNotFoundError({ path: urlPath }))
   }
 
   /**
@@ -103,7 +120,7 @@ export class RealmImportMap {
    * to a module.
    */
   noteRequest(urlPath: string, resolved: ResolvedPath): void {
-    if (!resolved.executable || urlPath === browserPathOf(resolved.path)) return
+    if (!resolved.executable || urlPath === this.urlPathOf(resolved.path)) return
     if (this.aliases.size >= maxAliases) this.aliases.clear()
     this.aliases.set(urlPath, resolved.path)
   }
@@ -112,7 +129,7 @@ export class RealmImportMap {
   private urlsOf(path: string, module: CachedModule): { readonly urlPath: string; readonly url: string } {
     let urls = this.urls.get(module)
     if (urls === undefined) {
-      const urlPath = browserPathOf(path)
+      const urlPath = this.urlPathOf(path)
       urls = { urlPath, url: immutableUrl(urlPath, versionOfEtag(moduleEtag(module))) }
       this.urls.set(module, urls)
     }
@@ -143,7 +160,7 @@ export class RealmImportMap {
         Effect.ignore
       ), { concurrency: 8, discard: true })
     const aliases = Effect.forEach(Array.from(this.aliases.keys()), (alias) =>
-      Effect.map(Effect.option(this.files.resolve(alias)), (resolved) => {
+      Effect.map(Effect.option(this.resolve(alias)), (resolved) => {
         if (Option.isNone(resolved) || !resolved.value.executable) {
           this.aliases.delete(alias)
           return undefined
@@ -258,14 +275,14 @@ export class RealmImportMap {
         }
         if (fetched >= maxDiscoveredPerPage) return Effect.void
         fetched++
-        return this.files.resolve(urlPath).pipe(
+        return this.resolve(urlPath).pipe(
           Effect.flatMap((resolved) =>
             resolved.executable
               ? Effect.map(
                 Effect.provideService(this.cache.get(moduleKey(realmUrl, resolved.path)), CurrentResolution, resolved),
                 ({ module }) => {
                   this.noteRequest(urlPath, resolved)
-                  follow(module, browserPathOf(resolved.path))
+                  follow(module, this.urlPathOf(resolved.path))
                 }
               )
               : Effect.void
@@ -323,10 +340,18 @@ export const pageAnswer = (
 export const mayOptIn = (canonicalPath: string): boolean => /\.html?$/i.test(canonicalPath)
 
 /** Adds `GET /_cache/importmap.json` (and its preflight) to a router: public like the modules, with their CORS headers. */
-export const addRoute = (router: HttpRouter.HttpRouter, importMap: RealmImportMap) =>
+export const addRoute = (
+  router: HttpRouter.HttpRouter,
+  importMapOf: (
+    request: HttpServerRequest.HttpServerRequest
+  ) => Effect.Effect<RealmImportMap | HttpServerResponse.HttpServerResponse>
+) =>
   Effect.andThen(
     router.add("GET", importMapPath, (request) =>
-      Effect.map(importMap.jsonAnswer, (map) => conditional(request, map.bytes, map.etag, "application/json; charset=utf-8"))),
+      Effect.flatMap(importMapOf(request), (importMap) =>
+        importMap instanceof RealmImportMap
+          ? Effect.map(importMap.jsonAnswer, (map) => conditional(request, map.bytes, map.etag, "application/json; charset=utf-8"))
+          : Effect.succeed(importMap))),
     // A loader on another origin that sends headers of its own asks first, as it does for modules.
     router.add("OPTIONS", importMapPath, (request) => Effect.succeed(preflight(request)))
   )

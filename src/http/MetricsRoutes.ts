@@ -25,9 +25,8 @@ import type { ModuleCache } from "../cache/ModuleCache.ts"
 import * as TranspilerPool from "../transpiler/TranspilerPool.ts"
 import { fastPathSeriesOf } from "./AnswerMetrics.ts"
 import { FastPath, type FastPathHandler } from "./FastPath.ts"
-import type { RealmFiles } from "../realm/FileSystemSources.ts"
 import * as LivePage from "./LivePage.ts"
-import type { RawFiles } from "../realm/RawFileCache.ts"
+import type { MountedRealm, Realms } from "../realm/Realms.ts"
 
 /** The content type Prometheus' text format is served with. */
 export const prometheusContentType = "text/plain; version=0.0.4; charset=utf-8"
@@ -56,32 +55,32 @@ export type Guard = <E, R>(
 /** What the metrics route reads. */
 export interface MetricsContext {
   readonly cache: ModuleCache["Service"]
-  readonly files: RealmFiles["Service"]
-  readonly raw: RawFiles
+  readonly realms: Realms["Service"]
   readonly guarded: Guard
 }
 
 /**
- * Folds a fast path's plain counters into the registry: its module hits since the last fold
- * into `module_cache_gets_total{outcome="l1"}`; returns a function that registers its answer
- * times for one render (and returns their removal).
+ * Folds a fast path's plain counters of each realm into the registry: its module hits since
+ * the last fold into `module_cache_gets_total{outcome="l1"}`; returns a function that
+ * registers their answer times for one render (and returns their removal).
  */
-const folder = (realmUrl: string, fast: FastPathHandler) => {
-  let folded = 0
-  const l1Gets = getsOf(realmUrl, "l1")
-  const l1Times = fastPathSeriesOf(realmUrl, "l1")
-  const rawTimes = fastPathSeriesOf(realmUrl, "raw")
+const folder = (fast: FastPathHandler) => {
+  const folded = new WeakMap<MountedRealm, number>()
   const noop = () => {}
-  return (context: Parameters<typeof PrometheusMetrics.formatUnsafe>[0]) => {
-    const hits = fast.moduleHits
-    if (hits > folded) {
-      l1Gets.updateUnsafe(hits - folded, context)
-      folded = hits
+  return (realms: ReadonlyArray<MountedRealm>, context: Parameters<typeof PrometheusMetrics.formatUnsafe>[0]) => {
+    const registrations: Array<{ readonly remove: () => void }> = []
+    for (const realm of realms) {
+      const answers = fast.answersOf(realm)
+      const before = folded.get(realm) ?? 0
+      if (answers.moduleHits > before) {
+        getsOf(realm.realmUrl, "l1").updateUnsafe(answers.moduleHits - before, context)
+        folded.set(realm, answers.moduleHits)
+      }
+      registrations.push(
+        Metric.registerUnsafe(fastPathSeriesOf(realm.realmUrl, "l1"), context, { get: () => answers.answerTimes.l1.state(), update: noop, modify: noop }),
+        Metric.registerUnsafe(fastPathSeriesOf(realm.realmUrl, "raw"), context, { get: () => answers.answerTimes.raw.state(), update: noop, modify: noop })
+      )
     }
-    const registrations = [
-      Metric.registerUnsafe(l1Times, context, { get: () => fast.answerTimes.l1.state(), update: noop, modify: noop }),
-      Metric.registerUnsafe(rawTimes, context, { get: () => fast.answerTimes.raw.state(), update: noop, modify: noop })
-    ]
     return () => {
       for (const registration of registrations) registration.remove()
     }
@@ -112,27 +111,36 @@ const uplotCss = uplotFile("uPlot.min.css")
 
 /** Adds `/_cache/metrics` and the live page's routes to a router. */
 export const add = Effect.fnUntraced(function*(router: HttpRouter.HttpRouter, context: MetricsContext) {
-  const { cache, files, guarded, raw } = context
+  const { cache, guarded, realms } = context
   const fast = yield* Effect.serviceOption(FastPath)
-  const fold = Option.map(fast, (handler) => folder(files.realmUrl, handler))
-  const realm = realmLabel(files.realmUrl)
-  const l2Bytes = Metric.withAttributes(l2BytesGauge, { realm })
-  const l2Rows = Metric.withAttributes(l2RowsGauge, { realm })
+  const fold = Option.map(fast, folder)
   const registry = yield* Effect.context<never>()
-  touchCounters(files.realmUrl, registry)
   for (const reason of ["crash", "memory", "timeout", "start"]) {
     Metric.withAttributes(TranspilerPool.restartCounter, { reason }).updateUnsafe(0, registry)
   }
 
   const metrics = Effect.gen(function*() {
-    const [stats, usage] = yield* Effect.all([cache.stats, cache.realmUsage(files.realmUrl)])
+    const mounted = realms.list()
+    for (const realm of mounted) touchCounters(realm.realmUrl, registry)
+    const [stats, usages] = yield* Effect.all([
+      cache.stats,
+      Effect.forEach(mounted, (realm) => cache.realmUsage(realm.realmUrl), { concurrency: 8 })
+    ])
     yield* Effect.all([
       Metric.update(gauges.l1Bytes, stats.l1Bytes),
       Metric.update(gauges.l1Entries, stats.l1Entries),
       Metric.update(gauges.l1MaxBytes, stats.l1MaxBytes),
-      Metric.update(gauges.rawFileBytes, raw.bytes),
+      Metric.update(gauges.rawFileBytes, realms.raw.bytes),
       Metric.update(gauges.inFlight, stats.inFlight),
-      ...(usage === undefined ? [] : [Metric.update(l2Bytes, usage.bytes), Metric.update(l2Rows, usage.rows)]),
+      ...mounted.flatMap((realm, i) => {
+        const usage = usages[i]
+        if (usage === undefined) return []
+        const realm_ = realmLabel(realm.realmUrl)
+        return [
+          Metric.update(Metric.withAttributes(l2BytesGauge, { realm: realm_ }), usage.bytes),
+          Metric.update(Metric.withAttributes(l2RowsGauge, { realm: realm_ }), usage.rows)
+        ]
+      }),
       ...(stats.connections === undefined ? [] : [
         Metric.update(gauges.pgConnections, stats.connections.open),
         Metric.update(gauges.pgServerConnections, stats.connections.serverOpen),
@@ -144,7 +152,7 @@ export const add = Effect.fnUntraced(function*(router: HttpRouter.HttpRouter, co
     // Synchronous from the fold to the removal: a concurrent scrape never sees the registration of another.
     let unregister: (() => void) | undefined
     try {
-      if (fold._tag === "Some") unregister = fold.value(services)
+      if (fold._tag === "Some") unregister = fold.value(mounted, services)
       const body = PrometheusMetrics.formatUnsafe(services)
       return HttpServerResponse.text(body, {
         contentType: prometheusContentType,

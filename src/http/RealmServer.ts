@@ -73,53 +73,43 @@
  */
 import { NodeHttpServer } from "@effect/platform-node"
 import { Config, Duration, Effect, Exit, Layer, Option, type Redacted, Scope } from "effect"
-import { HttpRouter, HttpServer, HttpServerError, HttpServerRequest, type HttpServerResponse } from "effect/http"
+import { HttpRouter, HttpServer, HttpServerError, HttpServerRequest, HttpServerResponse } from "effect/http"
 import { NetAddress } from "effect/net"
 import { createServer, type RequestListener } from "node:http"
 import * as ModuleCacheModule from "../cache/ModuleCache.ts"
 import { ModuleCache, type ModuleCacheOptions } from "../cache/ModuleCache.ts"
-import * as Preload from "../cache/Preload.ts"
 import { type CachedModule, javascriptContentType, keyString, type ModuleKey, moduleKey } from "../domain/Domain.ts"
-import type { SourceReadError } from "../domain/Errors.ts"
+import { ModuleNotFoundError } from "../domain/Errors.ts"
 import type { ModuleSources } from "../domain/ModuleSources.ts"
 import type { Transpiler } from "../domain/Transpiler.ts"
 import * as ModuleCacheLive from "../live/ModuleCacheLive.ts"
 import * as Pruner from "../store/Pruner.ts"
 import * as AdminRoutes from "./AdminRoutes.ts"
+import { preloader } from "./Preloader.ts"
 import * as AnswerMetrics from "./AnswerMetrics.ts"
 import type * as MetricsRoutes from "./MetricsRoutes.ts"
 import * as AdminToken from "./AdminToken.ts"
 import { errorResponse } from "./ErrorMapping.ts"
 import * as FastPath from "./FastPath.ts"
-import * as FileSystemSources from "../realm/FileSystemSources.ts"
 import * as ImmutableUrls from "./ImmutableUrls.ts"
 import * as ImportMap from "./ImportMap.ts"
 import * as JitWarmup from "./JitWarmup.ts"
 import * as Listener from "./Listener.ts"
-import { CurrentResolution, fileSystem, RealmFiles } from "../realm/FileSystemSources.ts"
+import { CurrentResolution } from "../realm/FileSystemSources.ts"
 import type { ErrorBody } from "./HttpBodies.ts"
 import { encodePath, pathOf, validatePath } from "../realm/PathRules.ts"
-import * as RawFileCache from "../realm/RawFileCache.ts"
+import * as Realms from "../realm/Realms.ts"
+import * as ReadAccess from "./ReadAccess.ts"
 import { adminJson, conditional, contentTypeOf, isAdminPath, json, moduleEtag, preflight, rawEtag } from "./Responses.ts"
 import * as ScopedCss from "./ScopedCss.ts"
-import * as Watcher from "../realm/Watcher.ts"
 
 export { errorBodyOf, errorResponse, scrubPaths, statusOf } from "./ErrorMapping.ts"
 export { ifNoneMatches } from "./FastPath.ts"
 export { ErrorBody, HealthBody, InvalidateBody, StatsBody } from "./HttpBodies.ts"
 export { moduleEtag, rawContentTypes, rawEtag } from "./Responses.ts"
 
-/** The realm directory as given and as its real path: never shown in an answer. */
-const hiddenDirectories = (realmDir: string) =>
-  Effect.flatMap(fileSystem, (fsys) =>
-    fsys.realPath(realmDir).pipe(
-      Effect.map((real): ReadonlyArray<string> => [realmDir, real]),
-      Effect.orElseSucceed((): ReadonlyArray<string> => [realmDir])
-    ))
-
 /** A glimmer-scoped CSS module (see {@link ScopedCss}): decoded from its URL, `text/css`; 400 when it does not decode. */
-const scopedCss = (request: HttpServerRequest.HttpServerRequest): HttpServerResponse.HttpServerResponse => {
-  const urlPath = pathOf(request.url)
+const scopedCss = (request: HttpServerRequest.HttpServerRequest, urlPath: string): HttpServerResponse.HttpServerResponse => {
   const css = ScopedCss.scopedCssOf(urlPath)
   if (css === undefined) {
     return json(400, { error: "InvalidPathError", message: "malformed scoped CSS", path: urlPath, reason: "malformed scoped CSS" } satisfies ErrorBody)
@@ -128,29 +118,34 @@ const scopedCss = (request: HttpServerRequest.HttpServerRequest): HttpServerResp
   return conditional(request, body, rawEtag(body), "text/css; charset=utf-8")
 }
 
+/** The 404 of a request path that no realm's mount prefixes: the same body as a missing module's. */
+const noRealm = (urlPath: string) => errorResponse(new ModuleNotFoundError({ path: urlPath }))
+
 // -----------------------------------------------------------------------------
 // Routes
 // -----------------------------------------------------------------------------
 
 /**
- * The realm's routes (modules, raw files, admin and preflight) over the {@link ModuleCache}
- * and {@link RealmFiles} services. Put it into any Effect HTTP server with `HttpRouter.serve`
- * (it claims `/*`, so mount it on a server of its own or merge it under your other routes).
+ * The routes of every mounted realm (modules, raw files, admin and preflight) over the
+ * {@link ModuleCache} and {@link Realms.Realms} services. A request is served by the realm of the
+ * longest mount that prefixes its path; a private realm's only to a reader that
+ * {@link ReadAccess} lets in (401 otherwise, before the path is even resolved). Put it into any
+ * Effect HTTP server with `HttpRouter.serve` (it claims `/*`, so mount it on a server of its own
+ * or merge it under your other routes).
  */
-export const routes: Layer.Layer<never, never, HttpRouter.HttpRouter | ModuleCache | RealmFiles> = HttpRouter.use(
+export const routes: Layer.Layer<never, never, HttpRouter.HttpRouter | ModuleCache | Realms.Realms> = HttpRouter.use(
   Effect.fnUntraced(function*(router) {
     const cache = yield* ModuleCache
-    const files = yield* RealmFiles
-    const hidden = yield* hiddenDirectories(files.realmDir)
-
-    const raw = Option.getOrElse(
-      yield* Effect.serviceOption(RawFileCache.RawFileCache),
-      // Without the layer's cache no watcher tells about changes: raw files are read each time.
-      () => new RawFileCache.RawFiles(0)
-    )
-    const fast = yield* Effect.serviceOption(FastPath.FastPath)
-    // Immutable URLs (`?_v=<version>`) and the import map of the realm's pages.
-    const importMap = new ImportMap.RealmImportMap(cache, files)
+    const realms = yield* Realms.Realms
+    const fast = Option.getOrUndefined(yield* Effect.serviceOption(FastPath.FastPath))
+    const access = Option.getOrUndefined(yield* Effect.serviceOption(ReadAccess.ReadAccess))
+    // Immutable URLs (`?_v=<version>`) and the import map of each realm's pages.
+    const importMaps = new WeakMap<Realms.MountedRealm, ImportMap.RealmImportMap>()
+    const importMapOf = (realm: Realms.MountedRealm) => {
+      let map = importMaps.get(realm)
+      if (map === undefined) importMaps.set(realm, map = new ImportMap.RealmImportMap(cache, realm.files, realm.mount))
+      return map
+    }
 
     // An L1 hit returns the same module object each time: encode it and hash its ETag once.
     const encodings = new WeakMap<CachedModule, { readonly bytes: Uint8Array; readonly etag: string }>()
@@ -164,34 +159,44 @@ export const routes: Layer.Layer<never, never, HttpRouter.HttpRouter | ModuleCac
       return encoding
     }
 
-    const serveFile = (request: HttpServerRequest.HttpServerRequest) =>
+    /** Whether the request may read the realm: any for a public one, the token's bearer for a private one. */
+    const mayRead = (request: HttpServerRequest.HttpServerRequest, realm: Realms.MountedRealm) =>
+      !realm.isPrivate
+        ? Effect.succeed(true)
+        : access === undefined
+        ? Effect.succeed(false)
+        : access.allows(request.headers["authorization"], realm.mount)
+
+    /** Serves a request path of a realm (`urlPath` as sent, the mount included). */
+    const serveIn = (request: HttpServerRequest.HttpServerRequest, realm: Realms.MountedRealm, urlPath: string) =>
       Effect.gen(function*() {
-        const urlPath = pathOf(request.url)
-        if (ScopedCss.isScopedCssPath(urlPath)) return scopedCss(request)
+        const files = realm.files
+        const relative = realm.relativeUrlPath(urlPath)
+        if (ScopedCss.isScopedCssPath(relative)) return scopedCss(request, relative)
         // Before resolving: a file event during the request keeps its resolution from the fast path.
-        const captured = fast._tag === "Some" ? fast.value.capture() : 0
-        const resolved = yield* files.resolve(urlPath)
+        const captured = realm.generation
+        const resolved = yield* files.resolve(relative)
         const version = ImmutableUrls.requestedVersion(request.url)
         if (!resolved.executable) {
-          let answer = raw.get(resolved.path)
+          let answer = realm.raw.get(resolved.path)
           if (answer === undefined) {
-            const before = raw.capture()
+            const before = realm.raw.capture()
             const file = yield* Effect.provideService(files.readRaw(resolved.path), CurrentResolution, resolved)
-            answer = FastPath.answerOf(file.bytes, rawEtag(file.bytes), contentTypeOf(resolved.path))
-            raw.fill(resolved.path, answer, before)
+            answer = FastPath.answerOf(file.bytes, rawEtag(file.bytes), contentTypeOf(resolved.path), undefined, realm.isPrivate)
+            realm.raw.fill(resolved.path, answer, before)
           }
           if (version !== undefined) {
             return ImmutableUrls.answer(request, version, answer.bytes, answer.etag, contentTypeOf(resolved.path))
           }
           if (ImportMap.mayOptIn(resolved.path)) {
             // A page that opts in gets the map, computed per request: never from the fast path.
-            const page = yield* ImportMap.pageAnswer(importMap, request, answer, contentTypeOf(resolved.path))
+            const page = yield* ImportMap.pageAnswer(importMapOf(realm), request, answer, contentTypeOf(resolved.path))
             if (page !== undefined) return page
           }
-          if (fast._tag === "Some") fast.value.remember(urlPath, false, resolved.path, captured)
+          fast?.remember(realm, urlPath, false, resolved.path, captured)
           return conditional(request, answer.bytes, answer.etag, contentTypeOf(resolved.path))
         }
-        const key = moduleKey(files.realmUrl, resolved.path)
+        const key = moduleKey(realm.realmUrl, resolved.path)
         const id = keyString(key)
         // A miss reads the file this resolution found: the path is resolved once.
         const { module, outcome } = yield* (cache.peekL1(id) === undefined
@@ -199,23 +204,49 @@ export const routes: Layer.Layer<never, never, HttpRouter.HttpRouter | ModuleCac
           : cache.get(key))
         const { bytes, etag } = encoded(module)
         // Only after an L1 hit answered here: the first hit of each path still gets its span.
-        if (fast._tag === "Some" && outcome === "l1") {
-          fast.value.rememberModule(urlPath, id, module, bytes, etag, captured)
-        }
-        importMap.noteRequest(urlPath, resolved)
+        if (outcome === "l1") fast?.rememberModule(realm, urlPath, id, module, bytes, etag, captured)
+        importMapOf(realm).noteRequest(urlPath, resolved)
         if (version !== undefined) {
           return ImmutableUrls.answer(request, version, bytes, etag, javascriptContentType, { "x-module-cache": outcome })
         }
         return conditional(request, bytes, etag, javascriptContentType, { "x-module-cache": outcome })
-      }).pipe(Effect.catch((error) => Effect.succeed(errorResponse(error, hidden))))
+      }).pipe(Effect.catch((error) => Effect.succeed(errorResponse(error, realm.hidden))))
 
-    yield* AdminRoutes.add(router, { cache, files, raw, hidden })
-    yield* ImportMap.addRoute(router, importMap)
-    yield* router.add("OPTIONS", "/*", (request) => Effect.succeed(preflight(request)))
-    yield* router.add("OPTIONS", "/", (request) => Effect.succeed(preflight(request)))
-    const timedServeFile = AnswerMetrics.timedRoute(files.realmUrl, serveFile)
-    yield* router.add("GET", "/*", timedServeFile)
-    yield* router.add("GET", "/", timedServeFile)
+    const serveFile = (request: HttpServerRequest.HttpServerRequest) =>
+      Effect.gen(function*() {
+        const urlPath = pathOf(request.url)
+        const realm = realms.lookup(urlPath)
+        if (realm === undefined) return noRealm(urlPath)
+        // Before anything is resolved: the same 401 whether the path exists or not.
+        if (!(yield* mayRead(request, realm))) return ReadAccess.unauthorized()
+        const response = yield* AnswerMetrics.timed(realm.realmUrl, serveIn(request, realm, urlPath))
+        return realm.isPrivate ? HttpServerResponse.setHeaders(response, FastPath.privateHeaders) : response
+      })
+
+    /** A preflight: a private realm's allows `authorization`. */
+    const preflightOf = (request: HttpServerRequest.HttpServerRequest) => {
+      const realm = realms.lookup(pathOf(request.url))
+      return Effect.succeed(preflight(request, realm?.isPrivate === true))
+    }
+
+    /** The import map of `?realm=MOUNT` (the only realm, or the one at `/`, without it): a private one's only to its readers. */
+    const importMapOfRequest = (request: HttpServerRequest.HttpServerRequest) =>
+      Effect.gen(function*() {
+        const mount = new URL(request.url, "http://localhost").searchParams.get("realm")
+        const realm = mount === null
+          ? (realms.get("/") ?? (realms.list().length === 1 ? realms.list()[0] : undefined))
+          : realms.get(mount)
+        if (realm === undefined) return noRealm(ImportMap.importMapPath)
+        if (!(yield* mayRead(request, realm))) return ReadAccess.unauthorized()
+        return importMapOf(realm)
+      })
+
+    yield* AdminRoutes.add(router, { cache, realms })
+    yield* ImportMap.addRoute(router, importMapOfRequest)
+    yield* router.add("OPTIONS", "/*", preflightOf)
+    yield* router.add("OPTIONS", "/", preflightOf)
+    yield* router.add("GET", "/*", serveFile)
+    yield* router.add("GET", "/", serveFile)
   })
 )
 
@@ -248,83 +279,25 @@ export const notFoundMiddleware = <E, R>(
 
 
 // -----------------------------------------------------------------------------
-// Watcher
-// -----------------------------------------------------------------------------
-
-/**
- * Watches the realm directory and invalidates changed modules through
- * {@link ModuleCache.invalidate} (which also tells peers); see {@link Watcher}.
- */
-export const watcher: Layer.Layer<never, never, ModuleCache | RealmFiles> = Layer.effectDiscard(Effect.gen(function*() {
-  const fast = Option.getOrUndefined(yield* Effect.serviceOption(FastPath.FastPath))
-  yield* Watcher.watch({
-    cache: yield* ModuleCache,
-    files: yield* RealmFiles,
-    raw: Option.getOrUndefined(yield* Effect.serviceOption(RawFileCache.RawFileCache)),
-    onChange: () => fast?.changed(),
-    onWatching: (watching) => fast?.watched(watching)
-  })
-}))
-
-// -----------------------------------------------------------------------------
 // Preload
 // -----------------------------------------------------------------------------
 
-/**
- * Preloads the realm into L1 from L2 (see {@link ModuleCache.preload}) and logs a summary.
- * {@link layer} builds it after the {@link watcher} and before it listens, so that an edit
- * during the preload is never missed and the first request already finds L1 warm.
- */
-export const preloader: Layer.Layer<never, never, ModuleCache | RealmFiles> = Layer.effectDiscard(Effect.gen(function*() {
-  const cache = yield* ModuleCache
-  const files = yield* RealmFiles
-  const fast = yield* Effect.serviceOption(FastPath.FastPath)
-  // Before the preload: a file event during it keeps its routes from the fast path.
-  const captured = Option.match(fast, { onNone: () => 0, onSome: (handler) => handler.capture() })
-  const summary = yield* cache.preload(files.realmUrl)
-  if (Option.isSome(fast)) yield* routePreloaded(fast.value, cache, files, summary.keys, captured)
-  if (summary.rows > 0 || summary.error !== undefined) {
-    yield* Effect.logInfo(`module-transpile-cache: ${Preload.formatSummary(summary)}`)
-  }
-}))
-
-/**
- * Gives the fast path a route to each preloaded module, so that a restarted process answers
- * even the first request of a path there (no span: hits are counted, see {@link FastPath}).
- * A route is kept only where the module's own path resolves to it, as the router would
- * resolve it, and no file event came since `captured`.
- */
-const routePreloaded = (
-  fast: FastPath.FastPathHandler,
-  cache: ModuleCache["Service"],
-  files: RealmFiles["Service"],
-  keys: ReadonlyArray<ModuleKey>,
-  captured: number
-) => {
-  const encoder = new TextEncoder()
-  return Effect.forEach(keys, (key) => {
-    const urlPath = `/${encodePath(key.path)}`
-    return files.resolve(urlPath).pipe(
-      Effect.map((resolved) => {
-        const id = keyString(key)
-        const module = cache.peekL1(id)
-        if (!resolved.executable || resolved.path !== key.path || module === undefined) return
-        fast.rememberModule(urlPath, id, module, encoder.encode(module.body), moduleEtag(module), captured)
-      }),
-      Effect.ignore
-    )
-  }, { concurrency: 16, discard: true })
-}
+export { preloader, routePreloaded } from "./Preloader.ts"
 
 // -----------------------------------------------------------------------------
 // Layers
 // -----------------------------------------------------------------------------
 
-/** What a realm is served from. */
+/** What the realms are served from. */
 export interface RealmOptions {
-  readonly realmDir: string
-  /** Defaults to the `file://` URL of the realm directory (with a trailing slash). */
+  /** One realm, mounted at `/` (what `serve <realmDir>` serves). */
+  readonly realmDir?: string | undefined
+  /** The URL of the realm of {@link realmDir}; defaults to the `file://` URL of the directory (with a trailing slash). */
   readonly realmUrl?: string | undefined
+  /** The realms to mount at start (besides {@link realmDir}); more can be mounted while the server runs ({@link Realms.Realms}). */
+  readonly realms?: ReadonlyArray<Realms.RealmSpec> | undefined
+  /** A realm's URL is this + its mount, unless its spec names one (default: its directory's `file://` URL). */
+  readonly realmUrlBase?: string | undefined
   readonly store: ModuleCacheLive.StoreChoice
   /** Largest source or raw file served (default 8 MiB). */
   readonly maxSourceBytes?: number | undefined
@@ -333,7 +306,21 @@ export interface RealmOptions {
   readonly cache?: ModuleCacheOptions | undefined
   /** Prune L2 on a schedule while the layer lives (see {@link Pruner}); off when absent. */
   readonly prune?: Partial<Pruner.PrunerOptions> | undefined
+  /** Watch every realm's directory for changes (default true). */
+  readonly watch?: boolean | undefined
+  /**
+   * The secret of read tokens (`MTC_READ_SECRET`, at least 32 bytes): a private realm answers
+   * the bearers of tokens signed with it that name its mount, and of the admin token. Without
+   * one, only the admin token reads private realms.
+   */
+  readonly readSecret?: Redacted.Redacted<string> | undefined
 }
+
+/** The realms of the options: {@link RealmOptions.realmDir} at `/`, then {@link RealmOptions.realms}. */
+export const realmSpecsOf = (options: RealmOptions): ReadonlyArray<Realms.RealmSpec> => [
+  ...(options.realmDir === undefined ? [] : [{ mount: "/", dir: options.realmDir, realmUrl: options.realmUrl }]),
+  ...(options.realms ?? [])
+]
 
 /** The options of {@link layer}. */
 export interface ServeOptions extends RealmOptions {
@@ -341,8 +328,6 @@ export interface ServeOptions extends RealmOptions {
   readonly port?: number | undefined
   /** Default 127.0.0.1. */
   readonly host?: string | undefined
-  /** Watch the realm directory for changes (default true). */
-  readonly watch?: boolean | undefined
   /**
    * How long a drain waits for the requests it accepted (default 10 s, `MTC_HTTP_DRAIN_TIMEOUT` in
    * `serve`); past it their connections are closed. See {@link Listener}.
@@ -449,25 +434,32 @@ const withFastPath = (fast: FastPath.FastPathHandler | undefined, router: Reques
     if (!fast.handle(request, response)) router(request, response)
   }
 
-/** Why {@link layerServices} fails: the store's {@link ModuleCacheLive.LayerError}, or the realm directory cannot be read. */
-export type RealmLayerError = ModuleCacheLive.LayerError | SourceReadError
+/** Why {@link layerServices} fails: the store's {@link ModuleCacheLive.LayerError}, a realm cannot be mounted, or the read secret is unusable. */
+export type RealmLayerError = ModuleCacheLive.LayerError | Realms.MountError | ReadAccess.ReadSecretError
 
-/** The realm's files, its module sources and a ModuleCache over the chosen store. */
+/**
+ * The mounted realms ({@link Realms.Realms}, with their watchers), the {@link ModuleSources}
+ * over them, a ModuleCache over the chosen store, and the {@link ReadAccess} of private realms.
+ */
 export const layerServices = (
   options: RealmOptions
-): Layer.Layer<ModuleCache | RealmFiles | ModuleSources | RawFileCache.RawFileCache, RealmLayerError, Transpiler> =>
-  Layer.merge((options.prune === undefined
+): Layer.Layer<ModuleCache | Realms.Realms | ModuleSources | ReadAccess.ReadAccess, RealmLayerError, Transpiler> => {
+  const cacheLayer = options.prune === undefined
     ? ModuleCacheLive.layer(options.store, options.cache ?? {})
     : Layer.merge(ModuleCacheModule.layer(options.cache ?? {}), Pruner.layer(options.prune)).pipe(
       Layer.provide(ModuleCacheLive.services(options.store))
-    )).pipe(
-    Layer.provideMerge(FileSystemSources.layer({
-      realmDir: options.realmDir,
-      realmUrl: options.realmUrl,
-      maxSourceBytes: options.maxSourceBytes,
-      excluded: options.excluded
-    }))
-  ), RawFileCache.layer(options.cache?.l1MaxBytes))
+    )
+  const realms = Realms.layer(realmSpecsOf(options), {
+    realmUrlBase: options.realmUrlBase,
+    maxSourceBytes: options.maxSourceBytes,
+    excluded: options.excluded,
+    watch: options.watch
+  })
+  return Layer.mergeAll(
+    realms.pipe(Layer.provideMerge(cacheLayer), Layer.provideMerge(Realms.layerRegistry(options.cache?.l1MaxBytes))),
+    ReadAccess.layer({ readSecret: options.readSecret })
+  )
+}
 
 /**
  * Why {@link layer} fails: {@link RealmLayerError}, the HTTP server cannot listen (`ServeError`),
@@ -476,7 +468,7 @@ export const layerServices = (
 export type ServeLayerError = RealmLayerError | HttpServerError.ServeError | AdminToken.AdminTokenError
 
 /**
- * Serves a realm on Node's HTTP server: {@link routes} and {@link watcher} over
+ * Serves the realms on Node's HTTP server: {@link routes} and {@link preloader} over
  * {@link layerServices}. It listens only once the router is attached (see {@link Listener}), and
  * logs `listening on <url>` then. Closing the layer drains: it stops accepting, closes idle
  * keep-alive connections, answers every request it accepted (with `connection: close`), within
@@ -494,7 +486,7 @@ export const layer = (options: ServeOptions): Layer.Layer<never, ServeLayerError
     )
   )
   const server = Layer.effectDiscard(Effect.gen(function*() {
-    const files = yield* RealmFiles
+    const realms = yield* Realms.Realms
     const app = (yield* HttpRouter.HttpRouter).asHttpEffect()
     // Request fibers run in a scope of their own, closed after the drain (which waits for them).
     const requests = yield* Scope.fork(yield* Effect.scope, "parallel")
@@ -512,14 +504,15 @@ export const layer = (options: ServeOptions): Layer.Layer<never, ServeLayerError
       Effect.map(HttpServer.formatAddress),
       Effect.orElseSucceed(() => `http://${address.address}:${address.port}`)
     )
-    yield* Effect.logInfo(`module-transpile-cache listening on ${url}/ (realm ${files.realmUrl}, store ${options.store._tag})`)
-  })).pipe(
-    Layer.provide(router),
-    Layer.provide(options.adminToken === undefined ? Layer.empty : AdminToken.layer(options.adminToken))
-  )
-  // The watcher, then the preload, then the server: an edit during the preload is seen, and
-  // the server listens once L1 is warm.
-  const preload = options.watch === false ? preloader : Layer.provideMerge(preloader, watcher)
+    const mounted = realms.list()
+    const served = mounted.length === 1 && mounted[0]!.mount === "/"
+      ? `realm ${mounted[0]!.realmUrl}`
+      : `${mounted.length} realm${mounted.length === 1 ? "" : "s"}: ${mounted.slice(0, 5).map((realm) => realm.mount).join(" ")}${mounted.length > 5 ? " ..." : ""}`
+    yield* Effect.logInfo(`module-transpile-cache listening on ${url}/ (${served}, store ${options.store._tag})`)
+  })).pipe(Layer.provide(router))
+  // The realms are mounted (their watchers run), then the preload, then the server: an edit
+  // during the preload is seen, and the server listens once L1 is warm.
+  const preload = preloader
   // Then the JIT warm-up of the serving path, on a throwaway listener, before the real one listens.
   const jitWarmup = Layer.effectDiscard(Effect.gen(function*() {
     if (fast === undefined) return
@@ -538,12 +531,14 @@ export const layer = (options: ServeOptions): Layer.Layer<never, ServeLayerError
   return app.pipe(
     Layer.provide(fast === undefined ? Layer.empty : Layer.effect(
       FastPath.FastPath,
-      // Connected to the realm's cache and raw files before the watcher, the preload, the warm-up or the routes use it.
+      // Connected to the cache and the readers' check before the preload, the warm-up or the routes use it.
       Effect.gen(function*() {
-        fast.install(yield* ModuleCache, yield* RawFileCache.RawFileCache)
+        const access = yield* ReadAccess.ReadAccess
+        fast.install(yield* ModuleCache, access.allowsCached)
         return fast
       })
     )),
-    Layer.provide(layerServices(options))
+    Layer.provideMerge(layerServices(options)),
+    Layer.provide(options.adminToken === undefined ? Layer.empty : AdminToken.layer(options.adminToken))
   )
 }

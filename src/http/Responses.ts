@@ -12,17 +12,26 @@ import { corsHeaders, ifNoneMatches } from "./FastPath.ts"
 /** Headers of the admin routes: no CORS, no content sniffing. */
 const adminHeaders = { "x-content-type-options": "nosniff" } as const
 
-/** The answer to a CORS preflight of a module or file. */
-export const preflight = (request: HttpServerRequest.HttpServerRequest): HttpServerResponse.HttpServerResponse =>
-  HttpServerResponse.empty({
+/**
+ * The answer to a CORS preflight of a module or file. A private realm's names `authorization`
+ * explicitly (the `*` wildcard does not cover it).
+ */
+export const preflight = (
+  request: HttpServerRequest.HttpServerRequest,
+  isPrivate = false
+): HttpServerResponse.HttpServerResponse => {
+  const requested = request.headers["access-control-request-headers"]
+  return HttpServerResponse.empty({
     status: 204,
     headers: {
       ...corsHeaders,
       "access-control-allow-methods": "GET, HEAD, POST, OPTIONS",
-      "access-control-allow-headers": request.headers["access-control-request-headers"] ?? "*",
-      "access-control-max-age": "86400"
+      "access-control-allow-headers": requested ?? (isPrivate ? "authorization" : "*"),
+      "access-control-max-age": "86400",
+      ...(isPrivate ? { vary: "authorization, access-control-request-headers" } : {})
     }
   })
+}
 
 /** Content types of raw files, by extension; anything else is `application/octet-stream`. */
 export const rawContentTypes: Readonly<Record<string, string>> = {

@@ -24,50 +24,17 @@ export interface CachedAnswer {
   readonly notModified: ReadonlyArray<string>
 }
 
-/** The raw-file store of one realm. Synchronous: every method is a few map operations. */
-export class RawFiles {
-  private readonly entries: ClockMap<CachedAnswer>
-  private generation = 0
-  private watching = false
+/** The raw files of every realm of a server, under one byte bound; {@link of} gives one realm's. */
+export class SharedRawFiles {
+  readonly entries: ClockMap<CachedAnswer>
 
   constructor(maxBytes: number = defaultMaxBytes) {
     this.entries = new ClockMap<CachedAnswer>(maxBytes)
   }
 
-  /** The cached answer of a canonical path, marked as used. */
-  get(canonicalPath: string): CachedAnswer | undefined {
-    return this.entries.get(canonicalPath)
-  }
-
-  /** The generation before a read; a later {@link fill} with it counts only if nothing was invalidated meanwhile. */
-  capture(): number {
-    return this.generation
-  }
-
-  /** Stores an answer read after `captured`, if nothing was invalidated since and a watcher is on. */
-  fill(canonicalPath: string, answer: CachedAnswer, captured: number): boolean {
-    if (!this.watching || captured !== this.generation) return false
-    return this.entries.set(canonicalPath, answer, answer.bytes.byteLength)
-  }
-
-  /** Drops a realm-relative path and every path below it (a changed file or directory). */
-  invalidate(relativePath: string): void {
-    this.generation++
-    this.entries.delete(relativePath)
-    const prefix = `${relativePath}/`
-    for (const [id] of this.entries) if (relativePath === "" || id.startsWith(prefix)) this.entries.delete(id)
-  }
-
-  /** Drops everything. */
-  clear(): void {
-    this.generation++
-    this.entries.clear()
-  }
-
-  /** Whether a watcher reports changes; entries are kept only while it does. */
-  watched(watching: boolean): void {
-    this.watching = watching
-    this.clear()
+  /** The raw files of the realm with this URL. */
+  of(realmUrl: string): RawFiles {
+    return new RawFiles(this, realmUrl)
   }
 
   get bytes(): number {
@@ -80,6 +47,76 @@ export class RawFiles {
 
   get maxBytes(): number {
     return this.entries.maxBytes
+  }
+}
+
+/** The raw-file store of one realm. Synchronous: every method is a few map operations. */
+export class RawFiles {
+  private readonly shared: SharedRawFiles
+  /** The prefix of this realm's ids in the shared map. */
+  private readonly prefix: string
+  private generation = 0
+  private watching = false
+
+  /** One realm's raw files: in a map of its own bounded by `maxBytes`, or in a {@link SharedRawFiles} under its realm URL. */
+  constructor(shared: SharedRawFiles | number = defaultMaxBytes, realmUrl: string = "") {
+    this.shared = typeof shared === "number" ? new SharedRawFiles(shared) : shared
+    this.prefix = `${realmUrl}\n`
+  }
+
+  /** The cached answer of a canonical path, marked as used. */
+  get(canonicalPath: string): CachedAnswer | undefined {
+    return this.shared.entries.get(this.prefix + canonicalPath)
+  }
+
+  /** The generation before a read; a later {@link fill} with it counts only if nothing was invalidated meanwhile. */
+  capture(): number {
+    return this.generation
+  }
+
+  /** Stores an answer read after `captured`, if nothing was invalidated since and a watcher is on. */
+  fill(canonicalPath: string, answer: CachedAnswer, captured: number): boolean {
+    if (!this.watching || captured !== this.generation) return false
+    return this.shared.entries.set(this.prefix + canonicalPath, answer, answer.bytes.byteLength)
+  }
+
+  /** Drops a realm-relative path and every path below it (a changed file or directory). */
+  invalidate(relativePath: string): void {
+    this.generation++
+    const entries = this.shared.entries
+    entries.delete(this.prefix + relativePath)
+    const prefix = relativePath === "" ? this.prefix : `${this.prefix}${relativePath}/`
+    for (const [id] of entries) if (id.startsWith(prefix)) entries.delete(id)
+  }
+
+  /** Drops every file of the realm. */
+  clear(): void {
+    this.invalidate("")
+  }
+
+  /** Whether a watcher reports changes; entries are kept only while it does. */
+  watched(watching: boolean): void {
+    this.watching = watching
+    this.clear()
+  }
+
+  /** The bytes of this realm's files. */
+  get bytes(): number {
+    let bytes = 0
+    for (const [id, answer] of this.shared.entries) if (id.startsWith(this.prefix)) bytes += answer.bytes.byteLength
+    return bytes
+  }
+
+  /** The number of this realm's files. */
+  get size(): number {
+    let size = 0
+    for (const [id] of this.shared.entries) if (id.startsWith(this.prefix)) size++
+    return size
+  }
+
+  /** The bound this realm shares with the others. */
+  get maxBytes(): number {
+    return this.shared.maxBytes
   }
 }
 
