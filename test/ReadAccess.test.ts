@@ -48,6 +48,9 @@ describe("ReadAccess", () => {
       const token = yield* goodFor(["/a/"])
       expect(yield* access.allows(bearer(token), "/a/")).toBe(true)
       expect(yield* access.allows(`bearer   ${token}  `, "/a/")).toBe(true)
+      // Only the canonical spelling is remembered for the fast path.
+      expect(access.allowsCached(`bearer   ${token}  `, "/a/")).toBe(false)
+      expect(access.allowsCached(bearer(token), "/a/")).toBe(true)
       expect(yield* access.allows(bearer(token), "/b/")).toBe(false)
       expect(yield* access.allows(bearer(token), "/a")).toBe(false)
       expect(yield* access.allows(bearer(token), "/a/b/")).toBe(false)

@@ -66,7 +66,8 @@ export interface ReadAccess {
    * Synchronous, for the HTTP fast path: `true` only when this exact header was verified by
    * {@link ReadAccess.allows} before, grants `mount`, and has not expired since (checked
    * against the clock on every call). `false` means "not known here": hand the request to
-   * the router, which calls `allows`. A refused token is never remembered.
+   * the router, which calls `allows`. A refused token is never remembered, and only the
+   * canonical spelling `Bearer <token>` is.
    */
   readonly allowsCached: (authorization: string | undefined, mount: string) => boolean
 }
@@ -108,13 +109,23 @@ const grants = (grant: Grant, mount: string): boolean => grant.realms === undefi
  */
 export const make = (options: ReadAccessOptions): Effect.Effect<ReadAccess, ReadSecretError> =>
   Effect.gen(function*() {
-    const key = options.readSecret === undefined ? undefined : yield* checkSecret(options.readSecret)
+    const secret = options.readSecret === undefined ? undefined : yield* checkSecret(options.readSecret)
+    // Imported once (WebCrypto, non-extractable, verify only) instead of on every verification.
+    const key = secret === undefined ? undefined : yield* Effect.promise(() =>
+      crypto.subtle.importKey("raw", new Uint8Array(secret), { name: "HMAC", hash: "SHA-256" }, false, ["verify"])
+    )
     const adminToken = options.adminToken
     const capacity = Math.max(1, options.cacheCapacity ?? defaultCacheCapacity)
     const clock = yield* Clock.Clock
     const verified = new Map<string, Grant>()
 
-    const remember = (authorization: string, grant: Grant): void => {
+    /**
+     * Remembers a verified header, only in its canonical form `Bearer <token>`: other
+     * spellings (case, extra spaces) are verified each time, so that one token cannot fill
+     * the map with padded copies of itself.
+     */
+    const remember = (authorization: string, token: string, grant: Grant): void => {
+      if (authorization.length !== token.length + 7 || !authorization.startsWith("Bearer ")) return
       verified.delete(authorization)
       if (verified.size >= capacity) {
         // Oldest first (insertion order).
@@ -125,7 +136,7 @@ export const make = (options: ReadAccessOptions): Effect.Effect<ReadAccess, Read
     }
 
     /** Verifies a JWT: its grant, or `undefined` for any refusal (the promise never rejects). */
-    const verify = (token: string, secret: Uint8Array): Promise<Grant | undefined> =>
+    const verify = (token: string, secret: CryptoKey): Promise<Grant | undefined> =>
       jwtVerify(token, secret, {
         algorithms: [algorithm],
         requiredClaims: ["exp"],
@@ -161,7 +172,7 @@ export const make = (options: ReadAccessOptions): Effect.Effect<ReadAccess, Read
         return false
       }
       if (adminToken !== undefined && AdminToken.matches(adminToken, token)) {
-        remember(authorization, { exp: Infinity, realms: undefined })
+        remember(authorization, token, { exp: Infinity, realms: undefined })
         yield* Effect.annotateCurrentSpan("readAccess.outcome", "admin")
         return true
       }
@@ -174,7 +185,7 @@ export const make = (options: ReadAccessOptions): Effect.Effect<ReadAccess, Read
         yield* Effect.annotateCurrentSpan("readAccess.outcome", "refused")
         return false
       }
-      remember(authorization, grant)
+      remember(authorization, token, grant)
       const allowed = grants(grant, mount)
       yield* Effect.annotateCurrentSpan("readAccess.outcome", allowed ? "read-token" : "other-realm")
       return allowed
