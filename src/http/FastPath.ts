@@ -30,18 +30,13 @@ import type { ModuleCache } from "../cache/ModuleCache.ts"
 import { answerBoundaries, PlainHistogram } from "./AnswerMetrics.ts"
 import type { CachedAnswer } from "../realm/RawFileCache.ts"
 import type { MountedRealm } from "../realm/Realms.ts"
+import { privateHeaders } from "./ReadAccess.ts"
 
 /** Headers of module and file responses: CORS for any origin, and no content sniffing (the router's too). */
 export const corsHeaders = {
   "access-control-allow-origin": "*",
   "access-control-expose-headers": "etag, x-module-cache",
   "x-content-type-options": "nosniff"
-} as const
-
-/** Headers of a private realm's answers (see `ReadAccess`): no shared cache keeps them, and they vary by token. */
-export const privateHeaders = {
-  "cache-control": "private, no-cache",
-  "vary": "authorization"
 } as const
 
 /**
@@ -65,8 +60,8 @@ export const answerOf = (
     "etag",
     etag,
     "cache-control",
-    isPrivate ? privateHeaders["cache-control"] : "no-cache",
-    ...(isPrivate ? ["vary", privateHeaders.vary] : []),
+    isPrivate ? privateHeaders["cache-control"]! : "no-cache",
+    ...(isPrivate ? ["vary", privateHeaders["vary"]!] : []),
     ...(moduleCache === undefined ? [] : ["x-module-cache", moduleCache])
   ]
   return {

@@ -138,7 +138,7 @@ export const routes: Layer.Layer<never, never, HttpRouter.HttpRouter | ModuleCac
     const cache = yield* ModuleCache
     const realms = yield* Realms.Realms
     const fast = Option.getOrUndefined(yield* Effect.serviceOption(FastPath.FastPath))
-    const access = Option.getOrUndefined(yield* Effect.serviceOption(ReadAccess.ReadAccess))
+    const access = Option.getOrUndefined(yield* Effect.serviceOption(ReadAccess.ReadAccessService))
     // Immutable URLs (`?_v=<version>`) and the import map of each realm's pages.
     const importMaps = new WeakMap<Realms.MountedRealm, ImportMap.RealmImportMap>()
     const importMapOf = (realm: Realms.MountedRealm) => {
@@ -220,7 +220,7 @@ export const routes: Layer.Layer<never, never, HttpRouter.HttpRouter | ModuleCac
         // Before anything is resolved: the same 401 whether the path exists or not.
         if (!(yield* mayRead(request, realm))) return ReadAccess.unauthorized()
         const response = yield* AnswerMetrics.timed(realm.realmUrl, serveIn(request, realm, urlPath))
-        return realm.isPrivate ? HttpServerResponse.setHeaders(response, FastPath.privateHeaders) : response
+        return realm.isPrivate ? HttpServerResponse.setHeaders(response, ReadAccess.privateHeaders) : response
       })
 
     /** A preflight: a private realm's allows `authorization`. */
@@ -443,7 +443,7 @@ export type RealmLayerError = ModuleCacheLive.LayerError | Realms.MountError | R
  */
 export const layerServices = (
   options: RealmOptions
-): Layer.Layer<ModuleCache | Realms.Realms | ModuleSources | ReadAccess.ReadAccess, RealmLayerError, Transpiler> => {
+): Layer.Layer<ModuleCache | Realms.Realms | ModuleSources | ReadAccess.ReadAccessService, RealmLayerError, Transpiler> => {
   const cacheLayer = options.prune === undefined
     ? ModuleCacheLive.layer(options.store, options.cache ?? {})
     : Layer.merge(ModuleCacheModule.layer(options.cache ?? {}), Pruner.layer(options.prune)).pipe(
@@ -533,7 +533,7 @@ export const layer = (options: ServeOptions): Layer.Layer<never, ServeLayerError
       FastPath.FastPath,
       // Connected to the cache and the readers' check before the preload, the warm-up or the routes use it.
       Effect.gen(function*() {
-        const access = yield* ReadAccess.ReadAccess
+        const access = yield* ReadAccess.ReadAccessService
         fast.install(yield* ModuleCache, access.allowsCached)
         return fast
       })

@@ -8,6 +8,7 @@ import { HttpServerRequest, HttpServerResponse } from "effect/http"
 import * as path from "node:path"
 import { type CachedModule, hashSource } from "../domain/Domain.ts"
 import { corsHeaders, ifNoneMatches } from "./FastPath.ts"
+import { privatePreflightHeaders } from "./ReadAccess.ts"
 
 /** Headers of the admin routes: no CORS, no content sniffing. */
 const adminHeaders = { "x-content-type-options": "nosniff" } as const
@@ -26,9 +27,9 @@ export const preflight = (
     headers: {
       ...corsHeaders,
       "access-control-allow-methods": "GET, HEAD, POST, OPTIONS",
-      "access-control-allow-headers": requested ?? (isPrivate ? "authorization" : "*"),
+      "access-control-allow-headers": requested ?? "*",
       "access-control-max-age": "86400",
-      ...(isPrivate ? { vary: "authorization, access-control-request-headers" } : {})
+      ...(isPrivate ? privatePreflightHeaders(requested) : {})
     }
   })
 }
