@@ -76,7 +76,7 @@ export const html = `<!doctype html>
     </section>
   </div>
   <h2>Realms</h2>
-  <table id="realms"><thead><tr><th>realm</th><th>modules</th><th>L2 bytes</th><th>errors</th></tr></thead><tbody></tbody></table>
+  <table id="realms"><thead><tr><th>mount</th><th>realm</th><th>modules</th><th>L2 bytes</th><th>errors</th></tr></thead><tbody></tbody></table>
   <h2>Last transpile errors</h2>
   <ul id="errors"></ul>
 </main>
@@ -217,8 +217,9 @@ export const script = `"use strict";
 
     const realms = $("realms").tBodies[0];
     realms.replaceChildren();
-    for (const realm of stats.realms || []) {
+    for (const realm of Object.values(stats.realms || {})) {
       const row = realms.insertRow();
+      cell(row, realm.mount + (realm.private ? " (private)" : ""));
       cell(row, realm.realmUrl);
       cell(row, String(realm.modules), true);
       cell(row, realm.l2Bytes === undefined ? "n/a" : bytes(realm.l2Bytes), true);
