@@ -204,6 +204,7 @@ export const makeRegistry = (rawMaxBytes?: number): RealmRegistry["Service"] => 
       while (end >= 0) {
         const realm = byMount.get(urlPath.slice(0, end + 1))
         if (realm !== undefined) return realm
+        if (end === 0) return undefined
         end = urlPath.lastIndexOf("/", end - 1)
       }
       return undefined
