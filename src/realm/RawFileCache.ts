@@ -44,10 +44,14 @@ export class RawFiles {
     return this.generation
   }
 
-  /** Stores an answer read after `captured`, if nothing was invalidated since and a watcher is on. */
-  fill(canonicalPath: string, answer: CachedAnswer, captured: number): boolean {
+  /**
+   * Stores an answer read after `captured`, if nothing was invalidated since and a watcher is on.
+   * `group` (a realm, say) is what eviction is fair between: over the bound, the group holding
+   * the most bytes gives some up (see {@link ClockMap}).
+   */
+  fill(canonicalPath: string, answer: CachedAnswer, captured: number, group: string = ""): boolean {
     if (!this.watching || captured !== this.generation) return false
-    return this.entries.set(canonicalPath, answer, answer.bytes.byteLength)
+    return this.entries.set(canonicalPath, answer, answer.bytes.byteLength, group)
   }
 
   /** Drops a realm-relative path and every path below it (a changed file or directory). */
@@ -72,6 +76,11 @@ export class RawFiles {
 
   get bytes(): number {
     return this.entries.bytes
+  }
+
+  /** The bytes of one group's answers (see {@link fill}). */
+  bytesOf(group: string): number {
+    return this.entries.bytesOf(group)
   }
 
   get size(): number {
