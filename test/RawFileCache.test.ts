@@ -46,4 +46,13 @@ describe("RawFiles", () => {
     expect(["a.txt", "b.txt", "c.txt", "d.txt"].map((path) => raw.get(path) !== undefined)).toEqual([true, false, true, true])
     expect(raw.bytes).toBe(30)
   })
+
+  it("is fair between the groups it is filled with: one group's herd leaves another's files", () => {
+    const raw = new RawFiles(100)
+    raw.watched(true)
+    for (const path of ["b/1.txt", "b/2.txt"]) raw.fill(path, answer(10), raw.capture(), "b")
+    for (let i = 0; i < 50; i++) raw.fill(`a/${i}.txt`, answer(10), raw.capture(), "a")
+    expect([raw.get("b/1.txt"), raw.get("b/2.txt")].every((found) => found !== undefined)).toBe(true)
+    expect([raw.bytesOf("a"), raw.bytesOf("b"), raw.bytes]).toEqual([80, 20, 100])
+  })
 })

@@ -160,6 +160,7 @@ export class ClockMap<V> {
    * has one (see {@link payer}), so the walk ends within two rounds.
    */
   private clockVictim(group: Group<V>, keep: string): string {
+    let skipped = false
     for (;;) {
       const hand = group.hand ?? (group.hand = group.entries.values())
       const next = hand.next()
@@ -168,8 +169,16 @@ export class ClockMap<V> {
         continue
       }
       const entry = next.value
-      if (entry.id === keep) continue
-      if (!entry.used) return entry.id
+      if (entry.id === keep) {
+        skipped = true
+        continue
+      }
+      if (!entry.used) {
+        // `keep` stayed where it was, behind the hand: the next walk starts from the oldest
+        // again, so that it meets `keep` first, as a walk from the front always would.
+        if (skipped) group.hand = undefined
+        return entry.id
+      }
       entry.used = false
       group.entries.delete(entry.id)
       group.entries.set(entry.id, entry)
