@@ -1,8 +1,8 @@
 /**
  * L1: the in-process map of transpiled modules, bounded by bytes with least-recently-used
  * eviction that is fair between realms (over the bound, the realm holding the most bytes
- * pays, see {@link ClockMap}), and guarded by per-key and per-realm generations so that a fill that raced an
- * invalidation is dropped.
+ * pays, see {@link ClockMap}), and guarded by per-key and per-realm generations so that a
+ * fill that raced an invalidation is dropped.
  *
  * Recency is kept the CLOCK (second-chance) way: a hit only sets the entry's `used` bit, and
  * eviction walks from the oldest insertion, giving used entries another round. A hit is
