@@ -8,6 +8,7 @@ import { TestClock } from "effect/testing"
 import { TranspileError } from "../src/domain/Errors.ts"
 import * as TestTranspiler from "../src/transpiler/TestTranspiler.ts"
 import { syntaxErrorMarker } from "../src/transpiler/TestTranspiler.ts"
+import { moduleKey } from "../src/domain/Domain.ts"
 import { idle, keyOf, makeCache, makeWorld, realm, settle } from "./support/world.ts"
 
 const a = keyOf("a.ts")
@@ -364,6 +365,98 @@ describe("ModuleCache", () => {
         const again = yield* old.get(a)
         expect(again.outcome).toBe("transpiled")
         expect(again.module.body).toContain("'new'")
+      }))
+  })
+
+  describe("many realms on one cache", () => {
+    const realmA = "https://a.realm.test/"
+    const realmB = "https://b.realm.test/"
+    const path = (i: number) => `m${String(i).padStart(3, "0")}.ts`
+    // Bodies of about 190 bytes (the test transpiler adds a comment line): at least 10 fit in 2000.
+    const source = (i: number) => `export const v = "${String(i).repeat(160).slice(0, 160)}"`
+
+    it.effect("a herd on one realm of 10x the L1 bound leaves another realm's hot modules in L1", () =>
+      Effect.gen(function*() {
+        const world = yield* makeWorld()
+        for (let i = 0; i < 100; i++) world.sources.set(moduleKey(realmA, path(i)), source(i))
+        for (let i = 0; i < 3; i++) world.sources.set(moduleKey(realmB, path(i)), source(i))
+        const cache = yield* makeCache(world, { l1MaxBytes: 2000 })
+        for (let i = 0; i < 3; i++) expect((yield* cache.get(moduleKey(realmB, path(i)))).outcome).toBe("transpiled")
+        for (let i = 0; i < 100; i++) yield* cache.get(moduleKey(realmA, path(i)))
+        const stats = yield* cache.stats
+        expect(stats.l1Bytes).toBeLessThanOrEqual(2000)
+        // B's modules were not read during the herd, and are still answered from L1.
+        for (let i = 0; i < 3; i++) expect((yield* cache.get(moduleKey(realmB, path(i)))).outcome).toBe("l1")
+        // A kept its most recent modules, and lost its oldest.
+        expect((yield* cache.get(moduleKey(realmA, path(99)))).outcome).toBe("l1")
+        expect((yield* cache.get(moduleKey(realmA, path(0)))).outcome).toBe("l2")
+        const b = cache.countsOf(realmB)
+        expect(b.l1Entries).toBe(3)
+        expect(b.l1Bytes).toBeGreaterThan(0)
+        expect(cache.countsOf(realmA).l1Bytes + b.l1Bytes).toBe((yield* cache.stats).l1Bytes)
+      }))
+
+    it.effect("counts are kept per realm besides the totals, fast-path hits included when they name their realm", () =>
+      Effect.gen(function*() {
+        const world = yield* makeWorld()
+        for (let i = 0; i < 4; i++) world.sources.set(moduleKey(realmA, path(i)), source(i))
+        world.sources.set(moduleKey(realmB, path(0)), source(0))
+        const cache = yield* makeCache(world)
+        for (let i = 0; i < 4; i++) yield* cache.get(moduleKey(realmA, path(i)))
+        yield* cache.get(moduleKey(realmA, path(0)))
+        yield* cache.get(moduleKey(realmB, path(0)))
+        yield* cache.get(moduleKey(realmB, path(0)))
+        yield* cache.get(moduleKey(realmB, path(0)))
+        cache.countL1Hit(realmB)
+        cache.countL1Hit()
+        const a = cache.countsOf(realmA)
+        const b = cache.countsOf(realmB)
+        expect(a).toMatchObject({ transpiles: 4, l1Hits: 1, l2Hits: 0, errors: 0, l1Entries: 4 })
+        expect(a.gets).toMatchObject({ transpiled: 4, l1: 1 })
+        expect(b).toMatchObject({ transpiles: 1, l1Hits: 3, l1Entries: 1 })
+        expect(b.gets).toMatchObject({ transpiled: 1, l1: 3 })
+        const stats = yield* cache.stats
+        expect(stats.transpiles).toBe(5)
+        // The unattributed fast-path hit counts in the totals only.
+        expect(stats.l1Hits).toBe(5)
+        expect(cache.countsOf("https://never.test/")).toMatchObject({ transpiles: 0, l1Hits: 0, l1Entries: 0, l1Bytes: 0 })
+      }))
+
+    it.effect("forgetRealm drops the realm's L1 entries and counts here only: L2 keeps its rows and peers keep theirs", () =>
+      Effect.gen(function*() {
+        const world = yield* makeWorld()
+        world.sources.set(moduleKey(realmA, path(0)), source(0))
+        world.sources.set(moduleKey(realmB, path(0)), source(0))
+        const [one, two] = yield* Effect.all([makeCache(world), makeCache(world)])
+        yield* one.get(moduleKey(realmA, path(0)))
+        yield* one.get(moduleKey(realmB, path(0)))
+        yield* idle(one)
+        expect((yield* two.get(moduleKey(realmB, path(0)))).outcome).toBe("l2")
+        yield* one.forgetRealm(realmB)
+        expect(one.countsOf(realmB)).toMatchObject({ transpiles: 0, l1Entries: 0, l1Bytes: 0 })
+        expect(one.countsOf(realmA)).toMatchObject({ transpiles: 1, l1Entries: 1 })
+        expect((yield* one.stats).transpiles).toBe(2)
+        // The peer was not told, and the row is still in L2.
+        expect((yield* two.get(moduleKey(realmB, path(0)))).outcome).toBe("l1")
+        expect((yield* one.get(moduleKey(realmB, path(0)))).outcome).toBe("l2")
+        expect((yield* one.get(moduleKey(realmA, path(0)))).outcome).toBe("l1")
+        expect(world.transpiler.calls()).toBe(2)
+      }))
+
+    it.effect("a load of a realm running while it is forgotten does not fill L1", () =>
+      Effect.gen(function*() {
+        const world = yield* makeWorld()
+        world.sources.set(moduleKey(realmB, path(0)), source(0))
+        const cache = yield* makeCache(world)
+        const gate = yield* world.transpiler.gate
+        const loading = yield* Effect.forkChild(cache.get(moduleKey(realmB, path(0))))
+        yield* Deferred.await(gate.started)
+        yield* cache.forgetRealm(realmB)
+        yield* Deferred.succeed(gate.release, undefined)
+        expect((yield* Fiber.join(loading)).outcome).toBe("transpiled")
+        expect(cache.countsOf(realmB).l1Entries).toBe(0)
+        yield* idle(cache)
+        expect((yield* cache.get(moduleKey(realmB, path(0)))).outcome).toBe("l2")
       }))
   })
 })

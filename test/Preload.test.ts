@@ -276,4 +276,52 @@ describe("preload bound", () => {
       expect(yield* off.preload(realm)).toMatchObject({ rows: 0, entries: 0 })
       expect((yield* off.stats).l1Entries).toBe(0)
     }))
+
+  it.effect("one preload over many realms keeps the most recently read rows across them, under one bound", () =>
+    Effect.gen(function*() {
+      const realmA = "https://a.realm.test/"
+      const realmB = "https://b.realm.test/"
+      const empty = "https://empty.realm.test/"
+      const world = yield* makeWorld()
+      const inA = (i: number) => moduleKey(realmA, `k${i}.ts`)
+      const inB = (i: number) => moduleKey(realmB, `k${i}.ts`)
+      const keys = Array.from({ length: 5 }, (_, i) => [inA(i), inB(i)] as const)
+      for (const pair of keys) for (const key of pair) world.sources.set(key, "x".repeat(200))
+      const first = yield* makeCache(world)
+      // Read A0, B0, A1, B1, ... B4: each a second after the previous one.
+      for (const pair of keys) {
+        for (const key of pair) {
+          yield* first.get(key)
+          yield* idle(first)
+          yield* TestClock.adjust("1 second")
+        }
+      }
+      const bodyBytes = Buffer.byteLength((yield* first.get(inA(0))).module.body, "utf8")
+
+      const joining = yield* makeCache(world, { preloadBytes: Math.floor(bodyBytes * 4.5) })
+      const summary = yield* joining.preload([realmA, realmB, empty])
+      expect(summary).toMatchObject({ rows: 4, entries: 4, bytes: bodyBytes * 4, realmUrls: [realmA, realmB, empty] })
+      expect(summary.realms).toEqual([
+        { realmUrl: realmA, entries: 2, bytes: bodyBytes * 2 },
+        { realmUrl: realmB, entries: 2, bytes: bodyBytes * 2 },
+        { realmUrl: empty, entries: 0, bytes: 0 }
+      ])
+      expect(summary.keys).toEqual([inB(4), inA(4), inB(3), inA(3)])
+      expect((yield* joining.get(inA(3))).outcome).toBe("l1")
+      expect((yield* joining.get(inB(2))).outcome).toBe("l2")
+
+      // A peer's wipe of one realm during a preload of both wins for that realm only.
+      const gated = yield* gatedPreload(world)
+      const another = yield* makeCache(gated.world, { preloadBytes: Math.floor(bodyBytes * 4.5) })
+      const preloading = yield* Effect.forkChild(another.preload([realmA, realmB]))
+      yield* Deferred.await(gated.entered)
+      yield* first.invalidateRealm(realmB)
+      yield* settle
+      yield* Deferred.succeed(gated.release, undefined)
+      // B2 was just read from L2: the rows are B2, B4, A4 and B3, and only A4 is left.
+      const raced = yield* Fiber.join(preloading)
+      expect(raced).toMatchObject({ rows: 4, entries: 1, invalidated: 3 })
+      expect(raced.realms.map((each) => each.entries)).toEqual([1, 0])
+      expect(raced.keys).toEqual([inA(4)])
+    }))
 })

@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from "vitest"
 import { answerOf } from "../src/http/FastPath.ts"
-import { RawFiles } from "../src/realm/RawFileCache.ts"
+import { RawFiles, SharedRawFiles } from "../src/realm/RawFileCache.ts"
 
 const answer = (bytes: number) => answerOf(new Uint8Array(bytes), `"${bytes}"`, "text/plain")
 
@@ -45,5 +45,21 @@ describe("RawFiles", () => {
     // a was used, so b (the oldest unused) went.
     expect(["a.txt", "b.txt", "c.txt", "d.txt"].map((path) => raw.get(path) !== undefined)).toEqual([true, false, true, true])
     expect(raw.bytes).toBe(30)
+  })
+
+  it("is fair between the realms that share a bound: one realm's herd leaves another's files", () => {
+    const shared = new SharedRawFiles(100)
+    const a = shared.of("https://a.test/")
+    const b = shared.of("https://b.test/")
+    a.watched(true)
+    b.watched(true)
+    for (const path of ["1.txt", "2.txt"]) b.fill(path, answer(10), b.capture())
+    for (let i = 0; i < 50; i++) a.fill(`${i}.txt`, answer(10), a.capture())
+    expect([b.get("1.txt"), b.get("2.txt")].every((found) => found !== undefined)).toBe(true)
+    expect(a.get("1.txt")).toBeUndefined()
+    expect([a.bytes, b.bytes, shared.bytes]).toEqual([80, 20, 100])
+    // A realm's clear and invalidations touch its own files only.
+    a.clear()
+    expect([a.bytes, b.bytes]).toEqual([0, 20])
   })
 })

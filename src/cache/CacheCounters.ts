@@ -23,6 +23,25 @@ export interface Counts {
   readonly refusals: number
 }
 
+/** The counts and the gets by outcome of one realm (see {@link CacheCounters.countsOf}). */
+export interface RealmCounts extends Counts {
+  /** Gets of the realm's keys by outcome (`l1` includes the fast path's hits attributed to it). */
+  readonly gets: Readonly<Record<ReportedOutcome, number>>
+}
+
+type MutableCounts = { -readonly [K in keyof Counts]: number }
+const zeroCounts = (): MutableCounts => ({
+  transpiles: 0,
+  l1Hits: 0,
+  l2Hits: 0,
+  coalesced: 0,
+  fallbacks: 0,
+  errors: 0,
+  persistFailures: 0,
+  refusals: 0
+})
+const zeroGets = (): Record<ReportedOutcome, number> => ({ l1: 0, l2: 0, transpiled: 0, coalesced: 0, fallback: 0, error: 0 })
+
 /** Why a loser, or a caller with no usable coordinator or store, transpiled locally. */
 export type FallbackReason = "deadline" | "coordinator" | "store"
 
@@ -163,20 +182,11 @@ export interface RecentError {
 export const maxRecentErrors = 20
 
 /**
- * The counters of one instance. Synchronous: the metrics are updated in the context the
- * instance was made in.
+ * The counters of one instance: totals, and the same per realm. Synchronous: the metrics are
+ * updated in the context the instance was made in.
  */
 export class CacheCounters {
-  private readonly counts = {
-    transpiles: 0,
-    l1Hits: 0,
-    l2Hits: 0,
-    coalesced: 0,
-    fallbacks: 0,
-    errors: 0,
-    persistFailures: 0,
-    refusals: 0
-  }
+  private readonly counts = zeroCounts()
   private readonly context: Context.Context<never>
 
   constructor(context: Context.Context<never>) {
@@ -184,24 +194,61 @@ export class CacheCounters {
   }
 
   private readonly recent: Array<RecentError> = []
-  private readonly gets: Record<ReportedOutcome, number> = { l1: 0, l2: 0, transpiled: 0, coalesced: 0, fallback: 0, error: 0 }
+  private readonly gets = zeroGets()
+  private readonly realms = new Map<string, { readonly counts: MutableCounts; readonly gets: Record<ReportedOutcome, number> }>()
+
+  /** A realm's own counts, made at its first event. */
+  private realm(realmUrl: string) {
+    let realm = this.realms.get(realmUrl)
+    if (realm === undefined) this.realms.set(realmUrl, realm = { counts: zeroCounts(), gets: zeroGets() })
+    return realm
+  }
 
   /** A `get` of a key of `realmUrl` answered (or failed) this way. */
   outcome(outcome: ReportedOutcome, realmUrl: string): void {
     const count = outcomeCounts[outcome]
-    if (count !== undefined) this.counts[count]++
+    const realm = this.realm(realmUrl)
+    if (count !== undefined) {
+      this.counts[count]++
+      realm.counts[count]++
+    }
     this.gets[outcome]++
+    realm.gets[outcome]++
     getsOf(realmUrl, outcome).updateUnsafe(1, this.context)
   }
 
   /**
-   * An L1 hit answered outside `get` (the HTTP fast path): counted here for `stats` only. Its
-   * caller counts it too and folds it into `module_cache_gets_total` when metrics are read,
-   * so that the hot path does no metric update per request.
+   * An L1 hit answered outside `get` (the HTTP fast path): counted here for `stats` only (and
+   * for the realm's counts, when it is named). Its caller counts it too and folds it into
+   * `module_cache_gets_total` when metrics are read, so that the hot path does no metric update
+   * per request.
    */
-  l1HitUnmetered(): void {
+  l1HitUnmetered(realmUrl?: string): void {
     this.counts.l1Hits++
     this.gets.l1++
+    if (realmUrl !== undefined) {
+      const realm = this.realm(realmUrl)
+      realm.counts.l1Hits++
+      realm.gets.l1++
+    }
+  }
+
+  /** The counts of one realm (zeros for a realm with no event since it was last forgotten). */
+  countsOf(realmUrl: string): RealmCounts {
+    const realm = this.realms.get(realmUrl)
+    return realm === undefined ? { ...zeroCounts(), gets: zeroGets() } : { ...realm.counts, gets: { ...realm.gets } }
+  }
+
+  /** The realms that have counts, with them. */
+  realmCounts(): ReadonlyMap<string, RealmCounts> {
+    const all = new Map<string, RealmCounts>()
+    for (const [realmUrl, realm] of this.realms) all.set(realmUrl, { ...realm.counts, gets: { ...realm.gets } })
+    return all
+  }
+
+  /** Drops a realm's counts (the totals keep what it added). */
+  forget(realmUrl: string): void {
+    this.realms.delete(realmUrl)
   }
 
   /** Gets by outcome so far, fast-path hits included. */
@@ -241,27 +288,31 @@ export class CacheCounters {
     l2WriteHistogram.updateUnsafe(seconds, this.context)
   }
 
-  /** A transpile ran (and ended, either way). */
-  transpiled(): void {
+  /** A transpile (of a module of `realmUrl`, when named) ran, and ended either way. */
+  transpiled(realmUrl?: string): void {
     this.counts.transpiles++
+    if (realmUrl !== undefined) this.realm(realmUrl).counts.transpiles++
     transpileCounter.updateUnsafe(1, this.context)
   }
 
-  /** A load transpiles locally instead of coalescing. */
-  fallback(reason: FallbackReason): void {
+  /** A load (of a module of `realmUrl`, when named) transpiles locally instead of coalescing. */
+  fallback(reason: FallbackReason, realmUrl?: string): void {
     this.counts.fallbacks++
+    if (realmUrl !== undefined) this.realm(realmUrl).counts.fallbacks++
     fallbackCounters[reason].updateUnsafe(1, this.context)
   }
 
-  /** An L2 write or tombstone was given up. */
-  persistFailed(): void {
+  /** An L2 write or tombstone (of `realmUrl`, when named) was given up. */
+  persistFailed(realmUrl?: string): void {
     this.counts.persistFailures++
+    if (realmUrl !== undefined) this.realm(realmUrl).counts.persistFailures++
     persistFailureCounter.updateUnsafe(1, this.context)
   }
 
-  /** The database refused an L2 operation a connection. */
-  refused(): void {
+  /** The database refused an L2 operation (on `realmUrl`, when named) a connection. */
+  refused(realmUrl?: string): void {
     this.counts.refusals++
+    if (realmUrl !== undefined) this.realm(realmUrl).counts.refusals++
     refusalCounter.updateUnsafe(1, this.context)
   }
 

@@ -1,7 +1,8 @@
 /**
  * L1: the in-process map of transpiled modules, bounded by bytes with least-recently-used
- * eviction, and guarded by per-key and per-realm generations so that a fill that raced an
- * invalidation is dropped.
+ * eviction that is fair between realms (over the bound, the realm holding the most bytes
+ * pays, see {@link ClockMap}), and guarded by per-key and per-realm generations so that a
+ * fill that raced an invalidation is dropped.
  *
  * Recency is kept the CLOCK (second-chance) way: a hit only sets the entry's `used` bit, and
  * eviction walks from the oldest insertion, giving used entries another round. A hit is
@@ -108,7 +109,7 @@ export class L1Cache {
   fill(module: CachedModule, hash: bigint, captured: L1Capture): boolean {
     if (!this.isCurrent(module.key, hash, captured)) return false
     const id = keyString(module.key)
-    if (!this.entries.set(id, { module, hash }, Buffer.byteLength(module.body, "utf8"))) return false
+    if (!this.entries.set(id, { module, hash }, Buffer.byteLength(module.body, "utf8"), module.key.realmUrl)) return false
     let ids = this.byHash.get(hash)
     if (ids === undefined) this.byHash.set(hash, ids = new Set())
     ids.add(id)
@@ -129,9 +130,27 @@ export class L1Cache {
   /** Bumps the realm's generation and drops its entries. */
   invalidateRealm(realmUrl: string): void {
     this.realmGenerations.set(realmUrl, ++this.counter)
-    for (const [id, entry] of this.entries) {
-      if (entry.module.key.realmUrl === realmUrl) this.entries.delete(id)
-    }
+    for (const [id] of this.entries.ofGroup(realmUrl)) this.entries.delete(id)
+  }
+
+  /**
+   * Drops a realm that is no longer served: its entries go (fills that were running are
+   * refused, as after {@link invalidateRealm}), and so does its registration, so that a
+   * peer's wipe of it is no longer looked up here. Nothing else is told.
+   */
+  forgetRealm(realmUrl: string): void {
+    this.invalidateRealm(realmUrl)
+    if (this.realms.delete(realmUrl)) this.realmsByHash.delete(realmHash(realmUrl))
+  }
+
+  /** The bytes of a realm's entries. */
+  bytesOf(realmUrl: string): number {
+    return this.entries.bytesOf(realmUrl)
+  }
+
+  /** The number of a realm's entries. */
+  sizeOf(realmUrl: string): number {
+    return this.entries.sizeOf(realmUrl)
   }
 
   /** The realm URL whose realm hash is `hash`, if this process ever loaded one of its modules. */

@@ -41,7 +41,14 @@ import {
   TranspileStore,
   type WriteContent
 } from "../domain/TranspileStore.ts"
-import { CacheCounters, type Counts, type FallbackReason, InvalidationSource, type RecentError } from "./CacheCounters.ts"
+import {
+  CacheCounters,
+  type Counts,
+  type FallbackReason,
+  InvalidationSource,
+  type RealmCounts,
+  type RecentError
+} from "./CacheCounters.ts"
 import { defaultMaxBytes, L1Cache } from "./L1Cache.ts"
 import { PendingInvalidations } from "./PendingInvalidations.ts"
 import * as Preload from "./Preload.ts"
@@ -73,6 +80,12 @@ export interface CacheStats extends Counts {
   readonly connections?: ConnectionStats
 }
 
+/** What one realm counted in a ModuleCache, and what it holds in its L1 (see `ModuleCache.countsOf`). */
+export interface RealmCacheCounts extends RealmCounts {
+  readonly l1Entries: number
+  readonly l1Bytes: number
+}
+
 /** The transpile cache. */
 export class ModuleCache extends Context.Service<ModuleCache, {
   /** The transpiled module, from the fastest layer that holds it. */
@@ -83,10 +96,11 @@ export class ModuleCache extends Context.Service<ModuleCache, {
   readonly invalidateRealm: (realmUrl: string) => Effect.Effect<void>
   readonly stats: Effect.Effect<CacheStats>
   /**
-   * Loads the realm's L2 rows of this pipeline into L1 in bulk, most recently read first, up
-   * to the preload bound, checking each row's source first (see {@link Preload}). Never fails.
+   * Loads the realms' L2 rows of this pipeline into L1 in bulk, most recently read first
+   * across all of them, up to one preload bound over all of them, checking each row's source
+   * first (see {@link Preload}). Never fails.
    */
-  readonly preload: (realmUrl: string) => Effect.Effect<Preload.PreloadSummary>
+  readonly preload: (realmUrls: string | ReadonlyArray<string>) => Effect.Effect<Preload.PreloadSummary>
   /**
    * Synchronous: the key's current L1 entry by its id (`keyString(key)`), marked as used,
    * or undefined. Not counted: a caller that answers with it calls {@link countL1Hit}.
@@ -95,18 +109,22 @@ export class ModuleCache extends Context.Service<ModuleCache, {
    */
   readonly peekL1: (id: string) => CachedModule | undefined
   /**
-   * Counts an L1 hit answered outside `get` in the stats counter (no span, no metric update:
-   * the caller folds its hits into `module_cache_gets_total` when metrics are read, as the
-   * HTTP fast path does).
+   * Counts an L1 hit answered outside `get` in the stats counter, and in the realm's counts
+   * when it is named (no span, no metric update: the caller folds its hits into
+   * `module_cache_gets_total` when metrics are read, as the HTTP fast path does).
    */
-  readonly countL1Hit: () => void
+  readonly countL1Hit: (realmUrl?: string) => void
   /**
-   * Drops a realm's L1 entries in this process only, without telling peers or touching L2
-   * (its rows stay, since a peer may serve it): a realm that this process no longer serves.
+   * Synchronous: what one realm counted since it was last forgotten (the totals of `stats`,
+   * for its keys only), and its entries and bytes in L1 now.
    */
-  readonly forgetRealm: (realmUrl: string) => void
-  /** A realm's counts, and its entries in L1. */
-  readonly countsOf: (realmUrl: string) => Counts & { readonly l1Entries: number; readonly l1Bytes: number }
+  readonly countsOf: (realmUrl: string) => RealmCacheCounts
+  /**
+   * Drops a realm that is no longer served (unmounted) from this process only: its L1
+   * entries, its loads in flight (their L1 fills are refused) and its counts. Peers are not
+   * told and L2 is not touched: its rows stay for the next process that serves it.
+   */
+  readonly forgetRealm: (realmUrl: string) => Effect.Effect<void>
   /**
    * The realm's L2 usage, for stats and metrics: the versions (fingerprints) present in L2 for
    * it, this cache's and others' (a deploy under way, or an old version's rows not yet pruned),
@@ -246,7 +264,7 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
    */
   const transpile = (source: ModuleSource): Effect.Effect<WriteContent, TranspilerError> =>
     transpiler.transpile({ path: source.key.path, source: source.content }).pipe(
-      Effect.ensuring(Effect.sync(() => counters.transpiled())),
+      Effect.ensuring(Effect.sync(() => counters.transpiled(source.key.realmUrl))),
       Effect.exit,
       Effect.flatMap((exit): Effect.Effect<WriteContent, TranspilerError> => {
         if (exit._tag === "Success") return Effect.succeed({ _tag: "Module", module: exit.value })
@@ -287,7 +305,7 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
     deliver: Deliver
   ) =>
     Effect.suspend(() => {
-      counters.fallback(reason)
+      counters.fallback(reason, source.key.realmUrl)
       return Effect.all([
         Effect.annotateCurrentSpan("mtc.fallback.reason", reason),
         Effect.logDebug(
@@ -565,14 +583,14 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
 
   yield* invalidations.subscribe(onPeerInvalidation)
 
-  const preload = (realmUrl: string): Effect.Effect<Preload.PreloadSummary> =>
+  const preload = (realmUrls: string | ReadonlyArray<string>): Effect.Effect<Preload.PreloadSummary> =>
     Effect.tap(
       Preload.run({
         l1,
         store,
         sources,
         fingerprint,
-        realmUrl,
+        realmUrls: typeof realmUrls === "string" ? [realmUrls] : realmUrls,
         maxBytes: preloadMaxBytes,
         pendingNow: () => pending.snapshot()
       }),
@@ -587,9 +605,14 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
   return ModuleCache.of({
     get,
     peekL1: (id) => l1.get(id),
-    countL1Hit: () => counters.l1HitUnmetered(),
-    forgetRealm: (realmUrl) => l1.invalidateRealm(realmUrl),
-    countsOf: () => ({ transpiles: 0, l1Hits: 0, l2Hits: 0, coalesced: 0, fallbacks: 0, errors: 0, persistFailures: 0, refusals: 0, l1Entries: 0, l1Bytes: 0 }),
+    countL1Hit: (realmUrl) => counters.l1HitUnmetered(realmUrl),
+    countsOf: (realmUrl) => ({ ...counters.countsOf(realmUrl), l1Entries: l1.sizeOf(realmUrl), l1Bytes: l1.bytesOf(realmUrl) }),
+    forgetRealm: (realmUrl) =>
+      Effect.sync(() => {
+        l1.forgetRealm(realmUrl)
+        flights.forget((flight) => flight.realmUrl === realmUrl)
+        counters.forget(realmUrl)
+      }),
     realmUsage: (realmUrl) =>
       store.versions(realmUrl).pipe(
         Effect.timeoutOption("2 seconds"),

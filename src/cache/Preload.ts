@@ -1,11 +1,11 @@
 /**
  * Preloading L1 from L2 in bulk, so that a restarted process (or a new member of a fleet)
- * starts warm.
+ * starts warm. One preload covers any number of realms under one byte bound.
  *
  * 1. Take an {@link L1Snapshot} of L1's generations (and note the keys and realms whose
  *    tombstone or wipe is not committed yet) **before** anything is read.
- * 2. Stream the realm's live rows of our fingerprint from the store, most recently read
- *    first, up to the byte bound, in a few large reads.
+ * 2. Stream the realms' live rows of our fingerprint from the store, most recently read
+ *    first across the realms, up to the one byte bound, in a few large reads.
  * 3. Check each row's source hash against the file as it is now (a file edited while the
  *    server was down is left out), a bounded number of files at a time. This is the only
  *    file read a preloaded entry ever costs: none happens on the request path.
@@ -24,9 +24,19 @@ import type { L1Cache } from "./L1Cache.ts"
 import type { ModuleSources } from "../domain/ModuleSources.ts"
 import type { PreloadedRow, TranspileStore } from "../domain/TranspileStore.ts"
 
+/** What one preload put into L1 for one of its realms. */
+export interface PreloadedRealm {
+  readonly realmUrl: string
+  readonly entries: number
+  readonly bytes: number
+}
+
 /** What one preload did. */
 export interface PreloadSummary {
-  readonly realmUrl: string
+  /** The realms preloaded, as asked. */
+  readonly realmUrls: ReadonlyArray<string>
+  /** Entries and bytes put into L1 per realm, in the order of `realmUrls` (every realm listed). */
+  readonly realms: ReadonlyArray<PreloadedRealm>
   /** Entries put into L1. */
   readonly entries: number
   /** Their body bytes. */
@@ -50,8 +60,9 @@ export interface PreloadOptions {
   readonly store: TranspileStore["Service"]
   readonly sources: ModuleSources["Service"]
   readonly fingerprint: string
-  readonly realmUrl: string
-  /** The byte bound (0 or less: nothing is read). */
+  /** The realms to preload, under one byte bound. */
+  readonly realmUrls: ReadonlyArray<string>
+  /** The byte bound over all of them (0 or less: nothing is read). */
   readonly maxBytes: number
   /** Source files checked at a time (default 16). */
   readonly concurrency?: number | undefined
@@ -62,14 +73,19 @@ export interface PreloadOptions {
   readonly pendingNow: () => (key: ModuleKey) => boolean
 }
 
-/** Preloads one realm into L1. Never fails. */
+/** Preloads realms into L1. Never fails. */
 export const run = Effect.fn("ModuleCache.preload")(function*(options: PreloadOptions) {
-  const { l1, realmUrl } = options
+  const { l1 } = options
+  const realmUrls = [...new Set(options.realmUrls)]
   const started = yield* Clock.currentTimeMillis
-  yield* Effect.annotateCurrentSpan({ "mtc.realm": realmUrl, "mtc.preload.max_bytes": options.maxBytes })
+  yield* Effect.annotateCurrentSpan({
+    ...(realmUrls.length === 1 ? { "mtc.realm": realmUrls[0] } : {}),
+    "mtc.preload.realms": realmUrls.length,
+    "mtc.preload.max_bytes": options.maxBytes
+  })
   const { snapshot, isPending } = yield* Effect.sync(() => {
     // A peer names a realm it wiped by hash: register ours first, or its wipe would pass us by.
-    l1.registerRealm(realmUrl)
+    for (const realmUrl of realmUrls) l1.registerRealm(realmUrl)
     return { snapshot: l1.snapshot(), isPending: options.pendingNow() }
   })
   let rows = 0
@@ -81,9 +97,9 @@ export const run = Effect.fn("ModuleCache.preload")(function*(options: PreloadOp
       stale++
       return undefined
     })
-  const read = options.maxBytes <= 0
+  const read = options.maxBytes <= 0 || realmUrls.length === 0
     ? Effect.succeed<ReadonlyArray<PreloadedRow | undefined>>([])
-    : options.store.preload({ realmUrl, fingerprint: options.fingerprint, maxBytes: options.maxBytes }).pipe(
+    : options.store.preload({ realmUrls, fingerprint: options.fingerprint, maxBytes: options.maxBytes }).pipe(
       Stream.mapEffect(verify, { concurrency: options.concurrency ?? 16 }),
       Stream.runCollect
     )
@@ -93,6 +109,7 @@ export const run = Effect.fn("ModuleCache.preload")(function*(options: PreloadOp
   let invalidated = 0
   let error: string | undefined
   const keys: Array<ModuleKey> = []
+  const perRealm = new Map(realmUrls.map((realmUrl) => [realmUrl, { realmUrl, entries: 0, bytes: 0 }]))
   if (exit._tag === "Success") {
     const verified = exit.value
     // Least recently read first: L1 evicts its oldest insertions first.
@@ -101,19 +118,36 @@ export const run = Effect.fn("ModuleCache.preload")(function*(options: PreloadOp
       if (row === undefined) continue
       const module: CachedModule = { ...row.module, key: row.key, fingerprint: options.fingerprint }
       if (!isPending(row.key) && l1.fillSince(module, keyHash(row.key), snapshot)) {
+        const size = Buffer.byteLength(module.body, "utf8")
         entries++
-        bytes += Buffer.byteLength(module.body, "utf8")
+        bytes += size
         keys.push(row.key)
+        const realm = perRealm.get(row.key.realmUrl)
+        if (realm !== undefined) {
+          realm.entries++
+          realm.bytes += size
+        }
       } else {
         invalidated++
       }
     }
   } else {
     error = Cause.pretty(exit.cause).split("\n")[0]
-    yield* Effect.logWarning(`module-transpile-cache: preload of ${realmUrl} failed; starting cold`, exit.cause)
+    yield* Effect.logWarning(`module-transpile-cache: preload of ${realmUrls.join(", ")} failed; starting cold`, exit.cause)
   }
   const millis = (yield* Clock.currentTimeMillis) - started
-  const summary: PreloadSummary = { realmUrl, entries, bytes, rows, stale, invalidated, millis, error, keys: keys.reverse() }
+  const summary: PreloadSummary = {
+    realmUrls,
+    realms: [...perRealm.values()],
+    entries,
+    bytes,
+    rows,
+    stale,
+    invalidated,
+    millis,
+    error,
+    keys: keys.reverse()
+  }
   yield* Effect.annotateCurrentSpan({
     "mtc.preload.entries": entries,
     "mtc.preload.bytes": bytes,

@@ -68,12 +68,12 @@ export const make = (
    * transpile again exactly when a fleet grows. Each refusal is counted and logged. Other
    * errors, and a refusal that outlasts the bound, pass through.
    */
-  const waitOutRefusals = <A>(operation: string, effect: Effect.Effect<A, StoreError>) =>
+  const waitOutRefusals = <A>(operation: string, realmUrl: string, effect: Effect.Effect<A, StoreError>) =>
     effect.pipe(
       Effect.tapError((error) =>
         error.refused === true
           ? Effect.andThen(
-            Effect.sync(() => counters.refused()),
+            Effect.sync(() => counters.refused(realmUrl)),
             Effect.logWarning(`module-transpile-cache: L2 ${operation} refused a connection; waiting`, error.message)
           )
           : Effect.void
@@ -82,15 +82,15 @@ export const make = (
     )
 
   /** Refusals waited out, then retried while retryable, then logged as a warning and counted. */
-  const bestEffort = <A>(operation: string, effect: Effect.Effect<A, StoreError>): Effect.Effect<void> =>
-    waitOutRefusals(operation, effect).pipe(
+  const bestEffort = <A>(operation: string, realmUrl: string, effect: Effect.Effect<A, StoreError>): Effect.Effect<void> =>
+    waitOutRefusals(operation, realmUrl, effect).pipe(
       // A refusal already had its wait; this schedule is for the other transient failures.
       retryFailed({ schedule: retries, times: options.retries, while: (error) => error.retryable && error.refused !== true }),
       Effect.asVoid,
       Effect.catch((error) =>
         Effect.andThen(
           Effect.logWarning(`module-transpile-cache: L2 ${operation} given up`, error.message),
-          Effect.sync(() => counters.persistFailed())
+          Effect.sync(() => counters.persistFailed(realmUrl))
         )
       )
     )
@@ -106,20 +106,20 @@ export const make = (
 
   return {
     /** Reads a key's row, waiting out refusals. */
-    read: (key: VersionedKey): Effect.Effect<StoredRow, StoreError> => timed(waitOutRefusals("read", store.read(key)), readTime),
+    read: (key: VersionedKey): Effect.Effect<StoredRow, StoreError> => timed(waitOutRefusals("read", key.realmUrl, store.read(key)), readTime),
     /** Reads the row of a key missed in L1, batched with other misses if so configured, waiting out refusals. */
     readMiss: (key: VersionedKey): Effect.Effect<StoredRow, StoreError> =>
-      timed(waitOutRefusals("read", readMissed(key)), readTime),
+      timed(waitOutRefusals("read", key.realmUrl, readMissed(key)), readTime),
     /** Writes a row, best effort. */
     persist: (request: WriteRequest): Effect.Effect<void> =>
       // Data-first: the pipeable withSpan captures a stack trace on every call.
-      Effect.withSpan(timed(bestEffort("write", write(request)), writeTime), "ModuleCache.persist", {
+      Effect.withSpan(timed(bestEffort("write", request.key.realmUrl, write(request)), writeTime), "ModuleCache.persist", {
         attributes: { "mtc.path": request.key.path },
         captureStackTrace: false
       }),
     /** Tombstones a key, best effort. */
-    tombstone: (key: ModuleKey): Effect.Effect<void> => bestEffort("tombstone", store.tombstone(key)),
+    tombstone: (key: ModuleKey): Effect.Effect<void> => bestEffort("tombstone", key.realmUrl, store.tombstone(key)),
     /** Wipes a realm, best effort. */
-    wipeRealm: (realmUrl: string): Effect.Effect<void> => bestEffort("realm wipe", store.wipeRealm(realmUrl))
+    wipeRealm: (realmUrl: string): Effect.Effect<void> => bestEffort("realm wipe", realmUrl, store.wipeRealm(realmUrl))
   }
 }

@@ -70,12 +70,14 @@ export interface PruneOptions {
 
 /** What {@link TranspileStore} `preload` reads. */
 export interface PreloadRequest {
-  readonly realmUrl: string
+  /** The realms whose rows are read, under one byte bound (none: nothing is read). */
+  readonly realmUrls: ReadonlyArray<string>
   /** Only rows written under this fingerprint. */
   readonly fingerprint: string
   /**
    * Stops before the row whose body would take the total past this many bytes (UTF-8, as L1
-   * counts them). Rows are taken most recently read first.
+   * counts them), one bound over every realm. Rows are taken most recently read first across
+   * the realms (then by realm URL and path, on a tie).
    */
   readonly maxBytes: number
   /** Rows per read (default {@link defaultPreloadPageSize}). */
@@ -144,8 +146,8 @@ export class TranspileStore extends Context.Service<TranspileStore, {
    */
   readonly prune: (options: PruneOptions) => Effect.Effect<number, StoreError>
   /**
-   * The realm's live module rows of one fingerprint, most recently read first, up to
-   * `maxBytes` of bodies, in a few large reads (never one per row). Each row is read whole
+   * The realms' live module rows of one fingerprint, most recently read first across the
+   * realms, up to `maxBytes` of bodies in all, in a few large reads (never one per row). Each row is read whole
    * by one statement. Tombstones and recorded failures are left out. Does not refresh
    * `accessed_at`.
    */

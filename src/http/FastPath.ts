@@ -241,7 +241,7 @@ export class FastPathHandler {
       if (cache === undefined || module === undefined) return false
       answer = this.encodings.get(module)
       if (answer === undefined) return false
-      if (!this.warming) cache.countL1Hit()
+      if (!this.warming) cache.countL1Hit(realm.realmUrl)
     } else {
       answer = realm.raw.get(route.id)
       if (answer === undefined) return false

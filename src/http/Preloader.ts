@@ -22,14 +22,19 @@ export const preloader: Layer.Layer<never, never, ModuleCache | Realms.Realms> =
   const cache = yield* ModuleCache
   const realms = yield* Realms.Realms
   const fast = Option.getOrUndefined(yield* Effect.serviceOption(FastPath.FastPath))
-  for (const realm of realms.list()) {
-    // Before the preload: a file event during it keeps its routes from the fast path.
-    const captured = realm.generation
-    const summary = yield* cache.preload(realm.realmUrl)
-    if (fast !== undefined) yield* routePreloaded(fast, cache, realm, summary.keys, captured)
-    if (summary.rows > 0 || summary.error !== undefined) {
-      yield* Effect.logInfo(`module-transpile-cache: ${realm.mount} ${Preload.formatSummary(summary)}`)
-    }
+  const mounted = realms.list()
+  if (mounted.length === 0) return
+  // Before the preload: a file event during it keeps its routes from the fast path.
+  const captured = mounted.map((realm) => realm.generation)
+  // One bound over every realm, the most recently read rows first.
+  const summary = yield* cache.preload(mounted.map((realm) => realm.realmUrl))
+  if (fast !== undefined) {
+    yield* Effect.forEach(mounted, (realm, i) =>
+      routePreloaded(fast, cache, realm, summary.keys.filter((key) => key.realmUrl === realm.realmUrl), captured[i]!), { discard: true })
+  }
+  if (summary.rows > 0 || summary.error !== undefined) {
+    const where = mounted.length === 1 ? "" : `${mounted.length} realms: `
+    yield* Effect.logInfo(`module-transpile-cache: ${where}${Preload.formatSummary(summary)}`)
   }
 }))
 

@@ -55,6 +55,8 @@ export class RawFiles {
   private readonly shared: SharedRawFiles
   /** The prefix of this realm's ids in the shared map. */
   private readonly prefix: string
+  /** This realm's group in the shared map: eviction is fair between realms (see {@link ClockMap}). */
+  private readonly group: string
   private generation = 0
   private watching = false
 
@@ -62,6 +64,7 @@ export class RawFiles {
   constructor(shared: SharedRawFiles | number = defaultMaxBytes, realmUrl: string = "") {
     this.shared = typeof shared === "number" ? new SharedRawFiles(shared) : shared
     this.prefix = `${realmUrl}\n`
+    this.group = realmUrl
   }
 
   /** The cached answer of a canonical path, marked as used. */
@@ -77,7 +80,7 @@ export class RawFiles {
   /** Stores an answer read after `captured`, if nothing was invalidated since and a watcher is on. */
   fill(canonicalPath: string, answer: CachedAnswer, captured: number): boolean {
     if (!this.watching || captured !== this.generation) return false
-    return this.shared.entries.set(this.prefix + canonicalPath, answer, answer.bytes.byteLength)
+    return this.shared.entries.set(this.prefix + canonicalPath, answer, answer.bytes.byteLength, this.group)
   }
 
   /** Drops a realm-relative path and every path below it (a changed file or directory). */
@@ -86,7 +89,7 @@ export class RawFiles {
     const entries = this.shared.entries
     entries.delete(this.prefix + relativePath)
     const prefix = relativePath === "" ? this.prefix : `${this.prefix}${relativePath}/`
-    for (const [id] of entries) if (id.startsWith(prefix)) entries.delete(id)
+    for (const [id] of entries.ofGroup(this.group)) if (id.startsWith(prefix)) entries.delete(id)
   }
 
   /** Drops every file of the realm. */
@@ -102,16 +105,12 @@ export class RawFiles {
 
   /** The bytes of this realm's files. */
   get bytes(): number {
-    let bytes = 0
-    for (const [id, answer] of this.shared.entries) if (id.startsWith(this.prefix)) bytes += answer.bytes.byteLength
-    return bytes
+    return this.shared.entries.bytesOf(this.group)
   }
 
   /** The number of this realm's files. */
   get size(): number {
-    let size = 0
-    for (const [id] of this.shared.entries) if (id.startsWith(this.prefix)) size++
-    return size
+    return this.shared.entries.sizeOf(this.group)
   }
 
   /** The bound this realm shares with the others. */

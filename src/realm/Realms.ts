@@ -346,7 +346,7 @@ export const make = Effect.fnUntraced(function*(
       scopes.delete(realm)
       if (realmScope !== undefined) yield* Scope.close(realmScope, Exit.void)
       realm.raw.clear()
-      cache.forgetRealm(realm.realmUrl)
+      yield* cache.forgetRealm(realm.realmUrl)
     })
 
   const unmount = (mountPath: string) =>

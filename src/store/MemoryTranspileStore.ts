@@ -171,14 +171,18 @@ export const make: Effect.Effect<TranspileStore["Service"]> = Effect.sync(() => 
     preload: (request) =>
       Stream.suspend(() => {
         const live: Array<{ readonly row: Row; readonly preloaded: PreloadedRow }> = []
+        const realms = new Set(request.realmUrls)
         for (const row of rows.values()) {
           const content = row.content
-          if (row.key.realmUrl !== request.realmUrl || row.fingerprint !== request.fingerprint) continue
+          if (!realms.has(row.key.realmUrl) || row.fingerprint !== request.fingerprint) continue
           if (content?._tag !== "Module") continue
           live.push({ row, preloaded: { key: row.key, module: { ...content.module, sourceHash: row.sourceHash } } })
         }
+        const order = (x: string, y: string) => (x < y ? -1 : x > y ? 1 : 0)
+        // As the SQL store: most recently read first, then by realm and path.
         live.sort((a, b) =>
-          b.row.accessedAt - a.row.accessedAt || (a.row.key.path < b.row.key.path ? -1 : a.row.key.path > b.row.key.path ? 1 : 0)
+          b.row.accessedAt - a.row.accessedAt || order(a.row.key.realmUrl, b.row.key.realmUrl) ||
+          order(a.row.key.path, b.row.key.path)
         )
         const taken: Array<PreloadedRow> = []
         let total = 0

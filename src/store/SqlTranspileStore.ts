@@ -49,7 +49,7 @@ import * as Reactivity from "effect/reactivity/Reactivity"
 import { SqlClient, type Statement } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import * as DataDirLock from "./DataDirLock.ts"
-import { hash64, type ModuleKey, moduleKey, type VersionedKey } from "../domain/Domain.ts"
+import { hash64, keyString, type ModuleKey, moduleKey, type VersionedKey } from "../domain/Domain.ts"
 import { SourceTooLargeError, StoreError, TranspileError } from "../domain/Errors.ts"
 import { isRefusal, isRetryable, refusalSchedule } from "../internal/refusal.ts"
 import * as Migrations from "./Migrations.ts"
@@ -129,11 +129,12 @@ const GenerationRow = Schema.Struct({ generation: Int8 })
 const decodeGenerationRows = Schema.decodeUnknownEffect(Schema.Array(GenerationRow))
 
 /** A row of the preload listing: a key, in recency order, within the byte bound. */
-const PreloadKeyRow = Schema.Struct({ canonical_path: Schema.String })
+const PreloadKeyRow = Schema.Struct({ realm_url: Schema.String, canonical_path: Schema.String })
 const decodePreloadKeyRows = Schema.decodeUnknownEffect(Schema.Array(PreloadKeyRow))
 
 /** A row of a preload page. */
 const PreloadPageRow = Schema.Struct({
+  realm_url: Schema.String,
   canonical_path: Schema.String,
   body: Schema.String,
   headers: Schema.NullOr(Schema.Record(Schema.String, Schema.String)),
@@ -634,46 +635,54 @@ export const make = (
     )
 
     /**
-     * One statement lists the keys within the byte bound, most recently read first (a running
-     * sum over `octet_length(body)`); then each page of keys is read whole by one statement.
-     * A row rewritten or tombstoned between the two is read as it is then (or left out): each
-     * row comes from a single statement, so it is never half of one write and half of another.
+     * One statement lists the keys within the byte bound, most recently read first over every
+     * realm asked for (a running sum over `octet_length(body)`); then each page of keys is read
+     * whole by one statement. A row rewritten or tombstoned between the two is read as it is
+     * then (or left out): each row comes from a single statement, so it is never half of one
+     * write and half of another.
      */
     const preloadKeys = Effect.fn("TranspileStore.preloadKeys")(
       function*(request: PreloadRequest) {
-        yield* annotate("preload", { "mtc.realm": request.realmUrl, "mtc.preload.max_bytes": request.maxBytes })
+        yield* annotate("preload", {
+          "mtc.preload.realms": request.realmUrls.length,
+          ...(request.realmUrls.length === 1 ? { "mtc.realm": request.realmUrls[0] } : {}),
+          "mtc.preload.max_bytes": request.maxBytes
+        })
         const rows = yield* sql`
-          SELECT canonical_path FROM (
-            SELECT canonical_path, accessed_at,
-                   sum(octet_length(body)) OVER (ORDER BY accessed_at DESC, canonical_path) AS total
+          SELECT realm_url, canonical_path FROM (
+            SELECT realm_url, canonical_path, accessed_at,
+                   sum(octet_length(body)) OVER (ORDER BY accessed_at DESC, realm_url, canonical_path) AS total
             FROM module_transpile_cache
-            WHERE realm_url = ${request.realmUrl} AND fingerprint = ${request.fingerprint} AND body IS NOT NULL
+            WHERE realm_url = ANY(${request.realmUrls}::text[]) AND fingerprint = ${request.fingerprint}
+              AND body IS NOT NULL
           ) AS listed
           WHERE total <= ${request.maxBytes}::float8
-          ORDER BY accessed_at DESC, canonical_path
+          ORDER BY accessed_at DESC, realm_url, canonical_path
         `.pipe(Effect.flatMap(decodePreloadKeyRows))
         yield* Effect.annotateCurrentSpan("mtc.preload.keys", rows.length)
-        return rows.map((row) => row.canonical_path)
+        return rows.map((row) => moduleKey(row.realm_url, row.canonical_path))
       },
       Effect.mapError(toStoreError("preload"))
     )
 
     const preloadPage = Effect.fn("TranspileStore.preloadPage")(
-      function*(request: PreloadRequest, paths: ReadonlyArray<string>) {
-        yield* annotate("preload", { "mtc.realm": request.realmUrl, "mtc.preload.page": paths.length })
+      function*(request: PreloadRequest, keys: ReadonlyArray<ModuleKey>) {
+        yield* annotate("preload", { "mtc.preload.page": keys.length })
         const rows = yield* sql`
-          SELECT canonical_path, body, headers, dependency_keys, source_hash
-          FROM module_transpile_cache
-          WHERE realm_url = ${request.realmUrl} AND fingerprint = ${request.fingerprint} AND body IS NOT NULL
-            AND canonical_path IN ${sql.in(paths)}
+          SELECT c.realm_url, c.canonical_path, c.body, c.headers, c.dependency_keys, c.source_hash
+          FROM unnest(${keys.map((key) => key.realmUrl)}::text[], ${keys.map((key) => key.path)}::text[])
+            AS k(realm_url, canonical_path)
+          JOIN module_transpile_cache AS c
+            ON c.realm_url = k.realm_url AND c.canonical_path = k.canonical_path
+          WHERE c.fingerprint = ${request.fingerprint} AND c.body IS NOT NULL
         `.pipe(Effect.flatMap(decodePreloadPageRows))
-        const byPath = new Map(rows.map((row) => [row.canonical_path, row]))
+        const byKey = new Map(rows.map((row) => [keyString(moduleKey(row.realm_url, row.canonical_path)), row]))
         const page: Array<PreloadedRow> = []
-        for (const path of paths) {
-          const row = byPath.get(path)
+        for (const key of keys) {
+          const row = byKey.get(keyString(key))
           if (row === undefined) continue
           page.push({
-            key: moduleKey(request.realmUrl, path),
+            key,
             module: {
               body: row.body,
               headers: row.headers ?? {},
@@ -688,15 +697,17 @@ export const make = (
     )
 
     const preload = (request: PreloadRequest): Stream.Stream<PreloadedRow, StoreError> =>
-      request.maxBytes <= 0 ? Stream.empty : Stream.unwrap(Effect.map(preloadKeys(request), (paths) => {
-        const size = Math.max(1, request.pageSize ?? defaultPreloadPageSize)
-        const pages: Array<ReadonlyArray<string>> = []
-        for (let at = 0; at < paths.length; at += size) pages.push(paths.slice(at, at + size))
-        return Stream.fromIterable(pages).pipe(
-          Stream.mapEffect((page) => preloadPage(request, page)),
-          Stream.flatMap((page) => Stream.fromIterable(page))
-        )
-      }))
+      request.maxBytes <= 0 || request.realmUrls.length === 0
+        ? Stream.empty
+        : Stream.unwrap(Effect.map(preloadKeys(request), (keys) => {
+          const size = Math.max(1, request.pageSize ?? defaultPreloadPageSize)
+          const pages: Array<ReadonlyArray<ModuleKey>> = []
+          for (let at = 0; at < keys.length; at += size) pages.push(keys.slice(at, at + size))
+          return Stream.fromIterable(pages).pipe(
+            Stream.mapEffect((page) => preloadPage(request, page)),
+            Stream.flatMap((page) => Stream.fromIterable(page))
+          )
+        }))
 
     const versions = Effect.fn("TranspileStore.versions")(
       function*(realmUrl: string) {

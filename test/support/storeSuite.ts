@@ -231,7 +231,7 @@ export const storeSuite = <R>(it: Vitest.MethodsNonLive<R>, backend: StoreBacken
         .toEqual(["v1 again", "v2 bytes", "v1 again"])
       // Preload reads one version's rows only.
       const preloaded = yield* Effect.map(
-        Stream.runCollect(store.preload({ realmUrl: realm, fingerprint: "fp-2", maxBytes: 10_000 })),
+        Stream.runCollect(store.preload({ realmUrls: [realm], fingerprint: "fp-2", maxBytes: 10_000 })),
         (rows) => Array.from(rows, (row) => row.module.body)
       )
       expect(preloaded).toEqual(["v2 bytes"])
@@ -431,7 +431,7 @@ export const storeSuite = <R>(it: Vitest.MethodsNonLive<R>, backend: StoreBacken
       yield* backend.age(realm, hour)
       yield* store.read(key("b"))
       const preload = (maxBytes: number) =>
-        Stream.runCollect(store.preload({ realmUrl: realm, fingerprint, maxBytes, pageSize: 2 }))
+        Stream.runCollect(store.preload({ realmUrls: [realm], fingerprint, maxBytes, pageSize: 2 }))
       const all = yield* preload(1000)
       expect(all.map((row) => row.key.path)).toEqual(["b.ts", "c.ts", "a.ts"])
       expect(all[0]).toEqual({ key: plainKey(realm, "b.ts"), module: moduleOf("b".repeat(10), "hash-b") })
@@ -440,6 +440,38 @@ export const storeSuite = <R>(it: Vitest.MethodsNonLive<R>, backend: StoreBacken
       expect(yield* preload(0)).toEqual([])
       // Preloading is not reading: it leaves the recency order as it was.
       expect((yield* preload(1000)).map((row) => row.key.path)).toEqual(["b.ts", "c.ts", "a.ts"])
+    }))
+
+  it.effect("preload over many realms takes one byte bound, most recently read first across them", () =>
+    Effect.gen(function*() {
+      const store = yield* backend.makeStore
+      const [x, y, z] = [realmOf(), realmOf(), realmOf()]
+      const empty = { generation: 0, realmEpoch: 0 }
+      const rows = [[x, "a"], [x, "b"], [y, "a"], [y, "b"], [z, "a"]] as const
+      // Bodies of 10 bytes each.
+      for (const [realm, name] of rows) {
+        yield* write(store, moduleKey(realm, `${name}.ts`), empty, moduleContent(name.repeat(10), `${realm}${name}`))
+      }
+      yield* write(store, moduleKey(y, "other.ts"), empty, moduleContent("o".repeat(10)), { fingerprint: "fp-other" })
+      // Read one at a time, an hour apart: Y/a longest ago, then X/b, Y/b, X/a (and Z/a, not asked for, last).
+      for (const [realm, name] of [[y, "a"], [x, "b"], [y, "b"], [x, "a"], [z, "a"]] as const) {
+        for (const aged of [x, y, z]) yield* backend.age(aged, hour)
+        yield* store.read(moduleKey(realm, `${name}.ts`))
+      }
+      const preload = (realmUrls: ReadonlyArray<string>, maxBytes: number) =>
+        Stream.runCollect(store.preload({ realmUrls, fingerprint, maxBytes, pageSize: 3 })).pipe(
+          Effect.map((taken) => taken.map((row) => `${row.key.realmUrl === x ? "x" : row.key.realmUrl === y ? "y" : "z"}/${row.key.path}`))
+        )
+      expect(yield* preload([x, y], 1000)).toEqual(["x/a.ts", "y/b.ts", "x/b.ts", "y/a.ts"])
+      expect(yield* preload([y, x], 1000)).toEqual(["x/a.ts", "y/b.ts", "x/b.ts", "y/a.ts"])
+      // One bound over both realms, not one per realm.
+      expect(yield* preload([x, y], 25)).toEqual(["x/a.ts", "y/b.ts"])
+      expect(yield* preload([x, y], 30)).toEqual(["x/a.ts", "y/b.ts", "x/b.ts"])
+      expect(yield* preload([y], 1000)).toEqual(["y/b.ts", "y/a.ts"])
+      expect(yield* preload([x, y, z], 1000)).toEqual(["z/a.ts", "x/a.ts", "y/b.ts", "x/b.ts", "y/a.ts"])
+      expect(yield* preload([], 1000)).toEqual([])
+      const [first] = yield* Stream.runCollect(store.preload({ realmUrls: [x, y], fingerprint, maxBytes: 10 }))
+      expect(first).toEqual({ key: plainKey(x, "a.ts"), module: moduleOf("a".repeat(10), `${x}a`) })
     }))
 
   it.effect("a row rewritten while preload reads it comes whole: its body always goes with its source hash", () =>
@@ -458,7 +490,7 @@ export const storeSuite = <R>(it: Vitest.MethodsNonLive<R>, backend: StoreBacken
           discard: true
         }), { discard: true })
       const preloads = Effect.forEach(Array.from({ length: 6 }), () =>
-        Stream.runCollect(store.preload({ realmUrl: realm, fingerprint, maxBytes: 10_000_000, pageSize: 7 })))
+        Stream.runCollect(store.preload({ realmUrls: [realm], fingerprint, maxBytes: 10_000_000, pageSize: 7 })))
       const [, seen] = yield* Effect.all([writers, preloads], { concurrency: "unbounded" })
       for (const rows of seen) {
         expect(rows).toHaveLength(keys.length)
