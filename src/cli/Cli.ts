@@ -15,6 +15,8 @@
  *   otherwise), the summary to stdout; it ends with the line of a preload run afterwards
  *   (what a server starting now would load into L1). **Exits 1 when any module failed**, 0
  *   otherwise.
+ * - `read-token --realm MOUNT [--realm ...] [--ttl "1 hour"]` prints a read token of private realms,
+ *   signed with `MTC_READ_SECRET`.
  * - `stats [--url http://127.0.0.1:4201]` and `invalidate [path] [--realm MOUNT] [--url ...]` call a running
  *   server's admin routes and print their JSON. They send the admin token: `MTC_ADMIN_TOKEN`,
  *   else the token file `serve` wrote for that port (see {@link AdminToken}).
@@ -40,7 +42,7 @@
  *
  * @since 0.1.0
  */
-import { Clock, Config, Console, Effect, Exit, Layer, Option, Redacted, Schema } from "effect"
+import { Clock, Config, Console, Duration, Effect, Exit, Layer, Option, Redacted, Schema } from "effect"
 import { Argument, CliError, Command, Flag } from "effect/cli"
 import { FetchHttpClient, HttpClient, type HttpClientError, type HttpClientResponse } from "effect/http"
 import * as path from "node:path"
@@ -594,13 +596,47 @@ const invalidate = Command.make(
 ).pipe(Command.withDescription("Invalidate a module, or the whole realm, on a running server"))
 
 // -----------------------------------------------------------------------------
+// read-token
+// -----------------------------------------------------------------------------
+
+/** `read-token --realm MOUNT [--realm ...] [--ttl "1 hour"]`: prints a read token of private realms, signed with `MTC_READ_SECRET`. */
+const readToken = Command.make(
+  "read-token",
+  {
+    realms: Flag.String("realm").pipe(
+      Flag.withDescription("A mount the token may read, e.g. /alice/notes/ (repeatable)"),
+      Flag.atLeast(1)
+    ),
+    ttl: Flag.String("ttl").pipe(
+      Flag.withDescription("How long the token is valid, e.g. \"15 minutes\", \"1 hour\", \"7 days\""),
+      Flag.withDefault("1 hour")
+    )
+  },
+  Effect.fnUntraced(function*(input) {
+    for (const mount of input.realms) {
+      yield* Realms.validateMount(mount).pipe(Effect.mapError((error) => new CliFailure({ message: `--realm: ${error.message}` })))
+    }
+    const ttl = Duration.fromInput(input.ttl as Duration.Input)
+    if (Option.isNone(ttl) || Duration.toMillis(ttl.value) <= 0) {
+      return yield* new CliFailure({ message: `--ttl ${input.ttl}: expected a duration such as "1 hour"` })
+    }
+    const secret = yield* ReadAccess.readSecretConfig.pipe(Effect.mapError(configurationFailure))
+    if (Option.isNone(secret)) return yield* new CliFailure({ message: `${ReadAccess.envVar} is not set` })
+    const token = yield* ReadAccess.issueReadToken(secret.value, input.realms, ttl.value).pipe(
+      Effect.mapError((error) => new CliFailure({ message: error.message }))
+    )
+    yield* Console.log(token)
+  })
+).pipe(Command.withDescription("Print a read token of private realms, signed with MTC_READ_SECRET"))
+
+// -----------------------------------------------------------------------------
 // Root
 // -----------------------------------------------------------------------------
 
 /** The root command with every subcommand. */
 const command = Command.make("transpile-cache").pipe(
   Command.withDescription("Fleet-wide transpile cache for realm modules"),
-  Command.withSubcommands([serve, warm, stats, invalidate])
+  Command.withSubcommands([serve, warm, stats, invalidate, readToken])
 )
 
 /** Runs the command line on the process arguments (needs the Node services). */
