@@ -6,9 +6,12 @@
  * How it stays correct:
  * - It knows only request paths that the router answered before, or that name a module the
  *   preload put into L1 (`RealmServer.preloader`) under its own canonical path
- *   ({@link FastPath.remember}), each mapped to its canonical path. The map is cleared on every file event of the watcher
- *   (a new or deleted file can change what an extensionless path resolves to) and is used
- *   only while a watcher reports changes, like the resolution memo of `RealmFiles`.
+ *   ({@link FastPath.remember}), each mapped to its realm and canonical path. A route holds only
+ *   while its realm's generation has not moved: every file event of the realm's watcher (a new or
+ *   deleted file can change what an extensionless path resolves to), a lost watch and the unmount
+ *   move it. Routes are used only while a watcher reports the realm's changes.
+ * - A private realm's route answers only an `Authorization` header the router verified before
+ *   (`ReadAccess.allowsCached`); anyone else goes to the router, which answers 401.
  * - A module is answered only while it is the key's current L1 entry (`ModuleCache.peekL1`):
  *   every invalidation (API, watcher, peer, realm) drops the L1 entry synchronously, so a
  *   request after `invalidate` returned falls through to the router and gets the new bytes.

@@ -1,9 +1,14 @@
 /**
- * The realm server: serves a realm directory over HTTP, transpiled through a
- * {@link ModuleCache}, and invalidates modules as their files change on disk.
+ * The realm server: serves realm directories over HTTP, each at its mount (a URL path prefix,
+ * see {@link Realms}), transpiled through one {@link ModuleCache}, and invalidates modules as
+ * their files change on disk.
  *
- * **Modules.** `GET` and `HEAD` of a path below the server root resolve it with
- * {@link FileSystemSources.resolve}. An executable module (`.gts .gjs .ts .mts .js .mjs`)
+ * **Realms.** A request belongs to the realm of the longest mount that prefixes its path (404
+ * below none). A private realm answers only readers {@link ReadAccess} lets in (401 otherwise,
+ * before the path is resolved), with `cache-control: private, no-cache` and `vary: authorization`.
+ *
+ * **Modules.** `GET` and `HEAD` of a path of a realm resolve its rest (below the mount) with
+ * `FileSystemSources.resolve`. An executable module (`.gts .gjs .ts .mts .js .mjs`)
  * is answered with its transpiled JavaScript:
  *
  * - `content-type: text/javascript; charset=utf-8`, `cache-control: no-cache`;
@@ -37,7 +42,7 @@
  * CORS headers; stats, metrics and invalidate need the {@link AdminToken}. See {@link AdminRoutes}
  * and {@link MetricsRoutes}. Answer times are recorded by outcome ({@link AnswerMetrics}).
  *
- * **Watcher** ({@link watcher}): a watch of every directory of the realm invalidates the key of
+ * **Watcher** (one per realm, started by {@link Realms.Realms.mount}): a watch of every directory of the realm invalidates the key of
  * every file that is created, changed, deleted or renamed (and every cached key below a
  * directory that is), in batches (a leading edge at once, then a trailing one once the realm
  * is quiet for 25 ms, or every 500 ms under churn). Raw files cached in memory are dropped the
@@ -55,14 +60,12 @@
  * {@link preloader}), so that a restarted process answers from L1 at once.
  *
  * **In your own server**: {@link layer} is the whole thing on Node's HTTP server. To serve the
- * realm from an Effect HTTP server of your own, use {@link routes} (and {@link watcher}, then {@link preloader}) over
- * {@link layerServices}:
+ * realms from an Effect HTTP server of your own, use {@link routes} (and {@link preloader}) over
+ * {@link layerServices}, which mounts the realms with their watchers:
  *
  * ```ts
- * const realm = RealmServer.layerServices({ realmDir: "./realm", store: { _tag: "memory" } })
- * // The preload after the watcher, so that an edit during it is never missed.
- * const warmStart = Layer.provideMerge(RealmServer.preloader, RealmServer.watcher)
- * const app = Layer.mergeAll(RealmServer.routes, warmStart).pipe(
+ * const realm = RealmServer.layerServices({ realms: [{ mount: "/", dir: "./realm" }], store: { _tag: "memory" } })
+ * const app = Layer.mergeAll(RealmServer.routes, RealmServer.preloader).pipe(
  *   Layer.provide(realm),
  *   Layer.provide(BabelTranspiler.layer())
  * )
