@@ -1,12 +1,14 @@
 /**
- * The demo realm in a real browser: headless Chromium loads the page from a real server
- * (`--pipeline ember`), Ember's own ESM runtime (served from the realm, through the cache)
- * renders the precompiled .gts components, a click updates a `@tracked` counter, and a
- * reload is answered from the cache: the page opts into the realm's import map, so every
- * module is fetched once, at its immutable URL, and a reload asks for the page (and its
- * stylesheet) alone.
+ * The demo in a real browser, served as `npm start` serves it: two realms, `demo-realm/` at `/`
+ * and `demo-shared/` at `/shared/` (`--pipeline ember`). Headless Chromium loads the page from
+ * a real server, Ember's own ESM runtime (served from the realm at `/`, through the cache)
+ * renders the precompiled .gts components, among them a component of the other mount that
+ * `app.gts` imports as `/shared/card.gts`, a click updates a `@tracked` counter, and a reload
+ * is answered from the cache: the page opts into its realm's import map, so every module of
+ * that realm is fetched once, at its immutable URL, and a reload asks for the page (and its
+ * stylesheet) and revalidates the other mount's modules, which that map does not list.
  */
-import { cpSync, existsSync, mkdtempSync, rmSync } from "node:fs"
+import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import * as path from "node:path"
 import { type Browser, chromium } from "playwright-core"
@@ -14,13 +16,18 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { which } from "./support/prerequisites.ts"
 import { vendorEmber } from "./support/demo-vendor.ts"
 import { pageErrors, startRecorder } from "./support/recorder.ts"
-import { root, type ServerProcess, startServer, stopAll } from "./support/server.ts"
+import { jsonOf, request, root, type ServerProcess, startServer, stopAll } from "./support/server.ts"
 
 const executablePath = process.env.CHROMIUM_PATH ?? which("chromium") ?? "/usr/bin/chromium"
-const demoRealm = path.join(root, "demo-realm")
 
-describe("demo realm in Chromium", () => {
-  let realm: string
+/** The mounts `npm start` serves (`--realm MOUNT=DIR` in package.json's start script). */
+const startMounts = (): ReadonlyArray<{ readonly mount: string; readonly dir: string }> => {
+  const manifest: { readonly scripts: { readonly start: string } } = JSON.parse(readFileSync(path.join(root, "package.json"), "utf8"))
+  return Array.from(manifest.scripts.start.matchAll(/--realm (\S+)=(\S+)/g), (match) => ({ mount: match[1] ?? "", dir: match[2] ?? "" }))
+}
+
+describe("the demo (two mounts) in Chromium", () => {
+  let work: string
   let server: ServerProcess
   let browser: Browser
 
@@ -30,15 +37,23 @@ describe("demo realm in Chromium", () => {
     if (!existsSync(executablePath)) {
       throw new Error(`no Chromium at ${executablePath}: run npm test (it installs it as root), apt-get install chromium, or set CHROMIUM_PATH`)
     }
-    realm = mkdtempSync(path.join(tmpdir(), "mtc-demo-"))
-    cpSync(demoRealm, realm, {
-      recursive: true,
-      filter: (source) =>
-        !path.basename(source).startsWith(".transpile-cache") &&
-        path.relative(demoRealm, source).split(path.sep)[0] !== "vendor"
+    const mounts = startMounts()
+    expect(mounts).toEqual([{ mount: "/", dir: "demo-realm" }, { mount: "/shared/", dir: "demo-shared" }])
+    // each realm copied (without a vendored runtime or an embedded store), the runtime vendored afresh
+    work = mkdtempSync(path.join(tmpdir(), "mtc-demo-"))
+    const realmArgs = mounts.flatMap(({ dir, mount }) => {
+      const from = path.join(root, dir)
+      const to = path.join(work, dir)
+      cpSync(from, to, {
+        recursive: true,
+        filter: (source) =>
+          !path.basename(source).startsWith(".transpile-cache") &&
+          path.relative(from, source).split(path.sep)[0] !== "vendor"
+      })
+      if (mount === "/") vendorEmber(to)
+      return ["--realm", `${mount}=${to}`]
     })
-    vendorEmber(realm)
-    server = await startServer({ realmDir: realm, store: "memory", args: ["--pipeline", "ember"] })
+    server = await startServer({ store: "memory", args: [...realmArgs, "--pipeline", "ember"] })
     browser = await chromium.launch({
       executablePath,
       args: [
@@ -57,10 +72,10 @@ describe("demo realm in Chromium", () => {
   afterAll(async () => {
     await browser?.close()
     await stopAll()
-    rmSync(realm, { recursive: true, force: true })
+    rmSync(work, { recursive: true, force: true })
   })
 
-  it("renders the components with Ember's runtime, a click updates the @tracked count, and a reload is answered from the cache", async () => {
+  it("renders the components of both mounts with Ember's runtime, a click updates the @tracked count, and a reload is answered from the cache", async () => {
     const recorder = await startRecorder(server.url)
     const page = await browser.newPage()
     const errors = pageErrors(page)
@@ -69,6 +84,10 @@ describe("demo realm in Chromium", () => {
     await page.goto(`${recorder.url}/index.html`)
     // the first load transpiles Ember's runtime too (about 120 modules), under the others' load
     await page.locator("#app[data-ready=\"true\"]").waitFor({ timeout: 60_000 })
+    // the component of the other mount, around the demo realm's own (its block)
+    expect(await text("#shared-heading")).toBe("[ from the shared realm ]")
+    expect(await page.locator("#shared-card #greeting").count()).toBe(1)
+    expect(await page.locator("#shared-card #counter").count()).toBe(1)
     expect(await text("#greeting")).toBe("Hello from REALM!")
     expect(await text(".badge")).toBe("count")
     expect(await text("#count")).toBe("2")
@@ -95,9 +114,9 @@ describe("demo realm in Chromium", () => {
     ]
     await page.waitForLoadState("networkidle")
     const firstLoad = recorder.exchanges.splice(0)
-    // The page carries the realm's import map: its request transpiled every module it reaches
-    // (Ember's runtime too, through the bare specifiers of the page's own map), so even the
-    // first load asks for each module once, at its immutable URL, answered from L1.
+    // The page carries its realm's import map: its request transpiled every module of that
+    // realm it reaches (Ember's runtime too, through the bare specifiers of the page's own map),
+    // so even the first load asks for each of them once, at its immutable URL, answered from L1.
     expect(firstLoad[0]).toMatchObject({ path: "/index.html", status: 200, cacheControl: "no-cache" })
     for (const module of modules) {
       const exchange = firstLoad.find((entry) => entry.path === (module === "/greeting" ? "/greeting.gts" : module))
@@ -107,24 +126,54 @@ describe("demo realm in Chromium", () => {
       expect(exchange?.cacheControl, module).toBe("public, max-age=31536000, immutable")
       expect(exchange?.cache, module).toBe("l1")
     }
+    // The other mount's modules (the card, and what it imports from its own realm) are not in
+    // the page's realm's map: asked for at their plain URLs under /shared/, transpiled by the
+    // realm mounted there (the realm at / has no shared/ directory), to be revalidated.
+    const sharedModules = ["/shared/card.gts", "/shared/format.ts"]
+    for (const module of sharedModules) {
+      const exchange = firstLoad.find((entry) => entry.path === module)
+      expect(exchange, module).toBeDefined()
+      expect(exchange?.search, module).toBe("")
+      expect(exchange?.status, `${module}: ${JSON.stringify(exchange)}`).toBe(200)
+      expect(exchange?.cacheControl, module).toBe("no-cache")
+      expect(exchange?.etag, module).toMatch(/^"[0-9a-f]+"$/)
+      expect(exchange?.cache, module).toBe("transpiled")
+    }
+    expect(existsSync(path.join(work, "demo-realm", "shared"))).toBe(false)
     const moduleRequests = firstLoad.filter((entry) => entry.cache !== undefined)
-    expect(moduleRequests.length).toBeGreaterThan(100)
-    expect(moduleRequests.filter((entry) => entry.status !== 200 || entry.search === "")).toEqual([])
+    expect(moduleRequests.filter((entry) => entry.path.startsWith("/shared/")).map((entry) => entry.path).sort()).toEqual(sharedModules)
+    const ownModules = moduleRequests.filter((entry) => !entry.path.startsWith("/shared/"))
+    expect(ownModules.length).toBeGreaterThan(100)
+    expect(ownModules.filter((entry) => entry.status !== 200 || entry.search === "")).toEqual([])
     // each module once
     expect(new Set(moduleRequests.map((entry) => entry.path)).size).toBe(moduleRequests.length)
     // no runtime template compiler was ever requested
     expect(firstLoad.filter((entry) => /template-compiler/.test(entry.path))).toEqual([])
     expect(firstLoad.every((entry) => entry.status === 200)).toBe(true)
+    // Each realm counted its own: the shared realm transpiled the card and its import, and no
+    // module of the realm at / is under /shared/.
+    const stats = jsonOf(await request(server.url, "/_cache/stats"))
+    const realms = stats.realms as Record<string, { readonly modules: number; readonly transpiles: number }>
+    expect(Object.keys(realms).sort()).toEqual(["/", "/shared/"])
+    expect(realms["/shared/"]).toMatchObject({ modules: 2, transpiles: 2 })
+    expect(realms["/"]?.modules).toBe(ownModules.length)
 
-    // A reload revalidates the page (304) and the stylesheet (a plain URL), and asks for no module.
+    // A reload revalidates the page (304), the stylesheet and the other mount's modules (plain
+    // URLs), and asks for no module of the page's realm.
     await page.reload()
     await page.locator("#app[data-ready=\"true\"]").waitFor({ timeout: 60_000 })
     // a fresh render: the count starts again at 2
     expect(await text("#count")).toBe("2")
     expect(await text("#greeting")).toBe("Hello from REALM!")
+    expect(await text("#shared-heading")).toBe("[ from the shared realm ]")
     await page.waitForLoadState("networkidle")
     const warm = recorder.exchanges.splice(0)
-    expect(warm.map((entry) => [entry.path, entry.status])).toEqual([["/index.html", 304], ["/style.css", 304]])
+    expect(warm.map((entry) => [entry.path, entry.status]).sort()).toEqual([
+      ["/index.html", 304],
+      ["/shared/card.gts", 304],
+      ["/shared/format.ts", 304],
+      ["/style.css", 304]
+    ])
 
     await page.locator("#increment").click()
     await expect.poll(() => text("#count")).toBe("3")

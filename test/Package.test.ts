@@ -92,7 +92,7 @@ describe("the packed package, installed into an empty project", () => {
       "package.json", "README.md"]) {
       expect(packed, file).toContain(file)
     }
-    expect(packed.filter((p) => /^(test|scratchpad|demo-realm|\.ci)\//.test(p) || p.includes(".test."))).toEqual([])
+    expect(packed.filter((p) => /^(test|scratchpad|demo-realm|demo-shared|\.ci)\//.test(p) || p.includes(".test."))).toEqual([])
     // The installed manifest: compiled entry points, peers, the Node range that the bin checks.
     const manifest = JSON.parse(readFileSync(path.join(project, "node_modules/module-transpile-cache/package.json"), "utf8"))
     expect(manifest.exports["."]).toEqual({ types: "./dist/src/index.d.ts", default: "./dist/src/index.js" })

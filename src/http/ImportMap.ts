@@ -3,7 +3,8 @@
  * immutable URL, so that a browser that reloads a page asks the server for the page alone.
  *
  * - **What it lists**: the modules of the realm this process has read (`RealmFiles.knownPaths`:
- *   requested, preloaded or warmed), each at the version of its current L1 entry, plus the
+ *   requested, preloaded or warmed) at the request paths the realm serves (none under a longer
+ *   mount: the longest mount wins), each at the version of its current L1 entry, plus the
  *   extensionless request paths that resolved to one of them (`/greeting` for `greeting.gts`),
  *   mapped to that module's immutable URL: `./greeting` and `./greeting.gts` are then one
  *   module instance in the page, fetched once (under plain URLs they are two). A known
@@ -94,11 +95,22 @@ export class RealmImportMap {
   private readonly files: RealmFiles["Service"]
   /** The realm's mount: its request paths are below it. */
   private readonly mount: string
+  /**
+   * Whether a request path below the mount is this realm's: false under a longer mount (the
+   * longest mount wins), where a file of this realm at the same place is never served.
+   */
+  private readonly owns: (urlPath: string) => boolean
 
-  constructor(cache: ModuleCache["Service"], files: RealmFiles["Service"], mount = "/") {
+  constructor(
+    cache: ModuleCache["Service"],
+    files: RealmFiles["Service"],
+    mount = "/",
+    owns: (urlPath: string) => boolean = () => true
+  ) {
     this.cache = cache
     this.files = files
     this.mount = mount
+    this.owns = owns
   }
 
   /** The request path of a module of the realm, below its mount. */
@@ -109,7 +121,7 @@ export class RealmImportMap {
 
   /** Resolves a request path of the server in the realm: a path outside its mount names none of its modules. */
   private resolve(urlPath: string) {
-    return urlPath.startsWith(this.mount)
+    return urlPath.startsWith(this.mount) && this.owns(urlPath)
       ? this.files.resolve(urlPath.slice(this.mount.length - 1))
       : Effect.fail(new ModuleNotFoundError({ path: urlPath }))
   }
@@ -149,8 +161,9 @@ export class RealmImportMap {
     const missing: Array<string> = []
     for (const path of known) {
       const module = this.cache.peekL1(keyString(moduleKey(realmUrl, path)))
-      if (module !== undefined) current.set(path, module)
-      else if (missing.length < maxGetsPerBuild) missing.push(path)
+      if (module !== undefined) {
+        if (this.owns(this.urlsOf(path, module).urlPath)) current.set(path, module)
+      } else if (missing.length < maxGetsPerBuild && this.owns(this.urlPathOf(path))) missing.push(path)
     }
     const fetchMissing = Effect.forEach(missing, (path) =>
       this.cache.get(moduleKey(realmUrl, path)).pipe(

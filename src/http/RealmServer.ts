@@ -146,7 +146,10 @@ export const routes: Layer.Layer<never, never, HttpRouter.HttpRouter | ModuleCac
     const importMaps = new WeakMap<Realms.MountedRealm, ImportMap.RealmImportMap>()
     const importMapOf = (realm: Realms.MountedRealm) => {
       let map = importMaps.get(realm)
-      if (map === undefined) importMaps.set(realm, map = new ImportMap.RealmImportMap(cache, realm.files, realm.mount))
+      if (map === undefined) {
+        map = new ImportMap.RealmImportMap(cache, realm.files, realm.mount, (urlPath) => realms.lookup(urlPath) === realm)
+        importMaps.set(realm, map)
+      }
       return map
     }
 

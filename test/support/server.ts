@@ -86,7 +86,8 @@ export interface ServerProcess {
 }
 
 export interface StartOptions {
-  readonly realmDir: string
+  /** The positional realm (mounted at `/`); omitted when `args` mounts the realms (`--realm MOUNT=DIR`). */
+  readonly realmDir?: string | undefined
   readonly store?: "memory" | "pglite" | "pg" | undefined
   readonly args?: ReadonlyArray<string> | undefined
   readonly env?: Record<string, string> | undefined
@@ -122,9 +123,9 @@ const exited = (child: ChildProcess): Promise<number | string | null> =>
 
 const listening = /listening on (http:\/\/[^\s/]+)\//
 
-/** Starts `serve <realmDir> --port <port, default 0> --store <store>` and waits until `/_cache/health` answers 200. */
+/** Starts `serve [realmDir] --port <port, default 0> --store <store>` and waits until `/_cache/health` answers 200. */
 export const startServer = async (options: StartOptions): Promise<ServerProcess> => {
-  const args = ["serve", options.realmDir, "--port", String(options.port ?? 0), "--store", options.store ?? "memory", ...(options.args ?? [])]
+  const args = ["serve", ...(options.realmDir === undefined ? [] : [options.realmDir]), "--port", String(options.port ?? 0), "--store", options.store ?? "memory", ...(options.args ?? [])]
   const { child, output } = spawnCli(args, { MTC_ADMIN_TOKEN: testAdminToken, ...options.env })
   const deadline = Date.now() + (options.timeoutMs ?? 60_000)
   let url: string | undefined
