@@ -95,11 +95,13 @@ export interface StartOptions {
   readonly timeoutMs?: number | undefined
   /** The port to listen on (default 0: a free one). */
   readonly port?: number | undefined
+  /** The working directory of the process (default the repository root). */
+  readonly cwd?: string | undefined
 }
 
-const spawnCli = (args: ReadonlyArray<string>, env: Record<string, string> | undefined) => {
+const spawnCli = (args: ReadonlyArray<string>, env: Record<string, string> | undefined, cwd = root) => {
   const child = spawn(process.execPath, [binPath, ...args], {
-    cwd: root,
+    cwd,
     env: { ...process.env, NO_COLOR: "1", ...env },
     stdio: ["ignore", "pipe", "pipe"]
   })
@@ -126,7 +128,7 @@ const listening = /listening on (http:\/\/[^\s/]+)\//
 /** Starts `serve [realmDir] --port <port, default 0> --store <store>` and waits until `/_cache/health` answers 200. */
 export const startServer = async (options: StartOptions): Promise<ServerProcess> => {
   const args = ["serve", ...(options.realmDir === undefined ? [] : [options.realmDir]), "--port", String(options.port ?? 0), "--store", options.store ?? "memory", ...(options.args ?? [])]
-  const { child, output } = spawnCli(args, { MTC_ADMIN_TOKEN: testAdminToken, ...options.env })
+  const { child, output } = spawnCli(args, { MTC_ADMIN_TOKEN: testAdminToken, ...options.env }, options.cwd)
   const deadline = Date.now() + (options.timeoutMs ?? 60_000)
   let url: string | undefined
   while (url === undefined) {
@@ -175,10 +177,10 @@ export interface CliResult {
 /** Runs a CLI command to completion (killed after `timeoutMs`, default 60 s). */
 export const runCli = async (
   args: ReadonlyArray<string>,
-  options: { readonly env?: Record<string, string>; readonly timeoutMs?: number } = {}
+  options: { readonly env?: Record<string, string>; readonly timeoutMs?: number; readonly cwd?: string } = {}
 ): Promise<CliResult> => {
   const child = spawn(process.execPath, [binPath, ...args], {
-    cwd: root,
+    cwd: options.cwd ?? root,
     env: { ...process.env, NO_COLOR: "1", ...options.env },
     stdio: ["ignore", "pipe", "pipe"]
   })
