@@ -208,8 +208,9 @@ export const add = Effect.fnUntraced(function*(router: HttpRouter.HttpRouter, co
     }).pipe(Effect.catch((error) => Effect.succeed(adminJson(statusOf(error), errorBodyOf(error, realm.hidden)))))
   })
 
+  // Suspended: the realms mounted when the route is called, not when it was added.
   const listRealms = Effect.map(
-    Effect.forEach(realms.list(), figuresWithL2, { concurrency: 8 }),
+    Effect.suspend(() => Effect.forEach(realms.list(), figuresWithL2, { concurrency: 8 })),
     (all) => adminJson(200, { realms: all.map(({ figures }) => figures) } satisfies RealmsBody)
   )
 
