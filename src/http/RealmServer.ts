@@ -124,6 +124,10 @@ const scopedCss = (request: HttpServerRequest.HttpServerRequest, urlPath: string
 /** The 404 of a request path that no realm's mount prefixes: the same body as a missing module's. */
 const noRealm = (urlPath: string) => errorResponse(new ModuleNotFoundError({ path: urlPath }))
 
+/** The 404 of a path below `/_cache/` that no admin route serves (no CORS headers). */
+const noAdminRoute = (method: string, urlPath: string) =>
+  adminJson(404, { error: "RouteNotFound", message: `no route for ${method} ${urlPath}`, path: urlPath } satisfies ErrorBody)
+
 // -----------------------------------------------------------------------------
 // Routes
 // -----------------------------------------------------------------------------
@@ -221,6 +225,8 @@ export const routes: Layer.Layer<never, never, HttpRouter.HttpRouter | ModuleCac
     const serveFile = (request: HttpServerRequest.HttpServerRequest) =>
       Effect.gen(function*() {
         const urlPath = pathOf(request.url)
+        // `/_cache/*` is the admin routes', never a realm's (not even the one at `/`).
+        if (isAdminPath(urlPath)) return noAdminRoute(request.method, urlPath)
         const realm = realms.lookup(urlPath)
         if (realm === undefined) return noRealm(urlPath)
         // Before anything is resolved: the same 401 whether the path exists or not.
@@ -278,8 +284,8 @@ export const notFoundMiddleware = <E, R>(
           const error = Exit.findErrorOption(checked)
           if (error._tag === "Some") return errorResponse(error.value)
         }
-        const body = { error: "RouteNotFound", message: `no route for ${request.method} ${urlPath}`, path: urlPath } satisfies ErrorBody
-        return isAdminPath(urlPath) ? adminJson(404, body) : json(404, body)
+        if (isAdminPath(urlPath)) return noAdminRoute(request.method, urlPath)
+        return json(404, { error: "RouteNotFound", message: `no route for ${request.method} ${urlPath}`, path: urlPath } satisfies ErrorBody)
       })
   )
 
