@@ -234,6 +234,8 @@ export const request = (
     readonly method?: string
     readonly headers?: Record<string, string>
     readonly admin?: boolean
+    /** A request body, sent with its content-length. */
+    readonly body?: string
   } = {}
 ): Promise<RawResponse> =>
   new Promise((resolve, reject) => {
@@ -259,7 +261,7 @@ export const request = (
     })
     req.setTimeout(30_000, () => req.destroy(new Error(`timeout: ${options.method ?? "GET"} ${rawPath}`)))
     req.on("error", reject)
-    req.end()
+    req.end(options.body)
   })
 
 /** Parses a JSON body into an object (or fails the test with the body). */
