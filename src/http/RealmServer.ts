@@ -124,6 +124,24 @@ const scopedCss = (request: HttpServerRequest.HttpServerRequest, urlPath: string
 /** The 404 of a request path that no realm's mount prefixes: the same body as a missing module's. */
 const noRealm = (urlPath: string) => errorResponse(new ModuleNotFoundError({ path: urlPath }))
 
+/**
+ * A request path decoded, with its empty segments dropped (`//a/%62/x` is `/a/b/x`), when that
+ * differs from the path as sent; undefined when it does not, or does not decode (mounts are
+ * matched on it: see `placeOf` in {@link routes}).
+ */
+const respelled = (urlPath: string): string | undefined => {
+  if (!urlPath.includes("%") && !urlPath.includes("//")) return undefined
+  let decoded: string
+  try {
+    decoded = decodeURIComponent(urlPath)
+  } catch {
+    return undefined
+  }
+  const segments = decoded.split("/").filter((segment) => segment !== "")
+  const canonical = segments.length === 0 ? "/" : `/${segments.join("/")}${decoded.endsWith("/") ? "/" : ""}`
+  return canonical === urlPath ? undefined : canonical
+}
+
 /** The 404 of a path below `/_cache/` that no admin route serves (no CORS headers). */
 const noAdminRoute = (method: string, urlPath: string) =>
   adminJson(404, { error: "RouteNotFound", message: `no route for ${method} ${urlPath}`, path: urlPath } satisfies ErrorBody)
@@ -222,12 +240,27 @@ export const routes: Layer.Layer<never, never, HttpRouter.HttpRouter | ModuleCac
         return conditional(request, bytes, etag, javascriptContentType, { "x-module-cache": outcome })
       }).pipe(Effect.catch((error) => Effect.succeed(errorResponse(error, realm.hidden))))
 
+    /**
+     * The realm of a request path, and the path to serve in it. Another spelling of a mount
+     * (`//alice/x`, `/%61lice/x`, `/alice%2Fx`) is that mount's, served as its canonical
+     * spelling: a realm whose directory lies inside another realm's is never read through the
+     * outer one (nor a private one past its read check).
+     */
+    const placeOf = (sent: string, canonical: string | undefined) => {
+      const realm = realms.lookup(sent)
+      if (canonical === undefined) return { realm, urlPath: sent }
+      const owner = realms.lookup(canonical)
+      if (owner === undefined || owner === realm) return { realm, urlPath: sent }
+      return { realm: owner, urlPath: owner.mount + encodePath(canonical.slice(owner.mount.length)) }
+    }
+
     const serveFile = (request: HttpServerRequest.HttpServerRequest) =>
       Effect.gen(function*() {
-        const urlPath = pathOf(request.url)
+        const sent = pathOf(request.url)
+        const canonical = respelled(sent)
         // `/_cache/*` is the admin routes', never a realm's (not even the one at `/`).
-        if (isAdminPath(urlPath)) return noAdminRoute(request.method, urlPath)
-        const realm = realms.lookup(urlPath)
+        if (isAdminPath(sent) || (canonical !== undefined && isAdminPath(canonical))) return noAdminRoute(request.method, sent)
+        const { realm, urlPath } = placeOf(sent, canonical)
         if (realm === undefined) return noRealm(urlPath)
         // Before anything is resolved: the same 401 whether the path exists or not.
         if (!(yield* mayRead(request, realm))) return ReadAccess.unauthorized()
@@ -237,7 +270,8 @@ export const routes: Layer.Layer<never, never, HttpRouter.HttpRouter | ModuleCac
 
     /** A preflight: a private realm's allows `authorization`. */
     const preflightOf = (request: HttpServerRequest.HttpServerRequest) => {
-      const realm = realms.lookup(pathOf(request.url))
+      const sent = pathOf(request.url)
+      const { realm } = placeOf(sent, respelled(sent))
       return Effect.succeed(preflight(request, realm?.isPrivate === true))
     }
 
