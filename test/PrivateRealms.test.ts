@@ -123,7 +123,7 @@ const serve = async () => {
 type Server = Awaited<ReturnType<typeof serve>>
 
 const get = (server: Server, rawPath: string, authorization: string | undefined, extra: Record<string, string> = {}, method = "GET") =>
-  request(server.url, rawPath, { method, headers: authorization === undefined ? extra : { authorization, ...extra } })
+  request(server.url, rawPath, { method, admin: false, headers: authorization === undefined ? extra : { authorization, ...extra } })
 
 /** Requests a path with a reader's header until the fast path answers it (the router answers the first hits). */
 const warmFast = async (server: Server, rawPath: string, authorization: string): Promise<RawResponse> => {
@@ -209,6 +209,14 @@ describe("private realms (RealmServer.layer, fast path on)", () => {
         expectRefused(response, `${name}, ${method} ${probe}`, method)
       }
     }
+    // Query strings (an immutable URL's version, anything else) and the realm's import map change nothing.
+    for (const [name, authorization] of bad) {
+      for (const rawPath of ["/a/other.ts?x=1", "/a/other.ts?_v=0123456789abcdef", "/_cache/importmap.json?realm=/a/"]) {
+        expectRefused(await get(server, rawPath, authorization), `${name} ${rawPath}`)
+      }
+    }
+    const importMap = await get(server, "/_cache/importmap.json?realm=/a/", readerA)
+    expect(importMap.status, importMap.body).toBe(200)
     // B's reader, known to the fast path's cache, is refused A's module too.
     for (const [method, probe, extra] of probes) {
       expectRefused(await get(server, "/a/other.ts", readerB, extra, method), `B's reader, ${method} ${probe}`, method)
@@ -318,6 +326,42 @@ describe("private realms (RealmServer.layer, fast path on)", () => {
     expect(stats.realms?.["/a/"]?.private).toBe(true)
     expect(stats.realms?.["/b/"]?.private).toBe(true)
     expect(stats.realms?.["/pub/"]?.private).toBe(false)
+  })
+})
+
+describe("a private realm whose directory lies inside a public realm's", () => {
+  it("is not read through another spelling of its mount (//m/, percent-encoding) by the public realm", async () => {
+    const root = makeRealm({
+      "x.ts": "export const open = 'public root'\n",
+      "alice/x.ts": "export const alice = 'alice-private-nested'\n",
+      "alice/data.json": "{\"alice\":\"alice-private-nested\"}\n"
+    })
+    const port = await freePort()
+    const scope = Effect.runSync(Scope.make())
+    scopes.push(scope)
+    await Effect.runPromise(Layer.buildWithScope(
+      RealmServer.layer({
+        realmDir: root,
+        realms: [{ mount: "/alice/", dir: `${root}/alice`, private: true }],
+        store: { _tag: "memory" },
+        port,
+        adminToken: Redacted.make(testAdminToken),
+        readSecret
+      }).pipe(Layer.provide(TestTranspiler.layer(TestTranspiler.make()))),
+      scope
+    ))
+    const url = `http://127.0.0.1:${port}`
+    const reader = bearer(await tokenFor(["/alice/"]))
+    const spellings = ["/alice/x.ts", "//alice/x.ts", "/%61lice/x.ts", "/%61%6c%69%63%65/x.ts", "///alice/x.ts", "/alice%2Fx.ts", "/%2Falice/x.ts", "/alice/data.json", "//alice/data.json", "/%61lice/data.json"]
+    for (const rawPath of spellings) {
+      expectRefused(await request(url, rawPath), `tokenless ${rawPath}`)
+      const read = await request(url, rawPath, { headers: { authorization: reader } })
+      expect(read.status, rawPath).toBe(200)
+      expect(read.body, rawPath).toContain("alice-private-nested")
+      expectPrivate(read, rawPath)
+    }
+    expect((await request(url, "//x.ts")).status).toBe(200)
+    expect((await request(url, "/%78.ts")).body).toContain("public root")
   })
 })
 

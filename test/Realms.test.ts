@@ -140,6 +140,11 @@ describe("mounts", () => {
       expect((await request(server.url, "/a/x.ts")).body).toBe(transpiled("x.ts", sources.a))
       expect((await request(server.url, "/a/b/x.ts")).body).toBe(transpiled("x.ts", sources.ab))
       expect((await request(server.url, "/a/b/x")).body).toBe(transpiled("x.ts", sources.ab))
+      // Other spellings of the same path are the same mount's.
+      for (const spelling of ["/a//b/x.ts", "//a/b/x.ts", "/a/%62/x.ts", "/a%2Fb/x.ts", "/%61/b/x"]) {
+        expect((await request(server.url, spelling)).body, spelling).toBe(transpiled("x.ts", sources.ab))
+      }
+      expect((await request(server.url, "//a/x.ts")).body).toBe(transpiled("x.ts", sources.a))
       // Only in /a/'s directory, below b/: the path is /a/b/'s, which has no such module.
       expectNotFound(await request(server.url, "/a/b/only-in-a.ts"), "/a/b/only-in-a.ts")
     }
@@ -178,10 +183,14 @@ describe("mounts", () => {
   })
 
   it("/_cache/* is never a realm's, even with a realm at / holding a _cache directory", async () => {
-    const file = await request(server.url, "/_cache/x.ts")
-    expect(file.status).toBe(404)
-    expect(file.body).not.toContain("never served")
-    expect(file.headers["access-control-allow-origin"]).toBeUndefined()
+    for (const rawPath of ["/_cache/x.ts", "/_cache/x", "//_cache/x.ts", "/%5fcache/x.ts", "/_cache%2Fx.ts"]) {
+      for (const method of ["GET", "HEAD"]) {
+        const file = await request(server.url, rawPath, { method })
+        expect(file.status, `${method} ${rawPath}`).toBe(404)
+        expect(file.body, rawPath).not.toContain("never served")
+        expect(file.headers["access-control-allow-origin"], rawPath).toBeUndefined()
+      }
+    }
     const health = await request(server.url, "/_cache/health")
     expect(health.status).toBe(200)
     expect(jsonOf(health)).toMatchObject({ status: "ok", realms: 5 })
@@ -286,6 +295,15 @@ describe("mounts and unmounts at run time", () => {
     // Nothing of the refused calls was mounted.
     expect(await mountsOf(server.url)).toEqual(["/a/", "/b/", "/c/"])
     expectNotFound(await request(server.url, "/d/m1.ts"), "/d/m1.ts")
+
+    // A private realm mounted at run time: its reads need a token from the first.
+    const privately = await mountRealm(server.url, { mount: "/p/", dir: makeRealm({ "x.ts": "export const p = 'private'\n" }), private: true })
+    expect(privately.status).toBe(201)
+    expect(jsonOf(privately)["private"]).toBe(true)
+    expect((await request(server.url, "/p/x.ts")).status).toBe(401)
+    expect((await request(server.url, "/p/missing.ts")).status).toBe(401)
+    expect((await request(server.url, "/p/x.ts", { headers: { authorization: `Bearer ${testAdminToken}` } })).status).toBe(200)
+    expect((await unmountRealm(server.url, "/p/")).status).toBe(204)
 
     expect((await unmountRealm(server.url, "/c/")).status).toBe(204)
     const again = await unmountRealm(server.url, "/c/")
