@@ -17,6 +17,7 @@ import { FastPathHandler } from "../src/http/FastPath.ts"
 import * as RealmServer from "../src/http/RealmServer.ts"
 import * as TestTranspiler from "../src/transpiler/TestTranspiler.ts"
 import {
+  eventually,
   freePort,
   jsonOf,
   makeRealm,
@@ -344,6 +345,13 @@ describe("mounts and unmounts at run time", () => {
     expect((await request(server.url, "/c/data.json")).body).toBe("{\"realm\":\"c\",\"edited\":true}\n")
     expect((await warmFast(server, "/c/m2.ts")).body).toBe(transpiled("m2.ts", edited))
     expect((await request(server.url, "/c/m3.ts")).body).toBe(transpiled("m3.ts", sourceOf("c", "m3.ts")))
+    // The remount's watcher sees edits (the fast path's route of /c/m2.ts included).
+    const again = "export const m2 = 'c m2, edited after the remount'\n"
+    writeEntry(dirs.c, "m2.ts", again)
+    await eventually(async () => {
+      const response = await request(server.url, "/c/m2.ts")
+      return response.body === transpiled("m2.ts", again) ? response : undefined
+    }, 10_000, "the remounted realm's watcher saw the edit")
 
     // Another directory at the same mount: its bytes.
     expect((await unmountRealm(server.url, "/c/")).status).toBe(204)
@@ -609,11 +617,17 @@ describe("the CLI with mounts", () => {
     expect((await request(again.url, "/a/x.ts")).headers["x-module-cache"]).toMatch(/^l[12]$/)
     expect((await request(again.url, "/b/x.ts")).headers["x-module-cache"]).toMatch(/^l[12]$/)
     expect(await again.stop()).toBe(0)
-    // A --data-dir elsewhere is used instead.
+    // warm takes the same mounts; a --data-dir elsewhere is used instead; serve then preloads what warm wrote.
     const elsewhere = path.join(makeRealm({}, "mtc-data-"), "store")
-    const third = await startServer({ realmDir: "", store: "pglite", cwd, args: [...args, "--data-dir", elsewhere], env: { DATABASE_URL: "" } })
-    expect((await request(third.url, "/a/x.ts")).headers["x-module-cache"]).toBe("transpiled")
+    const warmed = await runCli(["warm", ...args, "--store", "pglite", "--data-dir", elsewhere], { cwd, env: { DATABASE_URL: "" } })
+    expect(warmed.code, warmed.stderr).toBe(0)
+    expect(warmed.stdout).toContain("warmed 2 modules")
+    expect(warmed.stdout).toMatch(/\/a\/ preloaded 1 module/)
+    expect(warmed.stdout).toMatch(/\/b\/ preloaded 1 module/)
     expect(existsSync(elsewhere)).toBe(true)
+    const third = await startServer({ realmDir: "", store: "pglite", cwd, args: [...args, "--data-dir", elsewhere], env: { DATABASE_URL: "" } })
+    expect((await request(third.url, "/a/x.ts")).headers["x-module-cache"]).toBe("l1")
+    expect((await request(third.url, "/b/x.ts")).headers["x-module-cache"]).toBe("l1")
     expect(await third.stop()).toBe(0)
   }, 180_000)
 })
