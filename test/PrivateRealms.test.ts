@@ -16,6 +16,7 @@ import * as RealmServer from "../src/http/RealmServer.ts"
 import * as TestTranspiler from "../src/transpiler/TestTranspiler.ts"
 import {
   adminAuthorization,
+  eventually,
   freePort,
   makeRealm,
   type RawResponse,
@@ -239,6 +240,20 @@ describe("private realms (RealmServer.layer, fast path on)", () => {
     expect(head.headers.etag).toBe(etag)
     expectPrivate(head, "HEAD")
     expect(server.fast.answered).toBe(answered + 3)
+  })
+
+  it("a token that expires while its reader is warm is refused from then on, by the fast path too", async () => {
+    const shortLived = bearer(hs256({ alg: "HS256", typ: "JWT" }, { realms: ["/a/"], exp: nowSeconds() + 2 }))
+    await warmFast(server, "/a/x.ts", shortLived)
+    const expired = await eventually(async () => {
+      const response = await get(server, "/a/x.ts", shortLived)
+      if (response.status === 200) return undefined
+      return response
+    }, 10_000, "the token expired")
+    expectRefused(expired, "expired while warm")
+    const answered = server.fast.answered
+    for (const method of ["GET", "HEAD"]) expectRefused(await get(server, "/a/x.ts", shortLived, {}, method), `expired ${method}`, method)
+    expect(server.fast.answered).toBe(answered)
   })
 
   it("a token for one realm reads no other; one naming both reads both; the admin token reads every realm", async () => {

@@ -241,7 +241,7 @@ describe("mounts and unmounts at run time", () => {
   let dirs: { a: string; b: string; c: string }
 
   beforeAll(async () => {
-    dirs = { a: makeRealm(realmFiles("a")), b: makeRealm(realmFiles("b")), c: makeRealm({ ...realmFiles("c"), "slow.ts": "export const slow = 'c slow'\n" }) }
+    dirs = { a: makeRealm({ ...realmFiles("a"), "cold.ts": "export const cold = 'a cold'\n" }), b: makeRealm(realmFiles("b")), c: makeRealm({ ...realmFiles("c"), "slow.ts": "export const slow = 'c slow'\n" }) }
     server = await serve({ realms: [{ mount: "/a/", dir: dirs.a }, { mount: "/b/", dir: dirs.b }] })
   }, 60_000)
 
@@ -430,9 +430,13 @@ describe("mounts and unmounts at run time", () => {
     expect((await mountRealm(server.url, { mount: "/c/", dir: dirs.c })).status).toBe(201)
     const gate = await Effect.runPromise(server.transpiler.gate)
     try {
+      const calls = server.transpiler.calls()
       const inFlight = request(server.url, "/c/slow.ts")
       // Held in its transpile.
       expect((await Effect.runPromise(Deferred.await(gate.started))).path).toBe("slow.ts")
+      // A cold load of another realm in flight through the unmount too.
+      const otherInFlight = request(server.url, "/a/cold.ts")
+      await eventually(async () => server.transpiler.calls() === calls + 2 ? true : undefined, 10_000, "both transpiles held")
       // The other realms answer meanwhile (warm: no transpile).
       expect((await request(server.url, "/a/m1.ts")).status).toBe(200)
       const unmounted = await unmountRealm(server.url, "/c/")
@@ -440,6 +444,11 @@ describe("mounts and unmounts at run time", () => {
       server.transpiler.ungate()
       await Effect.runPromise(Deferred.succeed(gate.release, undefined))
       const answer = await inFlight
+      const other = await otherInFlight
+      expect(other.status).toBe(200)
+      expect(other.body).toBe(transpiled("cold.ts", "export const cold = 'a cold'\n"))
+      expect(other.headers["x-module-cache"]).toBe("transpiled")
+      expect((await request(server.url, "/a/cold.ts")).headers["x-module-cache"]).toBe("l1")
       // Either the module it was loading or the realm's 404; never a hang or a 5xx.
       if (answer.status === 200) expect(answer.body).toBe(transpiled("slow.ts", "export const slow = 'c slow'\n"))
       else expectNotFound(answer, "the request in flight")
