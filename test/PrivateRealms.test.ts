@@ -385,7 +385,6 @@ describe("private realms in a serve process (--private, MTC_READ_SECRET)", () =>
     const a = makeRealm({ "x.ts": "export const alpha: string = 'alpha-in-a-process'\n" })
     const pub = makeRealm({ "x.ts": "export const open: string = 'public-in-a-process'\n" })
     const server = await startServer({
-      
       store: "memory",
       args: ["--realm", `/a/=${a}`, "--realm", `/pub/=${pub}`, "--private", "/a/", "--transpile-workers", "0"],
       env: { MTC_READ_SECRET: secret }

@@ -550,7 +550,6 @@ describe("the CLI with mounts", () => {
     const a = makeRealm(files)
     const b = makeRealm(files)
     const server = await startServer({
-      realmDir: "",
       args: ["--realm", `/a/=${a}`, "--realm", `/alice/notes/=${b}`, "--realm-url-base", "https://realms.example/", "--transpile-workers", "0"]
     })
     const stats = await statsOf(server.url)
@@ -596,7 +595,7 @@ describe("the CLI with mounts", () => {
 
   it("without --realm-url-base a realm's URL is its directory's file:// URL", async () => {
     const a = makeRealm({ "x.ts": "export const x = 1\n" })
-    const server = await startServer({ realmDir: "", args: ["--realm", `/a/=${a}`, "--transpile-workers", "0"] })
+    const server = await startServer({ args: ["--realm", `/a/=${a}`, "--transpile-workers", "0"] })
     expect((await statsOf(server.url)).realms?.["/a/"]?.realmUrl).toBe(`${pathToFileURL(a).href}/`)
     expect(await server.stop()).toBe(0)
   }, 60_000)
@@ -606,7 +605,7 @@ describe("the CLI with mounts", () => {
     const a = makeRealm({ "x.ts": "export const a: number = 1\n" })
     const b = makeRealm({ "x.ts": "export const b: number = 2\n" })
     const args = ["--realm", `/a/=${a}`, "--realm", `/b/=${b}`, "--transpile-workers", "0"]
-    const server = await startServer({ realmDir: "", store: "pglite", cwd, args, env: { DATABASE_URL: "" } })
+    const server = await startServer({ store: "pglite", cwd, args, env: { DATABASE_URL: "" } })
     expect((await request(server.url, "/a/x.ts")).status).toBe(200)
     expect((await request(server.url, "/b/x.ts")).status).toBe(200)
     expect(existsSync(path.join(cwd, ".transpile-cache"))).toBe(true)
@@ -622,7 +621,7 @@ describe("the CLI with mounts", () => {
     expect(await server.stop()).toBe(0)
 
     // Restarted in the same directory, it reads its rows back: both realms' modules come from L2.
-    const again = await startServer({ realmDir: "", store: "pglite", cwd, args, env: { DATABASE_URL: "" } })
+    const again = await startServer({ store: "pglite", cwd, args, env: { DATABASE_URL: "" } })
     expect((await request(again.url, "/a/x.ts")).headers["x-module-cache"]).toMatch(/^l[12]$/)
     expect((await request(again.url, "/b/x.ts")).headers["x-module-cache"]).toMatch(/^l[12]$/)
     expect(await again.stop()).toBe(0)
@@ -634,7 +633,7 @@ describe("the CLI with mounts", () => {
     expect(warmed.stdout).toMatch(/\/a\/ preloaded 1 module/)
     expect(warmed.stdout).toMatch(/\/b\/ preloaded 1 module/)
     expect(existsSync(elsewhere)).toBe(true)
-    const third = await startServer({ realmDir: "", store: "pglite", cwd, args: [...args, "--data-dir", elsewhere], env: { DATABASE_URL: "" } })
+    const third = await startServer({ store: "pglite", cwd, args: [...args, "--data-dir", elsewhere], env: { DATABASE_URL: "" } })
     expect((await request(third.url, "/a/x.ts")).headers["x-module-cache"]).toBe("l1")
     expect((await request(third.url, "/b/x.ts")).headers["x-module-cache"]).toBe("l1")
     expect(await third.stop()).toBe(0)
