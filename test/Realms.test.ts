@@ -7,13 +7,17 @@
  * invalidation per realm (admin route and CLI), and the CLI's mounts (`--realm` errors,
  * `--realm-url-base`, the data directory of PGlite).
  */
-import { Deferred, Effect, Exit, Layer, Redacted, Scope } from "effect"
+import { Deferred, Effect, Exit, Fiber, Layer, Redacted, Scope } from "effect"
 import { existsSync } from "node:fs"
 import * as http from "node:http"
 import * as path from "node:path"
 import { pathToFileURL } from "node:url"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { ModuleCache } from "../src/cache/ModuleCache.ts"
+import { moduleKey } from "../src/domain/Domain.ts"
 import { FastPathHandler } from "../src/http/FastPath.ts"
+import * as ModuleCacheLive from "../src/live/ModuleCacheLive.ts"
+import * as Realms from "../src/realm/Realms.ts"
 import * as RealmServer from "../src/http/RealmServer.ts"
 import * as TestTranspiler from "../src/transpiler/TestTranspiler.ts"
 import {
@@ -465,6 +469,51 @@ describe("mounts and unmounts at run time", () => {
     expect(remounted.status).toBe(200)
     expect(remounted.body).toBe(transpiled("slow.ts", "export const slow = 'c slow, edited'\n"))
     expect((await unmountRealm(server.url, "/c/")).status).toBe(204)
+  })
+})
+
+describe("Realms in process", () => {
+  it("an unmount during a mount's preload leaves nothing of the realm in L1", async () => {
+    const dir = makeRealm({ "x.ts": "export const x = 1\n", "y.ts": "export const y = 2\n" })
+    const services = ModuleCacheLive.layer({ _tag: "memory" }).pipe(
+      Layer.provideMerge(Realms.layerRegistry()),
+      Layer.provide(TestTranspiler.layer(TestTranspiler.make()))
+    )
+    const program = Effect.gen(function*() {
+      const cache = yield* ModuleCache
+      const registry = yield* Realms.RealmRegistry
+      // The realm's modules in L2, nothing in L1.
+      const plain = yield* Realms.make(registry, cache, { watch: false })
+      const { realm } = yield* plain.mount({ mount: "/c/", dir })
+      yield* cache.get(moduleKey(realm.realmUrl, "x.ts"))
+      yield* cache.get(moduleKey(realm.realmUrl, "y.ts"))
+      // Their L2 writes committed (they go in batches, after the loads answered).
+      const written: Effect.Effect<void> = Effect.flatMap(cache.stats, (stats) =>
+        stats.inFlight === 0 ? Effect.void : Effect.andThen(Effect.yieldNow, written))
+      yield* written
+      expect((yield* cache.realmUsage(realm.realmUrl))?.rows).toBe(2)
+      yield* plain.unmount("/c/")
+      expect(cache.countsOf(realm.realmUrl).l1Entries).toBe(0)
+
+      const entered = yield* Deferred.make<void>()
+      const release = yield* Deferred.make<void>()
+      const gated: ModuleCache["Service"] = {
+        ...cache,
+        preload: (realmUrls) =>
+          Effect.andThen(Deferred.succeed(entered, undefined), Effect.andThen(Deferred.await(release), cache.preload(realmUrls)))
+      }
+      const realms = yield* Realms.make(registry, gated, { watch: false })
+      const mounting = yield* Effect.forkChild(realms.mount({ mount: "/c/", dir }, { preload: true }))
+      yield* Deferred.await(entered)
+      const unmounting = yield* Effect.forkChild(realms.unmount("/c/"))
+      yield* Deferred.succeed(release, undefined)
+      // The preload checks each row's source through the realm table, which no longer has the realm.
+      yield* Fiber.join(mounting)
+      yield* Fiber.join(unmounting)
+      expect(registry.get("/c/")).toBeUndefined()
+      expect(cache.countsOf(realm.realmUrl).l1Entries).toBe(0)
+    })
+    await Effect.runPromise(Effect.scoped(Effect.provide(program, services)))
   })
 })
 
