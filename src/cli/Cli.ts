@@ -236,6 +236,9 @@ const realmSpecs = (input: RealmInput): Effect.Effect<ReadonlyArray<Realms.Realm
 /** The realm options of `serve` and `warm`, from flags and environment. */
 const realmOptions = Effect.fnUntraced(function*(input: RealmInput) {
   const realms = yield* realmSpecs(input)
+  if (Option.isSome(input.realmUrlBase) && !URL.canParse(input.realmUrlBase.value)) {
+    return yield* new CliFailure({ message: `--realm-url-base ${input.realmUrlBase.value}: not a URL` })
+  }
   // One positional realm keeps its data directory inside it; with mounts the process has one, here.
   const realmDir = realms.length === 1 && Option.isSome(input.realmDir) ? realms[0]!.dir : undefined
   const postgres = yield* ModuleCacheLive.postgresFromEnv.pipe(
