@@ -101,16 +101,24 @@ export class RealmImportMap {
    */
   private readonly owns: (urlPath: string) => boolean
 
+  /**
+   * The import map of the realm that serves a request path this realm does not own, when a page
+   * of this realm may list its modules: another public realm's.
+   */
+  private readonly foreign: (urlPath: string) => RealmImportMap | undefined
+
   constructor(
     cache: ModuleCache["Service"],
     files: RealmFiles["Service"],
     mount = "/",
-    owns: (urlPath: string) => boolean = () => true
+    owns: (urlPath: string) => boolean = () => true,
+    foreign: (urlPath: string) => RealmImportMap | undefined = () => undefined
   ) {
     this.cache = cache
     this.files = files
     this.mount = mount
     this.owns = owns
+    this.foreign = foreign
   }
 
   /** The request path of a module of the realm, below its mount. */
@@ -154,7 +162,7 @@ export class RealmImportMap {
   )
 
   /** The map's entries now, with the module each request path leads to (see {@link Build}). */
-  private readonly build: Effect.Effect<Build> = Effect.suspend(() => {
+  readonly build: Effect.Effect<Build> = Effect.suspend(() => {
     const realmUrl = this.files.realmUrl
     const known = this.files.knownPaths()
     const current = new Map<string, CachedModule>()
@@ -236,23 +244,68 @@ export class RealmImportMap {
     }
     const found = template
     if (found === null) return Effect.succeed(undefined)
-    const make = (build: Build) => () => {
+    const make = (page: PageBuild) => () => {
       const listed = found.entrySpecifiers === undefined
-        ? build.entries
-        : reachable(urlPath, found.entrySpecifiers, found.own, build.targets)
-      const merged = mergeMaps(urlPath, listed, found.own, build.entries)
+        ? page.own.entries
+        : reachable(urlPath, found.entrySpecifiers, found.own, page.targets)
+      const merged = mergeMaps(urlPath, listed, found.own, page.entries)
       return encoder.encode(`${found.before}${scriptSafe(merged)}${found.after}`)
     }
-    return Effect.flatMap(this.build, (build) => {
-      const hit = this.cached(build.entries, urlPath, page)
-      if (hit !== undefined) return Effect.succeed(hit)
-      // A new build (or a new page): first fetch what the page reaches and this process has
-      // not read yet, so that even a first load gets immutable URLs.
-      return this.discover(urlPath, found, build).pipe(
-        Effect.flatMap((fetched) => fetched ? this.build : Effect.succeed(build)),
-        Effect.map((latest) => this.memo(latest.entries, urlPath, page, make(latest)))
+    return Effect.flatMap(this.build, (build) =>
+      Effect.flatMap(this.withForeign(urlPath, found, build), (combined) => {
+        const hit = this.cached(build.entries, combined.key, page)
+        if (hit !== undefined) return Effect.succeed(hit)
+        // A new build (or a new page): first fetch what the page reaches and this process has
+        // not read yet, so that even a first load gets immutable URLs.
+        return this.discover(urlPath, found, build).pipe(
+          Effect.flatMap((fetched) =>
+            fetched
+              ? Effect.flatMap(this.build, (latest) => this.withForeign(urlPath, found, latest))
+              : Effect.succeed(combined)
+          ),
+          Effect.map((latest) => this.memo(latest.own.entries, latest.key, page, make(latest)))
+        )
+      }))
+  }
+
+  /**
+   * A page's build with the builds of the other public realms it reaches (a module of this
+   * realm that imports `/shared/card.gts`, the realm at `/shared/`'s): their modules are
+   * listed at their immutable URLs too, at the versions their own maps name now. The key names
+   * the page and every build it was made of, so that a new build of any of them renders anew.
+   */
+  private withForeign(urlPath: string, template: PageTemplate, own: Build): Effect.Effect<PageBuild> {
+    const entrySpecifiers = template.entrySpecifiers
+    const alone: PageBuild = { own, targets: own.targets, entries: own.entries, key: urlPath }
+    if (entrySpecifiers === undefined) return Effect.succeed(alone)
+    const maps = new Map<RealmImportMap, Build | undefined>()
+    const round = (combined: PageBuild, depth: number): Effect.Effect<PageBuild> => {
+      const found: Array<RealmImportMap> = []
+      reachable(urlPath, entrySpecifiers, template.own, combined.targets, (unlisted) => {
+        if (this.owns(unlisted) && unlisted.startsWith(this.mount)) return
+        const map = this.foreign(unlisted)
+        if (map !== undefined && map !== this && !maps.has(map)) {
+          maps.set(map, undefined)
+          found.push(map)
+        }
+      })
+      if (found.length === 0 || depth >= maxForeignRounds) return Effect.succeed(combined)
+      return Effect.forEach(found, (map) => Effect.map(map.build, (build) => maps.set(map, build)), { discard: true }).pipe(
+        Effect.flatMap(() => {
+          const targets = new Map(own.targets)
+          const entries = new Map(own.entries)
+          const ids = [buildId(own)]
+          for (const build of maps.values()) {
+            if (build === undefined) continue
+            for (const [path, target] of build.targets) if (!targets.has(path)) targets.set(path, target)
+            for (const [path, url] of build.entries) if (!entries.has(path)) entries.set(path, url)
+            ids.push(buildId(build))
+          }
+          return round({ own, targets, entries, key: `${urlPath}\n${ids.join(",")}` }, depth + 1)
+        })
       )
-    })
+    }
+    return round(alone, 0)
   }
 
   /**
@@ -287,15 +340,22 @@ export class RealmImportMap {
           return Effect.void
         }
         if (fetched >= maxDiscoveredPerPage) return Effect.void
+        // A path of another public realm is fetched through that realm (its map lists it then).
+        const owner = urlPath.startsWith(this.mount) && this.owns(urlPath) ? this : this.foreign(urlPath)
+        if (owner === undefined) return Effect.void
         fetched++
-        return this.resolve(urlPath).pipe(
+        return owner.resolve(urlPath).pipe(
           Effect.flatMap((resolved) =>
             resolved.executable
               ? Effect.map(
-                Effect.provideService(this.cache.get(moduleKey(realmUrl, resolved.path)), CurrentResolution, resolved),
+                Effect.provideService(
+                  owner.cache.get(moduleKey(owner === this ? realmUrl : owner.files.realmUrl, resolved.path)),
+                  CurrentResolution,
+                  resolved
+                ),
                 ({ module }) => {
-                  this.noteRequest(urlPath, resolved)
-                  follow(module, this.urlPathOf(resolved.path))
+                  owner.noteRequest(urlPath, resolved)
+                  follow(module, owner.urlPathOf(resolved.path))
                 }
               )
               : Effect.void
@@ -327,6 +387,27 @@ export class RealmImportMap {
     forEntries.set(key, answer)
     return answer
   }
+}
+
+/** A page's view of the builds it lists: this realm's, and those of the other realms it reaches. */
+interface PageBuild {
+  readonly own: Build
+  readonly targets: ReadonlyMap<string, Target>
+  readonly entries: ReadonlyMap<string, string>
+  /** The page's request path and the builds it was made of. */
+  readonly key: string
+}
+
+/** How many times a page's walk looks for further realms behind those it found. */
+const maxForeignRounds = 4
+
+const buildIds = new WeakMap<Build, number>()
+let nextBuildId = 0
+/** A number per build, for the keys of pages made of several. */
+const buildId = (build: Build): number => {
+  let id = buildIds.get(build)
+  if (id === undefined) buildIds.set(build, id = nextBuildId++)
+  return id
 }
 
 /** Bytes to send and their ETag. */

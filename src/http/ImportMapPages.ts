@@ -112,7 +112,9 @@ export const reachable = (
   pageUrlPath: string,
   entrySpecifiers: ReadonlyArray<string>,
   own: ImportMapJson,
-  targets: ReadonlyMap<string, Target>
+  targets: ReadonlyMap<string, Target>,
+  /** Sees each request path the walk meets that `targets` does not list. */
+  onUnlisted?: (urlPath: string) => void
 ): ReadonlyMap<string, string> => {
   const listed = new Map<string, string>()
   const seen = new Set<string>()
@@ -123,7 +125,10 @@ export const reachable = (
     if (urlPath === undefined || seen.has(urlPath)) continue
     seen.add(urlPath)
     const target = targets.get(urlPath)
-    if (target === undefined) continue
+    if (target === undefined) {
+      onUnlisted?.(urlPath)
+      continue
+    }
     listed.set(urlPath, target.url)
     if (seen.has(target.urlPath) && target.urlPath !== urlPath) continue
     seen.add(target.urlPath)

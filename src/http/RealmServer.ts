@@ -169,7 +169,17 @@ export const routes: Layer.Layer<never, never, HttpRouter.HttpRouter | ModuleCac
     const importMapOf = (realm: Realms.MountedRealm) => {
       let map = importMaps.get(realm)
       if (map === undefined) {
-        map = new ImportMap.RealmImportMap(cache, realm.files, realm.mount, (urlPath) => realms.lookup(urlPath) === realm)
+        map = new ImportMap.RealmImportMap(
+          cache,
+          realm.files,
+          realm.mount,
+          (urlPath) => realms.lookup(urlPath) === realm,
+          // A page lists the modules it reaches in other public realms too (a private one's never).
+          (urlPath) => {
+            const owner = realms.lookup(urlPath)
+            return owner === undefined || owner.isPrivate ? undefined : importMapOf(owner)
+          }
+        )
         importMaps.set(realm, map)
       }
       return map
