@@ -366,6 +366,22 @@ describe("mounts and unmounts at run time", () => {
     expect((await unmountRealm(server.url, "/c/")).status).toBe(204)
   })
 
+  it("a remount preloads the realm's L2 rows, and the fast path answers their first request", async () => {
+    const dir = makeRealm({ "p1.ts": "export const p1 = 1\n", "p2.ts": "export const p2 = 2\n" })
+    expect((await mountRealm(server.url, { mount: "/p/", dir })).status).toBe(201)
+    for (const name of ["p1.ts", "p2.ts"]) expect((await request(server.url, `/p/${name}`)).headers["x-module-cache"]).toBe("transpiled")
+    expect((await unmountRealm(server.url, "/p/")).status).toBe(204)
+    const remounted = await mountRealm(server.url, { mount: "/p/", dir })
+    expect(remounted.status).toBe(201)
+    expect(JSON.parse(remounted.body)).toMatchObject({ mount: "/p/", preloaded: 2 })
+    const answered = server.fast.answered
+    const first = await request(server.url, "/p/p1.ts")
+    expect(first.body).toBe(transpiled("p1.ts", "export const p1 = 1\n"))
+    expect(first.headers["x-module-cache"]).toBe("l1")
+    expect(server.fast.answered).toBe(answered + 1)
+    expect((await unmountRealm(server.url, "/p/")).status).toBe(204)
+  })
+
   it("mounting and unmounting a realm 20 times under load fails no request to the other realms", async () => {
     // The bytes every load path must answer, read before the load.
     const loadPaths = ["a", "b"].flatMap((realm) => [...names.map((name) => `/${realm}/${name}`), `/${realm}/data.json`, `/${realm}/m1`])

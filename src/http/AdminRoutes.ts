@@ -225,10 +225,10 @@ export const add = Effect.fnUntraced(function*(router: HttpRouter.HttpRouter, co
       { mount: spec.mount, dir: spec.dir, private: spec.private, realmUrl: spec.realmUrl },
       { preload: true }
     ).pipe(
-      Effect.tap(({ preloaded, realm }) =>
+      Effect.tap(({ generation, preloaded, realm }) =>
         Option.match(fast, {
           onNone: () => Effect.void,
-          onSome: (handler) => routePreloaded(handler, cache, realm, preloaded, 0)
+          onSome: (handler) => routePreloaded(handler, cache, realm, preloaded, generation)
         })),
       Effect.map(({ preloaded, realm }) =>
         adminJson(201, { ...figuresOf(cache, realm), preloaded: preloaded.length })),

@@ -248,6 +248,8 @@ export interface Mounted {
   readonly realm: MountedRealm
   /** The keys put into L1 from L2 by the mount's preload (none when it was not asked for). */
   readonly preloaded: ReadonlyArray<ModuleKey>
+  /** The realm's generation before the preload: what its routes may be remembered under. */
+  readonly generation: number
 }
 
 /** Mounting and unmounting realms at run time. */
@@ -331,9 +333,10 @@ export const make = Effect.fnUntraced(function*(
   const mount = (spec: RealmSpec, mountOptions?: { readonly preload?: boolean }) =>
     Effect.gen(function*() {
       const realm = yield* lock.withPermits(1)(open(spec))
-      if (mountOptions?.preload !== true) return { realm, preloaded: [] }
+      const generation = realm.generation
+      if (mountOptions?.preload !== true) return { realm, preloaded: [], generation }
       const summary = yield* cache.preload(realm.realmUrl)
-      return { realm, preloaded: summary.keys }
+      return { realm, preloaded: summary.keys, generation }
     }).pipe(Effect.withSpan("Realms.mount", { attributes: { "mtc.mount": spec.mount } }))
 
   const close = (realm: MountedRealm) =>
