@@ -25,6 +25,8 @@
  * PGlite in its worker thread and on the event loop (`MTC_PGLITE_WORKER=0`).
  *
  * `vite` in COLD_STORES adds Vite's dev server (bench-preload.ts's baseline), fresh each round.
+ * A store may carry environment variables for its server: `pg+MTC_FLEET_SOLO=0` is a variant of
+ * `pg`, run beside it in the same rounds.
  *
  * Run: npx node scratchpad/bench-cold-stores.ts   (DATABASE_URL as for the tests;
  * COLD_ROUNDS=3, COLD_STORES=memory,pglite,pg,vite, BENCH_PROFILE=/tmp/prof, COLD_HERD=3)
@@ -46,7 +48,10 @@ type StoreKind = "memory" | "pglite" | "pg"
 const BEFORE = process.env["COLD_BEFORE"]
 const STORES: Array<Store> = (process.env["COLD_STORES"] ?? "memory,pglite,pg").split(",")
   .flatMap((store) => (BEFORE === undefined || store === "memory" || store === "vite" ? [store] : [`${store}@before`, store]))
-const kindOf = (store: Store): StoreKind => store.split("@")[0] as StoreKind
+const kindOf = (store: Store): StoreKind => store.split(/[@+]/)[0] as StoreKind
+/** A variant's environment: `pg+MTC_FLEET_SOLO=0+MTC_L2_BATCH_READS=1` runs `pg` with those variables. */
+const variantEnv = (store: Store): Record<string, string> =>
+  Object.fromEntries(store.split("+").slice(1).map((pair) => pair.split("=") as [string, string]))
 
 /** A module of about 4 KiB of TypeScript importing two others (as in bench-preload.ts). */
 const moduleSource = (i: number): string => {
@@ -275,6 +280,7 @@ const coldRun = async (realm: string, store: Store, env: Record<string, string> 
   try {
     const server = await startServe(realm, store, {
       ...(databaseUrl === undefined ? {} : { DATABASE_URL: databaseUrl }),
+      ...variantEnv(store),
       ...env
     }, dataDir)
     try {
