@@ -424,12 +424,15 @@ export const makeFleet = (
       return notifyPopulated(hash)
     })
 
+  // Data-first withSpan with no stack trace: the pipeable form captures one on every call, and
+  // a solo miss makes these three calls with no statement at all.
+  const span = { captureStackTrace: false } as const
   const coordinator = Coordinator.of({
     kind: "postgres",
     register: (key) => waiters.register(lockKey(key)),
-    tryLock: (key) => tryLock(lockKey(key)).pipe(Effect.withSpan("Coordinator.tryLock")),
-    unlock: (key) => unlock(lockKey(key)).pipe(Effect.ignore, Effect.withSpan("Coordinator.unlock")),
-    notifyPopulated: (key) => notifyPopulatedOf(lockKey(key)).pipe(Effect.withSpan("Coordinator.notifyPopulated"))
+    tryLock: (key) => Effect.withSpan(tryLock(lockKey(key)), "Coordinator.tryLock", span),
+    unlock: (key) => Effect.withSpan(Effect.ignore(unlock(lockKey(key))), "Coordinator.unlock", span),
+    notifyPopulated: (key) => Effect.withSpan(notifyPopulatedOf(lockKey(key)), "Coordinator.notifyPopulated", span)
   })
 
   return {

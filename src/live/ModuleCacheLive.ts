@@ -309,8 +309,10 @@ export const storeDefaults = (store: StoreChoice): ModuleCache.ModuleCacheOption
     ? { pollInitial: LeaseCoordinator.pollDefaults.pollInitial, pollMax: LeaseCoordinator.pollDefaults.pollMax }
     : {}),
   // PGlite runs one statement at a time: a restart's misses loaded 1.5 to 1.7x faster read in
-  // batches there (scratchpad/bench-preload.ts); on Postgres the gain stayed within the noise.
-  ...(store._tag === "pglite" ? { batchL2Reads: true } : {})
+  // batches there (scratchpad/bench-preload.ts). On Postgres (direct), a cold load's misses
+  // (in solo mode: no lock statement lines them up) read in batches cost the server 7% less CPU
+  // and half the pool's statements (scratchpad/bench-cold-stores.ts, RESULTS.md issue 28).
+  ...(store._tag === "pglite" || (store._tag === "postgres" && !behindPooler(store)) ? { batchL2Reads: true } : {})
 })
 
 /**
