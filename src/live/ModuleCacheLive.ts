@@ -310,8 +310,8 @@ export const storeDefaults = (store: StoreChoice): ModuleCache.ModuleCacheOption
     : {}),
   // PGlite runs one statement at a time: a restart's misses loaded 1.5 to 1.7x faster read in
   // batches there (scratchpad/bench-preload.ts). On Postgres (direct), a cold load's misses
-  // (in solo mode: no lock statement lines them up) read in batches cost the server 7% less CPU
-  // and half the pool's statements (scratchpad/bench-cold-stores.ts, RESULTS.md issue 28).
+  // read in batches took half the pool's statements, for a server CPU level or up to 7% lower
+  // (scratchpad/bench-cold-stores.ts, RESULTS.md issue 28).
   ...(store._tag === "pglite" || (store._tag === "postgres" && !behindPooler(store)) ? { batchL2Reads: true } : {})
 })
 
