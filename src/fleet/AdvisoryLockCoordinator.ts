@@ -82,7 +82,7 @@ export interface PresenceOptions {
 export const presenceKey: bigint = hash64("module-transpile-cache|presence")
 
 /** What this process is in the fleet, on the session of one generation. */
-type Mode = "solo" | "leaving" | "fleet" | "joining"
+export type Mode = "solo" | "leaving" | "fleet" | "joining"
 
 /** One lock operation: a try-lock, or an unlock (with the "populated" notice, or not). */
 interface LockOp {
@@ -193,7 +193,7 @@ export const makeFleet = (
    * a hello to the solo peer. CASE evaluates its branches in order and stops at the first
    * true one, so at most one presence lock is taken.
    */
-  const negotiate = (connection: Connection, generation: number, options: PresenceOptions) =>
+  const negotiate = (connection: Connection, options: PresenceOptions) =>
     Effect.gen(function*() {
       const result = yield* connection.query(
         `SELECT CASE WHEN ${othersSql("$2")}
@@ -229,7 +229,7 @@ export const makeFleet = (
       if (presence === undefined) return Effect.succeed(undefined)
       const known = modeOf(generation)
       if (known !== undefined) return Effect.succeed(known)
-      return timeoutLenient(negotiate(connection, generation, presence), lockTimeout).pipe(
+      return timeoutLenient(negotiate(connection, presence), lockTimeout).pipe(
         Effect.tapError(() => session.reset(generation)),
         Effect.tap((mode) => Effect.sync(() => setMode(generation, mode)))
       )
@@ -333,7 +333,15 @@ export const makeFleet = (
           const sent = ops.filter((op) => local(op) === undefined)
           const rows = sent.length === 0 ? [] : yield* query(connection, generation, sent)
           let i = 0
-          return ops.map((op): OpAnswer => local(op) ?? { generation, value: rows[i++]?.["value"], solo: false })
+          const answers = ops.map((op): OpAnswer => local(op) ?? { generation, value: rows[i++]?.["value"], solo: false })
+          // Solo claims are recorded here, still under the session's permit, once nothing can
+          // fail any more: the upkeep gives the exclusive presence lock up under the same permit,
+          // and only when it finds no solo claim held.
+          answers.forEach((answer, index) => {
+            const op = ops[index]
+            if (answer.solo && op !== undefined) soloClaims.set(op.hash, generation)
+          })
+          return answers
         }),
       lockTimeout
     )
@@ -368,14 +376,14 @@ export const makeFleet = (
       // query: a try-lock tries once more on a fresh one.
       return attempt.pipe(
         Effect.catchIf((error) => !Cause.isTimeoutError(error), () => attempt),
-        Effect.onExit((exit) =>
-          Effect.sync(() => {
-            if (exit._tag === "Success" && exit.value.value === true) {
-              claims.set(hash, exit.value.generation)
-              if (exit.value.solo) soloClaims.set(hash, exit.value.generation)
-            } else claims.delete(hash)
-          })
-        ),
+        Effect.onExit((exit) => {
+          if (exit._tag === "Success" && exit.value.value === true) {
+            return Effect.sync(() => claims.set(hash, exit.value.generation))
+          }
+          // A solo claim granted to a caller that is gone (interrupted once its batch had run) is released.
+          const solo = soloClaims.get(hash)
+          return solo === undefined ? Effect.sync(() => claims.delete(hash)) : releaseSolo(hash, solo)
+        }),
         Effect.map(({ value }) => value === true),
         Effect.mapError((error) => new CoordinatorError({ message: String(error), cause: error }))
       )
