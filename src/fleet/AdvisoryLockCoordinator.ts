@@ -307,8 +307,9 @@ export const makeFleet = (
         const checkDue = now >= nextCheck
         if (checkDue) nextCheck = now + Duration.toMillis(options.check)
         yield* Effect.ignore(upkeep(options, checkDue))
+        // Not negotiated yet (a wake-up during the step is not lost for long), joining or leaving: soon again.
         const mode = modeOf(session.generation())
-        const wait = mode === "joining" || mode === "leaving"
+        const wait = mode === undefined || mode === "joining" || mode === "leaving"
           ? options.joinRetry
           : Duration.millis(Math.max(1, nextCheck - Date.now()))
         yield* Effect.raceFirst(Effect.sleep(wait), Deferred.await(kick))
