@@ -25,6 +25,8 @@
  * PGlite in its worker thread and on the event loop (`MTC_PGLITE_WORKER=0`).
  *
  * `vite` in COLD_STORES adds Vite's dev server (bench-preload.ts's baseline), fresh each round.
+ * A store may carry environment variables for its server: `pg+MTC_FLEET_SOLO=0` is a variant of
+ * `pg`, run beside it in the same rounds.
  *
  * Run: npx node scratchpad/bench-cold-stores.ts   (DATABASE_URL as for the tests;
  * COLD_ROUNDS=3, COLD_STORES=memory,pglite,pg,vite, BENCH_PROFILE=/tmp/prof, COLD_HERD=3)
@@ -46,7 +48,10 @@ type StoreKind = "memory" | "pglite" | "pg"
 const BEFORE = process.env["COLD_BEFORE"]
 const STORES: Array<Store> = (process.env["COLD_STORES"] ?? "memory,pglite,pg").split(",")
   .flatMap((store) => (BEFORE === undefined || store === "memory" || store === "vite" ? [store] : [`${store}@before`, store]))
-const kindOf = (store: Store): StoreKind => store.split("@")[0] as StoreKind
+const kindOf = (store: Store): StoreKind => store.split(/[@+]/)[0] as StoreKind
+/** A variant's environment: `pg+MTC_FLEET_SOLO=0+MTC_L2_BATCH_READS=1` runs `pg` with those variables. */
+const variantEnv = (store: Store): Record<string, string> =>
+  Object.fromEntries(store.split("+").slice(1).map((pair) => pair.split("=") as [string, string]))
 
 /** A module of about 4 KiB of TypeScript importing two others (as in bench-preload.ts). */
 const moduleSource = (i: number): string => {
@@ -198,6 +203,27 @@ interface Run {
   readonly ms: number
   readonly outcomes: Record<string, number>
   readonly delta: Delta
+  /** CPU time of the load: the server process (every thread) and its Postgres backends, in ms. */
+  readonly cpu?: { readonly server: number; readonly postgres: number }
+}
+
+/** CPU time (user + system) of a process so far, in ms, from /proc (0 when it cannot be read). */
+const cpuMs = (pid: number | undefined): number => {
+  if (pid === undefined) return 0
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, "utf8").replace(/^.*\) /, "").split(" ")
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100
+  } catch {
+    return 0
+  }
+}
+
+/** The Postgres backends of a database (they stay open a while after the load: the pool's idle timeout). */
+const backendsOf = async (databaseUrl: string | undefined): Promise<Array<number>> => {
+  if (databaseUrl === undefined) return []
+  const { psql } = await import("../test/support/database.ts")
+  const name = new URL(databaseUrl).pathname.slice(1)
+  return psql(`SELECT pid FROM pg_stat_activity WHERE datname = '${name}'`).split("\n").filter(Boolean).map(Number)
 }
 
 /**
@@ -275,15 +301,23 @@ const coldRun = async (realm: string, store: Store, env: Record<string, string> 
   try {
     const server = await startServe(realm, store, {
       ...(databaseUrl === undefined ? {} : { DATABASE_URL: databaseUrl }),
+      ...variantEnv(store),
       ...env
     }, dataDir)
     try {
       const before = await snapshot(server, 1)
+      const serverCpu = cpuMs(server.child.pid)
+      // Backends open before the load (the fleet session; the pool's, if any yet) and their CPU so far.
+      const backendsBefore = new Map((await backendsOf(databaseUrl)).map((pid) => [pid, cpuMs(pid)]))
       const load = await loadGraphWithWrk(server.url, paths, { concurrency: CONCURRENCY, probe: "/_not_a_module.ts" })
       await drained(server.url)
       const after = await snapshot(server, 2)
+      const cpu = {
+        server: cpuMs(server.child.pid) - serverCpu,
+        postgres: (await backendsOf(databaseUrl)).reduce((sum, pid) => sum + cpuMs(pid) - (backendsBefore.get(pid) ?? 0), 0)
+      }
       await sleep(200) // the profile, if any, is written
-      return { ms: load.ms, outcomes: load.outcomes, delta: delta(before, after) }
+      return { ms: load.ms, outcomes: load.outcomes, delta: delta(before, after), cpu }
     } finally {
       await server.stop()
     }
@@ -298,12 +332,12 @@ const coldRun = async (realm: string, store: Store, env: Record<string, string> 
  * with the whole graph at once (one wrk per process, all started together). The wall time is
  * from the start until the last load finished; the transpiles are summed over the processes.
  */
-const coldHerd = async (realm: string, processes: number) => {
+const coldHerd = async (realm: string, processes: number, store: Store = "pg") => {
   const { dropDatabase, freshDatabase } = await import("../test/support/database.ts")
   const databaseUrl = freshDatabase("bench_cold_herd")
   const dirs = Array.from({ length: processes }, () => mkdtempSync(join(tmpdir(), "mtc-bench-herd-data-")))
   try {
-    const servers = await Promise.all(dirs.map((dir) => startServe(realm, "pg", { DATABASE_URL: databaseUrl }, dir)))
+    const servers = await Promise.all(dirs.map((dir) => startServe(realm, store, { DATABASE_URL: databaseUrl, ...variantEnv(store) }, dir)))
     try {
       const started = performance.now()
       const loads = await Promise.all(
@@ -446,13 +480,20 @@ const main = async () => {
     }
     const herd = Number(process.env["COLD_HERD"] ?? 0)
     if (herd > 0) {
-      const walls: Array<number> = []
+      // `pg` (and `pg@before` with COLD_BEFORE, and any `pg+VAR=value` variant in COLD_STORES), interleaved.
+      const herdStores = STORES.filter((store) => kindOf(store) === "pg")
+      const walls = new Map<Store, Array<number>>(herdStores.map((store) => [store, []]))
       for (let round = 0; round < ROUNDS; round++) {
-        const result = await coldHerd(realm, herd)
-        walls.push(result.wall)
-        console.log(`herd round ${round + 1}: ${herd} processes on Postgres, ${result.wall.toFixed(0)} ms wall (loads ${result.loads.map((ms) => ms.toFixed(0)).join(", ")}), ${result.transpiles} transpiles for ${MODULES} modules ${JSON.stringify(result.outcomes)}`)
+        for (const store of herdStores) {
+          const result = await coldHerd(realm, herd, store)
+          walls.get(store)!.push(result.wall)
+          console.log(`herd round ${round + 1} ${store}: ${herd} processes on Postgres, ${result.wall.toFixed(0)} ms wall (loads ${result.loads.map((ms) => ms.toFixed(0)).join(", ")}), ${result.transpiles} transpiles for ${MODULES} modules ${JSON.stringify(result.outcomes)}`)
+        }
       }
-      console.log(`cold herd of ${herd} processes, best of ${ROUNDS}: ${Math.min(...walls).toFixed(0)} ms`)
+      for (const [store, all] of walls) {
+        const sorted = [...all].sort((a, b) => a - b)
+        console.log(`cold herd of ${herd} processes, ${store}: best ${sorted[0]!.toFixed(0)} ms, median ${sorted[Math.floor(sorted.length / 2)]!.toFixed(0)} ms (all: ${all.map((ms) => ms.toFixed(0)).join(", ")})`)
+      }
       return
     }
     const runs = new Map<Store, Array<Run>>(STORES.map((store) => [store, []]))
@@ -462,11 +503,29 @@ const main = async () => {
       for (const store of STORES) {
         const run = await coldRun(realm, store)
         runs.get(store)!.push(run)
-        console.log(`round ${round + 1} ${store}: ${run.ms.toFixed(0)} ms ${JSON.stringify(run.outcomes)}`)
+        const cpu = run.cpu === undefined ? "" : ` cpu: server ${run.cpu.server.toFixed(0)} ms, postgres ${run.cpu.postgres.toFixed(0)} ms`
+        console.log(`round ${round + 1} ${store}: ${run.ms.toFixed(0)} ms${cpu} ${JSON.stringify(run.outcomes)}`)
       }
     }
     const best = (store: Store) => runs.get(store)!.reduce((a, b) => (b.ms < a.ms ? b : a))
     const memory = STORES.includes("memory") ? best("memory").ms : undefined
+    // Medians resist a shared machine better than the best: each store's median load, its ratio to
+    // memory's median, and its median CPU (the server's threads, its Postgres backends).
+    const median = (values: ReadonlyArray<number>) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)] ?? Number.NaN
+    const memoryMedian = STORES.includes("memory") ? median(runs.get("memory")!.map((r) => r.ms)) : undefined
+    console.log(`\nmedians of ${ROUNDS} rounds:`)
+    console.log("| store | cold load | vs memory | CPU: server | CPU: Postgres |")
+    console.log("|---|---|---|---|---|")
+    for (const store of STORES) {
+      const all = runs.get(store)!
+      const ms = median(all.map((r) => r.ms))
+      const ratio = memoryMedian === undefined ? "" : `${(ms / memoryMedian).toFixed(2)}x`
+      const cpu = (pick: (r: Run) => number | undefined) => {
+        const values = all.map(pick).filter((v): v is number => v !== undefined)
+        return values.length === 0 ? "" : `${median(values).toFixed(0)} ms`
+      }
+      console.log(`| ${store} | ${ms.toFixed(0)} ms | ${ratio} | ${cpu((r) => r.cpu?.server)} | ${cpu((r) => r.cpu?.postgres)} |`)
+    }
     console.log(`\ncold load of ${MODULES} modules (4 KiB TS, native engine), c=${CONCURRENCY}, best of ${ROUNDS}:`)
     console.log("| store | cold load | vs memory | statements / cold module | round trips / cold module |")
     console.log("|---|---|---|---|---|")

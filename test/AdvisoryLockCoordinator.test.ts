@@ -1,12 +1,14 @@
 /**
  * The advisory-lock coordinator (src/fleet/AdvisoryLockCoordinator.ts) over a fake fleet
  * session: claims per process, unlock only on the session that holds the lock, a failed
- * lock query resets the session and is tried once more, and errors keep their cause.
+ * lock query resets the session and is tried once more, and errors keep their cause; in solo
+ * mode, locks granted with no statement and the exclusive presence lock kept until every solo
+ * claim is released.
  * test/PgFleet.test.ts runs it against the real server.
  */
 import { assert, describe, expect, it } from "@effect/vitest"
 import type { PgConnection } from "@effect/sql-pg"
-import { Duration, Effect, Exit } from "effect"
+import { Duration, Effect, Exit, Fiber } from "effect"
 import { ConnectionError, SqlError } from "effect/sql/SqlError"
 import { CoordinatorError } from "../src/domain/Coordinator.ts"
 import { moduleKey, versionedKey } from "../src/domain/Domain.ts"
@@ -94,4 +96,99 @@ describe("AdvisoryLockCoordinator", () => {
       expect(error.cause).toBeInstanceOf(SqlError)
       expect(yield* coordinator.tryLock(key)).toBe(false)
     }))
+
+  describe("solo mode", () => {
+    const other = versionedKey(moduleKey("https://realm.test/", "b.ts"), "fp-test")
+
+    /** A session whose presence statements answer as a database where this process is alone; logs each statement by kind. */
+    const soloSession = () => {
+      const queries: Array<string> = []
+      const kindOf = (sql: string) =>
+        sql.includes("pg_stat_activity") && sql.includes("CASE WHEN")
+          ? "negotiate"
+          : sql.startsWith("SELECT pg_advisory_lock_shared")
+          ? "take shared"
+          : sql.includes("pg_advisory_unlock($1::int8), pg_notify")
+          ? "give exclusive up"
+          : sql.includes("unlock")
+          ? "unlock"
+          : "try"
+      const connection = {
+        query: (sql: string) =>
+          Effect.sync(() => {
+            const kind = kindOf(sql)
+            queries.push(kind)
+            const row = kind === "negotiate" ? { mode: "solo" } : { value: true }
+            return { command: "SELECT", rowCount: 1, oid: null, rows: [row], fields: [] }
+          })
+      } as unknown as PgConnection.PgConnection
+      const session = {
+        use: <A, E>(f: (connection: PgConnection.PgConnection, generation: number) => Effect.Effect<A, E>) =>
+          Effect.suspend(() => f(connection, 1)),
+        reset: () => Effect.void,
+        generation: () => 1
+      }
+      const fleet = AdvisoryLockCoordinator.makeFleet({
+        session,
+        waiters: new WaiterRegistry(),
+        lockTimeout: Duration.seconds(1),
+        notifyPopulated: () => Effect.void,
+        presence: { channel: "presence", sessions: "mtc:%", check: Duration.hours(1), joinRetry: Duration.hours(1) }
+      })
+      return { fleet, queries }
+    }
+
+    /** Lets the upkeep fiber run until it waits again. */
+    const settle = Effect.forEach(Array.from({ length: 20 }), () => Effect.yieldNow, { discard: true })
+
+    it.effect("alone, a lock is granted with no key-lock statement; on a hello the exclusive presence lock is given up only once every solo claim is released", () =>
+      Effect.gen(function*() {
+        const { fleet, queries } = soloSession()
+        const { coordinator } = fleet
+        // The first lock operation negotiates the mode (solo) and is granted in the same batch.
+        expect(yield* coordinator.tryLock(key)).toBe(true)
+        expect(fleet.mode()).toBe("solo")
+        expect(queries).toEqual(["negotiate"])
+        const upkeep = yield* Effect.forkChild(fleet.presence)
+        yield* settle
+
+        // A peer says hello: no more solo claims (the next try-lock is a key-lock statement), and
+        // the exclusive lock is kept while the first claim is held.
+        fleet.onPresenceNotice("hello")
+        expect(fleet.mode()).toBe("leaving")
+        yield* settle
+        expect(queries).toEqual(["negotiate"])
+        expect(yield* coordinator.tryLock(other)).toBe(true)
+        expect(queries).toEqual(["negotiate", "try"])
+        yield* settle
+        expect(fleet.mode()).toBe("leaving")
+
+        // The solo claim is released (no statement): now the shared lock is taken and the
+        // exclusive one given up, in that order.
+        yield* coordinator.unlock(key)
+        yield* settle
+        expect(queries).toEqual(["negotiate", "try", "take shared", "give exclusive up"])
+        expect(fleet.mode()).toBe("fleet")
+        // The key lock taken while leaving is a real one, unlocked by a statement.
+        yield* coordinator.unlock(other)
+        expect(queries).toEqual(["negotiate", "try", "take shared", "give exclusive up", "unlock"])
+        yield* Fiber.interrupt(upkeep)
+      }))
+
+    it.effect("a solo claim's holder joins its own second load of the key as a loser, and wakes it locally", () =>
+      Effect.gen(function*() {
+        const { fleet, queries } = soloSession()
+        const { coordinator } = fleet
+        const waiter = yield* coordinator.register(key)
+        expect(yield* coordinator.tryLock(key)).toBe(true)
+        expect(yield* coordinator.tryLock(key)).toBe(false)
+        yield* coordinator.notifyPopulated(key)
+        // Woken with no NOTIFY (it would hang here otherwise).
+        yield* waiter.wake
+        yield* coordinator.unlock(key)
+        expect(queries).toEqual(["negotiate"])
+        expect(yield* coordinator.tryLock(key)).toBe(true)
+        expect(queries).toEqual(["negotiate"])
+      }))
+  })
 })

@@ -9,6 +9,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
 import { dropDatabase, freshDatabase, psql } from "./support/database.ts"
 import { type FleetProcess, percentile, startProcess } from "./support/fleet.ts"
 import { until } from "./support/load.ts"
+import { presenceKey } from "../src/fleet/AdvisoryLockCoordinator.ts"
 
 let url: string
 let database: string
@@ -28,6 +29,21 @@ afterAll(() => {
 const advisoryLocks = () =>
   Number(psql(`SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database
     WHERE l.locktype = 'advisory' AND d.datname = '${database}'`))
+/** The presence locks of solo mode (src/fleet/AdvisoryLockCoordinator.ts), by mode, and the key locks. */
+const presenceHigh = (presenceKey >> 32n) & 0xffffffffn
+const presenceLow = presenceKey & 0xffffffffn
+const lockModes = () => {
+  const rows = psql(`SELECT (l.classid::bigint = ${presenceHigh} AND l.objid::bigint = ${presenceLow}), l.mode
+    FROM pg_locks l JOIN pg_database d ON d.oid = l.database
+    WHERE l.locktype = 'advisory' AND l.granted AND d.datname = '${database}' ORDER BY 1, 2`)
+  const lines = rows.split("\n").map((line) => line.trim()).filter((line) => line.length > 0)
+  return {
+    presence: lines.filter((line) => line.startsWith("t|")).map((line) => line.slice(2)),
+    keys: lines.filter((line) => line.startsWith("f|")).length
+  }
+}
+/** Key locks only (not the presence locks). */
+const keyLocks = () => lockModes().keys
 const sessions = () => Number(psql(`SELECT count(*) FROM pg_stat_activity WHERE datname = '${database}'`))
 
 // Advisory-lock hygiene after every test: once the fleet exits, nothing of it remains.
@@ -50,8 +66,11 @@ const writeModules = (prefix: string, count: number): Array<string> =>
     return path
   })
 
-const fleet = async (count: number, env: Record<string, string> = {}): Promise<Array<FleetProcess>> => {
-  const realmUrl = `https://fleet-${realmCounter++}.test/`
+const fleet = async (
+  count: number,
+  env: Record<string, string> = {},
+  realmUrl = `https://fleet-${realmCounter++}.test/`
+): Promise<Array<FleetProcess>> => {
   const processes = await Promise.all(
     Array.from({ length: count }, () =>
       startProcess({ DATABASE_URL: url, REALM_DIR: realmDir, REALM_URL: realmUrl, ...env }))
@@ -84,9 +103,11 @@ describe("fleet on Postgres", () => {
     const [path] = writeModules("killed", 1)
     const transpileMs = 1500
     const [winner, loser] = await fleet(2, { TRANSPILE_DELAY_MS: String(transpileMs), DEADLINE: "30000 millis" })
+    // Both in the fleet (neither in solo mode): the winner's miss takes a key lock.
+    await until(() => lockModes().presence.length === 2, 10_000, "both processes in the fleet")
     const winning = winner!.get(path!).catch(() => undefined)
-    for (let i = 0; i < 100 && advisoryLocks() === 0; i++) await new Promise((r) => setTimeout(r, 20))
-    expect(advisoryLocks()).toBe(1)
+    for (let i = 0; i < 100 && keyLocks() === 0; i++) await new Promise((r) => setTimeout(r, 20))
+    expect(keyLocks()).toBe(1)
     const losing = loser!.get(path!)
     await new Promise((r) => setTimeout(r, 200))
     const killedAt = performance.now()
@@ -110,8 +131,9 @@ describe("fleet on Postgres", () => {
     const [winner, loser] = await fleet(2, { TRANSPILE_DELAY_MS: "1000", DEADLINE: "30000 millis" })
     await loser!.get(warm!)
     expect((await loser!.stats()).l1Entries).toBe(1)
+    await until(() => lockModes().presence.length === 2, 10_000, "both processes in the fleet")
     const winning = winner!.get(path!)
-    for (let i = 0; i < 100 && advisoryLocks() === 0; i++) await new Promise((r) => setTimeout(r, 20))
+    for (let i = 0; i < 100 && keyLocks() === 0; i++) await new Promise((r) => setTimeout(r, 20))
     const losing = loser!.get(path!)
     await new Promise((r) => setTimeout(r, 100))
     const killed = psql(`SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
@@ -174,5 +196,37 @@ describe("fleet on Postgres", () => {
     const reports = (await Promise.all(processes.map((p) => p.herd(modules, 3)))).flat()
     expect(reports.every((r) => r.ok)).toBe(true)
     expect(await totalTranspiles(processes)).toBe(30)
+  })
+
+  it("solo mode: a process that joins while the only other one is mid-transpile waits for its row (one transpile), then both take key locks", async () => {
+    const [warm] = writeModules("solo-warm", 1)
+    const [path] = writeModules("slow-solo", 1)
+    const realmUrl = `https://fleet-${realmCounter++}.test/`
+    const env = { TRANSPILE_DELAY_MS: "0", SLOW_DELAY_MS: "6000", DEADLINE: "30000 millis" }
+    const [solo] = await fleet(1, env, realmUrl)
+    // Alone on the database: solo mode, a miss takes no key lock.
+    expect((await solo!.get(warm!)).outcome).toBe("transpiled")
+    expect(lockModes()).toEqual({ presence: ["ExclusiveLock"], keys: 0 })
+    let winnerDone = false
+    const winning = solo!.get(path!).finally(() => {
+      winnerDone = true
+    })
+    await until(async () => (await solo!.stats()).inFlight === 1, 10_000, "the solo transpile in flight")
+    expect(lockModes()).toEqual({ presence: ["ExclusiveLock"], keys: 0 })
+    // A second process starts and asks for the module being transpiled under solo mode.
+    const [joiner] = await fleet(1, env, realmUrl)
+    const joining = joiner!.get(path!)
+    // The window under test: the solo transpile is still running when the joiner asks.
+    expect(winnerDone).toBe(false)
+    const [won, joined] = await Promise.all([winning, joining])
+    expect(won.outcome).toBe("transpiled")
+    expect(joined.ok).toBe(true)
+    expect(joined.outcome).toBe("coalesced")
+    expect(joined.hash).toBe(won.hash)
+    expect(await totalTranspiles([solo!, joiner!])).toBe(2)
+    expect((await joiner!.stats()).fallbacks).toBe(0)
+    // Both in the fleet now: shared presence locks, and key locks again.
+    await until(() => lockModes().presence.length === 2, 10_000, "both processes in the fleet")
+    expect(lockModes()).toEqual({ presence: ["ShareLock", "ShareLock"], keys: 0 })
   })
 })

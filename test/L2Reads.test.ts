@@ -193,11 +193,15 @@ describe("L2Reads", () => {
         expect(reads).toEqual([])
       }))
 
-    it("is on by default for PGlite only (it runs one statement at a time)", () => {
+    it("is on by default for PGlite and Postgres, not behind a transaction pooler nor in memory", () => {
       expect(ModuleCacheLive.storeDefaults({ _tag: "pglite", dataDir: undefined }).batchL2Reads).toBe(true)
       expect(ModuleCacheLive.storeDefaults({ _tag: "memory" }).batchL2Reads).toBeUndefined()
       expect(ModuleCacheLive.storeDefaults({ _tag: "postgres", url: Redacted.make("postgres://x") }).batchL2Reads)
-        .toBeUndefined()
+        .toBe(true)
+      expect(
+        ModuleCacheLive.storeDefaults({ _tag: "postgres", url: Redacted.make("postgres://x"), pooler: "transaction" })
+          .batchL2Reads
+      ).toBeUndefined()
     })
 
     it.effect("without it (the default), each miss reads its own row", () =>

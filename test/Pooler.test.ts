@@ -14,6 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { dropDatabase, freshDatabase, psql } from "./support/database.ts"
 import { type FleetProcess, percentile, startProcess } from "./support/fleet.ts"
 import { type PgBouncer, startPgBouncer } from "./support/pgbouncer.ts"
+import { presenceKey } from "../src/fleet/AdvisoryLockCoordinator.ts"
 
 const leaseTtlMs = 2000
 const slowMs = 1500
@@ -52,9 +53,11 @@ describe.each([
 
   /** Live leases (an expired one, left by an owner that died or could not delete it, is free). */
   const leases = () => Number(psql("SELECT count(*) FROM module_transpile_cache_lease WHERE expires_at > now()", url))
+  /** Key locks (the presence locks of solo mode, one per process, apart). */
   const advisoryLocks = () =>
     Number(psql(`SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database
-      WHERE l.locktype = 'advisory' AND d.datname = '${database}'`))
+      WHERE l.locktype = 'advisory' AND d.datname = '${database}'
+        AND NOT (l.classid::bigint = ${(presenceKey >> 32n) & 0xffffffffn} AND l.objid::bigint = ${presenceKey & 0xffffffffn})`))
   const held = () => (direct ? advisoryLocks() : leases())
 
   beforeAll(async () => {

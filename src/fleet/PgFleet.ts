@@ -21,6 +21,12 @@ import { WaiterRegistry } from "./Waiters.ts"
 export const populatedChannel = "module_transpile_cache_populated"
 /** The channel of invalidations. Payload: `k|r:<hash>:<origin>`. */
 export const invalidatedChannel = InvalidationNotice.channel
+/** The channel of presence notices (solo mode): `hello` from a joining process, `fleet` from a solo one that left. */
+export const presenceChannel = "module_transpile_cache_presence"
+/** The `application_name` of the fleet sessions (`module-transpile-cache:listen:<tag>`), as a `LIKE` pattern. */
+const sessionNames = "module-transpile-cache:listen:%"
+/** How often a joining process retries the shared presence lock (a solo peer's "fleet" notice cuts it short). */
+const joinRetry = Duration.millis(50)
 
 /** The defaults of {@link PgFleetOptions}. */
 export const defaults = Tuning.defaults({
@@ -37,7 +43,15 @@ export const defaults = Tuning.defaults({
 })
 
 /** Tuning of the fleet connections. */
-export type PgFleetOptions = Tuning.Tuning<typeof defaults>
+export type PgFleetOptions = Tuning.Tuning<typeof defaults> & {
+  /**
+   * Solo mode (default false here; `ModuleCacheLive` turns it on, `MTC_FLEET_SOLO`): while no
+   * other fleet session is on the database, locks are granted with no round trip, and a peer
+   * that joins waits until every transpile granted that way has written its row (see
+   * {@link AdvisoryLockCoordinator}). Checked for peers at each heartbeat.
+   */
+  readonly solo?: boolean | undefined
+}
 
 /** LISTEN reconnects, by this process (the fleet session's reconnects). */
 export const reconnectCounter = PgSession.reconnectCounter
@@ -50,11 +64,10 @@ export const reconnectCounter = PgSession.reconnectCounter
  */
 export const make = Effect.fnUntraced(function*(options: PgFleetOptions = {}) {
   const session = yield* PgSession.PgSession
-  const { lockTimeout, sessionTimeout } = Tuning.resolve(defaults, options)
+  const { heartbeat, lockTimeout, sessionTimeout } = Tuning.resolve(defaults, options)
   const origin = InvalidationNotice.makeOrigin()
   const waiters = new WaiterRegistry()
   const subscribers = Subscribers.make()
-  yield* session.subscribe(sessionHooks(origin, waiters, subscribers))
 
   const notify = (channel: string, payload: string) =>
     session.use(
@@ -63,13 +76,19 @@ export const make = Effect.fnUntraced(function*(options: PgFleetOptions = {}) {
       sessionTimeout
     )
 
-  const coordinator = AdvisoryLockCoordinator.make({
+  const fleet = AdvisoryLockCoordinator.makeFleet({
     session,
     waiters,
     lockTimeout,
     notifyPopulated: (hash) => Effect.ignore(notify(populatedChannel, hash.toString())),
-    populatedChannel
+    populatedChannel,
+    ...(options.solo === true
+      ? { presence: { channel: presenceChannel, sessions: sessionNames, check: heartbeat, joinRetry } }
+      : {})
   })
+  const coordinator = fleet.coordinator
+  yield* session.subscribe(sessionHooks(origin, waiters, subscribers, fleet))
+  if (options.solo === true) yield* Effect.forkIn(fleet.presence, yield* Effect.scope)
 
   const publish = (kind: InvalidationNotice.Kind, hash: bigint) =>
     notify(invalidatedChannel, InvalidationNotice.encode(kind, hash, origin)).pipe(
@@ -84,7 +103,7 @@ export const make = Effect.fnUntraced(function*(options: PgFleetOptions = {}) {
     subscribe: subscribers.subscribe
   })
 
-  return { coordinator, invalidations }
+  return { coordinator, invalidations, mode: fleet.mode }
 })
 
 /**
@@ -96,7 +115,8 @@ export const make = Effect.fnUntraced(function*(options: PgFleetOptions = {}) {
 const sessionHooks = (
   origin: string,
   waiters: WaiterRegistry,
-  subscribers: Subscribers.Subscribers
+  subscribers: Subscribers.Subscribers,
+  fleet: Pick<AdvisoryLockCoordinator.FleetCoordinator, "onPresenceNotice" | "onSessionChange">
 ): PgSession.SessionHooks => ({
   onNotification: (notification: PgConnection.Notification) => {
     if (notification.channel === populatedChannel) {
@@ -104,14 +124,19 @@ const sessionHooks = (
       if (hash !== undefined) waiters.wake(hash)
       return
     }
+    if (notification.channel === presenceChannel) return fleet.onPresenceNotice(notification.payload)
     const event = InvalidationNotice.decode(notification.payload, origin)
     if (event !== undefined) subscribers.deliver(event)
   },
   onConnected: () => {
     subscribers.deliver({ _tag: "Flush" })
     waiters.wakeAll()
+    fleet.onSessionChange()
   },
-  onLost: () => waiters.wakeAll()
+  onLost: () => {
+    waiters.wakeAll()
+    fleet.onSessionChange()
+  }
 })
 
 /**
@@ -126,7 +151,7 @@ export const sessionOptions = (
   const { heartbeat, sessionTimeout } = Tuning.resolve(defaults, options)
   return {
     connection: { ...connection, applicationName: `module-transpile-cache:listen:${tag}` },
-    channels: [populatedChannel, invalidatedChannel],
+    channels: [populatedChannel, invalidatedChannel, presenceChannel],
     heartbeat,
     sessionTimeout
   }
@@ -142,7 +167,9 @@ export const layerSession = (options?: PgFleetOptions, tag?: string): Layer.Laye
 
 /** Only the peer invalidations of {@link make}, for a fleet that does not coalesce. */
 export const layerInvalidations = (options?: PgFleetOptions): Layer.Layer<Invalidations, never, PgSession.PgSession> =>
-  Layer.effect(Invalidations, Effect.map(make(options), ({ invalidations }) => invalidations))
+  // No coordinator, so no solo mode: its session still keeps peers out of solo mode (it is a
+  // fleet session they see), which suits a process that transpiles its own misses.
+  Layer.effect(Invalidations, Effect.map(make({ ...options, solo: false }), ({ invalidations }) => invalidations))
 
 /** Coordinator and Invalidations over the PgClient in context. */
 export const layer = (options?: PgFleetOptions): Layer.Layer<Coordinator | Invalidations, never, PgSession.PgSession> =>

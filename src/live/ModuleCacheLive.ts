@@ -100,7 +100,9 @@ export const defaults = { connectTimeout: Duration.seconds(2) } as const
 export const budgetDefaults = {
   maxConnections: 2,
   poolIdleTimeout: Duration.seconds(10),
-  headroom: 10
+  headroom: 10,
+  /** Solo mode of the fleet (`PgFleetOptions.solo`): on unless `fleet.solo` (`MTC_FLEET_SOLO`) says otherwise. */
+  solo: true
 } as const
 
 /** The connections of a Postgres choice: the budget and the pool's part of it. */
@@ -219,7 +221,7 @@ const sessionServices = (store: PostgresChoice, main: PgTls.ClientTls, direct: P
     SqlTranspileStore.layer({ kind: "postgres" }).pipe(Layer.provide(sql)),
     store.coordinate === false
       ? Layer.merge(Coordinator.layerNone, PgFleet.layerInvalidations(store.fleet))
-      : PgFleet.layer(store.fleet),
+      : PgFleet.layer({ ...store.fleet, solo: store.fleet?.solo ?? budgetDefaults.solo }),
     connections,
     direct === undefined ? Layer.empty : checkDirectSession(direct, store.connectTimeout ?? defaults.connectTimeout)
   ).pipe(Layer.provide(session))
@@ -307,8 +309,10 @@ export const storeDefaults = (store: StoreChoice): ModuleCache.ModuleCacheOption
     ? { pollInitial: LeaseCoordinator.pollDefaults.pollInitial, pollMax: LeaseCoordinator.pollDefaults.pollMax }
     : {}),
   // PGlite runs one statement at a time: a restart's misses loaded 1.5 to 1.7x faster read in
-  // batches there (scratchpad/bench-preload.ts); on Postgres the gain stayed within the noise.
-  ...(store._tag === "pglite" ? { batchL2Reads: true } : {})
+  // batches there (scratchpad/bench-preload.ts). On Postgres (direct), a cold load's misses
+  // read in batches took half the pool's statements, for a server CPU level or up to 7% lower
+  // (scratchpad/bench-cold-stores.ts, RESULTS.md issue 28).
+  ...(store._tag === "pglite" || (store._tag === "postgres" && !behindPooler(store)) ? { batchL2Reads: true } : {})
 })
 
 /**
@@ -321,7 +325,7 @@ const behindPooler = (store: StoreChoice): boolean => store._tag === "postgres" 
 /**
  * The Postgres choice from the environment when `DATABASE_URL` is set: `MTC_PG_MAX_CONNECTIONS`,
  * `MTC_PG_POOL_SIZE`, `MTC_PG_IDLE_TIMEOUT`, `MTC_FLEET_SIZE`, `MTC_PG_HEADROOM`,
- * `MTC_PG_CONNECT_TIMEOUT`, `MTC_HEARTBEAT`, `MTC_SESSION_TIMEOUT`, `MTC_LOCK_TIMEOUT`, `MTC_PG_POOLER`
+ * `MTC_PG_CONNECT_TIMEOUT`, `MTC_HEARTBEAT`, `MTC_SESSION_TIMEOUT`, `MTC_LOCK_TIMEOUT`, `MTC_FLEET_SOLO`, `MTC_PG_POOLER`
  * (`transaction`), `DATABASE_DIRECT_URL`, `MTC_LEASE_TTL`, `MTC_INVALIDATION_POLL`, and the TLS
  * defaults `PGSSLMODE`, `PGSSLROOTCERT`, `PGSSLCERT`, `PGSSLKEY`. `None` otherwise.
  */
@@ -336,6 +340,7 @@ export const postgresFromEnv: Config.Config<Option.Option<StoreChoice>> = Config
   heartbeat: Config.withDefault(Config.Duration("MTC_HEARTBEAT"), PgFleet.defaults.heartbeat),
   sessionTimeout: Config.withDefault(Config.Duration("MTC_SESSION_TIMEOUT"), PgFleet.defaults.sessionTimeout),
   lockTimeout: Config.withDefault(Config.Duration("MTC_LOCK_TIMEOUT"), PgFleet.defaults.lockTimeout),
+  solo: Config.withDefault(Config.Boolean("MTC_FLEET_SOLO"), budgetDefaults.solo),
   pooler: Config.Literal("transaction", "MTC_PG_POOLER").pipe(Config.option),
   directUrl: Config.Redacted("DATABASE_DIRECT_URL").pipe(Config.option),
   leaseTtl: Config.withDefault(Config.Duration("MTC_LEASE_TTL"), LeaseCoordinator.defaults.ttl),
@@ -352,7 +357,7 @@ export const postgresFromEnv: Config.Config<Option.Option<StoreChoice>> = Config
     ...Option.match(c.fleetSize, { onNone: () => ({}), onSome: (fleetSize) => ({ fleetSize }) }),
     headroom: c.headroom,
     connectTimeout: c.connectTimeout,
-    fleet: { heartbeat: c.heartbeat, sessionTimeout: c.sessionTimeout, lockTimeout: c.lockTimeout },
+    fleet: { heartbeat: c.heartbeat, sessionTimeout: c.sessionTimeout, lockTimeout: c.lockTimeout, solo: c.solo },
     ...Option.match(c.pooler, { onNone: () => ({}), onSome: (pooler) => ({ pooler }) }),
     ...Option.match(c.directUrl, { onNone: () => ({}), onSome: (directUrl) => ({ directUrl }) }),
     lease: { ttl: c.leaseTtl },
