@@ -502,7 +502,7 @@ export const layerServices = (
 ): Layer.Layer<ModuleCache | Realms.Realms | ModuleSources | ReadAccess.ReadAccessService, RealmLayerError, Transpiler> => {
   const cacheLayer = options.prune === undefined
     ? ModuleCacheLive.layer(options.store, options.cache ?? {})
-    : Layer.merge(ModuleCacheModule.layer(options.cache ?? {}), Pruner.layer(options.prune)).pipe(
+    : Layer.merge(ModuleCacheModule.layer({ ...ModuleCacheLive.storeDefaults(options.store), ...options.cache }), Pruner.layer(options.prune)).pipe(
       Layer.provide(ModuleCacheLive.services(options.store))
     )
   const realms = Realms.layer(realmSpecsOf(options), {
