@@ -202,7 +202,7 @@ describe("fleet on Postgres", () => {
     const [warm] = writeModules("solo-warm", 1)
     const [path] = writeModules("slow-solo", 1)
     const realmUrl = `https://fleet-${realmCounter++}.test/`
-    const env = { TRANSPILE_DELAY_MS: "0", SLOW_DELAY_MS: "6000", DEADLINE: "30000 millis" }
+    const env = { TRANSPILE_DELAY_MS: "0", SLOW_DELAY_MS: "15000", DEADLINE: "30000 millis" }
     const [solo] = await fleet(1, env, realmUrl)
     // Alone on the database: solo mode, a miss takes no key lock.
     expect((await solo!.get(warm!)).outcome).toBe("transpiled")
