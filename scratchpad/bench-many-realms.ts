@@ -23,23 +23,25 @@
  *    overflows L1, and fairness keeps hot's share.
  *
  * Run: npx node scratchpad/bench-many-realms.ts   (DATABASE_URL as for the tests; env
- * MANY_REALMS=200, MANY_MODULES=20, MANY_ROUNDS=7, HITS_SECONDS=10, SMALL_L1=393216)
+ * MANY_REALMS=200, MANY_MODULES=20, MANY_ROUNDS=15, HITS_SECONDS=10, ISO_ROUNDS=3, SMALL_L1=393216)
  */
 import { execFile } from "node:child_process"
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
+import * as os from "node:os"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { baseUrl, dropDatabase, freshDatabase } from "../test/support/database.ts"
-import { median, pidOf, rssOf, stats } from "../test/support/load.ts"
+import { liveMemory, median, memoryProbeEnv, pidOf, rssOf, stats } from "../test/support/load.ts"
 import { sampleConnections } from "../test/support/simulation.ts"
 import { adminAuthorization, request, type ServerProcess, startServer, stopAll } from "../test/support/server.ts"
 import { hasWrk, loadGraphWithWrk } from "./wrk-graph.ts"
 
 const REALMS = Number(process.env["MANY_REALMS"] ?? 200)
 const MODULES = Number(process.env["MANY_MODULES"] ?? 20)
-const ROUNDS = Number(process.env["MANY_ROUNDS"] ?? 7)
+const ROUNDS = Number(process.env["MANY_ROUNDS"] ?? 15)
 const HITS_SECONDS = Number(process.env["HITS_SECONDS"] ?? 10)
 const BIG = 300
+const ISO_ROUNDS = Number(process.env["ISO_ROUNDS"] ?? 3)
 const SMALL_L1 = Number(process.env["SMALL_L1"] ?? 384 * 1024)
 const CONCURRENCY = 16
 const realmUrlBase = "https://many-realms.bench"
@@ -76,6 +78,7 @@ const dirs = new Map(names.map((name) => [name, makeRealmDir(name, MODULES)]))
 const hotDir = makeRealmDir("hot", MODULES)
 const bigDir = makeRealmDir("big", BIG)
 
+const loadavg = () => os.loadavg().map((n) => n.toFixed(1)).join(" ")
 const mib = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(1)} MiB`
 const adminUrlOf = (url: string) => {
   const admin = new URL(url)
@@ -106,6 +109,8 @@ interface HitsRun {
   readonly p99: number
   readonly max: number
   readonly bad: number
+  /** Answers by `x-module-cache` (or status). */
+  readonly outcomes: Record<string, number>
 }
 
 const toMs = (value: string, unit: string) =>
@@ -116,13 +121,31 @@ const hits = (base: string, paths: ReadonlyArray<string>, seconds: number, conne
   const file = join(root, `hits-${Date.now()}.lua`)
   writeFileSync(file, `
 local paths = { ${paths.map((p) => JSON.stringify(p)).join(", ")} }
-local i = 0
+local threads = {}
+function setup(thread)
+  table.insert(threads, thread)
+end
+function init(args)
+  i = 0
+  counts = {}
+end
 function request()
   i = i + 1
   return wrk.format("GET", paths[(i % #paths) + 1])
 end
 function delay()
   return ${delayMs}
+end
+function response(status, headers, body)
+  local outcome = headers["x-module-cache"] or headers["X-Module-Cache"] or ("status " .. status)
+  counts[outcome] = (counts[outcome] or 0) + 1
+end
+function done(summary, latency, requests)
+  for _, thread in ipairs(threads) do
+    for outcome, n in pairs(thread:get("counts")) do
+      io.write(string.format("MTC_OUTCOME %s=%d\\n", outcome, n))
+    end
+  end
 end
 `)
   return new Promise((resolve, reject) => {
@@ -137,6 +160,8 @@ end
       const requests = Number(/(\d+) requests in/.exec(stdout)?.[1] ?? NaN)
       const bad = Number(/Non-2xx or 3xx responses: (\d+)/.exec(stdout)?.[1] ?? 0) +
         (/Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(stdout)?.slice(1).reduce((s, n) => s + Number(n), 0) ?? 0)
+      const outcomes: Record<string, number> = {}
+      for (const match of stdout.matchAll(/^MTC_OUTCOME (.+)=(\d+)$/gm)) outcomes[match[1]!] = Number(match[2])
       resolve({
         requests,
         rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(stdout)?.[1] ?? NaN),
@@ -144,13 +169,14 @@ end
         p90: pct("90"),
         p99: pct("99"),
         max: max === null ? NaN : toMs(max[1]!, max[2]!),
-        bad
+        bad,
+        outcomes
       })
     })
   })
 }
 const showHits = (run: HitsRun) =>
-  `${run.requests} hits (${run.rps.toFixed(0)}/s), p50 ${run.p50.toFixed(2)} ms, p90 ${run.p90.toFixed(2)} ms, p99 ${run.p99.toFixed(2)} ms, max ${run.max.toFixed(1)} ms, non-200/errors ${run.bad}`
+  `${run.requests} hits (${run.rps.toFixed(0)}/s), p50 ${run.p50.toFixed(2)} ms, p90 ${run.p90.toFixed(2)} ms, p99 ${run.p99.toFixed(2)} ms, max ${run.max.toFixed(1)} ms, non-200/errors ${run.bad}, outcomes ${JSON.stringify(run.outcomes)}`
 
 /** How many of `paths` answer a HEAD with `x-module-cache: l1`. */
 const l1Count = async (server: ServerProcess, paths: ReadonlyArray<string>) => {
@@ -169,36 +195,45 @@ const warm = async (server: ServerProcess, paths: ReadonlyArray<string>) => {
   if (n !== paths.length) throw new Error(`only ${n} of ${paths.length} hot modules are L1 hits after warming`)
 }
 
-/** wrk hits on hot while big is loaded cold over and over; then checks hot is still in L1. */
+/** wrk hits on hot, alone and while big is loaded cold over and over, ISO_ROUNDS times; then checks hot is still in L1. */
 const isolation = async (server: ServerProcess, label: string) => {
   const hotPaths = pathsOf("/hot/", MODULES)
   const bigPaths = pathsOf("/big/", BIG)
   await warm(server, hotPaths)
-  const quiet = await hits(server.url, hotPaths, Math.max(3, Math.floor(HITS_SECONDS / 2)))
-  console.log(`  ${label}: hot hits, no herd:     ${showHits(quiet)}`)
-  let running = true
+  const quiet: Array<HitsRun> = []
+  const during: Array<HitsRun> = []
   const herdLoads: Array<number> = []
-  const transpiled: Array<number> = []
-  const herd = (async () => {
-    while (running) {
-      await invalidateRealm(server, "/big/")
-      const result = await load(server, bigPaths)
-      herdLoads.push(result.ms)
-      transpiled.push(result.outcomes["transpiled"] ?? 0)
-    }
-  })()
-  const during = await hits(server.url, hotPaths, HITS_SECONDS)
-  running = false
-  await herd
-  console.log(`  ${label}: hot hits, big's cold herd: ${showHits(during)}`)
-  console.log(`  ${label}: big's cold loads meanwhile: ${herdLoads.length} x ${BIG} modules (transpiled ${transpiled.join(", ")}), median ${median(herdLoads).toFixed(0)} ms`)
+  for (let round = 0; round < ISO_ROUNDS; round++) {
+    quiet.push(await hits(server.url, hotPaths, Math.max(3, Math.floor(HITS_SECONDS / 2))))
+    console.log(`  ${label}: hot hits, no herd:          ${showHits(quiet.at(-1)!)} (load ${loadavg()})`)
+    let running = true
+    const transpiled: Array<number> = []
+    const loads: Array<number> = []
+    const herd = (async () => {
+      while (running) {
+        await invalidateRealm(server, "/big/")
+        const result = await load(server, bigPaths)
+        loads.push(result.ms)
+        transpiled.push(result.outcomes["transpiled"] ?? 0)
+      }
+    })()
+    during.push(await hits(server.url, hotPaths, HITS_SECONDS))
+    running = false
+    await herd
+    herdLoads.push(...loads)
+    console.log(`  ${label}: hot hits during big's herd: ${showHits(during.at(-1)!)} (load ${loadavg()})`)
+    console.log(`  ${label}:   big's cold loads meanwhile: ${loads.length} x ${BIG} modules (transpiled ${transpiled.join(", ")}), median ${median(loads).toFixed(0)} ms`)
+  }
   const s = await stats(server)
   const still = await l1Count(server, hotPaths)
+  const p99s = { quiet: median(quiet.map((r) => r.p99)), during: median(during.map((r) => r.p99)) }
+  const notL1 = during.reduce((sum, r) => sum + Object.entries(r.outcomes).filter(([k]) => k !== "l1").reduce((n, [, v]) => n + v, 0), 0)
   console.log(
-    `  ${label}: afterwards ${still}/${hotPaths.length} hot modules answer x-module-cache: l1; ` +
+    `  ${label}: median p99 ${p99s.quiet.toFixed(2)} ms alone, ${p99s.during.toFixed(2)} ms during the herd; ${notL1} hot answers during the herds were not l1; ` +
+      `afterwards ${still}/${hotPaths.length} hot modules answer x-module-cache: l1; ` +
       `L1 ${mib(s.l1Bytes ?? 0)} of ${mib(s.l1MaxBytes ?? 0)}, hot ${s.realms?.["/hot/"]?.modules} modules, big ${s.realms?.["/big/"]?.modules} modules in L1`
   )
-  return { quiet, during, still, herdLoads }
+  return { p99s, still, notL1 }
 }
 
 const main = async () => {
@@ -215,12 +250,18 @@ const main = async () => {
     const sampler = await sampleConnections(adminUrlOf(many), databaseOf(many), 20)
     const args = [...names.flatMap((name) => ["--realm", `/${name}/=${dirs.get(name)}`]), "--realm-url-base", realmUrlBase]
     const startedAt = performance.now()
-    const server = await startServer({ store: "pg", args, env: env(many), timeoutMs: 300_000 })
+    const probeDir = join(root, "probe")
+    mkdirSync(probeDir)
+    const server = await startServer({ store: "pg", args, env: env(many, memoryProbeEnv(probeDir)), timeoutMs: 300_000 })
+    const heap = async () => {
+      const report = await liveMemory(pid, probeDir)
+      return `heap used after a full GC ${mib(report.heapUsed)} (external ${mib(report.external)})`
+    }
     const startMs = performance.now() - startedAt
     const pid = pidOf(server)
     const rssStart = rssOf(pid)
     const atStart = await stats(server)
-    console.log(`scale: started in ${startMs.toFixed(0)} ms with ${Object.keys(atStart.realms ?? {}).length} realms; VmRSS ${mib(rssStart)}`)
+    console.log(`scale: started in ${startMs.toFixed(0)} ms with ${Object.keys(atStart.realms ?? {}).length} realms; VmRSS ${mib(rssStart)}, ${await heap()} (load ${loadavg()})`)
     const allPaths = names.flatMap((name) => pathsOf(`/${name}/`, MODULES))
     const pass = await load(server, allPaths)
     const rssPass = rssOf(pid)
@@ -228,14 +269,14 @@ const main = async () => {
     console.log(
       `scale: cold pass over ${allPaths.length} modules: all 200 in ${(pass.ms / 1000).toFixed(1)} s (${(allPaths.length / (pass.ms / 1000)).toFixed(0)}/s), ` +
         `outcomes ${JSON.stringify(pass.outcomes)}; transpiles ${afterPass.transpiles}, fallbacks ${afterPass.fallbacks}; ` +
-        `L1 ${mib(afterPass.l1Bytes ?? 0)} in ${afterPass.l1Entries} entries; VmRSS ${mib(rssPass)}`
+        `L1 ${mib(afterPass.l1Bytes ?? 0)} in ${afterPass.l1Entries} entries; VmRSS ${mib(rssPass)}, ${await heap()}`
     )
     const warmPass = await load(server, allPaths)
     const rssWarm = rssOf(pid)
     const realmsServed = Object.values((await stats(server)).realms ?? {}).filter((r) => r.modules === MODULES).length
     console.log(
       `scale: warm pass: all 200 in ${(warmPass.ms / 1000).toFixed(2)} s (${(allPaths.length / (warmPass.ms / 1000)).toFixed(0)}/s), outcomes ${JSON.stringify(warmPass.outcomes)}; ` +
-        `${realmsServed} realms with all ${MODULES} modules in L1; VmRSS ${mib(rssWarm)}`
+        `${realmsServed} realms with all ${MODULES} modules in L1; VmRSS ${mib(rssWarm)}, ${await heap()}`
     )
 
     // -------------------------------------------------------------------------
@@ -269,7 +310,7 @@ const main = async () => {
       `cold load of ${mount} (${MODULES} modules, ${CONCURRENCY} at a time), ${ROUNDS} interleaved rounds: ` +
         `${REALMS}-realm process median ${manyMedian.toFixed(1)} ms [${times.many.map((t) => t.toFixed(0)).join(", ")}], ` +
         `one-realm process median ${oneMedian.toFixed(1)} ms [${times.one.map((t) => t.toFixed(0)).join(", ")}]; ` +
-        `many-realm speed ${(oneMedian / manyMedian).toFixed(2)}x of one-realm`
+        `many-realm speed ${(oneMedian / manyMedian).toFixed(2)}x of one-realm (load ${loadavg()})`
     )
     await single.stop()
 
@@ -310,7 +351,7 @@ const main = async () => {
     console.log("\nsummary:")
     console.log(`  connections: peak ${peak.peak} (budget 2); RSS start ${mib(rssStart)}, after cold pass ${mib(rssPass)}, after warm pass ${mib(rssWarm)}, end ${mib(rssEnd)}`)
     console.log(`  cold load ratio (one-realm ms / many-realm ms, medians): ${(oneMedian / manyMedian).toFixed(2)}x`)
-    console.log(`  hot p99 during big's herd: ${inMany.during.p99.toFixed(2)} ms (default L1, ${inMany.still}/${MODULES} still l1), ${inSmall.during.p99.toFixed(2)} ms (small L1, ${inSmall.still}/${MODULES} still l1)`)
+    console.log(`  hot median p99: default L1 ${inMany.p99s.quiet.toFixed(2)} ms alone, ${inMany.p99s.during.toFixed(2)} ms during big's herd (${inMany.still}/${MODULES} still l1, ${inMany.notL1} non-l1 hot answers); small L1 ${inSmall.p99s.quiet.toFixed(2)} ms alone, ${inSmall.p99s.during.toFixed(2)} ms during (${inSmall.still}/${MODULES} still l1, ${inSmall.notL1} non-l1 hot answers)`)
   } finally {
     await stopAll()
     for (const url of [many, one, small]) dropDatabase(url)
