@@ -145,6 +145,15 @@ describe("two serve processes mounting the same two realms on Postgres", () => {
     }
     const transpilesB = await realmTranspiles("/b/")
 
+    // One module of A, whose path B has too: the peer drops A's, and B's stays on both.
+    const one = await request(servers[0]!.url, "/_cache/invalidate?realm=/a/&path=/m1.ts", { method: "POST" })
+    expect(one.status).toBe(200)
+    expect(jsonOf(one)).toMatchObject({ invalidated: "module", mount: "/a/", paths: ["m1.ts"] })
+    await until(async () => realmOf(await stats(servers[1]!), "/a/").modules === moduleCount - 1, 10_000, "process 2 dropped /a/m1.ts")
+    for (const s of await Promise.all(servers.map(stats))) expect(realmOf(s, "/b/").modules).toBe(moduleCount)
+    const sameName = await herd(servers, ["/b/m1.ts"], 1)
+    expect(sameName.map((s) => `${s.status} ${s.outcome}`)).toEqual(["200 l1", "200 l1"])
+
     const response = await request(servers[0]!.url, "/_cache/invalidate?realm=/a/", { method: "POST" })
     expect(response.status).toBe(200)
     expect(jsonOf(response)).toMatchObject({ invalidated: "realm", mount: "/a/", realmUrl: `${realmUrlBase}/a/` })
