@@ -289,6 +289,7 @@ const main = async () => {
       args: ["--realm", `${mount}=${dirs.get(chosen)}`, "--realm-url-base", realmUrlBase],
       env: env(one)
     })
+    const singleRssStart = rssOf(pidOf(single))
     const realmPaths = pathsOf(mount, MODULES)
     const coldLoad = async (target: ServerProcess) => {
       await invalidateRealm(target, mount)
@@ -312,6 +313,7 @@ const main = async () => {
         `one-realm process median ${oneMedian.toFixed(1)} ms [${times.one.map((t) => t.toFixed(0)).join(", ")}]; ` +
         `many-realm speed ${(oneMedian / manyMedian).toFixed(2)}x of one-realm (load ${loadavg()})`
     )
+    console.log(`  one-realm process: VmRSS ${mib(singleRssStart)} after the start, ${mib(rssOf(pidOf(single)))} after its ${ROUNDS + 1} cold loads`)
     await single.stop()
 
     // -------------------------------------------------------------------------
