@@ -250,6 +250,16 @@ const main = async () => {
   const one = freshDatabase("bench_one_realm")
   const small = freshDatabase("bench_small_l1")
   const env = (url: string, extra: Record<string, string> = {}) => ({ DATABASE_URL: url, MTC_PG_MAX_CONNECTIONS: "2", ...extra })
+  let cleaned: Promise<void> | undefined
+  const cleanup = () =>
+    cleaned ??= stopAll().then(() => {
+      for (const url of [many, one, small]) dropDatabase(url)
+      rmSync(root, { recursive: true, force: true })
+    })
+  // Interrupted (Ctrl-C, a timeout): the servers, the bench databases and the realms still go.
+  for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    process.once(signal, () => void cleanup().finally(() => process.exit(130)))
+  }
   try {
     console.log(`bench-many-realms: ${REALMS} realms x ${MODULES} modules (~3 KiB TypeScript each), Postgres at ${new URL(baseUrl).host}, budget 2, nice ${os.getPriority()}`)
 
@@ -377,9 +387,7 @@ const main = async () => {
     console.log(`  cold load ratio (one-realm ms / many-realm ms, medians): ${(oneMedian / manyMedian).toFixed(2)}x`)
     console.log(`  hot median p99: default L1 ${inMany.p99s.quiet.toFixed(2)} ms alone, ${inMany.p99s.during.toFixed(2)} ms during big's herd (${inMany.still}/${MODULES} still l1, ${inMany.notL1} non-l1 hot answers); small L1 ${inSmall.p99s.quiet.toFixed(2)} ms alone, ${inSmall.p99s.during.toFixed(2)} ms during (${inSmall.still}/${MODULES} still l1, ${inSmall.notL1} non-l1 hot answers)`)
   } finally {
-    await stopAll()
-    for (const url of [many, one, small]) dropDatabase(url)
-    rmSync(root, { recursive: true, force: true })
+    await cleanup()
   }
 }
 
