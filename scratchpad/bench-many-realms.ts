@@ -24,7 +24,8 @@
  *
  * Run: npx node scratchpad/bench-many-realms.ts   (DATABASE_URL as for the tests; env
  * MANY_REALMS=200, MANY_MODULES=20, MANY_ROUNDS=15, HITS_SECONDS=10, ISO_ROUNDS=3, SMALL_L1=393216,
- * MANY_PRIORITY=-10 to run the bench's processes ahead of other work on a shared machine)
+ * MANY_PRIORITY=-10 to run the bench's processes ahead of other work on a shared machine,
+ * HERD_CONCURRENCY=16 for big's herd, MANY_PARTS=small to run only the small-L1 isolation part)
  */
 import { execFile } from "node:child_process"
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
@@ -45,6 +46,10 @@ const BIG = 300
 const ISO_ROUNDS = Number(process.env["ISO_ROUNDS"] ?? 3)
 const SMALL_L1 = Number(process.env["SMALL_L1"] ?? 384 * 1024)
 const CONCURRENCY = 16
+/** Requests at a time of big's cold herd in the isolation part. */
+const HERD_CONCURRENCY = Number(process.env["HERD_CONCURRENCY"] ?? CONCURRENCY)
+/** `small` runs only the last part (isolation in a two-realm process with a small L1). */
+const ONLY_SMALL = process.env["MANY_PARTS"] === "small"
 const realmUrlBase = "https://many-realms.bench"
 const probe = "/_cache/no-such-route"
 
@@ -102,8 +107,8 @@ const invalidateRealm = async (server: ServerProcess, mount: string) => {
 }
 
 /** Loads paths once with wrk (16 at a time); throws unless every one answered 200. */
-const load = async (server: ServerProcess, paths: ReadonlyArray<string>) => {
-  const result = await loadGraphWithWrk(server.url, paths, { concurrency: CONCURRENCY, probe, timeoutSeconds: 900 })
+const load = async (server: ServerProcess, paths: ReadonlyArray<string>, concurrency = CONCURRENCY) => {
+  const result = await loadGraphWithWrk(server.url, paths, { concurrency, probe, timeoutSeconds: 900 })
   const answered = Object.values(result.outcomes).reduce((sum, n) => sum + n, 0)
   if (answered !== paths.length) throw new Error(`only ${answered} of ${paths.length} answered 200`)
   return result
@@ -221,7 +226,7 @@ const isolation = async (server: ServerProcess, label: string) => {
     const herd = (async () => {
       while (running) {
         await invalidateRealm(server, "/big/")
-        const result = await load(server, bigPaths)
+        const result = await load(server, bigPaths, HERD_CONCURRENCY)
         loads.push(result.ms)
         transpiled.push(result.outcomes["transpiled"] ?? 0)
       }
@@ -265,6 +270,9 @@ const main = async () => {
 
     // -------------------------------------------------------------------------
     // 1. Scale
+    const summary: Array<string> = []
+    if (!ONLY_SMALL) await scaleColdIsolation()
+    async function scaleColdIsolation() {
     // -------------------------------------------------------------------------
     const sampler = await sampleConnections(adminUrlOf(many), databaseOf(many), 20)
     const args = [...names.flatMap((name) => ["--realm", `/${name}/=${dirs.get(name)}`]), "--realm-url-base", realmUrlBase]
@@ -366,6 +374,13 @@ const main = async () => {
         `connections.open ${atStart.connections?.open} at start, ${afterPass.connections?.open} after the pass, ${final.connections?.open} at the end ` +
         `(budget ${final.connections?.budget}, pool ${final.connections?.poolSize}, refusals ${final.connections?.refusals}); VmRSS at the end ${mib(rssEnd)}`
     )
+    summary.push(
+      `  connections: peak ${peak.peak} (budget 2); RSS start ${mib(rssStart)}, after cold pass ${mib(rssPass)}, after warm pass ${mib(rssWarm)}, end ${mib(rssEnd)}`,
+      `  cold load ratio (one-realm ms / many-realm ms, medians): ${(oneMedian / manyMedian).toFixed(2)}x`,
+      `  hot median p99, ${REALMS + 2} realms: ${inMany.p99s.quiet.toFixed(2)} ms alone, ${inMany.p99s.during.toFixed(2)} ms during big's herd (${inMany.still}/${MODULES} still l1, ${inMany.notL1} non-l1 hot answers)`
+    )
+
+    }
 
     // -------------------------------------------------------------------------
     // 4. Isolation with an L1 bound the herd overflows
@@ -383,9 +398,8 @@ const main = async () => {
     console.log(`  small L1: sessions peak ${smallPeak.peak}`)
 
     console.log("\nsummary:")
-    console.log(`  connections: peak ${peak.peak} (budget 2); RSS start ${mib(rssStart)}, after cold pass ${mib(rssPass)}, after warm pass ${mib(rssWarm)}, end ${mib(rssEnd)}`)
-    console.log(`  cold load ratio (one-realm ms / many-realm ms, medians): ${(oneMedian / manyMedian).toFixed(2)}x`)
-    console.log(`  hot median p99: default L1 ${inMany.p99s.quiet.toFixed(2)} ms alone, ${inMany.p99s.during.toFixed(2)} ms during big's herd (${inMany.still}/${MODULES} still l1, ${inMany.notL1} non-l1 hot answers); small L1 ${inSmall.p99s.quiet.toFixed(2)} ms alone, ${inSmall.p99s.during.toFixed(2)} ms during (${inSmall.still}/${MODULES} still l1, ${inSmall.notL1} non-l1 hot answers)`)
+    for (const line of summary) console.log(line)
+    console.log(`  hot median p99, small L1: ${inSmall.p99s.quiet.toFixed(2)} ms alone, ${inSmall.p99s.during.toFixed(2)} ms during big's herd (${inSmall.still}/${MODULES} still l1, ${inSmall.notL1} non-l1 hot answers)`)
   } finally {
     await cleanup()
   }
