@@ -122,14 +122,7 @@ export class FastPathHandler {
   private readAllowed: CachedReadCheck = () => false
   /** Requests answered here so far, but for those of a start's warm-up. */
   answered = 0
-  /** Of {@link answered}, those of modules (L1 hits). */
-  moduleHits = 0
-  /** Answer times of module hits (`l1`) and raw files (`raw`), in seconds, but for the warm-up's. */
-  readonly answerTimes = {
-    l1: new PlainHistogram(answerBoundaries),
-    raw: new PlainHistogram(answerBoundaries)
-  } as const
-  /** The same counts, per realm. */
+  /** Module hits and answer times, per realm (see {@link answersOf}). */
   private readonly byRealm = new WeakMap<MountedRealm, RealmAnswers>()
   /**
    * Set during a start's JIT warm-up (see `JitWarmup`): its answers are counted in
@@ -153,7 +146,7 @@ export class FastPathHandler {
     if (readAllowed !== undefined) this.readAllowed = readAllowed
   }
 
-  /** The fast path's counts of a realm. */
+  /** The fast path's counts of a realm: its module hits (L1) and answer times (`l1`, `raw`), in seconds, but for the warm-up's. */
   answersOf(realm: MountedRealm): RealmAnswers {
     let answers = this.byRealm.get(realm)
     if (answers === undefined) {
@@ -265,12 +258,9 @@ export class FastPathHandler {
       const seconds = (performance.now() - started) / 1000
       const answers = this.answersOf(realm)
       if (route.module) {
-        this.moduleHits++
         answers.moduleHits++
-        this.answerTimes.l1.observe(seconds)
         answers.answerTimes.l1.observe(seconds)
       } else {
-        this.answerTimes.raw.observe(seconds)
         answers.answerTimes.raw.observe(seconds)
       }
     }
