@@ -79,7 +79,6 @@ import { Config, Duration, Effect, Exit, Layer, Option, type Redacted, Scope } f
 import { HttpRouter, HttpServer, HttpServerError, HttpServerRequest, HttpServerResponse } from "effect/http"
 import { NetAddress } from "effect/net"
 import { createServer, type RequestListener } from "node:http"
-import * as ModuleCacheModule from "../cache/ModuleCache.ts"
 import { ModuleCache, type ModuleCacheOptions } from "../cache/ModuleCache.ts"
 import { type CachedModule, javascriptContentType, keyString, type ModuleKey, moduleKey } from "../domain/Domain.ts"
 import { ModuleNotFoundError } from "../domain/Errors.ts"
@@ -502,7 +501,7 @@ export const layerServices = (
 ): Layer.Layer<ModuleCache | Realms.Realms | ModuleSources | ReadAccess.ReadAccessService, RealmLayerError, Transpiler> => {
   const cacheLayer = options.prune === undefined
     ? ModuleCacheLive.layer(options.store, options.cache ?? {})
-    : Layer.merge(ModuleCacheModule.layer({ ...ModuleCacheLive.storeDefaults(options.store), ...options.cache }), Pruner.layer(options.prune)).pipe(
+    : Layer.merge(ModuleCacheLive.cacheLayer(options.store, options.cache), Pruner.layer(options.prune)).pipe(
       Layer.provide(ModuleCacheLive.services(options.store))
     )
   const realms = Realms.layer(realmSpecsOf(options), {

@@ -301,7 +301,14 @@ export const layer = (
   store: StoreChoice,
   options: ModuleCache.ModuleCacheOptions = {}
 ): Layer.Layer<ModuleCache.ModuleCache, LayerError, Transpiler | ModuleSources> =>
-  ModuleCache.layer({ ...storeDefaults(store), ...options }).pipe(Layer.provide(services(store)))
+  cacheLayer(store, options).pipe(Layer.provide(services(store)))
+
+/**
+ * The ModuleCache of {@link layer} with the store's defaults under `options`, still needing the
+ * store's {@link services}: for an app that builds those once for the cache and more (a pruner).
+ */
+export const cacheLayer = (store: StoreChoice, options: ModuleCache.ModuleCacheOptions = {}) =>
+  ModuleCache.layer({ ...storeDefaults(store), ...options })
 
 /** The cache options that depend on the store; the caller's options override them. */
 export const storeDefaults = (store: StoreChoice): ModuleCache.ModuleCacheOptions => ({
