@@ -130,8 +130,6 @@ export class MountedRealm {
   generation = 0
   /** Whether a watcher reports this realm's changes (what a route remembered may rely on). */
   watching = false
-  /** False once unmounted. */
-  mounted = true
 
   readonly mount: string
   readonly realmUrl: string
@@ -341,7 +339,6 @@ export const make = Effect.fnUntraced(function*(
 
   const close = (realm: MountedRealm) =>
     Effect.gen(function*() {
-      realm.mounted = false
       realm.watching = false
       realm.generation++
       registry.remove(realm)
