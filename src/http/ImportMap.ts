@@ -127,9 +127,14 @@ export class RealmImportMap {
     return this.mount === "/" ? plain : this.mount.slice(0, -1) + plain
   }
 
+  /** Whether a request path of the server is this realm's: below its mount, and under no longer one. */
+  private isOwn(urlPath: string): boolean {
+    return urlPath.startsWith(this.mount) && this.owns(urlPath)
+  }
+
   /** Resolves a request path of the server in the realm: a path outside its mount names none of its modules. */
   private resolve(urlPath: string) {
-    return urlPath.startsWith(this.mount) && this.owns(urlPath)
+    return this.isOwn(urlPath)
       ? this.files.resolve(urlPath.slice(this.mount.length - 1))
       : Effect.fail(new ModuleNotFoundError({ path: urlPath }))
   }
@@ -282,7 +287,7 @@ export class RealmImportMap {
     const round = (combined: PageBuild, depth: number): Effect.Effect<PageBuild> => {
       const found: Array<RealmImportMap> = []
       reachable(urlPath, entrySpecifiers, template.own, combined.targets, (unlisted) => {
-        if (this.owns(unlisted) && unlisted.startsWith(this.mount)) return
+        if (this.isOwn(unlisted)) return
         const map = this.foreign(unlisted)
         if (map !== undefined && map !== this && !maps.has(map)) {
           maps.set(map, undefined)
@@ -317,7 +322,6 @@ export class RealmImportMap {
     const entrySpecifiers = template.entrySpecifiers
     if (entrySpecifiers === undefined) return Effect.succeed(false)
     const bare = Object.entries(template.own.imports ?? {})
-    const realmUrl = this.files.realmUrl
     const seen = new Set<string>()
     let fetched = 0
     const level = (specifiers: ReadonlyArray<readonly [string, string]>): Effect.Effect<void> => {
@@ -341,7 +345,7 @@ export class RealmImportMap {
         }
         if (fetched >= maxDiscoveredPerPage) return Effect.void
         // A path of another public realm is fetched through that realm (its map lists it then).
-        const owner = urlPath.startsWith(this.mount) && this.owns(urlPath) ? this : this.foreign(urlPath)
+        const owner = this.isOwn(urlPath) ? this : this.foreign(urlPath)
         if (owner === undefined) return Effect.void
         fetched++
         return owner.resolve(urlPath).pipe(
@@ -349,7 +353,7 @@ export class RealmImportMap {
             resolved.executable
               ? Effect.map(
                 Effect.provideService(
-                  owner.cache.get(moduleKey(owner === this ? realmUrl : owner.files.realmUrl, resolved.path)),
+                  owner.cache.get(moduleKey(owner.files.realmUrl, resolved.path)),
                   CurrentResolution,
                   resolved
                 ),
