@@ -29,8 +29,14 @@ export const preloader: Layer.Layer<never, never, ModuleCache | Realms.Realms> =
   // One bound over every realm, the most recently read rows first.
   const summary = yield* cache.preload(mounted.map((realm) => realm.realmUrl))
   if (fast !== undefined) {
+    const keysByRealm = new Map<string, Array<ModuleKey>>()
+    for (const key of summary.keys) {
+      const keys = keysByRealm.get(key.realmUrl)
+      if (keys === undefined) keysByRealm.set(key.realmUrl, [key])
+      else keys.push(key)
+    }
     yield* Effect.forEach(mounted, (realm, i) =>
-      routePreloaded(fast, cache, realm, summary.keys.filter((key) => key.realmUrl === realm.realmUrl), captured[i]!), { discard: true })
+      routePreloaded(fast, cache, realm, keysByRealm.get(realm.realmUrl) ?? [], captured[i]!), { discard: true })
   }
   if (summary.rows > 0 || summary.error !== undefined) {
     const where = mounted.length === 1 ? "" : `${mounted.length} realms: `
