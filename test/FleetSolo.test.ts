@@ -29,13 +29,18 @@ beforeAll(() => {
 })
 afterAll(() => dropDatabase(url))
 
-const files = ["warm.ts", "a.ts", "b.ts", "c.ts", "d.ts", "e.ts"]
+const files = ["warm.ts", "a.ts", "b.ts", "c.ts", "d.ts", "e.ts", "held.ts"]
 const sources = ModuleSources.makeMemory(files.map((path) => [keyOf(path), `export const x = ${JSON.stringify(path)}\n`]))
 /** A check every 200 ms: a member left alone goes solo again soon. */
 const fleetOptions = { heartbeat: "200 millis", sessionTimeout: "1 second" } as const
 
 /** One fleet member (a process): its own pool and fleet session; `solo: false` is a version before solo mode. */
-const member = (scope: Scope.Scope, transpiler: TestTranspiler.TestTranspiler, solo = true) =>
+const member = (
+  scope: Scope.Scope,
+  transpiler: TestTranspiler.TestTranspiler,
+  solo = true,
+  options: ModuleCache.ModuleCacheOptions = {}
+) =>
   Effect.gen(function*() {
     const context = yield* Layer.build(
       Layer.mergeAll(PgFleet.layerSession(fleetOptions), SqlTranspileStore.layer({ kind: "postgres" })).pipe(
@@ -46,7 +51,7 @@ const member = (scope: Scope.Scope, transpiler: TestTranspiler.TestTranspiler, s
     const store = Context.get(context, TranspileStore)
     /** L2 reads of this member: a second read of a miss is a loser's look. */
     let reads = 0
-    const cache = yield* ModuleCache.make().pipe(
+    const cache = yield* ModuleCache.make(options).pipe(
       Effect.provideService(Transpiler, transpiler.service),
       Effect.provideService(ModuleSources.ModuleSources, sources.service),
       Effect.provideService(
@@ -175,6 +180,30 @@ describe("FleetSolo", () => {
       expect(a.mode()).toBe("fleet")
       yield* Scope.close(scopeOld, Exit.void)
       yield* eventually(() => a.mode() === "solo")
+      yield* Scope.close(scopeA, Exit.void)
+    }), 30_000)
+
+  it.live("a solo member's held L2 writes go at a peer's hello: the joiner finds the row instead of waiting out the hold", () =>
+    Effect.gen(function*() {
+      const transpiler = TestTranspiler.make()
+      const scopeA = yield* Scope.make()
+      const scopeB = yield* Scope.make()
+      // Writes held for an hour while solo; the joiner waits 5 s at most before it transpiles itself.
+      const a = yield* member(scopeA, transpiler, true, { l2WriteHold: "1 hour", l2WriteQuiet: "1 hour" })
+      expect((yield* a.cache.get(keyOf("held.ts"))).outcome).toBe("transpiled")
+      expect(a.mode()).toBe("solo")
+      // Answered, its row held back: the load is still in flight and L2 has no row of it.
+      const rowsOfHeld = () => Number(psql(`SELECT count(*) FROM module_transpile_cache WHERE canonical_path = 'held.ts'`, url).trim())
+      expect(rowsOfHeld()).toBe(0)
+      expect((yield* a.cache.stats).inFlight).toBe(1)
+
+      const b = yield* member(scopeB, transpiler, true, { deadline: "5 seconds" })
+      const fromB = yield* b.cache.get(keyOf("held.ts"))
+      expect(["coalesced", "l2"]).toContain(fromB.outcome)
+      expect(transpiler.calls()).toBe(1)
+      expect(rowsOfHeld()).toBe(1)
+      yield* eventually(() => a.mode() === "fleet" && b.mode() === "fleet")
+      yield* Scope.close(scopeB, Exit.void)
       yield* Scope.close(scopeA, Exit.void)
     }), 30_000)
 })

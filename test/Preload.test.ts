@@ -49,7 +49,8 @@ describe("preload on PGlite", () => {
       realmUrl: string,
       counts: { readonly reads: () => ReadonlyArray<string>; readonly transpiles: () => number },
       files: FileSystemSources.RealmFiles["Service"]
-    ) => Effect.Effect<A, unknown>
+    ) => Effect.Effect<A, unknown>,
+    options: ModuleCache.ModuleCacheOptions = {}
   ) =>
     Effect.scoped(Effect.gen(function*() {
       const store = yield* SqlTranspileStore.makePglite({ dataDir })
@@ -62,7 +63,7 @@ describe("preload on PGlite", () => {
       })
       const files = yield* FileSystemSources.make({ realmDir })
       const transpiler = TestTranspiler.make()
-      const cache = yield* ModuleCache.make({}).pipe(
+      const cache = yield* ModuleCache.make(options).pipe(
         Effect.provideService(Transpiler, transpiler.service),
         Effect.provideService(ModuleSources, ModuleSources.of({ read: files.read })),
         Effect.provideService(TranspileStore, counted),
@@ -76,6 +77,31 @@ describe("preload on PGlite", () => {
 
   const getAll = (cache: ModuleCache.ModuleCache["Service"], realmUrl: string) =>
     Effect.forEach(paths, (p) => cache.get(moduleKey(realmUrl, p)), { concurrency: 16 })
+
+  it.live("L2 writes held while no peer can wait for them go to PGlite when the cache closes", () =>
+    Effect.gen(function*() {
+      const realmDir = tempDir("mtc-preload-realm-")
+      const dataDir = tempDir("mtc-preload-data-")
+      for (const p of paths) {
+        fs.mkdirSync(path.join(realmDir, path.dirname(p)), { recursive: true })
+        fs.writeFileSync(path.join(realmDir, p), `export const id: string = ${JSON.stringify(p)}\n`)
+      }
+      // Held for an hour (longer than the close's drain of 5 s): answered, nothing written yet.
+      yield* lifetime(realmDir, dataDir, (cache, realmUrl) =>
+        Effect.gen(function*() {
+          const results = yield* getAll(cache, realmUrl)
+          expect(results.every((r) => r.outcome === "transpiled")).toBe(true)
+          expect((yield* cache.stats).inFlight).toBe(moduleCount)
+        }), { l2WriteHold: "1 hour", l2WriteQuiet: "1 hour" })
+      // The close wrote them: a restart preloads every row.
+      yield* lifetime(realmDir, dataDir, (cache, realmUrl, counts) =>
+        Effect.gen(function*() {
+          expect(yield* cache.preload(realmUrl)).toMatchObject({ entries: moduleCount, rows: moduleCount })
+          const results = yield* getAll(cache, realmUrl)
+          expect(results.map((r) => r.outcome)).toEqual(paths.map(() => "l1"))
+          expect(counts.transpiles()).toBe(0)
+        }))
+    }))
 
   it.live("a restart serves every module as an L1 hit, with 0 transpiles and 0 L2 reads; an edit made while down is not preloaded", () =>
     Effect.gen(function*() {

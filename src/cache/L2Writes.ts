@@ -9,6 +9,9 @@
  * `writeMany` fails every write of its batch with its error (each is then retried on its own
  * by its caller).
  *
+ * Held (`options.hold`), a batch waits for a quiet moment and takes up to {@link heldMaxBatch}
+ * writes: while nobody waits for the rows, a cold load's writes run after its answers.
+ *
  * @since 0.3.0
  */
 import type { Effect } from "effect"
@@ -21,3 +24,6 @@ export const make = (
   writeMany: NonNullable<TranspileStore["Service"]["writeMany"]>,
   options: Batching.BatchingOptions = {}
 ): (request: WriteRequest) => Effect.Effect<boolean, StoreError> => Batching.make(writeMany, options)
+
+/** Writes per batch at most when batches are held. */
+export const heldMaxBatch = 256

@@ -172,6 +172,15 @@ export interface ModuleCacheOptions {
    * OCC upsert, each row checked on its own) when the store can (default true).
    */
   readonly batchL2Writes?: boolean | undefined
+  /**
+   * While no peer can be waiting for this process's rows (no fleet, or solo mode: see
+   * `Coordinator.solo`), how long a batch of L2 writes may wait for a quiet moment at most, so
+   * that a cold load's writes run after its answers rather than among them (default 1 s; 0
+   * writes at once). What a crash loses at most; a close writes them first. Needs `batchL2Writes`.
+   */
+  readonly l2WriteHold?: Duration.Input | undefined
+  /** A held batch of L2 writes runs once no write arrived for this long (default 50 ms). */
+  readonly l2WriteQuiet?: Duration.Input | undefined
 }
 
 /** The defaults of {@link ModuleCacheOptions}. */
@@ -184,7 +193,9 @@ export const defaults = {
   persistRetryBase: Duration.millis(50),
   drainTimeout: Duration.seconds(5),
   batchL2Reads: false,
-  batchL2Writes: true
+  batchL2Writes: true,
+  l2WriteHold: Duration.seconds(1),
+  l2WriteQuiet: Duration.millis(50)
 } as const
 
 export {
@@ -230,12 +241,21 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
   const counters = new CacheCounters(yield* Effect.context<never>())
   const l1 = new L1Cache(l1MaxBytes)
   const pending = new PendingInvalidations()
+  /** Set on close: held L2 writes go at once. */
+  let closing = false
+  const hold = Duration.fromInputUnsafe(options.l2WriteHold ?? defaults.l2WriteHold)
+  const soloNow = coordinator.solo
   const l2 = StoreAccess.make(store, counters, {
     refusalBound: deadline,
     retryBase: options.persistRetryBase ?? defaults.persistRetryBase,
     retries: options.persistRetries ?? defaults.persistRetries,
     batchMisses: options.batchL2Reads ?? defaults.batchL2Reads,
-    batchWrites: options.batchL2Writes ?? defaults.batchL2Writes
+    batchWrites: options.batchL2Writes ?? defaults.batchL2Writes,
+    holdWrites: Duration.isZero(hold) || soloNow === undefined ? undefined : {
+      maxDelay: hold,
+      quiet: options.l2WriteQuiet ?? defaults.l2WriteQuiet,
+      allowed: () => !closing && soloNow()
+    }
   })
   const polls = pollSchedule(options.pollInitial ?? defaults.pollInitial, options.pollMax ?? defaults.pollMax)
   // Loads run in fibers of their own: drained on close (the finalizer below), then interrupted.
@@ -576,9 +596,10 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
     }
   }
 
-  // On close, loads still running (a load answers before it writes L2) get some time to commit.
+  // On close, loads still running (a load answers before it writes L2) get some time to commit,
+  // their held writes at once.
   yield* Effect.addFinalizer(() =>
-    FiberSet.awaitEmpty(loads).pipe(Effect.timeoutOption(options.drainTimeout ?? defaults.drainTimeout))
+    Effect.andThen(Effect.sync(() => (closing = true)), FiberSet.awaitEmpty(loads)).pipe(Effect.timeoutOption(options.drainTimeout ?? defaults.drainTimeout))
   )
 
   yield* invalidations.subscribe(onPeerInvalidation)
@@ -663,7 +684,9 @@ export const optionsConfig: Config.Config<ModuleCacheOptions> = Config.all({
   drainTimeout: Config.withDefault(Config.Duration("MTC_DRAIN_TIMEOUT"), defaults.drainTimeout),
   preloadBytes: Config.Int("MTC_L1_PRELOAD_BYTES").pipe(Config.option, Config.map(Option.getOrUndefined)),
   batchL2Reads: Config.option(Config.Boolean("MTC_L2_BATCH_READS")),
-  batchL2Writes: Config.withDefault(Config.Boolean("MTC_L2_BATCH_WRITES"), defaults.batchL2Writes)
+  batchL2Writes: Config.withDefault(Config.Boolean("MTC_L2_BATCH_WRITES"), defaults.batchL2Writes),
+  l2WriteHold: Config.withDefault(Config.Duration("MTC_L2_WRITE_HOLD"), defaults.l2WriteHold),
+  l2WriteQuiet: Config.withDefault(Config.Duration("MTC_L2_WRITE_QUIET"), defaults.l2WriteQuiet)
 }).pipe(Config.map(({ batchL2Reads, pollInitial, pollMax, ...rest }): ModuleCacheOptions => ({
   ...rest,
   ...(batchL2Reads._tag === "Some" ? { batchL2Reads: batchL2Reads.value } : {}),

@@ -10,6 +10,7 @@ import type { ModuleKey, VersionedKey } from "../domain/Domain.ts"
 import type { StoreError } from "../domain/Errors.ts"
 import type { StoredRow, TranspileStore, WriteRequest } from "../domain/TranspileStore.ts"
 import { refusalSchedule } from "../internal/refusal.ts"
+import type * as Batching from "../internal/batching.ts"
 import type { CacheCounters } from "./CacheCounters.ts"
 import * as L2Reads from "./L2Reads.ts"
 import * as L2Writes from "./L2Writes.ts"
@@ -54,11 +55,15 @@ export const make = (
     readonly batchMisses: boolean
     /** Whether writes that land together go as one `writeMany`, when the store has it (see {@link L2Writes}). */
     readonly batchWrites: boolean
+    /** Whether (and how) batched writes may wait for a quiet moment (see `internal/batching.ts`). */
+    readonly holdWrites?: Batching.Hold | undefined
   }
 ) => {
   const readMissed = options.batchMisses ? L2Reads.make(store) : store.read
   const writeMany = store.writeMany
-  const write = options.batchWrites && writeMany !== undefined ? L2Writes.make(writeMany) : store.write
+  const write = options.batchWrites && writeMany !== undefined
+    ? L2Writes.make(writeMany, options.holdWrites === undefined ? {} : { hold: options.holdWrites, maxBatch: L2Writes.heldMaxBatch })
+    : store.write
   const refusals = refusalSchedule(options.refusalBound)
   const retries = Schedule.exponential(options.retryBase).pipe(Schedule.jittered)
 

@@ -40,6 +40,12 @@ export class Coordinator extends Context.Service<Coordinator, {
   readonly unlock: (key: VersionedKey) => Effect.Effect<void>
   /** Tells every waiter of the key that its row (or recorded failure) is committed. */
   readonly notifyPopulated: (key: VersionedKey) => Effect.Effect<void>
+  /**
+   * Whether no peer can be waiting for this process's rows right now: there is no fleet, or
+   * this process is its only member (solo mode). While it is, L2 writes may wait for a quiet
+   * moment (see `ModuleCacheOptions.l2WriteHold`). Absent means a peer may be waiting.
+   */
+  readonly solo?: (() => boolean) | undefined
 }>()("module-transpile-cache/Coordinator") {}
 
 /** A coordinator for a single process: every lock is granted, no one ever waits. */
@@ -48,7 +54,8 @@ export const none: Coordinator["Service"] = Coordinator.of({
   register: () => Effect.succeed({ wake: Effect.never }),
   tryLock: () => Effect.succeed(true),
   unlock: () => Effect.void,
-  notifyPopulated: () => Effect.void
+  notifyPopulated: () => Effect.void,
+  solo: () => true
 })
 
 /** The layer of {@link none}. */

@@ -441,7 +441,9 @@ export const makeFleet = (
     register: (key) => waiters.register(lockKey(key)),
     tryLock: (key) => Effect.withSpan(tryLock(lockKey(key)), "Coordinator.tryLock", span),
     unlock: (key) => Effect.withSpan(Effect.ignore(unlock(lockKey(key))), "Coordinator.unlock", span),
-    notifyPopulated: (key) => Effect.withSpan(notifyPopulatedOf(lockKey(key)), "Coordinator.notifyPopulated", span)
+    notifyPopulated: (key) => Effect.withSpan(notifyPopulatedOf(lockKey(key)), "Coordinator.notifyPopulated", span),
+    // "leaving" is not solo: a joiner waits for this process's claims, hence for its writes.
+    solo: () => modeOf(session.generation()) === "solo"
   })
 
   return {

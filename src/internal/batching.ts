@@ -5,11 +5,15 @@
  * one answer per call in order; a failed `run` fails every call of its batch with its error.
  * A caller interrupted before its batch runs is left out of it.
  *
+ * With `hold`, a batch may also wait for a quiet moment: while `hold.allowed()`, it runs only
+ * once no call arrived for `hold.quiet`, or `hold.maxDelay` after it opened, or at `maxBatch`
+ * calls; `allowed()` turning false ends the wait within {@link holdRecheck}.
+ *
  * Built on Effect's `RequestResolver` (as `cache/L2Reads.ts` is).
  *
  * @since 0.3.0
  */
-import { Deferred, Duration, Effect, Exit, Request, RequestResolver } from "effect"
+import { Clock, Deferred, Duration, Effect, Exit, Request, RequestResolver } from "effect"
 
 /** Options of {@link make}. */
 export interface BatchingOptions {
@@ -19,7 +23,22 @@ export interface BatchingOptions {
   readonly maxBatch?: number | undefined
   /** Batches in flight at most; a batch waits for a free slot, collecting calls (default 1). */
   readonly concurrency?: number | undefined
+  /** Lets a batch wait for a quiet moment (see the module's comment). */
+  readonly hold?: Hold | undefined
 }
+
+/** How a batch may wait for a quiet moment (see the module's comment). */
+export interface Hold {
+  /** A held batch runs once no call arrived for this long. */
+  readonly quiet: Duration.Input
+  /** A held batch runs this long after it opened at the latest. */
+  readonly maxDelay: Duration.Input
+  /** Whether batches may be held now; checked again at least every {@link holdRecheck}. */
+  readonly allowed: () => boolean
+}
+
+/** How often a held batch checks `Hold.allowed` again. */
+export const holdRecheck: Duration.Duration = Duration.millis(25)
 
 interface Call<In, A, E> extends Request.Request<A, E> {
   readonly input: In
@@ -40,7 +59,10 @@ export const make = <In, A, E>(
   )
 
   const window = Duration.fromInputUnsafe(options.window ?? Duration.zero)
-  const delay = Effect.andThen(Duration.isZero(window) ? Effect.yieldNow : Effect.sleep(window), free)
+  const collect = Duration.isZero(window) ? Effect.yieldNow : Effect.sleep(window)
+  /** When the last call arrived (`Clock` millis), for `hold`. */
+  let lastCall = 0
+  const delay = Effect.andThen(options.hold === undefined ? collect : held(options.hold, collect, () => lastCall), free)
 
   const runBatch = (entries: ReadonlyArray<Request.Entry<Call<In, A, E>>>) =>
     Effect.acquireUseRelease(
@@ -66,5 +88,28 @@ export const make = <In, A, E>(
     RequestResolver.setDelayEffect(delay),
     RequestResolver.batchN(options.maxBatch ?? 64)
   )
-  return (input) => Effect.request(call({ input }), resolver)
+  if (options.hold === undefined) return (input) => Effect.request(call({ input }), resolver)
+  return (input) =>
+    Clock.clockWith((clock) => {
+      lastCall = clock.currentTimeMillisUnsafe()
+      return Effect.request(call({ input }), resolver)
+    })
+}
+
+/** `collect`, then, while `hold.allowed()`, the wait for a quiet moment (see the module's comment). */
+const held = (hold: Hold, collect: Effect.Effect<void>, lastCall: () => number): Effect.Effect<void> => {
+  const quiet = Duration.toMillis(Duration.fromInputUnsafe(hold.quiet))
+  const maxDelay = Duration.toMillis(Duration.fromInputUnsafe(hold.maxDelay))
+  const recheck = Duration.toMillis(holdRecheck)
+  return Clock.clockWith((clock) => {
+    const opened = clock.currentTimeMillisUnsafe()
+    const wait: Effect.Effect<void> = Effect.suspend(() => {
+      const now = clock.currentTimeMillisUnsafe()
+      const untilQuiet = quiet - (now - lastCall())
+      const untilLatest = maxDelay - (now - opened)
+      if (!hold.allowed() || untilQuiet <= 0 || untilLatest <= 0) return Effect.void
+      return Effect.andThen(Effect.sleep(Duration.millis(Math.min(untilQuiet, untilLatest, recheck))), wait)
+    })
+    return Effect.andThen(collect, wait)
+  })
 }
