@@ -19,6 +19,7 @@ import * as PgFleet from "../src/fleet/PgFleet.ts"
 import * as SqlTranspileStore from "../src/store/SqlTranspileStore.ts"
 import * as TestTranspiler from "../src/transpiler/TestTranspiler.ts"
 import { dropDatabase, freshDatabase, psql } from "./support/database.ts"
+import { versionedKey } from "../src/domain/Domain.ts"
 import { keyOf } from "./support/world.ts"
 
 let url: string
@@ -43,12 +44,14 @@ const member = (
 ) =>
   Effect.gen(function*() {
     const context = yield* Layer.build(
-      Layer.mergeAll(PgFleet.layerSession(fleetOptions), SqlTranspileStore.layer({ kind: "postgres" })).pipe(
+      Layer.mergeAll(PgFleet.layerSession(fleetOptions), SqlTranspileStore.layer({ kind: "postgres", soloCatalog: solo })).pipe(
         Layer.provideMerge(PgClient.layer({ url: Redacted.make(url), maxConnections: 2 }))
       )
     )
-    const fleet = yield* PgFleet.make({ ...fleetOptions, solo }).pipe(Effect.provideContext(context))
     const store = Context.get(context, TranspileStore)
+    const fleet = yield* PgFleet.make({ ...fleetOptions, solo, soloCatalog: store.soloCatalog }).pipe(
+      Effect.provideContext(context)
+    )
     /** L2 reads of this member: a second read of a miss is a loser's look. */
     let reads = 0
     const cache = yield* ModuleCache.make(options).pipe(
@@ -61,7 +64,7 @@ const member = (
       Effect.provideService(Coordinator, fleet.coordinator),
       Effect.provideService(Invalidations, fleet.invalidations)
     )
-    return { cache, coordinator: fleet.coordinator, mode: fleet.mode, reads: () => reads }
+    return { cache, store, coordinator: fleet.coordinator, mode: fleet.mode, reads: () => reads }
   }).pipe(Scope.provide(scope))
 
 /** The advisory locks held on the test's database, by mode (`ExclusiveLock`, `ShareLock`), presence lock apart. */
@@ -197,12 +200,32 @@ describe("FleetSolo", () => {
       expect(rowsOfHeld()).toBe(0)
       expect((yield* a.cache.stats).inFlight).toBe(1)
 
+      // Solo, its store's catalog is on: a row written behind its back (no peer can, while it
+      // is solo) is answered absent from memory.
+      const ghost = versionedKey(keyOf("ghost.ts"), transpiler.service.fingerprint)
+      const behind = yield* SqlTranspileStore.makePg({ url: Redacted.make(url), maxConnections: 1 })
+      expect(
+        yield* behind.write({
+          key: keyOf("ghost.ts"),
+          captured: { generation: 0, realmEpoch: 0 },
+          fingerprint: ghost.fingerprint,
+          sourceHash: "h",
+          content: { _tag: "Module", module: { body: "", headers: {}, dependencyKeys: [], sourceHash: "h" } }
+        })
+      ).toBe(true)
+      const ghostTag = () => Effect.map(a.store.read(ghost), (row) => row._tag)
+      // (The catalog loads in the background once the member is solo.)
+      for (let i = 0; i < 500 && (yield* ghostTag()) !== "Absent"; i++) yield* Effect.sleep("10 millis")
+      expect(yield* ghostTag()).toBe("Absent")
+
       const b = yield* member(scopeB, transpiler, true, { deadline: "5 seconds" })
       const fromB = yield* b.cache.get(keyOf("held.ts"))
       expect(["coalesced", "l2"]).toContain(fromB.outcome)
       expect(transpiler.calls()).toBe(1)
       expect(rowsOfHeld()).toBe(1)
       yield* eventually(() => a.mode() === "fleet" && b.mode() === "fleet")
+      // No longer solo: the catalog is off, and the row is read from the table.
+      expect(yield* ghostTag()).toBe("Module")
       yield* Scope.close(scopeB, Exit.void)
       yield* Scope.close(scopeA, Exit.void)
     }), 30_000)

@@ -37,12 +37,13 @@ const track = (promise: Promise<{ readonly status: number }>): Tracked => {
   return { done: () => finished, promise: settled }
 }
 
-/** Waits until the server reports a load in flight: the transpiles have started. */
-const untilInFlight = async (server: ServerProcess) => {
-  for (;;) {
+/** Waits until the server reports a load in flight: the transpiles have started (and are not over). */
+const untilInFlight = async (server: ServerProcess, busy: () => boolean) => {
+  while (busy()) {
     if ((await stats(server)).inFlight > 0) return
     await new Promise((resolve) => setTimeout(resolve, 10))
   }
+  throw new Error("the transpiles ended before the server reported them in flight")
 }
 
 /** A warm hit and a health probe, each with whether `busy` was still running when it was answered. */
@@ -56,15 +57,16 @@ const probe = async (server: ServerProcess, busy: () => boolean) => {
 
 describe("a serve process transpiling in workers", () => {
   it("answers warm L1 hits and health probes while a cold herd and a very large module transpile", async () => {
-    const herd = Object.fromEntries(Array.from({ length: 12 }, (_, i) => [`herd${i}.ts`, moduleOf(`herd${i}`, 64 * 1024)]))
-    const realmDir = makeRealm({ "warm.ts": "export const warm: number = 1\n", "big.ts": moduleOf("big", 1536 * 1024), ...herd })
-    const server = await startServer({ realmDir, store: "memory", env: { MTC_TRANSPILE_WORKERS: "2" } })
+    const herd = Object.fromEntries(Array.from({ length: 12 }, (_, i) => [`herd${i}.ts`, moduleOf(`herd${i}`, 32 * 1024)]))
+    const realmDir = makeRealm({ "warm.ts": "export const warm: number = 1\n", "big.ts": moduleOf("big", 512 * 1024), ...herd })
+    // Babel (about 5 ms per KiB): the native engine can finish the herd before a probe is sent.
+    const server = await startServer({ realmDir, store: "memory", env: { MTC_TRANSPILE_WORKERS: "2", MTC_ENGINE: "babel" } })
     expect((await request(server.url, "/warm.ts")).status).toBe(200)
 
     // A cold herd: 12 modules, 8 concurrent requests each.
     const requests = Object.keys(herd).flatMap((name) => Array.from({ length: 8 }, () => track(request(server.url, `/${name}`))))
     const herdBusy = () => requests.some((r) => !r.done())
-    await untilInFlight(server)
+    await untilInFlight(server, herdBusy)
     const duringHerd = await probe(server, herdBusy)
     expect(duringHerd).toEqual({ hit: { status: 200, whileBusy: true }, health: { status: 200, whileBusy: true } })
     expect(await Promise.all(requests.map((r) => r.promise))).toEqual(requests.map(() => 200))
@@ -72,7 +74,7 @@ describe("a serve process transpiling in workers", () => {
 
     // One very large module.
     const big = track(request(server.url, "/big.ts"))
-    await untilInFlight(server)
+    await untilInFlight(server, () => !big.done())
     const duringBig = await probe(server, () => !big.done())
     expect(duringBig).toEqual({ hit: { status: 200, whileBusy: true }, health: { status: 200, whileBusy: true } })
     expect(await big.promise).toBe(200)

@@ -63,7 +63,10 @@ describe("the database going away", () => {
       expect(warm.value.outcome).toBe("l1")
       const cold = yield* timed(cache.get(moduleKey(realm, "b.ts")))
       expect(cold.value.module.body).toContain('"b.ts"')
-      expect(cold.value.outcome).toBe("fallback")
+      // A local transpile: a fallback when its L2 read failed; "transpiled" when this process,
+      // alone on the database (solo mode), answered the read from its row catalog and granted
+      // its own lock, needing no statement before the write.
+      expect(["fallback", "transpiled"]).toContain(cold.value.outcome)
       // Bounded by connect timeouts and the retry schedule, never the coalescing deadline.
       expect(cold.ms).toBeLessThan(3000)
       // The write behind it is retried, then given up: counted and logged.

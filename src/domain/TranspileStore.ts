@@ -157,7 +157,22 @@ export class TranspileStore extends Context.Service<TranspileStore, {
    * when one was last read. Most recently read first.
    */
   readonly versions: (realmUrl: string) => Effect.Effect<ReadonlyArray<StoredVersion>, StoreError>
+  /**
+   * A Postgres store's row catalog for solo mode (see `store/RowCatalog.ts`): while this
+   * process is the only fleet session, no peer writes rows, so a read of an absent row is
+   * answered from memory. `enter` loads the catalog (the process just went solo); `leave`
+   * turns it off at once (a peer joins, the session is lost). Absent: no catalog.
+   */
+  readonly soloCatalog?: SoloCatalog | undefined
 }>()("module-transpile-cache/TranspileStore") {}
+
+/** See `TranspileStore.soloCatalog`. */
+export interface SoloCatalog {
+  /** Loads the catalog and turns it on, unless `leave` was called meanwhile. */
+  readonly enter: Effect.Effect<void>
+  /** Turns the catalog off, at once. */
+  readonly leave: () => void
+}
 
 /** Whether a row may be served for the given fingerprint and current source hash. */
 export const isUsable = (row: StoredRow, fingerprint: string, sourceHash: string): boolean =>

@@ -76,6 +76,11 @@ export interface PresenceOptions {
   readonly check: Duration.Duration
   /** Interval of a joining process's retries of the shared presence lock. */
   readonly joinRetry: Duration.Duration
+  /**
+   * Told when this process becomes solo (`true`), and when it stops being solo (`false`: it
+   * leaves, or its session, which held the presence lock, is lost). Called at once, in order.
+   */
+  readonly onSolo?: ((solo: boolean) => void) | undefined
 }
 
 /** The presence lock key (see the module's comment). */
@@ -214,9 +219,17 @@ export const makeFleet = (
     Effect.asVoid(connection.query("SELECT pg_notify($1, 'hello')", [options.channel]))
 
   /** Sets the mode of the session of `generation`; a join wakes every waiter (they may take locks now). */
+  /** What `presence.onSolo` was last told. */
+  let toldSolo = false
+  const tellSolo = (solo: boolean) => {
+    if (solo === toldSolo) return
+    toldSolo = solo
+    presence?.onSolo?.(solo)
+  }
   const setMode = (generation: number, mode: Mode) => {
     const before = modeOf(generation)
     current = { generation, mode }
+    tellSolo(mode === "solo")
     if (before === "joining" && mode === "fleet") waiters.wakeAll()
   }
 
@@ -455,6 +468,8 @@ export const makeFleet = (
       else if (payload === "fleet" && modeOf(generation) === "joining") wakeUpkeep()
     },
     onSessionChange: () => {
+      // The presence lock went with the session that held it.
+      tellSolo(modeOf(session.generation()) === "solo")
       if (presence !== undefined) wakeUpkeep()
     },
     mode: () => modeOf(session.generation())

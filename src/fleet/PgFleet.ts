@@ -6,10 +6,11 @@
  * @since 0.1.0
  */
 import { PgClient, type PgConnection } from "@effect/sql-pg"
-import { Context, Duration, Effect, Layer } from "effect"
+import { Context, Duration, Effect, FiberSet, Layer, Option } from "effect"
 import { Coordinator } from "../domain/Coordinator.ts"
 import { keyHash, realmHash } from "../domain/Domain.ts"
 import { Invalidations } from "../domain/Invalidations.ts"
+import { type SoloCatalog, TranspileStore } from "../domain/TranspileStore.ts"
 import * as Tuning from "../internal/tuning.ts"
 import * as AdvisoryLockCoordinator from "./AdvisoryLockCoordinator.ts"
 import * as InvalidationNotice from "./InvalidationNotice.ts"
@@ -51,6 +52,11 @@ export type PgFleetOptions = Tuning.Tuning<typeof defaults> & {
    * {@link AdvisoryLockCoordinator}). Checked for peers at each heartbeat.
    */
   readonly solo?: boolean | undefined
+  /**
+   * The store's row catalog for solo mode: loaded when this process goes solo, off when it
+   * stops being solo. {@link layer} takes it from the `TranspileStore` in context, if any.
+   */
+  readonly soloCatalog?: SoloCatalog | undefined
 }
 
 /** LISTEN reconnects, by this process (the fleet session's reconnects). */
@@ -76,6 +82,11 @@ export const make = Effect.fnUntraced(function*(options: PgFleetOptions = {}) {
       sessionTimeout
     )
 
+  const soloCatalog = options.soloCatalog
+  const runFork = yield* FiberSet.makeRuntime()
+  const onSolo = soloCatalog === undefined
+    ? undefined
+    : (solo: boolean) => (solo ? runFork(soloCatalog.enter) : soloCatalog.leave())
   const fleet = AdvisoryLockCoordinator.makeFleet({
     session,
     waiters,
@@ -83,7 +94,7 @@ export const make = Effect.fnUntraced(function*(options: PgFleetOptions = {}) {
     notifyPopulated: (hash) => Effect.ignore(notify(populatedChannel, hash.toString())),
     populatedChannel,
     ...(options.solo === true
-      ? { presence: { channel: presenceChannel, sessions: sessionNames, check: heartbeat, joinRetry } }
+      ? { presence: { channel: presenceChannel, sessions: sessionNames, check: heartbeat, joinRetry, onSolo } }
       : {})
   })
   const coordinator = fleet.coordinator
@@ -173,7 +184,9 @@ export const layerInvalidations = (options?: PgFleetOptions): Layer.Layer<Invali
 
 /** Coordinator and Invalidations over the PgClient in context. */
 export const layer = (options?: PgFleetOptions): Layer.Layer<Coordinator | Invalidations, never, PgSession.PgSession> =>
-  Layer.effectContext(
-    Effect.map(make(options), ({ coordinator, invalidations }) =>
-      Context.make(Coordinator, coordinator).pipe(Context.add(Invalidations, invalidations)))
-  )
+  Layer.effectContext(Effect.gen(function*() {
+    const store = yield* Effect.serviceOption(TranspileStore)
+    const soloCatalog = options?.soloCatalog ?? Option.getOrUndefined(store)?.soloCatalog
+    const { coordinator, invalidations } = yield* make({ ...options, soloCatalog })
+    return Context.make(Coordinator, coordinator).pipe(Context.add(Invalidations, invalidations))
+  }))

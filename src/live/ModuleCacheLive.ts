@@ -217,11 +217,13 @@ const sessionServices = (store: PostgresChoice, main: PgTls.ClientTls, direct: P
       return { stats }
     })
   )
+  const solo = store.coordinate !== false && (store.fleet?.solo ?? budgetDefaults.solo)
+  const storeLayer = SqlTranspileStore.layer({ kind: "postgres", soloCatalog: solo }).pipe(Layer.provide(sql))
   return Layer.mergeAll(
-    SqlTranspileStore.layer({ kind: "postgres" }).pipe(Layer.provide(sql)),
     store.coordinate === false
-      ? Layer.merge(Coordinator.layerNone, PgFleet.layerInvalidations(store.fleet))
-      : PgFleet.layer({ ...store.fleet, solo: store.fleet?.solo ?? budgetDefaults.solo }),
+      ? Layer.mergeAll(storeLayer, Coordinator.layerNone, PgFleet.layerInvalidations(store.fleet))
+      // The fleet turns the store's solo catalog on and off with solo mode.
+      : PgFleet.layer({ ...store.fleet, solo }).pipe(Layer.provideMerge(storeLayer)),
     connections,
     direct === undefined ? Layer.empty : checkDirectSession(direct, store.connectTimeout ?? defaults.connectTimeout)
   ).pipe(Layer.provide(session))

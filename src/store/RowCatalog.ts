@@ -19,6 +19,11 @@
  * A change whose outcome is unknown (a failed statement) turns the catalog off for good: every
  * read then runs its SELECT. Prune reloads it (rows were deleted).
  *
+ * A Postgres store keeps one too while its process is solo (the only fleet session: no peer
+ * writes rows then; see `fleet/AdvisoryLockCoordinator.ts`): loaded when the process goes solo,
+ * off when it stops being solo. A change from outside the fleet (the CLI's `invalidate`) shows as
+ * a rejected write, which sends that row's reads back to the table ({@link RowCatalog.rejected}).
+ *
  * @since 0.3.0
  */
 import type { Captured } from "../domain/TranspileStore.ts"
@@ -91,6 +96,17 @@ export class RowCatalog {
   /** A write of `generation` applied. */
   wrote(realmUrl: string, path: string, fingerprint: string, generation: number): void {
     if (this.on) this.row(realmUrl, path, fingerprint, generation, true, "write")
+  }
+
+  /**
+   * A write of the row was rejected (its capture was behind the table: a change the catalog
+   * did not see). The row's reads run their SELECT from now on.
+   */
+  rejected(realmUrl: string, path: string, fingerprint: string): void {
+    if (!this.on) return
+    const key = this.keys.get(idOf(realmUrl, path))
+    const generation = key?.rows.get(fingerprint)?.generation ?? 0
+    this.row(realmUrl, path, fingerprint, generation, true, "load")
   }
 
   /** A tombstone made every row of the key dead at `generation` (a row of fingerprint `''` when it had none). */

@@ -83,6 +83,12 @@ export interface SqlStoreOptions {
    * from memory ({@link RowCatalog}), without a statement. Default false.
    */
   readonly ownsTable?: boolean | undefined
+  /**
+   * Whether the store keeps a {@link RowCatalog} for solo mode (Postgres): off until
+   * `soloCatalog.enter`, which the fleet calls when this process becomes the only fleet
+   * session; off again at `soloCatalog.leave`. Default false.
+   */
+  readonly soloCatalog?: boolean | undefined
 }
 
 /** int8 arrives as a bigint (sql-pg, and PGlite with our parsers); the store speaks numbers. */
@@ -229,14 +235,18 @@ export const make = (
     const sql = yield* SqlClient.SqlClient
     const kind = options.kind
     const touchAfterMillis = options.touchAfterMillis ?? 60_000
-    const catalog = options.ownsTable === true ? new RowCatalog() : undefined
+    const catalog = options.ownsTable === true || options.soloCatalog === true ? new RowCatalog() : undefined
+    /** Bumped by solo mode's `leave`: a load that began before it must not turn the catalog on. */
+    let catalogTurn = 0
 
     /**
-     * Loads the catalog in one transaction: on PGlite that holds the one session, so no
-     * change commits between its two reads and the catalog's replacement.
+     * Loads the catalog from one snapshot of the table (on PGlite the transaction holds the one
+     * session; on Postgres it is REPEATABLE READ), unless solo mode was left meanwhile.
      */
-    const loadCatalog = (into: RowCatalog) =>
-      sql.withTransaction(Effect.gen(function*() {
+    const loadCatalog = (into: RowCatalog) => {
+      const turn = catalogTurn
+      return sql.withTransaction(Effect.gen(function*() {
+        if (kind === "postgres") yield* sql`SET TRANSACTION ISOLATION LEVEL REPEATABLE READ`
         const rows = yield* sql`
           SELECT realm_url, canonical_path, fingerprint, generation,
                  (body IS NOT NULL OR failure IS NOT NULL) AS live
@@ -245,6 +255,7 @@ export const make = (
         const epochs = yield* sql`SELECT realm_url, epoch FROM module_transpile_cache_realm`.pipe(
           Effect.flatMap(decodeRealmEpochRows)
         )
+        if (turn !== catalogTurn) return
         into.replace(
           rows.map((row) => ({
             realmUrl: row.realm_url,
@@ -256,6 +267,7 @@ export const make = (
           epochs.map((row) => [row.realm_url, row.epoch] as const)
         )
       })).pipe(Effect.catch(() => Effect.sync(() => into.disable())))
+    }
 
     const annotate = (operation: string, attributes: Record<string, unknown>) =>
       Effect.annotateCurrentSpan({ "mtc.store.kind": kind, "mtc.store.operation": operation, ...attributes })
@@ -411,6 +423,7 @@ export const make = (
           return rows.length > 0
         }))
         if (written) catalog?.wrote(key.realmUrl, key.path, request.fingerprint, captured.generation)
+        else catalog?.rejected(key.realmUrl, key.path, request.fingerprint)
         yield* Effect.annotateCurrentSpan("mtc.store.written", written)
         return written
       },
@@ -508,6 +521,7 @@ export const make = (
             const wrote = applied.has(versionedId(key.realmUrl, key.path, fingerprint))
             written[entry.index] = wrote
             if (wrote) catalog?.wrote(key.realmUrl, key.path, fingerprint, captured.generation)
+            else catalog?.rejected(key.realmUrl, key.path, fingerprint)
           }
           remaining = later
         }
@@ -623,7 +637,7 @@ export const make = (
         const cap = pruneOptions.maxBytesPerRealm
         const evicted = cap === undefined ? 0 : yield* evictOverCap(cap)
         // Rows were deleted: the catalog is loaded again.
-        if (catalog !== undefined) yield* loadCatalog(catalog)
+        if (catalog !== undefined && (options.ownsTable === true || catalog.enabled)) yield* loadCatalog(catalog)
         if (kind === "pglite") {
           yield* sql`VACUUM module_transpile_cache`
           yield* sql`CHECKPOINT`
@@ -733,7 +747,7 @@ export const make = (
 
     const service = TranspileStore.of({ kind, read, readMany, write, writeMany, tombstone, wipeRealm, prune, preload, versions })
     if (catalog === undefined) return service
-    yield* loadCatalog(catalog)
+    if (options.ownsTable === true) yield* loadCatalog(catalog)
     /** A change whose outcome is unknown (it failed, or was interrupted) turns the catalog off. */
     const changing = <A, E>(effect: Effect.Effect<A, E>) =>
       Effect.onError(effect, () => Effect.sync(() => catalog.disable()))
@@ -762,7 +776,18 @@ export const make = (
       writeMany: (requests) => changing(writeMany(requests)),
       tombstone: (key) => changing(tombstone(key)),
       wipeRealm: (realmUrl) => changing(wipeRealm(realmUrl)),
-      prune: (pruneOptions) => changing(prune(pruneOptions))
+      prune: (pruneOptions) => changing(prune(pruneOptions)),
+      ...(options.soloCatalog === true
+        ? {
+          soloCatalog: {
+            enter: Effect.suspend(() => loadCatalog(catalog)),
+            leave: () => {
+              catalogTurn++
+              catalog.disable()
+            }
+          }
+        }
+        : {})
     })
   })
 
