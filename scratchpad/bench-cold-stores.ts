@@ -51,7 +51,7 @@ const STORES: Array<Store> = (process.env["COLD_STORES"] ?? "memory,pglite,pg").
 const kindOf = (store: Store): StoreKind => store.split(/[@+]/)[0] as StoreKind
 /** A variant's environment: `pg+MTC_FLEET_SOLO=0+MTC_L2_BATCH_READS=1` runs `pg` with those variables. */
 const variantEnv = (store: Store): Record<string, string> =>
-  Object.fromEntries(store.split("+").slice(1).map((pair) => pair.split("=") as [string, string]))
+  Object.fromEntries(store.replace(/@before$/, "").split("+").slice(1).map((pair) => pair.split("=") as [string, string]))
 
 /** A module of about 4 KiB of TypeScript importing two others (as in bench-preload.ts). */
 const moduleSource = (i: number): string => {
