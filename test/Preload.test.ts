@@ -75,17 +75,23 @@ describe("preload on PGlite", () => {
       return yield* use(cache, files.realmUrl, { reads: () => reads, transpiles: transpiler.calls }, files)
     }))
 
+  /** A realm directory holding `paths`, and an empty data directory. */
+  const writeRealm = () => {
+    const realmDir = tempDir("mtc-preload-realm-")
+    const dataDir = tempDir("mtc-preload-data-")
+    for (const p of paths) {
+      fs.mkdirSync(path.join(realmDir, path.dirname(p)), { recursive: true })
+      fs.writeFileSync(path.join(realmDir, p), `export const id: string = ${JSON.stringify(p)}\n`)
+    }
+    return { realmDir, dataDir }
+  }
+
   const getAll = (cache: ModuleCache.ModuleCache["Service"], realmUrl: string) =>
     Effect.forEach(paths, (p) => cache.get(moduleKey(realmUrl, p)), { concurrency: 16 })
 
   it.live("L2 writes held while no peer can wait for them go to PGlite when the cache closes", () =>
     Effect.gen(function*() {
-      const realmDir = tempDir("mtc-preload-realm-")
-      const dataDir = tempDir("mtc-preload-data-")
-      for (const p of paths) {
-        fs.mkdirSync(path.join(realmDir, path.dirname(p)), { recursive: true })
-        fs.writeFileSync(path.join(realmDir, p), `export const id: string = ${JSON.stringify(p)}\n`)
-      }
+      const { dataDir, realmDir } = writeRealm()
       // Held for an hour (longer than the close's drain of 5 s): answered, nothing written yet.
       yield* lifetime(realmDir, dataDir, (cache, realmUrl) =>
         Effect.gen(function*() {
@@ -105,12 +111,7 @@ describe("preload on PGlite", () => {
 
   it.live("a restart serves every module as an L1 hit, with 0 transpiles and 0 L2 reads; an edit made while down is not preloaded", () =>
     Effect.gen(function*() {
-      const realmDir = tempDir("mtc-preload-realm-")
-      const dataDir = tempDir("mtc-preload-data-")
-      for (const p of paths) {
-        fs.mkdirSync(path.join(realmDir, path.dirname(p)), { recursive: true })
-        fs.writeFileSync(path.join(realmDir, p), `export const id: string = ${JSON.stringify(p)}\n`)
-      }
+      const { dataDir, realmDir } = writeRealm()
 
       // First start: everything is transpiled and written to L2.
       yield* lifetime(realmDir, dataDir, (cache, realmUrl, counts) =>

@@ -599,7 +599,9 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
   // On close, loads still running (a load answers before it writes L2) get some time to commit,
   // their held writes at once.
   yield* Effect.addFinalizer(() =>
-    Effect.andThen(Effect.sync(() => (closing = true)), FiberSet.awaitEmpty(loads)).pipe(Effect.timeoutOption(options.drainTimeout ?? defaults.drainTimeout))
+    Effect.andThen(Effect.sync(() => (closing = true)), FiberSet.awaitEmpty(loads)).pipe(
+      Effect.timeoutOption(options.drainTimeout ?? defaults.drainTimeout)
+    )
   )
 
   yield* invalidations.subscribe(onPeerInvalidation)

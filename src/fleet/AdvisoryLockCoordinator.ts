@@ -218,7 +218,6 @@ export const makeFleet = (
   const hello = (connection: Connection, options: PresenceOptions) =>
     Effect.asVoid(connection.query("SELECT pg_notify($1, 'hello')", [options.channel]))
 
-  /** Sets the mode of the session of `generation`; a join wakes every waiter (they may take locks now). */
   /** What `presence.onSolo` was last told. */
   let toldSolo = false
   const tellSolo = (solo: boolean) => {
@@ -226,6 +225,7 @@ export const makeFleet = (
     toldSolo = solo
     presence?.onSolo?.(solo)
   }
+  /** Sets the mode of the session of `generation`; a join wakes every waiter (they may take locks now). */
   const setMode = (generation: number, mode: Mode) => {
     const before = modeOf(generation)
     current = { generation, mode }
