@@ -8,14 +8,13 @@ import { Effect, Exit, Layer, Redacted, Scope } from "effect"
 import { HttpRouter } from "effect/http"
 import { writeFileSync } from "node:fs"
 import { createServer, type Server } from "node:http"
-import * as net from "node:net"
 import * as path from "node:path"
 import { afterAll, describe, expect, it } from "vitest"
 import { FastPathHandler } from "../src/http/FastPath.ts"
 import * as JitWarmup from "../src/http/JitWarmup.ts"
 import * as RealmServer from "../src/http/RealmServer.ts"
 import * as TestTranspiler from "../src/transpiler/TestTranspiler.ts"
-import { makeRealm, type RawResponse, removeRealms, request } from "./support/server.ts"
+import { freePort, makeRealm, type RawResponse, removeRealms, request } from "./support/server.ts"
 
 const token = "fast-path-test-admin-token-0123456789"
 const scopes: Array<Scope.Closeable> = []
@@ -25,15 +24,6 @@ afterAll(async () => {
   removeRealms()
 })
 
-const freePort = (): Promise<number> =>
-  new Promise((resolve, reject) => {
-    const probe = net.createServer()
-    probe.once("error", reject)
-    probe.listen(0, "127.0.0.1", () => {
-      const address = probe.address()
-      probe.close(() => resolve(typeof address === "object" && address !== null ? address.port : 0))
-    })
-  })
 
 const build = async <E>(layer: Layer.Layer<never, E>) => {
   const scope = Effect.runSync(Scope.make())

@@ -6,7 +6,6 @@
  */
 import { spawn, spawnSync } from "node:child_process"
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
-import * as net from "node:net"
 import { tmpdir } from "node:os"
 import * as path from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
@@ -14,6 +13,7 @@ import { dropDatabase, freshDatabase } from "./support/database.ts"
 import { which } from "./support/prerequisites.ts"
 import {
   eventually,
+  freePort,
   jsonOf,
   makeRealm,
   removeRealms,
@@ -49,16 +49,6 @@ const parse = (text: string): Array<Sample> =>
 const sum = (samples: ReadonlyArray<Sample>, name: string, where: (labels: Record<string, string>) => boolean = () => true) =>
   samples.filter((s) => s.name === name && where(s.labels)).reduce((total, s) => total + s.value, 0)
 
-const freePort = () =>
-  new Promise<number>((resolve, reject) => {
-    const server = net.createServer()
-    server.once("error", reject)
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address()
-      const port = address !== null && typeof address === "object" ? address.port : 0
-      server.close(() => resolve(port))
-    })
-  })
 
 const modules = Array.from({ length: 6 }, (_, i) => `m${i}.ts`)
 

@@ -273,17 +273,26 @@ export const jsonOf = (response: RawResponse): Record<string, unknown> => {
   return { ...parsed }
 }
 
-/** A TCP port free on 127.0.0.1 right now (bound to port 0, then closed). */
-export const freePort = (): Promise<number> =>
-  new Promise((resolve, reject) => {
+/** Whether `port` can be bound on 127.0.0.1 right now (bound, then closed). */
+const canBind = (port: number): Promise<boolean> =>
+  new Promise((resolve) => {
     const server = createServer()
-    server.once("error", reject)
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address()
-      const port = typeof address === "object" && address !== null ? address.port : 0
-      server.close(() => resolve(port))
-    })
+    server.once("error", () => resolve(false))
+    server.listen(port, "127.0.0.1", () => server.close(() => resolve(true)))
   })
+
+/**
+ * A TCP port free on 127.0.0.1 right now, for a server that is started on it later. Chosen
+ * below the kernel's ephemeral range (32768 and up), so that no other test's connection or
+ * port-0 listener is handed it meanwhile: a fleet restarted behind nginx keeps its ports.
+ */
+export const freePort = async (): Promise<number> => {
+  for (let attempt = 0; attempt < 200; attempt++) {
+    const port = 20_000 + Math.floor(Math.random() * 12_000)
+    if (await canBind(port)) return port
+  }
+  throw new Error("no free port between 20000 and 32000")
+}
 
 export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
 
