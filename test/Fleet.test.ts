@@ -29,13 +29,17 @@ afterAll(() => {
 const advisoryLocks = () =>
   Number(psql(`SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database
     WHERE l.locktype = 'advisory' AND d.datname = '${database}'`))
-/** The presence locks of solo mode (src/fleet/AdvisoryLockCoordinator.ts), by mode, and the key locks. */
+/**
+ * The presence locks of solo mode (src/fleet/AdvisoryLockCoordinator.ts), by mode, and the key
+ * locks: the fleet session's locks, on int8 keys (`objsubid` 1). A write transaction's shared
+ * locks on (space, id) pairs (`objsubid` 2) last only while it runs, and are not counted.
+ */
 const presenceHigh = (presenceKey >> 32n) & 0xffffffffn
 const presenceLow = presenceKey & 0xffffffffn
 const lockModes = () => {
   const rows = psql(`SELECT (l.classid::bigint = ${presenceHigh} AND l.objid::bigint = ${presenceLow}), l.mode
     FROM pg_locks l JOIN pg_database d ON d.oid = l.database
-    WHERE l.locktype = 'advisory' AND l.granted AND d.datname = '${database}' ORDER BY 1, 2`)
+    WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted AND d.datname = '${database}' ORDER BY 1, 2`)
   const lines = rows.split("\n").map((line) => line.trim()).filter((line) => line.length > 0)
   return {
     presence: lines.filter((line) => line.startsWith("t|")).map((line) => line.slice(2)),

@@ -67,14 +67,17 @@ const member = (
     return { cache, store, coordinator: fleet.coordinator, mode: fleet.mode, reads: () => reads }
   }).pipe(Scope.provide(scope))
 
-/** The advisory locks held on the test's database, by mode (`ExclusiveLock`, `ShareLock`), presence lock apart. */
+/**
+ * The fleet sessions' advisory locks on the test's database (int8 keys, `objsubid` 1; not a write
+ * transaction's passing locks on key pairs), by mode (`ExclusiveLock`, `ShareLock`), presence lock apart.
+ */
 const locks = () => {
   const high = (presenceKey >> 32n) & 0xffffffffn
   const low = presenceKey & 0xffffffffn
   const rows = psql(
     `SELECT (l.classid::bigint = ${high} AND l.objid::bigint = ${low}) AS presence, l.mode
      FROM pg_locks l JOIN pg_database d ON d.oid = l.database
-     WHERE l.locktype = 'advisory' AND l.granted AND d.datname = '${database}' ORDER BY 1, 2`
+     WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted AND d.datname = '${database}' ORDER BY 1, 2`
   )
   const lines = rows.split("\n").map((line) => line.trim()).filter((line) => line.length > 0)
   return {
