@@ -54,6 +54,12 @@ interface AdvisoryLockContext {
   readonly waiters: WaiterRegistry
   /** Time a lock query may take. */
   readonly lockTimeout: Duration.Duration
+  /**
+   * How long a lock operation waits for the session while the server refuses its connects
+   * ("too many clients"): waited out, as the store's refusals are, not fallen back from at
+   * once (default: `lockTimeout`). An unreachable database fails it at once.
+   */
+  readonly refusalWait?: Duration.Duration | undefined
   /** Sends the "populated" notice of a lock key, best effort. */
   readonly notifyPopulated: (hash: bigint) => Effect.Effect<void>
   /**
@@ -150,7 +156,7 @@ export const make = (context: AdvisoryLockContext): Coordinator["Service"] => ma
 
 /** Builds the coordinator with solo mode's upkeep (`presence` is idle without {@link PresenceOptions}). */
 export const makeFleet = (
-  { lockTimeout, notifyPopulated, populatedChannel, presence, session, waiters }: AdvisoryLockContext
+  { lockTimeout, notifyPopulated, populatedChannel, presence, refusalWait, session, waiters }: AdvisoryLockContext
 ): FleetCoordinator => {
   /**
    * Lock keys this process holds (or is trying to take), with the generation of the session
@@ -357,7 +363,7 @@ export const makeFleet = (
           })
           return answers
         }),
-      lockTimeout
+      refusalWait ?? lockTimeout
     )
 
   /** Runs the operations as one statement; a failed or hung one resets the session. */

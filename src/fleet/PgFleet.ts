@@ -40,7 +40,12 @@ export const defaults = Tuning.defaults({
    * run in worker threads, so the event loop answers them promptly. A database that is down
    * fails them at once instead.
    */
-  lockTimeout: Duration.seconds(2)
+  lockTimeout: Duration.seconds(2),
+  /**
+   * How long a lock operation waits for the fleet session while the server refuses its
+   * connects (default 10 s, the coalescing deadline's default): waited out, not fallen back from.
+   */
+  refusalWait: Duration.seconds(10)
 })
 
 /** Tuning of the fleet connections. */
@@ -70,7 +75,7 @@ export const reconnectCounter = PgSession.reconnectCounter
  */
 export const make = Effect.fnUntraced(function*(options: PgFleetOptions = {}) {
   const session = yield* PgSession.PgSession
-  const { heartbeat, lockTimeout, sessionTimeout } = Tuning.resolve(defaults, options)
+  const { heartbeat, lockTimeout, refusalWait, sessionTimeout } = Tuning.resolve(defaults, options)
   const origin = InvalidationNotice.makeOrigin()
   const waiters = new WaiterRegistry()
   const subscribers = Subscribers.make()
@@ -91,6 +96,7 @@ export const make = Effect.fnUntraced(function*(options: PgFleetOptions = {}) {
     session,
     waiters,
     lockTimeout,
+    refusalWait,
     notifyPopulated: (hash) => Effect.ignore(notify(populatedChannel, hash.toString())),
     populatedChannel,
     ...(options.solo === true
