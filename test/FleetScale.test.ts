@@ -13,8 +13,8 @@ import { Effect, Layer, Logger, Redacted } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import * as ModuleCacheLive from "../src/live/ModuleCacheLive.ts"
 import { dropDatabase, freshDatabase, psql } from "./support/database.ts"
-import { databaseOf, describeSamples, herd as httpHerd, outcomes, sessionCount, stats, totalTranspiles, until } from "./support/load.ts"
-import { makeRealm, removeRealms, startServer, stopAll } from "./support/server.ts"
+import { databaseOf, describeSamples, endFleet, herd as httpHerd, outcomes, stats, totalTranspiles } from "./support/load.ts"
+import { makeRealm, startServer } from "./support/server.ts"
 import { herd, invalidationSpread, sampleConnections, startFleet, totals } from "./support/simulation.ts"
 
 const moduleCount = 24
@@ -35,15 +35,7 @@ describe("a fleet at scale on one Postgres", () => {
     url = freshDatabase("fleet_scale")
     database = databaseOf(url)
   })
-  afterAll(async () => {
-    await stopAll()
-    try {
-      await until(() => sessionCount(database) === 0, 10_000, "the fleet's sessions closed")
-    } finally {
-      dropDatabase(url)
-      removeRealms()
-    }
-  }, 60_000)
+  afterAll(() => endFleet(url, { noLocksLeft: false }), 60_000)
 
   it("12 serve processes, a cold herd of 4 x 24 on each: exactly 24 transpiles, no failed request", async () => {
     const files = Object.fromEntries(paths.map((p, i) => [p, tinyModule(i)]))

@@ -11,22 +11,20 @@
 import { writeFileSync } from "node:fs"
 import * as path from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { dropDatabase, freshDatabase } from "./support/database.ts"
+import { freshDatabase } from "./support/database.ts"
 import {
-  advisoryLockCount,
-  databaseOf,
   describeSamples,
+  endFleet,
   herd,
   outcomes,
   type Sample,
   sample,
-  sessionCount,
   stats,
   type Stats,
   totalTranspiles,
   until
 } from "./support/load.ts"
-import { jsonOf, makeRealm, removeRealms, request, type ServerProcess, startServer, stopAll } from "./support/server.ts"
+import { jsonOf, makeRealm, request, type ServerProcess, startServer } from "./support/server.ts"
 
 const moduleCount = 10
 const perModulePerServer = 20
@@ -43,7 +41,6 @@ const moduleSource = (realm: string, i: number, version = 1): string => {
 const pathsOf = (mount: "/a/" | "/b/") => Array.from({ length: moduleCount }, (_, i) => `${mount}m${i}.ts`)
 
 let dbUrl: string
-let database: string
 let dirA: string
 let dirB: string
 let servers: Array<ServerProcess> = []
@@ -53,7 +50,6 @@ const realmFiles = (realm: string): Record<string, string> =>
 
 beforeAll(async () => {
   dbUrl = freshDatabase("realms_fleet")
-  database = databaseOf(dbUrl)
   dirA = makeRealm(realmFiles("a"), "mtc-realms-fleet-a-")
   dirB = makeRealm(realmFiles("b"), "mtc-realms-fleet-b-")
   const env = { DATABASE_URL: dbUrl, MTC_PG_CONNECT_TIMEOUT: "5 seconds", MTC_SESSION_TIMEOUT: "10 seconds" }
@@ -61,16 +57,7 @@ beforeAll(async () => {
   servers = await Promise.all([startServer({ store: "pg", args, env }), startServer({ store: "pg", args, env })])
 }, 120_000)
 
-afterAll(async () => {
-  await stopAll()
-  try {
-    await until(() => sessionCount(database) === 0, 10_000, "the fleet's sessions closed")
-    expect(advisoryLockCount(database)).toBe(0)
-  } finally {
-    dropDatabase(dbUrl)
-    removeRealms()
-  }
-}, 60_000)
+afterAll(() => endFleet(dbUrl, { noLocksLeft: true }), 60_000)
 
 /** A realm's figures in a process's stats. */
 const realmOf = (s: Stats, mount: string) => {

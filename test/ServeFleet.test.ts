@@ -6,9 +6,9 @@
 import { writeFileSync } from "node:fs"
 import * as path from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { dropDatabase, freshDatabase, psql } from "./support/database.ts"
-import { advisoryLockCount, databaseOf, describeSamples, herd, outcomes, type Sample, sessionCount, stats, totalTranspiles, until } from "./support/load.ts"
-import { jsonOf, makeRealm, removeRealms, request, type ServerProcess, sleep, startServer, stopAll } from "./support/server.ts"
+import { freshDatabase, psql } from "./support/database.ts"
+import { describeSamples, endFleet, herd, outcomes, type Sample, stats, totalTranspiles, until } from "./support/load.ts"
+import { jsonOf, makeRealm, request, type ServerProcess, sleep, startServer } from "./support/server.ts"
 
 const moduleCount = 10
 const perModulePerServer = 40
@@ -28,13 +28,11 @@ const moduleSource = (i: number, version = 1, functions = 60): string => {
 const modulePaths = (prefix: string) => Array.from({ length: moduleCount }, (_, i) => `/${prefix}/m${i}.ts`)
 
 let dbUrl: string
-let database: string
 let realm: string
 let servers: Array<ServerProcess> = []
 
 beforeAll(async () => {
   dbUrl = freshDatabase("serve_fleet")
-  database = databaseOf(dbUrl)
   const files: Record<string, string> = {}
   for (const prefix of ["herd", "edit"]) {
     for (let i = 0; i < moduleCount; i++) files[`${prefix}/m${i}.ts`] = moduleSource(i)
@@ -49,17 +47,8 @@ beforeAll(async () => {
   servers = await Promise.all([startServer({ realmDir: realm, store: "pg", env }), startServer({ realmDir: realm, store: "pg", env })])
 }, 120_000)
 
-afterAll(async () => {
-  await stopAll()
-  try {
-    // Nothing of the fleet remains once it exited.
-    await until(() => sessionCount(database) === 0, 10_000, "the fleet's sessions closed")
-    expect(advisoryLockCount(database)).toBe(0)
-  } finally {
-    dropDatabase(dbUrl)
-    removeRealms()
-  }
-}, 60_000)
+// Nothing of the fleet remains once it exited.
+afterAll(() => endFleet(dbUrl, { noLocksLeft: true }), 60_000)
 
 const checkHerd = (samples: ReadonlyArray<Sample>, paths: ReadonlyArray<string>) => {
   const failed = samples.filter((s) => s.status !== 200)

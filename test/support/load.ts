@@ -10,8 +10,9 @@ import { readFileSync } from "node:fs"
 import { connect } from "node:net"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
-import { psql } from "./database.ts"
-import { jsonOf, request, type ServerProcess, sleep } from "./server.ts"
+import { expect } from "vitest"
+import { dropDatabase, psql } from "./database.ts"
+import { jsonOf, removeRealms, request, type ServerProcess, sleep, stopAll } from "./server.ts"
 
 // -----------------------------------------------------------------------------
 // Requests
@@ -216,6 +217,23 @@ export const until = async (check: () => boolean | Promise<boolean>, timeoutMs: 
     if (await check()) return
     if (Date.now() > deadline) throw new Error(`not within ${timeoutMs} ms: ${what}`)
     await sleep(everyMs)
+  }
+}
+
+/**
+ * The end of a file's fleet of `serve` processes on the database at `dbUrl`: stops them, waits
+ * until their sessions closed (and, with `noLocksLeft`, checks that no advisory lock is left),
+ * then drops the database and the realms, whatever failed.
+ */
+export const endFleet = async (dbUrl: string, options: { readonly noLocksLeft: boolean }) => {
+  const database = databaseOf(dbUrl)
+  await stopAll()
+  try {
+    await until(() => sessionCount(database) === 0, 10_000, "the fleet's sessions closed")
+    if (options.noLocksLeft) expect(advisoryLockCount(database)).toBe(0)
+  } finally {
+    dropDatabase(dbUrl)
+    removeRealms()
   }
 }
 
