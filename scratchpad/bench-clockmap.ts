@@ -5,48 +5,8 @@
  * Run: npx node scratchpad/bench-clockmap.ts
  */
 import { ClockMap } from "../src/internal/ClockMap.ts"
+import { PlainClock } from "../test/support/plainClock.ts"
 import { type BenchRow, nsPerOp } from "./bench-l1.ts"
-
-/** The plain CLOCK map as it was before groups. */
-class PlainClock<V> {
-  private readonly entries = new Map<string, { value: V; bytes: number; used: boolean }>()
-  private total = 0
-  private readonly maxBytes: number
-  constructor(maxBytes: number) {
-    this.maxBytes = maxBytes
-  }
-  get(id: string): V | undefined {
-    const entry = this.entries.get(id)
-    if (entry !== undefined) entry.used = true
-    return entry?.value
-  }
-  set(id: string, value: V, bytes: number): boolean {
-    if (bytes > this.maxBytes) return false
-    this.delete(id)
-    this.entries.set(id, { value, bytes, used: false })
-    this.total += bytes
-    while (this.total > this.maxBytes) {
-      for (const [other, entry] of this.entries) {
-        if (this.total <= this.maxBytes) return true
-        if (other === id) continue
-        if (entry.used) {
-          entry.used = false
-          this.entries.delete(other)
-          this.entries.set(other, entry)
-        } else {
-          this.delete(other)
-        }
-      }
-    }
-    return true
-  }
-  delete(id: string): void {
-    const entry = this.entries.get(id)
-    if (entry === undefined) return
-    this.entries.delete(id)
-    this.total -= entry.bytes
-  }
-}
 
 const entries = 100_000
 const bytes = 4096
