@@ -48,7 +48,7 @@ const measure = (name: string, kind: SqlTranspileStore.SqlStoreKind, sqlLayer: L
     const fresh = "https://bench.test/fresh/"
     const old = "https://bench.test/old/"
     // History: 5000 tombstones of keys that were invalidated once, in the realm measured.
-    yield* Effect.forEach(Array.from({ length: 5000 }, (_, i) => moduleKey(old, `gone/${i}.ts`)), store.tombstone, {
+    yield* Effect.forEach(Array.from({ length: 5000 }, (_, i) => moduleKey(old, `gone/${i}.ts`)), (key) => store.tombstone(key), {
       discard: true,
       concurrency: 4
     })

@@ -60,7 +60,8 @@ const allMigrations = [
   [2, "create_module_transpile_cache_realm"],
   [3, "index_live_rows_by_realm"],
   [4, "create_module_transpile_cache_pooler"],
-  [5, "version_rows_by_fingerprint"]
+  [5, "version_rows_by_fingerprint"],
+  [6, "name_edit_sources"]
 ]
 
 describe("migrations started by a fleet at once", () => {
@@ -97,7 +98,7 @@ describe("migrations started by a fleet at once", () => {
       "module_transpile_cache_realm:p"
     ])
     expect(psql("SELECT migration_id || ':' || name FROM module_transpile_cache_migrations ORDER BY 1", url))
-      .toBe("1:create_module_transpile_cache\n2:create_module_transpile_cache_realm\n3:index_live_rows_by_realm\n4:create_module_transpile_cache_pooler\n5:version_rows_by_fingerprint")
+      .toBe("1:create_module_transpile_cache\n2:create_module_transpile_cache_realm\n3:index_live_rows_by_realm\n4:create_module_transpile_cache_pooler\n5:version_rows_by_fingerprint\n6:name_edit_sources")
     expect(psql(
       `SELECT indexname FROM pg_indexes WHERE tablename = 'module_transpile_cache' ORDER BY indexname`,
       url

@@ -8,8 +8,9 @@ import { TestClock } from "effect/testing"
 import { TranspileError } from "../src/domain/Errors.ts"
 import * as TestTranspiler from "../src/transpiler/TestTranspiler.ts"
 import { syntaxErrorMarker } from "../src/transpiler/TestTranspiler.ts"
-import { moduleKey } from "../src/domain/Domain.ts"
-import { idle, keyOf, makeCache, makeWorld, realm, settle } from "./support/world.ts"
+import { hashSource, moduleKey } from "../src/domain/Domain.ts"
+import type { InvalidationEvent } from "../src/domain/Invalidations.ts"
+import { idle, keyOf, makeCache, makeWorld, realm, settle, type World } from "./support/world.ts"
 
 const a = keyOf("a.ts")
 const b = keyOf("b.ts")
@@ -314,6 +315,159 @@ describe("ModuleCache", () => {
       expect(fresh.outcome).toBe("transpiled")
       expect(fresh.module.body).toContain("'new'")
     }))
+
+  describe("an edit's invalidation names its source", () => {
+    const oldSource = "export const v = 'old'"
+    const newSource = "export const v = 'new'"
+
+    /** Records what peers are told: a subscriber of the world's fleet that is no cache. */
+    const told = (world: World) => {
+      const events: Array<InvalidationEvent> = []
+      world.fleet.subscribers.add({ member: -1, deliver: (event) => events.push(event) })
+      return events
+    }
+
+    it.effect("every report of one edit, by each cache's watcher and by peers, costs one transpile; a waiter on it is not woken to a tombstone", () =>
+      Effect.gen(function*() {
+        const world = yield* makeWorld({ "a.ts": oldSource })
+        const caches = yield* Effect.all([makeCache(world), makeCache(world), makeCache(world)])
+        const [one, two, three] = caches
+        yield* Effect.forEach(caches, (cache) => cache.get(a), { discard: true })
+        yield* Effect.forEach(caches, idle, { discard: true })
+        expect(world.transpiler.calls()).toBe(1)
+        const notices = told(world)
+
+        world.sources.set(a, newSource)
+        const edit = hashSource(newSource)
+        const gate = yield* world.transpiler.gate
+        // The first watcher to see it: its L1 entry and L2 row go, and peers are told (naming the source).
+        yield* one.invalidate(a, edit)
+        expect(notices).toEqual([{ _tag: "Key", hash: expect.any(BigInt), sourceHash: edit }])
+        const winning = yield* Effect.forkChild(two.get(a))
+        yield* Deferred.await(gate.started)
+        const waiting = yield* Effect.forkChild(three.get(a))
+        yield* settle
+        // The other watchers' reports of the same edit, while its transpile runs: nothing changes.
+        yield* Effect.forEach(caches, (cache) => cache.invalidate(a, edit), { discard: true })
+        expect(notices).toHaveLength(1)
+        yield* settle
+        expect(waiting.pollUnsafe()).toBeUndefined()
+        yield* Deferred.succeed(gate.release, undefined)
+        expect((yield* Fiber.join(winning)).outcome).toBe("transpiled")
+        const joined = yield* Fiber.join(waiting)
+        expect(joined.outcome).toBe("coalesced")
+        expect(joined.module.body).toContain("'new'")
+        yield* Effect.forEach(caches, idle, { discard: true })
+        // A report after the row is written leaves it too.
+        yield* three.invalidate(a, edit)
+        const row = yield* world.readRow(a)
+        assert(row._tag === "Module")
+        expect(row.module.body).toContain("'new'")
+        const fresh = yield* one.get(a)
+        expect(fresh.outcome).toBe("l2")
+        expect(fresh.module.body).toContain("'new'")
+        expect((yield* two.get(a)).outcome).toBe("l1")
+        expect((yield* three.get(a)).outcome).toBe("l1")
+        expect(world.transpiler.calls()).toBe(2)
+        expect(notices).toHaveLength(1)
+      }))
+
+    it.effect("a report of the source L1 and L2 already hold (a save that changed nothing) costs nothing and tells nobody", () =>
+      Effect.gen(function*() {
+        const world = yield* makeWorld({ "a.ts": oldSource })
+        const [one, two] = yield* Effect.all([makeCache(world), makeCache(world)])
+        yield* one.get(a)
+        yield* idle(one)
+        expect((yield* two.get(a)).outcome).toBe("l2")
+        const notices = told(world)
+        yield* one.invalidate(a, hashSource(oldSource))
+        yield* two.invalidate(a, hashSource(oldSource))
+        expect(notices).toEqual([])
+        expect((yield* one.get(a)).outcome).toBe("l1")
+        expect((yield* two.get(a)).outcome).toBe("l1")
+        expect(world.transpiler.calls()).toBe(1)
+      }))
+
+    it.effect("a slow load of the old source neither fills L1 nor lands in L2 after the edit", () =>
+      Effect.gen(function*() {
+        const world = yield* makeWorld({ "a.ts": oldSource })
+        const cache = yield* makeCache(world)
+        const gate = yield* world.transpiler.gate
+        const slow = yield* Effect.forkChild(cache.get(a))
+        yield* Deferred.await(gate.started)
+        world.sources.set(a, newSource)
+        yield* cache.invalidate(a, hashSource(newSource))
+        world.transpiler.ungate()
+        yield* Deferred.succeed(gate.release, undefined)
+        expect((yield* Fiber.join(slow)).module.body).toContain("'old'")
+        yield* idle(cache)
+        expect((yield* world.readRow(a))._tag).toBe("Absent")
+        const fresh = yield* cache.get(a)
+        expect(fresh.outcome).toBe("transpiled")
+        expect(fresh.module.body).toContain("'new'")
+        expect(world.transpiler.calls()).toBe(2)
+      }))
+
+    it.effect("a load of the edit's source in flight when the edit is reported stays: later gets join it, and it fills L1 and L2", () =>
+      Effect.gen(function*() {
+        const world = yield* makeWorld({ "a.ts": oldSource })
+        const cache = yield* makeCache(world)
+        yield* cache.get(a)
+        yield* idle(cache)
+        world.sources.set(a, newSource)
+        // This process's watcher is slower than a get of the new source (the L2 row is the old source's: a miss).
+        yield* cache.invalidate(a, hashSource(newSource))
+        const gate = yield* world.transpiler.gate
+        const first = yield* Effect.forkChild(cache.get(a))
+        yield* Deferred.await(gate.started)
+        yield* cache.invalidate(a, hashSource(newSource))
+        const second = yield* Effect.forkChild(cache.get(a))
+        yield* settle
+        yield* Deferred.succeed(gate.release, undefined)
+        expect((yield* Fiber.join(first)).outcome).toBe("transpiled")
+        expect((yield* Fiber.join(second)).outcome).toBe("coalesced")
+        yield* idle(cache)
+        expect((yield* cache.get(a)).outcome).toBe("l1")
+        const row = yield* world.readRow(a)
+        assert(row._tag === "Module")
+        expect(row.module.body).toContain("'new'")
+        expect(world.transpiler.calls()).toBe(2)
+      }))
+
+    it.effect("a late report of an older edit does not let a load of that source, dropped by a newer edit, fill L1", () =>
+      Effect.gen(function*() {
+        const world = yield* makeWorld({ "a.ts": oldSource })
+        const cache = yield* makeCache(world)
+        world.sources.set(a, newSource)
+        yield* cache.invalidate(a, hashSource(newSource))
+        const gate = yield* world.transpiler.gate
+        const slow = yield* Effect.forkChild(cache.get(a))
+        yield* Deferred.await(gate.started)
+        const newest = "export const v = 'newest'"
+        world.sources.set(a, newest)
+        yield* cache.invalidate(a, hashSource(newest))
+        // Another watcher's report of the edit before, arriving last.
+        yield* cache.invalidate(a, hashSource(newSource))
+        world.transpiler.ungate()
+        yield* Deferred.succeed(gate.release, undefined)
+        expect((yield* Fiber.join(slow)).module.body).toContain("'new'")
+        const fresh = yield* cache.get(a)
+        expect(fresh.outcome).not.toBe("l1")
+        expect(fresh.module.body).toContain("'newest'")
+      }))
+
+    it.effect("an invalidation that names no source (the API's) still costs exactly one transpile in the fleet", () =>
+      Effect.gen(function*() {
+        const world = yield* makeWorld({ "a.ts": oldSource })
+        const caches = yield* Effect.all([makeCache(world), makeCache(world), makeCache(world)])
+        yield* Effect.forEach(caches, (cache) => cache.get(a), { discard: true })
+        yield* Effect.forEach(caches, idle, { discard: true })
+        yield* caches[0].invalidate(a)
+        const again = yield* Effect.forEach(caches, (cache) => cache.get(a), { concurrency: "unbounded" })
+        expect(again.map((result) => result.outcome).sort()).not.toContain("l1")
+        expect(world.transpiler.calls()).toBe(2)
+      }))
+  })
 
   describe("two versions on one store and fleet", () => {
     it.effect("a version never waits on the other's transpile, and neither overwrites the other's row", () =>

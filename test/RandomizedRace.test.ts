@@ -1,5 +1,6 @@
 /**
- * Randomized interleavings of get / invalidate / invalidateRealm / stale L2 writes across 3
+ * Randomized interleavings of get / invalidate (forced, or an edit's, named by its source and
+ * reported again by every cache, some reports late) / invalidateRealm / stale L2 writes across 3
  * caches on one Postgres database. The claim, checked on every get: a get that starts after
  * an invalidate has returned never serves bytes older than that invalidate. On the cache that
  * invalidated, that holds from the moment `invalidate` returns; peers learn of it by NOTIFY,
@@ -93,7 +94,18 @@ describe("randomized races on Postgres", () => {
           checkedGets++
         } else if (roll < 85) {
           const edited = edit(key)
-          yield* cache.invalidate(key)
+          if (roll < 72) yield* cache.invalidate(key)
+          else {
+            // An edit as watchers report it: named by its source, then reported again by every
+            // cache, some of them late (after a newer edit, even).
+            const named = hashSource(content(key, edited))
+            yield* cache.invalidate(key, named)
+            yield* Effect.forkScoped(Effect.forEach(caches, (other) =>
+              Effect.andThen(Effect.flatMap(Random.nextIntBetween(0, 5), (ms) => Effect.sleep(ms)), other.invalidate(key, named)), {
+              concurrency: "unbounded",
+              discard: true
+            }))
+          }
           raise(index, key, edited)
         } else if (roll < 90) {
           const edited = keys.map((k) => [k, edit(k)] as const)

@@ -23,11 +23,11 @@ describe("RowCatalog", () => {
     expect(catalog.absent(realm, "a.ts", "fp")).toBeUndefined()
     // Another version's row is absent, at the key's generation.
     expect(catalog.absent(realm, "a.ts", "fp-2")).toEqual({ generation: 0, realmEpoch: 0 })
-    catalog.tombstoned(realm, "a.ts", 1)
+    catalog.tombstoned(realm, "a.ts", 1, ["fp"])
     expect(catalog.absent(realm, "a.ts", "fp")).toEqual({ generation: 1, realmEpoch: 0 })
     expect(catalog.absent(realm, "a.ts", "fp-2")).toEqual({ generation: 1, realmEpoch: 0 })
     // A tombstone of a key with no row leaves the key at that generation.
-    catalog.tombstoned(realm, "b.ts", 1)
+    catalog.tombstoned(realm, "b.ts", 1, [""])
     expect(catalog.absent(realm, "b.ts", "fp")).toEqual({ generation: 1, realmEpoch: 0 })
   })
 
@@ -47,10 +47,10 @@ describe("RowCatalog", () => {
     const catalog = loaded()
     // A write that captured a tombstone (generation 1) landed after it; their updates arrive swapped.
     catalog.wrote(realm, "a.ts", "fp", 1)
-    catalog.tombstoned(realm, "a.ts", 1)
+    catalog.tombstoned(realm, "a.ts", 1, ["fp"])
     expect(catalog.absent(realm, "a.ts", "fp")).toBeUndefined()
     // A stale write below the row's generation does not bring it back.
-    catalog.tombstoned(realm, "a.ts", 2)
+    catalog.tombstoned(realm, "a.ts", 2, ["fp"])
     catalog.wrote(realm, "a.ts", "fp", 1)
     expect(catalog.absent(realm, "a.ts", "fp")).toEqual({ generation: 2, realmEpoch: 0 })
   })

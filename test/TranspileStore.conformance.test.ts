@@ -141,7 +141,7 @@ const sqlOnlySuite = (it: Vitest.MethodsNonLive<SqlClient.SqlClient>, kind: SqlT
         content: content(body)
       })
       // stale.gts is tombstoned (generation 1) and wiped's epoch bumped after their captures at 0.
-      expect(yield* store.tombstone(stale)).toBe(1)
+      expect((yield* store.tombstone(stale)).generation).toBe(1)
       yield* store.wipeRealm(wiped)
       const written = yield* store.writeMany([
         request(fresh, 0, "first"),

@@ -8,6 +8,8 @@
  * eviction walks from the oldest insertion, giving used entries another round. A hit is
  * then a single map lookup, where an exact LRU list would re-insert on every hit.
  *
+ * An edit's invalidation names the source that now stands: an entry of that source stays.
+ *
  * @since 0.1.0
  */
 import { type CachedModule, keyString, keyHash, type ModuleKey, realmHash } from "../domain/Domain.ts"
@@ -17,7 +19,7 @@ import { ClockMap } from "../internal/ClockMap.ts"
 export const defaultMaxBytes = 64 * 1024 * 1024
 
 /** The generations a loader captured before it started; its fill counts only if they did not move. */
-interface L1Capture {
+export interface L1Capture {
   readonly key: number
   readonly realm: number
   readonly flush: number
@@ -116,15 +118,22 @@ export class L1Cache {
     return true
   }
 
-  /** Bumps the key's generation and drops its entries (every key sharing its hash). */
-  invalidateHash(hash: bigint): void {
+  /**
+   * Bumps the key's generation and drops its entries (every key sharing its hash), but an
+   * entry of `sourceHash` when one is named (an edit's invalidation: that entry is the edit's).
+   */
+  invalidateHash(hash: bigint, sourceHash?: string): void {
     this.keyGenerations.set(hash, ++this.counter)
     const ids = this.byHash.get(hash)
-    if (ids !== undefined) for (const id of [...ids]) this.entries.delete(id)
+    if (ids === undefined) return
+    for (const id of [...ids]) {
+      if (sourceHash === undefined || this.entries.get(id)?.module.sourceHash !== sourceHash) this.entries.delete(id)
+    }
   }
 
-  invalidateKey(key: ModuleKey): void {
-    this.invalidateHash(keyHash(key))
+  /** {@link invalidateHash} of a key. */
+  invalidateKey(key: ModuleKey, sourceHash?: string): void {
+    this.invalidateHash(keyHash(key), sourceHash)
   }
 
   /** Bumps the realm's generation and drops its entries. */

@@ -49,7 +49,7 @@ import {
   type RealmCounts,
   type RecentError
 } from "./CacheCounters.ts"
-import { defaultMaxBytes, L1Cache } from "./L1Cache.ts"
+import { defaultMaxBytes, type L1Capture, L1Cache } from "./L1Cache.ts"
 import { PendingInvalidations } from "./PendingInvalidations.ts"
 import * as Preload from "./Preload.ts"
 import { SingleFlight } from "./SingleFlight.ts"
@@ -90,8 +90,18 @@ export interface RealmCacheCounts extends RealmCounts {
 export class ModuleCache extends Context.Service<ModuleCache, {
   /** The transpiled module, from the fastest layer that holds it. */
   readonly get: (key: ModuleKey) => Effect.Effect<GetResult, GetError>
-  /** Drops a module here, tombstones its L2 row and tells peers. */
-  readonly invalidate: (key: ModuleKey) => Effect.Effect<void>
+  /**
+   * Drops a module here, tombstones its L2 rows and tells peers.
+   *
+   * An edit names `sourceHash`, the hash of the source that now stands (`hashSource` of the
+   * file as read after the change, or `goneSourceHash` for a file that is gone): what already
+   * holds that source (an L1 entry, a load of it, an L2 row) satisfies it and stays, and when
+   * L2 already held only that source, peers are not told (someone told them). So however many
+   * watchers and peers report one edit, it costs one transpile in the fleet, and a save that
+   * changes nothing costs none. Without `sourceHash` (the API, the CLI) the module goes
+   * whatever it holds, and is transpiled again once in the fleet.
+   */
+  readonly invalidate: (key: ModuleKey, sourceHash?: string) => Effect.Effect<void>
   /** Drops a whole realm here, wipes it from L2 and tells peers. */
   readonly invalidateRealm: (realmUrl: string) => Effect.Effect<void>
   readonly stats: Effect.Effect<CacheStats>
@@ -209,6 +219,17 @@ export {
   InvalidationSource
 } from "./CacheCounters.ts"
 
+/**
+ * A load in flight: its key and key hash, the source it read (once read), and the L1 state its
+ * fill is conditioned on (taken again by an edit's invalidation that names the source it read).
+ */
+interface Flight {
+  readonly key: ModuleKey
+  readonly hash: bigint
+  sourceHash: string | undefined
+  l1Captured: L1Capture | undefined
+}
+
 /** A module's answer, or its failure (recorded in L2, shared with every waiter). */
 type Loaded = Exit.Exit<GetResult, ModuleBuildError>
 
@@ -260,7 +281,7 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
   const polls = pollSchedule(options.pollInitial ?? defaults.pollInitial, options.pollMax ?? defaults.pollMax)
   // Loads run in fibers of their own: drained on close (the finalizer below), then interrupted.
   const loads = yield* FiberSet.make()
-  const flights = new SingleFlight<GetResult, GetError, { readonly realmUrl: string; readonly hash: bigint }>({
+  const flights = new SingleFlight<GetResult, GetError, Flight>({
     fork: (load) => FiberSet.run(loads, load, { startImmediately: false }),
     joined: (result) => ({ ...result, outcome: "coalesced" })
   })
@@ -512,16 +533,22 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
   }
 
   /** One load of a key (run once at a time per key by single-flight): its source, then {@link resolve}; L1 is filled on delivery. */
-  const load = (key: ModuleKey, hash: bigint, answer: (exit: Exit.Exit<GetResult, GetError>) => Effect.Effect<void>) =>
+  const load = (
+    key: ModuleKey,
+    flight: Flight,
+    answer: (exit: Exit.Exit<GetResult, GetError>) => Effect.Effect<void>
+  ) =>
     Effect.gen(function*() {
-      const l1Captured = l1.capture(key, hash)
+      const l1Captured = l1.capture(key, flight.hash)
+      flight.l1Captured = l1Captured
       const source = yield* sources.read(key)
+      flight.sourceHash = source.hash
       let delivered = false
       const deliver: Deliver = (loaded) =>
         Effect.suspend(() => {
           if (delivered) return Effect.void
           delivered = true
-          if (Exit.isSuccess(loaded)) l1.fill(loaded.value.module, hash, l1Captured)
+          if (Exit.isSuccess(loaded)) l1.fill(loaded.value.module, flight.hash, flight.l1Captured ?? l1Captured)
           return answer(loaded)
         })
       const loaded = yield* resolve(source, deliver)
@@ -542,8 +569,8 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
       Effect.suspend(() => {
         const module = l1.get(keyString(key))
         if (module !== undefined) return Effect.as(report("l1", key.realmUrl), { module, outcome: "l1" as const })
-        const hash = keyHash(key)
-        return flights.run(keyString(key), { realmUrl: key.realmUrl, hash }, (answer) => load(key, hash, answer)).pipe(
+        const flight: Flight = { key, hash: keyHash(key), sourceHash: undefined, l1Captured: undefined }
+        return flights.run(keyString(key), flight, (answer) => load(key, flight, answer)).pipe(
           Effect.tap((result) => report(result.outcome, key.realmUrl)),
           Effect.tapError(() => report("error", key.realmUrl))
         )
@@ -552,21 +579,41 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
       { attributes: { "mtc.realm": key.realmUrl, "mtc.path": key.path }, captureStackTrace: false }
     )
 
-  const invalidate = (key: ModuleKey): Effect.Effect<void> =>
+  /**
+   * Drops the key's L1 entries and loads in flight by its hash, but those of `sourceHash` when
+   * one is named: later gets join a load that read that source, and its fill still counts (only
+   * a load still in flight now: one an earlier invalidation dropped stays dropped).
+   */
+  const dropKey = (hash: bigint, sourceHash: string | undefined): void => {
+    l1.invalidateHash(hash, sourceHash)
+    flights.forget((flight) => flight.hash === hash && (sourceHash === undefined || flight.sourceHash !== sourceHash))
+    if (sourceHash === undefined) return
+    for (const flight of flights.tags()) {
+      if (flight.hash === hash && flight.sourceHash === sourceHash) flight.l1Captured = l1.capture(flight.key, hash)
+    }
+  }
+
+  const invalidate = (key: ModuleKey, sourceHash?: string): Effect.Effect<void> =>
     Effect.gen(function*() {
-      const id = keyString(key)
       counters.invalidated(yield* InvalidationSource)
-      l1.invalidateKey(key)
-      flights.forget((_, flight) => flight === id)
-      yield* pending.tombstoning(key, l2.tombstone(key))
-      yield* invalidations.publishKey(key)
-    }).pipe(Effect.withSpan("ModuleCache.invalidate", { attributes: { "mtc.realm": key.realmUrl, "mtc.path": key.path } }))
+      dropKey(keyHash(key), sourceHash)
+      // Only a forced invalidation makes reads bypass L2 until its tombstone commits: an edit's
+      // leaves rows of its source, and a read never serves a row of another source.
+      const changed = sourceHash === undefined
+        ? yield* pending.tombstoning(key, l2.tombstone(key))
+        : yield* l2.tombstone(key, sourceHash)
+      yield* Effect.annotateCurrentSpan("mtc.invalidation.changed", changed)
+      // Rows already all of the edit's source: whoever changed them told the peers.
+      if (changed) yield* invalidations.publishKey(key, sourceHash)
+    }).pipe(Effect.withSpan("ModuleCache.invalidate", {
+      attributes: { "mtc.realm": key.realmUrl, "mtc.path": key.path, "mtc.source_hash": sourceHash ?? "" }
+    }))
 
   const invalidateRealm = (realmUrl: string): Effect.Effect<void> =>
     Effect.gen(function*() {
       counters.invalidated(yield* InvalidationSource)
       l1.invalidateRealm(realmUrl)
-      flights.forget((flight) => flight.realmUrl === realmUrl)
+      flights.forget((flight) => flight.key.realmUrl === realmUrl)
       yield* pending.wiping(realmUrl, l2.wipeRealm(realmUrl))
       yield* invalidations.publishRealm(realmUrl)
     }).pipe(Effect.withSpan("ModuleCache.invalidateRealm", { attributes: { "mtc.realm": realmUrl } }))
@@ -576,15 +623,14 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
     if (event._tag !== "Flush") counters.invalidated("peer")
     switch (event._tag) {
       case "Key": {
-        l1.invalidateHash(event.hash)
-        flights.forget((flight) => flight.hash === event.hash)
+        dropKey(event.hash, event.sourceHash)
         return
       }
       case "Realm": {
         const realmUrl = l1.realmOfHash(event.hash)
         if (realmUrl !== undefined) {
           l1.invalidateRealm(realmUrl)
-          flights.forget((flight) => flight.realmUrl === realmUrl)
+          flights.forget((flight) => flight.key.realmUrl === realmUrl)
         }
         return
       }
@@ -633,7 +679,7 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
     forgetRealm: (realmUrl) =>
       Effect.sync(() => {
         l1.forgetRealm(realmUrl)
-        flights.forget((flight) => flight.realmUrl === realmUrl)
+        flights.forget((flight) => flight.key.realmUrl === realmUrl)
         counters.forget(realmUrl)
       }),
     realmUsage: (realmUrl) =>

@@ -62,6 +62,11 @@ export class SingleFlight<A, E, T> {
     })
   }
 
+  /** The tags of the runs later calls would join. */
+  tags(): Array<T> {
+    return Array.from(this.calls.values(), (call) => call.tag)
+  }
+
   /** Later calls of the ids whose tag matches start a new run instead of joining theirs. */
   forget(predicate: (tag: T, id: string) => boolean): void {
     for (const [id, call] of [...this.calls]) if (predicate(call.tag, id)) this.calls.delete(id)

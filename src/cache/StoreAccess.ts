@@ -86,16 +86,26 @@ export const make = (
       retryFailed({ schedule: refusals, while: (error) => error.refused === true })
     )
 
-  /** Refusals waited out, then retried while retryable, then logged as a warning and counted. */
-  const bestEffort = <A>(operation: string, realmUrl: string, effect: Effect.Effect<A, StoreError>): Effect.Effect<void> =>
+  /**
+   * Refusals waited out, then retried while retryable, then logged as a warning and counted;
+   * `orElse` is the answer of one given up.
+   */
+  const bestEffort = <A>(
+    operation: string,
+    realmUrl: string,
+    effect: Effect.Effect<A, StoreError>,
+    orElse: A
+  ): Effect.Effect<A> =>
     waitOutRefusals(operation, realmUrl, effect).pipe(
       // A refusal already had its wait; this schedule is for the other transient failures.
       retryFailed({ schedule: retries, times: options.retries, while: (error) => error.retryable && error.refused !== true }),
-      Effect.asVoid,
       Effect.catch((error) =>
-        Effect.andThen(
-          Effect.logWarning(`module-transpile-cache: L2 ${operation} given up`, error.message),
-          Effect.sync(() => counters.persistFailed(realmUrl))
+        Effect.as(
+          Effect.andThen(
+            Effect.logWarning(`module-transpile-cache: L2 ${operation} given up`, error.message),
+            Effect.sync(() => counters.persistFailed(realmUrl))
+          ),
+          orElse
         )
       )
     )
@@ -118,13 +128,17 @@ export const make = (
     /** Writes a row, best effort. */
     persist: (request: WriteRequest): Effect.Effect<void> =>
       // Data-first: the pipeable withSpan captures a stack trace on every call.
-      Effect.withSpan(timed(bestEffort("write", request.key.realmUrl, write(request)), writeTime), "ModuleCache.persist", {
+      Effect.withSpan(timed(bestEffort("write", request.key.realmUrl, Effect.asVoid(write(request)), undefined), writeTime), "ModuleCache.persist", {
         attributes: { "mtc.path": request.key.path },
         captureStackTrace: false
       }),
-    /** Tombstones a key, best effort. */
-    tombstone: (key: ModuleKey): Effect.Effect<void> => bestEffort("tombstone", key.realmUrl, store.tombstone(key)),
+    /**
+     * Tombstones a key (see `TranspileStore.tombstone`), best effort: whether L2 changed (true
+     * when it is not known, the tombstone given up).
+     */
+    tombstone: (key: ModuleKey, sourceHash?: string): Effect.Effect<boolean> =>
+      bestEffort("tombstone", key.realmUrl, Effect.map(store.tombstone(key, sourceHash), (done) => done.changed), true),
     /** Wipes a realm, best effort. */
-    wipeRealm: (realmUrl: string): Effect.Effect<void> => bestEffort("realm wipe", realmUrl, store.wipeRealm(realmUrl))
+    wipeRealm: (realmUrl: string): Effect.Effect<void> => bestEffort("realm wipe", realmUrl, store.wipeRealm(realmUrl), undefined)
   }
 }

@@ -63,6 +63,13 @@ export const realmHash = (realmUrl: string): bigint => hash64(`realm|${realmUrl}
 export const hashSource = (source: string | Uint8Array): string =>
   createHash("sha256").update(source).digest("hex")
 
+/**
+ * The source hash an invalidation names for a module whose file is gone (see
+ * `ModuleCache.invalidate`): no source hashes to it, so nothing satisfies it but a later
+ * report of the same deletion.
+ */
+export const goneSourceHash = "gone"
+
 /** The source of a module as it is now, as {@link ModuleSources} reads it. */
 export interface ModuleSource {
   readonly key: ModuleKey

@@ -1,7 +1,9 @@
 /**
  * The Invalidations service: tells peers to drop L1 entries, and hears theirs.
  *
- * Payloads are hashes, never paths: a peer matches them against its own L1.
+ * Payloads are hashes, never paths: a peer matches them against its own L1. An edit's
+ * notice also names the source hash that now stands, so that a peer keeps what already
+ * holds it.
  *
  * @since 0.1.0
  */
@@ -10,8 +12,11 @@ import type { ModuleKey } from "./Domain.ts"
 
 /** An invalidation heard from a peer. */
 export type InvalidationEvent =
-  /** Drop the module whose lock key is `hash`. */
-  | { readonly _tag: "Key"; readonly hash: bigint }
+  /**
+   * Drop the module whose key hash is `hash`, unless it holds the source `sourceHash` (an
+   * edit's, see `ModuleCache.invalidate`); with no `sourceHash`, drop it whatever it holds.
+   */
+  | { readonly _tag: "Key"; readonly hash: bigint; readonly sourceHash?: string | undefined }
   /** Drop every module of the realm whose realm hash is `hash`. */
   | { readonly _tag: "Realm"; readonly hash: bigint }
   /** Invalidations may have been missed (a reconnect): drop all of L1. */
@@ -27,7 +32,8 @@ export type InvalidationHandler = (event: InvalidationEvent) => void
 /** Peer invalidation. */
 export class Invalidations extends Context.Service<Invalidations, {
   readonly kind: "postgres" | "memory" | "none"
-  readonly publishKey: (key: ModuleKey) => Effect.Effect<void>
+  /** Tells peers to drop a module, unless it holds `sourceHash` (when named). */
+  readonly publishKey: (key: ModuleKey, sourceHash?: string) => Effect.Effect<void>
   readonly publishRealm: (realmUrl: string) => Effect.Effect<void>
   /**
    * Calls `handler` with every event from peers (never this instance's own) for the life of

@@ -54,6 +54,14 @@ export interface WriteRequest {
   readonly content: WriteContent
 }
 
+/** What a {@link TranspileStore} `tombstone` did. */
+export interface Tombstoned {
+  /** The key's generation after it. */
+  readonly generation: number
+  /** Whether any row changed (false: every row already satisfied the named source). */
+  readonly changed: boolean
+}
+
 /** What prune removes. */
 export interface PruneOptions {
   /** Tombstones (and recorded failures) older than this many milliseconds. */
@@ -119,10 +127,13 @@ export class TranspileStore extends Context.Service<TranspileStore, {
    */
   readonly readMany: (keys: ReadonlyArray<VersionedKey>) => Effect.Effect<ReadonlyArray<StoredRow>, StoreError>
   /**
-   * Writes the row of the request's fingerprint with OCC: applies only if no row of the key
-   * (of any version) has a generation above `captured.generation`, and the realm epoch is
-   * still `captured.realmEpoch`. Returns whether it applied. Never touches another
-   * fingerprint's row.
+   * Writes the row of the request's fingerprint with OCC: applies only if the realm epoch is
+   * still `captured.realmEpoch` and every row of the key (of any version) with a generation
+   * above `captured.generation` names the request's source: it holds that source, or is a
+   * tombstone awaiting it (a module version is a pure function of its source and fingerprint,
+   * so such a write is the one the tombstone waits for). A tombstone that names no source, or
+   * another, defeats it. The row takes the key's generation (at least the captured one).
+   * Returns whether it applied. Never touches another fingerprint's row.
    */
   readonly write: (request: WriteRequest) => Effect.Effect<boolean, StoreError>
   /**
@@ -134,9 +145,14 @@ export class TranspileStore extends Context.Service<TranspileStore, {
   /**
    * Tombstones a key in every version: each of its rows becomes `body NULL` at the key's next
    * generation (a row is made when none exists), so that a write of any version captured
-   * before fails. Returns the new generation.
+   * before fails.
+   *
+   * With `sourceHash` (the source that now stands, as an edit's invalidation names it), rows
+   * that hold that source, or are tombstones awaiting it, are left as they are: they already
+   * satisfy the edit. The others become tombstones awaiting it, which a write of that source
+   * may still fill (see {@link write}). Without it, every row goes.
    */
-  readonly tombstone: (key: ModuleKey) => Effect.Effect<number, StoreError>
+  readonly tombstone: (key: ModuleKey, sourceHash?: string) => Effect.Effect<Tombstoned, StoreError>
   /** Wipes a realm (every version): tombstones its rows and bumps its epoch, so that every earlier capture fails to write. */
   readonly wipeRealm: (realmUrl: string) => Effect.Effect<void, StoreError>
   /**
@@ -187,7 +203,7 @@ export const none: TranspileStore["Service"] = TranspileStore.of({
   read: () => Effect.succeed(absent(emptyCapture)),
   readMany: (keys) => Effect.succeed(keys.map(() => absent(emptyCapture))),
   write: () => Effect.succeed(false),
-  tombstone: () => Effect.succeed(0),
+  tombstone: () => Effect.succeed({ generation: 0, changed: true }),
   wipeRealm: () => Effect.void,
   prune: () => Effect.succeed(0),
   preload: () => Stream.empty,

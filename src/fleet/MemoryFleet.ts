@@ -68,7 +68,7 @@ export const makeInvalidations = (fleet: MemoryFleet): Effect.Effect<Invalidatio
       })
     return Invalidations.of({
       kind: "memory",
-      publishKey: (key) => publish({ _tag: "Key", hash: keyHash(key) }),
+      publishKey: (key, sourceHash) => publish({ _tag: "Key", hash: keyHash(key), sourceHash }),
       publishRealm: (realmUrl) => publish({ _tag: "Realm", hash: realmHash(realmUrl) }),
       subscribe: (handler) =>
         // Delivered synchronously, so that a peer's L1 is clean when `publish` returns.

@@ -107,15 +107,15 @@ export const make = Effect.fnUntraced(function*(options: PgFleetOptions = {}) {
   yield* session.subscribe(sessionHooks(origin, waiters, subscribers, fleet))
   if (options.solo === true) yield* Effect.forkIn(fleet.presence, yield* Effect.scope)
 
-  const publish = (kind: InvalidationNotice.Kind, hash: bigint) =>
-    notify(invalidatedChannel, InvalidationNotice.encode(kind, hash, origin)).pipe(
+  const publish = (kind: InvalidationNotice.Kind, hash: bigint, sourceHash?: string) =>
+    notify(invalidatedChannel, InvalidationNotice.encode(kind, hash, origin, sourceHash)).pipe(
       Effect.tapError((error) => Effect.logWarning("module-transpile-cache: invalidation NOTIFY failed", String(error))),
       Effect.ignore
     )
 
   const invalidations = Invalidations.of({
     kind: "postgres",
-    publishKey: (key) => publish("k", keyHash(key)),
+    publishKey: (key, sourceHash) => publish("k", keyHash(key), sourceHash),
     publishRealm: (realmUrl) => publish("r", realmHash(realmUrl)),
     subscribe: subscribers.subscribe
   })

@@ -45,6 +45,7 @@ interface EntryRow {
   readonly kind: string
   readonly hash: bigint | number | string
   readonly origin: string
+  readonly source_hash: string | null
 }
 
 const toBigInt = (value: bigint | number | string): bigint => (typeof value === "bigint" ? value : BigInt(value))
@@ -60,7 +61,7 @@ export const make = Effect.fnUntraced(function*(options: PolledInvalidationsOpti
   /** The last sequence number read, by realm; undefined until a poll succeeded. */
   let cursors: Map<string, bigint> | undefined
 
-  const publish = (realmUrl: string, kind: InvalidationNotice.Kind, hash: bigint) =>
+  const publish = (realmUrl: string, kind: InvalidationNotice.Kind, hash: bigint, sourceHash?: string) =>
     sql.withTransaction(Effect.gen(function*() {
       const head = yield* sql<{ seq: bigint | number | string }>`
         INSERT INTO module_transpile_cache_log_head (realm_url, seq) VALUES (${realmUrl}, 1)
@@ -68,9 +69,9 @@ export const make = Effect.fnUntraced(function*(options: PolledInvalidationsOpti
         RETURNING seq`
       const seq = toBigInt(head[0]?.seq ?? 0)
       yield* sql`
-        INSERT INTO module_transpile_cache_log (realm_url, seq, kind, hash, origin)
-        VALUES (${realmUrl}, ${seq.toString()}::int8, ${kind}, ${hash.toString()}::int8, ${origin})`
-      yield* sql`SELECT pg_notify(${InvalidationNotice.channel}, ${InvalidationNotice.encode(kind, hash, origin)})`
+        INSERT INTO module_transpile_cache_log (realm_url, seq, kind, hash, origin, source_hash)
+        VALUES (${realmUrl}, ${seq.toString()}::int8, ${kind}, ${hash.toString()}::int8, ${origin}, ${sourceHash ?? null}::text)`
+      yield* sql`SELECT pg_notify(${InvalidationNotice.channel}, ${InvalidationNotice.encode(kind, hash, origin, sourceHash)})`
       yield* sql`
         DELETE FROM module_transpile_cache_log
         WHERE realm_url = ${realmUrl} AND created_at < now() - ${retentionMs} * interval '1 millisecond'`
@@ -98,7 +99,7 @@ export const make = Effect.fnUntraced(function*(options: PolledInvalidationsOpti
       const cursor = known.get(realmUrl) ?? 0n
       if (head <= cursor) continue
       const entries = yield* sql<EntryRow>`
-        SELECT seq, kind, hash, origin FROM module_transpile_cache_log
+        SELECT seq, kind, hash, origin, source_hash FROM module_transpile_cache_log
         WHERE realm_url = ${realmUrl} AND seq > ${cursor.toString()}::int8 AND seq <= ${head.toString()}::int8
         ORDER BY seq`
       known.set(realmUrl, head)
@@ -110,7 +111,7 @@ export const make = Effect.fnUntraced(function*(options: PolledInvalidationsOpti
       }
       for (const entry of entries) {
         if (entry.origin === origin) continue
-        const event = InvalidationNotice.eventOf(entry.kind, toBigInt(entry.hash))
+        const event = InvalidationNotice.eventOf(entry.kind, toBigInt(entry.hash), entry.source_hash)
         if (event !== undefined) deliver(event)
       }
     }
@@ -132,7 +133,7 @@ export const make = Effect.fnUntraced(function*(options: PolledInvalidationsOpti
 
   return Invalidations.of({
     kind: "postgres",
-    publishKey: (key) => publish(key.realmUrl, "k", keyHash(key)),
+    publishKey: (key, sourceHash) => publish(key.realmUrl, "k", keyHash(key), sourceHash),
     publishRealm: (realmUrl) => publish(realmUrl, "r", realmHash(realmUrl)),
     subscribe
   })

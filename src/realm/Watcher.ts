@@ -13,14 +13,18 @@
  *   checkout costs one more invalidation, not one per event).
  * - **Invalidation** ({@link layer}): each batch invalidates the key of every changed module
  *   and every cached key below a changed directory ({@link PathRules.keysCovering}), and drops
- *   raw files cached in memory the same way. After an `Unknown`, the modules read so far are
- *   read again: only those whose content hash changed (or that are gone) are invalidated.
+ *   raw files cached in memory the same way. Each invalidation names the source the file
+ *   holds now (read after the event; `goneSourceHash` when it is gone), so that every process
+ *   watching the realm, and every peer, converge on one transpile of it (see
+ *   `ModuleCache.invalidate`); a file that cannot be read is invalidated whatever it holds.
+ *   After an `Unknown`, the modules read so far are read again: only those whose content hash
+ *   changed (or that are gone) are invalidated.
  *
  * @since 0.3.0
  */
-import { Clock, Duration, Effect, type FileSystem, Layer, Option, Queue, Schedule, type Scope, Stream } from "effect"
+import { Clock, Duration, Effect, Exit, type FileSystem, Layer, Option, Queue, Schedule, type Scope, Stream } from "effect"
 import * as path from "node:path"
-import { moduleKey } from "../domain/Domain.ts"
+import { goneSourceHash, moduleKey, type ModuleSource } from "../domain/Domain.ts"
 import { InvalidationSource } from "../cache/CacheCounters.ts"
 import { ModuleCache } from "../cache/ModuleCache.ts"
 import { fileSystem, RealmFiles } from "./FileSystemSources.ts"
@@ -220,16 +224,27 @@ export const watch = Effect.fnUntraced(function*(options: WatchTarget) {
     yield* Effect.forEach(files.knownPaths(), (known) =>
       Effect.gen(function*() {
         const before = files.knownHash(known)
-        const key = moduleKey(files.realmUrl, known)
-        const now = yield* Effect.exit(files.read(key))
-        const gone = now._tag === "Failure"
-        if (!gone && now.value.hash === before) return
+        const now = yield* Effect.exit(files.read(moduleKey(files.realmUrl, known)))
+        if (now._tag === "Success" && now.value.hash === before) return
         invalidated++
-        yield* cache.invalidate(key)
-        if (gone) files.forget(known)
+        yield* invalidateChanged(known, now)
       }), { discard: true, concurrency: 8 })
     yield* Effect.logInfo(`module-transpile-cache: rescanned the realm; ${invalidated} module(s) changed`)
   })
+
+  /**
+   * Invalidates a changed module, naming the source it holds now (as `read` found it): its
+   * hash, or `goneSourceHash` when the file is gone (then forgotten). A file that is there but
+   * cannot be read (too large, say) is invalidated whatever it holds.
+   */
+  const invalidateChanged = (canonicalPath: string, read: Exit.Exit<ModuleSource, unknown>) =>
+    Effect.gen(function*() {
+      const key = moduleKey(files.realmUrl, canonicalPath)
+      if (read._tag === "Success") return yield* cache.invalidate(key, read.value.hash)
+      const gone = Exit.isFailure(yield* Effect.exit(fsys.stat(path.join(files.realmDir, ...canonicalPath.split("/")))))
+      yield* cache.invalidate(key, gone ? goneSourceHash : undefined)
+      if (gone) files.forget(canonicalPath)
+    })
 
   const apply = (batch: ReadonlyArray<WatchEvent>) =>
     Effect.gen(function*() {
@@ -247,15 +262,11 @@ export const watch = Effect.fnUntraced(function*(options: WatchTarget) {
         const named = isExecutable(relative) ? [relative] : []
         for (const key of keysCovering(relative, named, files.knownPaths())) keys.add(key)
       }
-      yield* Effect.forEach(keys, (key) =>
-        Effect.andThen(
-          cache.invalidate(moduleKey(files.realmUrl, key)),
-          // A key whose file is gone is forgotten.
-          fsys.stat(path.join(files.realmDir, ...key.split("/"))).pipe(
-            Effect.asVoid,
-            Effect.catch(() => Effect.sync(() => files.forget(key)))
-          )
-        ), { discard: true, concurrency: 8 })
+      yield* Effect.forEach(
+        keys,
+        (key) => Effect.flatMap(Effect.exit(files.read(moduleKey(files.realmUrl, key))), (read) => invalidateChanged(key, read)),
+        { discard: true, concurrency: 8 }
+      )
     })
 
   const changes = yield* events({

@@ -20,7 +20,8 @@ interface Row {
   readonly generation: number
   readonly content: WriteContent | undefined
   readonly fingerprint: string
-  readonly sourceHash: string
+  /** The source the row holds, or the one a tombstone awaits (null: none). */
+  readonly sourceHash: string | null
   readonly updatedAt: number
   readonly accessedAt: number
 }
@@ -64,11 +65,11 @@ export const make: Effect.Effect<TranspileStore["Service"]> = Effect.sync(() => 
     if (fingerprints?.size === 0) versionsOfKey.delete(keyString(row.key))
   }
 
-  const tombstoneOf = (row: Row, generation: number, now: number): Row => ({
+  const tombstoneOf = (row: Row, generation: number, now: number, awaiting: string | null = null): Row => ({
     ...row,
     generation,
     content: undefined,
-    sourceHash: "",
+    sourceHash: awaiting,
     updatedAt: now,
     accessedAt: now
   })
@@ -109,7 +110,7 @@ export const make: Effect.Effect<TranspileStore["Service"]> = Effect.sync(() => 
     const captured = { generation: generationOf(key), realmEpoch: epochOf(key.realmUrl) }
     if (row === undefined || row.content === undefined) return absent(captured)
     put({ ...row, accessedAt: now })
-    const common = { captured, fingerprint: row.fingerprint, sourceHash: row.sourceHash }
+    const common = { captured, fingerprint: row.fingerprint, sourceHash: row.sourceHash ?? "" }
     return row.content._tag === "Module"
       ? { _tag: "Module", ...common, module: row.content.module }
       : { _tag: "Failure", ...common, error: row.content.error }
@@ -122,10 +123,11 @@ export const make: Effect.Effect<TranspileStore["Service"]> = Effect.sync(() => 
     write: (request) =>
       Effect.map(Clock.currentTimeMillis, (now) => {
         if (epochOf(request.key.realmUrl) !== request.captured.realmEpoch) return false
-        if (generationOf(request.key) > request.captured.generation) return false
+        const newer = rowsOfKey(request.key).filter((row) => row.generation > request.captured.generation)
+        if (newer.some((row) => row.sourceHash !== request.sourceHash)) return false
         put({
           key: moduleKey(request.key.realmUrl, request.key.path),
-          generation: request.captured.generation,
+          generation: Math.max(request.captured.generation, generationOf(request.key)),
           content: request.content,
           fingerprint: request.fingerprint,
           sourceHash: request.sourceHash,
@@ -134,15 +136,18 @@ export const make: Effect.Effect<TranspileStore["Service"]> = Effect.sync(() => 
         })
         return true
       }),
-    tombstone: (key) =>
+    tombstone: (key, sourceHash) =>
       Effect.map(Clock.currentTimeMillis, (now) => {
         const generation = generationOf(key) + 1
         const existing = rowsOfKey(key)
-        for (const row of existing) put(tombstoneOf(row, generation, now))
+        const awaiting = sourceHash ?? null
+        const replaced = sourceHash === undefined ? existing : existing.filter((row) => row.sourceHash !== sourceHash)
+        for (const row of replaced) put(tombstoneOf(row, generation, now, awaiting))
         if (existing.length === 0) {
-          put({ key: moduleKey(key.realmUrl, key.path), generation, content: undefined, fingerprint: "", sourceHash: "", updatedAt: now, accessedAt: now })
+          put({ key: moduleKey(key.realmUrl, key.path), generation, content: undefined, fingerprint: "", sourceHash: awaiting, updatedAt: now, accessedAt: now })
         }
-        return generation
+        const changed = replaced.length > 0 || existing.length === 0
+        return { generation: changed ? generation : generation - 1, changed }
       }),
     wipeRealm: (realmUrl) =>
       Effect.map(Clock.currentTimeMillis, (now) => {
@@ -176,7 +181,7 @@ export const make: Effect.Effect<TranspileStore["Service"]> = Effect.sync(() => 
           const content = row.content
           if (!realms.has(row.key.realmUrl) || row.fingerprint !== request.fingerprint) continue
           if (content?._tag !== "Module") continue
-          live.push({ row, preloaded: { key: row.key, module: { ...content.module, sourceHash: row.sourceHash } } })
+          live.push({ row, preloaded: { key: row.key, module: { ...content.module, sourceHash: row.sourceHash ?? "" } } })
         }
         const order = (x: string, y: string) => (x < y ? -1 : x > y ? 1 : 0)
         // As the SQL store: most recently read first, then by realm and path.

@@ -109,15 +109,13 @@ export class RowCatalog {
     this.row(realmUrl, path, fingerprint, generation, true, "load")
   }
 
-  /** A tombstone made every row of the key dead at `generation` (a row of fingerprint `''` when it had none). */
-  tombstoned(realmUrl: string, path: string, generation: number): void {
+  /**
+   * A tombstone made the rows of the listed versions of the key dead at `generation` (`''`: the
+   * row made for a key that had none). Rows it left (they held the source it named) are unchanged.
+   */
+  tombstoned(realmUrl: string, path: string, generation: number, fingerprints: ReadonlyArray<string>): void {
     if (!this.on) return
-    const key = this.keys.get(idOf(realmUrl, path))
-    if (key === undefined || key.rows.size === 0) {
-      this.row(realmUrl, path, "", generation, false, "tombstone")
-      return
-    }
-    for (const fingerprint of [...key.rows.keys()]) this.row(realmUrl, path, fingerprint, generation, false, "tombstone")
+    for (const fingerprint of fingerprints) this.row(realmUrl, path, fingerprint, generation, false, "tombstone")
   }
 
   /** A wipe set the realm's epoch to `epoch` and made its live rows dead one generation up. */

@@ -12,9 +12,10 @@
  *   `touchAfterMillis` (a minute by default), so a hit costs no extra write.
  * - **write** (OCC): in one transaction, takes the realm's lock and the key's lock in shared
  *   mode, then upserts the row of its fingerprint in one statement that applies only if the
- *   realm epoch is still the captured one and no row of the key has a generation above the
- *   captured one (an `INSERT ... SELECT ... WHERE` with `ON CONFLICT ... DO UPDATE ... WHERE
- *   generation`). The writer stores the generation it captured. A wipe takes the realm lock
+ *   realm epoch is still the captured one and every row of the key with a generation above the
+ *   captured one names the writer's source hash (a row of that source, or a tombstone awaiting
+ *   it), an `INSERT ... SELECT ... WHERE` with `ON CONFLICT ... DO UPDATE ... WHERE
+ *   generation`. The row takes the key's generation, at least the captured one. A wipe takes the realm lock
  *   in exclusive mode, so a write and a wipe of one realm never overlap: a write either
  *   commits before the wipe (which then tombstones it) or sees the wipe's epoch and is
  *   rejected, including for keys that had no row. A tombstone takes the key's lock in
@@ -26,7 +27,9 @@
  *   writers starve the wipe).
  * - **tombstone**: every row of the key, of every version, becomes `body NULL` at the key's
  *   generation + 1 (a row of fingerprint `''` at generation 1 when the key has none); never a
- *   DELETE, which would let a slow writer resurrect stale bytes.
+ *   DELETE, which would let a slow writer resurrect stale bytes. An edit's tombstone names the
+ *   new source: rows of that source are left, and the tombstones record it in `source_hash`,
+ *   so that its write still lands and a second report of the same edit changes nothing.
  * - **wipeRealm**: in one transaction, bumps the realm epoch, then tombstones the realm's live
  *   rows of every version (through a partial index of them: the realm's old tombstones cost nothing, and need
  *   no bump, since the new epoch already defeats every earlier capture).
@@ -114,7 +117,12 @@ const ReadRow = Schema.Struct({
 const decodeReadRows = Schema.decodeUnknownEffect(Schema.Array(ReadRow))
 
 /** A row `writeMany` wrote. */
-const WrittenRow = Schema.Struct({ realm_url: Schema.String, canonical_path: Schema.String, fingerprint: Schema.String })
+const WrittenRow = Schema.Struct({
+  realm_url: Schema.String,
+  canonical_path: Schema.String,
+  fingerprint: Schema.String,
+  generation: Int8
+})
 const decodeWrittenRows = Schema.decodeUnknownEffect(Schema.Array(WrittenRow))
 const versionedId = (realmUrl: string, path: string, fingerprint: string): string =>
   `${realmUrl}\u0000${path}\u0000${fingerprint}`
@@ -133,6 +141,10 @@ const decodeEpochRows = Schema.decodeUnknownEffect(Schema.Array(Schema.Struct({ 
 
 const GenerationRow = Schema.Struct({ generation: Int8 })
 const decodeGenerationRows = Schema.decodeUnknownEffect(Schema.Array(GenerationRow))
+
+/** What a tombstone statement returns: the key's next generation and the versions it tombstoned or made. */
+const TombstoneRow = Schema.Struct({ generation: Int8, fingerprints: Schema.Array(Schema.String) })
+const decodeTombstoneRows = Schema.decodeUnknownEffect(Schema.Array(TombstoneRow))
 
 /** A row of the preload listing: a key, in recency order, within the byte bound. */
 const PreloadKeyRow = Schema.Struct({ realm_url: Schema.String, canonical_path: Schema.String })
@@ -404,28 +416,33 @@ export const make = (
               (realm_url, canonical_path, body, headers, dependency_keys, failure,
                fingerprint, source_hash, generation, created_at, accessed_at)
             SELECT ${key.realmUrl}, ${key.path}, ${body}, ${headers}::jsonb, ${dependencyKeys}::jsonb,
-                   ${failure}::jsonb, ${request.fingerprint}, ${request.sourceHash}, ${captured.generation},
+                   ${failure}::jsonb, ${request.fingerprint}, ${request.sourceHash},
+                   GREATEST(${captured.generation}::int8, COALESCE(
+                     (SELECT max(generation) FROM module_transpile_cache
+                      WHERE realm_url = ${key.realmUrl} AND canonical_path = ${key.path}), 0
+                   )),
                    now(), now()
             WHERE COALESCE(
               (SELECT epoch FROM module_transpile_cache_realm WHERE realm_url = ${key.realmUrl}), 0
             ) = ${captured.realmEpoch}
-              AND COALESCE(
-                (SELECT max(generation) FROM module_transpile_cache
-                 WHERE realm_url = ${key.realmUrl} AND canonical_path = ${key.path}), 0
-              ) <= ${captured.generation}
+              AND NOT EXISTS (
+                SELECT 1 FROM module_transpile_cache
+                WHERE realm_url = ${key.realmUrl} AND canonical_path = ${key.path}
+                  AND generation > ${captured.generation} AND source_hash IS DISTINCT FROM ${request.sourceHash}
+              )
             ON CONFLICT (realm_url, canonical_path, fingerprint) DO UPDATE SET
               body = EXCLUDED.body, headers = EXCLUDED.headers, dependency_keys = EXCLUDED.dependency_keys,
               failure = EXCLUDED.failure, source_hash = EXCLUDED.source_hash,
               generation = EXCLUDED.generation, created_at = now(), accessed_at = now()
             WHERE c.generation <= EXCLUDED.generation
-            RETURNING 1 AS written
-          `
-          return rows.length > 0
+            RETURNING c.generation
+          `.pipe(Effect.flatMap(decodeGenerationRows))
+          return rows[0]?.generation
         }))
-        if (written) catalog?.wrote(key.realmUrl, key.path, request.fingerprint, captured.generation)
+        if (written !== undefined) catalog?.wrote(key.realmUrl, key.path, request.fingerprint, written)
         else catalog?.rejected(key.realmUrl, key.path, request.fingerprint)
-        yield* Effect.annotateCurrentSpan("mtc.store.written", written)
-        return written
+        yield* Effect.annotateCurrentSpan("mtc.store.written", written !== undefined)
+        return written !== undefined
       },
       Effect.mapError(toStoreError("write"))
     )
@@ -474,7 +491,12 @@ export const make = (
             (realm_url, canonical_path, body, headers, dependency_keys, failure,
              fingerprint, source_hash, generation, created_at, accessed_at)
           SELECT k.realm_url, k.canonical_path, k.body, k.headers, k.dependency_keys, k.failure,
-                 k.fingerprint, k.source_hash, k.generation, now(), now()
+                 k.fingerprint, k.source_hash,
+                 GREATEST(k.generation, COALESCE(
+                   (SELECT max(generation) FROM module_transpile_cache AS g
+                    WHERE g.realm_url = k.realm_url AND g.canonical_path = k.canonical_path), 0
+                 )),
+                 now(), now()
           FROM jsonb_to_recordset(${jsonText(requests.map(batchRow))}::jsonb) AS k(
             realm_url text, canonical_path text, fingerprint text, source_hash text, body text,
             headers jsonb, dependency_keys jsonb, failure jsonb, generation int8, realm_epoch int8
@@ -482,16 +504,17 @@ export const make = (
           WHERE COALESCE(
             (SELECT epoch FROM module_transpile_cache_realm AS r WHERE r.realm_url = k.realm_url), 0
           ) = k.realm_epoch
-            AND COALESCE(
-              (SELECT max(generation) FROM module_transpile_cache AS g
-               WHERE g.realm_url = k.realm_url AND g.canonical_path = k.canonical_path), 0
-            ) <= k.generation
+            AND NOT EXISTS (
+              SELECT 1 FROM module_transpile_cache AS g
+              WHERE g.realm_url = k.realm_url AND g.canonical_path = k.canonical_path
+                AND g.generation > k.generation AND g.source_hash IS DISTINCT FROM k.source_hash
+            )
           ON CONFLICT (realm_url, canonical_path, fingerprint) DO UPDATE SET
             body = EXCLUDED.body, headers = EXCLUDED.headers, dependency_keys = EXCLUDED.dependency_keys,
             failure = EXCLUDED.failure, source_hash = EXCLUDED.source_hash,
             generation = EXCLUDED.generation, created_at = now(), accessed_at = now()
           WHERE c.generation <= EXCLUDED.generation
-          RETURNING c.realm_url, c.canonical_path, c.fingerprint
+          RETURNING c.realm_url, c.canonical_path, c.fingerprint, c.generation
         `.pipe(Effect.flatMap(decodeWrittenRows))
       }))
 
@@ -515,12 +538,14 @@ export const make = (
             }
           }
           const rows = yield* writeDistinct(round.map((entry) => entry.request))
-          const applied = new Set(rows.map((row) => versionedId(row.realm_url, row.canonical_path, row.fingerprint)))
+          const applied = new Map(
+            rows.map((row) => [versionedId(row.realm_url, row.canonical_path, row.fingerprint), row.generation] as const)
+          )
           for (const entry of round) {
-            const { captured, fingerprint, key } = entry.request
-            const wrote = applied.has(versionedId(key.realmUrl, key.path, fingerprint))
-            written[entry.index] = wrote
-            if (wrote) catalog?.wrote(key.realmUrl, key.path, fingerprint, captured.generation)
+            const { fingerprint, key } = entry.request
+            const generation = applied.get(versionedId(key.realmUrl, key.path, fingerprint))
+            written[entry.index] = generation !== undefined
+            if (generation !== undefined) catalog?.wrote(key.realmUrl, key.path, fingerprint, generation)
             else catalog?.rejected(key.realmUrl, key.path, fingerprint)
           }
           remaining = later
@@ -532,8 +557,9 @@ export const make = (
     )
 
     const tombstone = Effect.fn("TranspileStore.tombstone")(
-      function*(key: ModuleKey) {
-        yield* annotate("tombstone", { "mtc.realm": key.realmUrl, "mtc.path": key.path })
+      function*(key: ModuleKey, sourceHash?: string) {
+        yield* annotate("tombstone", { "mtc.realm": key.realmUrl, "mtc.path": key.path, "mtc.source_hash": sourceHash ?? "" })
+        const awaiting = sourceHash ?? null
         const rows = yield* sql.withTransaction(Effect.andThen(
           // The lock first, in a statement of its own: the tombstone's snapshot then holds
           // every row of the key that a write committed before, and no write runs beside it.
@@ -544,24 +570,33 @@ export const make = (
               WHERE realm_url = ${key.realmUrl} AND canonical_path = ${key.path}
             ), bumped AS (
               UPDATE module_transpile_cache AS c SET
-                body = NULL, headers = NULL, dependency_keys = NULL, failure = NULL, source_hash = NULL,
+                body = NULL, headers = NULL, dependency_keys = NULL, failure = NULL, source_hash = ${awaiting}::text,
                 generation = next.generation, created_at = now(), accessed_at = now()
               FROM next
               WHERE c.realm_url = ${key.realmUrl} AND c.canonical_path = ${key.path}
-              RETURNING 1
+                AND (${awaiting}::text IS NULL OR c.source_hash IS DISTINCT FROM ${awaiting}::text)
+              RETURNING c.fingerprint
             ), made AS (
-              INSERT INTO module_transpile_cache (realm_url, canonical_path, fingerprint, generation)
-              SELECT ${key.realmUrl}, ${key.path}, '', next.generation FROM next
-              WHERE NOT EXISTS (SELECT 1 FROM bumped)
-              RETURNING 1
+              INSERT INTO module_transpile_cache (realm_url, canonical_path, fingerprint, source_hash, generation)
+              SELECT ${key.realmUrl}, ${key.path}, '', ${awaiting}::text, next.generation FROM next
+              WHERE NOT EXISTS (
+                SELECT 1 FROM module_transpile_cache WHERE realm_url = ${key.realmUrl} AND canonical_path = ${key.path}
+              )
+              RETURNING fingerprint
             )
-            SELECT generation FROM next
-          `.pipe(Effect.flatMap(decodeGenerationRows))
+            SELECT next.generation, COALESCE(
+              (SELECT jsonb_agg(f.fingerprint) FROM (SELECT fingerprint FROM bumped UNION ALL SELECT fingerprint FROM made) AS f),
+              '[]'::jsonb
+            ) AS fingerprints
+            FROM next
+          `.pipe(Effect.flatMap(decodeTombstoneRows))
         ))
-        const generation = rows[0]?.generation ?? 0
-        catalog?.tombstoned(key.realmUrl, key.path, generation)
-        yield* Effect.annotateCurrentSpan("mtc.generation", generation)
-        return generation
+        const fingerprints = rows[0]?.fingerprints ?? []
+        const changed = fingerprints.length > 0
+        const generation = (rows[0]?.generation ?? 1) - (changed ? 0 : 1)
+        catalog?.tombstoned(key.realmUrl, key.path, generation, fingerprints)
+        yield* Effect.annotateCurrentSpan({ "mtc.generation": generation, "mtc.store.changed": changed })
+        return { generation, changed }
       },
       Effect.mapError(toStoreError("tombstone"))
     )
@@ -774,7 +809,7 @@ export const make = (
         }),
       write: (request) => changing(write(request)),
       writeMany: (requests) => changing(writeMany(requests)),
-      tombstone: (key) => changing(tombstone(key)),
+      tombstone: (key, sourceHash) => changing(tombstone(key, sourceHash)),
       wipeRealm: (realmUrl) => changing(wipeRealm(realmUrl)),
       prune: (pruneOptions) => changing(prune(pruneOptions)),
       ...(options.soloCatalog === true

@@ -120,7 +120,7 @@ export const storeSuite = <R>(it: Vitest.MethodsNonLive<R>, backend: StoreBacken
       const captured = (yield* store.read(key)).captured
       expect(captured).toEqual({ generation: 0, realmEpoch: 0 })
       // An invalidation lands while the writer transpiles.
-      expect(yield* store.tombstone(key)).toBe(1)
+      expect((yield* store.tombstone(key)).generation).toBe(1)
       expect(yield* write(store, key, captured, moduleContent("stale v2"))).toBe(false)
       expect(yield* store.read(key)).toEqual({ _tag: "Absent", captured: { generation: 1, realmEpoch: 0 } })
       // A writer that captured the tombstone's generation succeeds, and stores that generation.
@@ -129,7 +129,7 @@ export const storeSuite = <R>(it: Vitest.MethodsNonLive<R>, backend: StoreBacken
       expect(row.captured).toEqual({ generation: 1, realmEpoch: 0 })
     }))
 
-  it.effect("a write of an equal generation overwrites; a lower one does not", () =>
+  it.effect("a write of an equal generation overwrites; a lower one of another source does not", () =>
     Effect.gen(function*() {
       const store = yield* backend.makeStore
       const key = moduleKey(realmOf(), "equal.ts")
@@ -142,20 +142,71 @@ export const storeSuite = <R>(it: Vitest.MethodsNonLive<R>, backend: StoreBacken
       yield* store.tombstone(key)
       yield* store.tombstone(key)
       expect(yield* write(store, key, { generation: 3, realmEpoch: 0 }, moduleContent("third"))).toBe(true)
-      expect(yield* write(store, key, { generation: 2, realmEpoch: 0 }, moduleContent("older"))).toBe(false)
+      expect(yield* write(store, key, { generation: 2, realmEpoch: 0 }, moduleContent("older", "hash-old"))).toBe(false)
       expect(expectModule(yield* store.read(key), "third").captured.generation).toBe(3)
+    }))
+
+  it.effect("an edit's tombstone names the new source: rows of it stay, a second report changes nothing", () =>
+    Effect.gen(function*() {
+      const store = yield* backend.makeStore
+      const key = moduleKey(realmOf(), "edited.ts")
+      const other = ofVersion(key, "fp-other")
+      expect(yield* write(store, key, { generation: 0, realmEpoch: 0 }, moduleContent("old", "hash-old"))).toBe(true)
+      expect(yield* write(store, other, { generation: 0, realmEpoch: 0 }, moduleContent("new", "hash-new"), { fingerprint: "fp-other" }))
+        .toBe(true)
+      // The edit to hash-new: this version's row of the old source goes, the other's (already new) stays.
+      expect(yield* store.tombstone(key, "hash-new")).toEqual({ generation: 1, changed: true })
+      expect(yield* store.read(key)).toEqual({ _tag: "Absent", captured: { generation: 1, realmEpoch: 0 } })
+      expectModule(yield* store.read(other), "new")
+      // Every later report of the same edit finds it satisfied.
+      expect(yield* store.tombstone(key, "hash-new")).toEqual({ generation: 1, changed: false })
+      // A slow writer of the old source, captured before the edit, loses.
+      expect(yield* write(store, key, { generation: 0, realmEpoch: 0 }, moduleContent("slow old", "hash-old"))).toBe(false)
+      // A writer of the new source wins even on a capture from before the tombstone, at the key's generation.
+      expect(yield* write(store, key, { generation: 0, realmEpoch: 0 }, moduleContent("new", "hash-new"))).toBe(true)
+      expect(expectModule(yield* store.read(key), "new").captured.generation).toBe(1)
+      expect(yield* store.tombstone(key, "hash-new")).toEqual({ generation: 1, changed: false })
+      // Still no old source after it, even on the capture of the new row.
+      expect(yield* write(store, key, { generation: 0, realmEpoch: 0 }, moduleContent("slow old", "hash-old"))).toBe(false)
+      // A forced invalidation (no source named) takes every row, and defeats every earlier capture.
+      expect(yield* store.tombstone(key)).toEqual({ generation: 2, changed: true })
+      expect(yield* store.read(other)).toEqual({ _tag: "Absent", captured: { generation: 2, realmEpoch: 0 } })
+      expect(yield* write(store, key, { generation: 1, realmEpoch: 0 }, moduleContent("new", "hash-new"))).toBe(false)
+      // Back to the old source, then forward again: each edit changes the rows once.
+      expect(yield* store.tombstone(key, "hash-old")).toEqual({ generation: 3, changed: true })
+      expect(yield* store.tombstone(key, "hash-old")).toEqual({ generation: 3, changed: false })
+      expect(yield* store.tombstone(key, "hash-new")).toEqual({ generation: 4, changed: true })
+      expect(yield* write(store, key, { generation: 3, realmEpoch: 0 }, moduleContent("old", "hash-old"))).toBe(false)
+    }))
+
+  it.effect("an edit's tombstone of a key with no row makes one awaiting the source; a wipe still beats earlier captures", () =>
+    Effect.gen(function*() {
+      const store = yield* backend.makeStore
+      const realm = realmOf()
+      const key = moduleKey(realm, "new.ts")
+      expect(yield* store.tombstone(key, "hash-new")).toEqual({ generation: 1, changed: true })
+      expect(yield* store.tombstone(key, "hash-new")).toEqual({ generation: 1, changed: false })
+      expect(yield* write(store, key, { generation: 0, realmEpoch: 0 }, moduleContent("old", "hash-old"))).toBe(false)
+      // A wipe: a capture from before it loses, whatever source it writes.
+      yield* store.wipeRealm(realm)
+      expect(yield* write(store, key, { generation: 0, realmEpoch: 0 }, moduleContent("new", "hash-new"))).toBe(false)
+      expect(yield* write(store, moduleKey(realm, "rowless.ts"), { generation: 0, realmEpoch: 0 }, moduleContent("x"))).toBe(false)
+      const after = (yield* store.read(key)).captured
+      expect(after.realmEpoch).toBe(1)
+      expect(yield* write(store, key, after, moduleContent("new", "hash-new"))).toBe(true)
+      expectModule(yield* store.read(key), "new")
     }))
 
   it.effect("a tombstone bumps the generation; one of a missing key makes generation 1", () =>
     Effect.gen(function*() {
       const store = yield* backend.makeStore
       const key = moduleKey(realmOf(), "tomb.gts")
-      expect(yield* store.tombstone(key)).toBe(1)
+      expect((yield* store.tombstone(key)).generation).toBe(1)
       expect(yield* store.read(key)).toEqual({ _tag: "Absent", captured: { generation: 1, realmEpoch: 0 } })
-      expect(yield* store.tombstone(key)).toBe(2)
+      expect((yield* store.tombstone(key)).generation).toBe(2)
       expect(yield* write(store, key, { generation: 2, realmEpoch: 0 }, moduleContent("live"))).toBe(true)
       expect(expectModule(yield* store.read(key), "live").captured.generation).toBe(2)
-      expect(yield* store.tombstone(key)).toBe(3)
+      expect((yield* store.tombstone(key)).generation).toBe(3)
       expect(yield* store.read(key)).toEqual({ _tag: "Absent", captured: { generation: 3, realmEpoch: 0 } })
     }))
 
@@ -259,7 +310,7 @@ export const storeSuite = <R>(it: Vitest.MethodsNonLive<R>, backend: StoreBacken
       // Version 3 captures (no row yet), then the edit lands while it transpiles.
       const captured3 = (yield* store.read(v3)).captured
       expect(captured3).toEqual(zero)
-      expect(yield* store.tombstone(plainKey(realm, "edited.gts"))).toBe(1)
+      expect((yield* store.tombstone(plainKey(realm, "edited.gts"))).generation).toBe(1)
       const after = { _tag: "Absent", captured: { generation: 1, realmEpoch: 0 } }
       expect(yield* store.read(v1)).toEqual(after)
       expect(yield* store.read(v2)).toEqual(after)
@@ -306,7 +357,7 @@ export const storeSuite = <R>(it: Vitest.MethodsNonLive<R>, backend: StoreBacken
       expect(bigRow.error.message).toBe(tooLarge.message)
 
       // The next invalidation clears it.
-      expect(yield* store.tombstone(key)).toBe(1)
+      expect((yield* store.tombstone(key)).generation).toBe(1)
       expect(yield* store.read(key)).toEqual({ _tag: "Absent", captured: { generation: 1, realmEpoch: 0 } })
       // A failure's capture is as good as any: a stale one is rejected, a current one replaces it.
       expect(yield* write(store, big, bigRow.captured, moduleContent("now small"))).toBe(true)
@@ -514,7 +565,7 @@ export const storeSuite = <R>(it: Vitest.MethodsNonLive<R>, backend: StoreBacken
       yield* write(store, key, zero, moduleContent("v1"))
       // A writer captures, then an invalidation and a prune land while it transpiles.
       const staleCapture = (yield* store.read(key)).captured
-      expect(yield* store.tombstone(key)).toBe(1)
+      expect((yield* store.tombstone(key)).generation).toBe(1)
       expect(yield* prune()).toBe(0)
       expect(yield* write(store, key, staleCapture, moduleContent("stale v1"))).toBe(false)
       expect(yield* store.read(key)).toEqual({ _tag: "Absent", captured: { generation: 1, realmEpoch: 0 } })

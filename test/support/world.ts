@@ -51,7 +51,7 @@ export const makeWorld = (files: Record<string, string> = {}): Effect.Effect<Wor
       ...inner,
       read: (key) => held("read", inner.read(key)),
       write: (request) => held("write", inner.write(request)),
-      tombstone: (key) => held("tombstone", inner.tombstone(key))
+      tombstone: (key, sourceHash) => held("tombstone", inner.tombstone(key, sourceHash))
     })
     const transpiler = TestTranspiler.make()
     return {
