@@ -1,7 +1,7 @@
 /**
- * The realm watcher as a Stream: batching under the TestClock (leading edge at once,
- * trailing edge after a quiet window or the longest wait), and the events of a real tree
- * watch.
+ * The realm watcher as a Stream: batching under the TestClock (a batch after a quiet window
+ * or the longest wait, never at the first event, so a file is read once its writes are done),
+ * and the events of a real tree watch.
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Queue, Stream } from "effect"
@@ -37,10 +37,14 @@ const batching = Effect.gen(function*() {
 })
 
 describe("Watcher.batched", () => {
-  it.effect("emits the first events at once, each path once", () =>
+  it.effect("emits the first events once they are quiet for 25 ms, each path once", () =>
     Effect.gen(function*() {
       const { batches, offer } = yield* batching
+      // A save in place: the truncation and the write come as two events of one path.
       yield* offer(changed("a.ts"), changed("b.ts"), changed("a.ts"))
+      expect(batches).toEqual([])
+      yield* TestClock.adjust("25 millis")
+      yield* settle
       expect(batches).toEqual([[changed("a.ts"), changed("b.ts")]])
     }))
 
@@ -48,42 +52,46 @@ describe("Watcher.batched", () => {
     Effect.gen(function*() {
       const { batches, offer } = yield* batching
       yield* offer(changed("a.ts"))
+      yield* TestClock.adjust("10 millis")
       yield* offer(changed("b.ts"))
-      yield* TestClock.adjust("20 millis")
+      yield* TestClock.adjust("10 millis")
       yield* offer(changed("c.ts"))
       yield* TestClock.adjust("5 millis")
       yield* settle
       // The first window saw b and c: one more window must pass quietly.
-      expect(batches).toHaveLength(1)
+      expect(batches).toHaveLength(0)
       yield* TestClock.adjust("25 millis")
       yield* settle
-      expect(batches).toEqual([[changed("a.ts")], [changed("b.ts"), changed("c.ts")]])
-      // Then a quiet spell: the next event is a leading edge again.
+      expect(batches).toEqual([[changed("a.ts"), changed("b.ts"), changed("c.ts")]])
+      // Then a quiet spell: the next event starts a batch of its own.
       yield* offer(changed("d.ts"))
-      expect(batches).toHaveLength(3)
+      yield* TestClock.adjust("25 millis")
+      yield* settle
+      expect(batches).toEqual([[changed("a.ts"), changed("b.ts"), changed("c.ts")], [changed("d.ts")]])
     }))
 
   it.effect("under constant churn, emits every 500 ms", () =>
     Effect.gen(function*() {
       const { batches, offer } = yield* batching
-      yield* offer(changed("first.ts"))
-      for (let i = 0; i < 19; i++) {
+      // An event every 20 ms: no window of 25 ms is ever quiet.
+      yield* offer(changed("churn0.ts"))
+      for (let i = 1; i < 25; i++) {
+        yield* TestClock.adjust("20 millis")
         yield* offer(changed(`churn${i}.ts`))
-        yield* TestClock.adjust("25 millis")
-        yield* settle
       }
-      expect(batches).toHaveLength(1)
-      yield* offer(changed("last.ts"))
-      yield* TestClock.adjust("25 millis")
+      expect(batches).toHaveLength(0)
+      yield* TestClock.adjust("20 millis")
       yield* settle
-      expect(batches).toHaveLength(2)
-      expect(batches[1]).toHaveLength(20)
+      expect(batches).toHaveLength(1)
+      expect(batches[0]).toHaveLength(25)
     }))
 
   it.effect("keeps one Unknown per batch", () =>
     Effect.gen(function*() {
       const { batches, offer } = yield* batching
       yield* offer({ _tag: "Unknown" }, changed("a.ts"), { _tag: "Unknown" })
+      yield* TestClock.adjust("25 millis")
+      yield* settle
       expect(batches).toEqual([[{ _tag: "Unknown" }, changed("a.ts")]])
     }))
 })

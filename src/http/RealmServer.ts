@@ -44,9 +44,9 @@
  *
  * **Watcher** (one per realm, started by {@link Realms.Realms.mount}): a watch of every directory of the realm invalidates the key of
  * every file that is created, changed, deleted or renamed (and every cached key below a
- * directory that is), in batches (a leading edge at once, then a trailing one once the realm
- * is quiet for 25 ms, or every 500 ms under churn). Raw files cached in memory are dropped the
- * same way. A lost watch is re-opened, and only the modules whose content changed are then
+ * directory that is), in batches (once the realm is quiet for 25 ms, or every 500 ms under
+ * churn), each naming the source the file holds now, so that a fleet watching one directory
+ * transpiles an edit once. Raw files cached in memory are dropped the same way. A lost watch is re-opened, and only the modules whose content changed are then
  * invalidated. See {@link Watcher}.
  *
  * **Fast path**: {@link layer} answers warm hits (a path the router answered as an L1 hit, while

@@ -7,10 +7,11 @@
  *   changed, deleted or renamed, and `Unknown` when the watch is lost (the realm directory
  *   vanished or was replaced) or regained. A lost watch is re-opened by a check every
  *   500 ms. Dotfiles and the data directory are ignored.
- * - **Batches** ({@link batched}): the first events after a quiet spell at once (leading
- *   edge), then the events that follow them once the realm is quiet for 25 ms, or every
- *   500 ms under constant churn (trailing edge, so a burst such as an atomic save or a
- *   checkout costs one more invalidation, not one per event).
+ * - **Batches** ({@link batched}): the events once the realm is quiet for 25 ms, or every
+ *   500 ms under constant churn, so that a burst (an atomic save, a save in place, which
+ *   truncates the file first, a checkout) costs one invalidation per file, read once the
+ *   writes are done: a file read half-written would be an edit of its own, transpiled in the
+ *   fleet and reported by every process.
  * - **Invalidation** ({@link layer}): each batch invalidates the key of every changed module
  *   and every cached key below a changed directory ({@link PathRules.keysCovering}), and drops
  *   raw files cached in memory the same way. Each invalidation names the source the file
@@ -149,10 +150,10 @@ interface BatchTiming {
 }
 
 /**
- * Batches events: the first events after a quiet spell form a batch at once (leading
- * edge); what follows is gathered until the events are quiet for the window, or for at
- * most `maxWait`, and forms one batch (trailing edge), so that a half-written state is
- * never the last one applied. A batch holds each changed path once, and at most one
+ * Batches events: from the first event after a quiet spell, events are gathered until they
+ * are quiet for the window, or for at most `maxWait`, and form one batch, so that a
+ * half-written state is neither the last one applied nor read at all when the writes come
+ * closer together than the window. A batch holds each changed path once, and at most one
  * `Unknown`. The next batch is gathered only once the consumer has taken this one.
  */
 export const batched = (timing: BatchTiming = {}) =>
@@ -171,25 +172,17 @@ export const batched = (timing: BatchTiming = {}) =>
       batch.clear()
       return [taken] as const
     }
-    let trailing = false
     const pull = Effect.gen(function*() {
+      // The first events after a quiet spell, then whatever follows them until a quiet window.
+      add(yield* Queue.takeAll(queue))
+      const started = yield* Clock.currentTimeMillis
       for (;;) {
-        if (!trailing) {
-          // Leading edge: waits for the first events after a quiet spell.
-          add(yield* Queue.takeAll(queue))
-          trailing = true
-          return take()
-        }
-        trailing = false
-        const started = yield* Clock.currentTimeMillis
-        for (;;) {
-          yield* Effect.sleep(window)
-          const rest = yield* Queue.clear(queue)
-          add(rest)
-          if (rest.length === 0 || (yield* Clock.currentTimeMillis) - started >= maxWait) break
-        }
-        if (batch.size > 0) return take()
+        yield* Effect.sleep(window)
+        const rest = yield* Queue.clear(queue)
+        add(rest)
+        if (rest.length === 0 || (yield* Clock.currentTimeMillis) - started >= maxWait) break
       }
+      return take()
     })
     return Stream.fromPull(Effect.succeed(pull))
   }))
