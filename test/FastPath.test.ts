@@ -3,6 +3,7 @@
  * process: same answers as the router, never stale after an invalidation or an edit, and
  * everything else left to the router.
  */
+import { brotliDecompressSync, gunzipSync } from "node:zlib"
 import { NodeHttpServer } from "@effect/platform-node"
 import { Effect, Exit, Layer, Redacted, Scope } from "effect"
 import { HttpRouter } from "effect/http"
@@ -214,6 +215,97 @@ describe("fast path", () => {
       expect(actual304.body).toBe("")
     }
     expect(ours.fast.answered).toBeGreaterThanOrEqual(cases.length * 2)
+  })
+
+  it("a text file goes in the coding Accept-Encoding picks, as the router sends it: br, gzip or identity, their 304s and HEADs", async () => {
+    const css = Array.from({ length: 80 }, (_, i) => `.card-${i} { color: #${(i * 4099).toString(16).padStart(6, "0").slice(0, 6)}; margin: ${i}px }`).join("\n")
+    const files = { "theme.css": css, "tiny.css": "a {}\n", "logo.png": css }
+    const ours = await serve(makeRealm(files))
+    const router = await serveRoutesOnly(makeRealm(files))
+    const identity = Buffer.from(css)
+    const cases: Array<[string | undefined, string | undefined]> = [
+      ["br", "br"],
+      ["gzip, deflate, br", "br"],
+      ["gzip", "gzip"],
+      ["gzip;q=1.0, br;q=0.5", "gzip"],
+      ["br;q=0", undefined],
+      ["*;q=0", undefined],
+      ["identity", undefined],
+      ["br;q=2", undefined],
+      [undefined, undefined]
+    ]
+    for (const [accept, coding] of cases) {
+      const headers: Record<string, string> = accept === undefined ? {} : { "accept-encoding": accept }
+      for (const method of ["GET", "HEAD"]) {
+        await request(router.url, "/theme.css")
+        const expected = await request(router.url, "/theme.css", { method, headers })
+        await warm(ours.url, ours.fast, "/theme.css")
+        const before = ours.fast.answered
+        const actual = await request(ours.url, "/theme.css", { method, headers })
+        const what = `${method} accept-encoding: ${accept ?? "(none)"}`
+        expect(ours.fast.answered, `${what} answered by the fast path`).toBe(before + 1)
+        expect(actual.status, what).toBe(200)
+        expect(headersOf(actual), what).toEqual(headersOf(expected))
+        expect(actual.headers["content-encoding"], what).toBe(coding)
+        expect(actual.headers.vary, what).toBe("accept-encoding")
+        const sent = method === "GET" ? actual.bytes : Buffer.alloc(0)
+        if (method === "GET") {
+          expect(actual.bytes.equals(expected.bytes), what).toBe(true)
+          const decoded = coding === "br" ? brotliDecompressSync(sent) : coding === "gzip" ? gunzipSync(sent) : sent
+          expect(Buffer.from(decoded).equals(identity), `${what}: decodes to the file`).toBe(true)
+        }
+        // The length of the bytes sent in that coding, on HEAD as on GET.
+        const length = Number(actual.headers["content-length"])
+        if (coding === undefined) expect(length, what).toBe(identity.byteLength)
+        else expect(length, what).toBeLessThan(identity.byteLength / 2)
+        // Each coding has an ETag of its own, and its 304 (with the same vary, and no body).
+        const etag = String(actual.headers.etag)
+        expect(etag, what).toMatch(coding === undefined ? /^"[0-9a-f]{32}"$/ : new RegExp(`^"[0-9a-f]{32}-${coding}"$`))
+        const conditional = { ...headers, "if-none-match": etag }
+        const expected304 = await request(router.url, "/theme.css", { method, headers: conditional })
+        const actual304 = await request(ours.url, "/theme.css", { method, headers: conditional })
+        expect([actual304.status, expected304.status], what).toEqual([304, 304])
+        expect(headersOf(actual304), what).toEqual(headersOf(expected304))
+        expect(actual304.headers.vary, what).toBe("accept-encoding")
+      }
+    }
+    // Too small to gain, or not text: identity, varying by nothing.
+    for (const p of ["/tiny.css", "/logo.png"]) {
+      await warm(ours.url, ours.fast, p)
+      const answer = await request(ours.url, p, { headers: { "accept-encoding": "br, gzip" } })
+      expect(answer.headers["content-encoding"], p).toBeUndefined()
+      expect(answer.headers.vary, p).toBeUndefined()
+    }
+  })
+
+  it("the import map, a page with the map injected and scoped CSS go compressed too, each form made once", async () => {
+    const modules = Object.fromEntries(Array.from({ length: 12 }, (_, i) => [`components/card-${i}.ts`, `export const card${i} = ${i}\n`]))
+    const page = `<!doctype html><html><head><script type="importmap" data-realm>{}</script></head><body>${"<p>card</p>".repeat(30)}</body></html>\n`
+    const ours = await serve(makeRealm({ ...modules, "index.html": page }))
+    for (const p of Object.keys(modules)) expect((await request(ours.url, `/${p}`)).status).toBe(200)
+    const css = Array.from({ length: 40 }, (_, i) => `.card-${i} { padding: ${i}px }`).join("\n")
+    const scoped = `/card.gts.${encodeURIComponent(Buffer.from(css).toString("base64"))}.glimmer-scoped.css`
+    for (const p of ["/_cache/importmap.json", "/", scoped]) {
+      const identity = await request(ours.url, p, { admin: false })
+      expect(identity.status, p).toBe(200)
+      expect(identity.headers.vary, p).toBe("accept-encoding")
+      expect(identity.headers["content-encoding"], p).toBeUndefined()
+      // The page went out with the realm's map in it, the map with every module.
+      if (p !== scoped) expect(identity.body, p).toContain("components/card-11.ts")
+      for (const coding of ["br", "gzip"] as const) {
+        const first = await request(ours.url, p, { admin: false, headers: { "accept-encoding": coding } })
+        const again = await request(ours.url, p, { admin: false, headers: { "accept-encoding": coding } })
+        expect(first.headers["content-encoding"], p).toBe(coding)
+        expect(first.headers.vary, p).toBe("accept-encoding")
+        expect(Number(first.headers["content-length"]), p).toBe(first.bytes.byteLength)
+        const decoded = coding === "br" ? brotliDecompressSync(first.bytes) : gunzipSync(first.bytes)
+        expect(Buffer.from(decoded).equals(identity.bytes), `${p} ${coding} decodes to the identity bytes`).toBe(true)
+        expect(again.bytes.equals(first.bytes), p).toBe(true)
+        expect(first.headers.etag, p).toBe(`${String(identity.headers.etag).slice(0, -1)}-${coding}"`)
+        const notModified = await request(ours.url, p, { admin: false, headers: { "accept-encoding": coding, "if-none-match": String(first.headers.etag) } })
+        expect(notModified.status, p).toBe(304)
+      }
+    }
   })
 
   it("If-None-Match: a list, W/ tags and * give 304; other tags and malformed ones give 200", async () => {

@@ -96,7 +96,8 @@ const serve = async () => {
       "other.ts": "export const other = 'alpha-private-other'\n",
       "data.json": "{\"alpha\":\"alpha-private-json\"}\n",
       "card.gts": "export const card = 'alpha-private-card'\n",
-      "index.html": "<!doctype html><p>alpha-private-page</p>\n"
+      "index.html": "<!doctype html><p>alpha-private-page</p>\n",
+      "big.json": JSON.stringify(Array.from({ length: 100 }, (_, i) => ({ alpha: `alpha-private-item-${i}` })))
     }),
     b: makeRealm({ "x.ts": "export const bravo = 'bravo-private-module'\n" }),
     pub: makeRealm({ "x.ts": "export const open = 'public-module'\n" })
@@ -254,6 +255,27 @@ describe("private realms (RealmServer.layer, fast path on)", () => {
     const answered = server.fast.answered
     for (const method of ["GET", "HEAD"]) expectRefused(await get(server, "/a/x.ts", shortLived, {}, method), `expired ${method}`, method)
     expect(server.fast.answered).toBe(answered)
+  })
+
+  it("a private realm's compressed file varies by authorization and encoding, router and fast path alike; refused without a token", async () => {
+    const readerA = bearer(await tokenFor(["/a/"]))
+    const brHeaders = { "accept-encoding": "br" }
+    const first = await get(server, "/a/big.json", readerA, brHeaders)
+    const warm = await warmFast(server, "/a/big.json", readerA)
+    for (const [what, response] of [["router", first], ["fast path", warm]] as const) {
+      expect(response.status, what).toBe(200)
+      expect(response.headers["cache-control"], what).toBe("private, no-cache")
+      expect(response.headers.vary, what).toBe("authorization, accept-encoding")
+    }
+    expect(first.headers["content-encoding"]).toBe("br")
+    const before = server.fast.answered
+    const fastBr = await get(server, "/a/big.json", readerA, brHeaders)
+    expect(server.fast.answered).toBe(before + 1)
+    expect(fastBr.headers["content-encoding"]).toBe("br")
+    expect(fastBr.bytes.equals(first.bytes)).toBe(true)
+    for (const [name, authorization] of bad) {
+      expectRefused(await get(server, "/a/big.json", authorization, brHeaders), `${name} br`)
+    }
   })
 
   it("a token for one realm reads no other; one naming both reads both; the admin token reads every realm", async () => {

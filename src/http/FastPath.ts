@@ -31,7 +31,8 @@ import type { IncomingMessage, ServerResponse } from "node:http"
 import { type CachedModule, javascriptContentType } from "../domain/Domain.ts"
 import type { ModuleCache } from "../cache/ModuleCache.ts"
 import { answerBoundaries, PlainHistogram } from "./AnswerMetrics.ts"
-import type { CachedAnswer } from "../realm/RawFileCache.ts"
+import type { CachedAnswer, Representation } from "../realm/RawFileCache.ts"
+import { type Coding, codedEtag, codings, type ContentCoding, negotiator } from "../internal/ContentCoding.ts"
 import type { MountedRealm } from "../realm/Realms.ts"
 import { privateHeaders } from "./ReadAccess.ts"
 
@@ -43,37 +44,73 @@ export const corsHeaders = {
 } as const
 
 /**
+ * The `vary` of an answer: `accept-encoding` when it has compressed forms (on every form, identity
+ * and 304s included), `authorization` for a private realm's; undefined for neither.
+ */
+export const varyOf = (isPrivate: boolean, compressed: boolean): string | undefined =>
+  isPrivate
+    ? (compressed ? `${privateHeaders["vary"]!}, accept-encoding` : privateHeaders["vary"]!)
+    : compressed
+    ? "accept-encoding"
+    : undefined
+
+/**
  * The header blocks of a cached answer, in the order the router sends them: CORS, `etag`,
- * `cache-control`, then `x-module-cache` when given, then (200 only) content type and length.
+ * `cache-control`, `vary` when it varies, then `x-module-cache` when given, then (200 only)
+ * content type, encoding and length. `encoded` are the body's compressed forms (absent: the body
+ * is sent as it is, and varies by no encoding), each of which gets an ETag of its own.
  */
 export const answerOf = (
   bytes: Uint8Array,
   etag: string,
   contentType: string,
   moduleCache?: string,
-  isPrivate = false
+  isPrivate = false,
+  encoded?: Readonly<Partial<Record<Coding, Uint8Array>>>
 ): CachedAnswer => {
-  const common = [
-    "access-control-allow-origin",
-    corsHeaders["access-control-allow-origin"],
-    "access-control-expose-headers",
-    corsHeaders["access-control-expose-headers"],
-    "x-content-type-options",
-    corsHeaders["x-content-type-options"],
-    "etag",
-    etag,
-    "cache-control",
-    isPrivate ? privateHeaders["cache-control"]! : "no-cache",
-    ...(isPrivate ? ["vary", privateHeaders["vary"]!] : []),
-    ...(moduleCache === undefined ? [] : ["x-module-cache", moduleCache])
-  ]
-  return {
-    bytes,
-    etag,
-    notModified: common,
-    ok: [...common, "content-type", contentType, "content-length", String(bytes.byteLength)]
+  const vary = varyOf(isPrivate, encoded !== undefined)
+  const form = (body: Uint8Array, formEtag: string, coding?: Coding): Representation => {
+    const common = [
+      "access-control-allow-origin",
+      corsHeaders["access-control-allow-origin"],
+      "access-control-expose-headers",
+      corsHeaders["access-control-expose-headers"],
+      "x-content-type-options",
+      corsHeaders["x-content-type-options"],
+      "etag",
+      formEtag,
+      "cache-control",
+      isPrivate ? privateHeaders["cache-control"]! : "no-cache",
+      ...(vary === undefined ? [] : ["vary", vary]),
+      ...(moduleCache === undefined ? [] : ["x-module-cache", moduleCache])
+    ]
+    return {
+      bytes: body,
+      etag: formEtag,
+      notModified: common,
+      ok: [
+        ...common,
+        "content-type",
+        contentType,
+        ...(coding === undefined ? [] : ["content-encoding", coding]),
+        "content-length",
+        String(body.byteLength)
+      ]
+    }
   }
+  const identity = form(bytes, etag)
+  if (encoded === undefined) return identity
+  const forms: Partial<Record<Coding, Representation>> = {}
+  for (const coding of codings) {
+    const body = encoded[coding]
+    if (body !== undefined) forms[coding] = form(body, codedEtag(etag, coding), coding)
+  }
+  return { ...identity, encoded: forms }
 }
+
+/** The form of an answer to send in `coding`: a compressed one, or the identity form. */
+export const formOf = (answer: CachedAnswer, coding: ContentCoding): Representation =>
+  coding === "identity" ? answer : (answer.encoded?.[coding] ?? answer)
 
 /**
  * Whether an `If-None-Match` header matches an ETag: `*`, or a comma-separated list of
@@ -135,6 +172,8 @@ export class FastPathHandler {
   warmupMillis = 0
   /** Per module object: its answer as an L1 hit, computed once. */
   private readonly encodings = new WeakMap<CachedModule, CachedAnswer>()
+  /** The coding of an `Accept-Encoding`, remembered by its text. */
+  private readonly negotiate = negotiator()
 
   /**
    * Connects the cache the answers come from, and the check of private realms' readers (without
@@ -230,18 +269,19 @@ export class FastPathHandler {
     ) return false
     // A private realm only to a reader the router let in before (anyone else gets the router's 401).
     if (realm.isPrivate && !this.readAllowed(headers.authorization, realm.mount)) return false
-    let answer: CachedAnswer | undefined
+    let cached: CachedAnswer | undefined
     if (route.module) {
       const cache = this.cache
       const module = cache?.peekL1(route.id)
       if (cache === undefined || module === undefined) return false
-      answer = this.encodings.get(module)
-      if (answer === undefined) return false
+      cached = this.encodings.get(module)
+      if (cached === undefined) return false
       if (!this.warming) cache.countL1Hit(realm.realmUrl)
     } else {
-      answer = realm.raw.get(route.id)
-      if (answer === undefined) return false
+      cached = realm.raw.get(route.id)
+      if (cached === undefined) return false
     }
+    const answer = cached.encoded === undefined ? cached : formOf(cached, this.negotiate(headers["accept-encoding"]))
     const ifNoneMatch = headers["if-none-match"]
     if (ifNoneMatch !== undefined && ifNoneMatches(ifNoneMatch, answer.etag)) {
       response.writeHead(304, answer.notModified as Array<string>)

@@ -55,7 +55,10 @@ import {
 } from "./ImportMapPages.ts"
 import { pathOf } from "../realm/PathRules.ts"
 import type { CachedAnswer } from "../realm/RawFileCache.ts"
-import { conditional, moduleEtag, preflight, rawEtag } from "./Responses.ts"
+import { type AnswersOnce, conditionalAnswer, moduleEtag, preflight, rawEtag } from "./Responses.ts"
+
+/** The content type of `GET /_cache/importmap.json`. */
+const jsonContentType = "application/json; charset=utf-8"
 
 export { browserPathOf, ImportMapJson, mergeMaps, reachable } from "./ImportMapPages.ts"
 
@@ -429,10 +432,13 @@ export const pageAnswer = (
   importMap: RealmImportMap,
   request: HttpServerRequest.HttpServerRequest,
   raw: CachedAnswer,
-  contentType: string
+  contentType: string,
+  answers: AnswersOnce<Uint8Array>
 ): Effect.Effect<HttpServerResponse.HttpServerResponse | undefined> =>
-  Effect.map(importMap.render(pathOf(request.url), raw.bytes), (page) =>
-    page === undefined ? undefined : conditional(request, page.bytes, page.etag, contentType))
+  Effect.flatMap(importMap.render(pathOf(request.url), raw.bytes), (page) =>
+    page === undefined
+      ? Effect.succeed(undefined)
+      : Effect.map(answers.of(page.bytes, page.bytes, page.etag, contentType), (answer) => conditionalAnswer(request, answer, contentType)))
 
 /** Whether a raw file may be a page that opts in (checked before anything is decoded). */
 export const mayOptIn = (canonicalPath: string): boolean => /\.html?$/i.test(canonicalPath)
@@ -442,13 +448,17 @@ export const addRoute = (
   router: HttpRouter.HttpRouter,
   importMapOf: (
     request: HttpServerRequest.HttpServerRequest
-  ) => Effect.Effect<RealmImportMap | HttpServerResponse.HttpServerResponse>
+  ) => Effect.Effect<RealmImportMap | HttpServerResponse.HttpServerResponse>,
+  answers: AnswersOnce<Uint8Array>
 ) =>
   Effect.andThen(
     router.add("GET", importMapPath, (request) =>
       Effect.flatMap(importMapOf(request), (importMap) =>
         importMap instanceof RealmImportMap
-          ? Effect.map(importMap.jsonAnswer, (map) => conditional(request, map.bytes, map.etag, "application/json; charset=utf-8"))
+          ? importMap.jsonAnswer.pipe(
+            Effect.flatMap((map) => answers.of(map.bytes, map.bytes, map.etag, jsonContentType)),
+            Effect.map((answer) => conditionalAnswer(request, answer, jsonContentType))
+          )
           : Effect.succeed(importMap))),
     // A loader on another origin that sends headers of its own asks first, as it does for modules.
     router.add("OPTIONS", importMapPath, (request) => Effect.succeed(preflight(request)))

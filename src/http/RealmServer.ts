@@ -92,6 +92,7 @@ import * as AnswerMetrics from "./AnswerMetrics.ts"
 import type * as MetricsRoutes from "./MetricsRoutes.ts"
 import * as AdminToken from "./AdminToken.ts"
 import { errorResponse } from "./ErrorMapping.ts"
+import * as ContentCoding from "../internal/ContentCoding.ts"
 import * as FastPath from "./FastPath.ts"
 import * as ImmutableUrls from "./ImmutableUrls.ts"
 import * as ImportMap from "./ImportMap.ts"
@@ -102,7 +103,20 @@ import type { ErrorBody } from "./HttpBodies.ts"
 import { encodePath, pathOf, validatePath } from "../realm/PathRules.ts"
 import * as Realms from "../realm/Realms.ts"
 import * as ReadAccess from "./ReadAccess.ts"
-import { adminJson, conditional, contentTypeOf, isAdminPath, json, moduleEtag, preflight, rawEtag } from "./Responses.ts"
+import {
+  adminJson,
+  AnswersOnce,
+  BoundedMap,
+  conditional,
+  conditionalAnswer,
+  contentTypeOf,
+  isAdminPath,
+  json,
+  moduleEtag,
+  negotiatedForm,
+  preflight,
+  rawEtag
+} from "./Responses.ts"
 import * as ScopedCss from "./ScopedCss.ts"
 
 export { errorBodyOf, errorResponse, scrubPaths, statusOf } from "./ErrorMapping.ts"
@@ -111,13 +125,21 @@ export { ErrorBody, HealthBody, InvalidateBody, StatsBody } from "./HttpBodies.t
 export { moduleEtag, rawContentTypes, rawEtag } from "./Responses.ts"
 
 /** A glimmer-scoped CSS module (see {@link ScopedCss}): decoded from its URL, `text/css`; 400 when it does not decode. */
-const scopedCss = (request: HttpServerRequest.HttpServerRequest, urlPath: string): HttpServerResponse.HttpServerResponse => {
+const scopedCss = (
+  request: HttpServerRequest.HttpServerRequest,
+  urlPath: string,
+  answers: AnswersOnce<string>
+): Effect.Effect<HttpServerResponse.HttpServerResponse> => {
   const css = ScopedCss.scopedCssOf(urlPath)
   if (css === undefined) {
-    return json(400, { error: "InvalidPathError", message: "malformed scoped CSS", path: urlPath, reason: "malformed scoped CSS" } satisfies ErrorBody)
+    return Effect.succeed(
+      json(400, { error: "InvalidPathError", message: "malformed scoped CSS", path: urlPath, reason: "malformed scoped CSS" } satisfies ErrorBody)
+    )
   }
   const body = new TextEncoder().encode(css)
-  return conditional(request, body, rawEtag(body), "text/css; charset=utf-8")
+  const contentType = "text/css; charset=utf-8"
+  // Made once per path (its CSS is in it): compressed once, not per request.
+  return Effect.map(answers.of(urlPath, body, rawEtag(body), contentType), (answer) => conditionalAnswer(request, answer, contentType))
 }
 
 /** The 404 of a request path that no realm's mount prefixes: the same body as a missing module's. */
@@ -162,6 +184,10 @@ export const routes: Layer.Layer<never, never, HttpRouter.HttpRouter | ModuleCac
     const cache = yield* ModuleCache
     const realms = yield* Realms.Realms
     const fast = Option.getOrUndefined(yield* Effect.serviceOption(FastPath.FastPath))
+    const offered = yield* ContentCoding.offeredConfig
+    // Import maps and pages with the map injected, by their bytes (one per build); scoped CSS by path.
+    const renderedAnswers = new AnswersOnce<Uint8Array>(offered, new WeakMap())
+    const scopedAnswers = new AnswersOnce<string>(offered, new BoundedMap(1024))
     const access = Option.getOrUndefined(yield* Effect.serviceOption(ReadAccess.ReadAccessService))
     // Immutable URLs (`?_v=<version>`) and the import map of each realm's pages.
     const importMaps = new WeakMap<Realms.MountedRealm, ImportMap.RealmImportMap>()
@@ -209,29 +235,35 @@ export const routes: Layer.Layer<never, never, HttpRouter.HttpRouter | ModuleCac
       Effect.gen(function*() {
         const files = realm.files
         const relative = realm.relativeUrlPath(urlPath)
-        if (ScopedCss.isScopedCssPath(relative)) return scopedCss(request, relative)
+        if (ScopedCss.isScopedCssPath(relative)) return yield* scopedCss(request, relative, scopedAnswers)
         // Before resolving: a file event during the request keeps its resolution from the fast path.
         const captured = realm.generation
         const resolved = yield* files.resolve(relative)
         const version = ImmutableUrls.requestedVersion(request.url)
         if (!resolved.executable) {
+          const contentType = contentTypeOf(resolved.path)
           let answer = realm.raw.get(resolved.path)
           if (answer === undefined) {
             const before = realm.raw.capture()
             const file = yield* Effect.provideService(files.readRaw(resolved.path), CurrentResolution, resolved)
-            answer = FastPath.answerOf(file.bytes, rawEtag(file.bytes), contentTypeOf(resolved.path), undefined, realm.isPrivate)
+            // A text file's compressed forms are made once, here, off the event loop.
+            const encoded = offered.length > 0 && ContentCoding.isCompressible(contentType, file.bytes.byteLength)
+              ? yield* ContentCoding.compressAll(file.bytes, offered)
+              : undefined
+            answer = FastPath.answerOf(file.bytes, rawEtag(file.bytes), contentType, undefined, realm.isPrivate, encoded)
             realm.raw.fill(resolved.path, answer, before)
           }
           if (version !== undefined) {
-            return ImmutableUrls.answer(request, version, answer.bytes, answer.etag, contentTypeOf(resolved.path))
+            const { encoding, form, vary } = negotiatedForm(request, answer)
+            return ImmutableUrls.answer(request, version, form.bytes, form.etag, contentType, { ...vary, ...encoding })
           }
           if (ImportMap.mayOptIn(resolved.path)) {
             // A page that opts in gets the map, computed per request: never from the fast path.
-            const page = yield* ImportMap.pageAnswer(importMapOf(realm), request, answer, contentTypeOf(resolved.path))
+            const page = yield* ImportMap.pageAnswer(importMapOf(realm), request, answer, contentType, renderedAnswers)
             if (page !== undefined) return page
           }
           fast?.remember(realm, urlPath, false, resolved.path, captured)
-          return conditional(request, answer.bytes, answer.etag, contentTypeOf(resolved.path))
+          return conditionalAnswer(request, answer, contentType)
         }
         const key = moduleKey(realm.realmUrl, resolved.path)
         const id = keyString(key)
@@ -274,7 +306,10 @@ export const routes: Layer.Layer<never, never, HttpRouter.HttpRouter | ModuleCac
         // Before anything is resolved: the same 401 whether the path exists or not.
         if (!(yield* mayRead(request, realm))) return ReadAccess.unauthorized()
         const response = yield* AnswerMetrics.timed(realm.realmUrl, serveIn(request, realm, urlPath))
-        return realm.isPrivate ? HttpServerResponse.setHeaders(response, ReadAccess.privateHeaders) : response
+        if (!realm.isPrivate) return response
+        // A compressed answer varies by its encoding too, as the fast path's does.
+        const compressed = response.headers["vary"] === FastPath.varyOf(false, true)
+        return HttpServerResponse.setHeaders(response, { ...ReadAccess.privateHeaders, vary: FastPath.varyOf(true, compressed)! })
       })
 
     /** A preflight: a private realm's allows `authorization`. */
@@ -297,7 +332,7 @@ export const routes: Layer.Layer<never, never, HttpRouter.HttpRouter | ModuleCac
       })
 
     yield* AdminRoutes.add(router, { cache, realms })
-    yield* ImportMap.addRoute(router, importMapOfRequest)
+    yield* ImportMap.addRoute(router, importMapOfRequest, renderedAnswers)
     yield* router.add("OPTIONS", "/*", preflightOf)
     yield* router.add("OPTIONS", "/", preflightOf)
     yield* router.add("GET", "/*", serveFile)

@@ -4,10 +4,13 @@
  *
  * @since 0.3.0
  */
+import { Deferred, Effect } from "effect"
 import { HttpServerRequest, HttpServerResponse } from "effect/http"
 import * as path from "node:path"
 import { type CachedModule, hashSource } from "../domain/Domain.ts"
-import { corsHeaders, ifNoneMatches } from "./FastPath.ts"
+import type { CachedAnswer, Representation } from "../realm/RawFileCache.ts"
+import { type Coding, compressAll, isCompressible, negotiator } from "../internal/ContentCoding.ts"
+import { answerOf, corsHeaders, formOf, ifNoneMatches, varyOf } from "./FastPath.ts"
 import { privatePreflightHeaders } from "./ReadAccess.ts"
 
 /** Headers of the admin routes: no CORS, no content sniffing. */
@@ -97,4 +100,94 @@ export const conditional = (
   const headers = { ...corsHeaders, etag, "cache-control": "no-cache", ...extra }
   if (ifNoneMatches(request.headers["if-none-match"], etag)) return HttpServerResponse.empty({ status: 304, headers })
   return HttpServerResponse.uint8Array(bytes, { headers, contentType })
+}
+
+/** The router's coding of an `Accept-Encoding`, remembered by its text. */
+const negotiate = negotiator()
+
+/**
+ * The form of a cached answer that the request accepts best, and the headers that go with it:
+ * `vary: accept-encoding` on every form of a compressed answer, and `content-encoding` on a
+ * compressed form (a 200's only: {@link conditionalAnswer} leaves it off a 304).
+ */
+export const negotiatedForm = (request: HttpServerRequest.HttpServerRequest, answer: CachedAnswer): {
+  readonly form: Representation
+  readonly vary: Record<string, string>
+  readonly encoding: Record<string, string>
+} => {
+  if (answer.encoded === undefined) return { form: answer, vary: {}, encoding: {} }
+  const coding = negotiate(request.headers["accept-encoding"])
+  const form = formOf(answer, coding)
+  return { form, vary: { vary: varyOf(false, true)! }, encoding: form === answer ? {} : { "content-encoding": coding } }
+}
+
+/**
+ * {@link conditional} of a cached answer, in the coding the request accepts best among the
+ * answer's forms, with the headers the fast path sends them with (see `FastPath.answerOf`).
+ */
+export const conditionalAnswer = (
+  request: HttpServerRequest.HttpServerRequest,
+  answer: CachedAnswer,
+  contentType: string
+): HttpServerResponse.HttpServerResponse => {
+  const { encoding, form, vary } = negotiatedForm(request, answer)
+  const headers = { ...corsHeaders, etag: form.etag, "cache-control": "no-cache", ...vary }
+  if (ifNoneMatches(request.headers["if-none-match"], form.etag)) return HttpServerResponse.empty({ status: 304, headers })
+  return HttpServerResponse.uint8Array(form.bytes, { headers: { ...headers, ...encoding }, contentType })
+}
+
+/** Where {@link AnswersOnce} keeps its answers. */
+export interface AnswerStore<K> {
+  get(key: K): Deferred.Deferred<CachedAnswer> | undefined
+  set(key: K, value: Deferred.Deferred<CachedAnswer>): unknown
+}
+
+/**
+ * The answer of a body made once elsewhere and kept as long as its bytes object is (a build's
+ * import map, a page with the map injected), its compressed forms made the first time it is
+ * sent (see `ContentCoding`), never per request: later and concurrent callers get the same.
+ */
+export class AnswersOnce<K> {
+  private readonly made: AnswerStore<K>
+  private readonly offered: ReadonlyArray<Coding>
+
+  /** `store` keeps the answers (a WeakMap by bytes object, or a {@link BoundedMap}). */
+  constructor(offered: ReadonlyArray<Coding>, store: AnswerStore<K>) {
+    this.offered = offered
+    this.made = store
+  }
+
+  /** The answer of `bytes` (ETag `etag`), made once per `key`. */
+  of(key: K, bytes: Uint8Array, etag: string, contentType: string, isPrivate = false): Effect.Effect<CachedAnswer> {
+    return Effect.suspend(() => {
+      const known = this.made.get(key)
+      if (known !== undefined) return Deferred.await(known)
+      const made = Deferred.makeUnsafe<CachedAnswer>()
+      this.made.set(key, made)
+      const encoded = this.offered.length > 0 && isCompressible(contentType, bytes.byteLength)
+        ? compressAll(bytes, this.offered)
+        : Effect.succeed(undefined)
+      // Uninterruptible (a compression takes milliseconds): the others wait for this one.
+      return Effect.uninterruptible(Effect.flatMap(encoded, (forms) => {
+        const answer = answerOf(bytes, etag, contentType, undefined, isPrivate, forms)
+        return Effect.as(Deferred.succeed(made, answer), answer)
+      }))
+    })
+  }
+}
+
+/** A map that forgets everything once it holds `max` entries (for answers keyed by request path). */
+export class BoundedMap<K, V> {
+  private readonly entries = new Map<K, V>()
+  private readonly max: number
+  constructor(max: number) {
+    this.max = max
+  }
+  get(key: K): V | undefined {
+    return this.entries.get(key)
+  }
+  set(key: K, value: V): void {
+    if (this.entries.size >= this.max) this.entries.clear()
+    this.entries.set(key, value)
+  }
 }

@@ -1,6 +1,7 @@
 /**
  * Raw (non-module) files of a realm, kept in memory like modules: bytes, ETag and the
- * response header blocks computed once per file, bounded by bytes with the same CLOCK
+ * response header blocks computed once per file, and a text file's br and gzip forms made
+ * once (see `ContentCoding`), every form counted against the bound, with the same CLOCK
  * (second-chance) eviction as L1, and dropped by the realm's watcher.
  *
  * Entries are kept only while a watcher reports changes to the realm (`watched(true)`):
@@ -11,17 +12,31 @@
  * @since 0.1.0
  */
 import { Context, Layer } from "effect"
+import type { Coding } from "../internal/ContentCoding.ts"
 import { defaultMaxBytes } from "../cache/L1Cache.ts"
 import { ClockMap } from "../internal/ClockMap.ts"
 
-/** A cached answer: the body, its ETag, and the header blocks of a 200 and a 304 (flat `[name, value, ...]`). */
-export interface CachedAnswer {
+/** One form of an answer's body: its bytes, its ETag, and the header blocks of a 200 and a 304 (flat `[name, value, ...]`). */
+export interface Representation {
   readonly bytes: Uint8Array
   readonly etag: string
-  /** Headers of a `200` (and of a `HEAD`), content type and length included. */
+  /** Headers of a `200` (and of a `HEAD`), content type, encoding and length included. */
   readonly ok: ReadonlyArray<string>
   /** Headers of a `304`. */
   readonly notModified: ReadonlyArray<string>
+}
+
+/** A cached answer: its identity form, and its compressed forms when the body is compressible. */
+export interface CachedAnswer extends Representation {
+  /** The compressed forms, by coding; absent for a body sent as it is (which then varies by nothing). */
+  readonly encoded?: Readonly<Partial<Record<Coding, Representation>>> | undefined
+}
+
+/** The bytes an answer holds, every form counted. */
+export const bytesOf = (answer: CachedAnswer): number => {
+  let bytes = answer.bytes.byteLength
+  for (const form of Object.values(answer.encoded ?? {})) bytes += form.bytes.byteLength
+  return bytes
 }
 
 /** The raw files of every realm of a server, under one byte bound; {@link of} gives one realm's. */
@@ -80,7 +95,7 @@ export class RawFiles {
   /** Stores an answer read after `captured`, if nothing was invalidated since and a watcher is on. */
   fill(canonicalPath: string, answer: CachedAnswer, captured: number): boolean {
     if (!this.watching || captured !== this.generation) return false
-    return this.shared.entries.set(this.prefix + canonicalPath, answer, answer.bytes.byteLength, this.group)
+    return this.shared.entries.set(this.prefix + canonicalPath, answer, bytesOf(answer), this.group)
   }
 
   /** Drops a realm-relative path and every path below it (a changed file or directory). */

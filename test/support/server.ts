@@ -220,6 +220,8 @@ export interface RawResponse {
   readonly status: number
   readonly headers: http.IncomingHttpHeaders
   readonly body: string
+  /** The body's bytes as sent (not decoded). */
+  readonly bytes: Buffer
 }
 
 /**
@@ -254,9 +256,10 @@ export const request = (
     }, (res) => {
       const chunks: Array<Buffer> = []
       res.on("data", (chunk: Buffer) => chunks.push(chunk))
-      res.on("end", () =>
-        resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString("utf8") })
-      )
+      res.on("end", () => {
+        const bytes = Buffer.concat(chunks)
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, body: bytes.toString("utf8"), bytes })
+      })
       res.on("error", reject)
     })
     req.setTimeout(30_000, () => req.destroy(new Error(`timeout: ${options.method ?? "GET"} ${rawPath}`)))

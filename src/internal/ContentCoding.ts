@@ -1,0 +1,157 @@
+/**
+ * Content codings: which one an answer is sent in (`Accept-Encoding`, RFC 9110 §12.5.3), and
+ * the compressed forms themselves, made once per body off the event loop.
+ *
+ * - **Negotiation** ({@link negotiate}): q-values, `identity`, `*` and `;q=0` as RFC 9110
+ *   says. The highest weight among the codings offered wins; on a tie, br, then gzip, then
+ *   identity. A malformed header, or one that accepts nothing offered, gets identity: never an
+ *   error, never a 406. No header at all gets identity too (curl, health checks, proxies that
+ *   strip it).
+ * - **Compression** ({@link compress}): zlib's br and gzip on libuv's thread pool, never on
+ *   the event loop.
+ *
+ * @since 0.4.0
+ */
+import { Config, Effect } from "effect"
+import { brotliCompress, constants, gzip } from "node:zlib"
+
+/** A coding a body is compressed with. */
+export type Coding = "br" | "gzip"
+
+/** What an answer is sent in. */
+export type ContentCoding = Coding | "identity"
+
+/** Every coding this server can send, in order of preference on a tie. */
+export const codings: ReadonlyArray<Coding> = ["br", "gzip"]
+
+/** Bodies below this many bytes stay identity: the gain would not pay for the header. */
+export const minCompressedBytes = 256
+
+/** br quality and gzip level of the compressed forms made here. */
+export const levels = { br: 5, gzip: 6 } as const
+
+const token = /^[!#$%&'*+.^_`|~0-9a-z-]+$/
+const weight = /^q=(0(?:\.\d{0,3})?|1(?:\.0{0,3})?)$/
+
+/** The weights a header gives, by coding name (lowercase); undefined when it is malformed. */
+const weightsOf = (header: string): Map<string, number> | undefined => {
+  const weights = new Map<string, number>()
+  if (header.length > 4096) return undefined
+  for (const item of header.split(",")) {
+    const [rawName, ...parameters] = item.split(";")
+    const name = rawName!.trim().toLowerCase()
+    if (name === "") {
+      if (parameters.length > 0) return undefined
+      continue
+    }
+    if (!token.test(name) || parameters.length > 1) return undefined
+    let q = 1
+    if (parameters.length === 1) {
+      const match = weight.exec(parameters[0]!.trim().toLowerCase().replace(/\s*=\s*/, "="))
+      if (match === null) return undefined
+      q = Number(match[1])
+    }
+    const coding = name === "x-gzip" ? "gzip" : name
+    weights.set(coding, Math.max(weights.get(coding) ?? 0, q))
+  }
+  return weights
+}
+
+/**
+ * The coding to send an answer in, among `offered` (identity is always possible), for the
+ * request's `Accept-Encoding`.
+ */
+export const negotiate = (header: string | undefined, offered: ReadonlyArray<Coding> = codings): ContentCoding => {
+  if (header === undefined || offered.length === 0) return "identity"
+  const weights = weightsOf(header)
+  if (weights === undefined) return "identity"
+  const any = weights.get("*")
+  let best: ContentCoding = "identity"
+  let bestWeight = 0
+  for (const coding of codings) {
+    if (!offered.includes(coding)) continue
+    const q = weights.get(coding) ?? any ?? 0
+    if (q > bestWeight) {
+      best = coding
+      bestWeight = q
+    }
+  }
+  // identity weighs what it is given, or what `*` is; unnamed, it is the last resort (any coding
+  // the header accepts beats it). Excluded (`identity;q=0`, `*;q=0`) with nothing else acceptable,
+  // it is still what is sent.
+  const identity = weights.get("identity") ?? any ?? Number.MIN_VALUE
+  return bestWeight > 0 && bestWeight >= identity ? best : "identity"
+}
+
+/**
+ * {@link negotiate} remembered by header text (browsers send a handful of distinct values),
+ * for the fast path: a hit is one map lookup. At most 256 values are kept.
+ */
+export const negotiator = (offered: ReadonlyArray<Coding> = codings): (header: string | undefined) => ContentCoding => {
+  const known = new Map<string, ContentCoding>()
+  return (header) => {
+    if (header === undefined || offered.length === 0) return "identity"
+    let coding = known.get(header)
+    if (coding === undefined) {
+      coding = negotiate(header, offered)
+      if (known.size >= 256) known.clear()
+      known.set(header, coding)
+    }
+    return coding
+  }
+}
+
+/** Whether a body of this content type and size is worth compressing (text, JSON, JavaScript, SVG). */
+export const isCompressible = (contentType: string, size: number): boolean =>
+  size >= minCompressedBytes &&
+  (contentType.startsWith("text/") || contentType.startsWith("application/json") ||
+    contentType.startsWith("application/javascript") || contentType.startsWith("image/svg+xml") ||
+    contentType.startsWith("application/manifest+json") || contentType.startsWith("application/xml"))
+
+/** `bytes` compressed with `coding`, on libuv's thread pool (interruptible: the result is then dropped). */
+export const compress = (bytes: Uint8Array, coding: Coding): Effect.Effect<Uint8Array> =>
+  Effect.callback<Uint8Array>((resume) => {
+    const done = (error: Error | null, result: Buffer) => {
+      // zlib fails only on bad options or memory exhaustion: a defect.
+      resume(error === null ? Effect.succeed(new Uint8Array(result.buffer, result.byteOffset, result.byteLength)) : Effect.die(error))
+    }
+    if (coding === "br") {
+      brotliCompress(bytes, {
+        params: {
+          [constants.BROTLI_PARAM_QUALITY]: levels.br,
+          [constants.BROTLI_PARAM_SIZE_HINT]: bytes.byteLength
+        }
+      }, done)
+    } else {
+      gzip(bytes, { level: levels.gzip }, done)
+    }
+  })
+
+/** Every coding of `offered` applied to `bytes`, at once. */
+export const compressAll = (
+  bytes: Uint8Array,
+  offered: ReadonlyArray<Coding> = codings
+): Effect.Effect<Partial<Record<Coding, Uint8Array>>> =>
+  Effect.map(
+    Effect.forEach(offered, (coding) => Effect.map(compress(bytes, coding), (compressed) => [coding, compressed] as const), {
+      concurrency: "unbounded"
+    }),
+    (pairs) => Object.fromEntries(pairs)
+  )
+
+/** The strong ETag of a coding of a body whose identity ETag is `etag` (`"<hex>"` becomes `"<hex>-br"`). */
+export const codedEtag = (etag: string, coding: Coding): string => `${etag.slice(0, -1)}-${coding}"`
+
+/**
+ * The codings to offer, from `MTC_CONTENT_ENCODINGS` (a comma-separated list of `br` and
+ * `gzip`; default both; empty or `identity` for none). An unknown name is logged and left out.
+ */
+export const offeredConfig: Effect.Effect<ReadonlyArray<Coding>> = Effect.gen(function*() {
+  const text = yield* Config.String("MTC_CONTENT_ENCODINGS").pipe(Config.withDefault(codings.join(",")), Effect.orElseSucceed(() => codings.join(",")))
+  const names = text.split(",").map((name) => name.trim().toLowerCase()).filter((name) => name !== "" && name !== "identity")
+  const unknown = names.filter((name) => !(codings as ReadonlyArray<string>).includes(name))
+  if (unknown.length > 0) {
+    yield* Effect.logWarning(`module-transpile-cache: MTC_CONTENT_ENCODINGS: ${unknown.join(", ")} left out (br and gzip are offered)`)
+  }
+  return codings.filter((coding) => names.includes(coding))
+})
