@@ -157,8 +157,8 @@ export class AnswersOnce<K> {
     this.made = store
   }
 
-  /** The answer of `bytes` (ETag `etag`), made once per `key`. */
-  of(key: K, bytes: Uint8Array, etag: string, contentType: string, isPrivate = false): Effect.Effect<CachedAnswer> {
+  /** The answer of `bytes` (ETag `etag`), made once per `key`, for {@link conditionalAnswer}. */
+  of(key: K, bytes: Uint8Array, etag: string, contentType: string): Effect.Effect<CachedAnswer> {
     return Effect.suspend(() => {
       const known = this.made.get(key)
       if (known !== undefined) return Deferred.await(known)
@@ -169,7 +169,7 @@ export class AnswersOnce<K> {
         : Effect.succeed(undefined)
       // Uninterruptible (a compression takes milliseconds): the others wait for this one.
       return Effect.uninterruptible(Effect.flatMap(encoded, (forms) => {
-        const answer = answerOf(bytes, etag, contentType, undefined, isPrivate, forms)
+        const answer = answerOf(bytes, etag, contentType, undefined, false, forms)
         return Effect.as(Deferred.succeed(made, answer), answer)
       }))
     })
