@@ -2,6 +2,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { brotliDecompressSync, gunzipSync } from "node:zlib"
+import { answerOf, formOf } from "../src/http/FastPath.ts"
 import * as ContentCoding from "../src/internal/ContentCoding.ts"
 
 const table: ReadonlyArray<readonly [string | undefined, ContentCoding.ContentCoding]> = [
@@ -41,15 +42,22 @@ describe("ContentCoding", () => {
     for (const [header, expected] of table) expect([header, ContentCoding.negotiate(header)]).toEqual([header, expected])
   })
 
-  it("only among the codings offered; the remembering negotiator answers the same", () => {
+  it("only among the codings offered; the remembered ranking answers the same, and an answer's form follows it", () => {
     expect(ContentCoding.negotiate("br, gzip;q=0.5", ["gzip"])).toBe("gzip")
     expect(ContentCoding.negotiate("br", ["gzip"])).toBe("identity")
     expect(ContentCoding.negotiate("br, gzip", [])).toBe("identity")
-    const negotiate = ContentCoding.negotiator()
+    const rankingOf = ContentCoding.rankings()
     for (const [header, expected] of table) {
-      expect(negotiate(header)).toBe(expected)
-      expect(negotiate(header)).toBe(expected)
+      expect(rankingOf(header)[0]).toBe(expected)
+      expect(rankingOf(header)[0]).toBe(expected)
     }
+    expect(ContentCoding.ranking("gzip;q=0.5, br")).toEqual(["br", "gzip", "identity"])
+    expect(ContentCoding.ranking("br;q=0, gzip")).toEqual(["gzip", "identity"])
+    // An answer with a gzip form only (MTC_CONTENT_ENCODINGS=gzip) goes as gzip to a browser preferring br.
+    const bytes = new TextEncoder().encode("x".repeat(300))
+    const gzipOnly = answerOf(bytes, "\"abc\"", "text/plain", undefined, false, { gzip: bytes })
+    expect(formOf(gzipOnly, rankingOf("br, gzip")).coding).toBe("gzip")
+    expect(formOf(gzipOnly, rankingOf("br")).coding).toBe("identity")
   })
 
   it.effect("compressed forms decode to exactly the bytes, and carry an ETag of their own", () =>

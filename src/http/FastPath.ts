@@ -32,7 +32,7 @@ import { type CachedModule, javascriptContentType } from "../domain/Domain.ts"
 import type { ModuleCache } from "../cache/ModuleCache.ts"
 import { answerBoundaries, PlainHistogram } from "./AnswerMetrics.ts"
 import type { CachedAnswer, Representation } from "../realm/RawFileCache.ts"
-import { type Coding, codedEtag, codings, type ContentCoding, negotiator } from "../internal/ContentCoding.ts"
+import { type Coding, codedEtag, codings, type ContentCoding, rankings } from "../internal/ContentCoding.ts"
 import type { MountedRealm } from "../realm/Realms.ts"
 import { privateHeaders } from "./ReadAccess.ts"
 
@@ -108,9 +108,21 @@ export const answerOf = (
   return { ...identity, encoded: forms }
 }
 
-/** The form of an answer to send in `coding`: a compressed one, or the identity form. */
-export const formOf = (answer: CachedAnswer, coding: ContentCoding): Representation =>
-  coding === "identity" ? answer : (answer.encoded?.[coding] ?? answer)
+/**
+ * The form of an answer to send for a request's ranking of codings (`ContentCoding.ranking`): the
+ * first of them the answer has, a compressed form or the identity form, and its coding.
+ */
+export const formOf = (
+  answer: CachedAnswer,
+  ranked: ReadonlyArray<ContentCoding>
+): { readonly form: Representation; readonly coding: ContentCoding } => {
+  for (const coding of ranked) {
+    if (coding === "identity") break
+    const form = answer.encoded?.[coding]
+    if (form !== undefined) return { form, coding }
+  }
+  return { form: answer, coding: "identity" }
+}
 
 /**
  * Whether an `If-None-Match` header matches an ETag: `*`, or a comma-separated list of
@@ -172,8 +184,8 @@ export class FastPathHandler {
   warmupMillis = 0
   /** Per module object: its answer as an L1 hit, computed once. */
   private readonly encodings = new WeakMap<CachedModule, CachedAnswer>()
-  /** The coding of an `Accept-Encoding`, remembered by its text. */
-  private readonly negotiate = negotiator()
+  /** The ranking of an `Accept-Encoding`, remembered by its text. */
+  private readonly rankingOf = rankings()
 
   /**
    * Connects the cache the answers come from, and the check of private realms' readers (without
@@ -281,7 +293,7 @@ export class FastPathHandler {
       cached = realm.raw.get(route.id)
       if (cached === undefined) return false
     }
-    const answer = cached.encoded === undefined ? cached : formOf(cached, this.negotiate(headers["accept-encoding"]))
+    const answer = cached.encoded === undefined ? cached : formOf(cached, this.rankingOf(headers["accept-encoding"])).form
     const ifNoneMatch = headers["if-none-match"]
     if (ifNoneMatch !== undefined && ifNoneMatches(ifNoneMatch, answer.etag)) {
       response.writeHead(304, answer.notModified as Array<string>)

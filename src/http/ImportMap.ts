@@ -438,7 +438,7 @@ export const pageAnswer = (
   Effect.flatMap(importMap.render(pathOf(request.url), raw.bytes), (page) =>
     page === undefined
       ? Effect.succeed(undefined)
-      : Effect.map(answers.of(page.bytes, page.bytes, page.etag, contentType), (answer) => conditionalAnswer(request, answer, contentType)))
+      : Effect.map(answers.of(page.bytes, contentType, () => page), (answer) => conditionalAnswer(request, answer, contentType)))
 
 /** Whether a raw file may be a page that opts in (checked before anything is decoded). */
 export const mayOptIn = (canonicalPath: string): boolean => /\.html?$/i.test(canonicalPath)
@@ -456,7 +456,7 @@ export const addRoute = (
       Effect.flatMap(importMapOf(request), (importMap) =>
         importMap instanceof RealmImportMap
           ? importMap.jsonAnswer.pipe(
-            Effect.flatMap((map) => answers.of(map.bytes, map.bytes, map.etag, jsonContentType)),
+            Effect.flatMap((map) => answers.of(map.bytes, jsonContentType, () => map)),
             Effect.map((answer) => conditionalAnswer(request, answer, jsonContentType))
           )
           : Effect.succeed(importMap))),

@@ -75,7 +75,7 @@
  * @since 0.1.0
  */
 import { NodeHttpServer } from "@effect/platform-node"
-import { Config, Duration, Effect, Exit, Layer, Option, type Redacted, Scope } from "effect"
+import { Config, type Deferred, Duration, Effect, Exit, Layer, Option, type Redacted, Scope } from "effect"
 import { HttpRouter, HttpServer, HttpServerError, HttpServerRequest, HttpServerResponse } from "effect/http"
 import { NetAddress } from "effect/net"
 import { createServer, type RequestListener } from "node:http"
@@ -92,6 +92,7 @@ import * as AnswerMetrics from "./AnswerMetrics.ts"
 import type * as MetricsRoutes from "./MetricsRoutes.ts"
 import * as AdminToken from "./AdminToken.ts"
 import { errorResponse } from "./ErrorMapping.ts"
+import { ClockMap } from "../internal/ClockMap.ts"
 import * as ContentCoding from "../internal/ContentCoding.ts"
 import * as FastPath from "./FastPath.ts"
 import * as ImmutableUrls from "./ImmutableUrls.ts"
@@ -101,12 +102,12 @@ import * as Listener from "./Listener.ts"
 import { CurrentResolution } from "../realm/FileSystemSources.ts"
 import type { ErrorBody } from "./HttpBodies.ts"
 import { encodePath, pathOf, validatePath } from "../realm/PathRules.ts"
+import type { CachedAnswer } from "../realm/RawFileCache.ts"
 import * as Realms from "../realm/Realms.ts"
 import * as ReadAccess from "./ReadAccess.ts"
 import {
   adminJson,
   AnswersOnce,
-  BoundedMap,
   conditional,
   conditionalAnswer,
   contentTypeOf,
@@ -136,10 +137,15 @@ const scopedCss = (
       json(400, { error: "InvalidPathError", message: "malformed scoped CSS", path: urlPath, reason: "malformed scoped CSS" } satisfies ErrorBody)
     )
   }
-  const body = new TextEncoder().encode(css)
   const contentType = "text/css; charset=utf-8"
-  // Made once per path (its CSS is in it): compressed once, not per request.
-  return Effect.map(answers.of(urlPath, body, rawEtag(body), contentType), (answer) => conditionalAnswer(request, answer, contentType))
+  // Made once per path (its CSS is in it): encoded, hashed and compressed once, not per request.
+  return Effect.map(
+    answers.of(urlPath, contentType, () => {
+      const bytes = new TextEncoder().encode(css)
+      return { bytes, etag: rawEtag(bytes) }
+    }),
+    (answer) => conditionalAnswer(request, answer, contentType)
+  )
 }
 
 /** The 404 of a request path that no realm's mount prefixes: the same body as a missing module's. */
@@ -187,7 +193,8 @@ export const routes: Layer.Layer<never, never, HttpRouter.HttpRouter | ModuleCac
     const offered = yield* ContentCoding.offeredConfig
     // Import maps and pages with the map injected, by their bytes (one per build); scoped CSS by path.
     const renderedAnswers = new AnswersOnce<Uint8Array>(offered, new WeakMap())
-    const scopedAnswers = new AnswersOnce<string>(offered, new BoundedMap(1024))
+    const scoped = new ClockMap<Deferred.Deferred<CachedAnswer>>(1024)
+    const scopedAnswers = new AnswersOnce<string>(offered, { get: (path) => scoped.get(path), set: (path, made) => scoped.set(path, made, 1) })
     const access = Option.getOrUndefined(yield* Effect.serviceOption(ReadAccess.ReadAccessService))
     // Immutable URLs (`?_v=<version>`) and the import map of each realm's pages.
     const importMaps = new WeakMap<Realms.MountedRealm, ImportMap.RealmImportMap>()

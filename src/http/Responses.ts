@@ -9,7 +9,7 @@ import { HttpServerRequest, HttpServerResponse } from "effect/http"
 import * as path from "node:path"
 import { type CachedModule, hashSource } from "../domain/Domain.ts"
 import type { CachedAnswer, Representation } from "../realm/RawFileCache.ts"
-import { type Coding, compressAll, isCompressible, negotiator } from "../internal/ContentCoding.ts"
+import { type Coding, compressAll, isCompressible, rankings } from "../internal/ContentCoding.ts"
 import { answerOf, corsHeaders, formOf, ifNoneMatches, varyOf } from "./FastPath.ts"
 import { privatePreflightHeaders } from "./ReadAccess.ts"
 
@@ -88,22 +88,23 @@ export const isAdminPath = (urlPath: string): boolean => urlPath === "/_cache" |
 
 /**
  * A `200` of bytes with an ETag (CORS headers, `cache-control: no-cache`, and any `extra`
- * headers), or a `304` when `If-None-Match` matches it.
+ * headers, then the `200`'s own `okOnly`), or a `304` when `If-None-Match` matches it.
  */
 export const conditional = (
   request: HttpServerRequest.HttpServerRequest,
   bytes: Uint8Array,
   etag: string,
   contentType: string,
-  extra: Record<string, string> = {}
+  extra: Record<string, string> = {},
+  okOnly: Record<string, string> = {}
 ): HttpServerResponse.HttpServerResponse => {
   const headers = { ...corsHeaders, etag, "cache-control": "no-cache", ...extra }
   if (ifNoneMatches(request.headers["if-none-match"], etag)) return HttpServerResponse.empty({ status: 304, headers })
-  return HttpServerResponse.uint8Array(bytes, { headers, contentType })
+  return HttpServerResponse.uint8Array(bytes, { headers: { ...headers, ...okOnly }, contentType })
 }
 
-/** The router's coding of an `Accept-Encoding`, remembered by its text. */
-const negotiate = negotiator()
+/** The router's ranking of an `Accept-Encoding`, remembered by its text. */
+const rankingOf = rankings()
 
 /**
  * The form of a cached answer that the request accepts best, and the headers that go with it:
@@ -116,9 +117,8 @@ export const negotiatedForm = (request: HttpServerRequest.HttpServerRequest, ans
   readonly encoding: Record<string, string>
 } => {
   if (answer.encoded === undefined) return { form: answer, vary: {}, encoding: {} }
-  const coding = negotiate(request.headers["accept-encoding"])
-  const form = formOf(answer, coding)
-  return { form, vary: { vary: varyOf(false, true)! }, encoding: form === answer ? {} : { "content-encoding": coding } }
+  const { coding, form } = formOf(answer, rankingOf(request.headers["accept-encoding"]))
+  return { form, vary: { vary: varyOf(false, true)! }, encoding: coding === "identity" ? {} : { "content-encoding": coding } }
 }
 
 /**
@@ -131,9 +131,7 @@ export const conditionalAnswer = (
   contentType: string
 ): HttpServerResponse.HttpServerResponse => {
   const { encoding, form, vary } = negotiatedForm(request, answer)
-  const headers = { ...corsHeaders, etag: form.etag, "cache-control": "no-cache", ...vary }
-  if (ifNoneMatches(request.headers["if-none-match"], form.etag)) return HttpServerResponse.empty({ status: 304, headers })
-  return HttpServerResponse.uint8Array(form.bytes, { headers: { ...headers, ...encoding }, contentType })
+  return conditional(request, form.bytes, form.etag, contentType, vary, encoding)
 }
 
 /** Where {@link AnswersOnce} keeps its answers. */
@@ -151,19 +149,27 @@ export class AnswersOnce<K> {
   private readonly made: AnswerStore<K>
   private readonly offered: ReadonlyArray<Coding>
 
-  /** `store` keeps the answers (a WeakMap by bytes object, or a {@link BoundedMap}). */
+  /** `store` keeps the answers (a WeakMap by bytes object, or a bounded map). */
   constructor(offered: ReadonlyArray<Coding>, store: AnswerStore<K>) {
     this.offered = offered
     this.made = store
   }
 
-  /** The answer of `bytes` (ETag `etag`), made once per `key`, for {@link conditionalAnswer}. */
-  of(key: K, bytes: Uint8Array, etag: string, contentType: string): Effect.Effect<CachedAnswer> {
+  /**
+   * The answer of the body `content` gives (its bytes and ETag, asked for only the first time),
+   * made once per `key`, for {@link conditionalAnswer}.
+   */
+  of(
+    key: K,
+    contentType: string,
+    content: () => { readonly bytes: Uint8Array; readonly etag: string }
+  ): Effect.Effect<CachedAnswer> {
     return Effect.suspend(() => {
       const known = this.made.get(key)
       if (known !== undefined) return Deferred.await(known)
       const made = Deferred.makeUnsafe<CachedAnswer>()
       this.made.set(key, made)
+      const { bytes, etag } = content()
       const encoded = this.offered.length > 0 && isCompressible(contentType, bytes.byteLength)
         ? compressAll(bytes, this.offered)
         : Effect.succeed(undefined)
@@ -173,21 +179,5 @@ export class AnswersOnce<K> {
         return Effect.as(Deferred.succeed(made, answer), answer)
       }))
     })
-  }
-}
-
-/** A map that forgets everything once it holds `max` entries (for answers keyed by request path). */
-export class BoundedMap<K, V> {
-  private readonly entries = new Map<K, V>()
-  private readonly max: number
-  constructor(max: number) {
-    this.max = max
-  }
-  get(key: K): V | undefined {
-    return this.entries.get(key)
-  }
-  set(key: K, value: V): void {
-    if (this.entries.size >= this.max) this.entries.clear()
-    this.entries.set(key, value)
   }
 }

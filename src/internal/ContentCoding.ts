@@ -57,47 +57,55 @@ const weightsOf = (header: string): Map<string, number> | undefined => {
   return weights
 }
 
+/** What a request accepts when it names nothing (or nothing well-formed). */
+const identityOnly: ReadonlyArray<ContentCoding> = ["identity"]
+
+/**
+ * The codings a request's `Accept-Encoding` accepts, best first: those it weighs above 0 and no
+ * lower than identity, by weight, br before gzip on a tie; then identity, which is always
+ * possible. The first of them that an answer has is the one to send it in.
+ */
+export const ranking = (header: string | undefined): ReadonlyArray<ContentCoding> => {
+  if (header === undefined) return identityOnly
+  const weights = weightsOf(header)
+  if (weights === undefined) return identityOnly
+  const any = weights.get("*")
+  // identity weighs what it is given, or what `*` is; unnamed, it is the last resort (any coding
+  // the header accepts beats it). Excluded (`identity;q=0`, `*;q=0`) with nothing else acceptable,
+  // it is still what is sent.
+  const identity = weights.get("identity") ?? any ?? Number.MIN_VALUE
+  const accepted = codings
+    .map((coding) => ({ coding, q: weights.get(coding) ?? any ?? 0 }))
+    .filter(({ q }) => q > 0 && q >= identity)
+    // Stable: on a tie, the order of `codings`.
+    .sort((a, b) => b.q - a.q)
+  return [...accepted.map(({ coding }) => coding), "identity"]
+}
+
 /**
  * The coding to send an answer in, among `offered` (identity is always possible), for the
  * request's `Accept-Encoding`.
  */
 export const negotiate = (header: string | undefined, offered: ReadonlyArray<Coding> = codings): ContentCoding => {
-  if (header === undefined || offered.length === 0) return "identity"
-  const weights = weightsOf(header)
-  if (weights === undefined) return "identity"
-  const any = weights.get("*")
-  let best: ContentCoding = "identity"
-  let bestWeight = 0
-  for (const coding of codings) {
-    if (!offered.includes(coding)) continue
-    const q = weights.get(coding) ?? any ?? 0
-    if (q > bestWeight) {
-      best = coding
-      bestWeight = q
-    }
-  }
-  // identity weighs what it is given, or what `*` is; unnamed, it is the last resort (any coding
-  // the header accepts beats it). Excluded (`identity;q=0`, `*;q=0`) with nothing else acceptable,
-  // it is still what is sent.
-  const identity = weights.get("identity") ?? any ?? Number.MIN_VALUE
-  return bestWeight > 0 && bestWeight >= identity ? best : "identity"
+  for (const coding of ranking(header)) if (coding === "identity" || offered.includes(coding)) return coding
+  return "identity"
 }
 
 /**
- * {@link negotiate} remembered by header text (browsers send a handful of distinct values),
- * for the fast path: a hit is one map lookup. At most 256 values are kept.
+ * {@link ranking} remembered by header text (browsers send a handful of distinct values), for
+ * the fast path: a hit is one map lookup. At most 256 values are kept.
  */
-export const negotiator = (offered: ReadonlyArray<Coding> = codings): (header: string | undefined) => ContentCoding => {
-  const known = new Map<string, ContentCoding>()
+export const rankings = (): (header: string | undefined) => ReadonlyArray<ContentCoding> => {
+  const known = new Map<string, ReadonlyArray<ContentCoding>>()
   return (header) => {
-    if (header === undefined || offered.length === 0) return "identity"
-    let coding = known.get(header)
-    if (coding === undefined) {
-      coding = negotiate(header, offered)
+    if (header === undefined) return identityOnly
+    let ranked = known.get(header)
+    if (ranked === undefined) {
+      ranked = ranking(header)
       if (known.size >= 256) known.clear()
-      known.set(header, coding)
+      known.set(header, ranked)
     }
-    return coding
+    return ranked
   }
 }
 
