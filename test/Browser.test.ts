@@ -80,6 +80,14 @@ describe("the demo (two mounts) in Chromium", () => {
     const page = await browser.newPage()
     const errors = pageErrors(page)
     const text = (selector: string) => page.locator(selector).textContent()
+    // Each answer's content-encoding, as the browser received it (CDP Network.responseReceived).
+    const cdp = await page.context().newCDPSession(page)
+    await cdp.send("Network.enable")
+    const encodingsSeen = new Map<string, string>()
+    cdp.on("Network.responseReceived", (event) => {
+      const headers = Object.fromEntries(Object.entries(event.response.headers).map(([name, value]) => [name.toLowerCase(), value]))
+      encodingsSeen.set(new URL(event.response.url).pathname, headers["content-encoding"] ?? "identity")
+    })
 
     await page.goto(`${recorder.url}/index.html`)
     // the first load transpiles Ember's runtime too (about 120 modules), under the others' load
@@ -139,6 +147,15 @@ describe("the demo (two mounts) in Chromium", () => {
       expect(exchange?.cache, module).toBe("l1")
     }
     expect(existsSync(path.join(work, "demo-realm", "shared"))).toBe(false)
+    // Chromium asks for br, and every module (each compressed once, with its transpile) came as
+    // br, but those too small to gain (under 256 bytes), which stay identity.
+    for (const module of [...modules, ...sharedModules]) {
+      const plain = module === "/greeting" ? "/greeting.gts" : module
+      const size = (await request(server.url, plain)).bytes.byteLength
+      expect(encodingsSeen.get(plain), `${module} (${size} bytes)`).toBe(size >= 256 ? "br" : "identity")
+    }
+    const brModules = firstLoad.filter((entry) => entry.cache !== undefined && encodingsSeen.get(entry.path) === "br")
+    expect(brModules.length).toBeGreaterThan(100)
     const moduleRequests = firstLoad.filter((entry) => entry.cache !== undefined)
     expect(moduleRequests.filter((entry) => entry.path.startsWith("/shared/")).map((entry) => entry.path).sort()).toEqual(sharedModules)
     const ownModules = moduleRequests.filter((entry) => !entry.path.startsWith("/shared/"))

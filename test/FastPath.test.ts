@@ -217,12 +217,12 @@ describe("fast path", () => {
     expect(ours.fast.answered).toBeGreaterThanOrEqual(cases.length * 2)
   })
 
-  it("a text file goes in the coding Accept-Encoding picks, as the router sends it: br, gzip or identity, their 304s and HEADs", async () => {
+  it("a text file and a module go in the coding Accept-Encoding picks, as the router sends them: br, gzip or identity, their 304s and HEADs", async () => {
     const css = Array.from({ length: 80 }, (_, i) => `.card-${i} { color: #${(i * 4099).toString(16).padStart(6, "0").slice(0, 6)}; margin: ${i}px }`).join("\n")
-    const files = { "theme.css": css, "tiny.css": "a {}\n", "logo.png": css }
+    const card = Array.from({ length: 40 }, (_, i) => `export const card${i}: number = ${i * 7}`).join("\n")
+    const files = { "theme.css": css, "card.ts": card, "tiny.css": "a {}\n", "tiny.ts": "export {}\n", "logo.png": css }
     const ours = await serve(makeRealm(files))
     const router = await serveRoutesOnly(makeRealm(files))
-    const identity = Buffer.from(css)
     const cases: Array<[string | undefined, string | undefined]> = [
       ["br", "br"],
       ["gzip, deflate, br", "br"],
@@ -234,43 +234,52 @@ describe("fast path", () => {
       ["br;q=2", undefined],
       [undefined, undefined]
     ]
-    for (const [accept, coding] of cases) {
-      const headers: Record<string, string> = accept === undefined ? {} : { "accept-encoding": accept }
-      for (const method of ["GET", "HEAD"]) {
-        await request(router.url, "/theme.css")
-        const expected = await request(router.url, "/theme.css", { method, headers })
-        await warm(ours.url, ours.fast, "/theme.css")
-        const before = ours.fast.answered
-        const actual = await request(ours.url, "/theme.css", { method, headers })
-        const what = `${method} accept-encoding: ${accept ?? "(none)"}`
-        expect(ours.fast.answered, `${what} answered by the fast path`).toBe(before + 1)
-        expect(actual.status, what).toBe(200)
-        expect(headersOf(actual), what).toEqual(headersOf(expected))
-        expect(actual.headers["content-encoding"], what).toBe(coding)
-        expect(actual.headers.vary, what).toBe("accept-encoding")
-        const sent = method === "GET" ? actual.bytes : Buffer.alloc(0)
-        if (method === "GET") {
-          expect(actual.bytes.equals(expected.bytes), what).toBe(true)
-          const decoded = coding === "br" ? brotliDecompressSync(sent) : coding === "gzip" ? gunzipSync(sent) : sent
-          expect(Buffer.from(decoded).equals(identity), `${what}: decodes to the file`).toBe(true)
+    for (const p of ["/theme.css", "/card.ts"]) {
+      // The identity bytes: the file, or the transpiled module.
+      const identity = (await request(router.url, p)).bytes
+      expect(identity.byteLength, p).toBeGreaterThan(256)
+      for (const [accept, coding] of cases) {
+        const headers: Record<string, string> = accept === undefined ? {} : { "accept-encoding": accept }
+        for (const method of ["GET", "HEAD"]) {
+          await request(router.url, p)
+          const expected = await request(router.url, p, { method, headers })
+          await warm(ours.url, ours.fast, p)
+          const before = ours.fast.answered
+          const actual = await request(ours.url, p, { method, headers })
+          const what = `${method} ${p} accept-encoding: ${accept ?? "(none)"}`
+          expect(ours.fast.answered, `${what} answered by the fast path`).toBe(before + 1)
+          expect(actual.status, what).toBe(200)
+          expect(headersOf(actual), what).toEqual(headersOf(expected))
+          expect(actual.headers["content-encoding"], what).toBe(coding)
+          expect(actual.headers.vary, what).toBe("accept-encoding")
+          const sent = method === "GET" ? actual.bytes : Buffer.alloc(0)
+          if (method === "GET") {
+            expect(actual.bytes.equals(expected.bytes), what).toBe(true)
+            const decoded = coding === "br" ? brotliDecompressSync(sent) : coding === "gzip" ? gunzipSync(sent) : sent
+            expect(Buffer.from(decoded).equals(identity), `${what}: decodes to the identity bytes`).toBe(true)
+          }
+          // The length of the bytes sent in that coding, on HEAD as on GET.
+          const length = Number(actual.headers["content-length"])
+          if (coding === undefined) expect(length, what).toBe(identity.byteLength)
+          else expect(length, what).toBeLessThan(identity.byteLength / 2)
+          // Each coding has an ETag of its own, and its 304 (with the same vary, and no body).
+          const etag = String(actual.headers.etag)
+          expect(etag, what).toMatch(coding === undefined ? /^"[0-9a-f]{32}"$/ : new RegExp(`^"[0-9a-f]{32}-${coding}"$`))
+          const conditional = { ...headers, "if-none-match": etag }
+          const expected304 = await request(router.url, p, { method, headers: conditional })
+          const actual304 = await request(ours.url, p, { method, headers: conditional })
+          expect([actual304.status, expected304.status], what).toEqual([304, 304])
+          expect(headersOf(actual304), what).toEqual(headersOf(expected304))
+          expect(actual304.headers.vary, what).toBe("accept-encoding")
+          expect(actual304.headers["content-encoding"], what).toBeUndefined()
         }
-        // The length of the bytes sent in that coding, on HEAD as on GET.
-        const length = Number(actual.headers["content-length"])
-        if (coding === undefined) expect(length, what).toBe(identity.byteLength)
-        else expect(length, what).toBeLessThan(identity.byteLength / 2)
-        // Each coding has an ETag of its own, and its 304 (with the same vary, and no body).
-        const etag = String(actual.headers.etag)
-        expect(etag, what).toMatch(coding === undefined ? /^"[0-9a-f]{32}"$/ : new RegExp(`^"[0-9a-f]{32}-${coding}"$`))
-        const conditional = { ...headers, "if-none-match": etag }
-        const expected304 = await request(router.url, "/theme.css", { method, headers: conditional })
-        const actual304 = await request(ours.url, "/theme.css", { method, headers: conditional })
-        expect([actual304.status, expected304.status], what).toEqual([304, 304])
-        expect(headersOf(actual304), what).toEqual(headersOf(expected304))
-        expect(actual304.headers.vary, what).toBe("accept-encoding")
       }
     }
+    // The module was compressed once, by the cache (this test's transpiler runs in-process).
+    const stats = JSON.parse((await request(ours.url, "/_cache/stats", { headers: { authorization: `Bearer ${token}` } })).body) as { compressions: number }
+    expect(stats.compressions).toBe(1)
     // Too small to gain, or not text: identity, varying by nothing.
-    for (const p of ["/tiny.css", "/logo.png"]) {
+    for (const p of ["/tiny.css", "/tiny.ts", "/logo.png"]) {
       await warm(ours.url, ours.fast, p)
       const answer = await request(ours.url, p, { headers: { "accept-encoding": "br, gzip" } })
       expect(answer.headers["content-encoding"], p).toBeUndefined()

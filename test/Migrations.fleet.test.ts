@@ -61,7 +61,8 @@ const allMigrations = [
   [3, "index_live_rows_by_realm"],
   [4, "create_module_transpile_cache_pooler"],
   [5, "version_rows_by_fingerprint"],
-  [6, "name_edit_sources"]
+  [6, "name_edit_sources"],
+  [7, "store_encoded_forms_and_maps"]
 ]
 
 describe("migrations started by a fleet at once", () => {
@@ -98,7 +99,7 @@ describe("migrations started by a fleet at once", () => {
       "module_transpile_cache_realm:p"
     ])
     expect(psql("SELECT migration_id || ':' || name FROM module_transpile_cache_migrations ORDER BY 1", url))
-      .toBe("1:create_module_transpile_cache\n2:create_module_transpile_cache_realm\n3:index_live_rows_by_realm\n4:create_module_transpile_cache_pooler\n5:version_rows_by_fingerprint\n6:name_edit_sources")
+      .toBe("1:create_module_transpile_cache\n2:create_module_transpile_cache_realm\n3:index_live_rows_by_realm\n4:create_module_transpile_cache_pooler\n5:version_rows_by_fingerprint\n6:name_edit_sources\n7:store_encoded_forms_and_maps")
     expect(psql(
       `SELECT indexname FROM pg_indexes WHERE tablename = 'module_transpile_cache' ORDER BY indexname`,
       url

@@ -7,6 +7,7 @@
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
+import { brotliDecompressSync, gunzipSync } from "node:zlib"
 import { afterAll, describe, expect, it } from "@effect/vitest"
 import { Deferred, Effect, Fiber, Stream } from "effect"
 import { TestClock } from "effect/testing"
@@ -81,7 +82,9 @@ describe("preload on PGlite", () => {
     const dataDir = tempDir("mtc-preload-data-")
     for (const p of paths) {
       fs.mkdirSync(path.join(realmDir, path.dirname(p)), { recursive: true })
-      fs.writeFileSync(path.join(realmDir, p), `export const id: string = ${JSON.stringify(p)}\n`)
+      // Large enough to be compressed (256 bytes and more).
+      const fields = Array.from({ length: 8 }, (_, i) => `export const field${i}: number = ${i}`).join("\n")
+      fs.writeFileSync(path.join(realmDir, p), `export const id: string = ${JSON.stringify(p)}\n${fields}\n`)
     }
     return { realmDir, dataDir }
   }
@@ -121,6 +124,8 @@ describe("preload on PGlite", () => {
           const results = yield* getAll(cache, realmUrl)
           expect(results.every((r) => r.outcome === "transpiled")).toBe(true)
           expect(counts.transpiles()).toBe(moduleCount)
+          // Each body was compressed once, with its transpile, and went to L2 with it.
+          expect((yield* cache.stats).compressions).toBe(moduleCount)
         }))
 
       // A restart: preloaded, then every get is an L1 hit, without a transpile or an L2 read.
@@ -132,6 +137,12 @@ describe("preload on PGlite", () => {
           const results = yield* getAll(cache, realmUrl)
           expect(results.map((r) => r.outcome)).toEqual(paths.map(() => "l1"))
           expect(results[0]!.module.body).toContain(JSON.stringify(paths[0]))
+          // The compressed forms came from L2 with the bodies: no compression ran.
+          for (const { module } of results) {
+            expect(brotliDecompressSync(module.encoded!.br!).toString("utf8")).toBe(module.body)
+            expect(gunzipSync(module.encoded!.gzip!).toString("utf8")).toBe(module.body)
+          }
+          expect((yield* cache.stats).compressions).toBe(0)
           expect(counts.transpiles()).toBe(0)
           expect(counts.reads()).toEqual([])
           const stats = yield* cache.stats

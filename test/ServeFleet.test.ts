@@ -1,7 +1,8 @@
 /**
- * Two real `serve --store pg` processes on one realm directory and one Postgres database
+ * Three real `serve --store pg` processes on one realm directory and one Postgres database
  * behave as one fleet: a concurrent herd of GETs over cold modules costs exactly one
- * transpile per module in total, and both servers answer the same bytes under the same ETag.
+ * transpile, and one compression, per module in total, and every server answers the same
+ * bytes under the same ETag in every content coding.
  */
 import { writeFileSync } from "node:fs"
 import * as path from "node:path"
@@ -43,8 +44,8 @@ beforeAll(async () => {
   // machine shared with other work the default 1 s / 2 s can trip spuriously (the bug shown by
   // the last test, which runs its own servers with the defaults).
   const env = { DATABASE_URL: dbUrl, MTC_PG_CONNECT_TIMEOUT: "5 seconds", MTC_SESSION_TIMEOUT: "10 seconds" }
-  // Migrations are safe when processes start at once: start both together.
-  servers = await Promise.all([startServer({ realmDir: realm, store: "pg", env }), startServer({ realmDir: realm, store: "pg", env })])
+  // Migrations are safe when processes start at once: start them together.
+  servers = await Promise.all([1, 2, 3].map(() => startServer({ realmDir: realm, store: "pg", env })))
 }, 120_000)
 
 // Nothing of the fleet remains once it exited.
@@ -58,15 +59,35 @@ const checkHerd = (samples: ReadonlyArray<Sample>, paths: ReadonlyArray<string>)
   expect(samples.filter((s) => s.outcome === "fallback"), JSON.stringify(outcomes(samples))).toHaveLength(0)
   for (const p of paths) {
     const mine = samples.filter((s) => s.path === p)
+    // One ETag per coding, the same from every server: the identity one, and `-br`/`-gzip` of it.
     const etags = new Set(mine.map((s) => s.etag))
-    expect(etags.size, `${p}: one ETag from both servers`).toBe(1)
+    const identity = mine.find((s) => s.encoding === "identity")?.etag
+    expect(identity, `${p}: an identity answer`).toBeDefined()
+    for (const s of mine) {
+      expect(s.etag, `${p}: ${s.encoding}`).toBe(s.encoding === "identity" ? identity : `${identity!.slice(0, -1)}-${s.encoding}"`)
+    }
+    expect(etags.size, `${p}: one ETag per coding from every server`).toBe(new Set(mine.map((s) => s.encoding)).size)
     expect(new Set(mine.map((s) => s.server)).size).toBe(servers.length)
     expect(new Set(mine.map((s) => s.body)).size, `${p}: identical bodies`).toBe(1)
     expect(mine.filter((s) => s.outcome === "transpiled").length, `${p}: transpiled once`).toBe(1)
   }
 }
 
-describe("a fleet of two serve processes on Postgres", () => {
+/** Each round's Accept-Encoding: none, a browser's, gzip only (Fastly's default). */
+const acceptEncodings = (round: number): Record<string, string> =>
+  [{}, { "accept-encoding": "gzip, deflate, br, zstd" }, { "accept-encoding": "gzip" }][round % 3]!
+
+/** The sum over the servers of a counter's samples in `/_cache/metrics`. */
+const metricTotal = async (name: string): Promise<number> => {
+  let total = 0
+  for (const server of servers) {
+    const text = (await request(server.url, "/_cache/metrics")).body
+    for (const line of text.split("\n")) if (line.startsWith(name)) total += Number(line.split(" ").pop())
+  }
+  return total
+}
+
+describe("a fleet of three serve processes on Postgres", () => {
   it("both serve the same realm URL over the Postgres store and coordinator", async () => {
     const [a, b] = await Promise.all(servers.map(stats))
     expect(a).toMatchObject({ store: "postgres", coordinator: "postgres", transpiles: 0 })
@@ -75,14 +96,23 @@ describe("a fleet of two serve processes on Postgres", () => {
     expect(realmUrls[0]).toBe(realmUrls[1])
   })
 
-  it(`a herd of ${perModulePerServer} GETs per module per server over ${moduleCount} cold modules: one transpile per module`, async () => {
+  it(`a herd of ${perModulePerServer} GETs per module per server over ${moduleCount} cold modules: one transpile and one compression per module`, async () => {
     const paths = modulePaths("herd")
     const before = await totalTranspiles(servers)
     const started = performance.now()
-    const samples = await herd(servers, paths, perModulePerServer)
+    const samples = await herd(servers, paths, perModulePerServer, acceptEncodings)
     const elapsed = performance.now() - started
     checkHerd(samples, paths)
     expect((await totalTranspiles(servers)) - before).toBe(moduleCount)
+    // Every coding was asked for and sent: br to the browser's rounds, gzip to Fastly's.
+    expect(new Set(samples.map((s) => s.encoding))).toEqual(new Set(["identity", "br", "gzip"]))
+    // Each module version was compressed once in the fleet, with its transpile: in stats and in the metrics.
+    const compressions = (await Promise.all(servers.map(stats))).reduce((sum, s) => sum + (s.compressions ?? 0), 0)
+    expect(compressions).toBe(moduleCount)
+    expect(await metricTotal("module_cache_compressions_total")).toBe(moduleCount)
+    // Each row carries both forms, and a form of every size under its body's.
+    expect(psql(`SELECT count(*) FROM module_transpile_cache WHERE canonical_path LIKE 'herd/%'
+      AND octet_length(body_br) < octet_length(body) AND octet_length(body_gzip) < octet_length(body)`, dbUrl)).toBe(String(moduleCount))
     // Every body is real transpiled output.
     expect(samples[0]!.body).toContain("export function f0(a, b)")
     const perServer = await Promise.all(servers.map(stats))

@@ -3,6 +3,7 @@ import { Cause, Effect, Exit, Fiber, Metric, Option, Scope, Tracer } from "effec
 import { readdirSync, readFileSync } from "node:fs"
 import { BroadcastChannel } from "node:worker_threads"
 import { fileURLToPath } from "node:url"
+import { brotliDecompressSync, gunzipSync } from "node:zlib"
 import * as BabelTranspiler from "../src/transpiler/BabelTranspiler.ts"
 import {
   TranspileMemoryLimitError,
@@ -91,13 +92,25 @@ describe("TranspilerPool", () => {
       const fromPool = yield* Effect.forEach(fixtures, (input) => Effect.exit(pool.service.transpile(input)), {
         concurrency: "unbounded"
       })
+      let compressedBodies = 0
       for (const [i, input] of fixtures.entries()) {
         const expected = yield* Effect.exit(inProcess.transpile(input))
         const actual = fromPool[i]
         if (actual === undefined) throw new Error("missing result")
         if (Exit.isSuccess(expected)) {
           expect(Exit.isSuccess(actual), input.path).toBe(true)
-          if (Exit.isSuccess(actual)) expect(actual.value, input.path).toStrictEqual(expected.value)
+          if (Exit.isSuccess(actual)) {
+            // The worker compresses the body with its transpile: each form decodes to the body.
+            const { encoded, ...module } = actual.value
+            expect(module, input.path).toStrictEqual(expected.value)
+            if (Buffer.byteLength(module.body) >= 256) {
+              expect(brotliDecompressSync(encoded!.br!).toString("utf8"), input.path).toBe(module.body)
+              expect(gunzipSync(encoded!.gzip!).toString("utf8"), input.path).toBe(module.body)
+              compressedBodies++
+            } else {
+              expect(encoded, input.path).toBeUndefined()
+            }
+          }
         } else {
           const want = Option.getOrThrow(Exit.findErrorOption(expected))
           const got = Option.getOrThrow(Exit.findErrorOption(actual))
@@ -105,7 +118,8 @@ describe("TranspilerPool", () => {
           expect({ ...got, message: got.message }, input.path).toStrictEqual({ ...want, message: want.message })
         }
       }
-      // Both kinds of outcome are covered.
+      // Both kinds of outcome are covered, and bodies large enough to compress.
+      expect(compressedBodies).toBeGreaterThan(0)
       expect(fromPool.some(Exit.isSuccess)).toBe(true)
       expect(fromPool.some(Exit.isFailure)).toBe(true)
       expect(pool.state()).toMatchObject({ busy: 0, queued: 0, restarts: 0 })

@@ -13,6 +13,11 @@ import { refusalCounter } from "../internal/refusal.ts"
 export interface Counts {
   /** Babel runs in this process. */
   readonly transpiles: number
+  /**
+   * Module versions whose body this process compressed (every coding offered at once): in its
+   * transpile workers with the transpile, or here for a row that lacked its forms.
+   */
+  readonly compressions: number
   readonly l1Hits: number
   readonly l2Hits: number
   readonly coalesced: number
@@ -32,6 +37,7 @@ export interface RealmCounts extends Counts {
 type MutableCounts = { -readonly [K in keyof Counts]: number }
 const zeroCounts = (): MutableCounts => ({
   transpiles: 0,
+  compressions: 0,
   l1Hits: 0,
   l2Hits: 0,
   coalesced: 0,
@@ -79,6 +85,10 @@ const outcomeCounts: Partial<Record<ReportedOutcome, "l1Hits" | "l2Hits" | "coal
 }
 /** Transpiles run. */
 export const transpileCounter = Metric.counter("module_cache_transpiles_total", { description: "Transpiles run in this process" })
+/** Module versions compressed. */
+export const compressionCounter = Metric.counter("module_cache_compressions_total", {
+  description: "Module versions whose body this process compressed (br and gzip at once), in its transpile workers or in-process"
+})
 /** L2 writes and tombstones given up after their retries. */
 export const persistFailureCounter = Metric.counter("module_cache_persist_failures_total", {
   description: "L2 writes and tombstones given up after their retries"
@@ -293,6 +303,13 @@ export class CacheCounters {
     this.counts.transpiles++
     if (realmUrl !== undefined) this.realm(realmUrl).counts.transpiles++
     transpileCounter.updateUnsafe(1, this.context)
+  }
+
+  /** A module version of `realmUrl` was compressed (its compressed forms were made). */
+  compressed(realmUrl: string): void {
+    this.counts.compressions++
+    this.realm(realmUrl).counts.compressions++
+    compressionCounter.updateUnsafe(1, this.context)
   }
 
   /** A load (of a module of `realmUrl`, when named) transpiles locally instead of coalescing. */

@@ -12,7 +12,7 @@
  *
  * @since 0.1.0
  */
-import { type CachedModule, keyString, keyHash, type ModuleKey, realmHash } from "../domain/Domain.ts"
+import { type CachedModule, keyString, keyHash, moduleBytes, type ModuleKey, realmHash } from "../domain/Domain.ts"
 import { ClockMap } from "../internal/ClockMap.ts"
 
 /** The default bound on L1's total bytes: 64 MiB. */
@@ -111,7 +111,7 @@ export class L1Cache {
   fill(module: CachedModule, hash: bigint, captured: L1Capture): boolean {
     if (!this.isCurrent(module.key, hash, captured)) return false
     const id = keyString(module.key)
-    if (!this.entries.set(id, { module, hash }, Buffer.byteLength(module.body, "utf8"), module.key.realmUrl)) return false
+    if (!this.entries.set(id, { module, hash }, moduleBytes(module), module.key.realmUrl)) return false
     let ids = this.byHash.get(hash)
     if (ids === undefined) this.byHash.set(hash, ids = new Set())
     ids.add(id)

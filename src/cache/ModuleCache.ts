@@ -19,6 +19,7 @@ import {
   type ModuleSource,
   type Outcome,
   type ReportedOutcome,
+  type TranspiledModule,
   type VersionedKey,
   versionedKey
 } from "../domain/Domain.ts"
@@ -49,6 +50,7 @@ import {
   type RealmCounts,
   type RecentError
 } from "./CacheCounters.ts"
+import * as ContentCoding from "../internal/ContentCoding.ts"
 import { defaultMaxBytes, type L1Capture, L1Cache } from "./L1Cache.ts"
 import { PendingInvalidations } from "./PendingInvalidations.ts"
 import * as Preload from "./Preload.ts"
@@ -153,7 +155,7 @@ export interface RealmUsage {
 
 /** Tuning of a ModuleCache. Every field has a default; see the README for the environment names. */
 export interface ModuleCacheOptions {
-  /** Bound on L1's total body bytes (default 64 MiB; 0 disables L1). */
+  /** Bound on L1's total bytes: bodies, their compressed forms and maps (default 64 MiB; 0 disables L1). */
   readonly l1MaxBytes?: number
   /** First delay between a waiter's re-reads of L2 (default 20 ms). */
   readonly pollInitial?: Duration.Input
@@ -191,6 +193,13 @@ export interface ModuleCacheOptions {
   readonly l2WriteHold?: Duration.Input | undefined
   /** A held batch of L2 writes runs once no write arrived for this long (default 50 ms). */
   readonly l2WriteQuiet?: Duration.Input | undefined
+  /**
+   * The content codings every module body is kept in, besides identity (default br and gzip;
+   * `MTC_CONTENT_ENCODINGS`). A transpile worker makes them with the transpile; a module that
+   * still lacks one (an in-process transpile, a row of an earlier release) is compressed here,
+   * on libuv's thread pool, once per load. They are stored in L2 with the body.
+   */
+  readonly contentEncodings?: ReadonlyArray<ContentCoding.Coding> | undefined
 }
 
 /** The defaults of {@link ModuleCacheOptions}. */
@@ -258,6 +267,7 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
   const fingerprint = transpiler.fingerprint
   const l1MaxBytes = options.l1MaxBytes ?? defaults.l1MaxBytes
   const deadline = options.deadline ?? defaults.deadline
+  const offered = options.contentEncodings ?? ContentCoding.codings
 
   const counters = new CacheCounters(yield* Effect.context<never>())
   const l1 = new L1Cache(l1MaxBytes)
@@ -299,6 +309,24 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
     row._tag !== "Absent" && isUsable(row, fingerprint, source.hash) ? loadedOf(source.key, row, outcome) : undefined
 
   /**
+   * The module with every offered compressed form: the same object when it lacks none, else
+   * one compressed here (off the event loop) and counted.
+   */
+  const completed = (realmUrl: string, module: TranspiledModule): Effect.Effect<TranspiledModule> =>
+    Effect.map(ContentCoding.withForms(module, offered), (made) => {
+      if (made === undefined) return module
+      counters.compressed(realmUrl)
+      return made
+    })
+
+  /** {@link completed} of a loaded module (a row that lacked a form: of an earlier release, say). */
+  const completeLoaded = (key: ModuleKey, loaded: Loaded): Effect.Effect<Loaded> =>
+    Exit.isSuccess(loaded) && ContentCoding.missingCodings(loaded.value.module, offered).length > 0
+      ? Effect.map(completed(key.realmUrl, loaded.value.module), (module) =>
+        Exit.succeed({ ...loaded.value, module: { ...module, key, fingerprint } }))
+      : Effect.succeed(loaded)
+
+  /**
    * Transpiles: the module or its failure, as L2 records it. A fault of this attempt (a
    * worker crash, a timeout, a full queue) is not the module's failure: nothing is
    * recorded, the load fails for its joiners, and the next get retries.
@@ -308,7 +336,13 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
       Effect.ensuring(Effect.sync(() => counters.transpiled(source.key.realmUrl))),
       Effect.exit,
       Effect.flatMap((exit): Effect.Effect<WriteContent, TranspilerError> => {
-        if (exit._tag === "Success") return Effect.succeed({ _tag: "Module", module: exit.value })
+        if (exit._tag === "Success") {
+          return Effect.map(completed(source.key.realmUrl, exit.value), (module) => {
+            // Made with this transpile (in its worker, or just now): counted once per version.
+            if (module.encoded !== undefined && module === exit.value) counters.compressed(source.key.realmUrl)
+            return { _tag: "Module", module }
+          })
+        }
         const error = Cause.findErrorOption(exit.cause)
         if (error._tag === "None") return Effect.failCause(exit.cause)
         counters.transpileFailed(source.key.realmUrl, source.key.path, error.value)
@@ -551,7 +585,7 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
           if (Exit.isSuccess(loaded)) l1.fill(loaded.value.module, flight.hash, flight.l1Captured ?? l1Captured)
           return answer(loaded)
         })
-      const loaded = yield* resolve(source, deliver)
+      const loaded = yield* Effect.flatMap(resolve(source, deliver), (resolved) => completeLoaded(key, resolved))
       yield* deliver(loaded)
       return yield* loaded
     })
@@ -661,6 +695,7 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
         fingerprint,
         realmUrls: typeof realmUrls === "string" ? [realmUrls] : realmUrls,
         maxBytes: preloadMaxBytes,
+        complete: (row) => completed(row.key.realmUrl, row.module),
         pendingNow: () => pending.snapshot()
       }),
       (summary) =>
@@ -734,7 +769,8 @@ export const optionsConfig: Config.Config<ModuleCacheOptions> = Config.all({
   batchL2Reads: Config.option(Config.Boolean("MTC_L2_BATCH_READS")),
   batchL2Writes: Config.withDefault(Config.Boolean("MTC_L2_BATCH_WRITES"), defaults.batchL2Writes),
   l2WriteHold: Config.withDefault(Config.Duration("MTC_L2_WRITE_HOLD"), defaults.l2WriteHold),
-  l2WriteQuiet: Config.withDefault(Config.Duration("MTC_L2_WRITE_QUIET"), defaults.l2WriteQuiet)
+  l2WriteQuiet: Config.withDefault(Config.Duration("MTC_L2_WRITE_QUIET"), defaults.l2WriteQuiet),
+  contentEncodings: ContentCoding.encodingsConfig
 }).pipe(Config.map(({ batchL2Reads, pollInitial, pollMax, ...rest }): ModuleCacheOptions => ({
   ...rest,
   ...(batchL2Reads._tag === "Some" ? { batchL2Reads: batchL2Reads.value } : {}),

@@ -19,7 +19,7 @@
  * @since 0.1.0
  */
 import { Cause, Clock, Effect, Stream } from "effect"
-import { type CachedModule, keyHash, type ModuleKey } from "../domain/Domain.ts"
+import { type CachedModule, keyHash, moduleBytes, type ModuleKey, type TranspiledModule } from "../domain/Domain.ts"
 import type { L1Cache } from "./L1Cache.ts"
 import type { ModuleSources } from "../domain/ModuleSources.ts"
 import type { PreloadedRow, TranspileStore } from "../domain/TranspileStore.ts"
@@ -66,6 +66,8 @@ export interface PreloadOptions {
   readonly maxBytes: number
   /** Source files checked at a time (default 16). */
   readonly concurrency?: number | undefined
+  /** A verified row's module with every compressed form offered (a row of an earlier release may lack them). */
+  readonly complete: (row: PreloadedRow) => Effect.Effect<TranspiledModule>
   /**
    * Called once, right after the snapshot: whether a key's tombstone or its realm's wipe is
    * still in flight. Such a key may still have its old row in L2, so it is not preloaded.
@@ -91,11 +93,13 @@ export const run = Effect.fn("ModuleCache.preload")(function*(options: PreloadOp
   let rows = 0
   let stale = 0
   const verify = (row: PreloadedRow) =>
-    Effect.map(Effect.exit(options.sources.read(row.key)), (exit) => {
+    Effect.flatMap(Effect.exit(options.sources.read(row.key)), (exit) => {
       rows++
-      if (exit._tag === "Success" && exit.value.hash === row.module.sourceHash) return row
+      if (exit._tag === "Success" && exit.value.hash === row.module.sourceHash) {
+        return Effect.map(options.complete(row), (module): PreloadedRow => module === row.module ? row : { key: row.key, module })
+      }
       stale++
-      return undefined
+      return Effect.succeed(undefined)
     })
   const read = options.maxBytes <= 0 || realmUrls.length === 0
     ? Effect.succeed<ReadonlyArray<PreloadedRow | undefined>>([])
@@ -118,7 +122,7 @@ export const run = Effect.fn("ModuleCache.preload")(function*(options: PreloadOp
       if (row === undefined) continue
       const module: CachedModule = { ...row.module, key: row.key, fingerprint: options.fingerprint }
       if (!isPending(row.key) && l1.fillSince(module, keyHash(row.key), snapshot)) {
-        const size = Buffer.byteLength(module.body, "utf8")
+        const size = moduleBytes(module)
         entries++
         bytes += size
         keys.push(row.key)

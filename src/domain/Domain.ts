@@ -77,12 +77,35 @@ export interface ModuleSource {
   readonly hash: string
 }
 
+/**
+ * A module body's compressed forms, by content coding (`br`, `gzip`): each decodes to exactly
+ * the body's UTF-8 bytes. Made once per module version (see `ContentCoding`) and stored with it.
+ */
+export type EncodedBodies = Readonly<Partial<Record<"br" | "gzip", Uint8Array>>>
+
 /** What the transpiler makes of one module. */
 export interface TranspiledModule {
   readonly body: string
   readonly headers: Readonly<Record<string, string>>
   readonly dependencyKeys: ReadonlyArray<string>
   readonly sourceHash: string
+  /** The body's compressed forms (absent: none made; the body is sent as it is). */
+  readonly encoded?: EncodedBodies
+  /** The module's source map (v3 JSON) back to its source (absent: none). */
+  readonly sourceMap?: string
+}
+
+/**
+ * The bytes a module holds, as L1's bound and L2's cap count them: its body (UTF-8), its
+ * compressed forms and its source map.
+ */
+export const moduleBytes = (module: TranspiledModule): number => {
+  let bytes = Buffer.byteLength(module.body, "utf8")
+  if (module.encoded !== undefined) {
+    bytes += (module.encoded.br?.byteLength ?? 0) + (module.encoded.gzip?.byteLength ?? 0)
+  }
+  if (module.sourceMap !== undefined) bytes += Buffer.byteLength(module.sourceMap, "utf8")
+  return bytes
 }
 
 /** A module ready to serve, with the pipeline fingerprint it was made under. */

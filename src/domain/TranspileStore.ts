@@ -69,7 +69,8 @@ export interface PruneOptions {
   /** Rows not read for this many milliseconds. */
   readonly unreadForMillis: number
   /**
-   * A cap on the bytes of each realm's live rows (bodies and recorded failures), every version
+   * A cap on the bytes of each realm's live rows (bodies with their compressed forms and source
+   * maps, and recorded failures), every version
    * counted. Over it, the least recently read rows (an old version's first, once nobody reads it) are tombstoned (never deleted, so OCC still holds) until
    * the realm fits; the tombstones go with a later prune. No cap when absent.
    */
@@ -83,8 +84,8 @@ export interface PreloadRequest {
   /** Only rows written under this fingerprint. */
   readonly fingerprint: string
   /**
-   * Stops before the row whose body would take the total past this many bytes (UTF-8, as L1
-   * counts them), one bound over every realm. Rows are taken most recently read first across
+   * Stops before the row whose bytes would take the total past this many (its body, compressed
+   * forms and source map: `moduleBytes`, as L1 counts them), one bound over every realm. Rows are taken most recently read first across
    * the realms (then by realm URL and path, on a tie).
    */
   readonly maxBytes: number
@@ -103,7 +104,7 @@ export interface StoredVersion {
   readonly fingerprint: string
   /** Live rows: modules and recorded failures. */
   readonly rows: number
-  /** Their bytes (bodies and encoded failures), as the byte cap counts them. */
+  /** Their bytes (bodies with their compressed forms and maps, and encoded failures), as the byte cap counts them. */
   readonly bytes: number
   /** When a row of this version was last read or written (ISO 8601), as finely as reads refresh it. */
   readonly lastReadAt: string

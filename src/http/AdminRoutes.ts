@@ -61,6 +61,7 @@ export const figuresOf = (cache: ModuleCache["Service"], realm: MountedRealm): R
     modules: counts.l1Entries,
     errors: counts.errors,
     transpiles: counts.transpiles,
+    compressions: counts.compressions,
     l1Hits: counts.l1Hits,
     l2Hits: counts.l2Hits,
     coalesced: counts.coalesced,

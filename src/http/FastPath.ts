@@ -28,7 +28,7 @@
  */
 import { Context } from "effect"
 import type { IncomingMessage, ServerResponse } from "node:http"
-import { type CachedModule, javascriptContentType } from "../domain/Domain.ts"
+import { type CachedModule, type EncodedBodies, javascriptContentType, type TranspiledModule } from "../domain/Domain.ts"
 import type { ModuleCache } from "../cache/ModuleCache.ts"
 import { answerBoundaries, PlainHistogram } from "./AnswerMetrics.ts"
 import type { CachedAnswer, Representation } from "../realm/RawFileCache.ts"
@@ -109,6 +109,21 @@ export const answerOf = (
 }
 
 /**
+ * The compressed forms of a module's body that are among those offered (`MTC_CONTENT_ENCODINGS`),
+ * or undefined for none: a row may hold forms that this server does not send.
+ */
+export const offeredForms = (module: TranspiledModule, offered: ReadonlyArray<Coding>): EncodedBodies | undefined => {
+  const encoded = module.encoded
+  if (encoded === undefined) return undefined
+  let forms: { br?: Uint8Array; gzip?: Uint8Array } | undefined
+  for (const coding of offered) {
+    const body = encoded[coding]
+    if (body !== undefined) (forms ??= {})[coding] = body
+  }
+  return forms
+}
+
+/**
  * The form of an answer to send for a request's ranking of codings (`ContentCoding.ranking`): the
  * first of them the answer has, a compressed form or the identity form, and its coding.
  */
@@ -169,6 +184,8 @@ export class FastPathHandler {
   private readonly routes = new Map<string, Route>()
   private cache: ModuleCache["Service"] | undefined
   private readAllowed: CachedReadCheck = () => false
+  /** The codings a module's compressed forms are sent in. */
+  private offered: ReadonlyArray<Coding> = codings
   /** Requests answered here so far, but for those of a start's warm-up. */
   answered = 0
   /** Module hits and answer times, per realm (see {@link answersOf}). */
@@ -188,12 +205,14 @@ export class FastPathHandler {
   private readonly rankingOf = rankings()
 
   /**
-   * Connects the cache the answers come from, and the check of private realms' readers (without
-   * one, private realms are never answered here). `RealmServer.layer` does, when it builds the
+   * Connects the cache the answers come from, the check of private realms' readers (without
+   * one, private realms are never answered here) and the codings modules are sent in (default
+   * br and gzip). `RealmServer.layer` does, when it builds the
    * {@link FastPath} service.
    */
-  install(cache: ModuleCache["Service"], readAllowed?: CachedReadCheck): void {
+  install(cache: ModuleCache["Service"], readAllowed?: CachedReadCheck, offered: ReadonlyArray<Coding> = codings): void {
     this.cache = cache
+    this.offered = offered
     if (readAllowed !== undefined) this.readAllowed = readAllowed
   }
 
@@ -209,7 +228,8 @@ export class FastPathHandler {
 
   /**
    * Remembers that a request path leads to a module (see {@link remember}), whose answer as an
-   * L1 hit is computed once per module object from its encoded body and ETag.
+   * L1 hit is computed once per module object from its encoded body and ETag, and the
+   * compressed forms it has of those offered.
    */
   rememberModule(
     realm: MountedRealm,
@@ -221,7 +241,8 @@ export class FastPathHandler {
     captured: number
   ): void {
     if (!this.encodings.has(module)) {
-      this.encodings.set(module, answerOf(bytes, etag, javascriptContentType, "l1", realm.isPrivate))
+      const forms = offeredForms(module, this.offered)
+      this.encodings.set(module, answerOf(bytes, etag, javascriptContentType, "l1", realm.isPrivate, forms))
     }
     this.remember(realm, urlPath, true, id, captured)
   }

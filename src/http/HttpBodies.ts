@@ -54,6 +54,7 @@ export const RealmStatsBody = Schema.Struct({
   modules: Schema.Number,
   errors: Schema.Number,
   transpiles: Schema.optional(Schema.Number),
+  compressions: Schema.optional(Schema.Number),
   l1Hits: Schema.optional(Schema.Number),
   l2Hits: Schema.optional(Schema.Number),
   coalesced: Schema.optional(Schema.Number),
@@ -69,6 +70,8 @@ export const StatsBody = Schema.Struct({
   /** The realm's URL when one realm is mounted. */
   realmUrl: Schema.optional(Schema.String),
   transpiles: Schema.Number,
+  /** Module versions compressed by this process (see `module_cache_compressions_total`). */
+  compressions: Schema.optional(Schema.Number),
   l1Hits: Schema.Number,
   l2Hits: Schema.Number,
   coalesced: Schema.Number,

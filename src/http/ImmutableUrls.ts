@@ -21,12 +21,11 @@
  *
  * @since 0.4.0
  */
-import { HttpServerResponse } from "effect/http"
-import type { HttpServerRequest } from "effect/http"
-import { corsHeaders, ifNoneMatches } from "./FastPath.ts"
+import type { HttpServerRequest, HttpServerResponse } from "effect/http"
 import type { ErrorBody } from "./HttpBodies.ts"
 import { pathOf } from "../realm/PathRules.ts"
-import { json } from "./Responses.ts"
+import type { CachedAnswer } from "../realm/RawFileCache.ts"
+import { conditionalAnswer, json } from "./Responses.ts"
 
 /** The query prefix of an immutable URL (`?_v=<version>`). `FastPath.handle` checks the same text. */
 export const versionQuery = "_v="
@@ -48,19 +47,18 @@ export const requestedVersion = (url: string): string | undefined => {
 export const immutableUrl = (urlPath: string, version: string): string => `${urlPath}?${versionQuery}${version}`
 
 /**
- * The answer to an immutable URL: when `version` is the current one (that of `etag`), a
- * `200` (or `304` on a matching `If-None-Match`) with the plain answer's bytes, ETag and
- * CORS headers and an immutable `cache-control`; else `404`, never cached.
+ * The answer to an immutable URL: when `version` is the current one (that of the answer's
+ * ETag), the plain answer (a `200` in the coding the request accepts best, or a `304` on a
+ * matching `If-None-Match`) with an immutable `cache-control`; else `404`, never cached.
  */
 export const answer = (
   request: HttpServerRequest.HttpServerRequest,
   version: string,
-  bytes: Uint8Array,
-  etag: string,
+  cached: CachedAnswer,
   contentType: string,
   extra: Record<string, string> = {}
 ): HttpServerResponse.HttpServerResponse => {
-  if (version !== versionOfEtag(etag)) {
+  if (version !== versionOfEtag(cached.etag)) {
     const urlPath = pathOf(request.url)
     return json(404, {
       error: "VersionNotCurrent",
@@ -68,7 +66,5 @@ export const answer = (
       path: urlPath
     } satisfies ErrorBody, { "cache-control": "no-store" })
   }
-  const headers = { ...corsHeaders, etag, "cache-control": immutableCacheControl, ...extra }
-  if (ifNoneMatches(request.headers["if-none-match"], etag)) return HttpServerResponse.empty({ status: 304, headers })
-  return HttpServerResponse.uint8Array(bytes, { headers, contentType })
+  return conditionalAnswer(request, cached, contentType, { "cache-control": immutableCacheControl, ...extra })
 }

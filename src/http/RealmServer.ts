@@ -218,15 +218,16 @@ export const routes: Layer.Layer<never, never, HttpRouter.HttpRouter | ModuleCac
     }
 
     // An L1 hit returns the same module object each time: encode it and hash its ETag once.
-    const encodings = new WeakMap<CachedModule, { readonly bytes: Uint8Array; readonly etag: string }>()
+    const answers = new WeakMap<CachedModule, CachedAnswer>()
     const encoder = new TextEncoder()
-    const encoded = (module: CachedModule) => {
-      let encoding = encodings.get(module)
-      if (encoding === undefined) {
-        encoding = { bytes: encoder.encode(module.body), etag: moduleEtag(module) }
-        encodings.set(module, encoding)
+    const answerOfModule = (module: CachedModule) => {
+      let answer = answers.get(module)
+      if (answer === undefined) {
+        const forms = FastPath.offeredForms(module, offered)
+        answer = FastPath.answerOf(encoder.encode(module.body), moduleEtag(module), javascriptContentType, undefined, false, forms)
+        answers.set(module, answer)
       }
-      return encoding
+      return answer
     }
 
     /** Whether the request may read the realm: any for a public one, the token's bearer for a private one. */
@@ -260,10 +261,7 @@ export const routes: Layer.Layer<never, never, HttpRouter.HttpRouter | ModuleCac
             answer = FastPath.answerOf(file.bytes, rawEtag(file.bytes), contentType, undefined, realm.isPrivate, encoded)
             realm.raw.fill(resolved.path, answer, before)
           }
-          if (version !== undefined) {
-            const { encoding, form, vary } = negotiatedForm(request, answer)
-            return ImmutableUrls.answer(request, version, form.bytes, form.etag, contentType, { ...vary, ...encoding })
-          }
+          if (version !== undefined) return ImmutableUrls.answer(request, version, answer, contentType)
           if (ImportMap.mayOptIn(resolved.path)) {
             // A page that opts in gets the map, computed per request: never from the fast path.
             const page = yield* ImportMap.pageAnswer(importMapOf(realm), request, answer, contentType, renderedAnswers)
@@ -278,14 +276,13 @@ export const routes: Layer.Layer<never, never, HttpRouter.HttpRouter | ModuleCac
         const { module, outcome } = yield* (cache.peekL1(id) === undefined
           ? Effect.provideService(cache.get(key), CurrentResolution, resolved)
           : cache.get(key))
-        const { bytes, etag } = encoded(module)
+        const answer = answerOfModule(module)
         // Only after an L1 hit answered here: the first hit of each path still gets its span.
-        if (outcome === "l1") fast?.rememberModule(realm, urlPath, id, module, bytes, etag, captured)
+        if (outcome === "l1") fast?.rememberModule(realm, urlPath, id, module, answer.bytes, answer.etag, captured)
         importMapOf(realm).noteRequest(urlPath, resolved)
-        if (version !== undefined) {
-          return ImmutableUrls.answer(request, version, bytes, etag, javascriptContentType, { "x-module-cache": outcome })
-        }
-        return conditional(request, bytes, etag, javascriptContentType, { "x-module-cache": outcome })
+        const cacheOutcome = { "x-module-cache": outcome }
+        if (version !== undefined) return ImmutableUrls.answer(request, version, answer, javascriptContentType, cacheOutcome)
+        return conditionalAnswer(request, answer, javascriptContentType, cacheOutcome)
       }).pipe(Effect.catch((error) => Effect.succeed(errorResponse(error, realm.hidden))))
 
     /**
@@ -631,7 +628,7 @@ export const layer = (options: ServeOptions): Layer.Layer<never, ServeLayerError
       // Connected to the cache and the readers' check before the preload, the warm-up or the routes use it.
       Effect.gen(function*() {
         const access = yield* ReadAccess.ReadAccessService
-        fast.install(yield* ModuleCache, access.allowsCached)
+        fast.install(yield* ModuleCache, access.allowsCached, yield* ContentCoding.offeredConfig)
         return fast
       })
     )),

@@ -128,10 +128,11 @@ export const negotiatedForm = (request: HttpServerRequest.HttpServerRequest, ans
 export const conditionalAnswer = (
   request: HttpServerRequest.HttpServerRequest,
   answer: CachedAnswer,
-  contentType: string
+  contentType: string,
+  extra: Record<string, string> = {}
 ): HttpServerResponse.HttpServerResponse => {
   const { encoding, form, vary } = negotiatedForm(request, answer)
-  return conditional(request, form.bytes, form.etag, contentType, vary, encoding)
+  return conditional(request, form.bytes, form.etag, contentType, { ...vary, ...extra }, encoding)
 }
 
 /** Where {@link AnswersOnce} keeps its answers. */

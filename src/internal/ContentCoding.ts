@@ -13,7 +13,8 @@
  * @since 0.4.0
  */
 import { Config, Effect } from "effect"
-import { brotliCompress, constants, gzip } from "node:zlib"
+import { brotliCompress, brotliCompressSync, constants, gzip, gzipSync } from "node:zlib"
+import type { EncodedBodies, TranspiledModule } from "../domain/Domain.ts"
 
 /** A coding a body is compressed with. */
 export type Coding = "br" | "gzip"
@@ -116,20 +117,21 @@ export const isCompressible = (contentType: string, size: number): boolean =>
     contentType.startsWith("application/javascript") || contentType.startsWith("image/svg+xml") ||
     contentType.startsWith("application/manifest+json") || contentType.startsWith("application/xml"))
 
+const brotliOptions = (size: number) => ({
+  params: { [constants.BROTLI_PARAM_QUALITY]: levels.br, [constants.BROTLI_PARAM_SIZE_HINT]: size }
+})
+
+const bytesOf = (buffer: Buffer): Uint8Array => new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength)
+
 /** `bytes` compressed with `coding`, on libuv's thread pool (interruptible: the result is then dropped). */
 export const compress = (bytes: Uint8Array, coding: Coding): Effect.Effect<Uint8Array> =>
   Effect.callback<Uint8Array>((resume) => {
     const done = (error: Error | null, result: Buffer) => {
       // zlib fails only on bad options or memory exhaustion: a defect.
-      resume(error === null ? Effect.succeed(new Uint8Array(result.buffer, result.byteOffset, result.byteLength)) : Effect.die(error))
+      resume(error === null ? Effect.succeed(bytesOf(result)) : Effect.die(error))
     }
     if (coding === "br") {
-      brotliCompress(bytes, {
-        params: {
-          [constants.BROTLI_PARAM_QUALITY]: levels.br,
-          [constants.BROTLI_PARAM_SIZE_HINT]: bytes.byteLength
-        }
-      }, done)
+      brotliCompress(bytes, brotliOptions(bytes.byteLength), done)
     } else {
       gzip(bytes, { level: levels.gzip }, done)
     }
@@ -147,16 +149,72 @@ export const compressAll = (
     (pairs) => Object.fromEntries(pairs)
   )
 
+/**
+ * The codings of `offered` that a module's body lacks and is worth compressing with: none when
+ * it is too small, or has them all.
+ */
+export const missingCodings = (module: TranspiledModule, offered: ReadonlyArray<Coding>): ReadonlyArray<Coding> => {
+  if (offered.length === 0) return []
+  const missing = offered.filter((coding) => module.encoded?.[coding] === undefined)
+  if (missing.length === 0) return missing
+  const contentType = module.headers["content-type"] ?? "text/javascript"
+  return isCompressible(contentType, Buffer.byteLength(module.body, "utf8")) ? missing : []
+}
+
+/**
+ * The module with the compressed forms of `offered` it lacks, made in this thread at once:
+ * for a transpile worker, whose thread is off the event loop already. The same module when it
+ * lacks none.
+ */
+export const withFormsSync = (module: TranspiledModule, offered: ReadonlyArray<Coding>): TranspiledModule => {
+  const missing = missingCodings(module, offered)
+  if (missing.length === 0) return module
+  const bytes = Buffer.from(module.body, "utf8")
+  const encoded: { br?: Uint8Array; gzip?: Uint8Array } = { ...module.encoded }
+  for (const coding of missing) {
+    encoded[coding] = bytesOf(coding === "br" ? brotliCompressSync(bytes, brotliOptions(bytes.byteLength)) : gzipSync(bytes, { level: levels.gzip }))
+  }
+  return { ...module, encoded }
+}
+
+/**
+ * The module with the compressed forms of `offered` it lacks, made on libuv's thread pool, or
+ * undefined when it lacks none (nothing was compressed).
+ */
+export const withForms = (
+  module: TranspiledModule,
+  offered: ReadonlyArray<Coding>
+): Effect.Effect<TranspiledModule | undefined> => {
+  const missing = missingCodings(module, offered)
+  if (missing.length === 0) return Effect.succeed(undefined)
+  return Effect.map(
+    compressAll(new TextEncoder().encode(module.body), missing),
+    (made): TranspiledModule => ({ ...module, encoded: { ...module.encoded, ...made } satisfies EncodedBodies })
+  )
+}
+
 /** The strong ETag of a coding of a body whose identity ETag is `etag` (`"<hex>"` becomes `"<hex>-br"`). */
 export const codedEtag = (etag: string, coding: Coding): string => `${etag.slice(0, -1)}-${coding}"`
 
+const namesOf = (text: string): ReadonlyArray<string> =>
+  text.split(",").map((name) => name.trim().toLowerCase()).filter((name) => name !== "" && name !== "identity")
+
 /**
  * The codings to offer, from `MTC_CONTENT_ENCODINGS` (a comma-separated list of `br` and
- * `gzip`; default both; empty or `identity` for none). An unknown name is logged and left out.
+ * `gzip`; default both; empty or `identity` for none). Unknown names are left out.
  */
+export const encodingsConfig: Config.Config<ReadonlyArray<Coding>> = Config.String("MTC_CONTENT_ENCODINGS").pipe(
+  Config.withDefault(codings.join(",")),
+  Config.map((text) => {
+    const names = namesOf(text)
+    return codings.filter((coding) => names.includes(coding))
+  })
+)
+
+/** {@link encodingsConfig}, with a warning for each unknown name (the realm server's, once at start). */
 export const offeredConfig: Effect.Effect<ReadonlyArray<Coding>> = Effect.gen(function*() {
   const text = yield* Config.String("MTC_CONTENT_ENCODINGS").pipe(Config.withDefault(codings.join(",")), Effect.orElseSucceed(() => codings.join(",")))
-  const names = text.split(",").map((name) => name.trim().toLowerCase()).filter((name) => name !== "" && name !== "identity")
+  const names = namesOf(text)
   const unknown = names.filter((name) => !(codings as ReadonlyArray<string>).includes(name))
   if (unknown.length > 0) {
     yield* Effect.logWarning(`module-transpile-cache: MTC_CONTENT_ENCODINGS: ${unknown.join(", ")} left out (br and gzip are offered)`)

@@ -5,7 +5,7 @@
  * @since 0.1.0
  */
 import { Clock, Effect, Layer, Stream } from "effect"
-import { keyString, type ModuleKey, moduleKey, type VersionedKey } from "../domain/Domain.ts"
+import { keyString, moduleBytes, type ModuleKey, moduleKey, type VersionedKey } from "../domain/Domain.ts"
 import {
   absent,
   type PreloadedRow,
@@ -77,7 +77,7 @@ export const make: Effect.Effect<TranspileStore["Service"]> = Effect.sync(() => 
   /** The bytes a live row counts for against the cap: its body, or its encoded failure. */
   const sizeOf = (content: WriteContent): number =>
     content._tag === "Module"
-      ? Buffer.byteLength(content.module.body, "utf8")
+      ? moduleBytes(content.module)
       : Buffer.byteLength(JSON.stringify(content.error), "utf8")
 
   /** Tombstones each realm's least recently read live rows beyond `cap` bytes; returns how many. */
@@ -192,7 +192,7 @@ export const make: Effect.Effect<TranspileStore["Service"]> = Effect.sync(() => 
         const taken: Array<PreloadedRow> = []
         let total = 0
         for (const { preloaded } of live) {
-          total += Buffer.byteLength(preloaded.module.body, "utf8")
+          total += moduleBytes(preloaded.module)
           if (total > request.maxBytes) break
           taken.push(preloaded)
         }

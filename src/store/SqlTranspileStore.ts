@@ -52,7 +52,7 @@ import * as Reactivity from "effect/reactivity/Reactivity"
 import { SqlClient, type Statement } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import * as DataDirLock from "./DataDirLock.ts"
-import { hash64, keyString, type ModuleKey, moduleKey, type VersionedKey } from "../domain/Domain.ts"
+import { hash64, keyString, type ModuleKey, moduleKey, type TranspiledModule, type VersionedKey } from "../domain/Domain.ts"
 import { SourceTooLargeError, StoreError, TranspileError } from "../domain/Errors.ts"
 import { isRefusal, isRetryable, refusalSchedule } from "../internal/refusal.ts"
 import * as Migrations from "./Migrations.ts"
@@ -105,6 +105,9 @@ const Int8 = Schema.Union([Schema.BigInt, Schema.Number]).pipe(
 /** The row `read` selects: always one, with nulls for a missing row. */
 const ReadRow = Schema.Struct({
   body: Schema.NullOr(Schema.String),
+  body_br: Schema.NullOr(Schema.Uint8Array),
+  body_gzip: Schema.NullOr(Schema.Uint8Array),
+  source_map: Schema.NullOr(Schema.String),
   headers: Schema.NullOr(Schema.Record(Schema.String, Schema.String)),
   dependency_keys: Schema.NullOr(Schema.Array(Schema.String)),
   failure: Schema.NullOr(Schema.Unknown),
@@ -155,6 +158,9 @@ const PreloadPageRow = Schema.Struct({
   realm_url: Schema.String,
   canonical_path: Schema.String,
   body: Schema.String,
+  body_br: Schema.NullOr(Schema.Uint8Array),
+  body_gzip: Schema.NullOr(Schema.Uint8Array),
+  source_map: Schema.NullOr(Schema.String),
   headers: Schema.NullOr(Schema.Record(Schema.String, Schema.String)),
   dependency_keys: Schema.NullOr(Schema.Array(Schema.String)),
   source_hash: Schema.String
@@ -191,6 +197,34 @@ export const keyLockId = (key: ModuleKey): number =>
 /** Whether a read row is live and was last read longer than `touchAfterMillis` ago. */
 const needsTouch = (row: typeof ReadRow.Type): boolean => row.stale && (row.body !== null || row.failure !== null)
 
+/** The columns of a module row, as `read` and `preload` select them. */
+interface ModuleColumns {
+  readonly body_br: Uint8Array | null
+  readonly body_gzip: Uint8Array | null
+  readonly source_map: string | null
+  readonly headers: Readonly<Record<string, string>> | null
+  readonly dependency_keys: ReadonlyArray<string> | null
+}
+
+/** The module a row holds: its body, with the compressed forms and the map it has. */
+const moduleOfRow = (row: ModuleColumns, body: string, sourceHash: string): TranspiledModule => {
+  const encoded: { br?: Uint8Array; gzip?: Uint8Array } = {}
+  if (row.body_br !== null) encoded.br = row.body_br
+  if (row.body_gzip !== null) encoded.gzip = row.body_gzip
+  return {
+    body,
+    headers: row.headers ?? {},
+    dependencyKeys: row.dependency_keys ?? [],
+    sourceHash,
+    ...(row.body_br !== null || row.body_gzip !== null ? { encoded } : {}),
+    ...(row.source_map !== null ? { sourceMap: row.source_map } : {})
+  }
+}
+
+/** The bytes of a row, as the cap, `versions` and the preload bound count them (see `moduleBytes`). */
+const rowBytes = "COALESCE(octet_length(body), 0) + COALESCE(octet_length(body_br), 0) + " +
+  "COALESCE(octet_length(body_gzip), 0) + COALESCE(octet_length(source_map), 0) + COALESCE(octet_length(failure::text), 0)"
+
 /** The {@link StoredRow} of a read row. */
 const storedRow = (row: typeof ReadRow.Type): StoredRow => {
   const captured = { generation: row.generation, realmEpoch: row.realm_epoch }
@@ -202,12 +236,7 @@ const storedRow = (row: typeof ReadRow.Type): StoredRow => {
       captured,
       fingerprint,
       sourceHash,
-      module: {
-        body: row.body,
-        headers: row.headers ?? {},
-        dependencyKeys: row.dependency_keys ?? [],
-        sourceHash
-      }
+      module: moduleOfRow(row, row.body, sourceHash)
     }
   }
   // A failure this version cannot decode (another version's error) is a miss.
@@ -235,6 +264,10 @@ const connectError = (error: { readonly message: string }): StoreError =>
   new StoreError({ operation: "connect", message: error.message, retryable: isRetryable(error), cause: error })
 
 const jsonText = (value: unknown): string => JSON.stringify(value)
+
+/** Bytes as base64 text, for a JSON batch (`decode(..., 'base64')` in SQL); null for none. */
+const base64 = (bytes: Uint8Array | undefined): string | null =>
+  bytes === undefined ? null : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("base64")
 
 /**
  * Makes the store over the `SqlClient` in context. The schema must exist: run
@@ -293,7 +326,8 @@ export const make = (
      */
     const selectRows = (source: Statement.Fragment) =>
       sql`
-        SELECT c.body, c.headers, c.dependency_keys, c.failure, c.fingerprint, c.source_hash,
+        SELECT c.body, c.body_br, c.body_gzip, c.source_map, c.headers, c.dependency_keys, c.failure,
+               c.fingerprint, c.source_hash,
                COALESCE(g.generation, 0) AS generation, COALESCE(r.epoch, 0) AS realm_epoch,
                COALESCE(c.accessed_at < now() - ${touchAfterMillis}::float8 * interval '1 millisecond', false) AS stale
         FROM ${source}
@@ -402,7 +436,11 @@ export const make = (
           "mtc.realm_epoch": captured.realmEpoch
         })
         const content = request.content
-        const body = content._tag === "Module" ? content.module.body : null
+        const module = content._tag === "Module" ? content.module : undefined
+        const body = module?.body ?? null
+        const bodyBr = module?.encoded?.br ?? null
+        const bodyGzip = module?.encoded?.gzip ?? null
+        const sourceMap = module?.sourceMap ?? null
         const headers = content._tag === "Module" ? jsonText(content.module.headers) : null
         const dependencyKeys = content._tag === "Module" ? jsonText(content.module.dependencyKeys) : null
         const failure = content._tag === "Failure" ? jsonText(encodeFailure(content.error)) : null
@@ -413,9 +451,10 @@ export const make = (
           yield* lockForWrite(key)
           const rows = yield* sql`
             INSERT INTO module_transpile_cache AS c
-              (realm_url, canonical_path, body, headers, dependency_keys, failure,
+              (realm_url, canonical_path, body, body_br, body_gzip, source_map, headers, dependency_keys, failure,
                fingerprint, source_hash, generation, created_at, accessed_at)
-            SELECT ${key.realmUrl}, ${key.path}, ${body}, ${headers}::jsonb, ${dependencyKeys}::jsonb,
+            SELECT ${key.realmUrl}, ${key.path}, ${body}, ${bodyBr}::bytea, ${bodyGzip}::bytea, ${sourceMap}::text,
+                   ${headers}::jsonb, ${dependencyKeys}::jsonb,
                    ${failure}::jsonb, ${request.fingerprint}, ${request.sourceHash},
                    GREATEST(${captured.generation}::int8, COALESCE(
                      (SELECT max(generation) FROM module_transpile_cache
@@ -431,7 +470,8 @@ export const make = (
                   AND generation > ${captured.generation} AND source_hash IS DISTINCT FROM ${request.sourceHash}
               )
             ON CONFLICT (realm_url, canonical_path, fingerprint) DO UPDATE SET
-              body = EXCLUDED.body, headers = EXCLUDED.headers, dependency_keys = EXCLUDED.dependency_keys,
+              body = EXCLUDED.body, body_br = EXCLUDED.body_br, body_gzip = EXCLUDED.body_gzip,
+              source_map = EXCLUDED.source_map, headers = EXCLUDED.headers, dependency_keys = EXCLUDED.dependency_keys,
               failure = EXCLUDED.failure, source_hash = EXCLUDED.source_hash,
               generation = EXCLUDED.generation, created_at = now(), accessed_at = now()
             WHERE c.generation <= EXCLUDED.generation
@@ -462,10 +502,14 @@ export const make = (
       `
     }
 
-    /** One row of a batched write, as `jsonb_to_recordset` reads it. */
+    /** One row of a batched write, as `jsonb_to_recordset` reads it (bytea as base64). */
     const batchRow = (request: WriteRequest) => {
       const content = request.content
+      const module = content._tag === "Module" ? content.module : undefined
       return {
+        body_br: base64(module?.encoded?.br),
+        body_gzip: base64(module?.encoded?.gzip),
+        source_map: module?.sourceMap ?? null,
         realm_url: request.key.realmUrl,
         canonical_path: request.key.path,
         fingerprint: request.fingerprint,
@@ -488,9 +532,10 @@ export const make = (
         yield* lockForWriteMany(requests)
         return yield* sql`
           INSERT INTO module_transpile_cache AS c
-            (realm_url, canonical_path, body, headers, dependency_keys, failure,
+            (realm_url, canonical_path, body, body_br, body_gzip, source_map, headers, dependency_keys, failure,
              fingerprint, source_hash, generation, created_at, accessed_at)
-          SELECT k.realm_url, k.canonical_path, k.body, k.headers, k.dependency_keys, k.failure,
+          SELECT k.realm_url, k.canonical_path, k.body, decode(k.body_br, 'base64'), decode(k.body_gzip, 'base64'),
+                 k.source_map, k.headers, k.dependency_keys, k.failure,
                  k.fingerprint, k.source_hash,
                  GREATEST(k.generation, COALESCE(
                    (SELECT max(generation) FROM module_transpile_cache AS g
@@ -499,7 +544,7 @@ export const make = (
                  now(), now()
           FROM jsonb_to_recordset(${jsonText(requests.map(batchRow))}::jsonb) AS k(
             realm_url text, canonical_path text, fingerprint text, source_hash text, body text,
-            headers jsonb, dependency_keys jsonb, failure jsonb, generation int8, realm_epoch int8
+            body_br text, body_gzip text, source_map text, headers jsonb, dependency_keys jsonb, failure jsonb, generation int8, realm_epoch int8
           )
           WHERE COALESCE(
             (SELECT epoch FROM module_transpile_cache_realm AS r WHERE r.realm_url = k.realm_url), 0
@@ -510,7 +555,8 @@ export const make = (
                 AND g.generation > k.generation AND g.source_hash IS DISTINCT FROM k.source_hash
             )
           ON CONFLICT (realm_url, canonical_path, fingerprint) DO UPDATE SET
-            body = EXCLUDED.body, headers = EXCLUDED.headers, dependency_keys = EXCLUDED.dependency_keys,
+            body = EXCLUDED.body, body_br = EXCLUDED.body_br, body_gzip = EXCLUDED.body_gzip,
+            source_map = EXCLUDED.source_map, headers = EXCLUDED.headers, dependency_keys = EXCLUDED.dependency_keys,
             failure = EXCLUDED.failure, source_hash = EXCLUDED.source_hash,
             generation = EXCLUDED.generation, created_at = now(), accessed_at = now()
           WHERE c.generation <= EXCLUDED.generation
@@ -570,7 +616,8 @@ export const make = (
               WHERE realm_url = ${key.realmUrl} AND canonical_path = ${key.path}
             ), bumped AS (
               UPDATE module_transpile_cache AS c SET
-                body = NULL, headers = NULL, dependency_keys = NULL, failure = NULL, source_hash = ${awaiting}::text,
+                body = NULL, body_br = NULL, body_gzip = NULL, source_map = NULL, headers = NULL, dependency_keys = NULL,
+                failure = NULL, source_hash = ${awaiting}::text,
                 generation = next.generation, created_at = now(), accessed_at = now()
               FROM next
               WHERE c.realm_url = ${key.realmUrl} AND c.canonical_path = ${key.path}
@@ -614,7 +661,8 @@ export const make = (
           `.pipe(Effect.flatMap(decodeEpochRows))
           yield* sql`
             UPDATE module_transpile_cache SET
-              body = NULL, headers = NULL, dependency_keys = NULL, failure = NULL, source_hash = NULL,
+              body = NULL, body_br = NULL, body_gzip = NULL, source_map = NULL, headers = NULL, dependency_keys = NULL,
+                failure = NULL, source_hash = NULL,
               generation = generation + 1, created_at = now(), accessed_at = now()
             WHERE realm_url = ${realmUrl} AND (body IS NOT NULL OR failure IS NOT NULL)
           `
@@ -634,14 +682,15 @@ export const make = (
       sql`
         WITH sized AS (
           SELECT realm_url, canonical_path, fingerprint,
-                 sum(COALESCE(octet_length(body), 0) + COALESCE(octet_length(failure::text), 0)) OVER (
+                 sum(${sql.literal(rowBytes)}) OVER (
                    PARTITION BY realm_url ORDER BY accessed_at DESC, canonical_path, fingerprint
                  ) AS running
           FROM module_transpile_cache
           WHERE body IS NOT NULL OR failure IS NOT NULL
         ), evicted AS (
           UPDATE module_transpile_cache AS c SET
-            body = NULL, headers = NULL, dependency_keys = NULL, failure = NULL, source_hash = NULL,
+            body = NULL, body_br = NULL, body_gzip = NULL, source_map = NULL, headers = NULL, dependency_keys = NULL,
+                failure = NULL, source_hash = NULL,
             generation = c.generation + 1, created_at = now(), accessed_at = now()
           FROM sized AS s
           WHERE c.realm_url = s.realm_url AND c.canonical_path = s.canonical_path
@@ -700,7 +749,7 @@ export const make = (
         const rows = yield* sql`
           SELECT realm_url, canonical_path FROM (
             SELECT realm_url, canonical_path, accessed_at,
-                   sum(octet_length(body)) OVER (ORDER BY accessed_at DESC, realm_url, canonical_path) AS total
+                   sum(${sql.literal(rowBytes)}) OVER (ORDER BY accessed_at DESC, realm_url, canonical_path) AS total
             FROM module_transpile_cache
             WHERE realm_url = ANY(${request.realmUrls}::text[]) AND fingerprint = ${request.fingerprint}
               AND body IS NOT NULL
@@ -718,7 +767,8 @@ export const make = (
       function*(request: PreloadRequest, keys: ReadonlyArray<ModuleKey>) {
         yield* annotate("preload", { "mtc.preload.page": keys.length })
         const rows = yield* sql`
-          SELECT c.realm_url, c.canonical_path, c.body, c.headers, c.dependency_keys, c.source_hash
+          SELECT c.realm_url, c.canonical_path, c.body, c.body_br, c.body_gzip, c.source_map, c.headers,
+                 c.dependency_keys, c.source_hash
           FROM unnest(${keys.map((key) => key.realmUrl)}::text[], ${keys.map((key) => key.path)}::text[])
             AS k(realm_url, canonical_path)
           JOIN module_transpile_cache AS c
@@ -730,15 +780,7 @@ export const make = (
         for (const key of keys) {
           const row = byKey.get(keyString(key))
           if (row === undefined) continue
-          page.push({
-            key,
-            module: {
-              body: row.body,
-              headers: row.headers ?? {},
-              dependencyKeys: row.dependency_keys ?? [],
-              sourceHash: row.source_hash
-            }
-          })
+          page.push({ key, module: moduleOfRow(row, row.body, row.source_hash) })
         }
         return page
       },
@@ -763,7 +805,7 @@ export const make = (
         yield* annotate("versions", { "mtc.realm": realmUrl })
         const rows = yield* sql`
           SELECT fingerprint, count(*) AS rows,
-                 sum(COALESCE(octet_length(body), 0) + COALESCE(octet_length(failure::text), 0)) AS bytes,
+                 sum(${sql.literal(rowBytes)}) AS bytes,
                  to_char(max(accessed_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS last_read_at
           FROM module_transpile_cache
           WHERE realm_url = ${realmUrl} AND (body IS NOT NULL OR failure IS NOT NULL)

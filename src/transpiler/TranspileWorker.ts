@@ -5,7 +5,9 @@
  * A worker builds the in-process transpiler once, with the options the pool passed to it
  * wholesale, reports `Ready` with its fingerprint, then runs one job at a time: each reply
  * carries the module or its typed error (Schema-encoded, so it comes back as the same
- * value) and the time the transpile ran.
+ * value) and the time the transpile ran. A module's body is compressed here too, with the
+ * codings the pool names (`ContentCoding.withFormsSync`): once per module version, in the
+ * same run as its transpile, never on the event loop.
  *
  * The module starts serving only in the thread it was spawned as (`workerData.entry` names
  * the spawned URL), so importing it anywhere else has no effect; a test entry can import
@@ -21,6 +23,7 @@ import * as BabelTranspiler from "./BabelTranspiler.ts"
 import type { TranspiledModule } from "../domain/Domain.ts"
 import { SourceTooLargeError, TranspileError } from "../domain/Errors.ts"
 import type { TranspileInput } from "../domain/Transpiler.ts"
+import { withFormsSync } from "../internal/ContentCoding.ts"
 import { messageOf } from "../internal/errors.ts"
 
 // -----------------------------------------------------------------------------
@@ -34,7 +37,9 @@ export const WorkerInit = Schema.Struct({
   /** The transpiler's options, handed to `BabelTranspiler.make` as they are (plain data). */
   options: Schema.Record(Schema.String, Schema.Unknown),
   /** Nice levels the worker runs below its process (see `lowerPriority`). */
-  nice: Schema.Number
+  nice: Schema.Number,
+  /** The content codings each module's body is compressed with, here, after its transpile. */
+  codings: Schema.Array(Schema.Literals(["br", "gzip"]))
 })
 export type WorkerInit = typeof WorkerInit.Type
 
@@ -53,7 +58,9 @@ const ModuleFields = Schema.Struct({
   body: Schema.String,
   headers: Schema.Record(Schema.String, Schema.String),
   dependencyKeys: Schema.Array(Schema.String),
-  sourceHash: Schema.String
+  sourceHash: Schema.String,
+  encoded: Schema.optionalKey(Schema.Struct({ br: Schema.optionalKey(Schema.Uint8Array), gzip: Schema.optionalKey(Schema.Uint8Array) })),
+  sourceMap: Schema.optionalKey(Schema.String)
 })
 
 /** A worker's messages to the pool. */
@@ -135,7 +142,8 @@ export const serve = async (wrap: (handler: Handler) => Handler = (handler) => h
     // Warm up before reporting Ready: the first transpile of a fresh worker loads the pipeline's
     // plugins and content-tag's WASM. Paid here, it is not counted against a job's timeout.
     for (const input of warmUpInputs) await Effect.runPromiseExit(transpiler.transpile(input))
-    handler = wrap((input) => Effect.runPromiseExit(transpiler.transpile(input)))
+    const compressed = Effect.map((module: TranspiledModule) => withFormsSync(module, init.codings))
+    handler = wrap((input) => Effect.runPromiseExit(compressed(transpiler.transpile(input))))
     port.postMessage({ _tag: "Ready", fingerprint: transpiler.fingerprint } satisfies WorkerReply)
   } catch (cause) {
     port.postMessage({ _tag: "StartFailed", message: messageOf(cause) } satisfies WorkerReply)

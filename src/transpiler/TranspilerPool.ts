@@ -31,6 +31,7 @@ import { performance } from "node:perf_hooks"
 import { fileURLToPath } from "node:url"
 import { Worker } from "node:worker_threads"
 import * as BabelTranspiler from "./BabelTranspiler.ts"
+import { type Coding, codings, encodingsConfig } from "../internal/ContentCoding.ts"
 import { messageOf } from "../internal/errors.ts"
 import type { TranspiledModule } from "../domain/Domain.ts"
 import {
@@ -68,6 +69,11 @@ export interface TranspilerPoolOptions {
   readonly nice?: number
   /** The worker entry module (default `TranspileWorker` next to this module). */
   readonly workerUrl?: URL
+  /**
+   * The content codings each worker compresses a module's body with after its transpile
+   * (default br and gzip; `MTC_CONTENT_ENCODINGS`). The cache makes any a module still lacks.
+   */
+  readonly contentEncodings?: ReadonlyArray<Coding>
 }
 
 /** The defaults of {@link TranspilerPoolOptions}. */
@@ -166,6 +172,7 @@ export const makePool = Effect.fnUntraced(function*(options: TranspilerPoolOptio
   const workerUrl = options.workerUrl ?? defaultWorkerUrl
   const maxMemoryMb = options.maxMemoryMb
   const nice = Math.min(19, Math.max(0, Math.trunc(options.nice ?? defaults.nice)))
+  const contentEncodings = options.contentEncodings ?? codings
   // Worker events arrive outside any fiber: metrics are updated directly, in the pool's context.
   const context = yield* Effect.context<never>()
   const transpileTime = TranspileMetrics.transpileTimeOf(pipeline.name, engine)
@@ -195,7 +202,7 @@ export const makePool = Effect.fnUntraced(function*(options: TranspilerPoolOptio
 
   /** Starts a worker in a slot; `onStart` is told once whether it came up (and with the expected fingerprint). */
   const spawn = (index: number, onStart: (error: TranspileWorkerStartError | undefined) => void): void => {
-    const init: WorkerInit = { entry: workerUrl.href, options: { ...transpilerOptions }, nice }
+    const init: WorkerInit = { entry: workerUrl.href, options: { ...transpilerOptions }, nice, codings: [...contentEncodings] }
     const worker = new Worker(workerUrl, {
       workerData: init,
       ...(maxMemoryMb === undefined ? {} : { resourceLimits: { maxOldGenerationSizeMb: maxMemoryMb } })
@@ -468,11 +475,13 @@ export const optionsConfig: Config.Config<Omit<TranspilerPoolOptions, "transpile
   workers: Config.withDefault(Config.Int("MTC_TRANSPILE_WORKERS"), defaults.workers),
   maxMemoryMb: Config.option(Config.Int("MTC_TRANSPILE_MAX_MEMORY")),
   timeout: Config.withDefault(Config.Duration("MTC_TRANSPILE_TIMEOUT"), defaults.timeout),
-  nice: Config.withDefault(Config.Int("MTC_TRANSPILE_NICE"), defaults.nice)
-}).pipe(Config.map(({ maxMemoryMb, nice, timeout, workers }) => ({
+  nice: Config.withDefault(Config.Int("MTC_TRANSPILE_NICE"), defaults.nice),
+  contentEncodings: encodingsConfig
+}).pipe(Config.map(({ contentEncodings, maxMemoryMb, nice, timeout, workers }) => ({
   workers,
   timeout,
   nice,
+  contentEncodings,
   ...(maxMemoryMb._tag === "Some" ? { maxMemoryMb: maxMemoryMb.value } : {})
 })))
 

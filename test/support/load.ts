@@ -10,6 +10,7 @@ import { readFileSync } from "node:fs"
 import { connect } from "node:net"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
+import { brotliDecompressSync, gunzipSync } from "node:zlib"
 import { expect } from "vitest"
 import { dropDatabase, psql } from "./database.ts"
 import { jsonOf, removeRealms, request, type ServerProcess, sleep, stopAll } from "./server.ts"
@@ -26,7 +27,10 @@ export interface Sample {
   readonly status: number
   readonly outcome: string | undefined
   readonly etag: string | undefined
+  /** The body, decoded from its `content-encoding` (br or gzip) when it had one. */
   readonly body: string
+  /** The answer's `content-encoding` (`identity` when none). */
+  readonly encoding: string
   readonly ms: number
   readonly error?: string
   /** When the request started, in `performance.now()` milliseconds. */
@@ -38,20 +42,25 @@ export const sample = async (
   servers: ReadonlyArray<{ readonly url: string }>,
   server: number,
   path: string,
-  options: { readonly timeoutMs?: number } = {}
+  options: { readonly timeoutMs?: number; readonly headers?: Record<string, string> } = {}
 ): Promise<Sample> => {
   const at = performance.now()
   try {
-    const response = await withTimeout(request(servers[server]!.url, path), options.timeoutMs ?? 30_000)
+    const response = await withTimeout(
+      request(servers[server]!.url, path, options.headers === undefined ? {} : { headers: options.headers }),
+      options.timeoutMs ?? 30_000
+    )
     const outcome = response.headers["x-module-cache"]
     const etag = response.headers.etag
+    const encoding = response.headers["content-encoding"] ?? "identity"
     return {
       server,
       path,
       status: response.status,
       outcome: typeof outcome === "string" ? outcome : undefined,
       etag: typeof etag === "string" ? etag : undefined,
-      body: response.body,
+      body: decodedBody(encoding, response.bytes),
+      encoding,
       ms: performance.now() - at,
       at
     }
@@ -63,6 +72,7 @@ export const sample = async (
       outcome: undefined,
       etag: undefined,
       body: "",
+      encoding: "identity",
       ms: performance.now() - at,
       error: String(error),
       at
@@ -85,18 +95,25 @@ const withTimeout = <A>(promise: Promise<A>, ms: number): Promise<A> =>
     )
   })
 
+/** An answer's body as text, decoded from its content coding. */
+const decodedBody = (encoding: string, bytes: Buffer): string =>
+  (encoding === "br" ? brotliDecompressSync(bytes) : encoding === "gzip" ? gunzipSync(bytes) : bytes).toString("utf8")
+
 /**
  * A herd: `k` concurrent GETs of every path on every server, all started at once.
  * `servers` may include a server that is about to die; its samples are kept (status 0).
+ * `headers` gives the request headers of each round (none by default).
  */
 export const herd = (
   servers: ReadonlyArray<{ readonly url: string }>,
   paths: ReadonlyArray<string>,
-  k: number
+  k: number,
+  headers?: (round: number) => Record<string, string>
 ): Promise<Array<Sample>> => {
   const all: Array<Promise<Sample>> = []
   for (let round = 0; round < k; round++) {
-    for (const path of paths) for (let s = 0; s < servers.length; s++) all.push(sample(servers, s, path))
+    const options = headers === undefined ? {} : { headers: headers(round) }
+    for (const path of paths) for (let s = 0; s < servers.length; s++) all.push(sample(servers, s, path, options))
   }
   return Promise.all(all)
 }

@@ -28,8 +28,8 @@ export interface Nginx {
   readonly stop: () => Promise<void>
 }
 
-/** The config of an nginx in front of `upstreams` (ports on 127.0.0.1). */
-export const nginxConfig = (dir: string, port: number, upstreams: ReadonlyArray<number>): string =>
+/** The config of an nginx in front of `upstreams` (ports on 127.0.0.1), with `location` lines added to its one location. */
+export const nginxConfig = (dir: string, port: number, upstreams: ReadonlyArray<number>, location: ReadonlyArray<string> = []): string =>
   [
     "worker_processes 1;",
     `error_log ${join(dir, "error.log")} warn;`,
@@ -60,7 +60,11 @@ export const nginxConfig = (dir: string, port: number, upstreams: ReadonlyArray<
   ].join("\n")
 
 /** Starts nginx in front of `upstreams` and waits until its port accepts connections. */
-export const startNginx = async (options: { readonly upstreams: ReadonlyArray<number> }): Promise<Nginx> => {
+export const startNginx = async (options: {
+  readonly upstreams: ReadonlyArray<number>
+  /** Directives added to the location (a bench's `gzip on;`, say). */
+  readonly location?: ReadonlyArray<string>
+}): Promise<Nginx> => {
   const binary = which("nginx")
   if (binary === undefined) throw new Error("nginx is not installed (Debian package `nginx-light`; npm test installs it)")
   const dir = mkdtempSync(join(tmpdir(), "mtc-nginx-"))
@@ -69,7 +73,7 @@ export const startNginx = async (options: { readonly upstreams: ReadonlyArray<nu
   for (const kind of ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"]) mkdirSync(join(dir, kind), { mode: 0o777 })
   const port = await freePort()
   const conf = join(dir, "nginx.conf")
-  writeFileSync(conf, nginxConfig(dir, port, options.upstreams))
+  writeFileSync(conf, nginxConfig(dir, port, options.upstreams, options.location))
   const child: ChildProcess = spawn(binary, ["-c", conf, "-p", dir, "-g", "daemon off;"], { stdio: ["ignore", "ignore", "pipe"] })
   let stderr = ""
   child.stderr?.on("data", (chunk: Buffer) => {

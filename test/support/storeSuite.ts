@@ -6,6 +6,7 @@ import { randomUUID } from "node:crypto"
 import { assert, expect, type Vitest } from "@effect/vitest"
 import { Deferred, Effect, type Scope, Stream } from "effect"
 import {
+  moduleBytes,
   moduleKey as plainKey,
   type ModuleKey,
   type TranspiledModule,
@@ -110,6 +111,54 @@ export const storeSuite = <R>(it: Vitest.MethodsNonLive<R>, backend: StoreBacken
         sourceHash: "hash-1",
         module: moduleOf("export const a = 1", "hash-1")
       })
+    }))
+
+  it.effect("a module's compressed forms and source map go with its row: written alone or in a batch, read, preloaded, counted, and cleared by a tombstone", () =>
+    Effect.gen(function*() {
+      const store = yield* backend.makeStore
+      const realm = realmOf()
+      const empty = { generation: 0, realmEpoch: 0 }
+      const full: TranspiledModule = {
+        ...moduleOf("export const full = 1", "hash-full"),
+        encoded: { br: new Uint8Array([1, 2, 3, 250]), gzip: new Uint8Array([31, 139, 0, 7, 9]) },
+        sourceMap: "{\"version\":3,\"sources\":[\"a.gts\"],\"mappings\":\"AAAA\"}"
+      }
+      const brOnly: TranspiledModule = { ...moduleOf("export const br = 1", "hash-br"), encoded: { br: new Uint8Array([0, 255]) } }
+      const key = (name: string) => moduleKey(realm, name)
+      expect(yield* write(store, key("single.ts"), empty, { _tag: "Module", module: full })).toBe(true)
+      const batch = [
+        { key: key("batch.ts"), module: full },
+        { key: key("br.ts"), module: brOnly },
+        { key: key("plain.ts"), module: moduleOf("export const plain = 1", "hash-plain") }
+      ]
+      const requests = batch.map(({ key, module }) => ({
+        key,
+        captured: empty,
+        fingerprint,
+        sourceHash: module.sourceHash,
+        content: { _tag: "Module" as const, module }
+      }))
+      expect(yield* (store.writeMany?.(requests) ?? Effect.forEach(requests, (request) => store.write(request)))).toEqual([true, true, true])
+      for (const [name, module] of [["single.ts", full], ...batch.map(({ key, module }) => [key.path, module] as const)] as const) {
+        const row = yield* store.read(key(name))
+        assert(row._tag === "Module", name)
+        expect(row.module, name).toEqual(module)
+      }
+      // Preloaded whole, and counted with their bodies by the preload bound and `versions`.
+      const preloaded = yield* Stream.runCollect(store.preload({ realmUrls: [realm], fingerprint, maxBytes: 1 << 20 }))
+      expect(new Map(preloaded.map((row) => [row.key.path, row.module])).get("single.ts")).toEqual(full)
+      const bytes = 2 * moduleBytes(full) + moduleBytes(brOnly) + moduleBytes(moduleOf("export const plain = 1", "x"))
+      expect((yield* store.versions(realm)).map((version) => version.bytes)).toEqual([bytes])
+      // A tombstone clears them with the body; a new write of a plain module has none.
+      yield* store.tombstone(plainKey(realm, "single.ts"))
+      const after = yield* store.read(key("single.ts"))
+      expect(after._tag).toBe("Absent")
+      expect(yield* write(store, key("single.ts"), after.captured, moduleContent("export const full = 2", "hash-2"))).toBe(true)
+      expect(yield* store.read(key("single.ts"))).toMatchObject({ _tag: "Module", module: moduleOf("export const full = 2", "hash-2") })
+      const reread = yield* store.read(key("single.ts"))
+      assert(reread._tag === "Module")
+      expect(reread.module.encoded).toBeUndefined()
+      expect(reread.module.sourceMap).toBeUndefined()
     }))
 
   it.effect("a write whose capture predates a tombstone is rejected", () =>
