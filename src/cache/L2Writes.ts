@@ -25,5 +25,9 @@ export const make = (
   options: Batching.BatchingOptions = {}
 ): (request: WriteRequest) => Effect.Effect<boolean, StoreError> => Batching.make(writeMany, options)
 
-/** Writes per batch at most when batches are held. */
-export const heldMaxBatch = 256
+/**
+ * Writes per batch at most when batches are held: enough that a cold load of a large realm
+ * (Ember's runtime alone is about 280 modules) is written after its answers, not in the middle
+ * of them. The store splits a batch into statements of bounded bytes (`SqlTranspileStore`).
+ */
+export const heldMaxBatch = 1024

@@ -52,7 +52,7 @@ import * as Reactivity from "effect/reactivity/Reactivity"
 import { SqlClient, type Statement } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import * as DataDirLock from "./DataDirLock.ts"
-import { hash64, keyString, type ModuleKey, moduleKey, type TranspiledModule, type VersionedKey } from "../domain/Domain.ts"
+import { hash64, keyString, moduleBytes, type ModuleKey, moduleKey, type TranspiledModule, type VersionedKey } from "../domain/Domain.ts"
 import { SourceTooLargeError, StoreError, TranspileError } from "../domain/Errors.ts"
 import { isRefusal, isRetryable, refusalSchedule } from "../internal/refusal.ts"
 import * as Migrations from "./Migrations.ts"
@@ -264,6 +264,32 @@ const connectError = (error: { readonly message: string }): StoreError =>
   new StoreError({ operation: "connect", message: error.message, retryable: isRetryable(error), cause: error })
 
 const jsonText = (value: unknown): string => JSON.stringify(value)
+
+/** The bytes of a batched write's statement at most (one row larger than it goes alone). */
+const maxStatementBytes = 8 * 1024 * 1024
+
+/**
+ * Requests split into runs of at most {@link maxStatementBytes} of content each, in order: each
+ * run is one statement (and transaction) of `writeMany`. Each row keeps its own OCC check, so
+ * a batch written as several transactions applies as its rows written one by one would.
+ */
+const byteChunks = (requests: ReadonlyArray<WriteRequest>): Array<ReadonlyArray<WriteRequest>> => {
+  const chunks: Array<Array<WriteRequest>> = []
+  let current: Array<WriteRequest> = []
+  let bytes = 0
+  for (const request of requests) {
+    const size = request.content._tag === "Module" ? moduleBytes(request.content.module) : 1024
+    if (current.length > 0 && bytes + size > maxStatementBytes) {
+      chunks.push(current)
+      current = []
+      bytes = 0
+    }
+    current.push(request)
+    bytes += size
+  }
+  if (current.length > 0) chunks.push(current)
+  return chunks
+}
 
 /** Bytes as base64 text, for a JSON batch (`decode(..., 'base64')` in SQL); null for none. */
 const base64 = (bytes: Uint8Array | undefined): string | null =>
@@ -502,7 +528,7 @@ export const make = (
       `
     }
 
-    /** One row of a batched write, as `jsonb_to_recordset` reads it (bytea as base64). */
+    /** One row of a batched write, as `json_to_recordset` reads it (bytea as base64). */
     const batchRow = (request: WriteRequest) => {
       const content = request.content
       const module = content._tag === "Module" ? content.module : undefined
@@ -542,7 +568,7 @@ export const make = (
                     WHERE g.realm_url = k.realm_url AND g.canonical_path = k.canonical_path), 0
                  )),
                  now(), now()
-          FROM jsonb_to_recordset(${jsonText(requests.map(batchRow))}::jsonb) AS k(
+          FROM json_to_recordset(${jsonText(requests.map(batchRow))}::json) AS k(
             realm_url text, canonical_path text, fingerprint text, source_hash text, body text,
             body_br text, body_gzip text, source_map text, headers jsonb, dependency_keys jsonb, failure jsonb, generation int8, realm_epoch int8
           )
@@ -583,7 +609,8 @@ export const make = (
               round.push(entry)
             }
           }
-          const rows = yield* writeDistinct(round.map((entry) => entry.request))
+          const rows: Array<typeof WrittenRow.Type> = []
+          for (const chunk of byteChunks(round.map((entry) => entry.request))) rows.push(...(yield* writeDistinct(chunk)))
           const applied = new Map(
             rows.map((row) => [versionedId(row.realm_url, row.canonical_path, row.fingerprint), row.generation] as const)
           )

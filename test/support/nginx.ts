@@ -53,6 +53,7 @@ export const nginxConfig = (dir: string, port: number, upstreams: ReadonlyArray<
     "      proxy_next_upstream_timeout 10s;",
     "      proxy_connect_timeout 2s;",
     "      proxy_read_timeout 30s;",
+    ...location.map((line) => `      ${line}`),
     "    }",
     "  }",
     "}",
