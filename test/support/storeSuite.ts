@@ -161,6 +161,23 @@ export const storeSuite = <R>(it: Vitest.MethodsNonLive<R>, backend: StoreBacken
       expect(reread.module.sourceMap).toBeUndefined()
     }))
 
+  it.effect("writeMany of more content than one statement takes (3 rows of 3.5 MiB) writes every row, each whole", () =>
+    Effect.gen(function*() {
+      const store = yield* backend.makeStore
+      const realm = realmOf()
+      const empty = { generation: 0, realmEpoch: 0 }
+      const bodies = ["a", "b", "c"].map((letter) => letter.repeat(3.5 * 1024 * 1024))
+      const requests = bodies.map((body, i) => ({
+        key: moduleKey(realm, `big${i}.ts`),
+        captured: empty,
+        fingerprint,
+        sourceHash: `hash-${i}`,
+        content: moduleContent(body, `hash-${i}`)
+      }))
+      expect(yield* (store.writeMany?.(requests) ?? Effect.forEach(requests, (request) => store.write(request)))).toEqual([true, true, true])
+      for (const [i, body] of bodies.entries()) expectModule(yield* store.read(moduleKey(realm, `big${i}.ts`)), body)
+    }))
+
   it.effect("a write whose capture predates a tombstone is rejected", () =>
     Effect.gen(function*() {
       const store = yield* backend.makeStore
