@@ -17,7 +17,6 @@
  */
 import { type ChildProcess, execFileSync } from "node:child_process"
 import { cpSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs"
-import * as http from "node:http"
 import { tmpdir } from "node:os"
 import { join, relative, sep } from "node:path"
 import { brotliCompressSync, constants, gzipSync } from "node:zlib"
@@ -26,7 +25,7 @@ import { startNginx } from "../test/support/nginx.ts"
 import { which } from "../test/support/prerequisites.ts"
 import { root, startServer } from "../test/support/server.ts"
 import { median } from "./bench-l1.ts"
-import { spawnListening, stop } from "./bench-hot-path.ts"
+import { get, spawnListening, stop } from "./bench-hot-path.ts"
 import { hasWrk } from "./wrk-graph.ts"
 
 const ROUNDS = Number(process.env["BENCH_ROUNDS"] ?? 3)
@@ -39,21 +38,6 @@ const wrk = (url: string, headers: Record<string, string> = {}): number => {
   if (errors !== undefined) throw new Error(`wrk ${url}: ${errors} non-2xx answers`)
   return Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? "0")
 }
-
-interface Reply {
-  readonly status: number
-  readonly headers: http.IncomingHttpHeaders
-  readonly body: Buffer
-}
-
-const get = (url: string, headers: Record<string, string> = {}): Promise<Reply> =>
-  new Promise((resolve, reject) => {
-    http.get(url, { agent: false, headers }, (response) => {
-      const chunks: Array<Buffer> = []
-      response.on("data", (chunk: Buffer) => chunks.push(chunk))
-      response.on("end", () => resolve({ status: response.statusCode ?? 0, headers: response.headers, body: Buffer.concat(chunks) }))
-    }).on("error", reject)
-  })
 
 /** A TypeScript module of about 12 KiB (the hot-path bench's). */
 const twelveKiB = (): string => {

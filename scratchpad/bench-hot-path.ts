@@ -40,13 +40,15 @@ const wrk = (url: string, headers: Record<string, string> = {}): WrkResult => {
   return { rps, p99ms, errors }
 }
 
-interface Reply {
+/** An answer as `get` read it. */
+export interface Reply {
   readonly status: number
   readonly headers: http.IncomingHttpHeaders
   readonly body: Buffer
 }
 
-const get = (url: string, headers: Record<string, string> = {}): Promise<Reply> =>
+/** One GET on a fresh connection, its body read whole. */
+export const get = (url: string, headers: Record<string, string> = {}): Promise<Reply> =>
   new Promise((resolve, reject) => {
     http.get(url, { agent: false, headers }, (response) => {
       const chunks: Array<Buffer> = []
