@@ -321,9 +321,9 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
 
   /** {@link completed} of a loaded module (a row that lacked a form: of an earlier release, say). */
   const completeLoaded = (key: ModuleKey, loaded: Loaded): Effect.Effect<Loaded> =>
-    Exit.isSuccess(loaded) && ContentCoding.missingCodings(loaded.value.module, offered).length > 0
+    Exit.isSuccess(loaded)
       ? Effect.map(completed(key.realmUrl, loaded.value.module), (module) =>
-        Exit.succeed({ ...loaded.value, module: { ...module, key, fingerprint } }))
+        module === loaded.value.module ? loaded : Exit.succeed({ ...loaded.value, module: { ...module, key, fingerprint } }))
       : Effect.succeed(loaded)
 
   /**

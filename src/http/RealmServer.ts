@@ -108,13 +108,11 @@ import * as ReadAccess from "./ReadAccess.ts"
 import {
   adminJson,
   AnswersOnce,
-  conditional,
   conditionalAnswer,
   contentTypeOf,
   isAdminPath,
   json,
   moduleEtag,
-  negotiatedForm,
   preflight,
   rawEtag
 } from "./Responses.ts"
@@ -628,7 +626,9 @@ export const layer = (options: ServeOptions): Layer.Layer<never, ServeLayerError
       // Connected to the cache and the readers' check before the preload, the warm-up or the routes use it.
       Effect.gen(function*() {
         const access = yield* ReadAccess.ReadAccessService
-        fast.install(yield* ModuleCache, access.allowsCached, yield* ContentCoding.offeredConfig)
+        // The routes' layer read (and warned about) MTC_CONTENT_ENCODINGS already.
+        const offered = yield* Effect.orElseSucceed(ContentCoding.encodingsConfig, () => ContentCoding.codings)
+        fast.install(yield* ModuleCache, access.allowsCached, offered)
         return fast
       })
     )),

@@ -196,28 +196,30 @@ export const withForms = (
 /** The strong ETag of a coding of a body whose identity ETag is `etag` (`"<hex>"` becomes `"<hex>-br"`). */
 export const codedEtag = (etag: string, coding: Coding): string => `${etag.slice(0, -1)}-${coding}"`
 
+/** `MTC_CONTENT_ENCODINGS` as written (default: every coding). */
+const encodingsText = Config.String("MTC_CONTENT_ENCODINGS").pipe(Config.withDefault(codings.join(",")))
+
+/** The names a list gives, lowercase, without `identity`. */
 const namesOf = (text: string): ReadonlyArray<string> =>
   text.split(",").map((name) => name.trim().toLowerCase()).filter((name) => name !== "" && name !== "identity")
+
+/** The codings a list of names offers, in order of preference. */
+const offeredOf = (names: ReadonlyArray<string>): ReadonlyArray<Coding> => codings.filter((coding) => names.includes(coding))
 
 /**
  * The codings to offer, from `MTC_CONTENT_ENCODINGS` (a comma-separated list of `br` and
  * `gzip`; default both; empty or `identity` for none). Unknown names are left out.
  */
-export const encodingsConfig: Config.Config<ReadonlyArray<Coding>> = Config.String("MTC_CONTENT_ENCODINGS").pipe(
-  Config.withDefault(codings.join(",")),
-  Config.map((text) => {
-    const names = namesOf(text)
-    return codings.filter((coding) => names.includes(coding))
-  })
+export const encodingsConfig: Config.Config<ReadonlyArray<Coding>> = encodingsText.pipe(
+  Config.map((text) => offeredOf(namesOf(text)))
 )
 
 /** {@link encodingsConfig}, with a warning for each unknown name (the realm server's, once at start). */
 export const offeredConfig: Effect.Effect<ReadonlyArray<Coding>> = Effect.gen(function*() {
-  const text = yield* Config.String("MTC_CONTENT_ENCODINGS").pipe(Config.withDefault(codings.join(",")), Effect.orElseSucceed(() => codings.join(",")))
-  const names = namesOf(text)
+  const names = namesOf(yield* Effect.orElseSucceed(encodingsText, () => codings.join(",")))
   const unknown = names.filter((name) => !(codings as ReadonlyArray<string>).includes(name))
   if (unknown.length > 0) {
     yield* Effect.logWarning(`module-transpile-cache: MTC_CONTENT_ENCODINGS: ${unknown.join(", ")} left out (br and gzip are offered)`)
   }
-  return codings.filter((coding) => names.includes(coding))
+  return offeredOf(names)
 })
