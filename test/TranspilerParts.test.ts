@@ -165,26 +165,28 @@ describe("TranspilerOptions", () => {
       const options = yield* optionsConfig.parse(
         ConfigProvider.fromEnv({ env: { MTC_PIPELINE: "ember", MTC_ENGINE: "babel", MTC_EMBER_SOURCE: "/e" } })
       )
-      expect(options).toEqual({ maxSourceBytes: 8 * 1024 * 1024, pipeline: "ember", engine: "babel", emberSource: "/e" })
+      expect(options).toEqual({ maxSourceBytes: 8 * 1024 * 1024, pipeline: "ember", engine: "babel", sourceMaps: true, emberSource: "/e" })
     }))
 })
 
 describe("Babel", () => {
   it("runs a pipeline over a module, and reports its errors in the module's own source", () => {
     const pipeline = Standard.make()
-    const module = Babel.run(pipeline, {
+    const { map, module } = Babel.run(pipeline, {
       path: "a.ts",
       source: `import { b } from "./b"\nexport const a: number = b\n`,
       kind: "ts",
-      preprocessed: undefined
+      preprocessed: undefined,
+      sourceMaps: false
     })
+    expect(map).toBeUndefined()
     expect(module.dependencyKeys).toEqual(["./b"])
     expect(module.body).not.toContain(": number")
     const source = "let x = 1\nexport default <template>{{x}}</template>\nlet x = 2\n"
     const preprocessed = ContentTag.make().process(source, "a.gjs")
     let thrown: unknown
     try {
-      Babel.run(pipeline, { path: "a.gjs", source, kind: "gjs", preprocessed })
+      Babel.run(pipeline, { path: "a.gjs", source, kind: "gjs", preprocessed, sourceMaps: true })
     } catch (cause) {
       thrown = cause
     }

@@ -1,3 +1,4 @@
+import { codeOf } from "../src/transpiler/SourceMaps.ts"
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
 import { Cause, Effect, Exit, Fiber, Metric, Option, Scope, Tracer } from "effect"
 import { readdirSync, readFileSync } from "node:fs"
@@ -137,7 +138,7 @@ describe("TranspilerPool", () => {
       expect(exit).toBeInstanceOf(TranspileWorkerCrashError)
       expect(exit.message).toContain("code 3")
       const next = yield* pool.service.transpile(small("after"))
-      expect(next.body).toBe("export const after = 1;")
+      expect(codeOf(next.body)).toBe("export const after = 1;")
       expect(pool.state().restarts - restartsBefore).toBe(2)
       expect((yield* restarts("crash")) - before).toBe(2)
     })))
@@ -150,7 +151,7 @@ describe("TranspilerPool", () => {
       expect(error).toBeInstanceOf(TranspileMemoryLimitError)
       expect(error).toMatchObject({ path: "hog.ts", limitMb: 128 })
       const next = yield* pool.service.transpile(small("afterHog"))
-      expect(next.body).toBe("export const afterHog = 1;")
+      expect(codeOf(next.body)).toBe("export const afterHog = 1;")
       expect((yield* restarts("memory")) - before).toBe(1)
     })))
 
@@ -162,7 +163,7 @@ describe("TranspilerPool", () => {
       expect(error).toBeInstanceOf(TranspileTimeoutError)
       expect(error).toMatchObject({ path: "hang.ts", timeoutMillis: 1500 })
       const next = yield* pool.service.transpile(small("afterHang"))
-      expect(next.body).toBe("export const afterHang = 1;")
+      expect(codeOf(next.body)).toBe("export const afterHang = 1;")
       expect((yield* restarts("timeout")) - before).toBe(1)
     })))
 
@@ -183,7 +184,7 @@ describe("TranspilerPool", () => {
       const heldModule = yield* Fiber.join(held)
       expect(heldModule.body).toContain("export {};")
       const next = yield* pool.service.transpile(small("next"))
-      expect(next.body).toBe("export const next = 1;")
+      expect(codeOf(next.body)).toBe("export const next = 1;")
       // The interrupted job never reached the worker.
       // Notes and replies travel on different channels: wait for the last note.
       yield* faults.awaitStarted("next.ts")
@@ -204,7 +205,7 @@ describe("TranspilerPool", () => {
       const next = yield* Effect.forkChild(pool.service.transpile(small("next")))
       yield* until(pool, (state) => state.queued === 1)
       faults.release()
-      expect((yield* Fiber.join(next)).body).toBe("export const next = 1;")
+      expect(codeOf((yield* Fiber.join(next)).body)).toBe("export const next = 1;")
       // Notes and replies travel on different channels: wait for the last note.
       yield* faults.awaitStarted("next.ts")
       expect(faults.started).toEqual(["held.ts", "next.ts"])
@@ -228,7 +229,7 @@ describe("TranspilerPool", () => {
       faults.release()
       yield* Fiber.join(held)
       expect(seen).toMatchObject({ busy: 1, queued: 0 })
-      expect((yield* Fiber.join(queued)).body).toBe("export const queued = 1;")
+      expect(codeOf((yield* Fiber.join(queued)).body)).toBe("export const queued = 1;")
       yield* faults.awaitStarted("queued.ts")
       expect(pool.state()).toMatchObject({ busy: 0, queued: 0 })
       expect(yield* gaugeValue(TranspilerPool.busyWorkersGauge)).toBe(0)
@@ -247,8 +248,8 @@ describe("TranspilerPool", () => {
       expect(full).toMatchObject({ path: "rejected.ts", capacity: 1 })
       faults.release()
       yield* Fiber.join(held)
-      expect((yield* Fiber.join(queued)).body).toBe("export const queued = 1;")
-      expect((yield* pool.service.transpile(small("later"))).body).toBe("export const later = 1;")
+      expect(codeOf((yield* Fiber.join(queued)).body)).toBe("export const queued = 1;")
+      expect(codeOf((yield* pool.service.transpile(small("later"))).body)).toBe("export const later = 1;")
       // Notes and replies travel on different channels: wait for the last note.
       yield* faults.awaitStarted("later.ts")
       expect(faults.started).toEqual(["held.ts", "queued.ts", "later.ts"])
@@ -342,7 +343,7 @@ describe("TranspilerPool in a ModuleCache", () => {
       // Each get ran the job again (a crashing thread may die before its "started" note is sent).
       expect(pool.state().restarts - restartsBefore).toBe(2)
       const ok = yield* cache.get(keyOf("ok.ts"))
-      expect(ok.module.body).toBe("export const ok = 1;")
+      expect(codeOf(ok.module.body)).toBe("export const ok = 1;")
     })))
 
   it.live("a joiner's interruption never cancels the started transpile: the other caller gets it", () =>

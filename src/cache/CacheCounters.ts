@@ -18,6 +18,11 @@ export interface Counts {
    * transpile workers with the transpile, or here for a row that lacked its forms.
    */
   readonly compressions: number
+  /**
+   * Module versions transpiled here without a source map although the transpiler makes them
+   * (a step could not carry one, or the map failed its check): served without one.
+   */
+  readonly unmapped: number
   readonly l1Hits: number
   readonly l2Hits: number
   readonly coalesced: number
@@ -38,6 +43,7 @@ type MutableCounts = { -readonly [K in keyof Counts]: number }
 const zeroCounts = (): MutableCounts => ({
   transpiles: 0,
   compressions: 0,
+  unmapped: 0,
   l1Hits: 0,
   l2Hits: 0,
   coalesced: 0,
@@ -88,6 +94,10 @@ export const transpileCounter = Metric.counter("module_cache_transpiles_total", 
 /** Module versions compressed. */
 export const compressionCounter = Metric.counter("module_cache_compressions_total", {
   description: "Module versions whose body this process compressed (br and gzip at once), in its transpile workers or in-process"
+})
+/** Module versions transpiled without a source map although maps are on. */
+export const unmappedCounter = Metric.counter("module_cache_unmapped_total", {
+  description: "Module versions transpiled without a source map although the transpiler makes them (served without one)"
 })
 /** L2 writes and tombstones given up after their retries. */
 export const persistFailureCounter = Metric.counter("module_cache_persist_failures_total", {
@@ -310,6 +320,13 @@ export class CacheCounters {
     this.counts.compressions++
     this.realm(realmUrl).counts.compressions++
     compressionCounter.updateUnsafe(1, this.context)
+  }
+
+  /** A module version of `realmUrl` was transpiled without the source map the transpiler makes. */
+  unmappedModule(realmUrl: string): void {
+    this.counts.unmapped++
+    this.realm(realmUrl).counts.unmapped++
+    unmappedCounter.updateUnsafe(1, this.context)
   }
 
   /** A load (of a module of `realmUrl`, when named) transpiles locally instead of coalescing. */

@@ -337,7 +337,11 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
       Effect.exit,
       Effect.flatMap((exit): Effect.Effect<WriteContent, TranspilerError> => {
         if (exit._tag === "Success") {
-          return Effect.map(completed(source.key.realmUrl, exit.value), (module) => {
+          const made = exit.value
+          if (transpiler.sourceMaps === true && made.sourceMap === undefined && made.body !== "") {
+            counters.unmappedModule(source.key.realmUrl)
+          }
+          return Effect.map(completed(source.key.realmUrl, made), (module) => {
             // Made with this transpile (in its worker, or just now): counted once per version.
             if (module.encoded !== undefined && module === exit.value) counters.compressed(source.key.realmUrl)
             return { _tag: "Module", module }

@@ -64,6 +64,14 @@ export const hashSource = (source: string | Uint8Array): string =>
   createHash("sha256").update(source).digest("hex")
 
 /**
+ * The version of a module made from a source (by its hash) under a fingerprint: 16 hex digits,
+ * the same in every process. A module's ETag begins with it (see `RealmServer.moduleEtag`), and
+ * its immutable URL and its map's name it.
+ */
+export const moduleVersion = (sourceHash: string, fingerprint: string): string =>
+  hashSource(sourceHash + fingerprint).slice(0, 16)
+
+/**
  * The source hash an invalidation names for a module whose file is gone (see
  * `ModuleCache.invalidate`): no source hashes to it, so nothing satisfies it but a later
  * report of the same deletion.
@@ -131,3 +139,6 @@ export const defaultMaxSourceBytes = 8 * 1024 * 1024
 
 /** The content type of every transpiled module. */
 export const javascriptContentType = "text/javascript; charset=utf-8"
+
+/** The content type of a module's source map. */
+export const sourceMapContentType = "application/json; charset=utf-8"

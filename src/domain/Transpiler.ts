@@ -22,6 +22,11 @@ export class Transpiler extends Context.Service<Transpiler, {
    */
   readonly fingerprint: string
   /**
+   * Whether it makes a source map of every module (`TranspiledModule.sourceMap`): a module it
+   * returns without one is counted as unmapped. Absent: it makes none.
+   */
+  readonly sourceMaps?: boolean
+  /**
    * Fails with a `ModuleBuildError` when the module cannot be built, or with a
    * `TranspilePoolError` when the attempt failed (a worker crashed, ran out of memory or of
    * time, or the queue was full): those are not the module's fault, and a retry may succeed.

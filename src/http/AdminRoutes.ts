@@ -62,6 +62,7 @@ export const figuresOf = (cache: ModuleCache["Service"], realm: MountedRealm): R
     errors: counts.errors,
     transpiles: counts.transpiles,
     compressions: counts.compressions,
+    unmapped: counts.unmapped,
     l1Hits: counts.l1Hits,
     l2Hits: counts.l2Hits,
     coalesced: counts.coalesced,

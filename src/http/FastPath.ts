@@ -28,13 +28,20 @@
  */
 import { Context } from "effect"
 import type { IncomingMessage, ServerResponse } from "node:http"
-import { type CachedModule, type EncodedBodies, javascriptContentType, type TranspiledModule } from "../domain/Domain.ts"
+import {
+  type CachedModule,
+  type EncodedBodies,
+  javascriptContentType,
+  sourceMapContentType,
+  type TranspiledModule
+} from "../domain/Domain.ts"
 import type { ModuleCache } from "../cache/ModuleCache.ts"
 import { answerBoundaries, PlainHistogram } from "./AnswerMetrics.ts"
 import type { CachedAnswer, Representation } from "../realm/RawFileCache.ts"
 import { type Coding, codedEtag, codings, type ContentCoding, rankings } from "../internal/ContentCoding.ts"
 import type { MountedRealm } from "../realm/Realms.ts"
 import { privateHeaders } from "./ReadAccess.ts"
+import { immutableCacheControl, versionOfEtag } from "./ImmutableUrls.ts"
 
 /** Headers of module and file responses: CORS for any origin, and no content sniffing (the router's too). */
 export const corsHeaders = {
@@ -66,7 +73,8 @@ export const answerOf = (
   contentType: string,
   moduleCache?: string,
   isPrivate = false,
-  encoded?: Readonly<Partial<Record<Coding, Uint8Array>>>
+  encoded?: Readonly<Partial<Record<Coding, Uint8Array>>>,
+  cacheControl: string = isPrivate ? privateHeaders["cache-control"]! : "no-cache"
 ): CachedAnswer => {
   const vary = varyOf(isPrivate, encoded !== undefined)
   const form = (body: Uint8Array, formEtag: string, coding?: Coding): Representation => {
@@ -80,7 +88,7 @@ export const answerOf = (
       "etag",
       formEtag,
       "cache-control",
-      isPrivate ? privateHeaders["cache-control"]! : "no-cache",
+      cacheControl,
       ...(vary === undefined ? [] : ["vary", vary]),
       ...(moduleCache === undefined ? [] : ["x-module-cache", moduleCache])
     ]
@@ -123,6 +131,16 @@ export const offeredForms = (module: TranspiledModule, offered: ReadonlyArray<Co
   return forms
 }
 
+/** The compressed bodies of an answer's forms. */
+const bodiesOf = (forms: Readonly<Partial<Record<Coding, Representation>>>): Partial<Record<Coding, Uint8Array>> => {
+  const bodies: Partial<Record<Coding, Uint8Array>> = {}
+  for (const coding of codings) {
+    const form = forms[coding]
+    if (form !== undefined) bodies[coding] = form.bytes
+  }
+  return bodies
+}
+
 /**
  * The form of an answer to send for a request's ranking of codings (`ContentCoding.ranking`): the
  * first of them the answer has, a compressed form or the identity form, and its coding.
@@ -158,13 +176,22 @@ export const ifNoneMatches = (header: string | undefined, etag: string): boolean
   return false
 }
 
-/** Where a remembered request path leads: a module key (by id) or a raw file (by canonical path) of a realm. */
+/** What a remembered request path leads to: a module, a module's source map (both by key id) or a raw file (by canonical path). */
+type RouteKind = "module" | "map" | "raw"
+
+/** Where a remembered request path leads, in a realm. */
 interface Route {
   readonly realm: MountedRealm
   /** The realm's generation when the route was remembered: the route holds while it has not moved. */
   readonly generation: number
-  readonly module: boolean
+  readonly kind: RouteKind
   readonly id: string
+}
+
+/** A source map's answers here: under its plain URL and under its immutable one (`?_v=`). */
+interface MapAnswers {
+  readonly plain: CachedAnswer
+  readonly immutable: CachedAnswer
 }
 
 /** The fast path's counts of one realm, for its metrics. */
@@ -201,6 +228,8 @@ export class FastPathHandler {
   warmupMillis = 0
   /** Per module object: its answer as an L1 hit, computed once. */
   private readonly encodings = new WeakMap<CachedModule, CachedAnswer>()
+  /** Per module object: its source map's answers, computed once. */
+  private readonly maps = new WeakMap<CachedModule, MapAnswers>()
   /** The ranking of an `Accept-Encoding`, remembered by its text. */
   private readonly rankingOf = rankings()
 
@@ -244,7 +273,23 @@ export class FastPathHandler {
       const forms = offeredForms(module, this.offered)
       this.encodings.set(module, answerOf(bytes, etag, javascriptContentType, "l1", realm.isPrivate, forms))
     }
-    this.remember(realm, urlPath, true, id, captured)
+    this.remember(realm, urlPath, "module", id, captured)
+  }
+
+  /**
+   * Remembers that a request path leads to a module's source map (see {@link remember}), with
+   * the router's answer of it (its bytes, ETag and compressed forms), for its plain URL and its
+   * immutable one.
+   */
+  rememberMap(realm: MountedRealm, urlPath: string, id: string, module: CachedModule, answer: CachedAnswer, captured: number): void {
+    if (!this.maps.has(module)) {
+      const forms = answer.encoded === undefined ? undefined : bodiesOf(answer.encoded)
+      const made = (cacheControl?: string) =>
+        answerOf(answer.bytes, answer.etag, sourceMapContentType, undefined, realm.isPrivate, forms, cacheControl)
+      // A private realm's answers stay private under an immutable URL, as the router's do.
+      this.maps.set(module, { plain: made(), immutable: realm.isPrivate ? made() : made(immutableCacheControl) })
+    }
+    this.remember(realm, urlPath, "map", id, captured)
   }
 
   /** Up to `limit` request paths of public realms remembered as leading to modules. */
@@ -252,7 +297,7 @@ export class FastPathHandler {
     const paths: Array<string> = []
     for (const [path, route] of this.routes) {
       if (paths.length >= limit) break
-      if (route.module && !route.realm.isPrivate) paths.push(path)
+      if (route.kind === "module" && !route.realm.isPrivate) paths.push(path)
     }
     return paths
   }
@@ -267,10 +312,10 @@ export class FastPathHandler {
    * file of a realm, if no file event of the realm came since `captured` (a resolution it
    * overtook is not kept) and a watcher reports its changes.
    */
-  remember(realm: MountedRealm, urlPath: string, module: boolean, id: string, captured: number): void {
+  remember(realm: MountedRealm, urlPath: string, kind: RouteKind, id: string, captured: number): void {
     if (!realm.watching || captured !== realm.generation) return
     if (this.routes.size >= maxRoutes) this.routes.clear()
-    this.routes.set(urlPath, { realm, generation: captured, module, id })
+    this.routes.set(urlPath, { realm, generation: captured, kind, id })
   }
 
   /**
@@ -283,11 +328,12 @@ export class FastPathHandler {
     const url = request.url
     if (url === undefined) return false
     const query = url.indexOf("?")
-    // An immutable URL (`?_v=<version>`, see ImmutableUrls): the router checks its version.
-    if (query !== -1 && url.startsWith("_v=", query + 1)) return false
+    // An immutable URL (`?_v=<version>`, see ImmutableUrls): a map's is answered here when its
+    // version is current; any other's the router checks.
+    const version = query !== -1 && url.startsWith("_v=", query + 1) ? url.slice(query + 4) : undefined
     const urlPath = query === -1 ? url : url.slice(0, query)
     const route = this.routes.get(urlPath)
-    if (route === undefined) return false
+    if (route === undefined || (version !== undefined && route.kind !== "map")) return false
     const realm = route.realm
     // A file event, a lost watch or the unmount since: what the path resolves to may differ.
     if (route.generation !== realm.generation || !realm.watching) {
@@ -303,13 +349,20 @@ export class FastPathHandler {
     // A private realm only to a reader the router let in before (anyone else gets the router's 401).
     if (realm.isPrivate && !this.readAllowed(headers.authorization, realm.mount)) return false
     let cached: CachedAnswer | undefined
-    if (route.module) {
+    if (route.kind === "module") {
       const cache = this.cache
       const module = cache?.peekL1(route.id)
       if (cache === undefined || module === undefined) return false
       cached = this.encodings.get(module)
       if (cached === undefined) return false
       if (!this.warming) cache.countL1Hit(realm.realmUrl)
+    } else if (route.kind === "map") {
+      const module = this.cache?.peekL1(route.id)
+      const answers = module === undefined ? undefined : this.maps.get(module)
+      if (answers === undefined) return false
+      // A version that is not current: the router's 404.
+      if (version !== undefined && version !== versionOfEtag(answers.plain.etag)) return false
+      cached = version === undefined ? answers.plain : answers.immutable
     } else {
       cached = realm.raw.get(route.id)
       if (cached === undefined) return false
@@ -330,7 +383,7 @@ export class FastPathHandler {
       this.answered++
       const seconds = (performance.now() - started) / 1000
       const answers = this.answersOf(realm)
-      if (route.module) {
+      if (route.kind === "module") {
         answers.moduleHits++
         answers.answerTimes.l1.observe(seconds)
       } else {

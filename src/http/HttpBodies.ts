@@ -55,6 +55,7 @@ export const RealmStatsBody = Schema.Struct({
   errors: Schema.Number,
   transpiles: Schema.optional(Schema.Number),
   compressions: Schema.optional(Schema.Number),
+  unmapped: Schema.optional(Schema.Number),
   l1Hits: Schema.optional(Schema.Number),
   l2Hits: Schema.optional(Schema.Number),
   coalesced: Schema.optional(Schema.Number),
@@ -72,6 +73,8 @@ export const StatsBody = Schema.Struct({
   transpiles: Schema.Number,
   /** Module versions compressed by this process (see `module_cache_compressions_total`). */
   compressions: Schema.optional(Schema.Number),
+  /** Module versions transpiled without a source map although maps are on (see `module_cache_unmapped_total`). */
+  unmapped: Schema.optional(Schema.Number),
   l1Hits: Schema.Number,
   l2Hits: Schema.Number,
   coalesced: Schema.Number,

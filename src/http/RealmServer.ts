@@ -80,7 +80,14 @@ import { HttpRouter, HttpServer, HttpServerError, HttpServerRequest, HttpServerR
 import { NetAddress } from "effect/net"
 import { createServer, type RequestListener } from "node:http"
 import { ModuleCache, type ModuleCacheOptions } from "../cache/ModuleCache.ts"
-import { type CachedModule, javascriptContentType, keyString, type ModuleKey, moduleKey } from "../domain/Domain.ts"
+import {
+  type CachedModule,
+  javascriptContentType,
+  keyString,
+  type ModuleKey,
+  moduleKey,
+  sourceMapContentType
+} from "../domain/Domain.ts"
 import { ModuleNotFoundError } from "../domain/Errors.ts"
 import type { ModuleSources } from "../domain/ModuleSources.ts"
 import type { Transpiler } from "../domain/Transpiler.ts"
@@ -99,7 +106,7 @@ import * as ImmutableUrls from "./ImmutableUrls.ts"
 import * as ImportMap from "./ImportMap.ts"
 import * as JitWarmup from "./JitWarmup.ts"
 import * as Listener from "./Listener.ts"
-import { CurrentResolution } from "../realm/FileSystemSources.ts"
+import { CurrentResolution, type ResolvedPath } from "../realm/FileSystemSources.ts"
 import type { ErrorBody } from "./HttpBodies.ts"
 import { encodePath, pathOf, validatePath } from "../realm/PathRules.ts"
 import type { CachedAnswer } from "../realm/RawFileCache.ts"
@@ -117,6 +124,7 @@ import {
   rawEtag
 } from "./Responses.ts"
 import * as ScopedCss from "./ScopedCss.ts"
+import * as SourceMapAnswers from "./SourceMapAnswers.ts"
 
 export { errorBodyOf, errorResponse, scrubPaths, statusOf } from "./ErrorMapping.ts"
 export { ifNoneMatches } from "./FastPath.ts"
@@ -215,6 +223,7 @@ export const routes: Layer.Layer<never, never, HttpRouter.HttpRouter | ModuleCac
       return map
     }
 
+    const mapAnswers = new SourceMapAnswers.SourceMapAnswers(offered)
     // An L1 hit returns the same module object each time: encode it and hash its ETag once.
     const answers = new WeakMap<CachedModule, CachedAnswer>()
     const encoder = new TextEncoder()
@@ -236,6 +245,41 @@ export const routes: Layer.Layer<never, never, HttpRouter.HttpRouter | ModuleCac
         ? Effect.succeed(false)
         : access.allows(request.headers["authorization"], realm.mount)
 
+    /** The module of a resolved path, and how it was got (a miss reads the file this resolution found). */
+    const moduleOf = (realm: Realms.MountedRealm, resolved: ResolvedPath) => {
+      const key = moduleKey(realm.realmUrl, resolved.path)
+      const id = keyString(key)
+      const got = cache.peekL1(id) === undefined
+        ? Effect.provideService(cache.get(key), CurrentResolution, resolved)
+        : cache.get(key)
+      return Effect.map(got, ({ module, outcome }) => ({ id, module, outcome }))
+    }
+
+    /**
+     * The answer of a module's source map (`<module path>.map`), or undefined when the path
+     * names no module or the module has no map: then it is a file path like any other.
+     */
+    const mapAnswerOf = (
+      request: HttpServerRequest.HttpServerRequest,
+      realm: Realms.MountedRealm,
+      urlPath: string,
+      modulePath: string,
+      captured: number
+    ) =>
+      Effect.gen(function*() {
+        const resolved = yield* Effect.option(realm.files.resolve(modulePath))
+        if (Option.isNone(resolved) || !resolved.value.executable) return undefined
+        const { id, module, outcome } = yield* moduleOf(realm, resolved.value)
+        const made = mapAnswers.of(module)
+        if (made === undefined) return undefined
+        const answer = yield* made
+        if (outcome === "l1") fast?.rememberMap(realm, urlPath, id, module, answer, captured)
+        const version = ImmutableUrls.requestedVersion(request.url)
+        const contentType = sourceMapContentType
+        if (version !== undefined) return ImmutableUrls.answer(request, version, answer, contentType)
+        return conditionalAnswer(request, answer, contentType)
+      })
+
     /** Serves a request path of a realm (`urlPath` as sent, the mount included). */
     const serveIn = (request: HttpServerRequest.HttpServerRequest, realm: Realms.MountedRealm, urlPath: string) =>
       Effect.gen(function*() {
@@ -244,6 +288,11 @@ export const routes: Layer.Layer<never, never, HttpRouter.HttpRouter | ModuleCac
         if (ScopedCss.isScopedCssPath(relative)) return yield* scopedCss(request, relative, scopedAnswers)
         // Before resolving: a file event during the request keeps its resolution from the fast path.
         const captured = realm.generation
+        const mapOf = SourceMapAnswers.modulePathOfMap(relative)
+        if (mapOf !== undefined) {
+          const mapAnswer = yield* mapAnswerOf(request, realm, urlPath, mapOf, captured)
+          if (mapAnswer !== undefined) return mapAnswer
+        }
         const resolved = yield* files.resolve(relative)
         const version = ImmutableUrls.requestedVersion(request.url)
         if (!resolved.executable) {
@@ -265,15 +314,11 @@ export const routes: Layer.Layer<never, never, HttpRouter.HttpRouter | ModuleCac
             const page = yield* ImportMap.pageAnswer(importMapOf(realm), request, answer, contentType, renderedAnswers)
             if (page !== undefined) return page
           }
-          fast?.remember(realm, urlPath, false, resolved.path, captured)
+          fast?.remember(realm, urlPath, "raw", resolved.path, captured)
           return conditionalAnswer(request, answer, contentType)
         }
-        const key = moduleKey(realm.realmUrl, resolved.path)
-        const id = keyString(key)
         // A miss reads the file this resolution found: the path is resolved once.
-        const { module, outcome } = yield* (cache.peekL1(id) === undefined
-          ? Effect.provideService(cache.get(key), CurrentResolution, resolved)
-          : cache.get(key))
+        const { id, module, outcome } = yield* moduleOf(realm, resolved)
         const answer = answerOfModule(module)
         // Only after an L1 hit answered here: the first hit of each path still gets its span.
         if (outcome === "l1") fast?.rememberModule(realm, urlPath, id, module, answer.bytes, answer.etag, captured)

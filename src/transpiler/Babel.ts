@@ -11,6 +11,7 @@ import { TranspileError } from "../domain/Errors.ts"
 import { dependencyKeysOf, javascriptModule } from "./CompiledModule.ts"
 import type { Preprocessed } from "./ContentTag.ts"
 import type { ModuleKind, Pipeline } from "./pipelines/Pipeline.ts"
+import { parseMap, type RawSourceMap } from "./SourceMaps.ts"
 import { fromThrown, inModuleSource } from "./TranspileErrors.ts"
 
 /** Babel's options besides the file name and plugins (part of the fingerprint). */
@@ -26,12 +27,19 @@ export const babelOptions = {
   code: true
 } as const satisfies InputOptions
 
-/** A module to run: its path and source, its kind, and content-tag's output when it ran. */
+/** A module to run: its path and source, its kind, content-tag's output when it ran, and whether to map it. */
 interface BabelInput {
   readonly path: string
   readonly source: string
   readonly kind: ModuleKind
   readonly preprocessed: Preprocessed | undefined
+  readonly sourceMaps: boolean
+}
+
+/** A module Babel compiled, and its source map back to the module's source when one was asked for. */
+export interface Compiled {
+  readonly module: TranspiledModule
+  readonly map: RawSourceMap | undefined
 }
 
 /** The position of the first decorator left in a compiled AST, if any. */
@@ -45,14 +53,25 @@ const leftoverDecorator = (ast: types.Node): { readonly line: number; readonly c
   return found
 }
 
+/**
+ * The map Babel starts from: content-tag's (so Babel's map reaches the `.gts` source), else
+ * none. Never a map the source names itself (`inputSourceMap: true` would read an inline one).
+ */
+const inputMapOf = (preprocessed: Preprocessed | undefined): NonNullable<InputOptions["inputSourceMap"]> => {
+  const map = preprocessed === undefined ? undefined : parseMap(preprocessed.map)
+  if (map === undefined) return false
+  return { version: 3, file: "", sources: map.sources.map((s) => s ?? ""), names: [...map.names], mappings: map.mappings }
+}
+
 const optionsOf = (pipeline: Pipeline, input: BabelInput): InputOptions => ({
   ...babelOptions,
   filename: input.path,
-  plugins: pipeline.plugins[input.kind]
+  plugins: pipeline.plugins[input.kind],
+  ...(input.sourceMaps ? { sourceMaps: true, inputSourceMap: inputMapOf(input.preprocessed) } : { inputSourceMap: false })
 })
 
 /** Babel's output as the module served; throws a {@link TranspileError} for a decorator no plugin compiled. */
-const toModule = (pipeline: Pipeline, input: BabelInput, result: FileResult | null): TranspiledModule => {
+const toModule = (pipeline: Pipeline, input: BabelInput, result: FileResult | null): Compiled => {
   if (!result || typeof result.code !== "string" || !result.ast) {
     throw new Error("Babel produced no output")
   }
@@ -69,11 +88,14 @@ const toModule = (pipeline: Pipeline, input: BabelInput, result: FileResult | nu
       input.preprocessed
     )
   }
-  return javascriptModule(input.source, result.code, dependencyKeysOf(result.ast))
+  const module = javascriptModule(input.source, result.code, dependencyKeysOf(result.ast))
+  // A `.gts` whose content-tag map did not parse gets none: Babel's would point at content-tag's code.
+  const mapped = input.sourceMaps && (input.preprocessed === undefined || parseMap(input.preprocessed.map) !== undefined)
+  return { module, map: mapped && result.map ? result.map : undefined }
 }
 
 /** Runs a synchronous pipeline; throws a {@link TranspileError} (or a defect). */
-export const run = (pipeline: Pipeline, input: BabelInput): TranspiledModule => {
+export const run = (pipeline: Pipeline, input: BabelInput): Compiled => {
   let result: FileResult | null
   try {
     result = transformSync(input.preprocessed?.code ?? input.source, optionsOf(pipeline, input))
@@ -84,6 +106,6 @@ export const run = (pipeline: Pipeline, input: BabelInput): TranspiledModule => 
 }
 
 /** Runs a pipeline whose plugins load asynchronously (the template compiler's); rejects with what Babel threw. */
-export const runAsync = (pipeline: Pipeline, input: BabelInput): Promise<TranspiledModule> =>
+export const runAsync = (pipeline: Pipeline, input: BabelInput): Promise<Compiled> =>
   transformAsync(input.preprocessed?.code ?? input.source, optionsOf(pipeline, input))
     .then((result) => toModule(pipeline, input, result))

@@ -21,7 +21,7 @@
  */
 import { type Config, Effect, Layer } from "effect"
 import { posix } from "node:path"
-import { defaultMaxSourceBytes, type TranspiledModule } from "../domain/Domain.ts"
+import { defaultMaxSourceBytes, hashSource, moduleVersion, type TranspiledModule } from "../domain/Domain.ts"
 import { SourceTooLargeError, TranspileError } from "../domain/Errors.ts"
 import { Transpiler, type TranspileInput } from "../domain/Transpiler.ts"
 import * as Babel from "./Babel.ts"
@@ -32,6 +32,7 @@ import { fingerprintOfPipeline } from "./Fingerprint.ts"
 import { hasTemplates, isDeclarationFile, moduleKindOf, supportedExtensions } from "./ModuleKind.ts"
 import type { ModuleKind, PipelineError } from "./pipelines/Pipeline.ts"
 import * as Standard from "./pipelines/Standard.ts"
+import * as SourceMaps from "./SourceMaps.ts"
 import { fromThrown, inModuleSource, inTemplate } from "./TranspileErrors.ts"
 import { isMainThread } from "node:worker_threads"
 import { timed, transpileTimeOf } from "./TranspileMetrics.ts"
@@ -71,7 +72,8 @@ export {
   maxSourceBytesConfig,
   optionsConfig,
   pipelineNameConfig,
-  pipelineOf
+  pipelineOf,
+  sourceMapsConfig
 } from "./TranspilerOptions.ts"
 
 /**
@@ -84,14 +86,15 @@ export const make = (options: BabelTranspilerOptions = {}): Effect.Effect<Transp
   Effect.map(pipelineOf(options), (pipeline) => {
     const limit = options.maxSourceBytes ?? defaultMaxSourceBytes
     const engine = engineOf(pipeline, options)
-    const fingerprint = fingerprintOfPipeline(pipeline, engine)
+    const sourceMaps = options.sourceMaps ?? true
+    const fingerprint = fingerprintOfPipeline(pipeline, engine, sourceMaps)
     const contentTag = ContentTag.make()
 
     const preprocess = (path: string, source: string, kind: ModuleKind): ContentTag.Preprocessed | undefined =>
       hasTemplates(kind) ? contentTag.process(source, path) : undefined
 
     /** The native engine; Babel's standard pipeline for a module with decorators or `accessor` fields. */
-    const runNative = (path: string, source: string, kind: ModuleKind): TranspiledModule => {
+    const runNative = (path: string, source: string, kind: ModuleKind): Babel.Compiled => {
       const preprocessed = preprocess(path, source, kind)
       const code = preprocessed?.code ?? source
       let keep: ReadonlyArray<string> = []
@@ -103,10 +106,15 @@ export const make = (options: BabelTranspilerOptions = {}): Effect.Effect<Transp
         }))
         keep = Oxc.templateKeepers(path, code, source, templates)
       }
-      const result = Oxc.compile(path, code, kind === "ts" || kind === "gts", keep)
+      const result = Oxc.compile(path, code, kind === "ts" || kind === "gts", keep, sourceMaps)
       switch (result._tag) {
-        case "Compiled":
-          return javascriptModule(source, result.code, result.dependencyKeys)
+        case "Compiled": {
+          const module = javascriptModule(source, result.code, result.dependencyKeys)
+          if (result.map === undefined || preprocessed === undefined) return { module, map: result.map }
+          // oxc maps to content-tag's code, whose map goes on to the `.gts` source.
+          const inner = SourceMaps.parseMap(preprocessed.map)
+          return { module, map: inner === undefined ? undefined : SourceMaps.compose(result.map, inner) }
+        }
         case "NativeSyntaxError":
           throw inModuleSource(
             new TranspileError({
@@ -118,28 +126,34 @@ export const make = (options: BabelTranspilerOptions = {}): Effect.Effect<Transp
             preprocessed
           )
         case "Fallback":
-          return Babel.run(pipeline, { path, source, kind, preprocessed })
+          return Babel.run(pipeline, { path, source, kind, preprocessed, sourceMaps })
       }
     }
 
-    const runSync = (path: string, source: string, kind: ModuleKind): TranspiledModule =>
+    const runSync = (path: string, source: string, kind: ModuleKind): Babel.Compiled =>
       engine === "native"
         ? runNative(path, source, kind)
-        : Babel.run(pipeline, { path, source, kind, preprocessed: preprocess(path, source, kind) })
+        : Babel.run(pipeline, { path, source, kind, preprocessed: preprocess(path, source, kind), sourceMaps })
 
     // Plugins that load asynchronously (the template compiler's) need transformAsync.
-    const runAsync = (path: string, source: string, kind: ModuleKind): Effect.Effect<TranspiledModule, TranspileError> =>
+    const runAsync = (path: string, source: string, kind: ModuleKind): Effect.Effect<Babel.Compiled, TranspileError> =>
       Effect.flatMap(
         Effect.try({ try: () => preprocess(path, source, kind), catch: fromThrown(path, undefined) }),
         (preprocessed) =>
           Effect.tryPromise({
-            try: () => Babel.runAsync(pipeline, { path, source, kind, preprocessed }),
+            try: () => Babel.runAsync(pipeline, { path, source, kind, preprocessed, sourceMaps }),
             catch: (cause) => {
               const error = fromThrown(path, preprocessed)(cause)
               return preprocessed ? inTemplate(error, source, () => contentTag.templates(source, path), cause) : error
             }
           })
       )
+
+    /** The module with its map and the comment that names it (see `SourceMaps`), when maps are on. */
+    const mapped = (path: string, source: string, module: TranspiledModule, map: SourceMaps.RawSourceMap | undefined) =>
+      map === undefined
+        ? module
+        : SourceMaps.withSourceMap(module, path, source, map, moduleVersion(hashSource(source), fingerprint))
 
     // Data-first withSpan, as elsewhere in the library: the pipeable form captures a stack
     // trace on every call.
@@ -157,17 +171,19 @@ export const make = (options: BabelTranspilerOptions = {}): Effect.Effect<Transp
           )
         }
         if (source.trim() === "" || isDeclarationFile(path)) return Effect.succeed(javascriptModule(source, "", []))
-        if (pipeline.async) return runAsync(path, source, kind)
-        return Effect.try({ try: () => runSync(path, source, kind), catch: fromThrown(path, undefined) })
+        const compiled = pipeline.async
+          ? runAsync(path, source, kind)
+          : Effect.try({ try: () => runSync(path, source, kind), catch: fromThrown(path, undefined) })
+        return Effect.map(compiled, ({ map, module }) => mapped(path, source, module, map))
       }), "Transpiler.transpile", {
         attributes: { "mtc.path": path, "mtc.engine": engine, "mtc.pipeline": pipeline.name },
         captureStackTrace: false
       })
 
     // Timed here only in-process: a worker's transpiles are timed by the pool, in the main thread.
-    if (!isMainThread) return Transpiler.of({ fingerprint, transpile })
+    if (!isMainThread) return Transpiler.of({ fingerprint, sourceMaps, transpile })
     const time = transpileTimeOf(pipeline.name, engine)
-    return Transpiler.of({ fingerprint, transpile: (input) => timed(time, transpile(input)) })
+    return Transpiler.of({ fingerprint, sourceMaps, transpile: (input) => timed(time, transpile(input)) })
   })
 
 /** A layer of the Babel {@link Transpiler}. */
@@ -176,7 +192,7 @@ export const layer = (options: BabelTranspilerOptions = {}): Layer.Layer<Transpi
 
 /**
  * A layer of the Babel {@link Transpiler}, its options read from `MTC_MAX_SOURCE_BYTES`,
- * `MTC_PIPELINE`, `MTC_ENGINE`, `MTC_EMBER_SOURCE` and `MTC_HOST_PACKAGES`.
+ * `MTC_PIPELINE`, `MTC_ENGINE`, `MTC_EMBER_SOURCE`, `MTC_HOST_PACKAGES` and `MTC_SOURCE_MAPS`.
  */
 export const layerConfig: Layer.Layer<Transpiler, Config.ConfigError | PipelineError> = Layer.effect(
   Transpiler,

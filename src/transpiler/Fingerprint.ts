@@ -14,6 +14,7 @@ import * as Oxc from "./engines/Oxc.ts"
 import { kindsByExtension } from "./ModuleKind.ts"
 import { type Pipeline, type PipelineError, readVersion, versionOf } from "./pipelines/Pipeline.ts"
 import * as Standard from "./pipelines/Standard.ts"
+import { sourceMapConfig } from "./SourceMaps.ts"
 import { type BabelTranspilerOptions, engineOf, pipelineOf } from "./TranspilerOptions.ts"
 
 /** What a fingerprint is computed from. */
@@ -51,15 +52,22 @@ const transpilerConfig = {
   declarationFiles: "empty"
 } as const
 
-/** The configuration of a pipeline as it goes into the fingerprint: the pipeline's own and the transpiler's. */
-export const configOf = (pipeline: Pipeline): typeof transpilerConfig & { readonly pipeline: unknown } => ({
+/**
+ * The configuration of a pipeline as it goes into the fingerprint: the pipeline's own and the
+ * transpiler's, and that of source maps when they are on (the default).
+ */
+export const configOf = (
+  pipeline: Pipeline,
+  sourceMaps = true
+): typeof transpilerConfig & { readonly pipeline: unknown; readonly sourceMaps?: typeof sourceMapConfig } => ({
   ...transpilerConfig,
-  pipeline: pipeline.config
+  pipeline: pipeline.config,
+  ...(sourceMaps ? { sourceMaps: sourceMapConfig } : {})
 })
 
 /**
  * Everything besides package versions that decides the output of the `standard`
- * pipeline with its default (native) engine. It goes into the fingerprint.
+ * pipeline with its default (native) engine and source maps. It goes into the fingerprint.
  */
 export const pipelineConfig = { ...configOf(Standard.make()), engine: Oxc.config }
 
@@ -93,16 +101,17 @@ export const versionsOf = (pipeline: Pipeline): Readonly<Record<string, string>>
 export const pipelineVersions = (): Readonly<Record<string, string>> => ({ ...versionsOf(Standard.make()), ...Oxc.versions() })
 
 /**
- * The fingerprint of a pipeline run by an engine. With the Babel engine it is what it
- * always was; the native engine adds its configuration and the oxc packages' versions.
+ * The fingerprint of a pipeline run by an engine, with source maps or without. With the Babel
+ * engine and no maps it is what it always was; the native engine adds its configuration and
+ * the oxc packages' versions, and maps add their configuration (the code ends with a comment).
  */
-export const fingerprintOfPipeline = (pipeline: Pipeline, engine: Oxc.EngineName): string =>
+export const fingerprintOfPipeline = (pipeline: Pipeline, engine: Oxc.EngineName, sourceMaps = true): string =>
   engine === "native"
     ? fingerprintOf({
       versions: { ...versionsOf(pipeline), ...Oxc.versions() },
-      config: { ...configOf(pipeline), engine: Oxc.config }
+      config: { ...configOf(pipeline, sourceMaps), engine: Oxc.config }
     })
-    : fingerprintOf({ versions: versionsOf(pipeline), config: configOf(pipeline) })
+    : fingerprintOf({ versions: versionsOf(pipeline), config: configOf(pipeline, sourceMaps) })
 
 /** The fingerprint of the `standard` pipeline as installed. */
 export const pipelineFingerprint = (): string => fingerprintOfPipeline(Standard.make(), Oxc.defaultEngine)
@@ -114,4 +123,4 @@ export const pipelineFingerprint = (): string => fingerprintOfPipeline(Standard.
  * thread and process.
  */
 export const fingerprintFor = (options: BabelTranspilerOptions = {}): Effect.Effect<string, PipelineError> =>
-  Effect.map(pipelineOf(options), (pipeline) => fingerprintOfPipeline(pipeline, engineOf(pipeline, options)))
+  Effect.map(pipelineOf(options), (pipeline) => fingerprintOfPipeline(pipeline, engineOf(pipeline, options), options.sourceMaps ?? true))

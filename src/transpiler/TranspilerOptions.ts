@@ -40,6 +40,12 @@ export interface BabelTranspilerOptions {
    * `babel`. The `ember` and `boxel` pipelines always run Babel.
    */
   readonly engine?: Oxc.EngineName
+  /**
+   * Make a source map of every module, stored and served beside it and named by a
+   * `//# sourceMappingURL=` comment at the end of its code (default true). On and off are
+   * different fingerprints.
+   */
+  readonly sourceMaps?: boolean
 }
 
 /** The default pipeline of the transpiler and of the CLI. */
@@ -93,11 +99,18 @@ export const emberSourceConfig: Config.Config<Option.Option<string>> = Config.op
 /** The host's `node_modules` from `MTC_HOST_PACKAGES`, if set. */
 export const hostPackagesConfig: Config.Config<Option.Option<string>> = Config.option(Config.String("MTC_HOST_PACKAGES"))
 
-/** The options from `MTC_MAX_SOURCE_BYTES`, `MTC_PIPELINE`, `MTC_ENGINE`, `MTC_EMBER_SOURCE` and `MTC_HOST_PACKAGES`. */
+/** Whether modules get source maps, from `MTC_SOURCE_MAPS` (`true`/`false`, also `on`/`off`, `1`/`0`), on when unset. */
+export const sourceMapsConfig: Config.Config<boolean> = Config.Boolean("MTC_SOURCE_MAPS").pipe(Config.withDefault(true))
+
+/**
+ * The options from `MTC_MAX_SOURCE_BYTES`, `MTC_PIPELINE`, `MTC_ENGINE`, `MTC_EMBER_SOURCE`,
+ * `MTC_HOST_PACKAGES` and `MTC_SOURCE_MAPS`.
+ */
 export const optionsConfig: Config.Config<BabelTranspilerOptions> = Config.all({
   maxSourceBytes: maxSourceBytesConfig,
   pipeline: pipelineNameConfig,
   engine: engineConfig,
+  sourceMaps: sourceMapsConfig,
   emberSource: emberSourceConfig,
   hostPackages: hostPackagesConfig
 }).pipe(Config.map(({ emberSource, hostPackages, ...rest }) => ({

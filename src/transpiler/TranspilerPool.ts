@@ -165,7 +165,8 @@ export const makePool = Effect.fnUntraced(function*(options: TranspilerPoolOptio
   // Computed in-process: the same options give the same fingerprint everywhere.
   const pipeline = yield* BabelTranspiler.pipelineOf(transpilerOptions)
   const engine = BabelTranspiler.engineOf(pipeline, transpilerOptions)
-  const fingerprint = BabelTranspiler.fingerprintOfPipeline(pipeline, engine)
+  const sourceMaps = transpilerOptions.sourceMaps ?? true
+  const fingerprint = BabelTranspiler.fingerprintOfPipeline(pipeline, engine, sourceMaps)
   const size = Math.max(1, options.workers ?? defaults.workers)
   const timeoutMillis = Duration.toMillis(Duration.fromInputUnsafe(options.timeout ?? defaults.timeout))
   const maxQueue = Math.max(0, options.maxQueue ?? defaults.maxQueue)
@@ -447,7 +448,7 @@ export const makePool = Effect.fnUntraced(function*(options: TranspilerPoolOptio
   })
 
   return {
-    service: Transpiler.of({ fingerprint, transpile }),
+    service: Transpiler.of({ fingerprint, sourceMaps, transpile }),
     state: () => ({ workers: size, busy, queued, restarts })
   } satisfies TranspilerPool
 })

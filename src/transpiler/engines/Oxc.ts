@@ -21,6 +21,7 @@ import { parseSync } from "oxc-parser"
 import { transformSync, type TransformOptions } from "oxc-transform"
 import { versionOf } from "../pipelines/Pipeline.ts"
 import { loadGlimmerSyntax, mentions, templateCompilerModule } from "../pipelines/Standard.ts"
+import { type RawSourceMap, truncated } from "../SourceMaps.ts"
 
 /** The engines of the `standard` pipeline: `native` (oxc) or `babel`. */
 export const engineNames = ["native", "babel"] as const
@@ -76,7 +77,13 @@ export interface NativeSyntaxError {
 
 /** What the native engine made of a module. */
 type NativeResult =
-  | { readonly _tag: "Compiled"; readonly code: string; readonly dependencyKeys: ReadonlyArray<string> }
+  | {
+    readonly _tag: "Compiled"
+    readonly code: string
+    readonly dependencyKeys: ReadonlyArray<string>
+    /** The map of `code` back to the code compiled, when asked for. */
+    readonly map: RawSourceMap | undefined
+  }
   | { readonly _tag: "Fallback" }
   | NativeSyntaxError
 
@@ -301,13 +308,14 @@ const nestsDeeperThan = (text: string, limit: number): boolean => {
 
 /**
  * Compiles a module's code (TypeScript when `typescript`, else JavaScript) with oxc, keeping
- * the imports named in `keep` as if the code used them.
+ * the imports named in `keep` as if the code used them, with a source map when `sourceMaps`.
  */
 export const compile = (
   path: string,
   code: string,
   typescript: boolean,
-  keep: ReadonlyArray<string>
+  keep: ReadonlyArray<string>,
+  sourceMaps = false
 ): NativeResult => {
   // A decorator (also one on a `declare` field, which oxc drops and Babel rejects), an
   // `accessor` field or a parameter property: Babel compiles the module.
@@ -319,7 +327,7 @@ export const compile = (
   }).program)) return { _tag: "Fallback" }
   const input = keep.length === 0 ? code : `${code}\nvoid function ${keeperName}() { ${keep.join("; ")}; };\n`
   const filename = typescript ? `${path}.ts` : `${path}.js`
-  const result = transformSync(filename, input, { ...transformOptions, lang: typescript ? "ts" : "js" })
+  const result = transformSync(filename, input, { ...transformOptions, sourcemap: sourceMaps, lang: typescript ? "ts" : "js" })
   const error = result.errors.find((e) => e.severity === "Error")
   if (error !== undefined) {
     const offset = error.labels[0]?.start
@@ -335,5 +343,8 @@ export const compile = (
   output = output.replace(/\n+$/, "")
   const dependencyKeys = dependencyKeysByLexer(output) ??
     dependencyKeysOfModuleRecords(output, parseSync(`${path}.js`, output, { lang: "js", sourceType: "module" }).module)
-  return { _tag: "Compiled", code: output, dependencyKeys }
+  // The map of what was cut off (the keeper, the trailing newlines) goes too.
+  const lines = output.split("\n")
+  const map = result.map === undefined ? undefined : truncated(result.map, lines.length, lines[lines.length - 1]!.length)
+  return { _tag: "Compiled", code: output, dependencyKeys, map }
 }
