@@ -57,10 +57,12 @@ const fits = (mappings: SourceMapMappings, generated: ReadonlyArray<number>, ori
   for (let line = 0; line < mappings.length; line++) {
     const width = generated[line]!
     for (const segment of mappings[line]!) {
-      if (segment[0] > width) return false
+      if (!(segment[0] >= 0 && segment[0] <= width)) return false
       if (segment.length === 1) continue
       const [, source, originalLine, originalColumn] = segment
-      if (source !== 0 || originalLine! >= original.length || originalColumn! > original[originalLine!]!) return false
+      if (segment.length > 5 || source !== 0 || originalLine === undefined || originalColumn === undefined) return false
+      if (!(originalLine >= 0 && originalLine < original.length && originalColumn >= 0)) return false
+      if (originalColumn > original[originalLine]!) return false
     }
   }
   return true
@@ -71,7 +73,8 @@ const fits = (mappings: SourceMapMappings, generated: ReadonlyArray<number>, ori
  * the module's file name as `file` and its one source, the source's text as `sourcesContent`.
  */
 export const servedMap = (path: string, source: string, code: string, map: RawSourceMap): string | undefined => {
-  if (map.version !== 3 || map.sources.length !== 1) return undefined
+  // The decoder reads any character as a digit: only base64 VLQ and separators are mappings.
+  if (map.version !== 3 || map.sources.length !== 1 || !/^[A-Za-z0-9+/,;]*$/.test(map.mappings)) return undefined
   let mappings: SourceMapMappings
   try {
     mappings = decode(map.mappings)

@@ -1,0 +1,2 @@
+import { decode } from "@jridgewell/sourcemap-codec"
+console.log(JSON.stringify(decode("!!")))

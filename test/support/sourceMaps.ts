@@ -1,0 +1,38 @@
+/**
+ * Reading a served module through its source map, as devtools do: where the comment at the end
+ * of its code points, and where a position of the code comes from in the source.
+ */
+import { originalPositionFor, TraceMap } from "@jridgewell/trace-mapping"
+
+/** The map URL a module's `//# sourceMappingURL=` comment names, resolved against the module's URL. */
+export const mapUrlOf = (moduleUrl: string, body: string): string | undefined => {
+  const match = /\n\/\/# sourceMappingURL=(\S+)$/.exec(body)
+  return match === null ? undefined : new URL(match[1]!, moduleUrl).href
+}
+
+/** The 1-based line and 0-based column of a UTF-16 offset of a text. */
+export const positionAt = (text: string, offset: number): { readonly line: number; readonly column: number } => {
+  const lines = text.slice(0, offset).split("\n")
+  return { line: lines.length, column: lines[lines.length - 1]!.length }
+}
+
+/** Where the first occurrence of `needle` in the code comes from in the source (1-based line, 0-based column). */
+export const originalOf = (code: string, map: string, needle: string): { readonly line: number; readonly column: number } => {
+  const at = code.indexOf(needle)
+  if (at === -1) throw new Error(`${needle} is not in the code`)
+  return originalAt(code, map, at)
+}
+
+/** Where a UTF-16 offset of the code comes from in the source. */
+export const originalAt = (code: string, map: string, offset: number): { readonly line: number; readonly column: number } => {
+  const found = originalPositionFor(new TraceMap(map), positionAt(code, offset))
+  if (found.line === null || found.column === null) throw new Error(`no mapping at offset ${offset}`)
+  return { line: found.line, column: found.column }
+}
+
+/** The position of the first occurrence of `needle` in the source. */
+export const sourcePositionOf = (source: string, needle: string): { readonly line: number; readonly column: number } => {
+  const at = source.indexOf(needle)
+  if (at === -1) throw new Error(`${needle} is not in the source`)
+  return positionAt(source, at)
+}
