@@ -15,7 +15,7 @@
  * Needs `wrk` and `nginx` (`apt-get install wrk nginx-light`); says so and stops without them.
  * Run: npx node scratchpad/bench-compression.ts (BENCH_ROUNDS=3)
  */
-import { type ChildProcess, execFileSync } from "node:child_process"
+import type { ChildProcess } from "node:child_process"
 import { cpSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join, relative, sep } from "node:path"
@@ -26,18 +26,12 @@ import { which } from "../test/support/prerequisites.ts"
 import { root, startServer } from "../test/support/server.ts"
 import { median } from "./bench-l1.ts"
 import { get, spawnListening, stop } from "./bench-hot-path.ts"
-import { hasWrk } from "./wrk-graph.ts"
+import { hasWrk, wrkRate } from "./wrk-graph.ts"
 
 const ROUNDS = Number(process.env["BENCH_ROUNDS"] ?? 3)
 const WRK_ARGS = ["-t1", "-c32", "-d4s"]
 
-const wrk = (url: string, headers: Record<string, string> = {}): number => {
-  const args = [...WRK_ARGS, ...Object.entries(headers).flatMap(([k, v]) => ["-H", `${k}: ${v}`]), url]
-  const out = execFileSync("wrk", args, { encoding: "utf8" })
-  const errors = /Non-2xx or 3xx responses:\s+(\d+)/.exec(out)?.[1]
-  if (errors !== undefined) throw new Error(`wrk ${url}: ${errors} non-2xx answers`)
-  return Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? "0")
-}
+const wrk = (url: string, headers: Record<string, string> = {}): number => wrkRate(url, WRK_ARGS, headers)
 
 /** A TypeScript module of about 12 KiB (the hot-path bench's). */
 const twelveKiB = (): string => {

@@ -1,11 +1,13 @@
 /**
  * Vite's dev server over a directory, for the hot-path benchmark: its per-request source
  * maps off (`esbuild.sourcemap: false`, so that its bodies are the transpiled module alone), no HMR, no dependency
- * pre-bundling. Prints `listening on http://127.0.0.1:PORT/`.
- * Run: node scratchpad/vite-dev-server.ts ROOT
+ * pre-bundling. With `--stock`, Vite as it comes: each JavaScript answer with its source map
+ * inline (a base64 `data:` URL). Prints `listening on http://127.0.0.1:PORT/`.
+ * Run: node scratchpad/vite-dev-server.ts ROOT [--stock]
  */
 import { createServer } from "vite"
 
+const stock = process.argv.includes("--stock")
 const server = await createServer({
   root: process.argv[2] ?? ".",
   configFile: false,
@@ -17,12 +19,14 @@ const server = await createServer({
   // Vite 7's `esbuild: { sourcemap: false }`. Vite 8 transforms TypeScript with oxc and
   // ignores that option, so a last plugin also declares "no source map" (an empty mapping,
   // which Vite neither combines nor appends).
-  esbuild: { sourcemap: false },
-  plugins: [{
-    name: "no-source-maps",
-    enforce: "post",
-    transform: (code) => ({ code, map: { mappings: "" } })
-  }]
+  ...(stock ? {} : {
+    esbuild: { sourcemap: false },
+    plugins: [{
+      name: "no-source-maps",
+      enforce: "post",
+      transform: (code: string) => ({ code, map: { mappings: "" } })
+    }]
+  })
 })
 await server.listen()
 const address = server.httpServer?.address()

@@ -29,6 +29,14 @@ export const hasWrk = (): boolean => {
   }
 }
 
+/** Requests per second `wrk` (with `args`, e.g. `-t1 -c32 -d4s`) gets from one URL; throws on any non-2xx/3xx answer. */
+export const wrkRate = (url: string, args: ReadonlyArray<string>, headers: Record<string, string> = {}): number => {
+  const out = execFileSync("wrk", [...args, ...Object.entries(headers).flatMap(([k, v]) => ["-H", `${k}: ${v}`]), url], { encoding: "utf8" })
+  const errors = /Non-2xx or 3xx responses:\s+(\d+)/.exec(out)?.[1]
+  if (errors !== undefined) throw new Error(`wrk ${url}: ${errors} non-2xx answers`)
+  return Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? "0")
+}
+
 /** The result of one graph load. */
 export interface GraphLoad {
   /** First request to last response, in milliseconds. */

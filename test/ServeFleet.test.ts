@@ -113,6 +113,10 @@ describe("a fleet of three serve processes on Postgres", () => {
     // Each row carries both forms, and a form of every size under its body's.
     expect(psql(`SELECT count(*) FROM module_transpile_cache WHERE canonical_path LIKE 'herd/%'
       AND octet_length(body_br) < octet_length(body) AND octet_length(body_gzip) < octet_length(body)`, dbUrl)).toBe(String(moduleCount))
+    // ...and its source map, made in the same transpile: one per version in the fleet, none left unmapped.
+    expect(psql(`SELECT count(*) FROM module_transpile_cache WHERE canonical_path LIKE 'herd/%'
+      AND source_map::json->>'version' = '3' AND body LIKE '%//# sourceMappingURL=%.map?_v=%'`, dbUrl)).toBe(String(moduleCount))
+    expect(await metricTotal("module_cache_unmapped_total")).toBe(0)
     // Every body is real transpiled output.
     expect(samples[0]!.body).toContain("export function f0(a, b)")
     const perServer = await Promise.all(servers.map(stats))

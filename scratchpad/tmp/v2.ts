@@ -1,2 +1,0 @@
-import { decode } from "@jridgewell/sourcemap-codec"
-console.log(JSON.stringify(decode("!!")))
