@@ -115,7 +115,7 @@ export class ModuleCache extends Context.Service<ModuleCache, {
   readonly preload: (realmUrls: string | ReadonlyArray<string>) => Effect.Effect<Preload.PreloadSummary>
   /**
    * Synchronous: the key's current L1 entry by its id (`keyString(key)`), marked as used,
-   * or undefined. Not counted: a caller that answers with it calls {@link countL1Hit}.
+   * or undefined. Not counted: a caller that answers with it calls `countL1Hit`.
    * Invalidations drop L1 entries synchronously, so an entry returned here is never older
    * than the last `invalidate` that returned (for the HTTP fast path; see `FastPath`).
    */
