@@ -3,7 +3,7 @@
  *
  * Provide `ModuleCacheLive.layer(store)` (with a `Transpiler` and your `ModuleSources`) to
  * your server. The test doubles (memory layers, `TestTranspiler`) are in
- * `module-transpile-cache/testing` (`./testing.ts`). See the README.
+ * `module-transpile-cache/testing` (`./testing.ts`). See the README and docs/library.md.
  *
  * @since 0.1.0
  */

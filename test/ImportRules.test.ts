@@ -1,5 +1,5 @@
 /**
- * The folder import rules of the README's code map, checked on every relative import
+ * The folder import rules of the code map (docs/contributing.md), checked on every relative import
  * (type-only ones too) of every file under src/ and migrations/.
  */
 import { readdirSync, readFileSync } from "node:fs"

@@ -115,7 +115,7 @@ export class ModuleCache extends Context.Service<ModuleCache, {
   readonly preload: (realmUrls: string | ReadonlyArray<string>) => Effect.Effect<Preload.PreloadSummary>
   /**
    * Synchronous: the key's current L1 entry by its id (`keyString(key)`), marked as used,
-   * or undefined. Not counted: a caller that answers with it calls {@link countL1Hit}.
+   * or undefined. Not counted: a caller that answers with it calls `countL1Hit`.
    * Invalidations drop L1 entries synchronously, so an entry returned here is never older
    * than the last `invalidate` that returned (for the HTTP fast path; see `FastPath`).
    */
@@ -153,7 +153,7 @@ export interface RealmUsage {
   readonly versions: ReadonlyArray<StoredVersion>
 }
 
-/** Tuning of a ModuleCache. Every field has a default; see the README for the environment names. */
+/** Tuning of a ModuleCache. Every field has a default; see docs/configuration.md for the environment names. */
 export interface ModuleCacheOptions {
   /** Bound on L1's total bytes: bodies, their compressed forms and maps (default 64 MiB; 0 disables L1). */
   readonly l1MaxBytes?: number
@@ -759,7 +759,7 @@ export const layer = (options?: ModuleCacheOptions): Layer.Layer<
   Transpiler | ModuleSources | TranspileStore | Coordinator | Invalidations
 > => Layer.effect(ModuleCache, make(options))
 
-/** Reads {@link ModuleCacheOptions} from the environment (see the README for the names). */
+/** Reads {@link ModuleCacheOptions} from the environment (see docs/configuration.md for the names). */
 export const optionsConfig: Config.Config<ModuleCacheOptions> = Config.all({
   l1MaxBytes: Config.withDefault(Config.Int("MTC_L1_MAX_BYTES"), defaults.l1MaxBytes),
   // Left unset when absent: the store's layer may pick other defaults (behind a pooler).

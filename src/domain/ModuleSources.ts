@@ -8,7 +8,27 @@ import { Context, Effect, Layer } from "effect"
 import { hashSource, keyString, type ModuleKey, type ModuleSource } from "./Domain.ts"
 import { ModuleNotFoundError, type InvalidPathError, type SourceReadError, type SourceTooLargeError } from "./Errors.ts"
 
-/** Reads the current source of a module, with its hash. */
+/**
+ * Reads the current source of a module, with its hash: the one service a user implements.
+ *
+ * @example
+ * ```ts
+ * import { Effect, Layer } from "effect"
+ * import { Domain, Errors, ModuleSources } from "module-transpile-cache"
+ *
+ * // Your storage: here a Map; yours reads your realm's files or database.
+ * const myRealm = new Map([["components/card.ts", "export const title: string = \"card\"\n"]])
+ *
+ * const Sources = Layer.succeed(ModuleSources.ModuleSources, ModuleSources.ModuleSources.of({
+ *   read: (key) => {
+ *     const content = myRealm.get(key.path)
+ *     return content === undefined
+ *       ? Effect.fail(new Errors.ModuleNotFoundError({ path: key.path }))
+ *       : Effect.succeed({ key, content, hash: Domain.hashSource(content) })
+ *   }
+ * }))
+ * ```
+ */
 export class ModuleSources extends Context.Service<ModuleSources, {
   readonly read: (
     key: ModuleKey

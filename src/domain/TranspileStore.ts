@@ -138,7 +138,7 @@ export class TranspileStore extends Context.Service<TranspileStore, {
    */
   readonly write: (request: WriteRequest) => Effect.Effect<boolean, StoreError>
   /**
-   * Writes many rows at once, each exactly as {@link write} would (its own OCC check against
+   * Writes many rows at once, each exactly as `write` would (its own OCC check against
    * its key's generation and its realm's epoch), in fewer statements: whether each applied,
    * in the order of `requests`. Optional: a store without it is written one `write` at a time.
    */
@@ -151,7 +151,7 @@ export class TranspileStore extends Context.Service<TranspileStore, {
    * With `sourceHash` (the source that now stands, as an edit's invalidation names it), rows
    * that hold that source, or are tombstones awaiting it, are left as they are: they already
    * satisfy the edit. The others become tombstones awaiting it, which a write of that source
-   * may still fill (see {@link write}). Without it, every row goes.
+   * may still fill (see `write`). Without it, every row goes.
    */
   readonly tombstone: (key: ModuleKey, sourceHash?: string) => Effect.Effect<Tombstoned, StoreError>
   /** Wipes a realm (every version): tombstones its rows and bumps its epoch, so that every earlier capture fails to write. */

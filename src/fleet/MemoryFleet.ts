@@ -84,6 +84,42 @@ export const makeInvalidations = (fleet: MemoryFleet): Effect.Effect<Invalidatio
   })
 
 /** Coordinator and Invalidations of one member of the fleet. */
+/**
+ * A member's Coordinator and Invalidations on the fleet: give each cache of a test its own
+ * `layer(fleet)` over one {@link makeFleet}, and they coalesce and invalidate like processes
+ * sharing one Postgres.
+ *
+ * @example
+ * ```ts
+ * import { Effect, Layer } from "effect"
+ * import { Domain, ModuleCache, ModuleSources, TranspileStore } from "module-transpile-cache"
+ * import { MemoryFleet, MemoryTranspileStore, TestTranspiler } from "module-transpile-cache/testing"
+ *
+ * const key = Domain.moduleKey("memory://realm/", "a.ts")
+ * const fleet = MemoryFleet.makeFleet()
+ * const transpiler = TestTranspiler.make()
+ * const sources = ModuleSources.makeMemory([[key, "export const a = 1\n"]])
+ *
+ * // Two "processes": one shared L2 and one fleet, a cache each.
+ * const program = Effect.gen(function*() {
+ *   const store = yield* MemoryTranspileStore.make
+ *   const member = ModuleCache.layer().pipe(
+ *     Layer.provide(Layer.mergeAll(
+ *       Layer.succeed(TranspileStore.TranspileStore, store),
+ *       MemoryFleet.layer(fleet),
+ *       TestTranspiler.layer(transpiler),
+ *       ModuleSources.layerMemory(sources)
+ *     ))
+ *   )
+ *   const get = ModuleCache.ModuleCache.use((cache) => cache.get(key))
+ *   const [a, b] = yield* Effect.all([
+ *     get.pipe(Effect.provide(member)),
+ *     get.pipe(Effect.provide(member))
+ *   ], { concurrency: "unbounded" })
+ *   return { outcomes: [a.outcome, b.outcome], transpiles: transpiler.calls() } // transpiles: 1
+ * })
+ * ```
+ */
 export const layer = (fleet: MemoryFleet): Layer.Layer<Coordinator | Invalidations> =>
   Layer.merge(
     Layer.effect(Coordinator, makeCoordinator(fleet)),

@@ -54,7 +54,7 @@ export type PgFleetOptions = Tuning.Tuning<typeof defaults> & {
    * Solo mode (default false here; `ModuleCacheLive` turns it on, `MTC_FLEET_SOLO`): while no
    * other fleet session is on the database, locks are granted with no round trip, and a peer
    * that joins waits until every transpile granted that way has written its row (see
-   * {@link AdvisoryLockCoordinator}). Checked for peers at each heartbeat.
+   * `AdvisoryLockCoordinator`). Checked for peers at each heartbeat.
    */
   readonly solo?: boolean | undefined
   /**

@@ -169,7 +169,7 @@ export class RealmImportMap {
     Effect.map((build) => build.entries)
   )
 
-  /** The map's entries now, with the module each request path leads to (see {@link Build}). */
+  /** The map's entries now, with the module each request path leads to (see `Build`). */
   readonly build: Effect.Effect<Build> = Effect.suspend(() => {
     const realmUrl = this.files.realmUrl
     const known = this.files.knownPaths()

@@ -13,7 +13,7 @@ import * as FastPath from "./FastPath.ts"
 import { moduleEtag } from "./Responses.ts"
 
 /**
- * Preloads every mounted realm into L1 from L2 (see {@link ModuleCache.preload}) and logs a
+ * Preloads every mounted realm into L1 from L2 (see `ModuleCache.preload`) and logs a
  * summary. {@link layer} builds it after the realms are mounted (their watchers run) and
  * before it listens, so that an edit during the preload is never missed and the first request
  * already finds L1 warm.

@@ -467,7 +467,7 @@ export interface ServeOptions extends RealmOptions {
   readonly host?: string | undefined
   /**
    * How long a drain waits for the requests it accepted (default 10 s, `MTC_HTTP_DRAIN_TIMEOUT` in
-   * `serve`); past it their connections are closed. See {@link Listener}.
+   * `serve`); past it their connections are closed. See `Listener`.
    */
   readonly gracefulShutdownTimeout?: Duration.Input | undefined
   /**
@@ -485,7 +485,7 @@ export interface ServeOptions extends RealmOptions {
    */
   readonly fastPath?: FastPath.FastPathHandler | false | undefined
   /**
-   * Requests of the start's JIT warm-up ({@link JitWarmup}): answered on a throwaway
+   * Requests of the start's JIT warm-up (`JitWarmup`): answered on a throwaway
    * listener from the preloaded modules, before the server listens. Default 1000; 0 turns it off.
    */
   readonly warmupRequests?: number | undefined
@@ -606,7 +606,7 @@ export type ServeLayerError = RealmLayerError | HttpServerError.ServeError | Adm
 
 /**
  * Serves the realms on Node's HTTP server: {@link routes} and {@link preloader} over
- * {@link layerServices}. It listens only once the router is attached (see {@link Listener}), and
+ * {@link layerServices}. It listens only once the router is attached (see `Listener`), and
  * logs `listening on <url>` then. Closing the layer drains: it stops accepting, closes idle
  * keep-alive connections, answers every request it accepted (with `connection: close`), within
  * the graceful timeout; then it closes the cache and its store.

@@ -69,8 +69,8 @@ export type StoreChoice =
      * `"transaction"` when `url` points at a transaction pooler (PgBouncer in transaction
      * mode, RDS Proxy, ...): statements go unprepared and unpipelined, and, with no
      * `directUrl`, nothing relies on session state: coordination takes lease rows
-     * ({@link LeaseCoordinator}) and peers learn of invalidations from a polled log
-     * ({@link PolledInvalidations}). Migrations run through the pooler unchanged.
+     * (`LeaseCoordinator`) and peers learn of invalidations from a polled log
+     * (`PolledInvalidations`). Migrations run through the pooler unchanged.
      */
     readonly pooler?: "transaction"
     /**
@@ -298,7 +298,37 @@ export const services = (
   }
 }
 
-/** A ModuleCache over the chosen store, with the coordinator and invalidations that fit it. */
+/**
+ * A ModuleCache over the chosen store, with the coordinator and invalidations that fit it.
+ *
+ * @example
+ * ```ts
+ * import { Effect, Layer, Redacted } from "effect"
+ * import { Domain, ModuleCache, ModuleCacheLive, ModuleSources, TranspilerPool } from "module-transpile-cache"
+ *
+ * const key = Domain.moduleKey("https://my.realm/", "components/card.ts")
+ * const sources = ModuleSources.makeMemory([[key, "export const title: string = \"card\"\n"]])
+ *
+ * // A fleet on Postgres when DATABASE_URL is set; otherwise one process with L2 in memory.
+ * const databaseUrl = process.env.DATABASE_URL
+ * const store: ModuleCacheLive.StoreChoice = databaseUrl === undefined
+ *   ? { _tag: "memory" }
+ *   : { _tag: "postgres", url: Redacted.make(databaseUrl), maxConnections: 2 }
+ *
+ * const CacheLive = ModuleCacheLive.layer(store, { l1MaxBytes: 128 * 1024 * 1024 }).pipe(
+ *   Layer.provide(Layer.merge(TranspilerPool.layer(), ModuleSources.layerMemory(sources)))
+ * )
+ *
+ * const program = Effect.gen(function*() {
+ *   const cache = yield* ModuleCache.ModuleCache
+ *   const first = yield* cache.get(key) // "transpiled"
+ *   const second = yield* cache.get(key) // "l1"
+ *   return [first.outcome, second.outcome, second.module.body]
+ * })
+ *
+ * await Effect.runPromise(program.pipe(Effect.provide(CacheLive)))
+ * ```
+ */
 export const layer = (
   store: StoreChoice,
   options: ModuleCache.ModuleCacheOptions = {}

@@ -418,7 +418,7 @@ export class RealmFiles extends Context.Service<RealmFiles, {
   readonly knownPaths: () => ReadonlyArray<string>
   /** The content hash of a known path as last read. */
   readonly knownHash: (canonicalPath: string) => string | undefined
-  /** Forgets a path of {@link knownPaths} (its file is gone and its key invalidated). */
+  /** Forgets a path of `knownPaths` (its file is gone and its key invalidated). */
   readonly forget: (canonicalPath: string) => void
   /**
    * Successful resolutions are remembered, so that a warm request does no file-system I/O:

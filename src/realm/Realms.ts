@@ -65,7 +65,7 @@ export class NotMountedError extends Schema.TaggedError<NotMountedError>()("NotM
   }
 }
 
-/** Why {@link Realms.mount} fails: a bad mount, a taken one, or a directory that cannot be read. */
+/** Why `Realms.mount` fails: a bad mount, a taken one, or a directory that cannot be read. */
 export type MountError = InvalidMountError | MountConflictError | SourceReadError
 
 /**

@@ -221,5 +221,34 @@ export const make: Effect.Effect<TranspileStore["Service"]> = Effect.sync(() => 
   })
 })
 
-/** A layer with a fresh in-memory store. */
+/**
+ * A layer with a fresh in-memory store.
+ *
+ * @example
+ * ```ts
+ * import { Effect, Layer } from "effect"
+ * import { Coordinator, Domain, Invalidations, ModuleCache, ModuleSources } from "module-transpile-cache"
+ * import { MemoryTranspileStore, TestTranspiler } from "module-transpile-cache/testing"
+ *
+ * // One cache, everything in memory: a unit test's setup.
+ * const key = Domain.moduleKey("memory://realm/", "a.ts")
+ * const transpiler = TestTranspiler.make()
+ * const CacheTest = ModuleCache.layer().pipe(
+ *   Layer.provide(Layer.mergeAll(
+ *     MemoryTranspileStore.layer,
+ *     Coordinator.layerNone,
+ *     Invalidations.layerNone,
+ *     TestTranspiler.layer(transpiler),
+ *     ModuleSources.layerMemory(ModuleSources.makeMemory([[key, "export const a = 1\n"]]))
+ *   ))
+ * )
+ *
+ * const outcome = await Effect.runPromise(
+ *   Effect.gen(function*() {
+ *     const cache = yield* ModuleCache.ModuleCache
+ *     return (yield* cache.get(key)).outcome // "transpiled"
+ *   }).pipe(Effect.provide(CacheTest))
+ * )
+ * ```
+ */
 export const layer: Layer.Layer<TranspileStore> = Layer.effect(TranspileStore, make)

@@ -49,7 +49,7 @@ export interface PgliteClientConfig {
   /** Extra span attributes of every statement. */
   readonly spanAttributes?: Readonly<Record<string, unknown>> | undefined
   /**
-   * Whether PGlite runs in a worker thread of its own (see {@link PgliteWorker}), so that its
+   * Whether PGlite runs in a worker thread of its own (see `PgliteWorker`), so that its
    * statements never hold up the event loop (default false here; the embedded store turns it
    * on unless `MTC_PGLITE_WORKER=0`).
    */

@@ -83,11 +83,11 @@ export interface SqlStoreOptions {
   /**
    * Whether this store is the only writer of its table (the embedded store: its data directory
    * is locked to this process). A read of a row that is absent, or a tombstone, is then answered
-   * from memory ({@link RowCatalog}), without a statement. Default false.
+   * from memory (`RowCatalog`), without a statement. Default false.
    */
   readonly ownsTable?: boolean | undefined
   /**
-   * Whether the store keeps a {@link RowCatalog} for solo mode (Postgres): off until
+   * Whether the store keeps a `RowCatalog` for solo mode (Postgres): off until
    * `soloCatalog.enter`, which the fleet calls when this process becomes the only fleet
    * session; off again at `soloCatalog.leave`. Default false.
    */
@@ -297,7 +297,7 @@ const base64 = (bytes: Uint8Array | undefined): string | null =>
 
 /**
  * Makes the store over the `SqlClient` in context. The schema must exist: run
- * {@link Migrations.run} first, or use one of the layers, which do.
+ * `Migrations.run` first, or use one of the layers, which do.
  */
 export const make = (
   options: SqlStoreOptions

@@ -67,6 +67,27 @@ export const make = (options: { readonly fingerprint?: string } = {}): TestTrans
   }
 }
 
-/** A layer with the given test transpiler. */
+/**
+ * A layer with the given test transpiler.
+ *
+ * @example
+ * ```ts
+ * import { Deferred, Effect } from "effect"
+ * import { TestTranspiler } from "module-transpile-cache/testing"
+ *
+ * const transpiler = TestTranspiler.make()
+ * const TranspilerTest = TestTranspiler.layer(transpiler)
+ *
+ * // Hold every transpile until the test releases it, e.g. to see gets coalesce.
+ * const held = Effect.gen(function*() {
+ *   const gate = yield* transpiler.gate
+ *   // ... start gets that miss, then:
+ *   yield* Deferred.await(gate.started)
+ *   yield* Deferred.succeed(gate.release, undefined)
+ *   transpiler.ungate()
+ *   return transpiler.calls()
+ * })
+ * ```
+ */
 export const layer = (transpiler: TestTranspiler): Layer.Layer<Transpiler> =>
   Layer.succeed(Transpiler, transpiler.service)

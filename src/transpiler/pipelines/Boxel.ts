@@ -12,7 +12,7 @@
  * `import.meta.loader.import(new URL(x, import.meta.url).href)` when `x` is a path-like
  * string literal (`./`, `../`, `/`, or containing `://`), else `import.meta.loader.import(x)`.
  *
- * All run on Babel 8 (Boxel itself runs Babel 7.29; see the README). ember-concurrency,
+ * All run on Babel 8 (Boxel itself runs Babel 7.29; see docs/pipelines.md). ember-concurrency,
  * decorator-transforms and ember-source come from the host's `node_modules` when
  * `hostPackages` names it (see {@link HostPackages}).
  *
