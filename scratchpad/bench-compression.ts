@@ -16,44 +16,22 @@
  * Run: npx node scratchpad/bench-compression.ts (BENCH_ROUNDS=3)
  */
 import type { ChildProcess } from "node:child_process"
-import { cpSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs"
+import { cpSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
-import { join, relative, sep } from "node:path"
+import { join, sep } from "node:path"
 import { brotliCompressSync, constants, gzipSync } from "node:zlib"
 import { vendorEmber } from "../test/support/demo-vendor.ts"
 import { startNginx } from "../test/support/nginx.ts"
 import { which } from "../test/support/prerequisites.ts"
 import { root, startServer } from "../test/support/server.ts"
 import { median } from "./bench-l1.ts"
-import { get, spawnListening, stop } from "./bench-hot-path.ts"
+import { filesOf, get, spawnListening, stop, twelveKiB } from "./bench-hot-path.ts"
 import { hasWrk, wrkRate } from "./wrk-graph.ts"
 
 const ROUNDS = Number(process.env["BENCH_ROUNDS"] ?? 3)
 const WRK_ARGS = ["-t1", "-c32", "-d4s"]
 
 const wrk = (url: string, headers: Record<string, string> = {}): number => wrkRate(url, WRK_ARGS, headers)
-
-/** A TypeScript module of about 12 KiB (the hot-path bench's). */
-const twelveKiB = (): string => {
-  const lines: Array<string> = []
-  for (let i = 0; lines.join("").length < 12 * 1024; i++) lines.push(`export const value${i}: number = ${i} * 2 // a line of the benchmark module\n`)
-  return lines.join("")
-}
-
-/** Every file of a directory tree, as request paths. */
-const filesOf = (dir: string): Array<string> => {
-  const out: Array<string> = []
-  const walk = (at: string) => {
-    for (const name of readdirSync(at)) {
-      if (name.startsWith(".")) continue
-      const full = join(at, name)
-      if (statSync(full).isDirectory()) walk(full)
-      else out.push(`/${relative(dir, full).split(sep).join("/")}`)
-    }
-  }
-  walk(dir)
-  return out.sort()
-}
 
 const kib = (bytes: number) => `${(bytes / 1024).toFixed(0)} KiB`
 

@@ -9,10 +9,10 @@
  * Run: npx node scratchpad/bench-hot-path.ts
  */
 import { type ChildProcess, execFileSync, spawn } from "node:child_process"
-import { cpSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
+import { cpSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs"
 import * as http from "node:http"
 import { tmpdir } from "node:os"
-import { join } from "node:path"
+import { join, relative, sep } from "node:path"
 import { fileURLToPath } from "node:url"
 import { request, startServer } from "../test/support/server.ts"
 import { type BenchRow, median } from "./bench-l1.ts"
@@ -79,14 +79,32 @@ export const stop = (child: ChildProcess) =>
     setTimeout(() => child.kill("SIGKILL"), 3000).unref()
   })
 
-/** A TypeScript module of about 12 KiB, ending with a marker export. */
-const source = (marker: string): string => {
+/** A TypeScript module of about 12 KiB (the benches' warm-hit module). */
+export const twelveKiB = (): string => {
   const lines: Array<string> = []
   for (let i = 0; lines.join("").length < 12 * 1024; i++) {
     lines.push(`export const value${i}: number = ${i} * 2 // a line of the benchmark module\n`)
   }
-  return lines.join("") + `export const marker: string = "${marker}"\n`
+  return lines.join("")
 }
+
+/** Every file of a directory tree but dotfiles, as request paths, sorted. */
+export const filesOf = (dir: string): Array<string> => {
+  const out: Array<string> = []
+  const walk = (at: string) => {
+    for (const name of readdirSync(at)) {
+      if (name.startsWith(".")) continue
+      const full = join(at, name)
+      if (statSync(full).isDirectory()) walk(full)
+      else out.push(`/${relative(dir, full).split(sep).join("/")}`)
+    }
+  }
+  walk(dir)
+  return out.sort()
+}
+
+/** {@link twelveKiB}, ending with a marker export. */
+const source = (marker: string): string => twelveKiB() + `export const marker: string = "${marker}"\n`
 
 /** Milliseconds from writing the file to the first response with the new marker (median of EDITS). */
 const editToFresh = async (file: string, url: string): Promise<number> => {

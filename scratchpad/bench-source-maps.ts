@@ -16,38 +16,17 @@
  * Run: npx node scratchpad/bench-source-maps.ts (BENCH_ROUNDS=3)
  */
 import type { ChildProcess } from "node:child_process"
-import { cpSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs"
+import { cpSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
-import { join, relative, sep } from "node:path"
+import { join, sep } from "node:path"
 import { vendorEmber } from "../test/support/demo-vendor.ts"
 import { request, root, startServer, stopAll } from "../test/support/server.ts"
 import { median } from "./bench-l1.ts"
-import { get, spawnListening, stop } from "./bench-hot-path.ts"
+import { filesOf, get, spawnListening, stop, twelveKiB } from "./bench-hot-path.ts"
 import { hasWrk, wrkRate } from "./wrk-graph.ts"
 
 const ROUNDS = Number(process.env["BENCH_ROUNDS"] ?? 3)
 const WRK_ARGS = ["-t1", "-c32", "-d4s"]
-
-/** A TypeScript module of about 12 KiB (the hot-path bench's). */
-const twelveKiB = (): string => {
-  const lines: Array<string> = []
-  for (let i = 0; lines.join("").length < 12 * 1024; i++) lines.push(`export const value${i}: number = ${i} * 2 // a line of the benchmark module\n`)
-  return lines.join("")
-}
-
-const filesOf = (dir: string): Array<string> => {
-  const out: Array<string> = []
-  const walk = (at: string) => {
-    for (const name of readdirSync(at)) {
-      if (name.startsWith(".")) continue
-      const full = join(at, name)
-      if (statSync(full).isDirectory()) walk(full)
-      else out.push(`/${relative(dir, full).split(sep).join("/")}`)
-    }
-  }
-  walk(dir)
-  return out.sort()
-}
 
 const kib = (bytes: number) => `${(bytes / 1024).toFixed(1)} KiB`
 

@@ -17,40 +17,11 @@ import { type Browser, chromium } from "playwright-core"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { which } from "./support/prerequisites.ts"
 import { makeRealm, removeRealms, request, startServer, stopAll } from "./support/server.ts"
-import { sourcePositionOf } from "./support/sourceMaps.ts"
+import { cardSource, measureSource, sourcePositionOf } from "./support/sourceMaps.ts"
 
 const executablePath = process.env.CHROMIUM_PATH ?? which("chromium") ?? "/usr/bin/chromium"
 
-const measureSource = `import type { Thing } from "./thing.ts"
-type Shape = { readonly size: number }
-interface Box<T> {
-  readonly value: T
-  readonly label: string
-}
-export function measure(shape: Shape, box?: Box<Thing>): number {
-  if (shape.size < 0) {
-    throw new Error("ts-throw")
-  }
-  return shape.size + (box?.label.length ?? 0)
-}
-`
 
-const cardSource = `import Component from "@glimmer/component";
-interface Args { n: number }
-export default class Card extends Component<{ Args: Args }> {
-  <template>
-    <div class="card">
-      <span>{{this.label}}</span>
-      {{#if @n}}
-        <b>{{@n}}</b>
-      {{/if}}
-    </div>
-  </template>
-  get label(): string {
-    throw new Error("gts-throw");
-  }
-}
-`
 
 /** Code a loader fetches and evaluates as a script. */
 const evaluatedSource = `type N = number

@@ -17,7 +17,7 @@ import * as RealmServer from "../src/http/RealmServer.ts"
 import * as BabelTranspiler from "../src/transpiler/BabelTranspiler.ts"
 import type { BabelTranspilerOptions } from "../src/transpiler/TranspilerOptions.ts"
 import { eventually, freePort, makeRealm, type RawResponse, removeRealms, request } from "./support/server.ts"
-import { mapUrlOf, originalOf, sourcePositionOf } from "./support/sourceMaps.ts"
+import { cardSource, mapUrlOf, originalOf, sourcePositionOf } from "./support/sourceMaps.ts"
 
 const token = "source-map-test-admin-token-0123456789"
 const admin = { authorization: `Bearer ${token}` }
@@ -28,19 +28,6 @@ afterAll(async () => {
   removeRealms()
 })
 
-const cardSource = `import Component from "@glimmer/component";
-interface Args { n: number }
-export default class Card extends Component<{ Args: Args }> {
-  <template>
-    <div class="card">
-      {{this.label}}
-    </div>
-  </template>
-  get label(): string {
-    throw new Error("gts-throw");
-  }
-}
-`
 
 interface Served {
   readonly url: string
@@ -150,7 +137,8 @@ describe("source maps over HTTP", () => {
     const before = await request(served.url, "/card.gts")
     const oldMap = mapPathOf(served.url, "/card.gts", before.body)
     await fromFastPath(served, oldMap)
-    writeFileSync(path.join(realm, "card.gts"), `// a line above\n${cardSource}`)
+    const edited = `// a line above\n${cardSource}`
+    writeFileSync(path.join(realm, "card.gts"), edited)
     const after = await eventually(async () => {
       const response = await request(served.url, "/card.gts")
       return response.body === before.body ? undefined : response
@@ -163,7 +151,8 @@ describe("source maps over HTTP", () => {
     expect(newMap).not.toBe(oldMap)
     const map = await request(served.url, newMap)
     const needle = `throw new Error("gts-throw")`
-    expect(originalOf(after.body, map.body, needle)).toEqual({ line: 11, column: 4 })
+    expect(originalOf(after.body, map.body, needle)).toEqual(sourcePositionOf(edited, needle))
+    expect(sourcePositionOf(edited, needle).line).toBe(sourcePositionOf(cardSource, needle).line + 1)
   })
 
   it("a map of no module is a 404 JSON; a file named like a map is served as a file when its module has none", async () => {

@@ -14,40 +14,9 @@ import { versionOfEtag } from "../src/http/ImmutableUrls.ts"
 import * as BabelTranspiler from "../src/transpiler/BabelTranspiler.ts"
 import type { BabelTranspilerOptions } from "../src/transpiler/TranspilerOptions.ts"
 import { codeOf, servedMap, withSourceMap } from "../src/transpiler/SourceMaps.ts"
-import { originalAt, originalOf, sourcePositionOf } from "./support/sourceMaps.ts"
+import { cardSource, measureSource, originalAt, originalOf, sourcePositionOf } from "./support/sourceMaps.ts"
 
-/** A throw below type-only imports, a type alias and a multi-line interface. */
-const typedSource = `import type { Thing } from "./thing.ts"
-type Shape = { readonly size: number }
-interface Box<T> {
-  readonly value: T
-  readonly label: string
-}
-export function measure(shape: Shape, box: Box<Thing>): number {
-  if (shape.size < 0) {
-    throw new Error("ts-throw")
-  }
-  return shape.size + box.label.length
-}
-`
 
-/** A throw in a method below a multi-line `<template>`. */
-const componentSource = `import Component from "@glimmer/component";
-interface Args { n: number }
-export default class Card extends Component<{ Args: Args }> {
-  <template>
-    <div class="card">
-      <span>{{this.label}}</span>
-      {{#if @n}}
-        <b>{{@n}}</b>
-      {{/if}}
-    </div>
-  </template>
-  get label(): string {
-    throw new Error("gts-throw");
-  }
-}
-`
 
 const pipelines: ReadonlyArray<{ readonly name: string; readonly options: BabelTranspilerOptions }> = [
   { name: "standard, native", options: { pipeline: "standard", engine: "native" } },
@@ -64,8 +33,8 @@ describe("source maps", () => {
     it.effect(`${name}: a throw in a .ts and in a .gts lands on its own line and column`, () =>
       Effect.gen(function*() {
         for (const [path, source, needle] of [
-          ["lib/measure.ts", typedSource, `throw new Error("ts-throw")`],
-          ["lib/card.gts", componentSource, `throw new Error("gts-throw")`]
+          ["lib/measure.ts", measureSource, `throw new Error("ts-throw")`],
+          ["lib/card.gts", cardSource, `throw new Error("gts-throw")`]
         ] as const) {
           const { module, t } = yield* transpile(options, path, source)
           const file = path.split("/").pop()!
@@ -80,7 +49,7 @@ describe("source maps", () => {
 
   it.effect("the version in the comment is the module's immutable version (its ETag's first 16 hex digits)", () =>
     Effect.gen(function*() {
-      const { module, t } = yield* transpile({}, "a.ts", typedSource)
+      const { module, t } = yield* transpile({}, "a.ts", measureSource)
       const version = versionOfEtag(moduleEtag({ sourceHash: module.sourceHash, fingerprint: t.fingerprint }))
       expect(module.body).toContain(`?_v=${version}`)
     }))
@@ -88,8 +57,8 @@ describe("source maps", () => {
   it.effect("off: no map, no comment, the code as before, and another fingerprint", () =>
     Effect.gen(function*() {
       for (const { options } of pipelines) {
-        const on = yield* transpile(options, "card.gts", componentSource)
-        const off = yield* transpile({ ...options, sourceMaps: false }, "card.gts", componentSource)
+        const on = yield* transpile(options, "card.gts", cardSource)
+        const off = yield* transpile({ ...options, sourceMaps: false }, "card.gts", cardSource)
         expect(off.module.sourceMap).toBeUndefined()
         expect(off.module.body).not.toContain("sourceMappingURL")
         expect(off.module.body).toBe(codeOf(on.module.body))

@@ -36,3 +36,36 @@ export const sourcePositionOf = (source: string, needle: string): { readonly lin
   if (at === -1) throw new Error(`${needle} is not in the source`)
   return positionAt(source, at)
 }
+
+/** A module that throws below type-only imports, a type alias and a multi-line interface. */
+export const measureSource = `import type { Thing } from "./thing.ts"
+type Shape = { readonly size: number }
+interface Box<T> {
+  readonly value: T
+  readonly label: string
+}
+export function measure(shape: Shape, box?: Box<Thing>): number {
+  if (shape.size < 0) {
+    throw new Error("ts-throw")
+  }
+  return shape.size + (box?.label.length ?? 0)
+}
+`
+
+/** A component that throws in a method below a multi-line `<template>`. */
+export const cardSource = `import Component from "@glimmer/component";
+interface Args { n: number }
+export default class Card extends Component<{ Args: Args }> {
+  <template>
+    <div class="card">
+      <span>{{this.label}}</span>
+      {{#if @n}}
+        <b>{{@n}}</b>
+      {{/if}}
+    </div>
+  </template>
+  get label(): string {
+    throw new Error("gts-throw");
+  }
+}
+`

@@ -343,8 +343,11 @@ export const compile = (
   output = output.replace(/\n+$/, "")
   const dependencyKeys = dependencyKeysByLexer(output) ??
     dependencyKeysOfModuleRecords(output, parseSync(`${path}.js`, output, { lang: "js", sourceType: "module" }).module)
-  // The map of what was cut off (the keeper, the trailing newlines) goes too.
-  const lines = output.split("\n")
-  const map = result.map === undefined ? undefined : truncated(result.map, lines.length, lines[lines.length - 1]!.length)
+  // The map of what was cut off (the keeper) goes too.
+  let map: RawSourceMap | undefined = result.map
+  if (map !== undefined && keep.length > 0) {
+    const lines = output.split("\n")
+    map = truncated(map, lines.length, lines[lines.length - 1]!.length)
+  }
   return { _tag: "Compiled", code: output, dependencyKeys, map }
 }
