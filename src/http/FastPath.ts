@@ -177,7 +177,7 @@ export const ifNoneMatches = (header: string | undefined, etag: string): boolean
 }
 
 /** What a remembered request path leads to: a module, a module's source map (both by key id) or a raw file (by canonical path). */
-type RouteKind = "module" | "map" | "raw"
+export type RouteKind = "module" | "map" | "raw"
 
 /** Where a remembered request path leads, in a realm. */
 interface Route {
