@@ -275,9 +275,8 @@ export const routes: Layer.Layer<never, never, HttpRouter.HttpRouter | ModuleCac
         const answer = yield* made
         if (outcome === "l1") fast?.rememberMap(realm, urlPath, id, module, answer, captured)
         const version = ImmutableUrls.requestedVersion(request.url)
-        const contentType = sourceMapContentType
-        if (version !== undefined) return ImmutableUrls.answer(request, version, answer, contentType)
-        return conditionalAnswer(request, answer, contentType)
+        if (version !== undefined) return ImmutableUrls.answer(request, version, answer, sourceMapContentType)
+        return conditionalAnswer(request, answer, sourceMapContentType)
       })
 
     /** Serves a request path of a realm (`urlPath` as sent, the mount included). */
