@@ -16,14 +16,14 @@
  * Run: npx node scratchpad/bench-compression.ts (BENCH_ROUNDS=3)
  */
 import type { ChildProcess } from "node:child_process"
-import { cpSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
-import { join, sep } from "node:path"
+import { join } from "node:path"
 import { brotliCompressSync, constants, gzipSync } from "node:zlib"
-import { vendorEmber } from "../test/support/demo-vendor.ts"
+import { copyDemoRealm } from "../test/support/demo-vendor.ts"
 import { startNginx } from "../test/support/nginx.ts"
 import { which } from "../test/support/prerequisites.ts"
-import { root, startServer } from "../test/support/server.ts"
+import { startServer } from "../test/support/server.ts"
 import { median } from "./bench-l1.ts"
 import { filesOf, get, spawnListening, stop, twelveKiB } from "./bench-hot-path.ts"
 import { hasWrk, wrkRate } from "./wrk-graph.ts"
@@ -42,11 +42,7 @@ const main = async () => {
   }
   const work = mkdtempSync(join(tmpdir(), "mtc-bench-compression-"))
   const realm = join(work, "realm")
-  cpSync(join(root, "demo-realm"), realm, {
-    recursive: true,
-    filter: (source) => !source.includes(".transpile-cache") && !source.includes(`${sep}vendor`)
-  })
-  vendorEmber(realm)
+  copyDemoRealm(realm)
   mkdirSync(join(realm, "bench"), { recursive: true })
   writeFileSync(join(realm, "bench", "twelve.ts"), twelveKiB())
   const children: Array<ChildProcess> = []

@@ -16,11 +16,11 @@
  * Run: npx node scratchpad/bench-source-maps.ts (BENCH_ROUNDS=3)
  */
 import type { ChildProcess } from "node:child_process"
-import { cpSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
-import { join, sep } from "node:path"
-import { vendorEmber } from "../test/support/demo-vendor.ts"
-import { request, root, startServer, stopAll } from "../test/support/server.ts"
+import { join } from "node:path"
+import { copyDemoRealm } from "../test/support/demo-vendor.ts"
+import { request, startServer, stopAll } from "../test/support/server.ts"
 import { median } from "./bench-l1.ts"
 import { filesOf, get, spawnListening, stop, twelveKiB } from "./bench-hot-path.ts"
 import { hasWrk, wrkRate } from "./wrk-graph.ts"
@@ -74,11 +74,7 @@ const main = async () => {
   }
   const work = mkdtempSync(join(tmpdir(), "mtc-bench-source-maps-"))
   const realm = join(work, "realm")
-  cpSync(join(root, "demo-realm"), realm, {
-    recursive: true,
-    filter: (source) => !source.includes(".transpile-cache") && !source.includes(`${sep}vendor`)
-  })
-  vendorEmber(realm)
+  copyDemoRealm(realm)
   const children: Array<ChildProcess> = []
   try {
     console.log("1. L2 bytes per module, the demo realm with Ember's runtime on PGlite (--pipeline ember):")

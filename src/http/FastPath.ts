@@ -41,7 +41,7 @@ import type { CachedAnswer, Representation } from "../realm/RawFileCache.ts"
 import { type Coding, codedEtag, codings, type ContentCoding, rankings } from "../internal/ContentCoding.ts"
 import type { MountedRealm } from "../realm/Realms.ts"
 import { privateHeaders } from "./ReadAccess.ts"
-import { immutableCacheControl, versionOfEtag } from "./ImmutableUrls.ts"
+import { immutableCacheControl, requestedVersion, versionOfEtag } from "./ImmutableUrls.ts"
 
 /** Headers of module and file responses: CORS for any origin, and no content sniffing (the router's too). */
 export const corsHeaders = {
@@ -330,7 +330,7 @@ export class FastPathHandler {
     const query = url.indexOf("?")
     // An immutable URL (`?_v=<version>`, see ImmutableUrls): a map's is answered here when its
     // version is current; any other's the router checks.
-    const version = query !== -1 && url.startsWith("_v=", query + 1) ? url.slice(query + 4) : undefined
+    const version = query === -1 ? undefined : requestedVersion(url)
     const urlPath = query === -1 ? url : url.slice(0, query)
     const route = this.routes.get(urlPath)
     if (route === undefined || (version !== undefined && route.kind !== "map")) return false

@@ -63,15 +63,21 @@ const inputMapOf = (preprocessed: Preprocessed | undefined): NonNullable<InputOp
   return { version: 3, file: "", sources: map.sources.map((s) => s ?? ""), names: [...map.names], mappings: map.mappings }
 }
 
-const optionsOf = (pipeline: Pipeline, input: BabelInput): InputOptions => ({
+/** Babel's options for a module, with the map it starts from (see {@link inputMapOf}, parsed once per run) when maps are asked for. */
+const optionsOf = (pipeline: Pipeline, input: BabelInput, inputMap: ReturnType<typeof inputMapOf>): InputOptions => ({
   ...babelOptions,
   filename: input.path,
   plugins: pipeline.plugins[input.kind],
-  ...(input.sourceMaps ? { sourceMaps: true, inputSourceMap: inputMapOf(input.preprocessed) } : { inputSourceMap: false })
+  ...(input.sourceMaps ? { sourceMaps: true, inputSourceMap: inputMap } : { inputSourceMap: false })
 })
 
 /** Babel's output as the module served; throws a {@link TranspileError} for a decorator no plugin compiled. */
-const toModule = (pipeline: Pipeline, input: BabelInput, result: FileResult | null): Compiled => {
+const toModule = (
+  pipeline: Pipeline,
+  input: BabelInput,
+  inputMap: ReturnType<typeof inputMapOf>,
+  result: FileResult | null
+): Compiled => {
   if (!result || typeof result.code !== "string" || !result.ast) {
     throw new Error("Babel produced no output")
   }
@@ -90,22 +96,25 @@ const toModule = (pipeline: Pipeline, input: BabelInput, result: FileResult | nu
   }
   const module = javascriptModule(input.source, result.code, dependencyKeysOf(result.ast))
   // A `.gts` whose content-tag map did not parse gets none: Babel's would point at content-tag's code.
-  const mapped = input.sourceMaps && (input.preprocessed === undefined || parseMap(input.preprocessed.map) !== undefined)
+  const mapped = input.sourceMaps && (input.preprocessed === undefined || inputMap !== false)
   return { module, map: mapped && result.map ? result.map : undefined }
 }
 
 /** Runs a synchronous pipeline; throws a {@link TranspileError} (or a defect). */
 export const run = (pipeline: Pipeline, input: BabelInput): Compiled => {
+  const inputMap = input.sourceMaps ? inputMapOf(input.preprocessed) : false
   let result: FileResult | null
   try {
-    result = transformSync(input.preprocessed?.code ?? input.source, optionsOf(pipeline, input))
+    result = transformSync(input.preprocessed?.code ?? input.source, optionsOf(pipeline, input, inputMap))
   } catch (cause) {
     throw fromThrown(input.path, input.preprocessed)(cause)
   }
-  return toModule(pipeline, input, result)
+  return toModule(pipeline, input, inputMap, result)
 }
 
 /** Runs a pipeline whose plugins load asynchronously (the template compiler's); rejects with what Babel threw. */
-export const runAsync = (pipeline: Pipeline, input: BabelInput): Promise<Compiled> =>
-  transformAsync(input.preprocessed?.code ?? input.source, optionsOf(pipeline, input))
-    .then((result) => toModule(pipeline, input, result))
+export const runAsync = (pipeline: Pipeline, input: BabelInput): Promise<Compiled> => {
+  const inputMap = input.sourceMaps ? inputMapOf(input.preprocessed) : false
+  return transformAsync(input.preprocessed?.code ?? input.source, optionsOf(pipeline, input, inputMap))
+    .then((result) => toModule(pipeline, input, inputMap, result))
+}

@@ -39,12 +39,12 @@ export const sourceMapConfig = { revision: 1, comment: "relative <file>.map?_v=<
 /** The file name part of a module's map URL: its own file name, percent-encoded. */
 const fileNameOf = (path: string): string => encodeURIComponent(posix.basename(path))
 
-/** The comment that names a module's map, relative to the module's URL. */
-export const mapComment = (path: string, version: string): string =>
-  `\n//# sourceMappingURL=${fileNameOf(path)}.map?_v=${version}`
-
 /** The suffix of a map's request path after its module's. */
 export const mapSuffix = ".map"
+
+/** The comment that names a module's map, relative to the module's URL. */
+export const mapComment = (path: string, version: string): string =>
+  `\n//# sourceMappingURL=${fileNameOf(path)}${mapSuffix}?_v=${version}`
 
 const lineLengths = (text: string): ReadonlyArray<number> => text.split("\n").map((line) => line.length)
 

@@ -79,3 +79,16 @@ if (process.argv[1] !== undefined && path.resolve(process.argv[1]) === fileURLTo
   const version = vendorEmber(realm)
   process.stdout.write(`ember-source ${version} runtime in ${path.join(realm, vendorDirName)}\n`)
 }
+
+/**
+ * A copy of the demo realm at `to` (without its embedded store or a vendored runtime), with
+ * Ember's runtime vendored afresh: real code for the benches.
+ */
+export const copyDemoRealm = (to: string): string => {
+  cpSync(path.join(root, "demo-realm"), to, {
+    recursive: true,
+    filter: (source) => !source.includes(".transpile-cache") && !source.includes(`${path.sep}${vendorDirName}`)
+  })
+  vendorEmber(to)
+  return to
+}
