@@ -121,7 +121,11 @@ describe("PolledInvalidations", () => {
       yield* a.invalidations.publishKey(key)
       yield* a.invalidations.publishRealm(realm)
       for (let i = 0; i < 100 && heardB.length < 2; i++) yield* Effect.sleep("20 millis")
-      expect(heardB).toEqual([{ _tag: "Key", hash: keyHash(key) }, { _tag: "Realm", hash: realmHash(realm) }])
+      // The log names the module's place, for the peers' live event streams.
+      expect(heardB).toEqual([
+        { _tag: "Key", hash: keyHash(key), place: { realmHash: realmHash(key.realmUrl), path: key.path } },
+        { _tag: "Realm", hash: realmHash(realm) }
+      ])
       expect(heardA).toEqual([])
       // Entries a process never read are gone (pruned after a long outage; here the head
       // jumps past them): it flushes its L1.

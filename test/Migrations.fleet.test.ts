@@ -62,7 +62,8 @@ const allMigrations = [
   [4, "create_module_transpile_cache_pooler"],
   [5, "version_rows_by_fingerprint"],
   [6, "name_edit_sources"],
-  [7, "store_encoded_forms_and_maps"]
+  [7, "store_encoded_forms_and_maps"],
+  [8, "name_log_paths"]
 ]
 
 describe("migrations started by a fleet at once", () => {
@@ -99,7 +100,7 @@ describe("migrations started by a fleet at once", () => {
       "module_transpile_cache_realm:p"
     ])
     expect(psql("SELECT migration_id || ':' || name FROM module_transpile_cache_migrations ORDER BY 1", url))
-      .toBe("1:create_module_transpile_cache\n2:create_module_transpile_cache_realm\n3:index_live_rows_by_realm\n4:create_module_transpile_cache_pooler\n5:version_rows_by_fingerprint\n6:name_edit_sources\n7:store_encoded_forms_and_maps")
+      .toBe("1:create_module_transpile_cache\n2:create_module_transpile_cache_realm\n3:index_live_rows_by_realm\n4:create_module_transpile_cache_pooler\n5:version_rows_by_fingerprint\n6:name_edit_sources\n7:store_encoded_forms_and_maps\n8:name_log_paths")
     expect(psql(
       `SELECT indexname FROM pg_indexes WHERE tablename = 'module_transpile_cache' ORDER BY indexname`,
       url

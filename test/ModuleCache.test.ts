@@ -8,7 +8,7 @@ import { TestClock } from "effect/testing"
 import { TranspileError } from "../src/domain/Errors.ts"
 import * as TestTranspiler from "../src/transpiler/TestTranspiler.ts"
 import { syntaxErrorMarker } from "../src/transpiler/TestTranspiler.ts"
-import { hashSource, moduleKey } from "../src/domain/Domain.ts"
+import { hashSource, moduleKey, realmHash } from "../src/domain/Domain.ts"
 import type { InvalidationEvent } from "../src/domain/Invalidations.ts"
 import { idle, keyOf, makeCache, makeWorld, realm, settle, type World } from "./support/world.ts"
 
@@ -342,7 +342,7 @@ describe("ModuleCache", () => {
         const gate = yield* world.transpiler.gate
         // The first watcher to see it: its L1 entry and L2 row go, and peers are told (naming the source).
         yield* one.invalidate(a, edit)
-        expect(notices).toEqual([{ _tag: "Key", hash: expect.any(BigInt), sourceHash: edit }])
+        expect(notices).toEqual([{ _tag: "Key", hash: expect.any(BigInt), sourceHash: edit, place: { realmHash: realmHash(a.realmUrl), path: a.path } }])
         const winning = yield* Effect.forkChild(two.get(a))
         yield* Deferred.await(gate.started)
         const waiting = yield* Effect.forkChild(three.get(a))

@@ -88,7 +88,7 @@ describe.each([
   })
 
   it("migrations ran through the pooler, and no process holds a direct session unless told to", () => {
-    expect(psql("SELECT count(*) FROM module_transpile_cache_migrations", url)).toBe("7")
+    expect(psql("SELECT count(*) FROM module_transpile_cache_migrations", url)).toBe("8")
     const listeners = Number(psql(`SELECT count(*) FROM pg_stat_activity
       WHERE datname = '${database}' AND application_name LIKE 'module-transpile-cache:listen:%'`))
     expect(listeners).toBe(direct ? 3 : 0)

@@ -8,6 +8,7 @@
  * @since 0.1.0
  */
 import { Cause, Clock, Config, Context, Duration, Effect, Exit, FiberSet, Layer, Option, type Scope } from "effect"
+import { ChangeFeed } from "./ChangeFeed.ts"
 import { Coordinator, type CoordinatorError, none as noCoordinator, type Waiter } from "../domain/Coordinator.ts"
 import { type ConnectionStats, DatabaseConnections } from "../domain/DatabaseConnections.ts"
 import {
@@ -106,6 +107,8 @@ export class ModuleCache extends Context.Service<ModuleCache, {
   readonly invalidate: (key: ModuleKey, sourceHash?: string) => Effect.Effect<void>
   /** Drops a whole realm here, wipes it from L2 and tells peers. */
   readonly invalidateRealm: (realmUrl: string) => Effect.Effect<void>
+  /** The transpiler's pipeline fingerprint: the version of every module this cache serves (see `Domain.moduleVersion`). */
+  readonly fingerprint: string
   readonly stats: Effect.Effect<CacheStats>
   /**
    * Loads the realms' L2 rows of this pipeline into L1 in bulk, most recently read first
@@ -264,6 +267,8 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
   const coordinator = yield* Coordinator
   const invalidations = yield* Invalidations
   const connections = yield* DatabaseConnections
+  // The live event streams' feed, when the app has one: every invalidation made or heard is announced.
+  const feed = Option.getOrUndefined(yield* Effect.serviceOption(ChangeFeed))
   const fingerprint = transpiler.fingerprint
   const l1MaxBytes = options.l1MaxBytes ?? defaults.l1MaxBytes
   const deadline = options.deadline ?? defaults.deadline
@@ -641,6 +646,7 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
         ? yield* pending.tombstoning(key, l2.tombstone(key))
         : yield* l2.tombstone(key, sourceHash)
       yield* Effect.annotateCurrentSpan("mtc.invalidation.changed", changed)
+      feed?.changed(key.realmUrl, key.path, sourceHash)
       // Rows already all of the edit's source: whoever changed them told the peers.
       if (changed) yield* invalidations.publishKey(key, sourceHash)
     }).pipe(Effect.withSpan("ModuleCache.invalidate", {
@@ -653,6 +659,7 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
       l1.invalidateRealm(realmUrl)
       flights.forget((flight) => flight.key.realmUrl === realmUrl)
       yield* pending.wiping(realmUrl, l2.wipeRealm(realmUrl))
+      feed?.everything(realmUrl, "wipe")
       yield* invalidations.publishRealm(realmUrl)
     }).pipe(Effect.withSpan("ModuleCache.invalidateRealm", { attributes: { "mtc.realm": realmUrl } }))
 
@@ -662,6 +669,7 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
     switch (event._tag) {
       case "Key": {
         dropKey(event.hash, event.sourceHash)
+        if (event.place !== undefined) feed?.changedAt(event.place.realmHash, event.place.path, event.sourceHash)
         return
       }
       case "Realm": {
@@ -670,11 +678,13 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
           l1.invalidateRealm(realmUrl)
           flights.forget((flight) => flight.key.realmUrl === realmUrl)
         }
+        feed?.everythingAt(event.hash, "wipe")
         return
       }
       case "Flush": {
         l1.flush()
         flights.forget(() => true)
+        feed?.everywhere("missed")
         return
       }
     }
@@ -711,6 +721,7 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
     )
 
   return ModuleCache.of({
+    fingerprint,
     get,
     peekL1: (id) => l1.get(id),
     countL1Hit: (realmUrl) => counters.l1HitUnmetered(realmUrl),

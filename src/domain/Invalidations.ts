@@ -1,14 +1,20 @@
 /**
  * The Invalidations service: tells peers to drop L1 entries, and hears theirs.
  *
- * Payloads are hashes, never paths: a peer matches them against its own L1. An edit's
- * notice also names the source hash that now stands, so that a peer keeps what already
- * holds it.
+ * A peer matches a notice's hashes against its own L1. An edit's notice also names the source
+ * hash that now stands, so that a peer keeps what already holds it, and the module's realm
+ * hash and path, so that the peer's live event streams can name what changed.
  *
  * @since 0.1.0
  */
 import { Context, Effect, Layer, type Scope } from "effect"
 import type { ModuleKey } from "./Domain.ts"
+
+/** The realm (by its hash, see `Domain.realmHash`) and the canonical path of a module a notice names. */
+export interface ModulePlace {
+  readonly realmHash: bigint
+  readonly path: string
+}
 
 /** An invalidation heard from a peer. */
 export type InvalidationEvent =
@@ -16,7 +22,13 @@ export type InvalidationEvent =
    * Drop the module whose key hash is `hash`, unless it holds the source `sourceHash` (an
    * edit's, see `ModuleCache.invalidate`); with no `sourceHash`, drop it whatever it holds.
    */
-  | { readonly _tag: "Key"; readonly hash: bigint; readonly sourceHash?: string | undefined }
+  | {
+    readonly _tag: "Key"
+    readonly hash: bigint
+    readonly sourceHash?: string | undefined
+    /** Where the module is, when the notice named it (for the live event streams, see `ChangeFeed`). */
+    readonly place?: ModulePlace | undefined
+  }
   /** Drop every module of the realm whose realm hash is `hash`. */
   | { readonly _tag: "Realm"; readonly hash: bigint }
   /** Invalidations may have been missed (a reconnect): drop all of L1. */

@@ -8,6 +8,7 @@ import { Effect, Layer } from "effect"
 import { keyHash, lockKey, realmHash } from "../domain/Domain.ts"
 import { Coordinator } from "../domain/Coordinator.ts"
 import { type InvalidationEvent, Invalidations } from "../domain/Invalidations.ts"
+import * as InvalidationNotice from "./InvalidationNotice.ts"
 import { WaiterRegistry } from "./Waiters.ts"
 
 /** The shared state of a memory fleet. */
@@ -68,7 +69,8 @@ export const makeInvalidations = (fleet: MemoryFleet): Effect.Effect<Invalidatio
       })
     return Invalidations.of({
       kind: "memory",
-      publishKey: (key, sourceHash) => publish({ _tag: "Key", hash: keyHash(key), sourceHash }),
+      publishKey: (key, sourceHash) =>
+        publish({ _tag: "Key", hash: keyHash(key), sourceHash, place: InvalidationNotice.placeOf(key.realmUrl, key.path) }),
       publishRealm: (realmUrl) => publish({ _tag: "Realm", hash: realmHash(realmUrl) }),
       subscribe: (handler) =>
         // Delivered synchronously, so that a peer's L1 is clean when `publish` returns.

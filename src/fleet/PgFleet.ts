@@ -9,7 +9,7 @@ import { PgClient, type PgConnection } from "@effect/sql-pg"
 import { Context, Duration, Effect, FiberSet, Layer, Option } from "effect"
 import { Coordinator } from "../domain/Coordinator.ts"
 import { keyHash, realmHash } from "../domain/Domain.ts"
-import { Invalidations } from "../domain/Invalidations.ts"
+import { Invalidations, type ModulePlace } from "../domain/Invalidations.ts"
 import { type SoloCatalog, TranspileStore } from "../domain/TranspileStore.ts"
 import * as Tuning from "../internal/tuning.ts"
 import * as AdvisoryLockCoordinator from "./AdvisoryLockCoordinator.ts"
@@ -107,15 +107,16 @@ export const make = Effect.fnUntraced(function*(options: PgFleetOptions = {}) {
   yield* session.subscribe(sessionHooks(origin, waiters, subscribers, fleet))
   if (options.solo === true) yield* Effect.forkIn(fleet.presence, yield* Effect.scope)
 
-  const publish = (kind: InvalidationNotice.Kind, hash: bigint, sourceHash?: string) =>
-    notify(invalidatedChannel, InvalidationNotice.encode(kind, hash, origin, sourceHash)).pipe(
+  const publish = (kind: InvalidationNotice.Kind, hash: bigint, sourceHash?: string, place?: ModulePlace) =>
+    notify(invalidatedChannel, InvalidationNotice.encode(kind, hash, origin, sourceHash, place)).pipe(
       Effect.tapError((error) => Effect.logWarning("module-transpile-cache: invalidation NOTIFY failed", String(error))),
       Effect.ignore
     )
 
   const invalidations = Invalidations.of({
     kind: "postgres",
-    publishKey: (key, sourceHash) => publish("k", keyHash(key), sourceHash),
+    publishKey: (key, sourceHash) =>
+      publish("k", keyHash(key), sourceHash, InvalidationNotice.placeOf(key.realmUrl, key.path)),
     publishRealm: (realmUrl) => publish("r", realmHash(realmUrl)),
     subscribe: subscribers.subscribe
   })

@@ -46,6 +46,7 @@ interface EntryRow {
   readonly hash: bigint | number | string
   readonly origin: string
   readonly source_hash: string | null
+  readonly path: string | null
 }
 
 const toBigInt = (value: bigint | number | string): bigint => (typeof value === "bigint" ? value : BigInt(value))
@@ -61,7 +62,7 @@ export const make = Effect.fnUntraced(function*(options: PolledInvalidationsOpti
   /** The last sequence number read, by realm; undefined until a poll succeeded. */
   let cursors: Map<string, bigint> | undefined
 
-  const publish = (realmUrl: string, kind: InvalidationNotice.Kind, hash: bigint, sourceHash?: string) =>
+  const publish = (realmUrl: string, kind: InvalidationNotice.Kind, hash: bigint, sourceHash?: string, path?: string) =>
     sql.withTransaction(Effect.gen(function*() {
       const head = yield* sql<{ seq: bigint | number | string }>`
         INSERT INTO module_transpile_cache_log_head (realm_url, seq) VALUES (${realmUrl}, 1)
@@ -69,9 +70,12 @@ export const make = Effect.fnUntraced(function*(options: PolledInvalidationsOpti
         RETURNING seq`
       const seq = toBigInt(head[0]?.seq ?? 0)
       yield* sql`
-        INSERT INTO module_transpile_cache_log (realm_url, seq, kind, hash, origin, source_hash)
-        VALUES (${realmUrl}, ${seq.toString()}::int8, ${kind}, ${hash.toString()}::int8, ${origin}, ${sourceHash ?? null}::text)`
-      yield* sql`SELECT pg_notify(${InvalidationNotice.channel}, ${InvalidationNotice.encode(kind, hash, origin, sourceHash)})`
+        INSERT INTO module_transpile_cache_log (realm_url, seq, kind, hash, origin, source_hash, path)
+        VALUES (${realmUrl}, ${seq.toString()}::int8, ${kind}, ${hash.toString()}::int8, ${origin}, ${sourceHash ?? null}::text, ${
+        path ?? null
+      }::text)`
+      const place = path === undefined ? undefined : InvalidationNotice.placeOf(realmUrl, path)
+      yield* sql`SELECT pg_notify(${InvalidationNotice.channel}, ${InvalidationNotice.encode(kind, hash, origin, sourceHash, place)})`
       yield* sql`
         DELETE FROM module_transpile_cache_log
         WHERE realm_url = ${realmUrl} AND created_at < now() - ${retentionMs} * interval '1 millisecond'`
@@ -99,7 +103,7 @@ export const make = Effect.fnUntraced(function*(options: PolledInvalidationsOpti
       const cursor = known.get(realmUrl) ?? 0n
       if (head <= cursor) continue
       const entries = yield* sql<EntryRow>`
-        SELECT seq, kind, hash, origin, source_hash FROM module_transpile_cache_log
+        SELECT seq, kind, hash, origin, source_hash, path FROM module_transpile_cache_log
         WHERE realm_url = ${realmUrl} AND seq > ${cursor.toString()}::int8 AND seq <= ${head.toString()}::int8
         ORDER BY seq`
       known.set(realmUrl, head)
@@ -111,7 +115,8 @@ export const make = Effect.fnUntraced(function*(options: PolledInvalidationsOpti
       }
       for (const entry of entries) {
         if (entry.origin === origin) continue
-        const event = InvalidationNotice.eventOf(entry.kind, toBigInt(entry.hash), entry.source_hash)
+        const place = entry.path === null ? undefined : InvalidationNotice.placeOf(realmUrl, entry.path)
+        const event = InvalidationNotice.eventOf(entry.kind, toBigInt(entry.hash), entry.source_hash, place)
         if (event !== undefined) deliver(event)
       }
     }
@@ -133,7 +138,7 @@ export const make = Effect.fnUntraced(function*(options: PolledInvalidationsOpti
 
   return Invalidations.of({
     kind: "postgres",
-    publishKey: (key, sourceHash) => publish(key.realmUrl, "k", keyHash(key), sourceHash),
+    publishKey: (key, sourceHash) => publish(key.realmUrl, "k", keyHash(key), sourceHash, key.path),
     publishRealm: (realmUrl) => publish(realmUrl, "r", realmHash(realmUrl)),
     subscribe
   })

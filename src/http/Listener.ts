@@ -12,10 +12,11 @@
  * 1. the listening socket closes: no connection is accepted any more;
  * 2. idle keep-alive connections are closed at once (after the event loop's next poll phase, so
  *    that a request already on its way is read, and answered), so that a proxy does not send on them;
- * 3. every request received (or whose first bytes had arrived) is answered, with
+ * 3. long-lived responses end (the hooks of {@link Listener.onDrain}: event streams);
+ * 4. every request received (or whose first bytes had arrived) is answered, with
  *    `connection: close`, and its connection closes after that response; a connection whose
  *    response had already gone out with `keep-alive` is closed as soon as it is idle;
- * 4. past the drain timeout, the connections still open are closed.
+ * 5. past the drain timeout, the connections still open are closed.
  *
  * @since 0.1.0
  */
@@ -42,6 +43,8 @@ const sweepMillis = 20
 export class Listener {
   /** Set once the drain begins: every response whose head is not written yet closes its connection. */
   draining = false
+  /** Called when the drain begins (to end long-lived responses, such as event streams). */
+  private readonly drainHooks: Array<() => void> = []
   /**
    * The response class to give Node's `createServer({ ServerResponse })`: while {@link draining},
    * its head says `connection: close` and Node closes the connection after it.
@@ -58,6 +61,17 @@ export class Listener {
       return Reflect.apply(writeHead, this, args)
     } as ServerResponse["writeHead"]
     this.ServerResponse = DrainingResponse
+  }
+
+  /** Calls `hook` when the drain begins. */
+  onDrain(hook: () => void): void {
+    this.drainHooks.push(hook)
+  }
+
+  /** Marks the drain as begun and calls the hooks. */
+  beginDrain(): void {
+    this.draining = true
+    for (const hook of this.drainHooks) hook()
   }
 }
 
@@ -98,7 +112,7 @@ export const serve = (
 /** Stops accepting, answers what was accepted, closes every connection; at most `timeoutMillis`, then closes the rest. */
 const drain = (listener: Listener, server: Server, timeoutMillis: number): Effect.Effect<void> =>
   Effect.callback<void>((resume) => {
-    listener.draining = true
+    listener.beginDrain()
     let over = false
     let sweep: ReturnType<typeof setInterval> | undefined
     const deadline = setTimeout(() => server.closeAllConnections(), timeoutMillis)

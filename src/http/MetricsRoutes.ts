@@ -20,11 +20,13 @@ import { PrometheusMetrics } from "effect/observability"
 import { readFile } from "node:fs/promises"
 import { createRequire } from "node:module"
 import { getsOf, touchCounters } from "../cache/CacheCounters.ts"
+import { ChangeFeed } from "../cache/ChangeFeed.ts"
 import { realmLabel } from "../internal/realmLabel.ts"
 import type { ModuleCache } from "../cache/ModuleCache.ts"
 import * as TranspilerPool from "../transpiler/TranspilerPool.ts"
 import { fastPathSeriesOf } from "./AnswerMetrics.ts"
 import { FastPath, type FastPathHandler } from "./FastPath.ts"
+import * as LiveEvents from "./LiveEvents.ts"
 import * as LivePage from "./LivePage.ts"
 import type { MountedRealm, Realms } from "../realm/Realms.ts"
 
@@ -113,6 +115,7 @@ const uplotCss = uplotFile("uPlot.min.css")
 export const add = Effect.fnUntraced(function*(router: HttpRouter.HttpRouter, context: MetricsContext) {
   const { cache, guarded, realms } = context
   const fast = yield* Effect.serviceOption(FastPath)
+  const feed = Option.getOrUndefined(yield* Effect.serviceOption(ChangeFeed))
   const fold = Option.map(fast, folder)
   const registry = yield* Effect.context<never>()
   for (const reason of ["crash", "memory", "timeout", "start"]) {
@@ -132,6 +135,7 @@ export const add = Effect.fnUntraced(function*(router: HttpRouter.HttpRouter, co
       Metric.update(gauges.l1MaxBytes, stats.l1MaxBytes),
       Metric.update(gauges.rawFileBytes, realms.raw.bytes),
       Metric.update(gauges.inFlight, stats.inFlight),
+      feed === undefined ? Effect.void : LiveEvents.updateStreamsGauge(feed, mounted),
       ...mounted.flatMap((realm, i) => {
         const usage = usages[i]
         if (usage === undefined) return []

@@ -79,6 +79,7 @@ import { Config, type Deferred, Duration, Effect, Exit, Layer, Option, type Reda
 import { HttpRouter, HttpServer, HttpServerError, HttpServerRequest, HttpServerResponse } from "effect/http"
 import { NetAddress } from "effect/net"
 import { createServer, type RequestListener } from "node:http"
+import * as ChangeFeed from "../cache/ChangeFeed.ts"
 import { ModuleCache, type ModuleCacheOptions } from "../cache/ModuleCache.ts"
 import {
   type CachedModule,
@@ -106,6 +107,7 @@ import * as ImmutableUrls from "./ImmutableUrls.ts"
 import * as ImportMap from "./ImportMap.ts"
 import * as JitWarmup from "./JitWarmup.ts"
 import * as Listener from "./Listener.ts"
+import * as LiveEvents from "./LiveEvents.ts"
 import { CurrentResolution, type ResolvedPath } from "../realm/FileSystemSources.ts"
 import type { ErrorBody } from "./HttpBodies.ts"
 import { encodePath, pathOf, validatePath } from "../realm/PathRules.ts"
@@ -202,6 +204,7 @@ export const routes: Layer.Layer<never, never, HttpRouter.HttpRouter | ModuleCac
     const scoped = new ClockMap<Deferred.Deferred<CachedAnswer>>(1024)
     const scopedAnswers = new AnswersOnce<string>(offered, { get: (path) => scoped.get(path), set: (path, made) => scoped.set(path, made, 1) })
     const access = Option.getOrUndefined(yield* Effect.serviceOption(ReadAccess.ReadAccessService))
+    const feed = Option.getOrUndefined(yield* Effect.serviceOption(ChangeFeed.ChangeFeed))
     // Immutable URLs (`?_v=<version>`) and the import map of each realm's pages.
     const importMaps = new WeakMap<Realms.MountedRealm, ImportMap.RealmImportMap>()
     const importMapOf = (realm: Realms.MountedRealm) => {
@@ -365,20 +368,38 @@ export const routes: Layer.Layer<never, never, HttpRouter.HttpRouter | ModuleCac
       return Effect.succeed(preflight(request, realm?.isPrivate === true))
     }
 
-    /** The import map of `?realm=MOUNT` (the only realm, or the one at `/`, without it): a private one's only to its readers. */
-    const importMapOfRequest = (request: HttpServerRequest.HttpServerRequest) =>
+    /**
+     * The realm of `?realm=MOUNT` (the only realm, or the one at `/`, without it) when the request
+     * may read it, else the answer: 404 for no such realm, 401 for a private one's non-reader.
+     */
+    const realmOfRequest = (request: HttpServerRequest.HttpServerRequest, routePath: string) =>
       Effect.gen(function*() {
         const mount = new URL(request.url, "http://localhost").searchParams.get("realm")
         const realm = mount === null
           ? (realms.get("/") ?? (realms.list().length === 1 ? realms.list()[0] : undefined))
           : realms.get(mount)
-        if (realm === undefined) return noRealm(ImportMap.importMapPath)
+        if (realm === undefined) return noRealm(routePath)
         if (!(yield* mayRead(request, realm))) return ReadAccess.unauthorized()
-        return importMapOf(realm)
+        return realm
       })
+
+    /** The import map of `?realm=MOUNT`: a private one's only to its readers. */
+    const importMapOfRequest = (request: HttpServerRequest.HttpServerRequest) =>
+      Effect.map(
+        realmOfRequest(request, ImportMap.importMapPath),
+        (realm) => HttpServerResponse.isHttpServerResponse(realm) ? realm : importMapOf(realm)
+      )
 
     yield* AdminRoutes.add(router, { cache, realms })
     yield* ImportMap.addRoute(router, importMapOfRequest, renderedAnswers)
+    if (feed !== undefined) {
+      yield* LiveEvents.add(router, {
+        cache,
+        realms,
+        feed,
+        realmOf: (request) => realmOfRequest(request, LiveEvents.eventsPath)
+      })
+    }
     yield* router.add("OPTIONS", "/*", preflightOf)
     yield* router.add("OPTIONS", "/", preflightOf)
     yield* router.add("GET", "/*", serveFile)
@@ -579,7 +600,11 @@ export type RealmLayerError = ModuleCacheLive.LayerError | Realms.MountError | R
  */
 export const layerServices = (
   options: RealmOptions
-): Layer.Layer<ModuleCache | Realms.Realms | ModuleSources | ReadAccess.ReadAccessService, RealmLayerError, Transpiler> => {
+): Layer.Layer<
+  ModuleCache | Realms.Realms | ModuleSources | ReadAccess.ReadAccessService | ChangeFeed.ChangeFeed,
+  RealmLayerError,
+  Transpiler
+> => {
   const cacheLayer = options.prune === undefined
     ? ModuleCacheLive.layer(options.store, options.cache ?? {})
     : Layer.merge(ModuleCacheLive.cacheLayer(options.store, options.cache), Pruner.layer(options.prune)).pipe(
@@ -592,7 +617,12 @@ export const layerServices = (
     watch: options.watch
   })
   return Layer.mergeAll(
-    realms.pipe(Layer.provideMerge(cacheLayer), Layer.provideMerge(Realms.layerRegistry(options.cache?.l1MaxBytes))),
+    realms.pipe(
+      Layer.provideMerge(cacheLayer),
+      Layer.provideMerge(Realms.layerRegistry(options.cache?.l1MaxBytes)),
+      // The live event streams' feed: the cache and the watchers announce to it.
+      Layer.provideMerge(ChangeFeed.layer())
+    ),
     ReadAccess.layer({ readSecret: options.readSecret })
   )
 }
@@ -623,6 +653,8 @@ export const layer = (options: ServeOptions): Layer.Layer<never, ServeLayerError
   )
   const server = Layer.effectDiscard(Effect.gen(function*() {
     const realms = yield* Realms.Realms
+    // A drain ends the event streams at once: their clients reconnect elsewhere.
+    listener.onDrain((yield* ChangeFeed.ChangeFeed).close)
     const app = (yield* HttpRouter.HttpRouter).asHttpEffect()
     // Request fibers run in a scope of their own, closed after the drain (which waits for them).
     const requests = yield* Scope.fork(yield* Effect.scope, "parallel")

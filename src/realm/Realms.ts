@@ -17,8 +17,9 @@
  *
  * @since 0.4.0
  */
-import { Context, Effect, Exit, Layer, Schema, Scope, Semaphore } from "effect"
+import { Context, Effect, Exit, Layer, Option, Schema, Scope, Semaphore } from "effect"
 import * as path from "node:path"
+import { ChangeFeed } from "../cache/ChangeFeed.ts"
 import { ModuleCache } from "../cache/ModuleCache.ts"
 import { type ModuleKey } from "../domain/Domain.ts"
 import { ModuleNotFoundError, type SourceReadError } from "../domain/Errors.ts"
@@ -277,6 +278,7 @@ export const make = Effect.fnUntraced(function*(
   const lock = yield* Semaphore.make(1)
   const scopes = new Map<MountedRealm, Scope.Closeable>()
   const fsys = yield* fileSystem
+  const feed = Option.getOrUndefined(yield* Effect.serviceOption(ChangeFeed))
 
   const hiddenOf = (dir: string) =>
     fsys.realPath(dir).pipe(
@@ -314,6 +316,7 @@ export const make = Effect.fnUntraced(function*(
         cache,
         files,
         raw: realm.raw,
+        feed,
         onChange: () => {
           realm.generation++
         },

@@ -27,6 +27,7 @@ import { Clock, Duration, Effect, Exit, type FileSystem, Layer, Option, Queue, S
 import * as path from "node:path"
 import { goneSourceHash, moduleKey, type ModuleSource } from "../domain/Domain.ts"
 import { InvalidationSource } from "../cache/CacheCounters.ts"
+import type { ChangeFeed } from "../cache/ChangeFeed.ts"
 import { ModuleCache } from "../cache/ModuleCache.ts"
 import { fileSystem, RealmFiles } from "./FileSystemSources.ts"
 import { isExecutable, keysCovering, toPosix } from "./PathRules.ts"
@@ -193,6 +194,8 @@ export interface WatchTarget {
   readonly files: RealmFiles["Service"]
   /** The raw files cached in memory, dropped as their files change. */
   readonly raw?: RawFileCache.RawFiles | undefined
+  /** The live event streams' feed, told of the files that are not modules (the cache announces modules). */
+  readonly feed?: ChangeFeed["Service"] | undefined
   /** A file event came (before its batch is applied): what request paths resolve to may have changed. */
   readonly onChange?: (() => void) | undefined
   /** Whether the watch is reporting changes (false while a lost watch is re-opened). */
@@ -244,15 +247,20 @@ export const watch = Effect.fnUntraced(function*(options: WatchTarget) {
       if (batch.some((event) => event._tag === "Unknown")) {
         raw?.clear()
         yield* rescan
+        // Pages and stylesheets are not rescanned: anything may have changed.
+        options.feed?.everything(files.realmUrl, "missed")
         return
       }
       const keys = new Set<string>()
+      const rawChanged = new Set<string>()
       for (const event of batch) {
         if (event._tag !== "Changed") continue
         const relative = toPosix(event.path)
         raw?.invalidate(relative)
         if (relative === "" || files.isIgnored(relative)) continue
-        const named = isExecutable(relative) ? [relative] : []
+        const executable = isExecutable(relative)
+        if (!executable) rawChanged.add(relative)
+        const named = executable ? [relative] : []
         for (const key of keysCovering(relative, named, files.knownPaths())) keys.add(key)
       }
       yield* Effect.forEach(
@@ -260,6 +268,7 @@ export const watch = Effect.fnUntraced(function*(options: WatchTarget) {
         (key) => Effect.flatMap(Effect.exit(files.read(moduleKey(files.realmUrl, key))), (read) => invalidateChanged(key, read)),
         { discard: true, concurrency: 8 }
       )
+      for (const relative of rawChanged) options.feed?.changed(files.realmUrl, relative, undefined)
     })
 
   const changes = yield* events({

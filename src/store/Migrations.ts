@@ -24,6 +24,7 @@ import { migration as createPooler } from "../../migrations/0004_create_module_t
 import { migration as versionRows } from "../../migrations/0005_version_rows_by_fingerprint.ts"
 import { migration as nameEditSources } from "../../migrations/0006_name_edit_sources.ts"
 import { migration as storeEncodedForms } from "../../migrations/0007_store_encoded_forms_and_maps.ts"
+import { migration as nameLogPaths } from "../../migrations/0008_name_log_paths.ts"
 import type { MigrationOptions } from "../../migrations/MigrationOptions.ts"
 import { hash64 } from "../domain/Domain.ts"
 
@@ -45,7 +46,8 @@ const loader = (options: MigrationOptions, through: number): Migrator.Loader =>
     "4_create_module_transpile_cache_pooler": createPooler(options),
     "5_version_rows_by_fingerprint": versionRows(options),
     "6_name_edit_sources": nameEditSources(options),
-    "7_store_encoded_forms_and_maps": storeEncodedForms(options)
+    "7_store_encoded_forms_and_maps": storeEncodedForms(options),
+    "8_name_log_paths": nameLogPaths(options)
   }).filter(([name]) => Number.parseInt(name, 10) <= through)))
 
 /**
