@@ -89,7 +89,7 @@ export class ChangeFeed extends Context.Service<ChangeFeed, {
   readonly everywhere: (reason: EverythingReason) => void
   /**
    * Subscribes `listener` to a realm's events for the life of the scope; returns, at once, the
-   * events it missed since `lastEventId` (none without one). After {@link close}, the listener
+   * events it missed since `lastEventId` (none without one). After `close`, the listener
    * is ended at once.
    */
   readonly subscribe: (
