@@ -6,7 +6,7 @@
  * `app.gts` imports as `/shared/card.gts`, a click updates a `@tracked` counter, and a reload
  * is answered from the cache: the page opts into its realm's import map, which lists the modules
  * it reaches in both realms, so every module is fetched once, at its immutable URL, and a reload
- * asks for the page and its stylesheet alone.
+ * asks for the page and its stylesheet alone (and the live-reload client the page includes).
  */
 import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
@@ -15,10 +15,24 @@ import { type Browser, chromium } from "playwright-core"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { which } from "./support/prerequisites.ts"
 import { vendorEmber } from "./support/demo-vendor.ts"
-import { pageErrors, startRecorder } from "./support/recorder.ts"
+import { type Exchange, pageErrors, startRecorder } from "./support/recorder.ts"
 import { jsonOf, request, root, type ServerProcess, startServer, stopAll } from "./support/server.ts"
 
 const executablePath = process.env.CHROMIUM_PATH ?? which("chromium") ?? "/usr/bin/chromium"
+
+/**
+ * Waits until the page's live-reload client opened its event stream (the page's last request:
+ * the client is a module script at the end of the body), then until no request came for 500 ms.
+ * (Playwright's `networkidle` never comes while the stream is open.)
+ */
+const settled = async (exchanges: ReadonlyArray<Exchange>) => {
+  await expect.poll(() => exchanges.some((entry) => entry.path === "/_cache/events"), { timeout: 30_000 }).toBe(true)
+  let count: number
+  do {
+    count = exchanges.length
+    await new Promise((resolve) => setTimeout(resolve, 500))
+  } while (exchanges.length !== count)
+}
 
 /** The mounts `npm start` serves (`--realm MOUNT=DIR` in package.json's start script). */
 const startMounts = (): ReadonlyArray<{ readonly mount: string; readonly dir: string }> => {
@@ -120,7 +134,7 @@ describe("the demo (two mounts) in Chromium", () => {
       "/vendor/glimmer-component/index.js",
       "/vendor/decorator-transforms/runtime.js"
     ]
-    await page.waitForLoadState("networkidle")
+    await settled(recorder.exchanges)
     const firstLoad = recorder.exchanges.splice(0)
     // The page carries its realm's import map: its request transpiled every module of that
     // realm it reaches (Ember's runtime too, through the bare specifiers of the page's own map),
@@ -182,9 +196,12 @@ describe("the demo (two mounts) in Chromium", () => {
     expect(await text("#count")).toBe("2")
     expect(await text("#greeting")).toBe("Hello from REALM!")
     expect(await text("#shared-heading")).toBe("[ from the shared realm ]")
-    await page.waitForLoadState("networkidle")
+    await settled(recorder.exchanges)
     const warm = recorder.exchanges.splice(0)
     expect(warm.map((entry) => [entry.path, entry.status]).sort()).toEqual([
+      // the live-reload client (no-cache, not a module of the realm) and its stream
+      ["/_cache/events", 200],
+      ["/_cache/live-reload.js", 200],
       ["/index.html", 304],
       ["/style.css", 304]
     ])

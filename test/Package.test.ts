@@ -176,7 +176,8 @@ describe("the packed package, installed into an empty project", () => {
         "4|create_module_transpile_cache_pooler",
         "5|version_rows_by_fingerprint",
         "6|name_edit_sources",
-        "7|store_encoded_forms_and_maps"
+        "7|store_encoded_forms_and_maps",
+        "8|name_log_paths"
       ])
     expect(psql("SELECT canonical_path FROM module_transpile_cache WHERE body IS NOT NULL", databaseUrl)).toBe("card.ts")
   }, 90_000)
