@@ -10,7 +10,7 @@
  *
  * **Drain.** Closing the scope of {@link serve} (what `serve` does on SIGTERM or SIGINT):
  * 1. the listening socket closes: no connection is accepted any more;
- * 2. idle keep-alive connections are closed at once (after the event loop's next poll phase, so
+ * 2. idle keep-alive connections, and connections that have sent nothing yet, are closed at once (after the event loop's next poll phase, so
  *    that a request already on its way is read, and answered), so that a proxy does not send on them;
  * 3. long-lived responses end (the hooks of {@link Listener.onDrain}: event streams);
  * 4. every request received (or whose first bytes had arrived) is answered, with
@@ -23,7 +23,7 @@
 import { Config, Duration, Effect, type Scope } from "effect"
 import { HttpServerError } from "effect/http"
 import { type IncomingMessage, type RequestListener, type Server, ServerResponse } from "node:http"
-import { type AddressInfo, Server as NetServer } from "node:net"
+import { type AddressInfo, Server as NetServer, type Socket } from "node:net"
 
 /** How long a drain waits for the requests it accepted by default. */
 export const defaultDrainTimeout: Duration.Duration = Duration.seconds(10)
@@ -43,6 +43,8 @@ const sweepMillis = 20
 export class Listener {
   /** Set once the drain begins: every response whose head is not written yet closes its connection. */
   draining = false
+  /** The open connections: the drain closes those that have not sent a byte yet, as it closes idle ones. */
+  readonly sockets = new Set<Socket>()
   /** Called when the drain begins (to end long-lived responses, such as event streams). */
   private readonly drainHooks: Array<() => void> = []
   /**
@@ -96,6 +98,10 @@ export const serve = (
   Effect.acquireRelease(
     Effect.callback<AddressInfo, HttpServerError.ServeError>((resume) => {
       server.on("request", handler)
+      server.on("connection", (socket: Socket) => {
+        listener.sockets.add(socket)
+        socket.once("close", () => listener.sockets.delete(socket))
+      })
       const onError = (cause: Error) => {
         server.off("request", handler)
         resume(Effect.fail(new HttpServerError.ServeError({ cause })))
@@ -127,8 +133,14 @@ const drain = (listener: Listener, server: Server, timeoutMillis: number): Effec
     setImmediate(() =>
       setImmediate(() => {
         if (over) return
-        server.closeIdleConnections()
-        sweep = setInterval(() => server.closeIdleConnections(), sweepMillis)
+        const closeIdle = () => {
+          server.closeIdleConnections()
+          // Node counts a connection that never sent a byte (a browser's or a balancer's spare one)
+          // as busy, not idle: it would hold the drain until the headers timeout.
+          for (const socket of listener.sockets) if (socket.bytesRead === 0) socket.destroy()
+        }
+        closeIdle()
+        sweep = setInterval(closeIdle, sweepMillis)
       })
     )
     // net.Server's close: the listening socket closes and, once no connection is left, it calls
