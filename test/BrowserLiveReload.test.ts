@@ -11,15 +11,14 @@
  *
  * A reload is seen as a CDP `Page.loadEventFired`, and as a marker set in `window` that is gone.
  */
-import { existsSync, writeFileSync } from "node:fs"
+import { writeFileSync } from "node:fs"
 import * as path from "node:path"
-import { type Browser, type CDPSession, chromium, type Page } from "playwright-core"
+import type { Browser, CDPSession, Page } from "playwright-core"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { which } from "./support/prerequisites.ts"
+import { launchChromium } from "./support/chromium.ts"
 import { pageErrors } from "./support/recorder.ts"
 import { makeRealm, removeRealms, type ServerProcess, sleep, startServer, stopAll } from "./support/server.ts"
 
-const executablePath = process.env.CHROMIUM_PATH ?? which("chromium") ?? "/usr/bin/chromium"
 
 /** The issue's requirement: an edit shows in the page within this long. */
 const reloadBudgetMs = 1500
@@ -106,12 +105,7 @@ describe("live reload in Chromium", () => {
   let server: ServerProcess
 
   beforeAll(async () => {
-    // `npm test` installs Debian's chromium first (test/support/prerequisites.ts); a machine
-    // without it fails here, loudly.
-    if (!existsSync(executablePath)) {
-      throw new Error(`no Chromium at ${executablePath}: run npm test (it installs it as root), apt-get install chromium, or set CHROMIUM_PATH`)
-    }
-    browser = await chromium.launch({ executablePath, args: ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"] })
+    browser = await launchChromium()
   })
 
   afterAll(async () => {

@@ -12,14 +12,12 @@
  * the browser's own stack traces point, not Ember.
  */
 import { TraceMap, originalPositionFor } from "@jridgewell/trace-mapping"
-import { existsSync } from "node:fs"
-import { type Browser, chromium } from "playwright-core"
+import type { Browser } from "playwright-core"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { which } from "./support/prerequisites.ts"
+import { launchChromium } from "./support/chromium.ts"
 import { makeRealm, removeRealms, request, startServer, stopAll } from "./support/server.ts"
 import { cardSource, measureSource, sourcePositionOf } from "./support/sourceMaps.ts"
 
-const executablePath = process.env.CHROMIUM_PATH ?? which("chromium") ?? "/usr/bin/chromium"
 
 
 
@@ -86,10 +84,7 @@ describe("source maps in Chromium", () => {
   let browser: Browser
 
   beforeAll(async () => {
-    if (!existsSync(executablePath)) {
-      throw new Error(`no Chromium at ${executablePath}: run npm test (it installs it as root), apt-get install chromium, or set CHROMIUM_PATH`)
-    }
-    browser = await chromium.launch({ executablePath, args: ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"] })
+    browser = await launchChromium()
   })
 
   afterAll(async () => {

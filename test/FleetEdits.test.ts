@@ -31,6 +31,7 @@ import {
   confirm,
   costOf,
   describeCost,
+  fleetServeEnv,
   invalidationsOf,
   moduleSource,
   pollFresh,
@@ -39,11 +40,12 @@ import {
   urlOf,
   warm,
   saveAtomically,
+  startFleetServers,
   writeInPlace
 } from "./support/edits.ts"
 import { endFleet, stats } from "./support/load.ts"
 import { type PgBouncer, startPgBouncer } from "./support/pgbouncer.ts"
-import { makeRealm, request, type ServerProcess, sleep, startServer } from "./support/server.ts"
+import { makeRealm, request, type ServerProcess, sleep } from "./support/server.ts"
 
 const log = (line: string) => console.log(`[FleetEdits] ${line}`)
 
@@ -74,26 +76,6 @@ const makeFleetRealm = (prefix: string) => {
   return { realm, versions }
 }
 
-/**
- * Generous connect and session timeouts (2 cores shared with other test files); one transpile
- * worker per process; the standard pipeline on Babel, as in the issue.
- */
-const serveEnv = (databaseUrl: string, extra: Record<string, string> = {}) => ({
-  DATABASE_URL: databaseUrl,
-  MTC_PG_CONNECT_TIMEOUT: "5 seconds",
-  MTC_SESSION_TIMEOUT: "10 seconds",
-  MTC_FLEET_SIZE: "6",
-  ...extra
-})
-const serveArgs = ["--engine", "babel", "--transpile-workers", "1"]
-
-const startServers = async (realm: string, count: number, env: Record<string, string>) => {
-  const started = performance.now()
-  const servers = await Promise.all(
-    Array.from({ length: count }, () => startServer({ realmDir: realm, store: "pg", env, args: serveArgs, timeoutMs: 120_000 }))
-  )
-  return { servers, ms: performance.now() - started }
-}
 
 /**
  * Edits the modules in `edits` (name to new version) with `write`, polls every process until
@@ -184,7 +166,7 @@ describe("a fleet on one Postgres, every process watching one realm directory", 
   const fleet: Fleet = { label: "3 processes", realm, servers: [], versions }
 
   beforeAll(async () => {
-    const { servers, ms } = await startServers(realm, 3, serveEnv(dbUrl))
+    const { servers, ms } = await startFleetServers(realm, 3, fleetServeEnv(6, dbUrl))
     fleet.servers.push(...servers)
     log(`3 processes up in ${ms.toFixed(0)} ms (${(await stats(servers[0]!)).coordinator} coordinator)`)
     await warmAll(fleet)
@@ -257,7 +239,7 @@ describe("a fleet on one Postgres, every process watching one realm directory", 
     const six: Fleet = { label: "6 processes", realm, servers: fleet.servers, versions }
 
     beforeAll(async () => {
-      const { servers, ms } = await startServers(realm, 3, serveEnv(dbUrl))
+      const { servers, ms } = await startFleetServers(realm, 3, fleetServeEnv(6, dbUrl))
       six.servers.push(...servers)
       log(`3 more processes up in ${ms.toFixed(0)} ms`)
       await warmAll(six)
@@ -282,7 +264,7 @@ describe("3 processes behind PgBouncer in transaction mode (leases, polled inval
 
   beforeAll(async () => {
     bouncer = await startPgBouncer()
-    const { servers, ms } = await startServers(realm, 3, serveEnv(bouncer.urlFor(dbUrl), { MTC_PG_POOLER: "transaction" }))
+    const { servers, ms } = await startFleetServers(realm, 3, fleetServeEnv(6, bouncer.urlFor(dbUrl), { MTC_PG_POOLER: "transaction" }))
     fleet.servers.push(...servers)
     log(`3 processes behind PgBouncer up in ${ms.toFixed(0)} ms (${(await stats(servers[0]!)).coordinator} coordinator)`)
     await warmAll(fleet)

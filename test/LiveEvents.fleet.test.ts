@@ -18,10 +18,20 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { freshDatabase } from "./support/database.ts"
-import { moduleSource, pollFresh, quiet, stampOf, urlOf, warm, writeInPlace } from "./support/edits.ts"
+import {
+  fleetServeEnv,
+  moduleSource,
+  pollFresh,
+  quiet,
+  stampOf,
+  startFleetServers,
+  urlOf,
+  warm,
+  writeInPlace
+} from "./support/edits.ts"
 import { endFleet, stats } from "./support/load.ts"
 import { type PgBouncer, startPgBouncer } from "./support/pgbouncer.ts"
-import { makeRealm, request, type ServerProcess, sleep, startServer } from "./support/server.ts"
+import { makeRealm, request, type ServerProcess, sleep } from "./support/server.ts"
 
 const log = (line: string) => console.log(`[LiveEvents.fleet] ${line}`)
 
@@ -36,22 +46,6 @@ const arrivalDeadlineMs = 10_000
 /** After every process serves an edit: how long late events (duplicates, if any) get to land. */
 const settleMs = 1000
 
-const serveEnv = (databaseUrl: string, extra: Record<string, string> = {}) => ({
-  DATABASE_URL: databaseUrl,
-  MTC_PG_CONNECT_TIMEOUT: "5 seconds",
-  MTC_SESSION_TIMEOUT: "10 seconds",
-  MTC_FLEET_SIZE: "4",
-  ...extra
-})
-const serveArgs = ["--engine", "babel", "--transpile-workers", "1"]
-
-const startServers = async (realm: string, count: number, env: Record<string, string>) => {
-  const started = performance.now()
-  const servers = await Promise.all(
-    Array.from({ length: count }, () => startServer({ realmDir: realm, store: "pg", env, args: serveArgs, timeoutMs: 120_000 }))
-  )
-  return { servers, ms: performance.now() - started }
-}
 
 const makeFleetRealm = (prefix: string) => {
   const versions = new Map(names.map((name) => [name, 1]))
@@ -272,7 +266,7 @@ describe("3 processes (and a fourth to stop) on Postgres (direct: LISTEN/NOTIFY)
   let drained: ServerProcess
 
   beforeAll(async () => {
-    const started = await startServers(realm, 4, serveEnv(dbUrl))
+    const started = await startFleetServers(realm, 4, fleetServeEnv(4, dbUrl))
     servers.push(...started.servers.slice(0, 3))
     drained = started.servers[3]!
     log(`4 processes up in ${started.ms.toFixed(0)} ms (${(await stats(servers[0]!)).coordinator} coordinator)`)
@@ -409,7 +403,7 @@ describe("2 processes behind PgBouncer in transaction mode, no direct URL (the p
 
   beforeAll(async () => {
     bouncer = await startPgBouncer()
-    const started = await startServers(realm, 2, serveEnv(bouncer.urlFor(dbUrl), { MTC_PG_POOLER: "transaction" }))
+    const started = await startFleetServers(realm, 2, fleetServeEnv(4, bouncer.urlFor(dbUrl), { MTC_PG_POOLER: "transaction" }))
     servers.push(...started.servers)
     log(`2 processes behind PgBouncer up in ${started.ms.toFixed(0)} ms (${(await stats(servers[0]!)).coordinator} coordinator)`)
   }, 150_000)

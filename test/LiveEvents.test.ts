@@ -284,6 +284,14 @@ describe("GET /_cache/events", () => {
     expect(stream.events()).toHaveLength(4)
     expect(resumed.events()).toHaveLength(3)
 
+    // Metrics: the open streams and the events written, by realm.
+    const metrics = (await request(url, "/_cache/metrics", { headers: admin })).body
+    const { realmUrl: servedRealmUrl } = JSON.parse((await request(url, "/_cache/stats", { headers: admin })).body) as { realmUrl: string }
+    const realmLabel = `realm="${servedRealmUrl}"`
+    expect(metrics).toContain(`module_cache_event_streams{${realmLabel}} 2`)
+    // 4 events to the first stream, 3 to the resumed one (the 2 it missed were written too).
+    expect(metrics).toContain(`module_cache_events_sent_total{${realmLabel}} 7`)
+
     // A reconnect with an id of another process: one Everything.
     const elsewhere = await openStream(`${url}/_cache/events`, { "last-event-id": "000000000000-3" })
     expect((await elsewhere.waitFor(1))[0]!.data).toMatchObject({ everything: true, reason: "missed" })

@@ -135,13 +135,15 @@ export const make = Effect.fnUntraced(function*(options: ChangeFeedOptions = {})
   let timer: ReturnType<typeof setInterval> | undefined
   let closed = false
 
+  const countSent = (feed: RealmFeed, events: number) => {
+    if (events > 0) Metric.withAttributes(eventsSentCounter, { realm: feed.label }).updateUnsafe(events, context)
+  }
+
   const send = (feed: RealmFeed, event: FeedEvent) => {
     feed.log.push(event)
     if (feed.log.length > retained) feed.log.shift()
     for (const listener of feed.listeners) listener.event(event)
-    if (feed.listeners.size > 0) {
-      Metric.withAttributes(eventsSentCounter, { realm: feed.label }).updateUnsafe(feed.listeners.size, context)
-    }
+    countSent(feed, feed.listeners.size)
   }
 
   const changedIn = (feed: RealmFeed | undefined, path: string, sourceHash: string | undefined) => {
@@ -197,6 +199,7 @@ export const make = Effect.fnUntraced(function*(options: ChangeFeedOptions = {})
         }
         feed.listeners.add(listener)
         subscriberCount++
+        countSent(feed, missed.length)
         if (timer === undefined) {
           timer = setInterval(keepAlive, keepAliveMillis)
           timer.unref()

@@ -10,7 +10,7 @@
 import { renameSync, utimesSync, writeFileSync } from "node:fs"
 import * as path from "node:path"
 import { stats } from "./load.ts"
-import { eventually, request, type ServerProcess, sleep } from "./server.ts"
+import { eventually, request, type ServerProcess, sleep, startServer } from "./server.ts"
 
 /** The stamp of version `version` of module `name`, as it appears in the transpiled bytes. */
 export const stampOf = (name: string, version: number): string => `[${name}:v${version}]`
@@ -219,3 +219,27 @@ export const writeInPlace = (realm: string, name: string, version: number): void
 /** Moves a module's modification time on (a `touch`), its bytes unchanged. */
 export const touch = (realm: string, name: string, at = new Date()): void =>
   utimesSync(path.join(realm, fileOf(name)), at, at)
+
+/**
+ * The environment of a fleet of `serve --store pg` processes: generous connect and session
+ * timeouts (2 cores shared with other test files).
+ */
+export const fleetServeEnv = (fleetSize: number, databaseUrl: string, extra: Record<string, string> = {}) => ({
+  DATABASE_URL: databaseUrl,
+  MTC_PG_CONNECT_TIMEOUT: "5 seconds",
+  MTC_SESSION_TIMEOUT: "10 seconds",
+  MTC_FLEET_SIZE: String(fleetSize),
+  ...extra
+})
+
+/** One transpile worker per process; the standard pipeline on Babel. */
+const fleetServeArgs = ["--engine", "babel", "--transpile-workers", "1"]
+
+/** Starts `count` `serve --store pg` processes on one realm at once; how long that took. */
+export const startFleetServers = async (realm: string, count: number, env: Record<string, string>) => {
+  const started = performance.now()
+  const servers = await Promise.all(
+    Array.from({ length: count }, () => startServer({ realmDir: realm, store: "pg", env, args: fleetServeArgs, timeoutMs: 120_000 }))
+  )
+  return { servers, ms: performance.now() - started }
+}
