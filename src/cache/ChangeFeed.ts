@@ -148,7 +148,7 @@ export const make = Effect.fnUntraced(function*(options: ChangeFeedOptions = {})
 
   const changedIn = (feed: RealmFeed | undefined, path: string, sourceHash: string | undefined) => {
     if (feed === undefined) return
-    if (sourceHash !== undefined && feed.announced.has(path) && feed.announced.get(path) === sourceHash) return
+    if (sourceHash !== undefined && feed.announced.get(path) === sourceHash) return
     feed.announced.delete(path)
     feed.announced.set(path, sourceHash)
     if (feed.announced.size > rememberedPaths) feed.announced.delete(feed.announced.keys().next().value!)

@@ -27,7 +27,7 @@ import type { ModuleCache } from "../cache/ModuleCache.ts"
 import { goneSourceHash, moduleVersion } from "../domain/Domain.ts"
 import { realmLabel } from "../internal/realmLabel.ts"
 import { encodePath, isExecutable } from "../realm/PathRules.ts"
-import type { MountedRealm, Realms } from "../realm/Realms.ts"
+import type { MountedRealm } from "../realm/Realms.ts"
 import { immutableUrl } from "./ImmutableUrls.ts"
 import * as LiveReloadClient from "./LiveReloadClient.ts"
 
@@ -90,10 +90,25 @@ const encoder = new TextEncoder()
 export const frameOf = (realm: MountedRealm, fingerprint: string, event: FeedEvent): string =>
   `event: change\nid: ${event.id}\ndata: ${JSON.stringify(bodyOf(realm, fingerprint, event))}\n\n`
 
+/**
+ * The bytes of an event's frame, rendered once: the feed hands every subscriber of a realm the
+ * same event object (a realm has one mount, the process one fingerprint).
+ */
+const frames = new WeakMap<FeedEvent, Uint8Array>()
+const frameBytesOf = (realm: MountedRealm, fingerprint: string, event: FeedEvent): Uint8Array => {
+  let bytes = frames.get(event)
+  if (bytes === undefined) {
+    bytes = encoder.encode(frameOf(realm, fingerprint, event))
+    frames.set(event, bytes)
+  }
+  return bytes
+}
+
+const keepAliveBytes = encoder.encode(": keep-alive\n\n")
+
 /** What the routes need. */
 export interface LiveEventsContext {
   readonly cache: ModuleCache["Service"]
-  readonly realms: Realms["Service"]
   readonly feed: ChangeFeed["Service"]
   /** The realm of `?realm=MOUNT` (defaulted), or the answer that refuses the request (404, 401). */
   readonly realmOf: (
@@ -101,7 +116,7 @@ export interface LiveEventsContext {
   ) => Effect.Effect<MountedRealm | HttpServerResponse.HttpServerResponse>
 }
 
-/** The most events a slow stream holds before the oldest are dropped (its client then reloads on the next). */
+/** The most events a slow stream holds; past it, the oldest are dropped. */
 const streamBuffer = 512
 
 /** The stream of a realm's events, after those missed since `lastEventId`. */
@@ -109,18 +124,18 @@ const streamOf = (context: LiveEventsContext, realm: MountedRealm, lastEventId: 
   Stream.callback<Uint8Array>((queue) =>
     Effect.gen(function*() {
       const { fingerprint } = context.cache
-      const write = (text: string) => {
-        Queue.offerUnsafe(queue, encoder.encode(text))
+      const write = (bytes: Uint8Array) => {
+        Queue.offerUnsafe(queue, bytes)
       }
-      write(`retry: ${retryMillis}\n: ${realm.mount}\n\n`)
+      write(encoder.encode(`retry: ${retryMillis}\n: ${realm.mount}\n\n`))
       const missed = yield* context.feed.subscribe(realm.realmUrl, lastEventId, {
-        event: (event) => write(frameOf(realm, fingerprint, event)),
-        keepAlive: () => write(": keep-alive\n\n"),
+        event: (event) => write(frameBytesOf(realm, fingerprint, event)),
+        keepAlive: () => write(keepAliveBytes),
         end: () => {
           Queue.endUnsafe(queue)
         }
       })
-      for (const event of missed) write(frameOf(realm, fingerprint, event))
+      for (const event of missed) write(frameBytesOf(realm, fingerprint, event))
     }), { bufferSize: streamBuffer, strategy: "sliding" })
 
 /** Adds the event stream and the client to a router. */

@@ -395,7 +395,6 @@ export const routes: Layer.Layer<never, never, HttpRouter.HttpRouter | ModuleCac
     if (feed !== undefined) {
       yield* LiveEvents.add(router, {
         cache,
-        realms,
         feed,
         realmOf: (request) => realmOfRequest(request, LiveEvents.eventsPath)
       })
