@@ -221,7 +221,7 @@ const directLoop = async (pipeline: BabelTranspiler.PipelineName, files: Readonl
         filename: path,
         compact: false,
         highlightCode: false,
-        plugins: loaded.plugins[kind]
+        plugins: loaded.plugins()[kind]
       })
     }
   }

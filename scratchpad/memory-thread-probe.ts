@@ -6,7 +6,7 @@
  */
 import { renameSync, writeFileSync } from "node:fs"
 import * as path from "node:path"
-import { getHeapStatistics } from "node:v8"
+import { getHeapSpaceStatistics, getHeapStatistics } from "node:v8"
 import { isMainThread, threadId } from "node:worker_threads"
 
 const dir = process.env.MTC_MEMORY_BREAKDOWN_DIR
@@ -26,6 +26,7 @@ if (dir !== undefined && dir !== "") {
       physical: heap.total_physical_size,
       mallocedMemory: heap.malloced_memory,
       rss: usage.rss,
+      spaces: Object.fromEntries(getHeapSpaceStatistics().map((space) => [space.space_name, space.physical_space_size])),
       at: Date.now()
     }))
     renameSync(temporary, file)

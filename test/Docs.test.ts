@@ -40,7 +40,8 @@ export const variablesRead = (text: string): Set<string> => {
   const constants = new Map<string, string>()
   for (const m of body.matchAll(/\bconst\s+(\w+)\s*=\s*"([A-Z][A-Z0-9_]*)"/g)) constants.set(m[1]!, m[2]!)
   // Config.String("NAME"), Config.Literals(values, "NAME"), Config.Literal("value", "NAME"), ...
-  for (const m of body.matchAll(/\bConfig\.[A-Z]\w*\(\s*(?:(?:[\w.]+|"[^"]*")\s*,\s*)?"([A-Z][A-Z0-9_]*)"/g)) names.add(m[1]!)
+  // Config.schema(Schema, "NAME") too.
+  for (const m of body.matchAll(/\bConfig\.[A-Za-z]\w*\(\s*(?:(?:[\w.]+|"[^"]*")\s*,\s*)?"([A-Z][A-Z0-9_]*)"/g)) names.add(m[1]!)
   // Config.Redacted(envVar), with `const envVar = "NAME"` in the file.
   for (const m of body.matchAll(/\bConfig\.[A-Z]\w*\(\s*([a-zA-Z_]\w*)\s*[,)]/g)) {
     const name = constants.get(m[1]!)

@@ -364,3 +364,60 @@ describe("TranspilerPool in a ModuleCache", () => {
       expect(faults.started).toEqual(["held.ts"])
     })))
 })
+
+describe("TranspilerPool on demand", () => {
+  it.live("starts startWorkers; a job that finds every worker busy starts another; idle ones leave down to the floor", () =>
+    Effect.scoped(Effect.gen(function*() {
+      const faults = yield* faultChannel
+      const pool = yield* faultPool({ workers: 2, startWorkers: 1, minWorkers: 1, idleTimeout: "100 millis" })
+      expect(pool.state()).toMatchObject({ workers: 1, retired: 0 })
+      expect(yield* gaugeValue(TranspilerPool.workersGauge)).toBe(1)
+      const held = yield* Effect.forkChild(pool.service.transpile({ path: "held.ts", source: "// __HOLD__\nexport {}" }))
+      yield* faults.awaitStarted("held.ts")
+      expect(pool.state().workers).toBe(1)
+      // The only worker is held: this job starts the second one and runs there meanwhile.
+      const other = yield* pool.service.transpile(small("other"))
+      expect(codeOf(other.body)).toBe("export const other = 1;")
+      expect(pool.state()).toMatchObject({ workers: 2, busy: 1 })
+      faults.release()
+      yield* Fiber.join(held)
+      // Both idle now: one leaves after the idle timeout, the floor's stays.
+      yield* until(pool, (state) => state.retired === 1)
+      expect(pool.state()).toMatchObject({ workers: 1, busy: 0, restarts: 0 })
+      expect(yield* gaugeValue(TranspilerPool.workersGauge)).toBe(1)
+      const after = yield* pool.service.transpile(small("after"))
+      expect(codeOf(after.body)).toBe("export const after = 1;")
+      expect(pool.state()).toMatchObject({ workers: 1, retired: 1, restarts: 0 })
+    })))
+
+  it.live("by default all of them start with the pool, and those above the floor of 1 leave once idle", () =>
+    Effect.scoped(Effect.gen(function*() {
+      const pool = yield* TranspilerPool.makePool({ workers: 2, idleTimeout: "50 millis" })
+      expect(pool.state()).toMatchObject({ workers: 2, retired: 0 })
+      yield* until(pool, (state) => state.retired === 1)
+      expect(pool.state()).toMatchObject({ workers: 1, restarts: 0 })
+      const module = yield* pool.service.transpile(small("floor"))
+      expect(codeOf(module.body)).toBe("export const floor = 1;")
+    })))
+
+  it.live("with minWorkers 0 the last worker leaves too, and the next job starts one", () =>
+    Effect.scoped(Effect.gen(function*() {
+      const pool = yield* TranspilerPool.makePool({ workers: 2, startWorkers: 0, minWorkers: 0, idleTimeout: "50 millis" })
+      // One worker starts with the pool all the same: it proves the pipeline loads.
+      expect(pool.state().workers).toBe(1)
+      yield* until(pool, (state) => state.workers === 0)
+      const module = yield* pool.service.transpile(small("woken"))
+      expect(codeOf(module.body)).toBe("export const woken = 1;")
+      expect(pool.state()).toMatchObject({ retired: 1, restarts: 0 })
+    })))
+
+  it.live("a job queued while every slot's worker is starting waits for one, and does not start more than the slots", () =>
+    Effect.scoped(Effect.gen(function*() {
+      const pool = yield* TranspilerPool.makePool({ workers: 2, startWorkers: 1 })
+      const modules = yield* Effect.forEach(Array.from({ length: 12 }, (_, i) => small(`m${i}`)), (input) => pool.service.transpile(input), {
+        concurrency: "unbounded"
+      })
+      expect(modules.map((m) => codeOf(m.body))).toEqual(Array.from({ length: 12 }, (_, i) => `export const m${i} = 1;`))
+      expect(pool.state()).toMatchObject({ workers: 2, queued: 0, busy: 0, restarts: 0 })
+    })))
+})

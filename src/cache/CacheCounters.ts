@@ -4,7 +4,8 @@
  *
  * @since 0.1.0
  */
-import { Context, Metric } from "effect"
+import * as Context from "effect/Context"
+import * as Metric from "effect/Metric"
 import type { ReportedOutcome } from "../domain/Domain.ts"
 import { realmLabel } from "../internal/realmLabel.ts"
 import { refusalCounter } from "../internal/refusal.ts"

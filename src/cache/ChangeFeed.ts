@@ -23,7 +23,12 @@
  *
  * @since 0.6.0
  */
-import { Context, Duration, Effect, Layer, Metric, type Scope } from "effect"
+import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Metric from "effect/Metric"
+import type * as Scope from "effect/Scope"
 import { randomBytes } from "node:crypto"
 import { realmHash } from "../domain/Domain.ts"
 import { realmLabel } from "../internal/realmLabel.ts"

@@ -14,7 +14,8 @@
  *
  * @since 0.1.0
  */
-import type { Duration, Effect } from "effect"
+import type * as Duration from "effect/Duration"
+import type * as Effect from "effect/Effect"
 import type { VersionedKey } from "../domain/Domain.ts"
 import type { StoreError } from "../domain/Errors.ts"
 import type { StoredRow, TranspileStore } from "../domain/TranspileStore.ts"

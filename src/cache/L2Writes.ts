@@ -14,7 +14,7 @@
  *
  * @since 0.3.0
  */
-import type { Effect } from "effect"
+import type * as Effect from "effect/Effect"
 import type { StoreError } from "../domain/Errors.ts"
 import type { TranspileStore, WriteRequest } from "../domain/TranspileStore.ts"
 import * as Batching from "../internal/batching.ts"

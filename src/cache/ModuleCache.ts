@@ -7,7 +7,17 @@
  *
  * @since 0.1.0
  */
-import { Cause, Clock, Config, Context, Duration, Effect, Exit, FiberSet, Layer, Option, type Scope } from "effect"
+import * as Cause from "effect/Cause"
+import * as Clock from "effect/Clock"
+import * as Config from "effect/Config"
+import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as FiberSet from "effect/FiberSet"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import type * as Scope from "effect/Scope"
 import { ChangeFeed } from "./ChangeFeed.ts"
 import { Coordinator, type CoordinatorError, none as noCoordinator, type Waiter } from "../domain/Coordinator.ts"
 import { type ConnectionStats, DatabaseConnections } from "../domain/DatabaseConnections.ts"

@@ -4,7 +4,7 @@
  *
  * @since 0.1.0
  */
-import { Effect } from "effect"
+import * as Effect from "effect/Effect"
 import { keyString, type ModuleKey } from "../domain/Domain.ts"
 
 const bump = (map: Map<string, number>, id: string, by: number) => {

@@ -18,7 +18,10 @@
  *
  * @since 0.1.0
  */
-import { Cause, Clock, Effect, Stream } from "effect"
+import * as Cause from "effect/Cause"
+import * as Clock from "effect/Clock"
+import * as Effect from "effect/Effect"
+import * as Stream from "effect/Stream"
 import { type CachedModule, keyHash, moduleBytes, type ModuleKey, type TranspiledModule } from "../domain/Domain.ts"
 import type { L1Cache } from "./L1Cache.ts"
 import type { ModuleSources } from "../domain/ModuleSources.ts"

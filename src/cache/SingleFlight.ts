@@ -9,7 +9,9 @@
  *
  * @since 0.1.0
  */
-import { Deferred, Effect, type Exit } from "effect"
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import type * as Exit from "effect/Exit"
 
 interface Call<A, E, T> {
   readonly deferred: Deferred.Deferred<A, E>

@@ -5,7 +5,9 @@
  *
  * @since 0.1.0
  */
-import { Duration, Effect, Schedule } from "effect"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Schedule from "effect/Schedule"
 import type { ModuleKey, VersionedKey } from "../domain/Domain.ts"
 import type { StoreError } from "../domain/Errors.ts"
 import type { StoredRow, TranspileStore, WriteRequest } from "../domain/TranspileStore.ts"

@@ -5,7 +5,10 @@
  *
  * @since 0.1.0
  */
-import { Duration, Effect, Option, Schedule } from "effect"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
+import * as Schedule from "effect/Schedule"
 
 /**
  * The delays between a loser's re-reads of L2: `initial`, growing 1.5x, at most `max` (what

@@ -3,8 +3,12 @@
  * Node version is known to be supported. A graceful stop on SIGINT or SIGTERM (the program
  * interrupted, nothing else failing) exits 0.
  */
-import { NodeRuntime, NodeServices } from "@effect/platform-node"
-import { Cause, Effect, Exit, Runtime } from "effect"
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
+import * as NodeServices from "@effect/platform-node/NodeServices"
+import * as Cause from "effect/Cause"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Runtime from "effect/Runtime"
 import * as Cli from "./Cli.ts"
 
 const teardown: Runtime.Teardown = (exit, onExit) =>

@@ -6,7 +6,11 @@
  *
  * @since 0.1.0
  */
-import { Context, Effect, Layer, Schema, type Scope } from "effect"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Schema from "effect/Schema"
+import type * as Scope from "effect/Scope"
 import type { VersionedKey } from "./Domain.ts"
 
 /** The coordinator could not take part (its lock session is down, say); the caller falls back. */

@@ -4,7 +4,7 @@
  *
  * @since 0.1.0
  */
-import { Schema } from "effect"
+import * as Schema from "effect/Schema"
 
 /** A module failed to transpile: a syntax error, or an error of a Babel plugin. */
 export class TranspileError extends Schema.TaggedError<TranspileError>()("TranspileError", {

@@ -7,7 +7,10 @@
  *
  * @since 0.1.0
  */
-import { Context, Effect, Layer, type Scope } from "effect"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import type * as Scope from "effect/Scope"
 import type { ModuleKey } from "./Domain.ts"
 
 /** The realm (by its hash, see `Domain.realmHash`) and the canonical path of a module a notice names. */

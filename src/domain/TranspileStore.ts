@@ -6,7 +6,9 @@
  *
  * @since 0.1.0
  */
-import { Context, Effect, Stream } from "effect"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Stream from "effect/Stream"
 import type { ModuleKey, TranspiledModule, VersionedKey } from "./Domain.ts"
 import type { ModuleBuildError, StoreError } from "./Errors.ts"
 

@@ -3,7 +3,8 @@
  *
  * @since 0.1.0
  */
-import { Context, Effect } from "effect"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
 import type { TranspiledModule } from "./Domain.ts"
 import type { TranspilerError } from "./Errors.ts"
 

@@ -38,7 +38,11 @@
  *
  * @since 0.1.0
  */
-import { Cause, Deferred, Duration, Effect, Exit } from "effect"
+import * as Cause from "effect/Cause"
+import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import { Coordinator, CoordinatorError } from "../domain/Coordinator.ts"
 import { hash64, lockKey } from "../domain/Domain.ts"
 import type { SqlError } from "effect/sql/SqlError"

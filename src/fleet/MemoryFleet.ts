@@ -4,7 +4,8 @@
  *
  * @since 0.1.0
  */
-import { Effect, Layer } from "effect"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
 import { keyHash, lockKey, realmHash } from "../domain/Domain.ts"
 import { Coordinator } from "../domain/Coordinator.ts"
 import { type InvalidationEvent, Invalidations } from "../domain/Invalidations.ts"

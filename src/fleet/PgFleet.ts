@@ -5,8 +5,14 @@
  *
  * @since 0.1.0
  */
-import { PgClient, type PgConnection } from "@effect/sql-pg"
-import { Context, Duration, Effect, FiberSet, Layer, Option } from "effect"
+import * as PgClient from "@effect/sql-pg/PgClient"
+import type * as PgConnection from "@effect/sql-pg/PgConnection"
+import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as FiberSet from "effect/FiberSet"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
 import { Coordinator } from "../domain/Coordinator.ts"
 import { keyHash, realmHash } from "../domain/Domain.ts"
 import { Invalidations, type ModulePlace } from "../domain/Invalidations.ts"

@@ -15,8 +15,11 @@
  *
  * @since 0.1.0
  */
-import { Duration, Effect, Layer, Schedule } from "effect"
-import { SqlClient } from "effect/sql"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Schedule from "effect/Schedule"
+import * as SqlClient from "effect/sql/SqlClient"
 import { keyHash, realmHash } from "../domain/Domain.ts"
 import { Invalidations } from "../domain/Invalidations.ts"
 import * as Tuning from "../internal/tuning.ts"

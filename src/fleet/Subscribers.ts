@@ -5,7 +5,8 @@
  *
  * @since 0.1.0
  */
-import { Effect, type Scope } from "effect"
+import * as Effect from "effect/Effect"
+import type * as Scope from "effect/Scope"
 import type { InvalidationEvent, InvalidationHandler } from "../domain/Invalidations.ts"
 
 /** The subscribers of one Invalidations service. */

@@ -2,7 +2,8 @@
  * A wake-up latch: `fire` wakes the current `wait`, or the next one if nobody waits yet.
  * Registered waiters of the coordinators are made of these.
  */
-import { Effect, type Scope } from "effect"
+import * as Effect from "effect/Effect"
+import type * as Scope from "effect/Scope"
 import type { Waiter } from "../domain/Coordinator.ts"
 
 interface Signal {

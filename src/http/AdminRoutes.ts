@@ -20,8 +20,11 @@
  *
  * @since 0.3.0
  */
-import { Effect, Option } from "effect"
-import { HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
+import * as HttpRouter from "effect/http/HttpRouter"
+import * as HttpServerRequest from "effect/http/HttpServerRequest"
+import * as HttpServerResponse from "effect/http/HttpServerResponse"
 import * as path from "node:path"
 import { moduleKey } from "../domain/Domain.ts"
 import type { ModuleCache } from "../cache/ModuleCache.ts"

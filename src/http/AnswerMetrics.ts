@@ -11,8 +11,10 @@
  *
  * @since 0.5.0
  */
-import { Effect, Metric } from "effect"
-import type { HttpServerRequest, HttpServerResponse } from "effect/http"
+import * as Effect from "effect/Effect"
+import * as Metric from "effect/Metric"
+import type * as HttpServerRequest from "effect/http/HttpServerRequest"
+import type * as HttpServerResponse from "effect/http/HttpServerResponse"
 import { realmLabel } from "../internal/realmLabel.ts"
 
 /** Seconds buckets of answer times: 25 µs (a fast-path hit) to 30 s (a cold transpile). */

@@ -4,7 +4,7 @@
  *
  * @since 0.3.0
  */
-import type { HttpServerResponse } from "effect/http"
+import type * as HttpServerResponse from "effect/http/HttpServerResponse"
 import type { GetError } from "../domain/Errors.ts"
 import type { ErrorBody } from "./HttpBodies.ts"
 import { json } from "./Responses.ts"

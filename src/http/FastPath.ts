@@ -26,7 +26,7 @@
  *
  * @since 0.1.0
  */
-import { Context } from "effect"
+import * as Context from "effect/Context"
 import type { IncomingMessage, ServerResponse } from "node:http"
 import {
   type CachedModule,

@@ -3,7 +3,7 @@
  *
  * @since 0.3.0
  */
-import { Schema } from "effect"
+import * as Schema from "effect/Schema"
 import { ConnectionStats } from "../domain/DatabaseConnections.ts"
 
 /** The JSON body of every error response. */

@@ -21,7 +21,8 @@
  *
  * @since 0.4.0
  */
-import type { HttpServerRequest, HttpServerResponse } from "effect/http"
+import type * as HttpServerRequest from "effect/http/HttpServerRequest"
+import type * as HttpServerResponse from "effect/http/HttpServerResponse"
 import type { ErrorBody } from "./HttpBodies.ts"
 import { pathOf } from "../realm/PathRules.ts"
 import type { CachedAnswer } from "../realm/RawFileCache.ts"

@@ -34,8 +34,11 @@
  *
  * @since 0.4.0
  */
-import { Effect, Option } from "effect"
-import type { HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
+import type * as HttpRouter from "effect/http/HttpRouter"
+import type * as HttpServerRequest from "effect/http/HttpServerRequest"
+import type * as HttpServerResponse from "effect/http/HttpServerResponse"
 import type { ModuleCache } from "../cache/ModuleCache.ts"
 import { type CachedModule, keyString, moduleKey } from "../domain/Domain.ts"
 import { ModuleNotFoundError } from "../domain/Errors.ts"

@@ -7,7 +7,8 @@
  *
  * @since 0.4.0
  */
-import { Option, Schema } from "effect"
+import * as Option from "effect/Option"
+import * as Schema from "effect/Schema"
 import { initSync as initLexer, parse as lexModule } from "es-module-lexer"
 import type { CachedModule } from "../domain/Domain.ts"
 

@@ -12,7 +12,10 @@
  *
  * @since 0.1.0
  */
-import { Config, Duration, Effect, Option } from "effect"
+import * as Config from "effect/Config"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
 import type { Server } from "node:http"
 import { type AddressInfo, connect } from "node:net"
 import type { FastPathHandler } from "./FastPath.ts"

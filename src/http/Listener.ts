@@ -20,8 +20,11 @@
  *
  * @since 0.1.0
  */
-import { Config, Duration, Effect, type Scope } from "effect"
-import { HttpServerError } from "effect/http"
+import * as Config from "effect/Config"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import type * as Scope from "effect/Scope"
+import * as HttpServerError from "effect/http/HttpServerError"
 import { type IncomingMessage, type RequestListener, type Server, ServerResponse } from "node:http"
 import { type AddressInfo, Server as NetServer, type Socket } from "node:net"
 

@@ -20,8 +20,13 @@
  *
  * @since 0.6.0
  */
-import { Effect, Metric, Queue, Stream } from "effect"
-import { type HttpRouter, type HttpServerRequest, HttpServerResponse } from "effect/http"
+import * as Effect from "effect/Effect"
+import * as Metric from "effect/Metric"
+import * as Queue from "effect/Queue"
+import * as Stream from "effect/Stream"
+import type * as HttpRouter from "effect/http/HttpRouter"
+import type * as HttpServerRequest from "effect/http/HttpServerRequest"
+import * as HttpServerResponse from "effect/http/HttpServerResponse"
 import { ChangeFeed, type FeedEvent } from "../cache/ChangeFeed.ts"
 import type { ModuleCache } from "../cache/ModuleCache.ts"
 import { goneSourceHash, moduleVersion } from "../domain/Domain.ts"

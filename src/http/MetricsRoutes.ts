@@ -14,9 +14,13 @@
  *
  * @since 0.5.0
  */
-import { Effect, Metric, Option } from "effect"
-import { type HttpRouter, type HttpServerRequest, HttpServerResponse } from "effect/http"
-import { PrometheusMetrics } from "effect/observability"
+import * as Effect from "effect/Effect"
+import * as Metric from "effect/Metric"
+import * as Option from "effect/Option"
+import type * as HttpRouter from "effect/http/HttpRouter"
+import type * as HttpServerRequest from "effect/http/HttpServerRequest"
+import * as HttpServerResponse from "effect/http/HttpServerResponse"
+import * as PrometheusMetrics from "effect/observability/PrometheusMetrics"
 import { readFile } from "node:fs/promises"
 import { createRequire } from "node:module"
 import { getsOf, touchCounters } from "../cache/CacheCounters.ts"

@@ -3,7 +3,9 @@
  *
  * @since 0.4.0
  */
-import { Effect, Layer, Option } from "effect"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
 import { ModuleCache } from "../cache/ModuleCache.ts"
 import * as Preload from "../cache/Preload.ts"
 import { keyString, type ModuleKey } from "../domain/Domain.ts"

@@ -20,15 +20,26 @@
  *
  * @since 0.4.0
  */
-import { Clock, Config, Context, Duration, Effect, Layer, Option, Redacted, Schema } from "effect"
-import { HttpServerResponse } from "effect/http"
-import { jwtVerify, SignJWT } from "jose"
+import * as Clock from "effect/Clock"
+import * as Config from "effect/Config"
+import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as Redacted from "effect/Redacted"
+import * as Schema from "effect/Schema"
+import * as HttpServerResponse from "effect/http/HttpServerResponse"
+import { lazyRequire } from "../internal/lazyRequire.ts"
 import * as AdminToken from "./AdminToken.ts"
 
 /** `MTC_READ_SECRET` is unusable: too short, or unreadable from the configuration. */
 export class ReadSecretError extends Schema.TaggedError<ReadSecretError>()("ReadSecretError", {
   message: Schema.String
 }) {}
+
+/** jose, loaded by the first token verified or signed: a server of public realms never loads it. */
+const jose = lazyRequire<typeof import("jose")>(import.meta.url, "jose")
 
 /** The environment variable holding the secret that read tokens are signed with. */
 export const envVar = "MTC_READ_SECRET"
@@ -137,7 +148,7 @@ export const make = (options: ReadAccessOptions): Effect.Effect<ReadAccess, Read
 
     /** Verifies a JWT: its grant, or `undefined` for any refusal (the promise never rejects). */
     const verify = (token: string, secret: CryptoKey): Promise<Grant | undefined> =>
-      jwtVerify(token, secret, {
+      jose().jwtVerify(token, secret, {
         algorithms: [algorithm],
         requiredClaims: ["exp"],
         clockTolerance: 0,
@@ -247,7 +258,7 @@ export const issueReadToken = (
     const now = yield* Clock.currentTimeMillis
     const exp = Math.floor((now + Duration.toMillis(expiresIn)) / 1000)
     return yield* Effect.promise(() =>
-      new SignJWT({ realms: [...realms] })
+      new (jose().SignJWT)({ realms: [...realms] })
         .setProtectedHeader({ alg: algorithm, typ: "JWT" })
         .setIssuedAt(Math.floor(now / 1000))
         .setExpirationTime(exp)

@@ -4,8 +4,10 @@
  *
  * @since 0.3.0
  */
-import { Deferred, Effect } from "effect"
-import { HttpServerRequest, HttpServerResponse } from "effect/http"
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import * as HttpServerRequest from "effect/http/HttpServerRequest"
+import * as HttpServerResponse from "effect/http/HttpServerResponse"
 import * as path from "node:path"
 import { type CachedModule, hashSource } from "../domain/Domain.ts"
 import type { CachedAnswer, Representation } from "../realm/RawFileCache.ts"

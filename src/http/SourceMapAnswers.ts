@@ -10,7 +10,7 @@
  *
  * @since 0.7.0
  */
-import type { Effect } from "effect"
+import type * as Effect from "effect/Effect"
 import { type CachedModule, sourceMapContentType } from "../domain/Domain.ts"
 import type { Coding } from "../internal/ContentCoding.ts"
 import { isExecutable } from "../realm/PathRules.ts"

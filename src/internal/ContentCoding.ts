@@ -12,7 +12,8 @@
  *
  * @since 0.4.0
  */
-import { Config, Effect } from "effect"
+import * as Config from "effect/Config"
+import * as Effect from "effect/Effect"
 import { brotliCompress, brotliCompressSync, constants, gzip, gzipSync } from "node:zlib"
 import type { EncodedBodies, TranspiledModule } from "../domain/Domain.ts"
 

@@ -13,7 +13,13 @@
  *
  * @since 0.3.0
  */
-import { Clock, Deferred, Duration, Effect, Exit, Request, RequestResolver } from "effect"
+import * as Clock from "effect/Clock"
+import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Request from "effect/Request"
+import * as RequestResolver from "effect/RequestResolver"
 
 /** Options of {@link make}. */
 export interface BatchingOptions {

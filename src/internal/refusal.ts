@@ -8,7 +8,9 @@
  * a refused caller waits for a connection on a bounded, jittered backoff instead of falling
  * back to a local transpile at once.
  */
-import { Duration, Metric, Schedule } from "effect"
+import * as Duration from "effect/Duration"
+import * as Metric from "effect/Metric"
+import * as Schedule from "effect/Schedule"
 
 /** Connects refused by a database that is up, by this process (fleet session, pool, L2 operations). */
 export const refusalCounter = Metric.counter("module_cache_pg_refusals_total", {

@@ -4,9 +4,12 @@
  * never runs inside an open transaction. Nested transactions use savepoints. The PGlite
  * client and the fleet session's client are both built this way.
  */
-import { Effect, type Semaphore } from "effect"
+import * as Effect from "effect/Effect"
+import type * as Semaphore from "effect/Semaphore"
 import type * as Reactivity from "effect/reactivity/Reactivity"
-import { SqlClient, type SqlConnection, type Statement } from "effect/sql"
+import * as SqlClient from "effect/sql/SqlClient"
+import type * as SqlConnection from "effect/sql/SqlConnection"
+import type * as Statement from "effect/sql/Statement"
 import { SqlError, UnknownError } from "effect/sql/SqlError"
 
 /** The row transform a `SqlConnection` method is given. */

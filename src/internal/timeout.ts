@@ -5,7 +5,10 @@
  * whose answer is already in the socket. Here the timer only opens a short grace period
  * for the same, still running, effect.
  */
-import { Cause, Duration, Effect, Fiber } from "effect"
+import * as Cause from "effect/Cause"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
 
 /** `Effect.timeout(duration)`, plus `grace` (default 100 ms) after the timer fires. */
 export const timeoutLenient = <A, E, R>(

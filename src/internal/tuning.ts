@@ -3,7 +3,7 @@
  * its `defaults` (each documented) with {@link defaults}, takes `Tuning<typeof defaults>` as
  * its options, and reads them through {@link resolve}.
  */
-import { Duration } from "effect"
+import * as Duration from "effect/Duration"
 
 /** Defaults of a service's durations, by option name. */
 type TuningDefaults = Readonly<Record<string, Duration.Duration>>

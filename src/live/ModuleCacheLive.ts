@@ -5,8 +5,14 @@
  *
  * @since 0.1.0
  */
-import { PgClient } from "@effect/sql-pg"
-import { Config, Duration, Effect, Layer, Option, type Redacted } from "effect"
+import * as PgClient from "@effect/sql-pg/PgClient"
+import * as Config from "effect/Config"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as Schema from "effect/Schema"
+import type * as Redacted from "effect/Redacted"
 import type { SqlError } from "effect/sql/SqlError"
 import * as Coordinator from "../domain/Coordinator.ts"
 import * as DatabaseConnections from "../domain/DatabaseConnections.ts"
@@ -19,6 +25,7 @@ import * as ModuleCache from "../cache/ModuleCache.ts"
 import type { ModuleSources } from "../domain/ModuleSources.ts"
 import * as PgFleet from "../fleet/PgFleet.ts"
 import * as PgSession from "../fleet/PgSession.ts"
+import * as PgliteWorker from "../store/PgliteWorker.ts"
 import * as PgTls from "../store/PgTls.ts"
 import * as PolledInvalidations from "../fleet/PolledInvalidations.ts"
 import * as SqlTranspileStore from "../store/SqlTranspileStore.ts"
@@ -88,6 +95,8 @@ export type StoreChoice =
     readonly dataDir: string | undefined
     /** Whether PGlite runs in a worker thread (default: `MTC_PGLITE_WORKER`, else true). */
     readonly worker?: boolean
+    /** Postgres's `shared_buffers` in PGlite (default: `MTC_PGLITE_SHARED_BUFFERS`, else 16MB). */
+    readonly sharedBuffers?: string
   }
   | { readonly _tag: "memory" }
   /** No L2 at all: L1 only. */
@@ -269,6 +278,15 @@ const poolerServices = (store: PostgresChoice, main: PgTls.ClientTls) => {
  */
 export type LayerError = SqlError | StoreError | PgTls.PgTlsError | DataDirLockedError | DataDirLockError
 
+/** A `shared_buffers` setting, such as `16MB`. */
+const SharedBuffers = Schema.String.check(Schema.isPattern(PgliteWorker.sharedBuffersPattern, { expected: "a size such as 16MB" }))
+
+/** PGlite's settings from `MTC_PGLITE_WORKER` (default true) and `MTC_PGLITE_SHARED_BUFFERS` (default 16MB). */
+const pgliteConfig = Config.all({
+  worker: Config.withDefault(Config.Boolean("MTC_PGLITE_WORKER"), true),
+  sharedBuffers: Config.withDefault(Config.schema(SharedBuffers, "MTC_PGLITE_SHARED_BUFFERS"), PgliteWorker.defaultSharedBuffers)
+})
+
 /** The store, coordinator and invalidations of a choice. */
 export const services = (
   store: StoreChoice
@@ -279,10 +297,13 @@ export const services = (
     case "pglite":
       return Layer.mergeAll(
         Layer.unwrap(Effect.map(
-          Effect.orDie(Effect.gen(function*() {
-            return yield* Config.withDefault(Config.Boolean("MTC_PGLITE_WORKER"), true)
-          })),
-          (worker) => SqlTranspileStore.layerPglite({ dataDir: store.dataDir, worker: store.worker ?? worker })
+          Effect.orDie(pgliteConfig),
+          (config) =>
+            SqlTranspileStore.layerPglite({
+              dataDir: store.dataDir,
+              worker: store.worker ?? config.worker,
+              sharedBuffers: store.sharedBuffers ?? config.sharedBuffers
+            })
         )),
         Coordinator.layerNone,
         Invalidations.layerNone

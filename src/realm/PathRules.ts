@@ -5,7 +5,7 @@
  *
  * @since 0.3.0
  */
-import { Effect } from "effect"
+import * as Effect from "effect/Effect"
 import * as path from "node:path"
 import { InvalidPathError } from "../domain/Errors.ts"
 

@@ -11,7 +11,8 @@
  *
  * @since 0.1.0
  */
-import { Context, Layer } from "effect"
+import * as Context from "effect/Context"
+import * as Layer from "effect/Layer"
 import type { Coding } from "../internal/ContentCoding.ts"
 import { defaultMaxBytes } from "../cache/L1Cache.ts"
 import { ClockMap } from "../internal/ClockMap.ts"

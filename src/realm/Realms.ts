@@ -17,7 +17,14 @@
  *
  * @since 0.4.0
  */
-import { Context, Effect, Exit, Layer, Option, Schema, Scope, Semaphore } from "effect"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as Schema from "effect/Schema"
+import * as Scope from "effect/Scope"
+import * as Semaphore from "effect/Semaphore"
 import * as path from "node:path"
 import { ChangeFeed } from "../cache/ChangeFeed.ts"
 import { ModuleCache } from "../cache/ModuleCache.ts"

@@ -23,7 +23,17 @@
  *
  * @since 0.3.0
  */
-import { Clock, Duration, Effect, Exit, type FileSystem, Layer, Option, Queue, Schedule, type Scope, Stream } from "effect"
+import * as Clock from "effect/Clock"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import type * as FileSystem from "effect/FileSystem"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as Queue from "effect/Queue"
+import * as Schedule from "effect/Schedule"
+import type * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
 import * as path from "node:path"
 import { goneSourceHash, moduleKey, type ModuleSource } from "../domain/Domain.ts"
 import { InvalidationSource } from "../cache/CacheCounters.ts"

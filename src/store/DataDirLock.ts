@@ -24,7 +24,10 @@ import { randomBytes } from "node:crypto"
 import * as fs from "node:fs"
 import { hostname } from "node:os"
 import * as path from "node:path"
-import { Effect, Schedule, Schema, type Scope } from "effect"
+import * as Effect from "effect/Effect"
+import * as Schedule from "effect/Schedule"
+import * as Schema from "effect/Schema"
+import type * as Scope from "effect/Scope"
 import { errorCode } from "../internal/errors.ts"
 
 /** Another live process (or this one) holds the data directory. */

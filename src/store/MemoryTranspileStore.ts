@@ -4,7 +4,10 @@
  *
  * @since 0.1.0
  */
-import { Clock, Effect, Layer, Stream } from "effect"
+import * as Clock from "effect/Clock"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Stream from "effect/Stream"
 import { keyString, moduleBytes, type ModuleKey, moduleKey, type VersionedKey } from "../domain/Domain.ts"
 import {
   absent,

@@ -14,8 +14,9 @@
  *
  * @since 0.1.0
  */
-import { Effect } from "effect"
-import { Migrator, SqlClient } from "effect/sql"
+import * as Effect from "effect/Effect"
+import * as Migrator from "effect/sql/Migrator"
+import * as SqlClient from "effect/sql/SqlClient"
 import type { SqlError } from "effect/sql/SqlError"
 import { migration as createCache } from "../../migrations/0001_create_module_transpile_cache.ts"
 import { migration as createRealm } from "../../migrations/0002_create_module_transpile_cache_realm.ts"

@@ -20,10 +20,18 @@
  *
  * @since 0.1.0
  */
-import { PGlite, type Results } from "@electric-sql/pglite"
-import { Context, Effect, Layer, Option, Scope, Semaphore, Stream } from "effect"
+import type { Results } from "@electric-sql/pglite"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as Scope from "effect/Scope"
+import * as Semaphore from "effect/Semaphore"
+import * as Stream from "effect/Stream"
 import * as Reactivity from "effect/reactivity/Reactivity"
-import { SqlClient, type SqlConnection, Statement } from "effect/sql"
+import * as SqlClient from "effect/sql/SqlClient"
+import type * as SqlConnection from "effect/sql/SqlConnection"
+import * as Statement from "effect/sql/Statement"
 import {
   AuthenticationError,
   AuthorizationError,
@@ -54,6 +62,8 @@ export interface PgliteClientConfig {
    * on unless `MTC_PGLITE_WORKER=0`).
    */
   readonly worker?: boolean | undefined
+  /** Postgres's `shared_buffers` (default `PgliteWorker.defaultSharedBuffers`, 16MB). */
+  readonly sharedBuffers?: string | undefined
 }
 
 /** A `SqlClient` on PGlite, with a jsonb helper and raw access to the session. */
@@ -219,9 +229,8 @@ export const make = (
       Effect.tryPromise({
         try: (): Promise<PgliteWorker.PgliteSession> =>
           config.worker === true
-            ? PgliteWorker.open(config.dataDir)
-            // int8 as bigint (as on sql-pg, never a lossy or number|bigint mix); date as its text.
-            : PGlite.create(config.dataDir, PgliteWorker.pgliteOptions).then((db) => ({
+            ? PgliteWorker.open(config.dataDir, { sharedBuffers: config.sharedBuffers })
+            : PgliteWorker.openHere(config.dataDir, config.sharedBuffers).then((db) => ({
               query: (sql, params, options) => db.query(sql, params, options),
               close: () => db.close()
             })),

@@ -21,10 +21,13 @@
  *
  * @since 0.3.0
  */
-import { PGlite, type Results } from "@electric-sql/pglite"
+import type { PGlite, Results } from "@electric-sql/pglite"
+import { spawn } from "node:child_process"
+import { existsSync } from "node:fs"
 import { getPriority, setPriority } from "node:os"
+import { join } from "node:path"
 import { extname } from "node:path"
-import { fileURLToPath } from "node:url"
+import { fileURLToPath, pathToFileURL } from "node:url"
 import { isMainThread, parentPort, Worker, workerData } from "node:worker_threads"
 
 /** What the main thread passes as `workerData`. */
@@ -34,6 +37,8 @@ interface WorkerInit {
   readonly dataDir: string | undefined
   /** Nice levels the thread runs below its process (Linux). */
   readonly nice: number
+  /** Postgres's `shared_buffers` (see {@link defaultSharedBuffers}). */
+  readonly sharedBuffers: string
 }
 
 /**
@@ -79,9 +84,30 @@ type Reply =
 /** OIDs with parsers of their own: int8 as bigint, date as its text (as `PgliteClient` sets them). */
 const OID = { int8: 20, date: 1082 } as const
 
-/** The PGlite options of the store, in whichever thread opens it. */
-export const pgliteOptions = {
-  parsers: { [OID.int8]: (value: string) => BigInt(value), [OID.date]: (value: string) => value }
+/**
+ * Postgres's `shared_buffers` in PGlite by default. Postgres's own default, 128MB, is all
+ * WebAssembly memory that is touched as the cache fills and never given back; a cache's
+ * rows are read once into L1 and then rarely, and the file system's page cache still holds
+ * the data files. At 16MB a PGlite with 60 MB of rows holds about 250 MiB of RSS, against
+ * 410 MiB at 128MB (scratchpad/RESULTS.md).
+ */
+export const defaultSharedBuffers = "16MB"
+
+/** A valid `shared_buffers` setting: a number with an optional unit (`kB`, `MB`, `GB`; else 8 kB pages). */
+export const sharedBuffersPattern = /^[1-9][0-9]*(kB|MB|GB)?$/
+
+/** Whether a string is a valid `shared_buffers` setting ({@link sharedBuffersPattern}). */
+export const isSharedBuffers = (value: string): boolean => sharedBuffersPattern.test(value)
+
+/** PGlite opened in this thread with the store's settings (int8 as bigint, as on sql-pg; date as its text). */
+export const openHere = async (dataDir: string | undefined, sharedBuffers: string = defaultSharedBuffers): Promise<PGlite> => {
+  if (!isSharedBuffers(sharedBuffers)) throw new Error(`invalid shared_buffers ${JSON.stringify(sharedBuffers)}`)
+  // Loaded here: a process on another store never loads PGlite's code.
+  const { PGlite } = await import("@electric-sql/pglite")
+  return PGlite.create(dataDir, {
+    parsers: { [OID.int8]: (value: string) => BigInt(value), [OID.date]: (value: string) => value },
+    startParams: [...PGlite.defaultStartParams, "-c", `shared_buffers=${sharedBuffers}`]
+  })
 }
 
 const fieldsOf = (error: unknown): ErrorFields => {
@@ -106,7 +132,7 @@ const serve = async (init: WorkerInit) => {
   lowerPriority(init.nice)
   let db: PGlite
   try {
-    db = await PGlite.create(init.dataDir, pgliteOptions)
+    db = await openHere(init.dataDir, init.sharedBuffers)
   } catch (error) {
     port.postMessage({ _tag: "Failed", error: fieldsOf(error) } satisfies Reply)
     return
@@ -132,6 +158,18 @@ const isInit = (u: unknown): u is WorkerInit =>
 
 if (!isMainThread && isInit(workerData)) void serve(workerData)
 
+// Run as a script (`node PgliteWorker.ts --create DIR`): creates the database of a fresh data
+// directory, then exits (see `open`).
+if (isMainThread && process.argv[1] !== undefined && pathToFileURL(process.argv[1]).href === import.meta.url && process.argv[2] === "--create") {
+  void openHere(process.argv[3]).then((db) => db.close()).then(
+    () => process.exit(0),
+    (error: unknown) => {
+      process.stderr.write(`${error instanceof Error ? error.message : String(error)}\n`)
+      process.exit(1)
+    }
+  )
+}
+
 // -----------------------------------------------------------------------------
 // The main thread's handle
 // -----------------------------------------------------------------------------
@@ -145,13 +183,53 @@ export interface PgliteSession {
 /** The worker entry next to this module: `.ts` when run from `src`, `.js` from a build. */
 const workerUrl = new URL(`./PgliteWorker${extname(fileURLToPath(import.meta.url))}`, import.meta.url)
 
+/** The settings of a PGlite worker. */
+export interface WorkerOptions {
+  /** Nice levels below the process (default {@link defaultNice}). */
+  readonly nice?: number | undefined
+  /** Postgres's `shared_buffers` (default {@link defaultSharedBuffers}). */
+  readonly sharedBuffers?: string | undefined
+}
+
 /**
  * Starts PGlite at `dataDir` in a worker thread; resolves once it is open. A worker that
  * dies fails every statement in flight and every later one (as a closed PGlite would).
+ *
+ * A data directory that holds no database yet is created first by a child process, which
+ * then exits: `initdb` grows the WebAssembly memory by about 250 MiB, which an instance never
+ * gives back (nor does a thread's allocator, once the thread is gone), while an instance that
+ * opens an existing database stays near 150 MiB above Node's own. So only the first start of a
+ * data directory pays a second open, about 2 s.
  */
-export const open = (dataDir: string | undefined, nice: number = defaultNice): Promise<PgliteSession> =>
+export const open = async (dataDir: string | undefined, options: WorkerOptions = {}): Promise<PgliteSession> => {
+  if (dataDir !== undefined && !existsSync(join(dataDir, "PG_VERSION"))) await createInChild(dataDir)
+  return openWorker(dataDir, options)
+}
+
+/** Creates the database of a fresh data directory in a child process (this module run as a script). */
+const createInChild = (dataDir: string): Promise<void> =>
   new Promise((resolve, reject) => {
-    const worker = new Worker(workerUrl, { workerData: { entry: workerUrl.href, dataDir, nice } satisfies WorkerInit })
+    const child = spawn(process.execPath, [fileURLToPath(workerUrl), "--create", dataDir], { stdio: ["ignore", "ignore", "pipe"] })
+    let stderr = ""
+    child.stderr.on("data", (chunk: Buffer) => {
+      stderr += chunk.toString("utf8")
+    })
+    child.once("error", reject)
+    child.once("exit", (code, signal) =>
+      code === 0
+        ? resolve()
+        : reject(new Error(`creating the PGlite database in ${dataDir} failed (${signal ?? `exit ${code}`}): ${stderr.trim()}`)))
+  })
+
+const openWorker = (dataDir: string | undefined, options: WorkerOptions): Promise<PgliteSession> =>
+  new Promise((resolve, reject) => {
+    const init: WorkerInit = {
+      entry: workerUrl.href,
+      dataDir,
+      nice: options.nice ?? defaultNice,
+      sharedBuffers: options.sharedBuffers ?? defaultSharedBuffers
+    }
+    const worker = new Worker(workerUrl, { workerData: init })
     const pending = new Map<number, { resolve: (value: unknown) => void; reject: (error: Error) => void }>()
     let nextId = 0
     let gone: Error | undefined

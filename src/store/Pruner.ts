@@ -12,7 +12,11 @@
  *
  * @since 0.1.0
  */
-import { Config, Duration, Effect, Layer, Schedule } from "effect"
+import * as Config from "effect/Config"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Schedule from "effect/Schedule"
 import { TranspileStore } from "../domain/TranspileStore.ts"
 
 /** When and what the pruner prunes. */

@@ -46,10 +46,17 @@
  *
  * @since 0.1.0
  */
-import { PgClient } from "@effect/sql-pg"
-import { Effect, Layer, Option, Schema, SchemaGetter, type Scope, Stream } from "effect"
+import * as PgClient from "@effect/sql-pg/PgClient"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as Schema from "effect/Schema"
+import * as SchemaGetter from "effect/SchemaGetter"
+import type * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
 import * as Reactivity from "effect/reactivity/Reactivity"
-import { SqlClient, type Statement } from "effect/sql"
+import * as SqlClient from "effect/sql/SqlClient"
+import type * as Statement from "effect/sql/Statement"
 import type { SqlError } from "effect/sql/SqlError"
 import * as DataDirLock from "./DataDirLock.ts"
 import { hash64, keyString, moduleBytes, type ModuleKey, moduleKey, type TranspiledModule, type VersionedKey } from "../domain/Domain.ts"
@@ -948,6 +955,8 @@ export interface PgliteStoreOptions extends Omit<SqlStoreOptions, "kind"> {
    * the event loop. Still one instance and one writer per data directory.
    */
   readonly worker?: boolean | undefined
+  /** Postgres's `shared_buffers` in PGlite (default 16MB; see `PgliteWorker.defaultSharedBuffers`). */
+  readonly sharedBuffers?: string | undefined
 }
 
 /**
@@ -965,11 +974,15 @@ export const makePglite = (
 > =>
   Effect.gen(function*() {
     if (options.dataDir !== undefined) yield* DataDirLock.acquire(options.dataDir)
-    const client = yield* PgliteClient.make({ dataDir: options.dataDir, worker: options.worker ?? true }).pipe(
+    const client = yield* PgliteClient.make({
+      dataDir: options.dataDir,
+      worker: options.worker ?? true,
+      sharedBuffers: options.sharedBuffers
+    }).pipe(
       Effect.mapError(connectError),
       Effect.provideServiceEffect(Reactivity.Reactivity, Reactivity.make)
     )
-    const { dataDir: _, worker: __, ...storeOptions } = options
+    const { dataDir: _, sharedBuffers: ___, worker: __, ...storeOptions } = options
     // The data directory is this process's alone: the store owns its table.
     return yield* migrateAndMake({ ownsTable: true, ...storeOptions, kind: "pglite" }).pipe(
       Effect.provideService(SqlClient.SqlClient, client)

@@ -5,7 +5,8 @@
  *
  * @since 0.1.0
  */
-import { type FileResult, type InputOptions, transformAsync, transformSync, types } from "@babel/core"
+import type { FileResult, InputOptions, types } from "@babel/core"
+import { babelCore } from "./BabelCore.ts"
 import type { TranspiledModule } from "../domain/Domain.ts"
 import { TranspileError } from "../domain/Errors.ts"
 import { dependencyKeysOf, javascriptModule } from "./CompiledModule.ts"
@@ -45,7 +46,7 @@ export interface Compiled {
 /** The position of the first decorator left in a compiled AST, if any. */
 const leftoverDecorator = (ast: types.Node): { readonly line: number; readonly column: number } | undefined => {
   let found: { readonly line: number; readonly column: number } | undefined
-  types.traverseFast(ast, (node) => {
+  babelCore().types.traverseFast(ast, (node) => {
     if (found === undefined && node.type === "Decorator") {
       found = node.loc ? { line: node.loc.start.line, column: node.loc.start.column } : { line: 1, column: 0 }
     }
@@ -67,7 +68,7 @@ const inputMapOf = (preprocessed: Preprocessed | undefined): NonNullable<InputOp
 const optionsOf = (pipeline: Pipeline, input: BabelInput, inputMap: ReturnType<typeof inputMapOf>): InputOptions => ({
   ...babelOptions,
   filename: input.path,
-  plugins: pipeline.plugins[input.kind],
+  plugins: pipeline.plugins()[input.kind],
   ...(input.sourceMaps ? { sourceMaps: true, inputSourceMap: inputMap } : { inputSourceMap: false })
 })
 
@@ -105,7 +106,7 @@ export const run = (pipeline: Pipeline, input: BabelInput): Compiled => {
   const inputMap = input.sourceMaps ? inputMapOf(input.preprocessed) : false
   let result: FileResult | null
   try {
-    result = transformSync(input.preprocessed?.code ?? input.source, optionsOf(pipeline, input, inputMap))
+    result = babelCore().transformSync(input.preprocessed?.code ?? input.source, optionsOf(pipeline, input, inputMap))
   } catch (cause) {
     throw fromThrown(input.path, input.preprocessed)(cause)
   }
@@ -115,6 +116,6 @@ export const run = (pipeline: Pipeline, input: BabelInput): Compiled => {
 /** Runs a pipeline whose plugins load asynchronously (the template compiler's); rejects with what Babel threw. */
 export const runAsync = (pipeline: Pipeline, input: BabelInput): Promise<Compiled> => {
   const inputMap = input.sourceMaps ? inputMapOf(input.preprocessed) : false
-  return transformAsync(input.preprocessed?.code ?? input.source, optionsOf(pipeline, input, inputMap))
+  return babelCore().transformAsync(input.preprocessed?.code ?? input.source, optionsOf(pipeline, input, inputMap))
     .then((result) => toModule(pipeline, input, inputMap, result))
 }

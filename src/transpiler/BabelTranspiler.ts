@@ -19,7 +19,9 @@
  *
  * @since 0.1.0
  */
-import { type Config, Effect, Layer } from "effect"
+import type * as Config from "effect/Config"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
 import { posix } from "node:path"
 import { defaultMaxSourceBytes, hashSource, moduleVersion, type TranspiledModule } from "../domain/Domain.ts"
 import { SourceTooLargeError, TranspileError } from "../domain/Errors.ts"
@@ -36,7 +38,7 @@ import * as SourceMaps from "./SourceMaps.ts"
 import { fromThrown, inModuleSource, inTemplate } from "./TranspileErrors.ts"
 import { isMainThread } from "node:worker_threads"
 import { timed, transpileTimeOf } from "./TranspileMetrics.ts"
-import { type BabelTranspilerOptions, engineOf, optionsConfig, pipelineOf } from "./TranspilerOptions.ts"
+import { type BabelTranspilerOptions, engineOf, loadPlugins, optionsConfig, pipelineOf } from "./TranspilerOptions.ts"
 
 export { dependencyKeysOf } from "./CompiledModule.ts"
 export { defaultEngine, type EngineName, engineNames, isEngineName } from "./engines/Oxc.ts"
@@ -83,7 +85,11 @@ export {
  * the pipeline needs or with a version it cannot drive).
  */
 export const make = (options: BabelTranspilerOptions = {}): Effect.Effect<Transpiler["Service"], PipelineError> =>
-  Effect.map(pipelineOf(options), (pipeline) => {
+  Effect.flatMap(pipelineOf(options), (pipeline) => {
+    const engine = engineOf(pipeline, options)
+    // The native engine loads Babel's plugins only for a module it hands to Babel.
+    return engine === "native" ? Effect.succeed(pipeline) : Effect.as(loadPlugins(pipeline), pipeline)
+  }).pipe(Effect.map((pipeline) => {
     const limit = options.maxSourceBytes ?? defaultMaxSourceBytes
     const engine = engineOf(pipeline, options)
     const sourceMaps = options.sourceMaps ?? true
@@ -184,7 +190,7 @@ export const make = (options: BabelTranspilerOptions = {}): Effect.Effect<Transp
     if (!isMainThread) return Transpiler.of({ fingerprint, sourceMaps, transpile })
     const time = transpileTimeOf(pipeline.name, engine)
     return Transpiler.of({ fingerprint, sourceMaps, transpile: (input) => timed(time, transpile(input)) })
-  })
+  }))
 
 /** A layer of the Babel {@link Transpiler}. */
 export const layer = (options: BabelTranspilerOptions = {}): Layer.Layer<Transpiler, PipelineError> =>

@@ -4,7 +4,8 @@
  *
  * @since 0.1.0
  */
-import { types } from "@babel/core"
+import type { types } from "@babel/core"
+import { babelCore } from "./BabelCore.ts"
 import { hashSource, javascriptContentType, type TranspiledModule } from "../domain/Domain.ts"
 
 /** The module served for `source`, compiled to `body`. */
@@ -59,7 +60,7 @@ export const dependencyKeysOf = (ast: types.Node): ReadonlyArray<string> => {
   const add = (specifier: string | undefined) => {
     if (specifier !== undefined) seen.add(specifier)
   }
-  types.traverseFast(ast, (node) => {
+  babelCore().types.traverseFast(ast, (node) => {
     switch (node.type) {
       case "ImportDeclaration":
         if (node.importKind !== "type" && node.importKind !== "typeof") add(node.source.value)

@@ -7,8 +7,11 @@
  *
  * @since 0.1.0
  */
-import { Preprocessor } from "content-tag"
+import type { Preprocessor } from "content-tag"
 import { messageOf } from "../internal/errors.ts"
+import { lazyRequire } from "../internal/lazyRequire.ts"
+
+const contentTag = lazyRequire<typeof import("content-tag")>(import.meta.url, "content-tag")
 
 /** content-tag's output: the module with its templates compiled away, and a v3 source map to the module. */
 export interface Preprocessed {
@@ -33,7 +36,7 @@ export interface ContentTag {
 /** A {@link ContentTag} whose preprocessor is created on first use. */
 export const make = (): ContentTag => {
   let preprocessor: Preprocessor | undefined
-  const current = (): Preprocessor => (preprocessor ??= new Preprocessor())
+  const current = (): Preprocessor => (preprocessor ??= new (contentTag().Preprocessor)())
   return {
     process: (source, filename) => {
       let result: { code: string; map: string }

@@ -6,7 +6,7 @@
  *
  * @since 0.1.0
  */
-import { Effect } from "effect"
+import * as Effect from "effect/Effect"
 import { createRequire } from "node:module"
 import { hashSource } from "../domain/Domain.ts"
 import { babelOptions } from "./Babel.ts"

@@ -4,7 +4,9 @@
  *
  * @since 0.1.0
  */
-import { Deferred, Effect, Layer } from "effect"
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
 import { hashSource, javascriptContentType } from "../domain/Domain.ts"
 import { TranspileError } from "../domain/Errors.ts"
 import { type TranspileInput, Transpiler } from "../domain/Transpiler.ts"

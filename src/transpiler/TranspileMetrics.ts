@@ -4,7 +4,8 @@
  *
  * @since 0.5.0
  */
-import { Effect, Metric } from "effect"
+import * as Effect from "effect/Effect"
+import * as Metric from "effect/Metric"
 
 /** Seconds buckets of transpile times: 1 ms to 30 s. */
 export const transpileBoundaries: ReadonlyArray<number> = [

@@ -15,7 +15,10 @@
  *
  * @since 0.2.0
  */
-import { Cause, Effect, Exit, Schema } from "effect"
+import * as Cause from "effect/Cause"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Schema from "effect/Schema"
 import { getPriority, setPriority } from "node:os"
 import { performance } from "node:perf_hooks"
 import { isMainThread, type MessagePort, parentPort, workerData } from "node:worker_threads"

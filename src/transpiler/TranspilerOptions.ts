@@ -4,7 +4,9 @@
  *
  * @since 0.2.0
  */
-import { Config, Effect, Option } from "effect"
+import * as Config from "effect/Config"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
 import { defaultMaxSourceBytes } from "../domain/Domain.ts"
 import { messageOf } from "../internal/errors.ts"
 import * as Oxc from "./engines/Oxc.ts"
@@ -68,11 +70,20 @@ export const pipelineOf = (options: BabelTranspilerOptions = {}): Effect.Effect<
           return Boxel.make(options.emberSource, options.hostPackages)
       }
     },
-    catch: (cause) =>
-      cause instanceof PipelineLoadError || cause instanceof HostPackageError
-        ? cause
-        : new PipelineLoadError({ pipeline: options.pipeline ?? defaultPipeline, message: messageOf(cause) })
+    catch: pipelineError(options.pipeline ?? defaultPipeline)
   })
+
+const pipelineError = (pipeline: PipelineName) => (cause: unknown): PipelineError =>
+  cause instanceof PipelineLoadError || cause instanceof HostPackageError
+    ? cause
+    : new PipelineLoadError({ pipeline, message: messageOf(cause) })
+
+/**
+ * Loads a pipeline's Babel plugins (and the template compiler of `ember`/`boxel`), so that a
+ * plugin that cannot load fails the transpiler's start rather than its first module.
+ */
+export const loadPlugins = (pipeline: Pipeline): Effect.Effect<void, PipelineError> =>
+  Effect.try({ try: () => void pipeline.plugins(), catch: pipelineError(pipeline.name) })
 
 /** The engine that runs a pipeline under the options: `native` only for `standard`. */
 export const engineOf = (pipeline: Pipeline, options: BabelTranspilerOptions): Oxc.EngineName =>

@@ -3,10 +3,14 @@
  * never run on the event loop: a process busy transpiling still answers warm hits and
  * health probes at once.
  *
- * - Workers start once, with the same transpiler options (passed wholesale to
+ * - Up to `workers` workers run, with the same transpiler options (passed wholesale to
  *   `BabelTranspiler.make`), and are reused. Each reports its fingerprint, which must equal
  *   the one computed here, so rows are never written under a pipeline the main thread does
- *   not know.
+ *   not know. `startWorkers` (default: all of them) start with the pool, before it is ready,
+ *   so that neither the first request nor the first cold herd waits for a worker's start
+ *   (about 400 ms of CPU each). A worker idle for `idleTimeout` (default 30 s) leaves, down
+ *   to `minWorkers` (default 1): an idle process holds one worker, not one per core. A job
+ *   that finds every worker busy starts another, up to `workers`.
  * - One job per worker. When all are busy, jobs wait in FIFO order in a bounded queue; a job
  *   whose caller is interrupted before it starts leaves the queue. A started job runs to the
  *   end (its result is dropped when nobody waits for it): the cache's single-flight shares
@@ -24,7 +28,13 @@
  *
  * @since 0.2.0
  */
-import { Config, Duration, Effect, Layer, Metric, Schema, type Scope } from "effect"
+import * as Config from "effect/Config"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Metric from "effect/Metric"
+import * as Schema from "effect/Schema"
+import type * as Scope from "effect/Scope"
 import { availableParallelism } from "node:os"
 import { extname } from "node:path"
 import { performance } from "node:perf_hooks"
@@ -53,8 +63,20 @@ import { type TranspileInput, Transpiler } from "../domain/Transpiler.ts"
 export interface TranspilerPoolOptions {
   /** The transpiler's own options, the same in every worker and in the main thread. */
   readonly transpiler?: BabelTranspiler.BabelTranspilerOptions
-  /** Worker threads (default: the machine's available parallelism; 0 runs in-process). */
+  /** Worker threads at most (default: the machine's available parallelism; 0 runs in-process). */
   readonly workers?: number
+  /**
+   * Workers kept while the pool is idle (default 1, at most `workers`); 0 lets the last one
+   * leave too, and the next job then waits for a worker's start.
+   */
+  readonly minWorkers?: number
+  /**
+   * Workers started with the pool, before it is ready (default `workers`; at least 1, which
+   * proves the pipeline loads). Fewer start the rest on demand, during the first cold herd.
+   */
+  readonly startWorkers?: number
+  /** How long a worker above `minWorkers` may sit idle before it leaves (default 30 s). */
+  readonly idleTimeout?: Duration.Input
   /** Each worker's heap limit in MiB (`resourceLimits.maxOldGenerationSizeMb`; default: V8's). */
   readonly maxMemoryMb?: number
   /** How long one transpile may run before its worker is terminated (default 30 s). */
@@ -79,10 +101,20 @@ export interface TranspilerPoolOptions {
 /** The defaults of {@link TranspilerPoolOptions}. */
 export const defaults = {
   workers: availableParallelism(),
+  minWorkers: 1,
+  idleTimeout: Duration.seconds(30),
   timeout: Duration.seconds(30),
   maxQueue: 4096,
   nice: 10
 } as const
+
+/**
+ * Each worker's young generation in MiB (`resourceLimits.maxYoungGenerationSizeMb`): semi-spaces
+ * of 4 MiB, where V8's default on 64-bit is 16 MiB. A transpile's garbage is short-lived, and
+ * the default keeps about 12 MiB more of RSS per worker for no measurable speed
+ * (scratchpad/RESULTS.md, issue 38).
+ */
+export const workerYoungGenerationMb = 12
 
 /** The worker entry next to this module: `.ts` when run from `src`, `.js` from a build. */
 export const defaultWorkerUrl: URL = new URL(
@@ -104,6 +136,8 @@ export type TranspilerStartError = TranspileWorkerStartError | BabelTranspiler.P
 
 /** Jobs waiting for a worker. */
 export const queueLengthGauge = Metric.gauge("transpile_pool_queue_length", { description: "Transpile jobs waiting for a worker" })
+/** Worker threads running, busy or idle. */
+export const workersGauge = Metric.gauge("transpile_pool_workers", { description: "Transpile worker threads running, busy or idle" })
 /** Workers running a job. */
 export const busyWorkersGauge = Metric.gauge("transpile_pool_busy_workers", { description: "Transpile workers running a job" })
 /** Workers replaced, by reason (`crash`, `memory`, `timeout`, `start`). */
@@ -136,13 +170,18 @@ interface Member {
   ready: boolean
   /** The job running, with when it started. */
   job: { readonly job: Job; readonly startedAt: number; readonly timer: ReturnType<typeof setTimeout> } | undefined
-  /** Set once the worker is given up (replaced): later events of it are ignored. */
+  /** Set once the worker is given up (replaced, or left idle): later events of it are ignored. */
   gone: boolean
+  /** The timer that retires the worker once it has been idle for `idleTimeout`. */
+  idle: ReturnType<typeof setTimeout> | undefined
 }
 
 /** A snapshot of the pool, for tests and stats. */
 export interface PoolState {
+  /** Worker threads running or starting. */
   readonly workers: number
+  /** Workers that left after `idleTimeout`. */
+  readonly retired: number
   readonly busy: number
   readonly queued: number
   readonly restarts: number
@@ -168,6 +207,8 @@ export const makePool = Effect.fnUntraced(function*(options: TranspilerPoolOptio
   const sourceMaps = transpilerOptions.sourceMaps ?? true
   const fingerprint = BabelTranspiler.fingerprintOfPipeline(pipeline, engine, sourceMaps)
   const size = Math.max(1, options.workers ?? defaults.workers)
+  const floor = Math.min(size, Math.max(0, options.minWorkers ?? defaults.minWorkers))
+  const idleMillis = Duration.toMillis(Duration.fromInputUnsafe(options.idleTimeout ?? defaults.idleTimeout))
   const timeoutMillis = Duration.toMillis(Duration.fromInputUnsafe(options.timeout ?? defaults.timeout))
   const maxQueue = Math.max(0, options.maxQueue ?? defaults.maxQueue)
   const workerUrl = options.workerUrl ?? defaultWorkerUrl
@@ -185,17 +226,27 @@ export const makePool = Effect.fnUntraced(function*(options: TranspilerPoolOptio
   let queued = 0
   let busy = 0
   let restarts = 0
+  let retired = 0
   let nextId = 0
   let closed = false
+  /** Set once the first workers are all ready: no worker idles out before then. */
+  let poolStarted = false
 
   // The values last published: a gauge is updated only when its value changed (while every
   // worker is busy, a finished job's worker takes the next one and neither changes).
   let publishedQueued = -1
   let publishedBusy = -1
+  let publishedWorkers = -1
   const publish = (): void => {
     if (queued !== publishedQueued) queueLengthGauge.updateUnsafe(publishedQueued = queued, context)
     if (busy !== publishedBusy) busyWorkersGauge.updateUnsafe(publishedBusy = busy, context)
+    const running = live()
+    if (running !== publishedWorkers) workersGauge.updateUnsafe(publishedWorkers = running, context)
   }
+  /** Workers running or starting. */
+  const live = (): number => members.reduce((count, m) => (m === undefined || m.gone ? count : count + 1), 0)
+  /** Workers starting (spawned, not yet ready). */
+  const starting = (): number => members.reduce((count, m) => (m === undefined || m.gone || m.ready ? count : count + 1), 0)
   const countRestart = (reason: RestartReason): void => {
     restarts++
     restartsBy[reason].updateUnsafe(1, context)
@@ -206,9 +257,12 @@ export const makePool = Effect.fnUntraced(function*(options: TranspilerPoolOptio
     const init: WorkerInit = { entry: workerUrl.href, options: { ...transpilerOptions }, nice, codings: [...contentEncodings] }
     const worker = new Worker(workerUrl, {
       workerData: init,
-      ...(maxMemoryMb === undefined ? {} : { resourceLimits: { maxOldGenerationSizeMb: maxMemoryMb } })
+      resourceLimits: {
+        maxYoungGenerationSizeMb: workerYoungGenerationMb,
+        ...(maxMemoryMb === undefined ? {} : { maxOldGenerationSizeMb: maxMemoryMb })
+      }
     })
-    const member: Member = { index, worker, ready: false, job: undefined, gone: false }
+    const member: Member = { index, worker, ready: false, job: undefined, gone: false, idle: undefined }
     members[index] = member
     let started = false
     const startFailed = (message: string) => {
@@ -263,6 +317,7 @@ export const makePool = Effect.fnUntraced(function*(options: TranspilerPoolOptio
   const fault = (member: Member, reason: RestartReason, detail: string): void => {
     member.gone = true
     member.ready = false
+    clearTimeout(member.idle)
     void member.worker.terminate()
     countRestart(reason)
     const running = member.job
@@ -350,12 +405,47 @@ export const makePool = Effect.fnUntraced(function*(options: TranspilerPoolOptio
     return undefined
   }
 
+  /** Lets an idle worker leave after `idleTimeout`, while more than `floor` run. */
+  const idleOut = (member: Member): void => {
+    if (!poolStarted || member.idle !== undefined) return
+    member.idle = setTimeout(() => {
+      member.idle = undefined
+      if (closed || member.gone || member.job !== undefined || live() <= floor) return
+      member.gone = true
+      member.ready = false
+      members[member.index] = undefined
+      retired++
+      void member.worker.terminate()
+      publish()
+    }, idleMillis)
+    member.idle.unref()
+  }
+
+  /** Starts a worker in a free slot for jobs that no running or starting worker will take. */
+  const grow = (): void => {
+    const index = members.findIndex((m) => m === undefined || m.gone)
+    if (index === -1 || queued <= starting()) return
+    spawn(index, (error) => {
+      if (error === undefined || closed) return
+      // A worker that cannot start on demand: the jobs wait for the others (or fail with
+      // their timeout); the slot is tried again by the next job that finds none free.
+      countRestart("start")
+      members[index] = undefined
+      setTimeout(dispatch, 1000).unref()
+    })
+  }
+
   function dispatch(): void {
     if (closed) return publish()
     for (const member of members) {
       if (member === undefined || !member.ready || member.gone || member.job !== undefined) continue
       const job = nextQueued()
-      if (job === undefined) break
+      if (job === undefined) {
+        idleOut(member)
+        continue
+      }
+      clearTimeout(member.idle)
+      member.idle = undefined
       job.state = "running"
       const startedAt = performance.now()
       const timer = setTimeout(() => {
@@ -365,6 +455,7 @@ export const makePool = Effect.fnUntraced(function*(options: TranspilerPoolOptio
       busy++
       member.worker.postMessage({ id: job.id, path: job.input.path, source: job.input.source } satisfies WorkerJob)
     }
+    if (queued > 0) grow()
     publish()
   }
 
@@ -416,6 +507,7 @@ export const makePool = Effect.fnUntraced(function*(options: TranspilerPoolOptio
       for (const member of members) {
         if (member === undefined) continue
         member.gone = true
+        clearTimeout(member.idle)
         if (member.job !== undefined) {
           clearTimeout(member.job.timer)
           const job = member.job.job
@@ -430,17 +522,22 @@ export const makePool = Effect.fnUntraced(function*(options: TranspilerPoolOptio
     })
   )
 
-  // Start every worker and wait until all are ready (or one fails).
+  // Start the first workers (at least one, which proves the pipeline loads and has the
+  // fingerprint computed here) and wait until all are ready (or one fails). Those above the
+  // floor leave once idle.
+  const initial = Math.min(size, Math.max(1, options.startWorkers ?? size))
   yield* Effect.callback<void, TranspileWorkerStartError>((resume) => {
-    let pending = size
+    let pending = initial
     let failed = false
-    for (let index = 0; index < size; index++) {
+    for (let index = 0; index < initial; index++) {
       spawn(index, (error) => {
         if (failed) return
         if (error !== undefined) {
           failed = true
           resume(Effect.fail(error))
         } else if (--pending === 0) {
+          poolStarted = true
+          dispatch()
           resume(Effect.void)
         }
       })
@@ -449,7 +546,7 @@ export const makePool = Effect.fnUntraced(function*(options: TranspilerPoolOptio
 
   return {
     service: Transpiler.of({ fingerprint, sourceMaps, transpile }),
-    state: () => ({ workers: size, busy, queued, restarts })
+    state: () => ({ workers: live(), retired, busy, queued, restarts })
   } satisfies TranspilerPool
 })
 
@@ -469,17 +566,24 @@ export const layer = (options: TranspilerPoolOptions = {}): Layer.Layer<Transpil
   Layer.effect(Transpiler, make(options))
 
 /**
- * The pool's settings from `MTC_TRANSPILE_WORKERS`, `MTC_TRANSPILE_MAX_MEMORY` (MiB),
- * `MTC_TRANSPILE_TIMEOUT` and `MTC_TRANSPILE_NICE`.
+ * The pool's settings from `MTC_TRANSPILE_WORKERS`, `MTC_TRANSPILE_MIN_WORKERS`,
+ * `MTC_TRANSPILE_START_WORKERS`, `MTC_TRANSPILE_IDLE_TIMEOUT`, `MTC_TRANSPILE_MAX_MEMORY` (MiB), `MTC_TRANSPILE_TIMEOUT` and
+ * `MTC_TRANSPILE_NICE`.
  */
 export const optionsConfig: Config.Config<Omit<TranspilerPoolOptions, "transpiler" | "workerUrl">> = Config.all({
   workers: Config.withDefault(Config.Int("MTC_TRANSPILE_WORKERS"), defaults.workers),
+  minWorkers: Config.withDefault(Config.Int("MTC_TRANSPILE_MIN_WORKERS"), defaults.minWorkers),
+  startWorkers: Config.option(Config.Int("MTC_TRANSPILE_START_WORKERS")),
+  idleTimeout: Config.withDefault(Config.Duration("MTC_TRANSPILE_IDLE_TIMEOUT"), defaults.idleTimeout),
   maxMemoryMb: Config.option(Config.Int("MTC_TRANSPILE_MAX_MEMORY")),
   timeout: Config.withDefault(Config.Duration("MTC_TRANSPILE_TIMEOUT"), defaults.timeout),
   nice: Config.withDefault(Config.Int("MTC_TRANSPILE_NICE"), defaults.nice),
   contentEncodings: encodingsConfig
-}).pipe(Config.map(({ contentEncodings, maxMemoryMb, nice, timeout, workers }) => ({
+}).pipe(Config.map(({ contentEncodings, idleTimeout, maxMemoryMb, minWorkers, nice, startWorkers, timeout, workers }) => ({
   workers,
+  minWorkers,
+  idleTimeout,
+  ...(startWorkers._tag === "Some" ? { startWorkers: startWorkers.value } : {}),
   timeout,
   nice,
   contentEncodings,

@@ -15,13 +15,19 @@
  *
  * @since 0.3.0
  */
-import { initSync as initLexer, parse as lexModule } from "es-module-lexer"
 import { createRequire } from "node:module"
-import { parseSync } from "oxc-parser"
-import { transformSync, type TransformOptions } from "oxc-transform"
+import type { parseSync as ParseSync } from "oxc-parser"
+import type { TransformOptions } from "oxc-transform"
+import { lazyRequire } from "../../internal/lazyRequire.ts"
 import { versionOf } from "../pipelines/Pipeline.ts"
 import { loadGlimmerSyntax, mentions, templateCompilerModule } from "../pipelines/Standard.ts"
 import { type RawSourceMap, truncated } from "../SourceMaps.ts"
+
+// Native bindings, loaded by the first transpile: the main thread of a pool never loads them.
+const lexer = lazyRequire<typeof import("es-module-lexer")>(import.meta.url, "es-module-lexer")
+const oxcParser = lazyRequire<typeof import("oxc-parser")>(import.meta.url, "oxc-parser")
+const oxcTransform = lazyRequire<typeof import("oxc-transform")>(import.meta.url, "oxc-transform")
+const parseSync: typeof ParseSync = (...args) => oxcParser().parseSync(...args)
 
 /** The engines of the `standard` pipeline: `native` (oxc) or `babel`. */
 export const engineNames = ["native", "babel"] as const
@@ -183,10 +189,10 @@ let lexerReady = false
 export const dependencyKeysByLexer = (code: string): ReadonlyArray<string> | undefined => {
   try {
     if (!lexerReady) {
-      initLexer()
+      lexer().initSync()
       lexerReady = true
     }
-    const [imports] = lexModule(code)
+    const [imports] = lexer().parse(code)
     const keys = new Set<string>()
     for (const record of imports) {
       if (record.d === -2) continue // import.meta
@@ -327,7 +333,7 @@ export const compile = (
   }).program)) return { _tag: "Fallback" }
   const input = keep.length === 0 ? code : `${code}\nvoid function ${keeperName}() { ${keep.join("; ")}; };\n`
   const filename = typescript ? `${path}.ts` : `${path}.js`
-  const result = transformSync(filename, input, { ...transformOptions, sourcemap: sourceMaps, lang: typescript ? "ts" : "js" })
+  const result = oxcTransform().transformSync(filename, input, { ...transformOptions, sourcemap: sourceMaps, lang: typescript ? "ts" : "js" })
   const error = result.errors.find((e) => e.severity === "Error")
   if (error !== undefined) {
     const offset = error.labels[0]?.start

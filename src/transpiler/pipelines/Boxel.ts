@@ -18,7 +18,7 @@
  *
  * @since 0.2.0
  */
-import { type PluginAPI, type PluginObject, type PluginTarget, types } from "@babel/core"
+import type { PluginAPI, PluginObject, PluginTarget, types } from "@babel/core"
 import type * as ScopedCssTransform from "glimmer-scoped-css/ast-transform"
 import { createRequire } from "node:module"
 import { resolve } from "node:path"
@@ -26,35 +26,35 @@ import * as Ember from "./Ember.ts"
 import * as HostPackages from "./HostPackages.ts"
 import { foreignPlugin, type Pipeline, versionOf } from "./Pipeline.ts"
 
-const loaderMember = (name: string): types.MemberExpression =>
-  types.memberExpression(
-    types.memberExpression(types.metaProperty(types.identifier("import"), types.identifier("meta")), types.identifier("loader")),
-    types.identifier(name)
+const loaderMember = (t: typeof types, name: string): types.MemberExpression =>
+  t.memberExpression(
+    t.memberExpression(t.metaProperty(t.identifier("import"), t.identifier("meta")), t.identifier("loader")),
+    t.identifier(name)
   )
 
 /** Whether an `import()` specifier is resolved against the module's URL by Boxel's loader. */
 const isPathLike = (specifier: string): boolean =>
   specifier.startsWith("./") || specifier.startsWith("../") || specifier.startsWith("/") || specifier.includes("://")
 
-const importMetaUrl = (): types.MemberExpression =>
-  types.memberExpression(types.metaProperty(types.identifier("import"), types.identifier("meta")), types.identifier("url"))
+const importMetaUrl = (t: typeof types): types.MemberExpression =>
+  t.memberExpression(t.metaProperty(t.identifier("import"), t.identifier("meta")), t.identifier("url"))
 
 /** Boxel's loader rewrites of `fetch(...)` and `import(...)` (a global `fetch` only: a local one is left alone). */
-const loaderRewrites = (): PluginObject => ({
+const loaderRewrites = ({ types: t }: PluginAPI): PluginObject => ({
   name: "module-transpile-cache/boxel-loader",
   visitor: {
     CallExpression(path) {
       const callee = path.node.callee
       if (callee.type === "Identifier" && callee.name === "fetch" && !path.scope.hasBinding("fetch")) {
-        path.node.callee = loaderMember("fetch")
+        path.node.callee = loaderMember(t, "fetch")
       }
     },
     ImportExpression(path) {
       const { source, options } = path.node
       const specifier = source.type === "StringLiteral" && isPathLike(source.value)
-        ? types.memberExpression(types.newExpression(types.identifier("URL"), [source, importMetaUrl()]), types.identifier("href"))
+        ? t.memberExpression(t.newExpression(t.identifier("URL"), [source, importMetaUrl(t)]), t.identifier("href"))
         : source
-      path.replaceWith(types.callExpression(loaderMember("import"), options ? [specifier, options] : [specifier]))
+      path.replaceWith(t.callExpression(loaderMember(t, "import"), options ? [specifier, options] : [specifier]))
     }
   }
 })
@@ -85,7 +85,7 @@ const asyncArrowRuntimeSubpath = "./-private/async-arrow-runtime"
  * {@link asyncArrowRuntime}. What the module imported itself is left as written (the
  * transform may add its specifier to such an import: it is moved out to an import of its own).
  */
-const runtimeImportRewrite = (): PluginObject => {
+const runtimeImportRewrite = ({ types: t }: PluginAPI): PluginObject => {
   const written = new WeakSet<types.Node>()
   const runtimeImports = (program: types.Program): ReadonlyArray<types.ImportDeclaration> =>
     program.body.filter((node): node is types.ImportDeclaration =>
@@ -105,10 +105,10 @@ const runtimeImportRewrite = (): PluginObject => {
       for (const node of runtimeImports(file.ast.program)) {
         const added = node.specifiers.filter((specifier) => !written.has(specifier))
         if (!written.has(node)) {
-          node.source = types.stringLiteral(asyncArrowRuntime)
+          node.source = t.stringLiteral(asyncArrowRuntime)
         } else if (added.length > 0) {
           node.specifiers = node.specifiers.filter((specifier) => written.has(specifier))
-          body.splice(body.indexOf(node) + 1, 0, types.importDeclaration(added, types.stringLiteral(asyncArrowRuntime)))
+          body.splice(body.indexOf(node) + 1, 0, t.importDeclaration(added, t.stringLiteral(asyncArrowRuntime)))
         }
       }
     }
@@ -155,22 +155,27 @@ export const make = (emberSource?: string, hostPackages?: string): Pipeline => {
     emberConcurrencyMajors,
     ["./async-arrow-task-transform", asyncArrowRuntimeSubpath]
   )
-  // Loaded here, not on import: a process that runs another pipeline never pays for them.
-  const asyncArrowTaskTransform = asyncArrowTransform(emberConcurrency)
-  const { generateScopedCSSPlugin }: typeof ScopedCssTransform = require("glimmer-scoped-css/ast-transform")
   const pipeline = Ember.makeWith({
     name: "boxel",
     emberSource: dir,
     hostPackages,
     decoratorOptions: {},
     decoratorRuntime: "./globals",
-    transforms: [generateScopedCSSPlugin(scopedCssOptions)],
     transformsConfig: [["glimmer-scoped-css/ast-transform#generateScopedCSSPlugin", scopedCssOptions]],
-    before: [
-      [asyncArrowTaskTransform, ["ember-concurrency/async-arrow-task-transform", {}]],
-      [runtimeImportRewrite, ["module-transpile-cache/async-arrow-runtime", { runtime: asyncArrowRuntime }]]
+    beforeConfig: [
+      ["ember-concurrency/async-arrow-task-transform", {}],
+      ["module-transpile-cache/async-arrow-runtime", { runtime: asyncArrowRuntime }]
     ],
-    after: [[loaderRewrites, ["module-transpile-cache/boxel-loader", { revision: 1 }]]],
+    afterConfig: [["module-transpile-cache/boxel-loader", { revision: 1 }]],
+    // Loaded with the pipeline's plugins: the main thread of a pool never pays for them.
+    extraPlugins: () => {
+      const { generateScopedCSSPlugin }: typeof ScopedCssTransform = require("glimmer-scoped-css/ast-transform")
+      return {
+        transforms: [generateScopedCSSPlugin(scopedCssOptions)],
+        before: [asyncArrowTransform(emberConcurrency), runtimeImportRewrite],
+        after: [loaderRewrites]
+      }
+    },
     versions: {
       "ember-concurrency": emberConcurrency.version,
       "glimmer-scoped-css": versionOf(require, "glimmer-scoped-css")

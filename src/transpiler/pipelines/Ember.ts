@@ -18,12 +18,12 @@
  * @since 0.2.0
  */
 import type { PluginItem } from "@babel/core"
-import typescriptPlugin from "@babel/plugin-transform-typescript"
 import { existsSync } from "node:fs"
 import { createRequire } from "node:module"
 import { dirname, join, resolve } from "node:path"
 import * as HostPackages from "./HostPackages.ts"
 import { defaultExport, foreignPlugin, type ModuleKind, type Pipeline, PipelineLoadError, readVersion, versionOf } from "./Pipeline.ts"
+import { loadPlugin } from "./Standard.ts"
 
 /** Where ember-source keeps its template compiler: 7.x, 6.x (ESM), older (a CommonJS bundle). */
 const compilerCandidates = [
@@ -49,26 +49,21 @@ export const emberSourceDir = (pipeline: string, emberSource: string | undefined
 /** The decorator-transforms majors the pipelines drive: 2.x has `runtime-esm` and the `dt7948` global of Boxel's host. */
 export const decoratorTransformsMajors: ReadonlyArray<number> = [2]
 
-/** A loaded template compiler and the version of the ember-source it came from. */
+/** The template compiler of an ember-source directory: where it is and which version, before it is loaded. */
 interface TemplateCompiler {
-  readonly module: Readonly<Record<string, unknown>>
+  readonly dir: string
   readonly version: string
   readonly file: string
 }
 
-const compilers = new Map<string, TemplateCompiler>()
+const compilers = new Map<string, Readonly<Record<string, unknown>>>()
 
 /**
- * Loads the template compiler of an `ember-source` directory (synchronously: Node 22
- * `require`s an ES module graph without top-level await). Cached by directory.
+ * Finds the template compiler of an `ember-source` directory and reads its version, without
+ * loading it: the fingerprint needs only the version.
  */
-const loadTemplateCompiler = (
-  pipeline: string,
-  emberSource: string
-): TemplateCompiler => {
+const locateTemplateCompiler = (pipeline: string, emberSource: string): TemplateCompiler => {
   const dir = resolve(emberSource)
-  const known = compilers.get(dir)
-  if (known !== undefined) return known
   const fail = (message: string) => new PipelineLoadError({ pipeline, message })
   let version: string
   try {
@@ -80,18 +75,38 @@ const loadTemplateCompiler = (
   if (file === undefined) {
     throw fail(`no template compiler in ${dir} (looked for ${compilerCandidates.join(", ")})`)
   }
+  return { dir, version, file }
+}
+
+/**
+ * Loads a template compiler (synchronously: Node 22 `require`s an ES module graph without
+ * top-level await). Cached by directory.
+ */
+const loadTemplateCompiler = (pipeline: string, compiler: TemplateCompiler): Readonly<Record<string, unknown>> => {
+  const known = compilers.get(compiler.dir)
+  if (known !== undefined) return known
+  const fail = (message: string) => new PipelineLoadError({ pipeline, message })
   let loaded: unknown
   try {
-    loaded = createRequire(join(dir, "package.json"))(file)
+    loaded = createRequire(join(compiler.dir, "package.json"))(compiler.file)
   } catch (cause) {
-    throw fail(`cannot load ${file}: ${String(cause)}`)
+    throw fail(`cannot load ${compiler.file}: ${String(cause)}`)
   }
   if (loaded === null || typeof loaded !== "object" || !("precompile" in loaded) || typeof loaded.precompile !== "function") {
-    throw fail(`${file} exports no precompile function`)
+    throw fail(`${compiler.file} exports no precompile function`)
   }
-  const compiler: TemplateCompiler = { module: { ...loaded }, version, file }
-  compilers.set(dir, compiler)
-  return compiler
+  const module = { ...loaded }
+  compilers.set(compiler.dir, module)
+  return module
+}
+
+/** The plugins a pipeline adds to the Ember ones, loaded with them. */
+export interface ExtraPlugins {
+  /** Template AST transforms. */
+  readonly transforms: ReadonlyArray<unknown>
+  /** Plugins before TypeScript, and after the template compiler. */
+  readonly before: ReadonlyArray<PluginItem>
+  readonly after: ReadonlyArray<PluginItem>
 }
 
 /** The options of the Ember-shaped pipelines. */
@@ -105,12 +120,12 @@ interface EmberPipelineParts {
   readonly decoratorOptions: Readonly<Record<string, unknown>>
   /** The decorator-transforms subpath the output imports (`./runtime-esm`, or `./globals` the host imports). */
   readonly decoratorRuntime: string
-  /** Template AST transforms, with their fingerprint entries. */
-  readonly transforms: ReadonlyArray<unknown>
+  /** The fingerprint entries of the template AST transforms, of the plugins before TypeScript and of those after the template compiler. */
   readonly transformsConfig: ReadonlyArray<unknown>
-  /** Plugins before TypeScript (with their fingerprint entries), and after the template compiler. */
-  readonly before: ReadonlyArray<readonly [PluginItem, unknown]>
-  readonly after: ReadonlyArray<readonly [PluginItem, unknown]>
+  readonly beforeConfig: ReadonlyArray<unknown>
+  readonly afterConfig: ReadonlyArray<unknown>
+  /** Loads those transforms and plugins, in the same order as their entries. */
+  readonly extraPlugins: () => ExtraPlugins
   /** More package versions that make the output. */
   readonly versions: Readonly<Record<string, string>>
   readonly revision: number
@@ -118,9 +133,13 @@ interface EmberPipelineParts {
 
 const typescriptOptions = { allowDeclareFields: true } as const
 
-/** Builds an Ember-shaped pipeline (`ember`, or `boxel` with its extra plugins). */
+/**
+ * Builds an Ember-shaped pipeline (`ember`, or `boxel` with its extra plugins). What decides
+ * the fingerprint (versions, the template compiler's place) is checked now; the plugins and
+ * the template compiler load on the first call of `plugins`.
+ */
 export const makeWith = (parts: EmberPipelineParts): Pipeline => {
-  const compiler = loadTemplateCompiler(parts.name, parts.emberSource)
+  const compiler = locateTemplateCompiler(parts.name, parts.emberSource)
   const require = createRequire(import.meta.url)
   // decorator-transforms from the host: its output calls the host's runtime.
   const decoratorPackage = HostPackages.requireDrivable(
@@ -129,32 +148,40 @@ export const makeWith = (parts: EmberPipelineParts): Pipeline => {
     decoratorTransformsMajors,
     [parts.decoratorRuntime]
   )
-  // Loaded here, not on import: a process that runs only the standard pipeline never pays for them.
-  const decoratorTransforms = foreignPlugin(defaultExport(HostPackages.load(parts.name, decoratorPackage, "")))
-  const templateCompilationPlugin = foreignPlugin(defaultExport(require("babel-plugin-ember-template-compilation/browser")))
-  const templateOptions = { compiler: compiler.module, targetFormat: "wire", transforms: [...parts.transforms] }
-  const before = parts.before.map(([plugin]) => plugin)
-  const after = parts.after.map(([plugin]) => plugin)
-  const common: Array<PluginItem> = [
-    [decoratorTransforms, parts.decoratorOptions],
-    [templateCompilationPlugin, templateOptions]
-  ]
-  const plugins: Record<ModuleKind, Array<PluginItem>> = {
-    ts: [...before, [typescriptPlugin, typescriptOptions], ...common, ...after],
-    gts: [...before, [typescriptPlugin, typescriptOptions], ...common, ...after],
-    js: [...before, ...common, ...after],
-    gjs: [...before, ...common, ...after]
+  let plugins: Record<ModuleKind, Array<PluginItem>> | undefined
+  const loadPlugins = (): Record<ModuleKind, Array<PluginItem>> => {
+    if (plugins !== undefined) return plugins
+    const decoratorTransforms = foreignPlugin(defaultExport(HostPackages.load(parts.name, decoratorPackage, "")))
+    const templateCompilationPlugin = loadPlugin(require, "babel-plugin-ember-template-compilation/browser")
+    const typescriptPlugin = loadPlugin(require, "@babel/plugin-transform-typescript")
+    const extra = parts.extraPlugins()
+    const templateOptions = {
+      compiler: loadTemplateCompiler(parts.name, compiler),
+      targetFormat: "wire",
+      transforms: [...extra.transforms]
+    }
+    const common: Array<PluginItem> = [
+      [decoratorTransforms, parts.decoratorOptions],
+      [templateCompilationPlugin, templateOptions]
+    ]
+    plugins = {
+      ts: [...extra.before, [typescriptPlugin, typescriptOptions], ...common, ...extra.after],
+      gts: [...extra.before, [typescriptPlugin, typescriptOptions], ...common, ...extra.after],
+      js: [...extra.before, ...common, ...extra.after],
+      gjs: [...extra.before, ...common, ...extra.after]
+    }
+    return plugins
   }
   const configOf = (typescript: boolean) => [
-    ...parts.before.map(([, entry]) => entry),
+    ...parts.beforeConfig,
     ...(typescript ? [["@babel/plugin-transform-typescript", typescriptOptions]] : []),
     ["decorator-transforms", parts.decoratorOptions],
     ["babel-plugin-ember-template-compilation/browser", { targetFormat: "wire", transforms: parts.transformsConfig }],
-    ...parts.after.map(([, entry]) => entry)
+    ...parts.afterConfig
   ]
   return {
     name: parts.name,
-    plugins,
+    plugins: loadPlugins,
     versions: {
       "@babel/plugin-transform-typescript": versionOf(require, "@babel/plugin-transform-typescript"),
       "decorator-transforms": decoratorPackage.version,
@@ -173,7 +200,6 @@ export const makeWith = (parts: EmberPipelineParts): Pipeline => {
   }
 }
 
-/** decorator-transforms' runtime, imported by each module (no global needed). */
 const decoratorRuntime = "decorator-transforms/runtime-esm"
 
 const pipelines = new Map<string, Pipeline>()
@@ -194,10 +220,10 @@ export const make = (emberSource?: string, hostPackages?: string): Pipeline => {
     hostPackages,
     decoratorOptions: { runtime: { import: decoratorRuntime } },
     decoratorRuntime: "./runtime-esm",
-    transforms: [],
     transformsConfig: [],
-    before: [],
-    after: [],
+    beforeConfig: [],
+    afterConfig: [],
+    extraPlugins: () => ({ transforms: [], before: [], after: [] }),
     versions: {},
     revision: 1
   })

@@ -9,7 +9,7 @@
  * @since 0.2.0
  */
 import type { PluginItem, PluginTarget } from "@babel/core"
-import { Schema } from "effect"
+import * as Schema from "effect/Schema"
 import { readFileSync } from "node:fs"
 import { dirname, join } from "node:path"
 
@@ -29,8 +29,13 @@ export type ModuleKind = "ts" | "gts" | "js" | "gjs"
 /** A pipeline, ready to run. */
 export interface Pipeline {
   readonly name: PipelineName
-  /** The Babel plugins of each kind of module, built once (Babel caches plugins by identity). */
-  readonly plugins: Readonly<Record<ModuleKind, Array<PluginItem>>>
+  /**
+   * The Babel plugins of each kind of module, loaded on the first call and the same value on
+   * every call (Babel caches plugins by identity). Loading them is what costs: the main
+   * thread of a pool, which only needs the fingerprint, never calls this. Throws a
+   * {@link PipelineError} when a plugin or the template compiler cannot be loaded.
+   */
+  readonly plugins: () => Readonly<Record<ModuleKind, Array<PluginItem>>>
   /** Package name to installed version, for every package besides Babel's own that makes the output. */
   readonly versions: Readonly<Record<string, string>>
   /** Everything besides versions that decides the output: plugin names and options, as JSON. */

@@ -9,12 +9,10 @@
  *
  * @since 0.2.0
  */
-import { type NodePath, type PluginItem, type PluginObject, types } from "@babel/core"
-import decoratorsPlugin from "@babel/plugin-proposal-decorators"
-import typescriptPlugin from "@babel/plugin-transform-typescript"
+import type { NodePath, PluginAPI, PluginItem, PluginObject, PluginTarget, types } from "@babel/core"
 import type * as GlimmerSyntax from "@glimmer/syntax"
 import { createRequire } from "node:module"
-import { type ModuleKind, type Pipeline, versionOf } from "./Pipeline.ts"
+import { defaultExport, foreignPlugin, type ModuleKind, type Pipeline, versionOf } from "./Pipeline.ts"
 
 let glimmerSyntax: typeof GlimmerSyntax | undefined
 
@@ -95,7 +93,7 @@ export const mentions = (text: string, name: string): boolean => {
  * - An import used in types is kept only when `@glimmer/syntax` finds it among a
  *   template's free names (a template that cannot be parsed keeps it).
  */
-export const keepTemplateLocals = (): PluginObject => ({
+export const keepTemplateLocals = ({ types }: PluginAPI): PluginObject => ({
   name: "module-transpile-cache/keep-template-locals",
   visitor: {
     Program: {
@@ -163,12 +161,24 @@ export const keepTemplateLocals = (): PluginObject => ({
 const typescriptOptions = { allowDeclareFields: true } as const
 const decoratorsOptions = { version: "2023-11" } as const
 
-/** Built once: Babel caches loaded plugins by the identity of these arrays and objects. */
-const plugins: Readonly<Record<ModuleKind, Array<PluginItem>>> = {
-  ts: [[typescriptPlugin, typescriptOptions], [decoratorsPlugin, decoratorsOptions]],
-  gts: [keepTemplateLocals, [typescriptPlugin, typescriptOptions], [decoratorsPlugin, decoratorsOptions]],
-  js: [[decoratorsPlugin, decoratorsOptions]],
-  gjs: [[decoratorsPlugin, decoratorsOptions]]
+/** A Babel plugin package's plugin, loaded now. */
+export const loadPlugin = (require: NodeJS.Require, name: string): PluginTarget => foreignPlugin(defaultExport(require(name)))
+
+let plugins: Readonly<Record<ModuleKind, Array<PluginItem>>> | undefined
+
+/** Loaded on first use, then the same value: Babel caches loaded plugins by the identity of these arrays and objects. */
+const loadPlugins = (): Readonly<Record<ModuleKind, Array<PluginItem>>> => {
+  if (plugins !== undefined) return plugins
+  const require = createRequire(import.meta.url)
+  const typescriptPlugin = loadPlugin(require, "@babel/plugin-transform-typescript")
+  const decoratorsPlugin = loadPlugin(require, "@babel/plugin-proposal-decorators")
+  plugins = {
+    ts: [[typescriptPlugin, typescriptOptions], [decoratorsPlugin, decoratorsOptions]],
+    gts: [keepTemplateLocals, [typescriptPlugin, typescriptOptions], [decoratorsPlugin, decoratorsOptions]],
+    js: [[decoratorsPlugin, decoratorsOptions]],
+    gjs: [[decoratorsPlugin, decoratorsOptions]]
+  }
+  return plugins
 }
 
 /**
@@ -198,7 +208,7 @@ export const make = (): Pipeline => {
   const require = createRequire(import.meta.url)
   cached = {
     name: "standard",
-    plugins,
+    plugins: loadPlugins,
     versions: {
       "@babel/plugin-transform-typescript": versionOf(require, "@babel/plugin-transform-typescript"),
       "@babel/plugin-proposal-decorators": versionOf(require, "@babel/plugin-proposal-decorators"),
