@@ -326,6 +326,19 @@ export const benchWarmScaling = async (): Promise<Array<BenchRow>> => {
 
 // -----------------------------------------------------------------------------
 
+/**
+ * Section 1 alone, with the pool: warm-hit latency idle and during the herd (the engine from
+ * `MTC_ENGINE`, as in `MTC_ENGINE=babel node scratchpad/run-one.ts bench-workers benchHerdHits`).
+ */
+export const benchHerdHits = async (): Promise<Array<BenchRow>> => {
+  const pooled = await warmHitsDuringHerd(availableParallelism())
+  agent.destroy()
+  return [
+    { name: "warm hit, idle", value: fmt(pooled.idle) },
+    { name: `warm hit during a cold herd of ${HERD_MODULES} x ${HERD_KIB} KiB x ${HERD_CONCURRENCY}, ${availableParallelism()} workers`, value: fmt(pooled.herd) }
+  ]
+}
+
 export const benchWorkers = async (): Promise<Array<BenchRow>> => {
   const rows: Array<BenchRow> = []
   const pooled = await warmHitsDuringHerd(availableParallelism())

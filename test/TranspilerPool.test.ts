@@ -390,7 +390,7 @@ describe("TranspilerPool on demand", () => {
       expect(pool.state()).toMatchObject({ workers: 1, retired: 1, restarts: 0 })
     })))
 
-  it.live("by default all of them start with the pool, and those above the floor of 1 leave once idle", () =>
+  it.live("by default two start with the pool (here all of them), and those above the floor of 1 leave once idle", () =>
     Effect.scoped(Effect.gen(function*() {
       const pool = yield* TranspilerPool.makePool({ workers: 2, idleTimeout: "50 millis" })
       expect(pool.state()).toMatchObject({ workers: 2, retired: 0 })

@@ -6,9 +6,10 @@
  * - Up to `workers` workers run, with the same transpiler options (passed wholesale to
  *   `BabelTranspiler.make`), and are reused. Each reports its fingerprint, which must equal
  *   the one computed here, so rows are never written under a pipeline the main thread does
- *   not know. `startWorkers` (default: all of them) start with the pool, before it is ready,
- *   so that neither the first request nor the first cold herd waits for a worker's start
- *   (about 400 ms of CPU each). A worker idle for `idleTimeout` (default 30 s) leaves, down
+ *   not know. `startWorkers` (default 2) start with the pool, before it is ready, so that
+ *   neither the first request nor the first cold herd waits for a worker's start (about
+ *   400 ms of CPU each); on a machine of many cores the rest start on idle ones as the herd
+ *   needs them. A worker idle for `idleTimeout` (default 30 s) leaves, down
  *   to `minWorkers` (default 1): an idle process holds one worker, not one per core. A job
  *   that finds every worker busy starts another, up to `workers`.
  * - One job per worker. When all are busy, jobs wait in FIFO order in a bounded queue; a job
@@ -71,8 +72,9 @@ export interface TranspilerPoolOptions {
    */
   readonly minWorkers?: number
   /**
-   * Workers started with the pool, before it is ready (default `workers`; at least 1, which
-   * proves the pipeline loads). Fewer start the rest on demand, during the first cold herd.
+   * Workers started with the pool, before it is ready (default 2, at most `workers`; at least
+   * 1, which proves the pipeline loads). The rest start on demand, during the first cold herd:
+   * on a machine of many cores they start on idle ones, while the first two work.
    */
   readonly startWorkers?: number
   /** How long a worker above `minWorkers` may sit idle before it leaves (default 30 s). */
@@ -101,6 +103,7 @@ export interface TranspilerPoolOptions {
 /** The defaults of {@link TranspilerPoolOptions}. */
 export const defaults = {
   workers: availableParallelism(),
+  startWorkers: 2,
   minWorkers: 1,
   idleTimeout: Duration.seconds(30),
   timeout: Duration.seconds(30),
@@ -525,7 +528,7 @@ export const makePool = Effect.fnUntraced(function*(options: TranspilerPoolOptio
   // Start the first workers (at least one, which proves the pipeline loads and has the
   // fingerprint computed here) and wait until all are ready (or one fails). Those above the
   // floor leave once idle.
-  const initial = Math.min(size, Math.max(1, options.startWorkers ?? size))
+  const initial = Math.min(size, Math.max(1, options.startWorkers ?? defaults.startWorkers))
   yield* Effect.callback<void, TranspileWorkerStartError>((resume) => {
     let pending = initial
     let failed = false
