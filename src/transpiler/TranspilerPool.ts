@@ -576,7 +576,7 @@ export const layer = (options: TranspilerPoolOptions = {}): Layer.Layer<Transpil
 export const optionsConfig: Config.Config<Omit<TranspilerPoolOptions, "transpiler" | "workerUrl">> = Config.all({
   workers: Config.withDefault(Config.Int("MTC_TRANSPILE_WORKERS"), defaults.workers),
   minWorkers: Config.withDefault(Config.Int("MTC_TRANSPILE_MIN_WORKERS"), defaults.minWorkers),
-  startWorkers: Config.option(Config.Int("MTC_TRANSPILE_START_WORKERS")),
+  startWorkers: Config.withDefault(Config.Int("MTC_TRANSPILE_START_WORKERS"), defaults.startWorkers),
   idleTimeout: Config.withDefault(Config.Duration("MTC_TRANSPILE_IDLE_TIMEOUT"), defaults.idleTimeout),
   maxMemoryMb: Config.option(Config.Int("MTC_TRANSPILE_MAX_MEMORY")),
   timeout: Config.withDefault(Config.Duration("MTC_TRANSPILE_TIMEOUT"), defaults.timeout),
@@ -586,7 +586,7 @@ export const optionsConfig: Config.Config<Omit<TranspilerPoolOptions, "transpile
   workers,
   minWorkers,
   idleTimeout,
-  ...(startWorkers._tag === "Some" ? { startWorkers: startWorkers.value } : {}),
+  startWorkers,
   timeout,
   nice,
   contentEncodings,

@@ -12,18 +12,11 @@
 import type { NodePath, PluginAPI, PluginItem, PluginObject, PluginTarget, types } from "@babel/core"
 import type * as GlimmerSyntax from "@glimmer/syntax"
 import { createRequire } from "node:module"
+import { lazyRequire } from "../../internal/lazyRequire.ts"
 import { defaultExport, foreignPlugin, type ModuleKind, type Pipeline, versionOf } from "./Pipeline.ts"
 
-let glimmerSyntax: typeof GlimmerSyntax | undefined
-
 /** `@glimmer/syntax`, loaded on first use: most modules never need a template parsed here. */
-export const loadGlimmerSyntax = (): typeof GlimmerSyntax => {
-  if (glimmerSyntax === undefined) {
-    const loaded: typeof GlimmerSyntax = createRequire(import.meta.url)("@glimmer/syntax")
-    glimmerSyntax = loaded
-  }
-  return glimmerSyntax
-}
+export const loadGlimmerSyntax = lazyRequire<typeof GlimmerSyntax>(import.meta.url, "@glimmer/syntax")
 
 /** The module content-tag imports `template` from. */
 export const templateCompilerModule = "@ember/template-compiler"
