@@ -26,7 +26,8 @@
  *
  * `vite` in COLD_STORES adds Vite's dev server (bench-preload.ts's baseline), fresh each round.
  * A store may carry environment variables for its server: `pg+MTC_FLEET_SOLO=0` is a variant of
- * `pg`, run beside it in the same rounds.
+ * `pg`, run beside it in the same rounds. `ACCEPT_ENCODING` among them is the `Accept-Encoding`
+ * of the load's requests instead (`memory+ACCEPT_ENCODING=br`: a browser's cold load).
  *
  * Run: npx node scratchpad/bench-cold-stores.ts   (DATABASE_URL as for the tests;
  * COLD_ROUNDS=3, COLD_STORES=memory,pglite,pg,vite, BENCH_PROFILE=/tmp/prof, COLD_HERD=3)
@@ -279,7 +280,12 @@ const l2HitRun = async (realm: string, store: Store): Promise<Run> => {
     const server = await startServe(realm, store, env, dataDir)
     try {
       const before = await snapshot(server, 1)
-      const load = await loadGraphWithWrk(server.url, paths, { concurrency: CONCURRENCY, probe: "/_not_a_module.ts" })
+      const accept = variantEnv(store)["ACCEPT_ENCODING"]
+      const load = await loadGraphWithWrk(server.url, paths, {
+        concurrency: CONCURRENCY,
+        probe: "/_not_a_module.ts",
+        ...(accept === undefined ? {} : { headers: { "accept-encoding": accept } })
+      })
       await drained(server.url)
       const after = await snapshot(server, 2)
       return { ms: load.ms, outcomes: load.outcomes, delta: delta(before, after) }

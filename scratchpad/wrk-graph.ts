@@ -117,14 +117,21 @@ end
 export const loadGraphWithWrk = (
   base: string,
   paths: ReadonlyArray<string>,
-  options: { readonly concurrency: number; readonly probe: string; readonly timeoutSeconds?: number }
+  options: {
+    readonly concurrency: number
+    readonly probe: string
+    readonly timeoutSeconds?: number
+    /** Headers every request carries (`accept-encoding`, say). */
+    readonly headers?: Record<string, string>
+  }
 ): Promise<GraphLoad> => {
   const dir = mkdtempSync(join(tmpdir(), "mtc-wrk-graph-"))
   const file = join(dir, "graph.lua")
   writeFileSync(file, script(paths, options.probe))
   const seconds = options.timeoutSeconds ?? 60
   // One thread: one Lua state, so the paths are handed out by one counter.
-  const child = spawn("wrk", ["-t1", `-c${options.concurrency}`, `-d${seconds}s`, "--timeout", `${seconds}s`, "-s", file, base], {
+  const headers = Object.entries(options.headers ?? {}).flatMap(([name, value]) => ["-H", `${name}: ${value}`])
+  const child = spawn("wrk", ["-t1", `-c${options.concurrency}`, `-d${seconds}s`, "--timeout", `${seconds}s`, ...headers, "-s", file, base], {
     stdio: ["ignore", "pipe", "pipe"]
   })
   let out = ""

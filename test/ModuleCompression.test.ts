@@ -6,9 +6,11 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
+import * as TestClock from "effect/testing/TestClock"
 import { brotliDecompressSync, gunzipSync } from "node:zlib"
 import { emptyCapture } from "../src/domain/TranspileStore.ts"
 import { hashSource, moduleBytes } from "../src/domain/Domain.ts"
+import { RequestedCoding } from "../src/internal/ContentCoding.ts"
 import { idle, keyOf, makeCache, makeWorld } from "./support/world.ts"
 
 /** A source whose transpiled body is well over the 256 bytes below which bodies stay identity. */
@@ -69,4 +71,60 @@ describe("module compression", () => {
       const { module } = yield* cache.get(keyOf("big.ts"))
       expect(Object.keys(module.encoded ?? {})).toEqual(["gzip"])
     })))
+  describe("on a process with no peers, a cold load waits only for the coding its answer is sent in", () => {
+    /** Real time for libuv's thread pool (where the later forms are made), until `done`. */
+    const waitFor = <A>(look: Effect.Effect<A>, done: (a: A) => boolean) =>
+      Effect.andThen(Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 5))), look).pipe(
+        Effect.repeat({ until: done, times: 400 })
+      )
+
+    it.effect("identity: none made with the transpile; both at the quiet moment, in L1 and in the row, counted once", () =>
+      Effect.scoped(Effect.gen(function*() {
+        const world = yield* makeWorld({ "big.ts": large })
+        const cache = yield* makeCache(world, { fleet: false })
+        const { module } = yield* Effect.provideService(cache.get(keyOf("big.ts")), RequestedCoding, "identity")
+        expect(module.encoded).toBeUndefined()
+        expect((yield* cache.stats).compressions).toBe(0)
+        // Not before the quiet moment: the row is not written yet either.
+        expect((yield* world.readRow(keyOf("big.ts")))._tag).toBe("Absent")
+        yield* TestClock.adjust("1 second")
+        const row = yield* waitFor(world.readRow(keyOf("big.ts")), (row) => row._tag === "Module")
+        const encoded = row._tag === "Module" ? row.module.encoded : undefined
+        expect(brotliDecompressSync(encoded!.br!).toString("utf8")).toBe(module.body)
+        expect(gunzipSync(encoded!.gzip!).toString("utf8")).toBe(module.body)
+        const again = yield* cache.get(keyOf("big.ts"))
+        expect(again.outcome).toBe("l1")
+        expect(again.module.encoded).toEqual(encoded)
+        expect((yield* cache.stats).compressions).toBe(1)
+        expect((yield* cache.stats).l1Bytes).toBe(moduleBytes(again.module))
+      })))
+
+    it.effect("br: br with the transpile, gzip later; an L1 hit before the quiet moment makes it at once, once", () =>
+      Effect.scoped(Effect.gen(function*() {
+        const world = yield* makeWorld({ "big.ts": large })
+        const cache = yield* makeCache(world, { fleet: false })
+        const { module } = yield* Effect.provideService(cache.get(keyOf("big.ts")), RequestedCoding, "br")
+        expect(Object.keys(module.encoded ?? {})).toEqual(["br"])
+        // An L1 hit (its coding unknown) while gzip is still to come: answered with both.
+        const hit = yield* cache.get(keyOf("big.ts"))
+        expect(hit.outcome).toBe("l1")
+        expect(Object.keys(hit.module.encoded ?? {}).sort()).toEqual(["br", "gzip"])
+        expect(gunzipSync(hit.module.encoded!.gzip!).toString("utf8")).toBe(module.body)
+        yield* TestClock.adjust("1 second")
+        const row = yield* waitFor(world.readRow(keyOf("big.ts")), (row) => row._tag === "Module")
+        expect(row._tag === "Module" ? row.module.encoded : undefined).toEqual(hit.module.encoded)
+        expect((yield* cache.stats).compressions).toBe(1)
+      })))
+
+    it.effect("in a fleet, where a peer may wait for the row, every coding is made with the transpile", () =>
+      Effect.scoped(Effect.gen(function*() {
+        const world = yield* makeWorld({ "big.ts": large })
+        const cache = yield* makeCache(world, { fleet: true })
+        const { module } = yield* Effect.provideService(cache.get(keyOf("big.ts")), RequestedCoding, "identity")
+        expect(Object.keys(module.encoded ?? {}).sort()).toEqual(["br", "gzip"])
+        yield* idle(cache)
+        const row = yield* world.readRow(keyOf("big.ts"))
+        expect(row._tag === "Module" ? row.module.encoded : undefined).toEqual(module.encoded)
+      })))
+  })
 })

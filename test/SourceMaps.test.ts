@@ -5,7 +5,7 @@
  * `<template>`; a map that does not check is dropped, never served.
  */
 import { parse } from "@babel/parser"
-import { encode } from "@jridgewell/sourcemap-codec"
+import { decode, encode, type SourceMapMappings } from "@jridgewell/sourcemap-codec"
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { moduleVersion } from "../src/domain/Domain.ts"
@@ -13,7 +13,7 @@ import { moduleEtag } from "../src/http/Responses.ts"
 import { versionOfEtag } from "../src/http/ImmutableUrls.ts"
 import * as BabelTranspiler from "../src/transpiler/BabelTranspiler.ts"
 import type { BabelTranspilerOptions } from "../src/transpiler/TranspilerOptions.ts"
-import { codeOf, servedMap, withSourceMap } from "../src/transpiler/SourceMaps.ts"
+import { codeOf, fits, servedMap, withSourceMap } from "../src/transpiler/SourceMaps.ts"
 import { cardSource, measureSource, originalAt, originalOf, sourcePositionOf } from "./support/sourceMaps.ts"
 
 
@@ -89,6 +89,71 @@ describe("source maps", () => {
     expect(withSourceMap(module, "x.ts", "a\nb\n", { ...valid, sources: ["x", "y"] }, "v")).toBe(module)
     expect(withSourceMap(module, "x.ts", "a\nb\n", { ...valid, mappings: "!!" }, "v")).toBe(module)
     expect(withSourceMap(module, "x.ts", "a\nb\n", valid, "v").body).toBe("a;\nb;\n//# sourceMappingURL=x.ts.map?_v=v")
+  })
+
+  it("the one-pass check of a map agrees with decoding it, on valid maps, mangled ones and random text", () => {
+    // The check as it reads with the source-map library: decode, then look at every segment.
+    const reference = (mappings: string, generated: ReadonlyArray<number>, original: ReadonlyArray<number>): boolean => {
+      if (!/^[A-Za-z0-9+/,;]*$/.test(mappings)) return false
+      // A value's last digit ends it (below 32: A to f); the library would read on into the next segment.
+      // Each segment holds 1, 4 or 5 values (the library would read a sixth as the next segment).
+      const values = (segment: string) => segment.replace(/[g-z0-9+/]/g, "").length
+      if (
+        mappings.split(/[,;]/).some((segment) =>
+          segment !== "" && (!/[A-Za-f]$/.test(segment) || ![1, 4, 5].includes(values(segment)))
+        )
+      ) return false
+      let decoded: SourceMapMappings
+      try {
+        decoded = decode(mappings)
+      } catch {
+        return false
+      }
+      if (decoded.length > generated.length) return false
+      return decoded.every((segments, line) =>
+        segments.every((segment) => {
+          if (!(segment[0] >= 0 && segment[0] <= generated[line]!)) return false
+          if (segment.length === 1) return true
+          const [, source, originalLine, originalColumn] = segment
+          if (segment.length > 5 || source !== 0 || originalLine === undefined || originalColumn === undefined) return false
+          return originalLine >= 0 && originalLine < original.length && originalColumn >= 0 && originalColumn <= original[originalLine]!
+        })
+      )
+    }
+    // A seeded generator: the same cases on every run.
+    let seed = 7
+    const random = (n: number) => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31
+      return seed % n
+    }
+    const generated = [12, 40, 0, 7, 25]
+    const original = [10, 30, 5, 0, 18, 22]
+    const digits = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/,;!"
+    let valid = 0
+    for (let i = 0; i < 4000; i++) {
+      // Segments near the bounds (some over), as lines of decoded fields, then encoded.
+      const lines = Array.from({ length: 1 + random(6) }, (_, line) =>
+        Array.from({ length: random(4) }, () => {
+          const column = random((generated[line] ?? 3) + 3)
+          const shape = random(5)
+          if (shape === 0) return [column] as [number]
+          const fields: [number, number, number, number] = [column, random(9) === 0 ? 1 : 0, random(original.length + 1), random(32)]
+          return shape === 4 ? [...fields, random(3)] as [number, number, number, number, number] : fields
+        }).sort((a, b) => a[0] - b[0])
+      )
+      let mappings = encode(lines)
+      // Some mangled: a character replaced, or cut short.
+      if (random(4) === 0 && mappings.length > 0) {
+        const at = random(mappings.length)
+        mappings = random(2) === 0 ? mappings.slice(0, at) + digits[random(digits.length)] + mappings.slice(at + 1) : mappings.slice(0, at)
+      }
+      const expected = reference(mappings, generated, original)
+      if (expected) valid++
+      expect(fits(mappings, generated, original), mappings).toBe(expected)
+    }
+    // Both outcomes were exercised.
+    expect(valid).toBeGreaterThan(200)
+    expect(valid).toBeLessThan(3800)
   })
 })
 

@@ -124,6 +124,21 @@ describe("TranspilerPool", () => {
       expect(fromPool.some(Exit.isSuccess)).toBe(true)
       expect(fromPool.some(Exit.isFailure)).toBe(true)
       expect(pool.state()).toMatchObject({ busy: 0, queued: 0, restarts: 0 })
+
+      // A job may name fewer codings (the cache makes the rest later), and a compress job makes
+      // them in a worker: each form decodes to the body, and the forms it had are kept.
+      const big = fixtures.find((input) => input.path.endsWith(".ts") && input.source.length > 600) ?? fixtures[0]!
+      const source = `${big.source}\n${Array.from({ length: 30 }, (_, i) => `export const padding${i} = ${i}`).join("\n")}\n`
+      const bare = yield* pool.service.transpile({ path: "big.ts", source, codings: [] })
+      expect(bare.encoded).toBeUndefined()
+      const brOnly = yield* pool.service.transpile({ path: "big.ts", source, codings: ["br"] })
+      expect(Object.keys(brOnly.encoded ?? {})).toEqual(["br"])
+      const complete = yield* pool.service.compress!(brOnly, ["gzip"])
+      expect(complete.encoded!.br).toBe(brOnly.encoded!.br)
+      expect(gunzipSync(complete.encoded!.gzip!).toString("utf8")).toBe(brOnly.body)
+      const both = yield* pool.service.compress!(bare, ["br", "gzip"])
+      expect(brotliDecompressSync(both.encoded!.br!).toString("utf8")).toBe(bare.body)
+      expect({ ...both, encoded: undefined }).toStrictEqual({ ...bare, encoded: undefined })
     })))
 
   it.live("a crashing worker fails its job with TranspileWorkerCrashError, is replaced, and the next job succeeds", () =>

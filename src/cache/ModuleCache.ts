@@ -11,6 +11,7 @@ import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Config from "effect/Config"
 import * as Context from "effect/Context"
+import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -61,6 +62,7 @@ import {
   type RealmCounts,
   type RecentError
 } from "./CacheCounters.ts"
+import * as Batching from "../internal/batching.ts"
 import * as ContentCoding from "../internal/ContentCoding.ts"
 import { defaultMaxBytes, type L1Capture, L1Cache } from "./L1Cache.ts"
 import { PendingInvalidations } from "./PendingInvalidations.ts"
@@ -210,7 +212,11 @@ export interface ModuleCacheOptions {
    * The content codings every module body is kept in, besides identity (default br and gzip;
    * `MTC_CONTENT_ENCODINGS`). A transpile worker makes them with the transpile; a module that
    * still lacks one (an in-process transpile, a row of an earlier release) is compressed here,
-   * on libuv's thread pool, once per load. They are stored in L2 with the body.
+   * once per load: in a worker (`Transpiler.compress`), else on libuv's thread pool. They are
+   * stored in L2 with the body. While no peer can wait for the row (held writes, see
+   * `l2WriteHold`), a transpile makes only the coding its request is sent in
+   * (`ContentCoding.RequestedCoding`, which the realm server provides) and the rest at the next
+   * quiet moment, before the write; an L1 hit before then makes them at once.
    */
   readonly contentEncodings?: ReadonlyArray<ContentCoding.Coding> | undefined
 }
@@ -256,7 +262,14 @@ interface Flight {
 type Loaded = Exit.Exit<GetResult, ModuleBuildError>
 
 /** Hands a load's answer to its callers (and L1) as soon as it is known; only the first call counts. */
-type Deliver = (loaded: Loaded) => Effect.Effect<void>
+/**
+ * Answers a load's joiners and fills L1 (once: later calls do nothing); `refill` puts a more
+ * complete module of the same version in L1 afterwards (its compressed forms made later).
+ */
+interface Deliver {
+  (loaded: Loaded): Effect.Effect<void>
+  readonly refill: (loaded: Loaded) => void
+}
 
 /** What one look of a loser found. */
 type Look =
@@ -324,15 +337,109 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
     row._tag !== "Absent" && isUsable(row, fingerprint, source.hash) ? loadedOf(source.key, row, outcome) : undefined
 
   /**
-   * The module with every offered compressed form: the same object when it lacks none, else
-   * one compressed here (off the event loop) and counted.
+   * The module with every compressed form of `codings` (default: all offered): the same object
+   * when it lacks none, else one compressed here (off the event loop). Counted when it had no
+   * form before: once per version.
    */
-  const completed = (realmUrl: string, module: TranspiledModule): Effect.Effect<TranspiledModule> =>
-    Effect.map(ContentCoding.withForms(module, offered), (made) => {
-      if (made === undefined) return module
-      counters.compressed(realmUrl)
-      return made
+  const completed = (
+    realmUrl: string,
+    module: TranspiledModule,
+    codings: ReadonlyArray<ContentCoding.Coding> = offered
+  ): Effect.Effect<TranspiledModule> => {
+    const missing = ContentCoding.missingCodings(module, codings)
+    if (missing.length === 0) return Effect.succeed(module)
+    // In a transpile worker when there is one (zlib's synchronous calls), else on libuv's pool.
+    const onLibuv = Effect.map(ContentCoding.withForms(module, missing), (made) => made ?? module)
+    const made = transpiler.compress === undefined
+      ? onLibuv
+      : Effect.catch(transpiler.compress(module, missing), () => onLibuv)
+    return Effect.map(made, (complete) => {
+      if (module.encoded === undefined && complete !== module) counters.compressed(realmUrl)
+      return complete
     })
+  }
+
+  /**
+   * The forms a module in L1 still waits for ({@link withLaterForms}), by key: an L1 hit makes
+   * them at once instead (once: the effect is cached), and is answered with them.
+   */
+  const laterForms = new Map<string, Effect.Effect<TranspiledModule>>()
+
+  // Transpiles running in this cache, and when the last one started (`Clock` millis): a cold
+  // load's quiet moment is when none ran for `l2WriteQuiet`.
+  let transpiling = 0
+  let lastTranspile = 0
+  const quietMillis = Duration.toMillis(Duration.fromInputUnsafe(options.l2WriteQuiet ?? defaults.l2WriteQuiet))
+
+  /**
+   * Whether a transpile makes only the coding its request is sent in now, and the others at
+   * the next quiet moment (before its L2 write, held anyway): while no peer can be waiting for
+   * the row (see `l2WriteHold`), so that a cold load waits for no compression it does not send.
+   */
+  const defersForms = (): boolean => !closing && !Duration.isZero(hold) && soloNow !== undefined && soloNow()
+
+  /** The codings a transpile compresses with in its own run (see {@link defersForms}). */
+  const codingsNow: Effect.Effect<ReadonlyArray<ContentCoding.Coding>> = Effect.map(
+    Effect.service(ContentCoding.RequestedCoding),
+    (requested) => requested === undefined || !defersForms() ? offered : offered.filter((coding) => coding === requested)
+  )
+
+  /** The next quiet moment, shared by every load that waits for one: one watcher looks for them all. */
+  let nextQuiet: Deferred.Deferred<void> | undefined
+
+  /**
+   * Waits for a quiet moment: no transpile for `l2WriteQuiet`; at most `l2WriteHold`, and no
+   * longer once a peer may wait for the rows, or the cache closes.
+   */
+  const quietMoment: Effect.Effect<void> = Effect.suspend(() => {
+    if (nextQuiet !== undefined) return Deferred.await(nextQuiet)
+    const latch = nextQuiet = Deferred.makeUnsafe<void>()
+    const watch = Effect.gen(function*() {
+      const started = yield* Clock.currentTimeMillis
+      for (;;) {
+        const now = yield* Clock.currentTimeMillis
+        if (!defersForms() || now - started >= Duration.toMillis(hold)) return
+        if (transpiling === 0 && now - lastTranspile >= quietMillis) return
+        yield* Effect.sleep(Batching.holdRecheck)
+      }
+    }).pipe(Effect.ensuring(Effect.sync(() => {
+      nextQuiet = undefined
+      Deferred.doneUnsafe(latch, Effect.void)
+    })))
+    return Effect.andThen(FiberSet.run(loads, watch), Deferred.await(latch))
+  })
+
+  /**
+   * The forms a transpile was made without ({@link defersForms}): registered in
+   * {@link laterForms} before its answer goes out; then made at a quiet moment (or at once by an
+   * L1 hit), the module put in L1 in its place. The same content when it lacks none.
+   */
+  const withLaterForms = Effect.fnUntraced(function*(
+    key: ModuleKey,
+    content: WriteContent,
+    outcome: Outcome,
+    deliver: Deliver
+  ) {
+    if (content._tag !== "Module" || ContentCoding.missingCodings(content.module, offered).length === 0) {
+      yield* deliver(loadedOf(key, content, outcome))
+      return content
+    }
+    const id = keyString(key)
+    const make = yield* Effect.cached(Effect.map(completed(key.realmUrl, content.module), (module) => {
+      deliver.refill(loadedOf(key, { _tag: "Module", module }, outcome))
+      return module
+    }))
+    laterForms.set(id, make)
+    const module = yield* deliver(loadedOf(key, content, outcome)).pipe(
+      Effect.andThen(quietMoment),
+      Effect.andThen(make),
+      Effect.ensuring(Effect.sync(() => {
+        if (laterForms.get(id) === make) laterForms.delete(id)
+      }))
+    )
+    const complete: WriteContent = { _tag: "Module", module }
+    return complete
+  })
 
   /** {@link completed} of a loaded module (a row that lacked a form: of an earlier release, say). */
   const completeLoaded = (key: ModuleKey, loaded: Loaded): Effect.Effect<Loaded> =>
@@ -347,8 +454,25 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
    * recorded, the load fails for its joiners, and the next get retries.
    */
   const transpile = (source: ModuleSource): Effect.Effect<WriteContent, TranspilerError> =>
-    transpiler.transpile({ path: source.key.path, source: source.content }).pipe(
-      Effect.ensuring(Effect.sync(() => counters.transpiled(source.key.realmUrl))),
+    Effect.flatMap(codingsNow, (now) =>
+      transpileWith(source, now, now.length === offered.length ? undefined : now)
+    )
+
+  const transpileWith = (
+    source: ModuleSource,
+    now: ReadonlyArray<ContentCoding.Coding>,
+    codings: ReadonlyArray<ContentCoding.Coding> | undefined
+  ): Effect.Effect<WriteContent, TranspilerError> =>
+    Effect.suspend(() => {
+      transpiling++
+      return transpiler.transpile({ path: source.key.path, source: source.content, codings })
+    }).pipe(
+      Effect.ensuring(Effect.flatMap(Clock.currentTimeMillis, (at) =>
+        Effect.sync(() => {
+          transpiling--
+          lastTranspile = at
+          counters.transpiled(source.key.realmUrl)
+        }))),
       Effect.exit,
       Effect.flatMap((exit): Effect.Effect<WriteContent, TranspilerError> => {
         if (exit._tag === "Success") {
@@ -356,7 +480,7 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
           if (transpiler.sourceMaps === true && made.sourceMap === undefined && made.body !== "") {
             counters.unmappedModule(source.key.realmUrl)
           }
-          return Effect.map(completed(source.key.realmUrl, made), (module) => {
+          return Effect.map(completed(source.key.realmUrl, made, now), (module) => {
             // Made with this transpile (in its worker, or just now): counted once per version.
             if (module.encoded !== undefined && module === exit.value) counters.compressed(source.key.realmUrl)
             return { _tag: "Module", module }
@@ -380,11 +504,11 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
     outcome: "transpiled" | "fallback",
     deliver: Deliver
   ) {
-    const content = yield* transpile(source)
-    const loaded = loadedOf(source.key, content, outcome)
-    yield* deliver(loaded)
+    const made = yield* transpile(source)
+    // Delivered (answered, in L1), then with the forms it was made without, if any.
+    const content = yield* withLaterForms(source.key, made, outcome, deliver)
     yield* l2.persist({ key: source.key, captured, fingerprint, sourceHash: source.hash, content })
-    return loaded
+    return loadedOf(source.key, content, outcome)
   })
 
   /**
@@ -597,13 +721,19 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
       const source = yield* sources.read(key)
       flight.sourceHash = source.hash
       let delivered = false
-      const deliver: Deliver = (loaded) =>
-        Effect.suspend(() => {
-          if (delivered) return Effect.void
-          delivered = true
-          if (Exit.isSuccess(loaded)) l1.fill(loaded.value.module, flight.hash, flight.l1Captured ?? l1Captured)
-          return answer(loaded)
-        })
+      const fill = (loaded: Loaded) => {
+        if (Exit.isSuccess(loaded)) l1.fill(loaded.value.module, flight.hash, flight.l1Captured ?? l1Captured)
+      }
+      const deliver: Deliver = Object.assign(
+        (loaded: Loaded) =>
+          Effect.suspend(() => {
+            if (delivered) return Effect.void
+            delivered = true
+            fill(loaded)
+            return answer(loaded)
+          }),
+        { refill: fill }
+      )
       const loaded = yield* Effect.flatMap(resolve(source, deliver), (resolved) => completeLoaded(key, resolved))
       yield* deliver(loaded)
       return yield* loaded
@@ -620,10 +750,17 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
   const get = (key: ModuleKey): Effect.Effect<GetResult, GetError> =>
     Effect.withSpan(
       Effect.suspend(() => {
-        const module = l1.get(keyString(key))
-        if (module !== undefined) return Effect.as(report("l1", key.realmUrl), { module, outcome: "l1" as const })
+        const id = keyString(key)
+        const module = l1.get(id)
+        if (module !== undefined) {
+          const later = laterForms.size === 0 ? undefined : laterForms.get(id)
+          if (later === undefined) return Effect.as(report("l1", key.realmUrl), { module, outcome: "l1" as const })
+          // Its forms are still to come: made now, for this answer.
+          return Effect.flatMap(later, () =>
+            Effect.as(report("l1", key.realmUrl), { module: l1.get(id) ?? module, outcome: "l1" as const }))
+        }
         const flight: Flight = { key, hash: keyHash(key), sourceHash: undefined, l1Captured: undefined }
-        return flights.run(keyString(key), flight, (answer) => load(key, flight, answer)).pipe(
+        return flights.run(id, flight, (answer) => load(key, flight, answer)).pipe(
           Effect.tap((result) => report(result.outcome, key.realmUrl)),
           Effect.tapError(() => report("error", key.realmUrl))
         )

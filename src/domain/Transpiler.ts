@@ -13,6 +13,11 @@ export interface TranspileInput {
   /** The canonical path, whose extension picks the pipeline (`.ts`, `.gts`, ...). */
   readonly path: string
   readonly source: string
+  /**
+   * The content codings to compress the body with in the same run (a pool's worker), when
+   * fewer than the transpiler's own: the rest are made later, by the cache. Absent: all of them.
+   */
+  readonly codings?: ReadonlyArray<"br" | "gzip"> | undefined
 }
 
 /** Turns module source into JavaScript. */
@@ -33,4 +38,13 @@ export class Transpiler extends Context.Service<Transpiler, {
    * time, or the queue was full): those are not the module's fault, and a retry may succeed.
    */
   readonly transpile: (input: TranspileInput) => Effect.Effect<TranspiledModule, TranspilerError>
+  /**
+   * Compresses a module's body with `codings` where its transpiles run (a pool's worker, with
+   * zlib's synchronous calls: far cheaper for bodies this size than libuv's thread pool), for
+   * forms made after the transpile. Absent: the cache compresses on libuv's thread pool.
+   */
+  readonly compress?: (
+    module: TranspiledModule,
+    codings: ReadonlyArray<"br" | "gzip">
+  ) => Effect.Effect<TranspiledModule, TranspilerError>
 }>()("module-transpile-cache/Transpiler") {}

@@ -38,7 +38,7 @@ import {
 import type { ModuleCache } from "../cache/ModuleCache.ts"
 import { answerBoundaries, PlainHistogram } from "./AnswerMetrics.ts"
 import type { CachedAnswer, Representation } from "../realm/RawFileCache.ts"
-import { type Coding, codedEtag, codings, type ContentCoding, rankings } from "../internal/ContentCoding.ts"
+import { type Coding, codedEtag, codings, type ContentCoding, missingCodings, rankings } from "../internal/ContentCoding.ts"
 import type { MountedRealm } from "../realm/Realms.ts"
 import { privateHeaders } from "./ReadAccess.ts"
 import { immutableCacheControl, requestedVersion, versionOfEtag } from "./ImmutableUrls.ts"
@@ -269,7 +269,9 @@ export class FastPathHandler {
     etag: string,
     captured: number
   ): void {
-    if (!this.encodings.has(module)) {
+    // A module whose compressed forms are still to come (see `ModuleCache`) stays the router's
+    // until they are there: its answer would be identity to everyone.
+    if (!this.encodings.has(module) && missingCodings(module, this.offered).length === 0) {
       const forms = offeredForms(module, this.offered)
       this.encodings.set(module, answerOf(bytes, etag, javascriptContentType, "l1", realm.isPrivate, forms))
     }

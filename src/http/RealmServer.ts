@@ -261,11 +261,19 @@ export const routes: Layer.Layer<never, never, HttpRouter.HttpRouter | ModuleCac
         : access.allows(request.headers["authorization"], realm.mount)
 
     /** The module of a resolved path, and how it was got (a miss reads the file this resolution found). */
-    const moduleOf = (realm: Realms.MountedRealm, resolved: ResolvedPath) => {
+    const moduleOf = (realm: Realms.MountedRealm, resolved: ResolvedPath, request?: HttpServerRequest.HttpServerRequest) => {
       const key = moduleKey(realm.realmUrl, resolved.path)
       const id = keyString(key)
+      // A miss reads the file this resolution found, and makes the coding the answer is sent in
+      // first (the rest may follow at a quiet moment: see `ModuleCache`).
       const got = cache.peekL1(id) === undefined
-        ? Effect.provideService(cache.get(key), CurrentResolution, resolved)
+        ? cache.get(key).pipe(
+          Effect.provideService(CurrentResolution, resolved),
+          Effect.provideService(
+            ContentCoding.RequestedCoding,
+            request === undefined ? undefined : ContentCoding.negotiate(request.headers["accept-encoding"], offered)
+          )
+        )
         : cache.get(key)
       return Effect.map(got, ({ module, outcome }) => ({ id, module, outcome }))
     }
@@ -332,7 +340,7 @@ export const routes: Layer.Layer<never, never, HttpRouter.HttpRouter | ModuleCac
           return conditionalAnswer(request, answer, contentType)
         }
         // A miss reads the file this resolution found: the path is resolved once.
-        const { id, module, outcome } = yield* moduleOf(realm, resolved)
+        const { id, module, outcome } = yield* moduleOf(realm, resolved, request)
         const answer = answerOfModule(module)
         // Only after an L1 hit answered here: the first hit of each path still gets its span.
         if (outcome === "l1") fast?.rememberModule(realm, urlPath, id, module, answer.bytes, answer.etag, captured)

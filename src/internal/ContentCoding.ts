@@ -13,6 +13,7 @@
  * @since 0.4.0
  */
 import * as Config from "effect/Config"
+import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import { brotliCompress, brotliCompressSync, constants, gzip, gzipSync } from "node:zlib"
 import type { EncodedBodies, TranspiledModule } from "../domain/Domain.ts"
@@ -25,6 +26,17 @@ export type ContentCoding = Coding | "identity"
 
 /** Every coding this server can send, in order of preference on a tie. */
 export const codings: ReadonlyArray<Coding> = ["br", "gzip"]
+
+/**
+ * The coding the request that is being answered will be sent in, when the server knows it: a
+ * server provides it around `ModuleCache.get`, so that a cold load of a process with no peers
+ * waits only for that coding (see `ModuleCacheOptions.contentEncodings`). Undefined: not known,
+ * every coding offered is made with the transpile.
+ */
+export const RequestedCoding = Context.Reference<ContentCoding | undefined>(
+  "module-transpile-cache/RequestedCoding",
+  { defaultValue: () => undefined }
+)
 
 /** Bodies below this many bytes stay identity: the gain would not pay for the header. */
 export const minCompressedBytes = 256

@@ -23,7 +23,7 @@ import type * as Config from "effect/Config"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import { posix } from "node:path"
-import { defaultMaxSourceBytes, hashSource, moduleVersion, type TranspiledModule } from "../domain/Domain.ts"
+import { defaultMaxSourceBytes, moduleVersion, type TranspiledModule } from "../domain/Domain.ts"
 import { SourceTooLargeError, TranspileError } from "../domain/Errors.ts"
 import { Transpiler, type TranspileInput } from "../domain/Transpiler.ts"
 import * as Babel from "./Babel.ts"
@@ -159,7 +159,7 @@ export const make = (options: BabelTranspilerOptions = {}): Effect.Effect<Transp
     const mapped = (path: string, source: string, module: TranspiledModule, map: SourceMaps.RawSourceMap | undefined) =>
       map === undefined
         ? module
-        : SourceMaps.withSourceMap(module, path, source, map, moduleVersion(hashSource(source), fingerprint))
+        : SourceMaps.withSourceMap(module, path, source, map, moduleVersion(module.sourceHash, fingerprint))
 
     // Data-first withSpan, as elsewhere in the library: the pipeable form captures a stack
     // trace on every call.

@@ -18,7 +18,7 @@
  * @since 0.7.0
  */
 import remapping from "@jridgewell/remapping"
-import { decode, encode, type SourceMapMappings } from "@jridgewell/sourcemap-codec"
+import { decode, encode } from "@jridgewell/sourcemap-codec"
 import { posix } from "node:path"
 import type { TranspiledModule } from "../domain/Domain.ts"
 
@@ -46,23 +46,98 @@ export const mapSuffix = ".map"
 export const mapComment = (path: string, version: string): string =>
   `\n//# sourceMappingURL=${fileNameOf(path)}${mapSuffix}?_v=${version}`
 
-const lineLengths = (text: string): ReadonlyArray<number> => text.split("\n").map((line) => line.length)
+const lineLengths = (text: string): ReadonlyArray<number> => {
+  const lengths: Array<number> = []
+  let start = 0
+  for (let end = text.indexOf("\n"); end !== -1; end = text.indexOf("\n", start)) {
+    lengths.push(end - start)
+    start = end + 1
+  }
+  lengths.push(text.length - start)
+  return lengths
+}
+
+/** Base64 digit values by char code (-1: not a digit). */
+const digits = (() => {
+  const table = new Int8Array(128).fill(-1)
+  const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+  for (let i = 0; i < alphabet.length; i++) table[alphabet.charCodeAt(i)] = i
+  return table
+})()
+
+const comma = 44
+const semicolon = 59
 
 /**
- * Whether every mapping of `mappings` lies inside the code (`generated`) and names a position
- * inside the one source (`original`).
+ * Whether `mappings` (base64 VLQ, `,` and `;`) decode, and every mapping lies inside the code
+ * (`generated`, its lines' widths) and names a position inside the one source (`original`):
+ * each segment has 1, 4 or 5 fields, a generated column within its line, source 0, and an
+ * original line and column within the source. Read in one pass, with no decoded copy: this
+ * runs once per transpile.
  */
-const fits = (mappings: SourceMapMappings, generated: ReadonlyArray<number>, original: ReadonlyArray<number>): boolean => {
-  if (mappings.length > generated.length) return false
-  for (let line = 0; line < mappings.length; line++) {
-    const width = generated[line]!
-    for (const segment of mappings[line]!) {
-      if (!(segment[0] >= 0 && segment[0] <= width)) return false
-      if (segment.length === 1) continue
-      const [, source, originalLine, originalColumn] = segment
-      if (segment.length > 5 || source !== 0 || originalLine === undefined || originalColumn === undefined) return false
-      if (!(originalLine >= 0 && originalLine < original.length && originalColumn >= 0)) return false
-      if (originalColumn > original[originalLine]!) return false
+export const fits = (mappings: string, generated: ReadonlyArray<number>, original: ReadonlyArray<number>): boolean => {
+  // The decoded state: fields relative to the previous segment's (the column to the line's).
+  let line = 0
+  let width = generated[0]!
+  let column = 0
+  let source = 0
+  let originalLine = 0
+  let originalColumn = 0
+  let fields = 0
+  const length = mappings.length
+  for (let at = 0; at <= length; at++) {
+    const code = at === length ? semicolon : mappings.charCodeAt(at)
+    if (code === comma || code === semicolon) {
+      // The segment just read, if any.
+      if (fields !== 0) {
+        if (fields !== 1 && fields !== 4 && fields !== 5) return false
+        if (column < 0 || column > width) return false
+        if (
+          fields !== 1 &&
+          (source !== 0 || originalLine < 0 || originalLine >= original.length || originalColumn < 0 ||
+            originalColumn > original[originalLine]!)
+        ) return false
+        fields = 0
+      }
+      if (code === semicolon && at < length) {
+        if (++line >= generated.length) return false
+        width = generated[line]!
+        column = 0
+      }
+      continue
+    }
+    // One VLQ value: 5 bits per digit, least significant first, the sign in the lowest bit.
+    let value = 0
+    let shift = 0
+    let digit = code < 128 ? digits[code]! : -1
+    for (;;) {
+      if (digit < 0 || shift > 25) return false
+      value |= (digit & 31) << shift
+      shift += 5
+      if ((digit & 32) === 0) break
+      if (++at >= length) return false
+      const next = mappings.charCodeAt(at)
+      digit = next < 128 ? digits[next]! : -1
+    }
+    // "-0" stands for -2^31, as the source-map libraries read it.
+    const delta = (value & 1) === 0 ? value >>> 1 : value === 1 ? -0x80000000 : -(value >>> 1)
+    switch (fields++) {
+      case 0:
+        column += delta
+        break
+      case 1:
+        source += delta
+        break
+      case 2:
+        originalLine += delta
+        break
+      case 3:
+        originalColumn += delta
+        break
+      case 4:
+        break // the name: its index is not checked
+      default:
+        return false
     }
   }
   return true
@@ -73,17 +148,13 @@ const fits = (mappings: SourceMapMappings, generated: ReadonlyArray<number>, ori
  * the module's file name as `file` and its one source, the source's text as `sourcesContent`.
  */
 export const servedMap = (path: string, source: string, code: string, map: RawSourceMap): string | undefined => {
-  // The decoder reads any character as a digit: only base64 VLQ and separators are mappings.
-  if (map.version !== 3 || map.sources.length !== 1 || !/^[A-Za-z0-9+/,;]*$/.test(map.mappings)) return undefined
-  let mappings: SourceMapMappings
-  try {
-    mappings = decode(map.mappings)
-  } catch {
-    return undefined
-  }
-  if (!fits(mappings, lineLengths(code), lineLengths(source))) return undefined
-  const name = posix.basename(path)
-  return JSON.stringify({ version: 3, file: name, sources: [name], sourcesContent: [source], names: map.names, mappings: map.mappings })
+  if (map.version !== 3 || map.sources.length !== 1) return undefined
+  if (!fits(map.mappings, lineLengths(code), lineLengths(source))) return undefined
+  const name = JSON.stringify(posix.basename(path))
+  // The mappings checked are base64 and separators only: nothing in them needs escaping.
+  return `{"version":3,"file":${name},"sources":[${name}],"sourcesContent":[${JSON.stringify(source)}],"names":${
+    JSON.stringify(map.names)
+  },"mappings":"${map.mappings}"}`
 }
 
 /**

@@ -50,7 +50,11 @@ export type WorkerInit = typeof WorkerInit.Type
 export const WorkerJob = Schema.Struct({
   id: Schema.Number,
   path: Schema.String,
-  source: Schema.String
+  source: Schema.String,
+  /** The codings to compress this module with (a subset of the init's); absent: the init's. */
+  codings: Schema.optionalKey(Schema.Array(Schema.Literals(["br", "gzip"]))),
+  /** `source` is a transpiled body to compress with `codings`, not a module to transpile. */
+  compressOnly: Schema.optionalKey(Schema.Boolean)
 })
 export type WorkerJob = typeof WorkerJob.Type
 
@@ -145,8 +149,12 @@ export const serve = async (wrap: (handler: Handler) => Handler = (handler) => h
     // Warm up before reporting Ready: the first transpile of a fresh worker loads the pipeline's
     // plugins and content-tag's WASM. Paid here, it is not counted against a job's timeout.
     for (const input of warmUpInputs) await Effect.runPromiseExit(transpiler.transpile(input))
-    const compressed = Effect.map((module: TranspiledModule) => withFormsSync(module, init.codings))
-    handler = wrap((input) => Effect.runPromiseExit(compressed(transpiler.transpile(input))))
+    // A job may name fewer codings than the pool's (the cache makes the others later).
+    const codingsOf = (input: TranspileInput) =>
+      input.codings === undefined ? init.codings : init.codings.filter((coding) => input.codings!.includes(coding))
+    handler = wrap((input) =>
+      Effect.runPromiseExit(Effect.map(transpiler.transpile(input), (module) => withFormsSync(module, codingsOf(input))))
+    )
     port.postMessage({ _tag: "Ready", fingerprint: transpiler.fingerprint } satisfies WorkerReply)
   } catch (cause) {
     port.postMessage({ _tag: "StartFailed", message: messageOf(cause) } satisfies WorkerReply)
@@ -155,7 +163,12 @@ export const serve = async (wrap: (handler: Handler) => Handler = (handler) => h
   port.on("message", (message: unknown) => {
     if (!isWorkerJob(message)) return
     const started = performance.now()
-    handler({ path: message.path, source: message.source }).then(
+    if (message.compressOnly === true) {
+      const body = { body: message.source, headers: {}, dependencyKeys: [], sourceHash: "" }
+      reply(port, message.id, started, Exit.succeed(withFormsSync(body, message.codings ?? init.codings)))
+      return
+    }
+    handler({ path: message.path, source: message.source, codings: message.codings }).then(
       (exit) => reply(port, message.id, started, exit),
       (cause: unknown) => reply(port, message.id, started, Exit.die(cause))
     )

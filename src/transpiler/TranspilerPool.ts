@@ -162,6 +162,8 @@ const restartsBy: Readonly<Record<RestartReason, Metric.Counter<number>>> = {
 interface Job {
   readonly id: number
   readonly input: TranspileInput
+  /** `input.source` is a body to compress (`Transpiler.compress`), not a module to transpile. */
+  readonly compressOnly: boolean
   readonly enqueuedAt: number
   state: "queued" | "running" | "settled"
   readonly settle: (effect: Effect.Effect<TranspiledModule, TranspilerError>) => void
@@ -361,7 +363,7 @@ export const makePool = Effect.fnUntraced(function*(options: TranspilerPoolOptio
       "mtc.worker.run_ms": runMillis,
       "mtc.worker.index": worker
     }
-    transpileTime.updateUnsafe(runMillis / 1000, context)
+    if (!job.compressOnly) transpileTime.updateUnsafe(runMillis / 1000, context)
     job.settle(Effect.andThen(Effect.annotateCurrentSpan(attributes), result))
   }
 
@@ -456,13 +458,21 @@ export const makePool = Effect.fnUntraced(function*(options: TranspilerPoolOptio
       }, timeoutMillis)
       member.job = { job, startedAt, timer }
       busy++
-      member.worker.postMessage({ id: job.id, path: job.input.path, source: job.input.source } satisfies WorkerJob)
+      const { codings, path, source } = job.input
+      const message: WorkerJob = {
+        id: job.id,
+        path,
+        source,
+        ...(codings === undefined ? {} : { codings: [...codings] }),
+        ...(job.compressOnly ? { compressOnly: true } : {})
+      }
+      member.worker.postMessage(message)
     }
     if (queued > 0) grow()
     publish()
   }
 
-  const transpileRaw = (input: TranspileInput): Effect.Effect<TranspiledModule, TranspilerError> =>
+  const transpileRaw = (input: TranspileInput, compressOnly = false): Effect.Effect<TranspiledModule, TranspilerError> =>
     Effect.callback<TranspiledModule, TranspilerError>((resume) => {
       if (closed) {
         resume(Effect.interrupt)
@@ -472,7 +482,7 @@ export const makePool = Effect.fnUntraced(function*(options: TranspilerPoolOptio
         resume(Effect.fail(new TranspileQueueFullError({ path: input.path, capacity: maxQueue })))
         return
       }
-      const job: Job = { id: nextId++, input, enqueuedAt: performance.now(), state: "queued", settle: resume }
+      const job: Job = { id: nextId++, input, compressOnly, enqueuedAt: performance.now(), state: "queued", settle: resume }
       queue.push(job)
       queued++
       dispatch()
@@ -493,6 +503,13 @@ export const makePool = Effect.fnUntraced(function*(options: TranspilerPoolOptio
       attributes: { "mtc.path": input.path, "mtc.transpiler": "pool", "mtc.engine": engine, "mtc.pipeline": pipeline.name },
       captureStackTrace: false
     })
+
+  /** A module's body compressed in a worker, as a job of the queue like a transpile. */
+  const compress = (module: TranspiledModule, codings: ReadonlyArray<Coding>) =>
+    Effect.map(
+      transpileRaw({ path: "(compress)", source: module.body, codings }, true),
+      (made): TranspiledModule => made.encoded === undefined ? module : { ...module, encoded: { ...module.encoded, ...made.encoded } }
+    )
 
   yield* Effect.addFinalizer(() =>
     Effect.promise(() => {
@@ -548,7 +565,7 @@ export const makePool = Effect.fnUntraced(function*(options: TranspilerPoolOptio
   })
 
   return {
-    service: Transpiler.of({ fingerprint, sourceMaps, transpile }),
+    service: Transpiler.of({ fingerprint, sourceMaps, transpile, compress }),
     state: () => ({ workers: live(), retired, busy, queued, restarts })
   } satisfies TranspilerPool
 })
