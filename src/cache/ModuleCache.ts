@@ -261,7 +261,6 @@ interface Flight {
 /** A module's answer, or its failure (recorded in L2, shared with every waiter). */
 type Loaded = Exit.Exit<GetResult, ModuleBuildError>
 
-/** Hands a load's answer to its callers (and L1) as soon as it is known; only the first call counts. */
 /**
  * Answers a load's joiners and fills L1 (once: later calls do nothing); `refill` puts a more
  * complete module of the same version in L1 afterwards (its compressed forms made later).
@@ -365,11 +364,10 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
    */
   const laterForms = new Map<string, Effect.Effect<TranspiledModule>>()
 
-  // Transpiles running in this cache, and when the last one started (`Clock` millis): a cold
+  // Transpiles running in this cache, and when the last one ended (`Clock` millis): a cold
   // load's quiet moment is when none ran for `l2WriteQuiet`.
   let transpiling = 0
   let lastTranspile = 0
-  const quietMillis = Duration.toMillis(Duration.fromInputUnsafe(options.l2WriteQuiet ?? defaults.l2WriteQuiet))
 
   /**
    * Whether a transpile makes only the coding its request is sent in now, and the others at
@@ -394,15 +392,10 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
   const quietMoment: Effect.Effect<void> = Effect.suspend(() => {
     if (nextQuiet !== undefined) return Deferred.await(nextQuiet)
     const latch = nextQuiet = Deferred.makeUnsafe<void>()
-    const watch = Effect.gen(function*() {
-      const started = yield* Clock.currentTimeMillis
-      for (;;) {
-        const now = yield* Clock.currentTimeMillis
-        if (!defersForms() || now - started >= Duration.toMillis(hold)) return
-        if (transpiling === 0 && now - lastTranspile >= quietMillis) return
-        yield* Effect.sleep(Batching.holdRecheck)
-      }
-    }).pipe(Effect.ensuring(Effect.sync(() => {
+    const watch = Batching.quietMoment(
+      { maxDelay: hold, quiet: options.l2WriteQuiet ?? defaults.l2WriteQuiet, allowed: defersForms },
+      () => transpiling > 0 ? Infinity : lastTranspile
+    ).pipe(Effect.ensuring(Effect.sync(() => {
       nextQuiet = undefined
       Deferred.doneUnsafe(latch, Effect.void)
     })))
@@ -454,17 +447,16 @@ export const make = Effect.fnUntraced(function*(options: ModuleCacheOptions = {}
    * recorded, the load fails for its joiners, and the next get retries.
    */
   const transpile = (source: ModuleSource): Effect.Effect<WriteContent, TranspilerError> =>
-    Effect.flatMap(codingsNow, (now) =>
-      transpileWith(source, now, now.length === offered.length ? undefined : now)
-    )
+    Effect.flatMap(codingsNow, (now) => transpileWith(source, now))
 
+  /** {@link transpile}, its body compressed with `now` in the same run. */
   const transpileWith = (
     source: ModuleSource,
-    now: ReadonlyArray<ContentCoding.Coding>,
-    codings: ReadonlyArray<ContentCoding.Coding> | undefined
+    now: ReadonlyArray<ContentCoding.Coding>
   ): Effect.Effect<WriteContent, TranspilerError> =>
     Effect.suspend(() => {
       transpiling++
+      const codings = now.length === offered.length ? undefined : now
       return transpiler.transpile({ path: source.key.path, source: source.content, codings })
     }).pipe(
       Effect.ensuring(Effect.flatMap(Clock.currentTimeMillis, (at) =>

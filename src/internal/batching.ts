@@ -102,8 +102,11 @@ export const make = <In, A, E>(
     })
 }
 
-/** `collect`, then, while `hold.allowed()`, the wait for a quiet moment (see the module's comment). */
-const held = (hold: Hold, collect: Effect.Effect<void>, lastCall: () => number): Effect.Effect<void> => {
+/**
+ * While `hold.allowed()`, waits for a quiet moment: `hold.quiet` after `lastCall()` (`Clock`
+ * millis; `Infinity` while something is still going on), or `hold.maxDelay` after it began.
+ */
+export const quietMoment = (hold: Hold, lastCall: () => number): Effect.Effect<void> => {
   const quiet = Duration.toMillis(Duration.fromInputUnsafe(hold.quiet))
   const maxDelay = Duration.toMillis(Duration.fromInputUnsafe(hold.maxDelay))
   const recheck = Duration.toMillis(holdRecheck)
@@ -116,6 +119,10 @@ const held = (hold: Hold, collect: Effect.Effect<void>, lastCall: () => number):
       if (!hold.allowed() || untilQuiet <= 0 || untilLatest <= 0) return Effect.void
       return Effect.andThen(Effect.sleep(Duration.millis(Math.min(untilQuiet, untilLatest, recheck))), wait)
     })
-    return Effect.andThen(collect, wait)
+    return wait
   })
 }
+
+/** `collect`, then {@link quietMoment} (see the module's comment). */
+const held = (hold: Hold, collect: Effect.Effect<void>, lastCall: () => number): Effect.Effect<void> =>
+  Effect.andThen(collect, quietMoment(hold, lastCall))

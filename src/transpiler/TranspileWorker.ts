@@ -142,6 +142,9 @@ export const serve = async (wrap: (handler: Handler) => Handler = (handler) => h
   const init: unknown = workerData
   if (!isWorkerInit(init)) throw new Error("TranspileWorker: unexpected workerData")
   lowerPriority(init.nice)
+  // A job may name fewer codings than the pool's (the cache makes the others later).
+  const codingsOf = (job: { readonly codings?: ReadonlyArray<"br" | "gzip"> | undefined }) =>
+    job.codings === undefined ? init.codings : init.codings.filter((coding) => job.codings!.includes(coding))
   let handler: Handler
   try {
     // The options are plain data of BabelTranspilerOptions, passed through without looking inside.
@@ -149,9 +152,6 @@ export const serve = async (wrap: (handler: Handler) => Handler = (handler) => h
     // Warm up before reporting Ready: the first transpile of a fresh worker loads the pipeline's
     // plugins and content-tag's WASM. Paid here, it is not counted against a job's timeout.
     for (const input of warmUpInputs) await Effect.runPromiseExit(transpiler.transpile(input))
-    // A job may name fewer codings than the pool's (the cache makes the others later).
-    const codingsOf = (input: TranspileInput) =>
-      input.codings === undefined ? init.codings : init.codings.filter((coding) => input.codings!.includes(coding))
     handler = wrap((input) =>
       Effect.runPromiseExit(Effect.map(transpiler.transpile(input), (module) => withFormsSync(module, codingsOf(input))))
     )
@@ -165,7 +165,7 @@ export const serve = async (wrap: (handler: Handler) => Handler = (handler) => h
     const started = performance.now()
     if (message.compressOnly === true) {
       const body = { body: message.source, headers: {}, dependencyKeys: [], sourceHash: "" }
-      reply(port, message.id, started, Exit.succeed(withFormsSync(body, message.codings ?? init.codings)))
+      reply(port, message.id, started, Exit.succeed(withFormsSync(body, codingsOf(message))))
       return
     }
     handler({ path: message.path, source: message.source, codings: message.codings }).then(
